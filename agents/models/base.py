@@ -1,0 +1,132 @@
+"""The one small interface every agent and the trainer use to talk to a model.
+
+A backend takes a batch of chat requests and returns, per request, either a
+`Generation` or a `Failure` — a failed call is recorded, never passed on as an
+empty string. `loss`, `embed` and `option_probs` exist where the backend can
+compute them and raise `UnsupportedError` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Message = dict[str, str]
+
+FailureKind = Literal[
+    "timeout",
+    "rate_limit",
+    "connection",
+    "server",
+    "bad_request",
+    "auth",
+    "not_found",
+    "malformed",
+    "schema",
+    "other",
+]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion request; sampling parameters a backend lacks are ignored by it."""
+
+    messages: tuple[Message, ...] | list[Message]
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    seed: int | None = None
+    presence_penalty: float | None = None
+    json_schema: dict[str, Any] | None = None
+
+    def cache_payload(self) -> dict[str, Any]:
+        """Everything that determines the answer, for the response-cache key."""
+        return {
+            "messages": [dict(m) for m in self.messages],
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop),
+            "n": self.n,
+            "seed": self.seed,
+            "presence_penalty": self.presence_penalty,
+            "json_schema": self.json_schema,
+        }
+
+
+@dataclass
+class Choice:
+    text: str
+    finish_reason: str  # "stop" | "length" | backend-specific
+
+
+@dataclass
+class Generation:
+    """A successful call: n choices, token usage and wall latency."""
+
+    choices: list[Choice]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+    ok: bool = field(default=True, init=False)
+
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+    @property
+    def finish_reason(self) -> str:
+        return self.choices[0].finish_reason
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@dataclass
+class Failure:
+    """A call that did not produce an answer, after bounded retries."""
+
+    kind: FailureKind
+    message: str
+    attempts: int = 1
+    latency_s: float = 0.0
+    ok: bool = field(default=False, init=False)
+
+
+Result = Generation | Failure
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """What every backend provides. `model_id` and `adapter_version` key the response cache."""
+
+    model_id: str
+    adapter_version: str | None
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:
+        """Answer every request; the i-th result belongs to the i-th request."""
+        ...
+
+    async def loss(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
+        """Per-token negative log-likelihood of each answer given its prompt messages.
+
+        An empty prompt (no messages) gives the answer's loss alone (IFD's denominator).
+        """
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text."""
+        ...
+
+    async def option_probs(
+        self, prompts: Sequence[Sequence[Message]], options: Sequence[str]
+    ) -> list[list[float]]:
+        """Softmax over the next-token logits restricted to `options` (Deita's "1".."6")."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,75 @@
+"""Model endpoints and roles: which model each agent talks to."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ROLES = ("generator", "evolver", "responder", "critic", "rewriter", "tagger", "scorer", "embedder")
+
+
+class ModelConfig(BaseModel):
+    """One model: an OpenAI-compatible server, an in-process transformers model, or vLLM."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    backend: Literal["openai", "transformers", "vllm"] = "openai"
+    model: str | None = Field(None, description="Model name sent to the server (openai, vllm).")
+    base_url: str | None = Field(None, description="One OpenAI-compatible endpoint.")
+    base_urls: list[str] = Field(
+        default_factory=list, description="Several endpoints serving the same model."
+    )
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key."
+    )
+    path: str | None = Field(
+        None, description="Local model directory or hub id (transformers, vllm)."
+    )
+    adapter: str | None = Field(None, description="A peft adapter directory to load on start.")
+    max_concurrency: int = Field(16, ge=1, description="Requests in flight per endpoint.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(4, ge=0, description="Retries of a failed call (tenacity).")
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    device: str = Field("auto", description="auto | cpu | cuda | mps (transformers).")
+    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16 (transformers).")
+    batch_size: int = Field(8, ge=1, description="Generation batch size (transformers).")
+    max_lora_rank: int = Field(64, ge=1, description="vLLM --max-lora-rank.")
+    cache: bool = Field(True, description="Keep answers in the store's response cache.")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_backend_fields(self) -> ModelConfig:
+        if self.backend == "openai":
+            if not (self.base_url or self.base_urls):
+                raise ValueError("an openai backend needs base_url or base_urls")
+            if not self.model:
+                raise ValueError("an openai backend needs model")
+        elif not (self.path or self.model):
+            raise ValueError(f"a {self.backend} backend needs path")
+        return self
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self.base_urls) or ([self.base_url] if self.base_url else [])
+
+
+class RolesConfig(BaseModel):
+    """Which configured model serves each role. The generator follows the promoted student."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generator: str = "teacher"
+    evolver: str = "teacher"
+    responder: str = "teacher"
+    critic: str = "teacher"
+    rewriter: str = "teacher"
+    tagger: str = "teacher"
+    scorer: str | None = Field(
+        None, description="Deita scorer model; unset falls back to the judge."
+    )
+    embedder: str | None = Field(
+        None, description="Embedding model; unset uses the student's hidden states or n-grams."
+    )
+    follow_student: bool = Field(True, description="Generator switches to the promoted student.")

@@ -1,0 +1,53 @@
+"""The error hierarchy every package raises; only the CLI turns these into messages and exit codes.
+
+It lives in `store/` because store is the package everything else may import.
+"""
+
+from __future__ import annotations
+
+
+class EvoError(Exception):
+    """Base of every error a user should see as one plain message."""
+
+    exit_code = 1
+
+
+class InputError(EvoError):
+    """Bad input from the user: a file, a flag, a config value. Exit code 2."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.detail = message
+        where = ":".join(str(p) for p in (file, line) if p is not None)
+        parts = [where] if where else []
+        if field:
+            parts.append(f"field '{field}'")
+        prefix = ", ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class ConfigError(InputError):
+    """The config file or an override is invalid."""
+
+
+class ProjectError(InputError):
+    """The project directory is missing, not initialised, or locked."""
+
+
+class ModelError(EvoError):
+    """A model could not be reached or used (the whole model, not one request)."""
+
+
+class UnsupportedError(EvoError):
+    """A backend cannot do what was asked (loss on an HTTP server, QLoRA without CUDA...)."""
