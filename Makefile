@@ -21,7 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/evoinstruct demo --dir demo-project
+	rm -rf demo-project
+	$(VENV)/bin/evoinstruct init demo-project
+	$(VENV)/bin/evoinstruct seed add demo-project/seeds/seed_tasks_en.jsonl demo-project/seeds/seed_tasks_zh.jsonl --project demo-project
+	$(VENV)/bin/evoinstruct status --project demo-project
 
 test: setup
 	$(PY) -m ruff check .

@@ -1,0 +1,242 @@
+"""The `evoinstruct` command line: each command parses, calls one library function, prints.
+
+Exit codes: 0 success; 2 bad input or usage (one line naming file, line and field);
+1 a failure at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from store.errors import EvoError
+
+app = typer.Typer(
+    help="Grow and clean an instruction-tuning pool with agents, and train a student on it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+seed_app = typer.Typer(help="Seed the pool with your own task prompts.", no_args_is_help=True)
+app.add_typer(seed_app, name="seed")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ProjectOpt = Annotated[
+    Path,
+    typer.Option(
+        "--project", "-p", envvar="EVOINSTRUCT_PROJECT", help="Project directory.", show_default="."
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def _project(path: Path):
+    from graph.project import Project
+
+    return Project(path.resolve()).require()
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")] = Path(
+        "."
+    ),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing evoinstruct.toml.")] = False,
+) -> None:
+    """Create a project: a commented evoinstruct.toml and example seeds in English and Chinese.
+
+    Example: evoinstruct init my-project
+    """
+    from graph.project import init_project
+
+    project = init_project(directory, force=force)
+    console.print(f"Created {project.config_path}")
+    console.print(f"Example seeds in {project.root / 'seeds'}; add them with:")
+    console.print(
+        f"  evoinstruct seed add {project.root / 'seeds' / 'seed_tasks_en.jsonl'} --project {project.root}"
+    )
+
+
+@seed_app.command("add")
+def seed_add(
+    files: Annotated[list[Path], typer.Argument(help="Seed files to import.")],
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", "-f", help="selfinstruct|alpaca|sharegpt|openai|csv|text (default: detect)."
+        ),
+    ] = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Import task prompts; each file is read whole before anything is written.
+
+    Example: evoinstruct seed add seeds/seed_tasks_zh.jsonl --format selfinstruct
+    """
+    from store.seeds import add_seed_file, read_seed_file
+
+    proj = _project(project)
+    for file in files:  # Read every file first, so one bad file writes nothing at all.
+        read_seed_file(file, format)
+    reports = []
+    with proj.open_store() as store:
+        for file in files:
+            reports.append(add_seed_file(store, file, format))
+    if as_json:
+        print_json([r.__dict__ for r in reports])
+        return
+    for r in reports:
+        console.print(
+            f"{r.path}: {r.format}, {r.records} records, {r.examples} examples: "
+            f"{r.inserted} new, {r.duplicates} already in the pool; "
+            f"{r.accepted} with an answer, {r.waiting_for_output} waiting for one"
+        )
+
+
+def status_report(proj) -> dict[str, Any]:
+    """What `status --json` prints; plain sqlite3 reads, so it is fast on a large pool."""
+    from graph.daemon_state import with_liveness
+    from store import stats
+
+    conn = stats.connect_readonly(proj.pool_path)
+    try:
+        pool = stats.pool_stats(conn)
+        active = stats.active_history(conn)[-1]
+        daemon = stats.daemon_info(conn)
+    finally:
+        conn.close()
+    return {
+        "examples": {
+            "total": pool["total"],
+            "by_status": pool["by_status"],
+            "by_source": pool["by_source"],
+            "by_round": pool["by_round"],
+        },
+        "rounds": pool["rounds_finished"],
+        "rejections": pool["rejections"],
+        "active_model": active,
+        "daemon": with_liveness(daemon),
+    }
+
+
+@app.command()
+def status(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """Pool counts by status, source and round; the active model; the daemon.
+
+    Example: evoinstruct status --json
+    """
+    report = status_report(_project(project))
+    if as_json:
+        print_json(report)
+        return
+    ex = report["examples"]
+    table = Table(title=f"Pool: {ex['total']} examples, {report['rounds']} rounds finished")
+    table.add_column("by status")
+    table.add_column("n", justify="right")
+    table.add_column("by source")
+    table.add_column("n", justify="right")
+    statuses = list(ex["by_status"].items())
+    sources = list(ex["by_source"].items())
+    for i in range(max(len(statuses), len(sources))):
+        s = statuses[i] if i < len(statuses) else ("", "")
+        o = sources[i] if i < len(sources) else ("", "")
+        table.add_row(s[0], str(s[1]), o[0], str(o[1]))
+    console.print(table)
+    rounds = ", ".join(f"{k}: {v}" for k, v in ex["by_round"].items())
+    console.print(f"Examples by round: {rounds or 'none'}")
+    console.print(f"Rejections recorded: {report['rejections']}")
+    console.print(f"Active student: {report['active_model'] or 'none (the teacher generates)'}")
+    daemon = report["daemon"]
+    if daemon and daemon.get("running"):
+        console.print(
+            f"Daemon: running, pid {daemon['pid']}, round {daemon['round']}, stage {daemon['stage']}, "
+            f"last heartbeat {daemon['heartbeat_at']}"
+        )
+    else:
+        console.print("Daemon: not running")
+
+
+@app.command()
+def export(
+    out: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write (.json, .jsonl, .parquet).")
+    ],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="alpaca|sharegpt|openai|parquet.")
+    ] = "alpaca",
+    status: Annotated[
+        list[str] | None,
+        typer.Option("--status", help="Statuses to include, or 'all' (default accepted)."),
+    ] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="Sources to include.")
+    ] = None,
+    round: Annotated[
+        int | None, typer.Option("--round", help="Only examples created in this round.")
+    ] = None,
+    min_score: Annotated[
+        list[str] | None,
+        typer.Option("--min-score", help="DIM=X: keep examples scoring at least X on DIM."),
+    ] = None,
+    with_lineage: Annotated[
+        bool, typer.Option("--with-lineage", help="Add id, parent, operation, round, scores.")
+    ] = False,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Export the pool for LLaMA-Factory, TRL or `datasets`.
+
+    Example: evoinstruct export --format sharegpt -o data.jsonl --min-score accuracy=4.5
+    """
+    from store.export import ExportFilter, parse_min_score
+    from store.export import export as run_export
+
+    filt = ExportFilter(
+        statuses=list(status or ["accepted"]),
+        sources=list(source or []),
+        round=round,
+        min_scores=parse_min_score(list(min_score or [])),
+    )
+    with _project(project).open_store() as store:
+        n = run_export(store, format, out, filt, with_lineage=with_lineage)
+    console.print(f"Wrote {n} examples to {out} ({format})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: library errors become one line on stderr and their exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except EvoError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(exc.exit_code) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        err_console.print("aborted")
+        raise SystemExit(1) from None
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The run config: every package's config model composed into one, loaded from TOML.
+
+Layers, lowest first: defaults < `evoinstruct.toml` < environment
+(`EVOINSTRUCT__SECTION__KEY=value`) < CLI `--set section.key=value`. Values in
+the environment and `--set` are TOML literals (`3`, `true`, `"text"`); a bare
+word is taken as a string. The resolved config is stored with every round.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agents.models.config import ModelConfig, RolesConfig
+from store.errors import ConfigError
+
+ENV_PREFIX = "EVOINSTRUCT__"
+
+
+class ProjectConfig(BaseModel):
+    """The project as a whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str = Field("en", description="Prompt language: en or zh.")
+    seed: int = Field(0, description="Seed of every random choice the loop makes.")
+
+
+class LoopConfig(BaseModel):
+    """What one round does and how much of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generate_calls: int = Field(
+        2, ge=0, description="Generator calls per round (each asks for several tasks)."
+    )
+    evolve_per_round: int = Field(8, ge=0, description="Accepted examples evolved per round.")
+    max_depth: int = Field(
+        4, ge=0, description="Deepest evolution an example may reach (WizardLM ran 4)."
+    )
+    respond_batch: int = Field(64, ge=1, description="Instructions answered per responder batch.")
+    train_every: int = Field(
+        0, ge=0, description="Train the student every N rounds (0: never by schedule)."
+    )
+    train_min_new: int = Field(
+        0, ge=0, description="Or after this many newly accepted examples (0: off)."
+    )
+    keep_checkpoints: int = Field(
+        5, ge=1, description="Finished rounds whose LangGraph checkpoints are kept."
+    )
+
+
+def _default_models() -> dict[str, ModelConfig]:
+    return {
+        "teacher": ModelConfig(
+            backend="openai",
+            base_url="http://127.0.0.1:8000/v1",
+            model="Qwen/Qwen2.5-7B-Instruct",
+            api_key_env="OPENAI_API_KEY",
+        ),
+        "student": ModelConfig(backend="transformers", path="Qwen/Qwen2.5-0.5B-Instruct"),
+    }
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs, one validated object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: ProjectConfig = Field(default_factory=ProjectConfig)
+    models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+    roles: RolesConfig = Field(default_factory=RolesConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+
+    def check_roles(self) -> None:
+        for role, name in self.roles.model_dump().items():
+            if isinstance(name, str) and role != "follow_student" and name not in self.models:
+                raise ConfigError(
+                    f"role {role} names model {name!r}, which is not under [models] "
+                    f"(configured: {', '.join(self.models) or 'none'})",
+                    field=f"roles.{role}",
+                )
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {key} is not a table", field=dotted)
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected section.key=value, got {item!r}", field="--set")
+        out.append((key.strip(), _parse_value(value.strip())))
+    return out
+
+
+def _line_of(path: Path, loc: Sequence[Any]) -> int | None:
+    """Best-effort line of a key in the TOML file, for error messages."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    keys = [str(k) for k in loc if not isinstance(k, int)]
+    if not keys:
+        return None
+    section = ".".join(keys[:-1])
+    in_section = not section
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_section = stripped.strip("[]").strip() == section
+            if in_section and len(keys) == 1:
+                return number
+        elif in_section and stripped.split("=", 1)[0].strip() == keys[-1]:
+            return number
+    return None
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Defaults < TOML file < environment < overrides, validated; errors name file, line and key."""
+    data: dict[str, Any] = {}
+    file = Path(path) if path else None
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                "no config file (run `evoinstruct init` first)", file=str(file)
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(exc), file=str(file)) from exc
+    env = os.environ if environ is None else environ
+    for name, value in sorted(env.items()):
+        if name.startswith(ENV_PREFIX):
+            _set_path(data, name[len(ENV_PREFIX) :].lower().replace("__", "."), _parse_value(value))
+    for key, value in parse_overrides(overrides):
+        _set_path(data, key, value)
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = [p for p in error["loc"] if p not in ("function-after",)]
+        key = ".".join(str(p) for p in loc)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(
+            message + more,
+            file=str(file) if file else None,
+            line=_line_of(file, loc) if file else None,
+            field=key,
+        ) from None
+    config.check_roles()
+    return config

@@ -1,0 +1,103 @@
+"""Writing a config as commented TOML: each key with its description, generated from the models.
+
+`evoinstruct init` writes this file, and `docs/config.md` (the README's config
+reference) is made from the same walk, so neither drifts from the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, get_args, get_origin
+
+import tomli_w
+from pydantic import BaseModel
+
+
+def _value(value: Any) -> str:
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def _table(lines: list[str], name: str, model: BaseModel, doc: str | None) -> None:
+    lines.append("")
+    if doc:
+        lines.extend(f"# {line}".rstrip() for line in doc.strip().splitlines())
+    lines.append(f"[{name}]")
+    nested: list[tuple[str, BaseModel, str | None]] = []
+    for key, field in type(model).model_fields.items():
+        value = getattr(model, key)
+        if isinstance(value, BaseModel):
+            nested.append((f"{name}.{key}", value, field.description or type(value).__doc__))
+            continue
+        if field.description:
+            lines.append(f"# {field.description}")
+        if value is None:
+            lines.append(f"# {key} = ")
+        else:
+            dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            if isinstance(dumped, (list, dict)) and not dumped:
+                lines.append(f"{key} = {'[]' if isinstance(dumped, list) else '{}'}")
+            else:
+                lines.append(f"{key} = {_value(_jsonable(dumped))}")
+    for sub_name, sub_model, sub_doc in nested:
+        _table(lines, sub_name, sub_model, sub_doc)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def render_toml(config: BaseModel, header: str = "") -> str:
+    """The whole config as commented TOML that loads back to an equal config."""
+    lines = [f"# {line}".rstrip() for line in header.strip().splitlines()] if header else []
+    for key, field in type(config).model_fields.items():
+        value = getattr(config, key)
+        if isinstance(value, BaseModel):
+            _table(lines, key, value, field.description or type(value).__doc__)
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                _table(
+                    lines,
+                    f"{key}.{name}",
+                    item,
+                    type(item).__doc__ if name == next(iter(value)) else None,
+                )
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def config_reference(config_type: type[BaseModel]) -> str:
+    """Markdown tables of every section and key, for the README's config reference."""
+    out: list[str] = []
+
+    def walk(prefix: str, model_type: type[BaseModel]) -> None:
+        rows = []
+        for key, field in model_type.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(f"{prefix}.{key}" if prefix else key, annotation)
+                continue
+            default = field.get_default(call_default_factory=True)
+            shown = (
+                ""
+                if default is None
+                else f"`{_value(_jsonable(default))}`"
+                if not isinstance(default, dict)
+                else "see below"
+            )
+            rows.append(f"| `{key}` | {shown} | {field.description or ''} |")
+        if rows:
+            out.append(f"\n### `[{prefix}]`\n")
+            if model_type.__doc__:
+                out.append(model_type.__doc__.strip().splitlines()[0] + "\n")
+            out.append("| key | default | meaning |\n| --- | --- | --- |")
+            out.extend(rows)
+
+    for key, field in config_type.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            walk(key, annotation)
+        elif get_origin(annotation) is dict:
+            value_type = get_args(annotation)[1]
+            if isinstance(value_type, type) and issubclass(value_type, BaseModel):
+                walk(f"{key}.NAME", value_type)
+    return "\n".join(out).strip() + "\n"

@@ -1,0 +1,407 @@
+"""The instruction pool: examples, their scores and rejections, statistics and lineage."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from store import stats
+from store._base import StoreBase, dumps, loads, now
+from store.errors import InputError
+from store.ids import example_id, stable_hash
+from store.records import STATUSES, Example, ExampleDraft, Rejection, Score
+
+_EXAMPLE_COLUMNS = (
+    "id, instruction, input, output, system, source, parent_id, operation, round, status, "
+    "language, model_version, template, depth, created_at, meta"
+)
+
+
+@dataclass
+class AddResult:
+    """Ids in the order of the drafts (duplicates get the existing id) and what was new."""
+
+    ids: list[str] = field(default_factory=list)
+    inserted: int = 0
+    duplicates: int = 0
+
+
+def _row_to_example(row: dict[str, Any]) -> Example:
+    return Example(
+        id=row["id"],
+        instruction=row["instruction"],
+        input=row["input"] or "",
+        output=row["output"],
+        system=row["system"] or "",
+        source=row["source"],
+        parent_id=row["parent_id"],
+        operation=row["operation"],
+        round=row["round"],
+        status=row["status"],
+        language=row["language"],
+        model_version=row["model_version"],
+        template=row["template"],
+        depth=row["depth"] or 0,
+        created_at=row["created_at"],
+        meta=loads(row["meta"], {}),
+    )
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class PoolMixin(StoreBase):
+    # --- examples -----------------------------------------------------------------
+    def add_candidates(
+        self, drafts: Sequence[ExampleDraft], round: int, *, status: str | None = None
+    ) -> AddResult:
+        """Insert new examples; an example already in the pool is counted, never changed.
+
+        Without `status`, a seed with an output is accepted at once and everything
+        else starts as a candidate.
+        """
+        result = AddResult()
+        rows: dict[str, dict[str, Any]] = {}
+        for draft in drafts:
+            eid = example_id(draft.instruction, draft.input, draft.output, source=draft.source)
+            result.ids.append(eid)
+            if eid in rows:
+                continue
+            row_status = status or (
+                "accepted" if draft.source == "seed" and draft.output else "candidate"
+            )
+            rows[eid] = {
+                "id": eid,
+                "instruction": draft.instruction,
+                "input": draft.input or "",
+                "output": draft.output,
+                "system": draft.system or "",
+                "source": draft.source,
+                "parent_id": draft.parent_id,
+                "operation": draft.operation,
+                "round": round,
+                "status": row_status,
+                "language": draft.language,
+                "model_version": draft.model_version,
+                "template": draft.template,
+                "depth": draft.depth,
+                "created_at": now(),
+                "updated_at": None,
+                "meta": dumps(draft.meta),
+            }
+        with self.transaction() as db:
+            existing = self._existing_ids(list(rows))
+            new_rows = [row for eid, row in rows.items() if eid not in existing]
+            if new_rows:
+                db["examples"].insert_all(new_rows, ignore=True, batch_size=500)
+        result.inserted = len(new_rows)
+        result.duplicates = len(drafts) - result.inserted
+        return result
+
+    def _existing_ids(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r["id"]
+                for r in self.db.query(f"SELECT id FROM examples WHERE id IN ({marks})", chunk)
+            )
+        return found
+
+    def get(self, id: str) -> Example | None:
+        rows = self._query(f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE id = ?", [id])
+        return _row_to_example(rows[0]) if rows else None
+
+    def get_many(self, ids: Sequence[str]) -> list[Example]:
+        """Examples for `ids`, in that order; unknown ids are skipped."""
+        by_id: dict[str, Example] = {}
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.query(
+                f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE id IN ({marks})", chunk
+            ):
+                by_id[row["id"]] = _row_to_example(row)
+        return [by_id[i] for i in ids if i in by_id]
+
+    def iter_examples(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        source: str | Sequence[str] | None = None,
+        round: int | None = None,
+        min_round: int | None = None,
+        max_round: int | None = None,
+        has_output: bool | None = None,
+        limit: int | None = None,
+        batch: int = 2000,
+    ) -> Iterator[Example]:
+        """Stream examples matching the filters, oldest first, in keyset-paginated batches."""
+        where, params = self._filters(status, source, round, min_round, max_round, has_output)
+        last_rowid = 0
+        yielded = 0
+        while True:
+            rows = self._query(
+                f"SELECT rowid AS _rowid, {_EXAMPLE_COLUMNS} FROM examples "
+                f"WHERE rowid > ? {where} ORDER BY rowid LIMIT ?",
+                [last_rowid, *params, batch],
+            )
+            for row in rows:
+                yield _row_to_example(row)
+                yielded += 1
+                if limit is not None and yielded >= limit:
+                    return
+            if len(rows) < batch:
+                return
+            last_rowid = rows[-1]["_rowid"]
+
+    def count_examples(self, **filters: Any) -> int:
+        where, params = self._filters(
+            filters.get("status"),
+            filters.get("source"),
+            filters.get("round"),
+            filters.get("min_round"),
+            filters.get("max_round"),
+            filters.get("has_output"),
+        )
+        return self._query(f"SELECT count(*) AS n FROM examples WHERE 1=1 {where}", params)[0]["n"]
+
+    @staticmethod
+    def _filters(
+        status: str | Sequence[str] | None,
+        source: str | Sequence[str] | None,
+        round: int | None,
+        min_round: int | None,
+        max_round: int | None,
+        has_output: bool | None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status", status), ("source", source)):
+            if value is None:
+                continue
+            values = [value] if isinstance(value, str) else list(value)
+            clauses.append(f"AND {column} IN ({','.join('?' * len(values))})")
+            params.extend(values)
+        for clause, value in (
+            ("round = ?", round),
+            ("round >= ?", min_round),
+            ("round <= ?", max_round),
+        ):
+            if value is not None:
+                clauses.append(f"AND {clause}")
+                params.append(value)
+        if has_output is True:
+            clauses.append("AND output IS NOT NULL")
+        elif has_output is False:
+            clauses.append("AND output IS NULL")
+        return " ".join(clauses), params
+
+    def set_status(self, ids: Iterable[str], status: str) -> int:
+        """Move examples to `status`; returns how many rows changed."""
+        if status not in STATUSES:
+            raise InputError(f"unknown status {status!r}", field="status")
+        ids = list(ids)
+        changed = 0
+        with self.transaction() as db:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                cursor = db.execute(
+                    f"UPDATE examples SET status = ?, updated_at = ? "
+                    f"WHERE id IN ({marks}) AND status != ?",
+                    [status, now(), *chunk, status],
+                )
+                changed += cursor.rowcount
+        return changed
+
+    def set_output(
+        self,
+        id: str,
+        output: str,
+        *,
+        system: str | None = None,
+        model_version: str | None = None,
+        template: str | None = None,
+    ) -> None:
+        """Give an example its response (the responder), keeping who wrote it in `meta`."""
+        with self.transaction() as db:
+            row = self.get(id)
+            if row is None:
+                raise KeyError(id)
+            meta = {**row.meta, "response_model": model_version, "response_template": template}
+            updates: dict[str, Any] = {"output": output, "updated_at": now(), "meta": dumps(meta)}
+            if system is not None:
+                updates["system"] = system
+            db["examples"].update(id, updates)
+
+    def update_meta(self, id: str, **values: Any) -> None:
+        with self.transaction() as db:
+            row = self.get(id)
+            if row is None:
+                raise KeyError(id)
+            db["examples"].update(id, {"meta": dumps({**row.meta, **values}), "updated_at": now()})
+
+    # --- scores and rejections ------------------------------------------------------
+    def record_scores(self, scores: Sequence[Score], round: int) -> None:
+        """Upsert scores; one row per (example, scorer, dimension), the newest wins."""
+        rows = [
+            {
+                "id": stable_hash([s.example_id, s.scorer, s.dimension])[:24],
+                "example_id": s.example_id,
+                "scorer": s.scorer,
+                "dimension": s.dimension,
+                "value": s.value,
+                "raw_output": s.raw_output,
+                "explanation": s.explanation,
+                "round": round,
+                "created_at": now(),
+            }
+            for s in scores
+        ]
+        if rows:
+            with self.transaction() as db:
+                db["scores"].insert_all(rows, replace=True, batch_size=500)
+
+    def scores_for(self, ids: Sequence[str]) -> dict[str, list[Score]]:
+        found: dict[str, list[Score]] = {i: [] for i in ids}
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.query(
+                f"SELECT * FROM scores WHERE example_id IN ({marks}) ORDER BY rowid", chunk
+            ):
+                found[row["example_id"]].append(
+                    Score(
+                        row["example_id"],
+                        row["scorer"],
+                        row["dimension"],
+                        row["value"],
+                        row["raw_output"],
+                        row["explanation"],
+                    )
+                )
+        return found
+
+    def record_rejections(self, rejections: Sequence[Rejection], round: int) -> None:
+        """Keep every rejection with its evidence and raw output; re-recording is a no-op."""
+        rows = []
+        for r in rejections:
+            key = [r.stage, r.reason, r.example_id, r.text, round]
+            rows.append(
+                {
+                    "id": stable_hash(key)[:24],
+                    "example_id": r.example_id,
+                    "text": r.text,
+                    "stage": r.stage,
+                    "reason": r.reason,
+                    "evidence": dumps(r.evidence),
+                    "raw_output": r.raw_output,
+                    "round": round,
+                    "created_at": now(),
+                }
+            )
+        if rows:
+            with self.transaction() as db:
+                db["rejections"].insert_all(rows, ignore=True, batch_size=500)
+
+    def rejections(
+        self,
+        *,
+        stage: str | None = None,
+        reason: str | None = None,
+        example_id: str | None = None,
+        round: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        for column, value in (
+            ("stage", stage),
+            ("reason", reason),
+            ("example_id", example_id),
+            ("round", round),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        tail = f"LIMIT {int(limit)}" if limit else ""
+        rows = self._query(f"SELECT * FROM rejections {where} ORDER BY rowid {tail}", params)
+        for row in rows:
+            row["evidence"] = loads(row["evidence"])
+        return rows
+
+    # --- demos, statistics, lineage -------------------------------------------------
+    def sample_demos(self, n_human: int, n_machine: int, rng: random.Random) -> list[Example]:
+        """Few-shot demos: human seeds plus accepted machine examples, shuffled (Self-Instruct)."""
+        human = self._sample_ids("source = 'seed' AND status = 'accepted'", n_human, rng)
+        machine = self._sample_ids("source != 'seed' AND status = 'accepted'", n_machine, rng)
+        demos = self.get_many(human + machine)
+        rng.shuffle(demos)
+        return demos
+
+    def _sample_ids(self, where: str, n: int, rng: random.Random) -> list[str]:
+        if n <= 0:
+            return []
+        # Sampling rowids keeps this O(n) on a pool of any size, and reproducible under `rng`.
+        rows = self._query(f"SELECT rowid AS r FROM examples WHERE {where}")
+        rowids = [r["r"] for r in rows]
+        picked = rng.sample(rowids, min(n, len(rowids)))
+        if not picked:
+            return []
+        marks = ",".join("?" * len(picked))
+        by_rowid = {
+            r["rowid"]: r["id"]
+            for r in self.db.query(
+                f"SELECT rowid, id FROM examples WHERE rowid IN ({marks})", picked
+            )
+        }
+        return [by_rowid[r] for r in picked]
+
+    def pool_stats(self) -> dict[str, Any]:
+        """Counts by status, source and round, read in one consistent snapshot."""
+        return stats.pool_stats(self.db.conn)
+
+    def children(self, id: str) -> list[Example]:
+        rows = self._query(
+            f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE parent_id = ? ORDER BY rowid", [id]
+        )
+        return [_row_to_example(r) for r in rows]
+
+    def lineage(self, id: str) -> dict[str, Any]:
+        """An example's ancestry up to its seed, its descendants, scores and rejections."""
+        example = self.get(id)
+        if example is None:
+            raise InputError(f"no example with id {id!r}", field="id")
+        ancestors: list[Example] = []
+        seen = {example.id}
+        parent_id = example.parent_id
+        while parent_id and parent_id not in seen:
+            parent = self.get(parent_id)
+            if parent is None:
+                break
+            ancestors.append(parent)
+            seen.add(parent.id)
+            parent_id = parent.parent_id
+        return {
+            "example": self._node(example),
+            "ancestors": [self._node(a) for a in ancestors],
+            "descendants": self._descendants(example.id, depth=0),
+        }
+
+    def _node(self, example: Example) -> dict[str, Any]:
+        node = example.__dict__.copy()
+        node["scores"] = [s.__dict__ for s in self.scores_for([example.id])[example.id]]
+        node["rejections"] = self.rejections(example_id=example.id)
+        return node
+
+    def _descendants(self, id: str, depth: int) -> list[dict[str, Any]]:
+        if depth > 50:  # a cycle cannot happen with content ids, but bound the walk anyway
+            return []
+        out = []
+        for child in self.children(id):
+            node = self._node(child)
+            node["children"] = self._descendants(child.id, depth + 1)
+            out.append(node)
+        return out

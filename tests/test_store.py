@@ -1,0 +1,182 @@
+"""The store: idempotent writes, lineage, demos, rounds, versions, cache, consistent reads."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from store import open_store
+from store.errors import InputError
+from store.ids import example_id
+from store.records import ExampleDraft, Rejection, Score
+
+
+def test_open_store_uses_wal_and_migrations(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "p.db")
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    applied = [r["name"] for r in store.db["_sqlite_migrations"].rows]
+    assert applied == ["m001_initial"]
+    store.close()
+    again = open_store(tmp_path / "p.db")  # re-opening applies nothing twice
+    assert [r["name"] for r in again.db["_sqlite_migrations"].rows] == ["m001_initial"]
+    again.close()
+
+
+def test_content_ids_are_stable_and_normalized() -> None:
+    assert example_id("Hello  World ") == example_id("hello world")
+    assert example_id("写一首诗") == example_id(" 写一首诗 ")
+    assert example_id("a", "b") == example_id("a\n\nb")
+    assert example_id("a") != example_id("b")
+    assert example_id("a", output="x", source="rewritten") != example_id(
+        "a", output="y", source="rewritten"
+    )
+
+
+def test_add_candidates_is_idempotent(store) -> None:
+    drafts = [
+        ExampleDraft("Write a poem."),
+        ExampleDraft("写一首诗。", output="春天", source="seed"),
+    ]
+    first = store.add_candidates(drafts, round=1)
+    second = store.add_candidates(drafts, round=2)
+    assert first.inserted == 2 and second.inserted == 0 and second.duplicates == 2
+    assert first.ids == second.ids
+    seed = store.get(first.ids[1])
+    assert seed.status == "accepted" and seed.round == 1
+    assert store.get(first.ids[0]).status == "candidate"
+
+
+def test_scores_and_rejections_upsert_once(store) -> None:
+    ids = store.add_candidates([ExampleDraft("Explain gravity.")], round=1).ids
+    for _ in range(2):
+        store.record_scores([Score(ids[0], "judge", "accuracy", 4.5, "4.5\nGood.")], round=1)
+        store.record_rejections(
+            [Rejection("select", "too_similar", {"rouge": 0.8}, example_id=ids[0])], round=1
+        )
+    store.record_scores([Score(ids[0], "judge", "accuracy", 3.0, "3")], round=2)
+    assert [s.value for s in store.scores_for(ids)[ids[0]]] == [3.0]
+    rejections = store.rejections(example_id=ids[0])
+    assert len(rejections) == 1 and rejections[0]["evidence"] == {"rouge": 0.8}
+
+
+def test_lineage_walks_ancestors_and_descendants(store) -> None:
+    seed = store.add_candidates([ExampleDraft("Plan a trip.", output="Go.", source="seed")], 0).ids[
+        0
+    ]
+    child = store.add_candidates(
+        [
+            ExampleDraft(
+                "Plan a trip to Kyoto in autumn.",
+                source="evolved",
+                parent_id=seed,
+                operation="concretize",
+                depth=1,
+            )
+        ],
+        1,
+    ).ids[0]
+    grandchild = store.add_candidates(
+        [
+            ExampleDraft(
+                "Plan a 3-day trip to Kyoto in autumn under $500.",
+                source="evolved",
+                parent_id=child,
+                operation="add_constraints",
+                depth=2,
+            )
+        ],
+        2,
+    ).ids[0]
+    store.record_rejections([Rejection("evolve", "no_information_gain", example_id=grandchild)], 2)
+    tree = store.lineage(grandchild)
+    assert [a["id"] for a in tree["ancestors"]] == [child, seed]
+    assert tree["example"]["rejections"][0]["reason"] == "no_information_gain"
+    down = store.lineage(seed)["descendants"]
+    assert down[0]["id"] == child and down[0]["children"][0]["id"] == grandchild
+    with pytest.raises(InputError):
+        store.lineage("nope")
+
+
+def test_sample_demos_mixes_human_and_machine(store) -> None:
+    seeds = [ExampleDraft(f"Seed task {i}", output="ok", source="seed") for i in range(10)]
+    machine = [ExampleDraft(f"Machine task {i}", output="ok") for i in range(5)]
+    store.add_candidates(seeds, 0)
+    ids = store.add_candidates(machine, 1).ids
+    store.set_status(ids, "accepted")
+    demos = store.sample_demos(6, 2, random.Random(0))
+    assert (
+        sum(d.source == "seed" for d in demos) == 6 and sum(d.source != "seed" for d in demos) == 2
+    )
+    assert [d.id for d in demos] == [d.id for d in store.sample_demos(6, 2, random.Random(0))]
+
+
+def test_rounds_versions_and_rollback(store) -> None:
+    store.start_round(1, {"loop": {"generate_calls": 2}})
+    store.start_round(1, {"other": True})  # a resume keeps the first record
+    store.finish_round(1, {"accepted": 3})
+    assert (
+        store.round(1)["config"] == {"loop": {"generate_calls": 2}}
+        and store.round(1)["counts"]["accepted"] == 3
+    )
+    for v in ("v1", "v2"):
+        store.register_model_version(
+            v, base="tiny", method="lora", path=f"/m/{v}", round=1, metrics={}, config={}
+        )
+    assert store.next_model_version() == "v3"
+    store.set_promoted("v1", "first")
+    store.set_promoted("v2", "better loss")
+    assert store.active_model()["version"] == "v2"
+    assert store.rollback() == "v1" and store.active_model()["version"] == "v1"
+    assert store.rollback() is None and store.active_model() is None
+    with pytest.raises(InputError):
+        store.set_promoted("v9", "nope")
+
+
+def test_response_cache(store) -> None:
+    assert store.cache_get("k") is None
+    store.cache_put("k", {"text": "答案"})
+    assert store.cache_get("k") == {"text": "答案"}
+
+
+def test_readers_see_consistent_counts_while_a_writer_writes(tmp_path: Path) -> None:
+    """Each writer transaction adds 10 candidates with 10 rejections and accepts the 10
+    before them: a consistent snapshot agrees across its separate count queries."""
+    path = tmp_path / "pool.db"
+    open_store(path).close()
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def write() -> None:
+        with open_store(path) as writer:
+            pending: list[str] = []
+            for batch in range(60):
+                with writer.transaction():
+                    ids = writer.add_candidates(
+                        [ExampleDraft(f"task {batch}-{i}") for i in range(10)], 1
+                    ).ids
+                    writer.set_status(pending, "accepted")
+                    writer.record_rejections(
+                        [Rejection("select", "x", example_id=i) for i in ids], 1
+                    )
+                pending = ids
+        stop.set()
+
+    def read() -> None:
+        with open_store(path) as reader:
+            while not stop.is_set():
+                stats = reader.pool_stats()
+                by_source = sum(stats["by_source"].values())
+                if by_source != stats["total"] or stats["rejections"] != stats["total"]:
+                    errors.append(repr(stats))
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:3]
+    with open_store(path) as s:
+        assert s.pool_stats()["total"] == 600
