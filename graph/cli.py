@@ -25,6 +25,10 @@ app = typer.Typer(
 )
 seed_app = typer.Typer(help="Seed the pool with your own task prompts.", no_args_is_help=True)
 app.add_typer(seed_app, name="seed")
+inspect_app = typer.Typer(
+    help="Look into rounds, checkpoints, lineages and rejections.", no_args_is_help=True
+)
+app.add_typer(inspect_app, name="inspect")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -217,10 +221,217 @@ def export(
     console.print(f"Wrote {n} examples to {out} ({format})")
 
 
+# --- the daemon -------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    rounds: Annotated[
+        int,
+        typer.Option("--rounds", "-n", help="Rounds to run (after resuming an unfinished one)."),
+    ] = 1,
+    forever: Annotated[bool, typer.Option("--forever", help="Run rounds until stopped.")] = False,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option("--max-seconds", help="Stop at the next step boundary after this long."),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Run in the background; log to daemon.log.")
+    ] = False,
+    project: ProjectOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Run the evolution daemon: resume an unfinished round, then run new ones.
+
+    Ctrl-C or SIGTERM stops at the next step boundary (exit 0); a second Ctrl-C forces.
+    Example: evoinstruct run --rounds 3 --set loop.generate_calls=4
+    """
+    import asyncio
+
+    from graph.daemon import DaemonOptions
+    from graph.progress import ProgressView
+    from graph.runner import detach as start_detached
+    from graph.runner import run_daemon
+
+    proj = _project(project)
+    proj.load_config(set_ or [])  # a bad config fails here, before anything starts
+    if detach:
+        args = ["run", "--project", str(proj.root), "--rounds", str(rounds)]
+        args += ["--forever"] if forever else []
+        args += ["--max-seconds", str(max_seconds)] if max_seconds is not None else []
+        for item in set_ or []:
+            args += ["--set", item]
+        pid = start_detached(proj, args)
+        console.print(f"Daemon started, pid {pid}; log: {proj.log_path}")
+        console.print("Follow it with `evoinstruct status`; stop it with `evoinstruct stop`.")
+        return
+    options = DaemonOptions(rounds=rounds, forever=forever, max_seconds=max_seconds)
+    with ProgressView() as view:
+        result = asyncio.run(run_daemon(proj, list(set_ or []), options, view))
+    done = ", ".join(map(str, result.rounds_run)) or "none"
+    console.print(
+        f"Rounds finished: {done}" + ("; stopped on request" if result.stopped_by_signal else "")
+    )
+
+
+@app.command()
+def stop(
+    project: ProjectOpt = Path("."),
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the daemon to exit.")] = 120.0,
+) -> None:
+    """Ask a running daemon to stop at its next step boundary, and wait for it.
+
+    Example: evoinstruct stop --project my-project
+    """
+    from graph.runner import request_stop
+
+    pid = request_stop(_project(project), wait_s=wait)
+    console.print("No daemon is running." if pid is None else f"Daemon pid {pid} stopped.")
+
+
+# --- inspection ---------------------------------------------------------------------------
+
+
+@inspect_app.command("rounds")
+def inspect_rounds(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """Counts per stage, timings and the resolved config of every round.
+
+    Example: evoinstruct inspect rounds --json
+    """
+    from graph.inspect import rounds_report
+
+    with _project(project).open_store() as store:
+        rows = rounds_report(store)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="rounds")
+    for column in (
+        "round",
+        "phase",
+        "started",
+        "finished",
+        "created",
+        "accepted",
+        "rejected",
+        "generator",
+    ):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r["round"]),
+            r["phase"],
+            r["started_at"] or "",
+            r["finished_at"] or "",
+            str(r["created"] or 0),
+            str(r["by_status"].get("accepted", 0)),
+            str(r["by_status"].get("rejected", 0)),
+            r["model_version"] or "teacher",
+        )
+    console.print(table)
+
+
+@inspect_app.command("checkpoints")
+def inspect_checkpoints(
+    round: Annotated[int, typer.Option("--round", "-r", help="Round number.")],
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """The LangGraph checkpoint history of one round: step, node, time, what changed.
+
+    Example: evoinstruct inspect checkpoints --round 3
+    """
+    import asyncio
+
+    from graph.inspect import checkpoints_report
+
+    rows = asyncio.run(checkpoints_report(_project(project), round))
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"No checkpoints for round {round} (never run, or pruned).")
+        return
+    table = Table(title=f"checkpoints of round {round}")
+    for column in ("step", "node run", "time", "what changed", "next"):
+        table.add_column(column)
+    for r in rows:
+        changes = "; ".join(f"{k}={_short(v)}" for k, v in r["changes"].items())
+        node = r["node"] or r["source"] or ""
+        table.add_row(str(r["step"]), node, r["created_at"] or "", changes, ", ".join(r["next"]))
+    console.print(table)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@inspect_app.command("example")
+def inspect_example(
+    example_id: Annotated[
+        str, typer.Argument(help="Example id (from export --with-lineage or inspect).")
+    ],
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """One example's lineage as a tree: ancestors, operations, scores, rewrites, rejected siblings.
+
+    Example: evoinstruct inspect example 3f2a9c0d1e4b5a6f7081
+    """
+    from graph.inspect import example_tree
+    from graph.lineage_view import render_tree
+
+    with _project(project).open_store() as store:
+        tree = example_tree(store, example_id)
+    if as_json:
+        print_json(tree)
+    else:
+        console.print(render_tree(tree))
+
+
+@inspect_app.command("rejections")
+def inspect_rejections(
+    stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    samples: Annotated[int, typer.Option(help="Samples shown per group.")] = 3,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Rejections grouped by stage and reason, with samples and their evidence.
+
+    Example: evoinstruct inspect rejections --stage select
+    """
+    from graph.inspect import rejections_report
+
+    with _project(project).open_store() as store:
+        groups = rejections_report(store, stage=stage, reason=reason, samples=samples)
+    if as_json:
+        print_json(groups)
+        return
+    for g in groups:
+        console.print(f"[bold]{g['stage']} / {g['reason']}[/]: {g['count']}")
+        for sample in g["samples"]:
+            console.print(f"  - {sample['text']!r}  evidence: {sample['evidence']}", markup=False)
+
+
+# --- the trainer by hand, models -------------------------------------------------------------
+
+from graph import cli_train  # noqa: E402  (kept beside its registration)
+from graph.cli_models import models_app  # noqa: E402
+
+app.command()(cli_train.train)
+app.command()(cli_train.evaluate)
+app.command()(cli_train.promote)
+app.command()(cli_train.rollback)
+models_app.command("list")(cli_train.models_list)
+app.add_typer(models_app, name="models")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: library errors become one line on stderr and their exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except EvoError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(exc.exit_code) from None
@@ -236,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             raise SystemExit(exc.exit_code) from None
         raise
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agents.critic import CriticConfig
+from agents.evolver import EvolverConfig
+from agents.generator import GeneratorConfig
 from agents.models.config import ModelConfig, RolesConfig
+from agents.responder import ResponderConfig
+from agents.rewriter import RewriterConfig
+from agents.selector import SelectorConfig
 from store.errors import ConfigError
+from trainer.config import TrainerConfig
 
 ENV_PREFIX = "EVOINSTRUCT__"
 
@@ -43,13 +50,10 @@ class LoopConfig(BaseModel):
     max_depth: int = Field(
         4, ge=0, description="Deepest evolution an example may reach (WizardLM ran 4)."
     )
-    respond_batch: int = Field(64, ge=1, description="Instructions answered per responder batch.")
-    train_every: int = Field(
-        0, ge=0, description="Train the student every N rounds (0: never by schedule)."
+    batch_size: int = Field(
+        64, ge=1, description="Examples per agent call in respond, critique and rewrite."
     )
-    train_min_new: int = Field(
-        0, ge=0, description="Or after this many newly accepted examples (0: off)."
-    )
+    rewrite: bool = Field(True, description="Run the ReAlign rewriter on candidates each round.")
     keep_checkpoints: int = Field(
         5, ge=1, description="Finished rounds whose LangGraph checkpoints are kept."
     )
@@ -76,10 +80,22 @@ class RunConfig(BaseModel):
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
     roles: RolesConfig = Field(default_factory=RolesConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    evolver: EvolverConfig = Field(default_factory=EvolverConfig)
+    responder: ResponderConfig = Field(default_factory=ResponderConfig)
+    critic: CriticConfig = Field(default_factory=CriticConfig)
+    rewriter: RewriterConfig = Field(default_factory=RewriterConfig)
+    selector: SelectorConfig = Field(default_factory=SelectorConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
     def check_roles(self) -> None:
         for role, name in self.roles.model_dump().items():
-            if isinstance(name, str) and role != "follow_student" and name not in self.models:
+            # The student is needed only once a version is promoted; ModelSet names it then.
+            if (
+                isinstance(name, str)
+                and role not in ("follow_student", "student")
+                and name not in self.models
+            ):
                 raise ConfigError(
                     f"role {role} names model {name!r}, which is not under [models] "
                     f"(configured: {', '.join(self.models) or 'none'})",

@@ -13,7 +13,17 @@ from pydantic import BaseModel
 
 
 def _value(value: Any) -> str:
+    """A TOML literal on one line: inline arrays and inline tables, so keys stay in their table."""
+    if isinstance(value, dict):
+        inner = ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def _key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else _value(key)
 
 
 def _table(lines: list[str], name: str, model: BaseModel, doc: str | None) -> None:
@@ -33,18 +43,9 @@ def _table(lines: list[str], name: str, model: BaseModel, doc: str | None) -> No
             lines.append(f"# {key} = ")
         else:
             dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-            if isinstance(dumped, (list, dict)) and not dumped:
-                lines.append(f"{key} = {'[]' if isinstance(dumped, list) else '{}'}")
-            else:
-                lines.append(f"{key} = {_value(_jsonable(dumped))}")
+            lines.append(f"{key} = {_value(dumped)}")
     for sub_name, sub_model, sub_doc in nested:
         _table(lines, sub_name, sub_model, sub_doc)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    return value
 
 
 def render_toml(config: BaseModel, header: str = "") -> str:
@@ -77,13 +78,9 @@ def config_reference(config_type: type[BaseModel]) -> str:
                 walk(f"{prefix}.{key}" if prefix else key, annotation)
                 continue
             default = field.get_default(call_default_factory=True)
-            shown = (
-                ""
-                if default is None
-                else f"`{_value(_jsonable(default))}`"
-                if not isinstance(default, dict)
-                else "see below"
-            )
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json")
+            shown = "" if default is None else f"`{_value(default)}`".replace("|", "\\|")
             rows.append(f"| `{key}` | {shown} | {field.description or ''} |")
         if rows:
             out.append(f"\n### `[{prefix}]`\n")

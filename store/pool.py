@@ -237,6 +237,97 @@ class PoolMixin(StoreBase):
                 updates["system"] = system
             db["examples"].update(id, updates)
 
+    # --- per-stage progress of a round -------------------------------------------------
+    def mark_done(self, ids: Iterable[str], stage: str) -> None:
+        """Record that `stage` finished with these examples, so a re-run node skips them."""
+        ids = list(ids)
+        with self.transaction() as db:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                db.execute(
+                    f"UPDATE examples SET meta = json_set(coalesce(meta, '{{}}'), ?, 1) WHERE id IN ({marks})",
+                    [f"$.done_{stage}", *chunk],
+                )
+
+    def pending(
+        self,
+        round: int,
+        stage: str,
+        *,
+        status: str | Sequence[str] = "candidate",
+        source: str | Sequence[str] | None = None,
+        has_output: bool | None = None,
+        limit: int | None = None,
+    ) -> list[Example]:
+        """Examples up to `round` that `stage` has not finished yet (a node's work list).
+
+        Earlier rounds count too: a seed added while the daemon runs, or an item a
+        failed call left behind, is picked up by the next round.
+        """
+        where, params = self._filters(status, source, None, None, round, has_output)
+        tail = f"LIMIT {int(limit)}" if limit else ""
+        rows = self._query(
+            f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE json_extract(meta, ?) IS NULL {where} "
+            f"ORDER BY rowid {tail}",
+            [f"$.done_{stage}", *params],
+        )
+        return [_row_to_example(r) for r in rows]
+
+    def sample_evolvable(self, n: int, max_depth: int, rng: random.Random) -> list[str]:
+        """Ids of accepted examples that may be evolved again (depth below `max_depth`)."""
+        return self._sample_ids(f"status = 'accepted' AND depth < {int(max_depth)}", n, rng)
+
+    def round_counts(self, round: int) -> dict[str, Any]:
+        """What a round produced, counted with SQL (reducer counters undercount after a re-run)."""
+        created = self._query(
+            "SELECT source, status, count(*) AS n FROM examples WHERE round = ? GROUP BY source, status",
+            [round],
+        )
+        rejected = self._query(
+            "SELECT stage, reason, count(*) AS n FROM rejections WHERE round = ? GROUP BY stage, reason",
+            [round],
+        )
+        by_status: dict[str, int] = {}
+        by_source: dict[str, int] = {}
+        for row in created:
+            by_status[row["status"]] = by_status.get(row["status"], 0) + row["n"]
+            by_source[row["source"]] = by_source.get(row["source"], 0) + row["n"]
+        rejections: dict[str, dict[str, int]] = {}
+        for row in rejected:
+            rejections.setdefault(row["stage"], {})[row["reason"]] = row["n"]
+        return {
+            "created": sum(by_status.values()),
+            "by_status": by_status,
+            "by_source": by_source,
+            "rejections": rejections,
+        }
+
+    def instruction_rows(
+        self, after_rowid: int = 0, *, exclude_status: Sequence[str] = ("rejected",)
+    ) -> list[tuple[int, str, str]]:
+        """(rowid, id, prompt text) of pool examples added after `after_rowid`, for incremental indexes."""
+        marks = ",".join("?" * len(exclude_status))
+        rows = self.db.execute(
+            f"SELECT rowid, id, instruction, input FROM examples WHERE rowid > ? AND status NOT IN ({marks}) ORDER BY rowid",
+            [after_rowid, *exclude_status],
+        ).fetchall()
+        return [(r[0], r[1], f"{r[2]} {r[3]}".strip()) for r in rows]
+
+    def copy_scores(self, from_id: str, to_id: str, round: int, note: str) -> None:
+        """Give a rewrite its parent's scores: ReAlign keeps the meaning the judge scored."""
+        scores = [
+            Score(
+                to_id,
+                s.scorer,
+                s.dimension,
+                s.value,
+                s.raw_output,
+                f"{note}: {s.explanation or ''}".strip(),
+            )
+            for s in self.scores_for([from_id])[from_id]
+        ]
+        self.record_scores(scores, round)
+
     def update_meta(self, id: str, **values: Any) -> None:
         with self.transaction() as db:
             row = self.get(id)

@@ -73,3 +73,7 @@ class RolesConfig(BaseModel):
         None, description="Embedding model; unset uses the student's hidden states or n-grams."
     )
     follow_student: bool = Field(True, description="Generator switches to the promoted student.")
+    student: str = Field(
+        "student",
+        description="The configured model that serves promoted student versions (gets their adapters).",
+    )

@@ -1,0 +1,153 @@
+"""The critic: scores a batch of examples and says which ones fail, cheapest checks first.
+
+EasyInstruct's order: model-free statistics first, then the scorers that
+need a model — IFD (the student's losses), InsTag tags, Deita scores — and
+the LLM judge last, so an example a cheap rule already rejected costs no
+model call. Each part has its own config with an `enabled` flag; this module
+only composes them and keeps the books.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.deita import DeitaConfig, deita_scores
+from agents.ifd import IFDConfig, ifd_scores
+from agents.instag import InsTagConfig, tag_examples
+from agents.judge import JudgeConfig, judge_examples, model_version
+from agents.models.base import ChatModel
+from agents.stats import StatsConfig, run_stats
+from prompts.library import PromptLibrary
+from store.records import Example, Rejection, Score
+
+
+class CriticConfig(BaseModel):
+    """Every critic part, each with METHODS defaults and an `enabled` flag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+    ifd: IFDConfig = Field(default_factory=IFDConfig)
+    instag: InsTagConfig = Field(default_factory=InsTagConfig)
+    deita: DeitaConfig = Field(default_factory=DeitaConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    skip_rejected: bool = Field(
+        True, description="Later (costlier) parts skip examples an earlier part rejected."
+    )
+
+
+@dataclass
+class CriticOutcome:
+    """Scores, rejections (stage "critique"), tags and languages per example id, counters.
+
+    `kept` lists the ids no part rejected; `skipped` the ids that had no
+    response to critique (left for the responder, not rejected).
+    """
+
+    scores: list[Score] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    counters: Counter[str] = field(default_factory=Counter)
+    tags: dict[str, list[str]] = field(default_factory=dict)
+    languages: dict[str, str] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    model_versions: dict[str, str] = field(default_factory=dict)
+
+    def add(self, scores: Sequence[Score], rejections: Sequence[Rejection]) -> None:
+        self.scores.extend(scores)
+        self.rejections.extend(rejections)
+
+
+def _alive(batch: Sequence[Example], outcome: CriticOutcome, config: CriticConfig) -> list[Example]:
+    """The examples a next part should see."""
+    if not config.skip_rejected:
+        return list(batch)
+    rejected = {r.example_id for r in outcome.rejections}
+    return [e for e in batch if e.id not in rejected]
+
+
+async def critique(
+    batch: Sequence[Example],
+    *,
+    judge: ChatModel | None,
+    prompts: PromptLibrary,
+    config: CriticConfig,
+    rng: random.Random,
+    scorer: ChatModel | None = None,
+    student: ChatModel | None = None,
+    tagger: ChatModel | None = None,
+    known_tag_counts: Mapping[str, int] | None = None,
+) -> CriticOutcome:
+    """Critique a batch: statistics, IFD, tags, Deita, then the judge; one batched call each.
+
+    `judge` also tags when no `tagger` is given and answers Deita's prompts
+    when no `scorer` can. IFD runs only with a `student` (a model with
+    losses). `rng` is accepted for the agent contract: every part is
+    deterministic. `known_tag_counts` (tag -> count in the pool) decides
+    which tags are rare beyond this batch.
+    """
+    outcome = CriticOutcome()
+    todo = [e for e in batch if e.output]
+    outcome.skipped = [e.id for e in batch if not e.output]
+    outcome.counters["no_output"] += len(outcome.skipped)
+    counters = outcome.counters
+
+    if config.stats.enabled:
+        stats = run_stats(todo, config.stats)
+        outcome.add(stats.scores, stats.rejections)
+        outcome.languages = stats.languages
+    if config.ifd.enabled:
+        if student is None:
+            counters["ifd_skipped_no_model"] += 1
+        else:
+            result = await ifd_scores(_alive(todo, outcome, config), student, config.ifd, counters)
+            outcome.add(result.scores, result.rejections)
+            outcome.model_versions["ifd"] = model_version(student)
+    tag_model = tagger or judge
+    if config.instag.enabled and tag_model is not None:
+        tagged = await tag_examples(
+            _alive(todo, outcome, config),
+            tag_model,
+            prompts,
+            config.instag,
+            counters,
+            known_tag_counts,
+        )
+        outcome.add(tagged.scores, tagged.rejections)
+        outcome.tags = tagged.tags
+        outcome.model_versions["instag"] = model_version(tag_model)
+    elif config.instag.enabled:
+        counters["instag_skipped_no_model"] += 1
+    if config.deita.enabled:
+        scored = await deita_scores(
+            _alive(todo, outcome, config),
+            scorer=scorer,
+            judge=judge,
+            prompts=prompts,
+            config=config.deita,
+            counters=counters,
+        )
+        outcome.add(scored.scores, scored.rejections)
+        if scored.model_version is not None:
+            outcome.model_versions["deita"] = scored.model_version
+    if config.judge.enabled and judge is not None:
+        judged = await judge_examples(
+            _alive(todo, outcome, config), judge, prompts, config.judge, counters
+        )
+        outcome.add(judged.scores, judged.rejections)
+        outcome.model_versions["judge"] = model_version(judge)
+    elif config.judge.enabled:
+        counters["judge_skipped_no_model"] += 1
+
+    rejected = {r.example_id for r in outcome.rejections}
+    outcome.kept = [e.id for e in todo if e.id not in rejected]
+    counters["kept"] += len(outcome.kept)
+    counters["rejected"] += len({e.id for e in todo} & rejected)
+    for rejection in outcome.rejections:
+        counters[f"rejected:{rejection.reason}"] += 1
+    return outcome

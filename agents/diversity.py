@@ -1,0 +1,198 @@
+"""Diversity selection: Deita's repr filter over embeddings and InsTag's complexity-first sampling.
+
+* `repr_filter` (METHODS 2.2): visit examples by score, best first; accept one
+  only if its cosine similarity to every example accepted so far (and to any
+  reference vectors, e.g. the pool's) is ≤ 0.9; stop at the budget.
+* `instag_sample` (METHODS 2.4): visit examples by tag count, most first;
+  take one only if it adds a tag the selected set lacks; when a pass ends
+  short of the budget, reset the tag set and pass again over the rest.
+* `hashed_tfidf` is the embedding used when no embedder is configured:
+  character n-grams (2–4 by default, over the NFKC-casefolded text, so it
+  works for Chinese, where character bigrams are word-like) hashed with a
+  stable CRC32 into `dim` buckets, sublinear TF (1 + ln tf) times smoothed
+  IDF (ln((1+N)/(1+df)) + 1) computed over the texts of the same call, rows
+  L2-normalized. It measures surface overlap, not meaning: two paraphrases
+  in different words look diverse to it. Vectors from different calls are
+  not comparable (the IDF differs): embed candidates and references together.
+
+Ties in scores or tag counts keep the input order, so results are deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DiversityConfig(BaseModel):
+    """Diversity selection settings (METHODS 2.2 and 2.4)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["repr", "instag", "none"] = Field(
+        "repr",
+        description="'repr': Deita's embedding filter; 'instag': tag-coverage sampling; 'none': rank only.",
+    )
+    max_cosine: float = Field(
+        0.9,
+        ge=-1.0,
+        le=1.0,
+        description="Repr filter: accept only if cosine similarity to every accepted example is at most this.",
+    )
+    tfidf_dim: int = Field(
+        4096, ge=64, description="Buckets of the fallback hashed character n-gram TF-IDF embedding."
+    )
+    tfidf_ngram_min: int = Field(
+        2, ge=1, description="Shortest character n-gram of the fallback embedding."
+    )
+    tfidf_ngram_max: int = Field(
+        4, ge=1, description="Longest character n-gram of the fallback embedding."
+    )
+
+
+@dataclass
+class DiversityResult:
+    """Selected ids in selection order; the others as not diverse (with evidence) or over budget."""
+
+    selected: list[str] = field(default_factory=list)
+    not_diverse: dict[str, dict] = field(default_factory=dict)
+    over_budget: list[str] = field(default_factory=list)
+
+
+def hashed_tfidf(
+    texts: Sequence[str], dim: int = 4096, ngram_range: tuple[int, int] = (2, 4)
+) -> np.ndarray:
+    """L2-normalized hashed character n-gram TF-IDF rows (float32, shape len(texts) × dim)."""
+    lo, hi = ngram_range
+    counts: list[Counter[int]] = []
+    df: Counter[int] = Counter()
+    for text in texts:
+        chars = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+        grams = Counter(
+            zlib.crc32(chars[i : i + n].encode("utf-8")) % dim
+            for n in range(lo, hi + 1)
+            for i in range(len(chars) - n + 1)
+        )
+        if not grams and chars:  # shorter than the smallest n-gram: the text itself
+            grams[zlib.crc32(chars.encode("utf-8")) % dim] = 1
+        counts.append(grams)
+        df.update(grams.keys())
+    n_docs = len(texts)
+    idf = {b: math.log((1 + n_docs) / (1 + d)) + 1.0 for b, d in df.items()}
+    out = np.zeros((n_docs, dim), dtype=np.float32)
+    for row, grams in enumerate(counts):
+        for bucket, tf in grams.items():
+            out[row, bucket] = (1.0 + math.log(tf)) * idf[bucket]
+    return normalize_rows(out)
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"expected a 2-d array of embeddings, got shape {vectors.shape}")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1.0, norms)
+
+
+def rank_order(scores: Sequence[float | None]) -> list[int]:
+    """Indices by score, highest first; None scores last; ties keep input order."""
+    return sorted(range(len(scores)), key=lambda i: (scores[i] is None, -(scores[i] or 0.0), i))
+
+
+def repr_filter(
+    ids: Sequence[str],
+    embeddings: np.ndarray,
+    scores: Sequence[float | None],
+    *,
+    max_cosine: float = 0.9,
+    budget: int | None = None,
+    reference: np.ndarray | None = None,
+    reference_ids: Sequence[str] | None = None,
+) -> DiversityResult:
+    """Deita's repr filter: greedy by score, cosine to every accepted (and reference) ≤ max_cosine."""
+    vectors = normalize_rows(embeddings)
+    if len(vectors) != len(ids) or len(scores) != len(ids):
+        raise ValueError("ids, embeddings and scores must have the same length")
+    result = DiversityResult()
+    ref_best = np.full(len(ids), -np.inf, dtype=np.float32)
+    ref_arg = np.zeros(len(ids), dtype=np.int64)
+    if reference is not None and len(reference):
+        ref = normalize_rows(reference)
+        sims = vectors @ ref.T
+        ref_best, ref_arg = sims.max(axis=1), sims.argmax(axis=1)
+        reference_ids = (
+            list(reference_ids)
+            if reference_ids is not None
+            else [f"reference:{i}" for i in range(len(ref))]
+        )
+    accepted = np.empty((min(len(ids), budget or len(ids)), vectors.shape[1]), dtype=np.float32)
+    accepted_ids: list[str] = []
+    for i in rank_order(scores):
+        if budget is not None and len(accepted_ids) >= budget:
+            result.over_budget.append(ids[i])
+            continue
+        if ref_best[i] > max_cosine:
+            result.not_diverse[ids[i]] = {
+                "most_similar": reference_ids[int(ref_arg[i])],
+                "cosine": round(float(ref_best[i]), 4),
+            }
+            continue
+        k = len(accepted_ids)
+        if k:
+            sims = accepted[:k] @ vectors[i]
+            j = int(sims.argmax())
+            if sims[j] > max_cosine:
+                result.not_diverse[ids[i]] = {
+                    "most_similar": accepted_ids[j],
+                    "cosine": round(float(sims[j]), 4),
+                }
+                continue
+        accepted[k] = vectors[i]
+        accepted_ids.append(ids[i])
+    result.selected = accepted_ids
+    return result
+
+
+def instag_sample(
+    ids: Sequence[str], tags: Sequence[Sequence[str]], budget: int | None = None
+) -> DiversityResult:
+    """InsTag complexity-first diverse sampling over per-example tag lists."""
+    if len(tags) != len(ids):
+        raise ValueError("ids and tags must have the same length")
+    tag_sets = [set(t) for t in tags]
+    order = sorted(range(len(ids)), key=lambda i: (-len(tag_sets[i]), i))
+    picked: list[int] = []
+    taken: set[int] = set()
+    full = budget is not None and budget <= 0
+    while not full:
+        covered: set[str] = set()
+        before = len(picked)
+        for i in order:
+            if i in taken or not (tag_sets[i] - covered):
+                continue
+            picked.append(i)
+            taken.add(i)
+            covered |= tag_sets[i]
+            if budget is not None and len(picked) >= budget:
+                full = True
+                break
+        if len(picked) == before:  # nothing left that has a tag
+            break
+    result = DiversityResult(selected=[ids[i] for i in picked])
+    for i in order:
+        if i in taken:
+            continue
+        if full and tag_sets[i]:
+            result.over_budget.append(ids[i])
+        else:
+            result.not_diverse[ids[i]] = {"tags": sorted(tag_sets[i]), "reason": "no tags"}
+    return result

@@ -1,0 +1,658 @@
+"""Instruction generation: Self-Instruct and the Alpaca variant, with their filters and instances.
+
+`generate` asks the model to continue a numbered list of tasks seeded with
+demos (human seeds plus accepted machine examples), parses the list and drops
+tasks that fail the cheap filters (length, blacklist, bad prefix, truncation).
+In Self-Instruct mode the tasks are instructions only; `generate_instances`
+then writes input/output instances for them, output-first for classification
+tasks. In Alpaca mode each task comes with its input and output.
+
+ROUGE-L novelty against the pool is the selector's job, not done here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from random import Random
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.models.base import ChatModel, ChatRequest, Result
+from agents.textstats import count_words, find_phrase, is_punctuation
+from prompts.library import PromptLibrary
+from store.records import Example, ExampleDraft, Rejection
+
+Mode = Literal["self_instruct", "alpaca"]
+STAGE = "generate"
+
+# Markers a template writes and the parser reads: one definition for both.
+NO_INPUT = {"en": "<noinput>", "zh": "<无输入>"}
+NONE_INPUT = {"en": "None", "zh": "无"}
+EXAMPLE_LABEL = {"en": "Example", "zh": "示例"}
+_EMPTY_INPUTS = {"<noinput>", "<no input>", "no input", "none", "<none>", "n/a", "无", "<无输入>"}
+_EMPTY_INPUTS |= {"无输入", "（无）", "(none)"}
+
+DEFAULT_BLACKLIST = {
+    "en": ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map"]
+    + ["maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram"],
+    "zh": ["图片", "图像", "照片", "图表", "画", "绘制", "绘图", "文件", "地图", "视频", "音频"]
+    + ["音乐", "流程图", "示意图", "前往"],
+}
+DEFAULT_BAD_PREFIXES = {
+    "en": ["Write a program"],
+    "zh": [
+        "编写一个程序",
+        "写一个程序",
+        "编写一段程序",
+        "写一段程序",
+        "请编写一个程序",
+        "请写一个程序",
+    ],
+}
+
+
+class Decoding(BaseModel):
+    """Sampling parameters of one kind of call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    presence_penalty: float | None = Field(None, description="Unset where unsupported.")
+    max_tokens: int = Field(1024, ge=1, description="Completion token limit.")
+
+
+class GeneratorConfig(BaseModel):
+    """Self-Instruct / Alpaca generation (METHODS 1.1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode = Field(
+        "self_instruct",
+        description="self_instruct: instructions, then instances; alpaca: instruction/input/output in one call.",
+    )
+    demos_human: int = Field(6, ge=0, description="Human seed demos per Self-Instruct call.")
+    demos_machine: int = Field(
+        2, ge=0, description="Accepted machine demos per Self-Instruct call (0 while none exist)."
+    )
+    alpaca_demos: int = Field(3, ge=0, description="Human seed demos per Alpaca call.")
+    self_instruct_tasks_per_call: int = Field(
+        8,
+        ge=1,
+        description="New tasks asked per Self-Instruct call (the list runs to demos + this).",
+    )
+    tasks_per_call: int = Field(
+        20,
+        ge=1,
+        description="New tasks asked per Alpaca call; the prompt and the stop marker both use it.",
+    )
+    self_instruct_decoding: Decoding = Field(
+        default_factory=lambda: Decoding(
+            temperature=0.7, top_p=0.5, presence_penalty=2.0, max_tokens=1024
+        ),
+        description="Self-Instruct's released settings.",
+    )
+    alpaca_decoding: Decoding = Field(
+        default_factory=lambda: Decoding(
+            temperature=1.0, top_p=1.0, presence_penalty=None, max_tokens=3072
+        ),
+        description="Alpaca's released settings.",
+    )
+    min_words: int = Field(
+        4, ge=0, description="Drop tasks with fewer words (CJK characters count as words)."
+    )
+    max_words: int = Field(150, ge=1, description="Drop tasks with more words.")
+    blacklist: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_BLACKLIST.items()},
+        description="Per language: words a text-only model cannot serve (word-boundary, case-insensitive; CJK as substrings).",
+    )
+    bad_prefixes: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_BAD_PREFIXES.items()},
+        description="Per language: drop tasks starting with these (case-insensitive).",
+    )
+    generate_instances: bool = Field(
+        True,
+        description="Self-Instruct: write instances for new tasks; False leaves outputs to the responder.",
+    )
+    classification_check: bool = Field(
+        True,
+        description="Ask the model whether a task is classification (yes/no); off uses meta['is_classification'].",
+    )
+    classify_max_tokens: int = Field(8, ge=1, description="Token limit of the yes/no answer.")
+    instances_per_call: int = Field(
+        5, ge=1, description="Instances asked per task; the prompt and the stop marker both use it."
+    )
+    instances_kept: int = Field(
+        1,
+        ge=1,
+        description="Instances kept per task, sampled; each becomes a draft with the same instruction.",
+    )
+    instance_decoding: Decoding = Field(
+        default_factory=lambda: Decoding(
+            temperature=0.0, top_p=1.0, presence_penalty=1.5, max_tokens=512
+        ),
+        description="Instance generation settings (Self-Instruct's released script).",
+    )
+
+    def demo_counts(self) -> tuple[int, int]:
+        """(human, machine) demos per call for the current mode."""
+        if self.mode == "alpaca":
+            return self.alpaca_demos, 0
+        return self.demos_human, self.demos_machine
+
+    def call_size(self) -> int:
+        """New tasks asked per call for the current mode."""
+        return self.tasks_per_call if self.mode == "alpaca" else self.self_instruct_tasks_per_call
+
+    def decoding(self) -> Decoding:
+        return self.alpaca_decoding if self.mode == "alpaca" else self.self_instruct_decoding
+
+
+@dataclass
+class ParsedTask:
+    """One task read from a model's list; output is None when the mode writes instructions only."""
+
+    instruction: str
+    input: str = ""
+    output: str | None = None
+    raw: str = ""
+
+
+@dataclass
+class Instance:
+    input: str
+    output: str
+    raw: str = ""
+
+
+@dataclass
+class GenerateOutcome:
+    """Kept drafts, rejections with reasons, and usage counters."""
+
+    drafts: list[ExampleDraft] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    calls: int = 0
+    tokens: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def reasons(self) -> Counter[str]:
+        return Counter(r.reason for r in self.rejections)
+
+    def _reject(self, reason: str, text: str | None, raw: str | None, evidence: Any = None) -> None:
+        self.rejections.append(Rejection(STAGE, reason, evidence, raw, None, text))
+
+    def _count(self, result: Result) -> bool:
+        """Tally one call; False (and a recorded failure kind) when it failed."""
+        self.calls += 1
+        if not result.ok:
+            self.failures[result.kind] += 1
+            return False
+        self.tokens += result.prompt_tokens + result.completion_tokens
+        return True
+
+
+# --- numbering -------------------------------------------------------------
+
+
+def numbering(n_demos: int, count: int) -> tuple[int, int, tuple[str, ...]]:
+    """First and last new task number and the stop markers, all from the one `count`."""
+    first, last = n_demos + 1, n_demos + count
+    return first, last, (f"\n{last + 1}.", f"\n{last + 1}、")
+
+
+def instance_stops(max_examples: int, language: str) -> tuple[str, ...]:
+    label = EXAMPLE_LABEL.get(language, EXAMPLE_LABEL["en"])
+    return (f"{label} {max_examples + 1}", "\nTask:", "\n任务：")
+
+
+# --- parsing ---------------------------------------------------------------
+
+_ITEM_RE = re.compile(
+    r"^\s*(?:\*\*)?(?:(?:task|任务)\s*)?(\d{1,3})\s*(?:\*\*)?\s*[.)、:：](?!\d)\s*(?:\*\*)?\s*(.*)$",
+    re.IGNORECASE,
+)
+_ALPACA_ITEM_RE = re.compile(
+    r"^[ \t]*(?:\*\*)?(\d{1,3})\s*[.)、]\s*(?:instruction|指令)\s*(?:\*\*)?\s*[:：]",
+    re.IGNORECASE | re.MULTILINE,
+)
+_ALPACA_FIELD_RE = re.compile(
+    r"^[ \t]*(?:\*\*)?(?:\d{1,3}\s*[.)、]\s*)?(instruction|input|output|指令|输入|输出)\s*(?:\*\*)?\s*[:：]",
+    re.IGNORECASE | re.MULTILINE,
+)
+_SEPARATOR_RE = re.compile(r"^[ \t]*#{3,}[ \t]*$", re.MULTILINE)
+_EXAMPLE_RE = re.compile(
+    r"^[ \t]*(?:\*\*)?(?:example|示例|例子|样例)\s*(\d+)\s*(?:\*\*)?\s*[:：.]?[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_INSTANCE_FIELD_RE = re.compile(
+    r"^[ \t]*(?:\*\*)?(input|output|class label|label|输入|输出|类别标签|标签)\s*(?:\*\*)?\s*[:：]",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FIELD_KEYS = {
+    "instruction": "instruction",
+    "指令": "instruction",
+    "input": "input",
+    "输入": "input",
+}
+_FIELD_KEYS |= {"output": "output", "输出": "output", "class label": "label", "label": "label"}
+_FIELD_KEYS |= {"类别标签": "label", "标签": "label"}
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().strip("*").strip()
+
+
+def _clean_input(text: str) -> str:
+    text = text.strip()
+    return "" if text.lower() in _EMPTY_INPUTS else text
+
+
+def _spans(matches: list[re.Match[str]], end: int) -> list[tuple[re.Match[str], int]]:
+    """Each match with the position where the next one starts (or `end`)."""
+    ends = [m.start() for m in matches[1:]] + [end]
+    return list(zip(matches, ends[: len(matches)], strict=True))
+
+
+def _fields(block: str, pattern: re.Pattern[str], implicit: str | None) -> dict[str, str]:
+    """Labelled fields of one block; text before the first label goes to `implicit`."""
+    matches = list(pattern.finditer(block))
+    found: dict[str, str] = {}
+    head = block[: matches[0].start()] if matches else block
+    if implicit and head.strip():
+        found[implicit] = head.strip()
+    for match, end in _spans(matches, len(block)):
+        found.setdefault(_FIELD_KEYS[match[1].lower()], block[match.end() : end].strip())
+    return found
+
+
+def _split_self_instruct(text: str) -> tuple[str, list[tuple[int, str]]]:
+    """Leading unnumbered text and the numbered items, continuation lines joined."""
+    lead: list[str] = []
+    items: list[tuple[int, list[str]]] = []
+    for line in text.splitlines():
+        match = _ITEM_RE.match(line)
+        if match:
+            items.append((int(match[1]), [match[2]]))
+        elif items:
+            items[-1][1].append(line)
+        else:
+            lead.append(line)
+    return "\n".join(lead).strip(), [(n, "\n".join(lines).strip()) for n, lines in items]
+
+
+def _split_alpaca(text: str) -> tuple[str, list[tuple[int, str]]]:
+    text = _SEPARATOR_RE.sub("", text)
+    starts = list(_ALPACA_ITEM_RE.finditer(text))
+    lead = text[: starts[0].start()] if starts else text
+    items = [(int(m[1]), text[m.start() : end].strip()) for m, end in _spans(starts, len(text))]
+    return lead.strip(), items
+
+
+def _lead_is_task(lead: str, items: list[tuple[int, str]], first_index: int) -> bool:
+    """A chat model may continue right after the "N." cue: the lead is task N unless N exists."""
+    if not lead or lead.rstrip().endswith((":", "：")):
+        return False
+    return all(number != first_index for number, _ in items)
+
+
+def parse_tasks(
+    text: str, finish_reason: str, *, mode: Mode, first_index: int, count: int
+) -> tuple[list[ParsedTask], list[Rejection]]:
+    """Read the numbered list a generation call wrote.
+
+    Handles "9.", "9)", "9、", "Task 9:" numbering, a first task written
+    without its number, and preambles. When the call stopped on length the
+    last task is dropped as truncated; tasks past `count` are dropped too.
+    """
+    split = _split_alpaca if mode == "alpaca" else _split_self_instruct
+    lead, items = split(text)
+    blocks = [block for _, block in items]
+    rejections: list[Rejection] = []
+    if _lead_is_task(lead, items, first_index):
+        blocks.insert(0, lead)
+    elif lead:
+        rejections.append(Rejection(STAGE, "preamble", None, lead, None, lead))
+    if finish_reason == "length" and blocks:
+        cut = blocks.pop()
+        rejections.append(Rejection(STAGE, "truncated", "finish_reason=length", cut, None, cut))
+    tasks: list[ParsedTask] = []
+    for block in blocks:
+        task, problem = _read_task(block, mode)
+        if task is None:
+            rejections.append(Rejection(STAGE, "malformed", problem, block, None, block))
+        elif len(tasks) >= count:
+            rejections.append(Rejection(STAGE, "over_count", count, block, None, task.instruction))
+        else:
+            tasks.append(task)
+    return tasks, rejections
+
+
+def _read_task(block: str, mode: Mode) -> tuple[ParsedTask | None, str | None]:
+    if mode == "self_instruct":
+        instruction = _one_line(block)
+        return (ParsedTask(instruction, raw=block), None) if instruction else (None, "empty task")
+    fields = _fields(block, _ALPACA_FIELD_RE, "instruction")
+    instruction = _one_line(fields.get("instruction", ""))
+    if not instruction:
+        return None, "no instruction"
+    if "output" not in fields:
+        return None, "no output field"
+    task = ParsedTask(instruction, _clean_input(fields.get("input", "")), fields["output"], block)
+    return task, None
+
+
+def parse_instances(
+    text: str, finish_reason: str, *, output_first: bool
+) -> tuple[list[Instance], list[tuple[str, str]]]:
+    """Read "Example N" blocks (input-first: Input/Output; output-first: Class label/Input).
+
+    Returns the instances and (reason, raw block) for blocks that were dropped.
+    """
+    starts = list(_EXAMPLE_RE.finditer(text))
+    blocks = [text[: starts[0].start()] if starts else text]
+    blocks += [text[m.end() : end] for m, end in _spans(starts, len(text))]
+    blocks = [b for b in blocks if b.strip()]
+    dropped: list[tuple[str, str]] = []
+    if finish_reason == "length" and blocks:
+        dropped.append(("truncated", blocks.pop()))
+    instances: list[Instance] = []
+    for block in blocks:
+        fields = _fields(block, _INSTANCE_FIELD_RE, None)
+        answer = fields.get("label") if output_first else fields.get("output")
+        if answer is None:
+            dropped.append(("malformed_instance", block))
+            continue
+        instances.append(Instance(_clean_input(fields.get("input", "")), answer.strip(), block))
+    return instances, dropped
+
+
+def parse_yes_no(text: str) -> bool | None:
+    """First yes/no answer in the text (English or Chinese); None when there is none."""
+    match = re.search(r"(\bno\b|\bnot\b|不是|否|不属于)|(\byes\b|是|属于)", text, re.IGNORECASE)
+    if match is None:
+        return None
+    return match[2] is not None
+
+
+# --- filters ---------------------------------------------------------------
+
+
+def check_instruction(
+    text: str, *, language: str, config: GeneratorConfig
+) -> tuple[str, Any] | None:
+    """The first filter a task fails, as (reason, evidence), or None when it passes."""
+    words = count_words(text)
+    if words < config.min_words:
+        return "too_short", words
+    if words > config.max_words:
+        return "too_long", words
+    hit = find_phrase(text, config.blacklist.get(language, []))
+    if hit is not None:
+        return f"blacklist:{hit.lower()}", hit
+    if _bad_first_char(text[0]):
+        return "bad_prefix", text[0]
+    for prefix in config.bad_prefixes.get(language, []):
+        if text.lower().startswith(prefix.lower()):
+            return "bad_prefix", prefix
+    return None
+
+
+def _bad_first_char(char: str) -> bool:
+    """ASCII punctuation (Self-Instruct's rule) or other punctuation and symbols.
+
+    Opening brackets and quotes outside ASCII are allowed: a Chinese task
+    often starts with a title or a quote, such as 《红楼梦》 or “春眠不觉晓”.
+    """
+    if char in string.punctuation:
+        return True
+    return is_punctuation(char) and unicodedata.category(char) not in ("Ps", "Pi")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def filter_instances(
+    instances: Sequence[Instance],
+) -> tuple[list[Instance], list[tuple[str, Instance]], bool]:
+    """Drop bad instances; the bool is True when one input maps to two outputs (drop the task)."""
+    kept: list[Instance] = []
+    dropped: list[tuple[str, Instance]] = []
+    seen: set[tuple[str, str]] = set()
+    for inst in instances:
+        key = (_norm(inst.input), _norm(inst.output))
+        if not inst.output.strip():
+            dropped.append(("empty_output", inst))
+        elif key[0] == key[1]:
+            dropped.append(("input_equals_output", inst))
+        elif inst.input.rstrip().endswith((":", "：")) or inst.output.rstrip().endswith(
+            (":", "：")
+        ):
+            dropped.append(("incomplete_instance", inst))
+        elif key in seen:
+            dropped.append(("duplicate_instance", inst))
+        else:
+            seen.add(key)
+            kept.append(inst)
+    outputs: dict[str, set[str]] = {}
+    for inst in kept:
+        if inst.input.strip():
+            outputs.setdefault(_norm(inst.input), set()).add(_norm(inst.output))
+    return kept, dropped, any(len(v) > 1 for v in outputs.values())
+
+
+# --- the agent ---------------------------------------------------------------
+
+
+def _request(text: str, dec: Decoding, stop: tuple[str, ...] = ()) -> ChatRequest:
+    return ChatRequest(
+        messages=[{"role": "user", "content": text}],
+        temperature=dec.temperature,
+        top_p=dec.top_p,
+        max_tokens=dec.max_tokens,
+        presence_penalty=dec.presence_penalty,
+        stop=stop,
+    )
+
+
+def _render_generation(
+    demos: Sequence[Example | ExampleDraft], prompts: PromptLibrary, config: GeneratorConfig
+) -> tuple[str, ChatRequest, int]:
+    first, last, stops = numbering(len(demos), config.call_size())
+    no_input = NO_INPUT[prompts.language]
+    if config.mode == "alpaca":
+        name = "generate_alpaca"
+        rows = [
+            {"instruction": _one_line(d.instruction), "input": d.input.strip() or no_input}
+            | {"output": (d.output or "").strip()}
+            for d in demos
+        ]
+        variables: dict[str, Any] = {"demos": rows, "no_input": no_input}
+    else:
+        name = "generate_self_instruct"
+        variables = {"demos": [_one_line(d.instruction) for d in demos]}
+    text = prompts.render(name, first_index=first, last_index=last, **variables)
+    return name, _request(text, config.decoding(), stops), first
+
+
+async def generate(
+    demo_sets: Sequence[Sequence[Example | ExampleDraft]],
+    model: ChatModel,
+    prompts: PromptLibrary,
+    config: GeneratorConfig,
+    rng: Random,
+) -> GenerateOutcome:
+    """One generation call per demo set (shuffled with `rng`), all in one batch.
+
+    Pick each set with `config.demo_counts()` (e.g. `store.sample_demos`).
+    Returns new tasks as drafts (Alpaca: with input and output) and a
+    rejection for every task dropped by parsing or a filter.
+    """
+    outcome = GenerateOutcome()
+    plans = []
+    for demos in demo_sets:
+        shuffled = list(demos)
+        rng.shuffle(shuffled)
+        plans.append((shuffled, *_render_generation(shuffled, prompts, config)))
+    results = await model.generate([plan[2] for plan in plans]) if plans else []
+    for (demos, name, _, first), result in zip(plans, results, strict=True):
+        if not outcome._count(result):
+            outcome._reject(f"model_failure:{result.kind}", None, result.message)
+            continue
+        tasks, problems = parse_tasks(
+            result.text,
+            result.finish_reason,
+            mode=config.mode,
+            first_index=first,
+            count=config.call_size(),
+        )
+        outcome.rejections.extend(problems)
+        if not tasks and not problems:
+            outcome._reject("no_tasks", None, result.text)
+        provenance = {
+            "operation": config.mode,
+            "model_version": model.adapter_version or model.model_id,
+            "template": prompts.template_name(name),
+            "language": prompts.language,
+        }
+        demo_ids = [d.id for d in demos if isinstance(d, Example)]
+        for task in tasks:
+            failed = check_task(task, language=prompts.language, config=config)
+            if failed is not None:
+                outcome._reject(failed[0], task.instruction, task.raw, failed[1])
+                continue
+            draft = ExampleDraft(task.instruction, task.input, task.output, **provenance)
+            draft.meta["demo_ids"] = list(demo_ids)
+            outcome.drafts.append(draft)
+    return outcome
+
+
+def check_task(
+    task: ParsedTask, *, language: str, config: GeneratorConfig
+) -> tuple[str, Any] | None:
+    """The instruction filters, plus the instance filters when the task came with an output."""
+    failed = check_instruction(task.instruction, language=language, config=config)
+    if failed is None and task.output is not None:
+        _, bad, _ = filter_instances([Instance(task.input, task.output)])
+        failed = (bad[0][0], None) if bad else None
+    return failed
+
+
+async def _classify(
+    drafts: Sequence[ExampleDraft],
+    model: ChatModel,
+    prompts: PromptLibrary,
+    config: GeneratorConfig,
+    outcome: GenerateOutcome,
+) -> list[bool | None]:
+    """is_classification per draft; None where the check call failed (the task is rejected)."""
+    flags: list[bool | None] = [bool(d.meta.get("is_classification", False)) for d in drafts]
+    if not config.classification_check:
+        return flags
+    ask = [i for i, d in enumerate(drafts) if not isinstance(d.meta.get("is_classification"), bool)]
+    dec = Decoding(temperature=0.0, max_tokens=config.classify_max_tokens)
+    requests = [
+        _request(prompts.render("is_classification", instruction=drafts[i].instruction), dec)
+        for i in ask
+    ]
+    results = await model.generate(requests) if requests else []
+    for i, result in zip(ask, results, strict=True):
+        if not outcome._count(result):
+            outcome._reject(f"model_failure:{result.kind}", drafts[i].instruction, result.message)
+            flags[i] = None
+            continue
+        answer = parse_yes_no(result.text)
+        if answer is None:
+            # Routing only: an unreadable answer falls back to input-first, counted.
+            outcome.failures["unparsed_classification"] += 1
+        flags[i] = bool(answer)
+    return flags
+
+
+async def generate_instances(
+    drafts: Sequence[ExampleDraft],
+    model: ChatModel,
+    prompts: PromptLibrary,
+    config: GeneratorConfig,
+    rng: Random,
+) -> GenerateOutcome:
+    """Write instances for instruction-only drafts: classification output-first, others input-first.
+
+    Each kept instance (up to `instances_kept`, sampled with `rng`) becomes a
+    draft with that input and output; all valid instances stay in
+    `meta["instances"]`. A task whose one input got two outputs is dropped.
+    """
+    outcome = GenerateOutcome()
+    flags = await _classify(drafts, model, prompts, config, outcome)
+    todo = [(d, flag) for d, flag in zip(drafts, flags, strict=True) if flag is not None]
+    lang = prompts.language
+    stops = instance_stops(config.instances_per_call, lang)
+    requests = [
+        _request(
+            prompts.render(
+                _instance_template(flag),
+                instruction=draft.instruction,
+                max_examples=config.instances_per_call,
+                example_label=EXAMPLE_LABEL[lang],
+                none_marker=NONE_INPUT[lang],
+            ),
+            config.instance_decoding,
+            stops,
+        )
+        for draft, flag in todo
+    ]
+    results = await model.generate(requests) if requests else []
+    for (draft, flag), result in zip(todo, results, strict=True):
+        if not outcome._count(result):
+            outcome._reject(f"model_failure:{result.kind}", draft.instruction, result.message)
+            continue
+        instances, dropped = parse_instances(result.text, result.finish_reason, output_first=flag)
+        for reason, raw in dropped:
+            outcome._reject(reason, draft.instruction, raw)
+        meta = {
+            "is_classification": flag,
+            "instance_template": prompts.template_name(_instance_template(flag)),
+        }
+        _keep_instances(outcome, draft, instances, meta, result.text, config.instances_kept, rng)
+    return outcome
+
+
+def _instance_template(output_first: bool) -> str:
+    return "instances_output_first" if output_first else "instances_input_first"
+
+
+def _keep_instances(
+    outcome: GenerateOutcome,
+    draft: ExampleDraft,
+    instances: list[Instance],
+    meta: dict[str, Any],
+    raw: str,
+    n_kept: int,
+    rng: Random,
+) -> None:
+    kept, bad, ambiguous = filter_instances(instances)
+    for reason, inst in bad:
+        evidence = {"input": inst.input, "output": inst.output}
+        outcome._reject(reason, draft.instruction, inst.raw, evidence)
+    if ambiguous:
+        outcome._reject("ambiguous_input", draft.instruction, raw, "one input maps to two outputs")
+        return
+    if not kept:
+        outcome._reject("no_valid_instances", draft.instruction, raw)
+        return
+    meta = {
+        **draft.meta,
+        **meta,
+        "instances": [{"input": i.input, "output": i.output} for i in kept],
+    }
+    for inst in rng.sample(kept, min(n_kept, len(kept))):
+        outcome.drafts.append(
+            dataclasses.replace(draft, input=inst.input, output=inst.output, meta=dict(meta))
+        )

@@ -1,0 +1,135 @@
+"""The response cache: a ChatModel wrapper so a resumed round never pays twice for a call.
+
+The key is the sha256 of (model id, adapter version, the request's
+`cache_payload()`), so a new adapter or any changed sampling parameter misses.
+Only successful generations are stored — a Failure is always retried next
+time. Hits come back with `cached=True` and zero latency. The cache object is
+the store (`cache_get(key) -> dict | None`, `cache_put(key, dict)`); what it
+holds is request-derived only, never credentials.
+
+Identical requests inside one batch (an agent asking several times for fresh
+samples) get distinct keys by their occurrence number, so a resumed batch gets
+back the same several answers rather than one answer several times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from agents.models.base import ChatModel, ChatRequest, Choice, Generation, Message, Result
+
+
+class ResponseCache(Protocol):
+    def cache_get(self, key: str) -> dict[str, Any] | None: ...
+
+    def cache_put(self, key: str, value: dict[str, Any]) -> None: ...
+
+
+def cache_key(
+    model_id: str, adapter_version: str | None, request: ChatRequest, occurrence: int = 0
+) -> str:
+    """sha256 hex of the canonical JSON of what determines the answer."""
+    material: dict[str, Any] = {
+        "model_id": model_id,
+        "adapter_version": adapter_version,
+        "request": request.cache_payload(),
+    }
+    if occurrence:
+        material["occurrence"] = occurrence
+    canonical = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def to_record(generation: Generation) -> dict[str, Any]:
+    return {
+        "choices": [{"text": c.text, "finish_reason": c.finish_reason} for c in generation.choices],
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "latency_s": generation.latency_s,
+    }
+
+
+def from_record(record: dict[str, Any]) -> Generation:
+    return Generation(
+        choices=[Choice(c["text"], c["finish_reason"]) for c in record["choices"]],
+        prompt_tokens=record.get("prompt_tokens", 0),
+        completion_tokens=record.get("completion_tokens", 0),
+        latency_s=0.0,
+        cached=True,
+    )
+
+
+class CachedModel:
+    """Wraps a ChatModel; `generate` consults the cache first. Everything else passes through."""
+
+    def __init__(self, inner: ChatModel, cache: ResponseCache) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.hits = 0
+        self.misses = 0
+
+    # The inner model's identity can change (an adapter swap), so read it live.
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def adapter_version(self) -> str | None:
+        return self.inner.adapter_version
+
+    def __repr__(self) -> str:
+        return f"CachedModel({self.inner!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        # Backend extras (load_adapter, set_adapter, ...) stay reachable through the wrapper.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _keys(self, requests: Sequence[ChatRequest]) -> list[str]:
+        seen: dict[str, int] = {}
+        keys = []
+        for request in requests:
+            base = cache_key(self.model_id, self.adapter_version, request)
+            occurrence = seen.get(base, 0)
+            seen[base] = occurrence + 1
+            keys.append(
+                cache_key(self.model_id, self.adapter_version, request, occurrence)
+                if occurrence
+                else base
+            )
+        return keys
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:
+        keys = self._keys(requests)
+        results: list[Result | None] = []
+        for key in keys:
+            record = self.cache.cache_get(key)
+            results.append(from_record(record) if record is not None else None)
+        missing = [i for i, r in enumerate(results) if r is None]
+        self.hits += len(requests) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            fresh = await self.inner.generate([requests[i] for i in missing])
+            for i, result in zip(missing, fresh, strict=True):
+                results[i] = result
+                if isinstance(result, Generation):
+                    self.cache.cache_put(keys[i], to_record(result))
+        return [r for r in results if r is not None]
+
+    async def loss(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
+        return await self.inner.loss(pairs)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self.inner.embed(texts)
+
+    async def option_probs(
+        self, prompts: Sequence[Sequence[Message]], options: Sequence[str]
+    ) -> list[list[float]]:
+        return await self.inner.option_probs(prompts, options)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -1,0 +1,115 @@
+"""Build models from config, and resolve which model serves each role.
+
+`build_model` turns one ModelConfig into a ChatModel (wrapped by the response
+cache when a cache is given and the model's `cache` is on). `ModelSet` holds
+the configured models by name, builds each one once on first use, and answers
+`for_role(role)` from the roles table — the generator follows a promoted
+student once `use_student` has been called, the scorer falls back to the
+critic, and the embedder to the student.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agents.models.base import ChatModel
+from agents.models.cache import CachedModel, ResponseCache
+from agents.models.config import ROLES, ModelConfig, RolesConfig
+from store.errors import ConfigError
+
+
+def build_model(cfg: ModelConfig, *, cache: ResponseCache | None = None) -> ChatModel:
+    """One backend for one config; heavy libraries load only for the backend chosen."""
+    model: ChatModel
+    if cfg.backend == "openai":
+        from agents.models.openai_backend import OpenAIChatModel
+
+        model = OpenAIChatModel(cfg)
+    elif cfg.backend == "transformers":
+        from agents.models.transformers_backend import TransformersModel
+
+        model = TransformersModel(cfg)
+    else:
+        from agents.models.vllm_backend import VLLMModel
+
+        model = VLLMModel(cfg)
+    if cache is not None and cfg.cache:
+        return CachedModel(model, cache)
+    return model
+
+
+Builder = Callable[..., ChatModel]
+
+
+class ModelSet:
+    """The run's models by name and the role → model table; each model is built once."""
+
+    def __init__(
+        self,
+        models: dict[str, ModelConfig],
+        roles: RolesConfig,
+        *,
+        cache: ResponseCache | None = None,
+        builder: Builder = build_model,
+    ) -> None:
+        for role in ROLES:
+            name = getattr(roles, role)
+            if name is not None and name not in models:
+                known = ", ".join(sorted(models)) or "none"
+                raise ConfigError(
+                    f"role {role} names model {name!r}, which is not configured (models: {known})",
+                    field=f"roles.{role}",
+                )
+        self.configs = dict(models)
+        self.roles = roles
+        self._cache = cache
+        self._builder = builder
+        self._built: dict[str, ChatModel] = {}
+        self.student: ChatModel | None = None
+
+    def get(self, name: str) -> ChatModel:
+        """The model configured under `name`, built on first use."""
+        if name not in self._built:
+            if name not in self.configs:
+                raise ConfigError(f"no model named {name!r} is configured", field=f"models.{name}")
+            self._built[name] = self._builder(self.configs[name], cache=self._cache)
+        return self._built[name]
+
+    def use_student(self, model: ChatModel | None) -> None:
+        """The promoted student (None to go back to the configured generator)."""
+        self.student = model
+
+    def for_role(self, role: str) -> ChatModel | None:
+        """The model serving `role`. Only the embedder can be None: no embedder and no student."""
+        if role not in ROLES:
+            raise ConfigError(f"unknown role {role!r} (roles: {', '.join(ROLES)})", field="roles")
+        if role == "generator" and self.student is not None and self.roles.follow_student:
+            return self.student
+        name = getattr(self.roles, role)
+        if name is not None:
+            return self.get(name)
+        if role == "scorer":
+            return self.for_role("critic")
+        return self.student  # the embedder falls back to the student's hidden states
+
+    def role_names(self) -> dict[str, str | None]:
+        """Which configured name (or "student") serves each role right now, for status output."""
+        names: dict[str, str | None] = {}
+        for role in ROLES:
+            if role == "generator" and self.student is not None and self.roles.follow_student:
+                names[role] = "student"
+            elif (name := getattr(self.roles, role)) is not None:
+                names[role] = name
+            else:
+                names[role] = (
+                    self.roles.critic
+                    if role == "scorer"
+                    else ("student" if self.student is not None else None)
+                )
+        return names
+
+    async def aclose(self) -> None:
+        """Close every model this set built (the student belongs to whoever built it)."""
+        for model in self._built.values():
+            await model.aclose()
+        self._built.clear()

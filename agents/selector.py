@@ -1,0 +1,388 @@
+"""The selector: which scored candidates join the pool this round, and why the others do not.
+
+`select` applies, in this order, cheapest first and embeddings last:
+
+1. exact dedup (normalized hash, against the pool and earlier candidates),
+2. near dedup (MinHash LSH, Jaccard ≥ 0.8),
+3. novelty (ROUGE-L F1 > 0.7 against pool instructions rejects),
+4. decontamination (a shared 13-gram with a listed eval file),
+5. score thresholds (e.g. judge accuracy ≥ 4.5; a missing score rejects or passes),
+6. diversity (Deita's repr filter on embeddings, or InsTag sampling),
+7. the per-round budget.
+
+Within one call candidates are checked in input order and each one that
+passes a duplicate/novelty stage joins that stage's reference set before the
+next is checked (Self-Instruct's sequential semantics). A consequence worth
+knowing: a candidate can be rejected as a copy of an earlier candidate that a
+later stage then rejects; the evidence names that candidate, which the store
+keeps with its own rejection.
+
+The pool's indexes are in-memory and rebuilt from the store
+(`SelectorIndexes.build`); `select` checks against them without changing
+them and, when `commit` is true, adds only the finally accepted examples.
+Every dropped candidate becomes a `Rejection(stage="select")` with evidence.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.decontam import DecontamConfig, Decontaminator
+from agents.dedup import DedupConfig, DedupIndex
+from agents.diversity import (
+    DiversityConfig,
+    DiversityResult,
+    hashed_tfidf,
+    instag_sample,
+    rank_order,
+    repr_filter,
+)
+from agents.novelty import NoveltyConfig, NoveltyIndex
+from agents.text import text_hash
+from store.errors import ConfigError, EvoError
+from store.records import Example, Rejection, Score
+
+STAGE = "select"
+Step = Literal["exact_dedup", "near_dedup", "novelty", "decontaminate", "thresholds", "diversity"]
+ExampleField = Literal["system", "instruction", "input", "output"]
+ALL_STEPS: tuple[str, ...] = (
+    "exact_dedup",
+    "near_dedup",
+    "novelty",
+    "decontaminate",
+    "thresholds",
+    "diversity",
+)
+# texts -> one vector per text (a list of lists or an array), sync or async: `model.embed` fits.
+Embedder = Callable[[Sequence[str]], Any]
+
+
+class SelectorConfig(BaseModel):
+    """Selection settings; numbers default to METHODS.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[Step] = Field(
+        default_factory=lambda: list(ALL_STEPS), description="Stages to run (order is fixed)."
+    )
+    dedup: DedupConfig = Field(
+        default_factory=DedupConfig, description="Near-duplicate MinHash settings."
+    )
+    novelty: NoveltyConfig = Field(
+        default_factory=NoveltyConfig, description="ROUGE-L novelty settings."
+    )
+    decontam: DecontamConfig = Field(
+        default_factory=DecontamConfig, description="Decontamination settings."
+    )
+    diversity: DiversityConfig = Field(
+        default_factory=DiversityConfig, description="Diversity selection settings."
+    )
+    dedup_fields: list[ExampleField] = Field(
+        default_factory=lambda: ["instruction", "input"],
+        description="Fields whose text defines a duplicate.",
+    )
+    novelty_fields: list[ExampleField] = Field(
+        default_factory=lambda: ["instruction"],
+        description="Fields compared by ROUGE-L (Self-Instruct: the instruction).",
+    )
+    diversity_fields: list[ExampleField] = Field(
+        default_factory=lambda: ["instruction", "input", "output"],
+        description="Fields embedded for the repr filter.",
+    )
+    min_scores: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 4.5},
+        description="Keep only examples scoring at least this per dimension (AlpaGasus: accuracy ≥ 4.5).",
+    )
+    max_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="Drop examples scoring above this per dimension (e.g. {'ifd': 1.0}).",
+    )
+    missing_score: Literal["reject", "pass"] = Field(
+        "reject",
+        description="A thresholded dimension with no parseable score: reject ('missing_score') or pass.",
+    )
+    rank_by: list[str] = Field(
+        default_factory=lambda: ["complexity", "quality"],
+        description="Dimensions multiplied into the ranking score (Deita: complexity × quality); unranked examples go last.",
+    )
+    budget: int | None = Field(
+        None, ge=0, description="Most examples accepted per call (per round); None = no limit."
+    )
+
+
+@dataclass
+class SelectorIndexes:
+    """The pool as the selector sees it; rebuilt from the store, which is the source of truth."""
+
+    dedup: DedupIndex
+    novelty: NoveltyIndex
+    decontam: Decontaminator | None = None
+
+    @classmethod
+    def build(cls, pool: Iterable[Example], config: SelectorConfig) -> SelectorIndexes:
+        rows = [
+            (ex.id, field_text(ex, config.dedup_fields), field_text(ex, config.novelty_fields))
+            for ex in pool
+        ]
+        files = config.decontam.eval_files
+        return cls(
+            dedup=DedupIndex.build(((i, d) for i, d, _ in rows), config.dedup),
+            novelty=NoveltyIndex.build(((i, n) for i, _, n in rows), config.novelty),
+            decontam=Decontaminator.from_files(files, config.decontam.ngram) if files else None,
+        )
+
+    def add(self, example: Example, config: SelectorConfig) -> None:
+        self.dedup.add(example.id, field_text(example, config.dedup_fields))
+        self.novelty.add(example.id, field_text(example, config.novelty_fields))
+
+
+@dataclass
+class SelectOutcome:
+    """Accepted ids (in selection order), one rejection per dropped candidate, counters."""
+
+    accepted: list[str] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def field_text(example: Example, fields: Sequence[str]) -> str:
+    """The named fields' non-empty texts joined by newlines."""
+    return "\n".join(v for v in (getattr(example, f) or "" for f in fields) if v)
+
+
+def score_table(scores: Sequence[Score]) -> dict[str, float]:
+    """Dimension → mean of the parseable values (several scorers or repeats average)."""
+    values: dict[str, list[float]] = {}
+    for s in scores:
+        if s.value is not None:
+            values.setdefault(s.dimension, []).append(float(s.value))
+    return {dim: sum(v) / len(v) for dim, v in values.items()}
+
+
+def rank_score(table: Mapping[str, float], rank_by: Sequence[str]) -> float | None:
+    """Product of the rank_by dimensions, None when one is missing."""
+    if not rank_by or any(d not in table for d in rank_by):
+        return None
+    product = 1.0
+    for d in rank_by:
+        product *= table[d]
+    return product
+
+
+def threshold_failure(
+    table: Mapping[str, float], config: SelectorConfig
+) -> tuple[str, dict] | None:
+    """(reason, evidence) of the first failed threshold, or None."""
+    for bounds, below in ((config.min_scores, True), (config.max_scores, False)):
+        for dim, limit in bounds.items():
+            value = table.get(dim)
+            if value is None:
+                if config.missing_score == "reject":
+                    return "missing_score", {"dimension": dim}
+                continue
+            if (value < limit) if below else (value > limit):
+                reason = "below_threshold" if below else "above_threshold"
+                return f"{reason}:{dim}", {"dimension": dim, "value": value, "threshold": limit}
+    return None
+
+
+class _Run:
+    """One select call: the surviving candidates and the rejections so far."""
+
+    def __init__(self, candidates: Sequence[Example]) -> None:
+        self.alive: list[Example] = []
+        self.rejections: list[Rejection] = []
+        seen: set[str] = set()
+        for ex in candidates:  # the same id twice in one batch: the second is a copy
+            if ex.id in seen:
+                self.reject(ex, "exact_duplicate", {"duplicate_of": ex.id})
+            else:
+                seen.add(ex.id)
+                self.alive.append(ex)
+
+    def stage(self, check: Callable[[Example], tuple[str, object] | None]) -> None:
+        kept = []
+        for ex in self.alive:
+            verdict = check(ex)
+            if verdict is None:
+                kept.append(ex)
+            else:
+                self.reject(ex, *verdict)
+        self.alive = kept
+
+    def reject(self, ex: Example, reason: str, evidence: object) -> None:
+        self.rejections.append(
+            Rejection(STAGE, reason, evidence, example_id=ex.id, text=ex.instruction)
+        )
+
+
+def _exact_stage(run: _Run, indexes: SelectorIndexes, config: SelectorConfig) -> None:
+    local: dict[str, str] = {}
+
+    def check(ex: Example) -> tuple[str, object] | None:
+        text = field_text(ex, config.dedup_fields)
+        key = text_hash(text)
+        twin = indexes.dedup.exact(text, exclude=ex.id) or local.get(key)
+        if twin is not None:
+            return "exact_duplicate", {"duplicate_of": twin}
+        local[key] = ex.id
+        return None
+
+    run.stage(check)
+
+
+def _near_stage(run: _Run, indexes: SelectorIndexes, config: SelectorConfig) -> None:
+    local = DedupIndex(config.dedup)
+
+    def check(ex: Example) -> tuple[str, object] | None:
+        text = field_text(ex, config.dedup_fields)
+        best = indexes.dedup.near(text, exclude=ex.id)
+        mine = local.near(text)
+        if mine is not None and (best is None or mine[1] > best[1]):
+            best = mine
+        if best is not None:
+            return "near_duplicate", {"duplicate_of": best[0], "jaccard": round(best[1], 4)}
+        local.add(ex.id, text)
+        return None
+
+    run.stage(check)
+
+
+def _novelty_stage(run: _Run, indexes: SelectorIndexes, config: SelectorConfig) -> None:
+    items = [(ex.id, field_text(ex, config.novelty_fields)) for ex in run.alive]
+    decisions = {d.id: d for d in indexes.novelty.filter(items, commit=False)}
+
+    def check(ex: Example) -> tuple[str, object] | None:
+        d = decisions[ex.id]
+        if d.accepted:
+            return None
+        return "too_similar", {"most_similar": d.most_similar, "rouge_l": round(d.score or 0.0, 4)}
+
+    run.stage(check)
+
+
+def _decontam_stage(run: _Run, decontam: Decontaminator, config: SelectorConfig) -> None:
+    def check(ex: Example) -> tuple[str, object] | None:
+        found = decontam.check_fields({f: getattr(ex, f) or "" for f in config.decontam.fields})
+        if found is None:
+            return None
+        name, hit = found
+        return "contaminated", {"eval_file": hit.eval_file, "ngram": hit.ngram, "field": name}
+
+    run.stage(check)
+
+
+async def _embed(
+    texts: list[str], embedder: Embedder | None, config: DiversityConfig, counters: Counter
+) -> np.ndarray:
+    if embedder is not None:
+        try:
+            vectors = embedder(texts)
+            if inspect.isawaitable(vectors):
+                vectors = await vectors
+            array = np.asarray(vectors, dtype=np.float32)
+            if array.ndim == 2 and len(array) == len(texts):
+                counters["embedded"] += len(texts)
+                return array
+        except EvoError:  # e.g. UnsupportedError: this backend cannot embed
+            pass
+        counters["embedding_fallback"] += 1
+    return hashed_tfidf(texts, config.tfidf_dim, (config.tfidf_ngram_min, config.tfidf_ngram_max))
+
+
+async def _diversity_stage(
+    run: _Run,
+    ranks: list[float | None],
+    config: SelectorConfig,
+    embedder: Embedder | None,
+    tags: Mapping[str, Sequence[str]] | None,
+    reference_texts: Sequence[str],
+    counters: Counter,
+) -> DiversityResult:
+    ids = [ex.id for ex in run.alive]
+    method = config.diversity.method if "diversity" in config.steps else "none"
+    if method == "instag":
+        if tags is None:
+            raise ConfigError(
+                "diversity.method is 'instag' but no tags were given",
+                field="selector.diversity.method",
+            )
+        return instag_sample(ids, [list(tags.get(i, ())) for i in ids], config.budget)
+    if method == "repr" and ids:
+        texts = [field_text(ex, config.diversity_fields) for ex in run.alive]
+        vectors = await _embed(texts + list(reference_texts), embedder, config.diversity, counters)
+        n = len(texts)
+        return repr_filter(
+            ids,
+            vectors[:n],
+            ranks,
+            max_cosine=config.diversity.max_cosine,
+            budget=config.budget,
+            reference=vectors[n:] if reference_texts else None,
+        )
+    order = [ids[i] for i in rank_order(ranks)]
+    cut = len(order) if config.budget is None else config.budget
+    return DiversityResult(selected=order[:cut], over_budget=order[cut:])
+
+
+async def select(
+    candidates: Sequence[Example],
+    scores: Mapping[str, Sequence[Score]],
+    indexes: SelectorIndexes,
+    config: SelectorConfig,
+    *,
+    embedder: Embedder | None = None,
+    tags: Mapping[str, Sequence[str]] | None = None,
+    reference_texts: Sequence[str] = (),
+    commit: bool = True,
+) -> SelectOutcome:
+    """Filter scored candidates into the pool; see the module docstring for the stages.
+
+    `embedder` maps texts to vectors (sync or async, e.g. `model.embed`); without
+    one, or if it raises an EvoError, the hashed TF-IDF fallback is used (counted
+    as `embedding_fallback`). `tags` (id → InsTag tags) is needed for
+    diversity.method 'instag'. `reference_texts` (e.g. accepted pool examples)
+    are embedded with the candidates and count as already accepted for the
+    repr filter. With `commit`, accepted examples are added to `indexes`.
+    """
+    run = _Run(candidates)
+    counters: Counter = Counter(candidates=len(candidates))
+    steps = set(config.steps)
+    if "exact_dedup" in steps:
+        _exact_stage(run, indexes, config)
+    if "near_dedup" in steps:
+        _near_stage(run, indexes, config)
+    if "novelty" in steps:
+        _novelty_stage(run, indexes, config)
+    if "decontaminate" in steps and indexes.decontam is not None:
+        _decontam_stage(run, indexes.decontam, config)
+    tables = {ex.id: score_table(scores.get(ex.id, ())) for ex in run.alive}
+    if "thresholds" in steps:
+        run.stage(lambda ex: threshold_failure(tables[ex.id], config))
+    ranks = [rank_score(tables[ex.id], config.rank_by) for ex in run.alive]
+    counters["unranked"] = sum(r is None for r in ranks)
+    result = await _diversity_stage(run, ranks, config, embedder, tags, reference_texts, counters)
+    by_id = {ex.id: ex for ex in run.alive}
+    for i, evidence in result.not_diverse.items():
+        run.reject(by_id[i], "not_diverse", evidence)
+    for rank, i in enumerate(result.over_budget):
+        run.reject(
+            by_id[i],
+            "over_budget",
+            {"budget": config.budget, "position": len(result.selected) + rank},
+        )
+    if commit:
+        for i in result.selected:
+            indexes.add(by_id[i], config)
+    counters["accepted"] = len(result.selected)
+    counters.update(r.reason for r in run.rejections)
+    return SelectOutcome(
+        accepted=list(result.selected), rejections=run.rejections, counters=dict(counters)
+    )

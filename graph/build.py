@@ -1,0 +1,80 @@
+"""All wiring in one place: nodes, edges, the training branch and its router.
+
+The daemon compiles this builder with its SQLite checkpointer; LangGraph Studio
+(`langgraph.json`) compiles it without one.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any, Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from graph import nodes
+from graph.deps import Deps
+from graph.state import RoundState
+
+PIPELINE = ("plan", "generate", "evolve", "respond", "critique", "rewrite", "select", "commit")
+
+
+def route_after_commit(state: RoundState) -> Literal["train", "__end__"]:
+    """Train when the commit node found the schedule due."""
+    return "train" if state.get("train") else END
+
+
+def route_after_evaluate(state: RoundState) -> Literal["promote", "__end__"]:
+    return "promote" if state.get("promoted") else END
+
+
+async def train(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Fine-tune the student on the pool in a process of its own."""
+    deps = runtime.context
+    nodes.emit(runtime, "train", done=0, total=1)
+    summary = await deps.trainer.train()
+    nodes.emit(runtime, "train", done=1, total=1, final=True)
+    return {"trained_version": summary["version"], "notes": [f"trained {summary['version']}"]}
+
+
+async def evaluate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Held-out loss (and the optional pairwise judge) against the current generator."""
+    deps = runtime.context
+    version = state["trained_version"]
+    evaluation = await deps.trainer.evaluate(deps.store, version, deps.models)
+    decision = evaluation.decision
+    nodes.emit(runtime, "evaluate", done=1, total=1, final=True)
+    return {"promoted": decision.promote, "notes": [f"{version}: {decision.reason}"]}
+
+
+async def promote(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """The new version becomes the generator of the next round."""
+    deps = runtime.context
+    version = state["trained_version"]
+    reason = state.get("notes", [""])[-1]
+    await deps.trainer.promote(deps.store, deps.models, version, reason)
+    nodes.emit(runtime, "promote", done=1, total=1, final=True)
+    return {"model_version": version, "notes": [f"promoted {version}"]}
+
+
+def build_graph(config: Any = None) -> StateGraph:
+    """The round graph: an acyclic pipeline, then the optional training branch."""
+    builder = StateGraph(RoundState, context_schema=Deps)
+    for name in PIPELINE:
+        builder.add_node(name, getattr(nodes, name))
+    builder.add_node("train", train)
+    builder.add_node("evaluate", evaluate)
+    builder.add_node("promote", promote)
+    builder.add_edge(START, PIPELINE[0])
+    for a, b in pairwise(PIPELINE):
+        builder.add_edge(a, b)
+    builder.add_conditional_edges("commit", route_after_commit, ["train", END])
+    builder.add_edge("train", "evaluate")
+    builder.add_conditional_edges("evaluate", route_after_evaluate, ["promote", END])
+    builder.add_edge("promote", END)
+    return builder
+
+
+def studio_graph() -> Any:
+    """For `langgraph dev`: the same builder, compiled without a checkpointer."""
+    return build_graph().compile()

@@ -1,0 +1,138 @@
+"""`evoinstruct models check|bench`: reach the configured models, and size a run before starting it.
+
+The lead's root CLI loads the run config and passes `{"models": {name:
+ModelConfig}}` as `ctx.obj`; these commands call the library in
+`agents.models.check` and print a table (or JSON with `--json`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agents.models.check import bench_model, check_models
+from agents.models.config import ModelConfig
+from store.errors import InputError
+
+models_app = typer.Typer(
+    help="Reach the configured models and size a run before starting it.",
+    no_args_is_help=True,
+)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:.0f} ms"
+
+
+def check_command(models: dict[str, ModelConfig], as_json: bool) -> int:
+    """Check every model; print the outcome; exit code 0 when all answered, else 1."""
+    results = asyncio.run(check_models(models))
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2))
+    else:
+        table = Table(title="models check")
+        for column in ("name", "backend", "model", "where", "status", "latency"):
+            table.add_column(column)
+        for r in results:
+            status = "[green]ok[/green]" if r.ok else f"[red]failed[/red]: {r.error}"
+            table.add_row(r.name, r.backend, r.model, r.where, status, _ms(r.latency_s))
+        Console().print(table)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def bench_command(
+    models: dict[str, ModelConfig],
+    name: str,
+    requests: int,
+    concurrency: int,
+    max_tokens: int,
+    as_json: bool,
+) -> int:
+    """Benchmark one model; print the figures; exit code 1 when no request succeeded."""
+    if name not in models:
+        known = ", ".join(sorted(models)) or "none"
+        raise InputError(f"no model named {name!r} is configured (models: {known})", field="MODEL")
+    if requests < 1 or concurrency < 1 or max_tokens < 1:
+        raise InputError("--requests, --concurrency and --max-tokens must be at least 1")
+    result = asyncio.run(
+        bench_model(models[name], requests=requests, concurrency=concurrency, max_tokens=max_tokens)
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        table = Table(title=f"models bench {name}", show_header=False)
+        failures = ", ".join(f"{k}: {v}" for k, v in sorted(result.failures.items())) or "none"
+        rows = [
+            ("requests (ok / sent)", f"{result.ok} / {result.requests}"),
+            ("concurrency", str(result.concurrency)),
+            ("requests/s", f"{result.requests_per_s:.1f}"),
+            ("completion tokens/s", f"{result.tokens_per_s:.1f}"),
+            (
+                "latency p50 / p90 / p99",
+                " / ".join(
+                    map(_ms, (result.latency_p50_s, result.latency_p90_s, result.latency_p99_s))
+                ),
+            ),
+            ("failures", failures),
+            ("client CPU per request", f"{result.client_cpu_ms_per_request:.2f} ms"),
+            ("wall time", f"{result.wall_s:.1f} s"),
+        ]
+        for key, value in rows:
+            table.add_row(key, value)
+        Console().print(table)
+    return 0 if result.ok else 1
+
+
+ProjectOpt = Annotated[
+    Path,
+    typer.Option(
+        "--project", "-p", envvar="EVOINSTRUCT_PROJECT", help="Project directory.", show_default="."
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config value: section.key=value.")
+]
+
+
+def _models(project: Path, overrides: list[str] | None) -> dict[str, ModelConfig]:
+    from graph.project import Project
+
+    return Project(project.resolve()).require().load_config(overrides or []).models
+
+
+@models_app.command("check")
+def check(
+    project: ProjectOpt = Path("."),
+    set_: SetOpt = None,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Send one small request to each configured model; report ok and latency, or the error.
+
+    Example: evoinstruct models check --json
+    """
+    raise typer.Exit(check_command(_models(project, set_), as_json))
+
+
+@models_app.command("bench")
+def bench(
+    model: str = typer.Argument(..., metavar="MODEL", help="A model name from [models.*]."),
+    requests: int = typer.Option(200, "--requests", "-n", help="How many requests to send."),
+    concurrency: int = typer.Option(16, "--concurrency", "-c", help="Requests in flight."),
+    max_tokens: int = typer.Option(128, "--max-tokens", help="max_tokens of each request."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    project: ProjectOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Measure requests/s, tokens/s, latency percentiles and failures of one model.
+
+    Example: evoinstruct models bench teacher --requests 500 --concurrency 64 --max-tokens 256
+    """
+    raise typer.Exit(
+        bench_command(_models(project, set_), model, requests, concurrency, max_tokens, as_json)
+    )

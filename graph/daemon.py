@@ -1,0 +1,233 @@
+"""The evolution daemon: startup → a loop of rounds → shutdown.
+
+One round is one LangGraph thread (`round-000123`) checkpointed to
+`checkpoints.db` with `durability="sync"`. The graph is compiled to pause before
+every node, so the daemon regains control at each step boundary: that is where a
+stop request (SIGTERM, Ctrl-C, `evoinstruct stop`) takes effect, after the node in
+flight has finished and its checkpoint is on disk. On start an unfinished round
+is resumed with input `None` before any new round begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from graph.deps import Deps
+from graph.project import Project
+from store.errors import ProjectError
+
+ProgressSink = Callable[[str, dict[str, Any]], None]
+
+
+def thread_id(round: int) -> str:
+    return f"round-{round:06d}"
+
+
+def run_config(round: int) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id(round)}, "metadata": {"round": round}}
+
+
+@dataclass
+class DaemonOptions:
+    rounds: int | None = 1
+    forever: bool = False
+    max_seconds: float | None = None
+
+
+@dataclass
+class DaemonResult:
+    rounds_run: list[int] = field(default_factory=list)
+    resumed: int | None = None
+    stopped_by_signal: bool = False
+
+
+class StopFlag:
+    """Set by a signal or a stop file; a second Ctrl-C forces the exit."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.requested = False
+        self.signals = 0
+
+    def request(self, *_: object) -> None:
+        self.signals += 1
+        self.requested = True
+        if self.signals >= 2:
+            os._exit(
+                130
+            )  # the user asked twice: leave now, SQLite transactions keep the pool whole
+
+    def is_set(self) -> bool:
+        if not self.requested and self.project.stop_path.exists():
+            self.requested = True
+        return self.requested
+
+
+class Daemon:
+    def __init__(
+        self,
+        project: Project,
+        deps: Deps,
+        options: DaemonOptions,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self.project = project
+        self.deps = deps
+        self.options = options
+        self.progress = progress or (lambda kind, event: None)
+        self.stop = StopFlag(project)
+        self.started = deps.clock()
+        self._stage = "starting"
+        self._round: int | None = None
+
+    # --- lifecycle -----------------------------------------------------------------
+    async def run(self) -> DaemonResult:
+        lock = FileLock(str(self.project.lock_path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            info = self.deps.store.daemon_info() or {}
+            raise ProjectError(
+                f"another daemon is already running on this project (pid {info.get('pid', '?')}); "
+                "stop it with `evoinstruct stop`",
+                file=str(self.project.root),
+            ) from None
+        self.project.stop_path.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.request)
+        try:
+            return await self._run_locked()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            self._beat(state="stopped")
+            self.deps.store.checkpoint_wal()
+            lock.release()
+
+    async def _run_locked(self) -> DaemonResult:
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        from graph.build import build_graph
+
+        result = DaemonResult()
+        async with AsyncSqliteSaver.from_conn_string(str(self.project.checkpoints_path)) as saver:
+            graph = build_graph(self.deps.config).compile(checkpointer=saver, interrupt_before="*")
+            self._beat()
+            last = self.deps.store.last_round()
+            if last is not None:
+                snapshot = await graph.aget_state(run_config(last["number"]))
+                if snapshot.next or not last.get("finished_at"):
+                    result.resumed = last["number"]
+                    self.progress("resume", {"round": last["number"], "next": list(snapshot.next)})
+                    done = await self._drive(
+                        graph,
+                        last["number"],
+                        None if snapshot.next else self._initial(last["number"]),
+                    )
+                    if not done:
+                        result.stopped_by_signal = True
+                        return result
+                    result.rounds_run.append(last["number"])
+                    await self._prune(saver, last["number"])
+            while self._more_rounds(result):
+                number = (self.deps.store.last_round() or {"number": 0})["number"] + 1
+                self.deps.store.start_round(
+                    number, self.deps.config.model_dump(mode="json"), self._active_version()
+                )
+                if not await self._drive(graph, number, self._initial(number)):
+                    break
+                result.rounds_run.append(number)
+                await self._prune(saver, number)
+        if self.stop.is_set():
+            result.stopped_by_signal = True
+        return result
+
+    def _more_rounds(self, result: DaemonResult) -> bool:
+        if self.stop.is_set():
+            return False
+        if (
+            self.options.max_seconds is not None
+            and self.deps.clock() - self.started >= self.options.max_seconds
+        ):
+            return False
+        if self.options.forever:
+            return True
+        fresh = len(result.rounds_run) - (1 if result.resumed is not None else 0)
+        return fresh < (self.options.rounds or 0)
+
+    def _active_version(self) -> str | None:
+        active = self.deps.store.active_model()
+        return active["version"] if active else None
+
+    def _initial(self, number: int) -> dict[str, Any]:
+        return {"round": number, "model_version": self._active_version(), "counts": {}, "notes": []}
+
+    # --- one round -------------------------------------------------------------------
+    async def _drive(self, graph: Any, number: int, first_input: dict[str, Any] | None) -> bool:
+        """Run a round step by step; False when a stop request ended it early."""
+        config = run_config(number)
+        self._round = number
+        payload: dict[str, Any] | None = first_input
+        while True:
+            async for mode, chunk in graph.astream(
+                payload,
+                config,
+                context=self.deps,
+                stream_mode=["updates", "custom"],
+                durability="sync",
+            ):
+                self._on_chunk(number, mode, chunk)
+            snapshot = await graph.aget_state(config)
+            if not snapshot.next:
+                self.progress(
+                    "round_done", {"round": number, "counts": snapshot.values.get("counts", {})}
+                )
+                return True
+            self._stage = snapshot.next[0]
+            self._beat()
+            if self.stop.is_set():
+                self.progress("stopping", {"round": number, "next": list(snapshot.next)})
+                return False
+            if (
+                self.options.max_seconds is not None
+                and self.deps.clock() - self.started >= self.options.max_seconds * 3
+            ):
+                # A round far past the time budget is stopped like a signal would: it resumes later.
+                return False
+            payload = None
+
+    def _on_chunk(self, number: int, mode: str, chunk: Any) -> None:
+        if mode == "custom" and isinstance(chunk, dict):
+            self._stage = chunk.get("stage", self._stage)
+            self.progress("event", {"round": number, **chunk})
+        elif mode == "updates" and isinstance(chunk, dict):
+            for node, update in chunk.items():
+                if node.startswith("__"):
+                    continue
+                self.progress("node_done", {"round": number, "node": node, "update": update or {}})
+        self._beat()
+
+    def _beat(self, state: str = "running") -> None:
+        self.deps.store.heartbeat(
+            pid=os.getpid(), round=self._round, stage=self._stage, state=state
+        )
+
+    async def _prune(self, saver: Any, finished: int) -> None:
+        """Drop checkpoints of rounds older than the configured number kept."""
+        keep = self.deps.config.loop.keep_checkpoints
+        for old in range(max(1, finished - keep - 50), finished - keep + 1):
+            await saver.adelete_thread(thread_id(old))
+        conn = sqlite3.connect(str(self.project.checkpoints_path))
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()

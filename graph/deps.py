@@ -1,0 +1,52 @@
+"""What nodes need, injected through the graph's runtime context: never module globals."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from graph.config import RunConfig
+    from graph.project import Project
+    from prompts.library import PromptLibrary
+    from store import Store
+
+
+@dataclass
+class Deps:
+    """The store, the models by role, the prompts, the config, seeded randomness, the clock."""
+
+    store: Store
+    config: RunConfig
+    prompts: PromptLibrary
+    models: Any  # agents.models.factory.ModelSet: role -> ChatModel
+    project: Project | None = None
+    clock: Callable[[], float] = time.monotonic
+    trainer: Any = None  # graph.training.TrainerSteps when the training branch is on
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def rng(self, round: int, stage: str) -> random.Random:
+        """One generator per (round, stage): a node re-run after a crash makes the same choices."""
+        return random.Random(f"{self.config.project.seed}:{round}:{stage}")
+
+
+def deps_for_project(project: Project, config: RunConfig, *, models: Any = None) -> Deps:
+    """Open the project's store and wire models, prompts and the trainer from its config.
+
+    `models` replaces the configured models (tests pass a ModelSet of doubles).
+    """
+    from agents.models.factory import ModelSet
+    from graph.training import TrainerSteps
+    from prompts.library import PromptLibrary
+
+    store = project.open_store()
+    prompts = PromptLibrary(config.project.language, override_dir=project.prompts_dir)
+    if models is None:
+        models = ModelSet(config.models, config.roles, cache=store)
+    trainer = TrainerSteps(config.trainer, project.root)
+    return Deps(
+        store=store, config=config, prompts=prompts, models=models, project=project, trainer=trainer
+    )

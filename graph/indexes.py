@@ -1,0 +1,20 @@
+"""The selector's indexes for a running daemon: built from the store once, then kept up to date.
+
+The store is the source of truth; these in-memory indexes (exact hashes,
+MinHash LSH, the ROUGE-L shortlist) are rebuilt from it when a process starts
+and grow as select accepts examples.
+"""
+
+from __future__ import annotations
+
+from agents.selector import SelectorIndexes
+from graph.deps import Deps
+
+
+def selection_indexes(deps: Deps) -> SelectorIndexes:
+    indexes = deps.extras.get("selector_indexes")
+    if indexes is None:
+        pool = deps.store.iter_examples(status="accepted")
+        indexes = SelectorIndexes.build(pool, deps.config.selector)
+        deps.extras["selector_indexes"] = indexes
+    return indexes

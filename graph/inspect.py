@@ -1,0 +1,124 @@
+"""`evoinstruct inspect`: rounds, checkpoints of a round, an example's lineage, rejections."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from graph.daemon import run_config
+from graph.project import Project
+
+
+def rounds_report(store: Any) -> list[dict[str, Any]]:
+    """Per round: phase, timings, counts per stage, and the resolved config it ran with."""
+    out = []
+    for row in store.rounds():
+        counts = row["counts"]
+        out.append(
+            {
+                "round": row["number"],
+                "phase": row["phase"],
+                "started_at": row["started_at"],
+                "finished_at": row["finished_at"],
+                "model_version": row["model_version"],
+                "created": counts.get("created"),
+                "by_status": counts.get("by_status", {}),
+                "stages": counts.get("stages", {}),
+                "rejections": counts.get("rejections", {}),
+                "config": row["config"],
+            }
+        )
+    return out
+
+
+async def checkpoints_report(project: Project, round: int) -> list[dict[str, Any]]:
+    """The LangGraph history of one round's thread, oldest first: step, node, time, what changed."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from graph.build import build_graph
+
+    async with AsyncSqliteSaver.from_conn_string(str(project.checkpoints_path)) as saver:
+        graph = build_graph().compile(checkpointer=saver)
+        history = [s async for s in graph.aget_state_history(run_config(round))]
+    rows: list[dict[str, Any]] = []
+    previous: Any = None
+    for snapshot in reversed(history):
+        metadata = snapshot.metadata or {}
+        before = previous.values if previous is not None else {}
+        changed = sorted(k for k, v in snapshot.values.items() if before.get(k) != v)
+        rows.append(
+            {
+                "step": metadata.get("step"),
+                "source": metadata.get("source"),
+                "node": ", ".join(previous.next)
+                if previous is not None and previous.next
+                else None,
+                "created_at": snapshot.created_at,
+                "checkpoint_id": snapshot.config["configurable"].get("checkpoint_id"),
+                "next": list(snapshot.next),
+                "round": metadata.get("round"),
+                "changed": changed,
+                "changes": {k: snapshot.values[k] for k in changed if k != "notes"},
+            }
+        )
+        previous = snapshot
+    return rows
+
+
+def rejections_report(
+    store: Any, *, stage: str | None, reason: str | None, samples: int = 3
+) -> list[dict[str, Any]]:
+    """Rejections grouped by stage and reason, largest first, with a few samples each."""
+    rows = store.rejections(stage=stage, reason=reason)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["stage"], row["reason"]), []).append(row)
+    counts = Counter({key: len(items) for key, items in groups.items()})
+    out = []
+    for (group_stage, group_reason), n in counts.most_common():
+        picked = groups[(group_stage, group_reason)][:samples]
+        out.append(
+            {
+                "stage": group_stage,
+                "reason": group_reason,
+                "count": n,
+                "samples": [
+                    {
+                        "example_id": r["example_id"],
+                        "text": _text_of(store, r),
+                        "evidence": r["evidence"],
+                        "raw_output": (r["raw_output"] or "")[:300] or None,
+                        "round": r["round"],
+                    }
+                    for r in picked
+                ],
+            }
+        )
+    return out
+
+
+def _text_of(store: Any, row: dict[str, Any]) -> str | None:
+    if row["text"]:
+        return row["text"][:300]
+    if row["example_id"]:
+        example = store.get(row["example_id"])
+        return example.instruction[:300] if example else None
+    return None
+
+
+def example_tree(store: Any, example_id: str) -> dict[str, Any]:
+    """The lineage with each node's rejected siblings, for the tree view."""
+    tree = store.lineage(example_id)
+    parent = tree["example"]["parent_id"]
+    siblings = store.children(parent) if parent else []
+    tree["rejected_siblings"] = [
+        {
+            "id": s.id,
+            "instruction": s.instruction,
+            "operation": s.operation,
+            "rejections": store.rejections(example_id=s.id),
+        }
+        for s in siblings
+        if s.id != example_id and s.status == "rejected"
+    ]
+    return tree

@@ -1,0 +1,404 @@
+"""The round's nodes: each calls one agent, writes to the store, and returns counts.
+
+A node finds its work in the store (by round, status and a per-stage done
+mark), so a node re-run after a crash skips what it already finished; model
+calls it repeats are answered by the response cache. Nodes emit progress events
+through the stream writer; the daemon renders them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agents import critic, evolver, generator, responder, rewriter, selector
+from graph.deps import Deps
+from graph.indexes import selection_indexes
+from graph.state import RoundState
+from store.ids import language_of
+from store.records import ExampleDraft, Rejection
+
+
+def emit(runtime: Runtime[Deps], stage: str, **event: Any) -> None:
+    """A progress event for the live view; silent when nobody streams."""
+    writer = runtime.stream_writer
+    if writer is not None:
+        writer({"stage": stage, **event})
+
+
+def _reasons(rejections: Sequence[Rejection]) -> dict[str, int]:
+    return dict(Counter(r.reason for r in rejections))
+
+
+def _usage(outcome: Any) -> dict[str, int]:
+    return {"calls": getattr(outcome, "calls", 0), "tokens": getattr(outcome, "tokens", 0)}
+
+
+async def plan(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Choose this round's parents for evolution (seeded by the round, so a re-run agrees)."""
+    deps = runtime.context
+    loop = deps.config.loop
+    n = state["round"]
+    parents = deps.store.sample_evolvable(
+        loop.evolve_per_round, loop.max_depth, deps.rng(n, "plan")
+    )
+    emit(runtime, "plan", done=1, total=1, final=True, accepted=len(parents))
+    return {"parent_ids": parents, "counts": {"plan": {"parents": len(parents)}}}
+
+
+async def generate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Self-Instruct: few-shot generation, heuristic filters, ROUGE-L novelty, then instances."""
+    deps = runtime.context
+    n, cfg = state["round"], deps.config.generator
+    calls = deps.config.loop.generate_calls
+    if calls == 0:
+        return {"counts": {"generate": {"new": 0}}}
+    rng = deps.rng(n, "generate")
+    model = deps.models.for_role("generator")
+    emit(runtime, "generate", done=0, total=calls)
+    human, machine = cfg.demo_counts()
+    demo_sets = [deps.store.sample_demos(human, machine, rng) for _ in range(calls)]
+    outcome = await generator.generate(demo_sets, model, deps.prompts, cfg, rng)
+    rejections = list(outcome.rejections)
+    drafts = _novel(outcome.drafts, deps, rejections)
+    usage = Counter(_usage(outcome))
+    if cfg.mode == "self_instruct" and cfg.generate_instances and drafts:
+        instances = await generator.generate_instances(drafts, model, deps.prompts, cfg, rng)
+        drafts = instances.drafts
+        rejections.extend(instances.rejections)
+        usage.update(_usage(instances))
+    for draft in drafts:
+        draft.language = draft.language or language_of(f"{draft.instruction} {draft.input}")
+    added = deps.store.add_candidates(drafts, round=n)
+    deps.store.record_rejections(rejections, n)
+    counts = {
+        "new": added.inserted,
+        "duplicates": added.duplicates,
+        **usage,
+        **_reasons(rejections),
+    }
+    emit(
+        runtime,
+        "generate",
+        done=calls,
+        total=calls,
+        final=True,
+        accepted=added.inserted,
+        rejected=_reasons(rejections),
+        new_calls=usage["calls"],
+        new_tokens=usage["tokens"],
+    )
+    return {"counts": {"generate": counts}}
+
+
+def _novel(
+    drafts: list[ExampleDraft], deps: Deps, rejections: list[Rejection]
+) -> list[ExampleDraft]:
+    """Self-Instruct's novelty filter: ROUGE-L against the pool, in order, within the batch too."""
+    indexes = selection_indexes(deps)
+    keyed = [(f"draft-{i}", d.instruction) for i, d in enumerate(drafts)]
+    decisions = indexes.novelty.filter(keyed, commit=False)
+    kept = []
+    for draft, decision in zip(drafts, decisions, strict=True):
+        if decision.accepted:
+            kept.append(draft)
+        else:
+            evidence = {
+                "rouge_l": round(decision.score or 0.0, 4),
+                "similar_to": decision.most_similar,
+            }
+            rejections.append(
+                Rejection("generate", "too_similar", evidence, text=draft.instruction)
+            )
+    return kept
+
+
+async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Evol-Instruct: one uniformly chosen operation per parent; children wait for answers."""
+    deps = runtime.context
+    n = state["round"]
+    parents = deps.store.get_many(state.get("parent_ids", []))
+    if not parents:
+        return {"counts": {"evolve": {"children": 0}}}
+    emit(runtime, "evolve", done=0, total=len(parents))
+    outcome = await evolver.evolve(
+        parents,
+        deps.models.for_role("evolver"),
+        deps.prompts,
+        deps.config.evolver,
+        deps.rng(n, "evolve"),
+    )
+    added = deps.store.add_candidates(outcome.drafts, round=n)
+    deps.store.record_rejections(outcome.rejections, n)
+    reasons = _reasons(outcome.rejections)
+    emit(
+        runtime,
+        "evolve",
+        done=len(parents),
+        total=len(parents),
+        final=True,
+        accepted=added.inserted,
+        rejected=reasons,
+        new_calls=outcome.calls,
+        new_tokens=outcome.tokens,
+    )
+    return {
+        "counts": {
+            "evolve": {
+                "children": added.inserted,
+                **dict(outcome.operations),
+                **reasons,
+                **_usage(outcome),
+            }
+        }
+    }
+
+
+def _batches(deps: Deps, n: int, stage: str, **filters: Any):
+    """Work lists of one stage, a batch at a time, until the store has none left.
+
+    The done mark names the round: what a failed call left behind this round is
+    tried again by the next one.
+    """
+    size = deps.config.loop.batch_size
+    while batch := deps.store.pending(n, _mark(stage, n), limit=size, **filters):
+        yield batch
+
+
+def _mark(stage: str, n: int) -> str:
+    return f"{stage}_r{n}"
+
+
+async def respond(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Answer every candidate without an output, then apply Evol-Instruct's elimination rules."""
+    deps = runtime.context
+    n = state["round"]
+    model = deps.models.for_role("responder")
+    total = deps.store.count_examples(status="candidate", has_output=False, max_round=n)
+    counts: Counter[str] = Counter()
+    rng = deps.rng(n, "respond")
+    for batch in _batches(deps, n, "respond", has_output=False):
+        outcome = await responder.respond(batch, model, deps.prompts, deps.config.responder, rng)
+        for item in outcome.answered:
+            deps.store.set_output(
+                item.id,
+                item.output,
+                system=item.system or None,
+                model_version=_version(model),
+                template=deps.prompts.template_name("respond"),
+            )
+        _reject(deps, n, outcome.rejections, failures_are_verdicts=False)
+        deps.store.mark_done([e.id for e in batch], _mark("respond", n))
+        counts.update(
+            answered=len(outcome.answered), **_reasons(outcome.rejections), **_usage(outcome)
+        )
+        emit(
+            runtime,
+            "respond",
+            done=counts["answered"],
+            total=total,
+            accepted=counts["answered"],
+            rejected=_reasons(outcome.rejections),
+            new_calls=outcome.calls,
+            new_tokens=outcome.tokens,
+        )
+    counts.update(await _eliminate(deps, n, runtime))
+    emit(
+        runtime,
+        "respond",
+        done=counts["answered"],
+        total=total,
+        final=True,
+        accepted=counts["answered"],
+    )
+    return {"counts": {"respond": dict(counts)}}
+
+
+async def _eliminate(deps: Deps, n: int, runtime: Runtime[Deps]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    model = deps.models.for_role("evolver")
+    for batch in _batches(deps, n, "eliminate", source="evolved", has_output=True):
+        parents = {
+            p.id: p for p in deps.store.get_many([c.parent_id for c in batch if c.parent_id])
+        }
+        pairs = [(parents[c.parent_id], c) for c in batch if c.parent_id in parents]
+        outcome = await evolver.eliminate(pairs, model, deps.prompts, deps.config.evolver)
+        _reject(deps, n, outcome.rejections)
+        deps.store.mark_done([c.id for c in batch], _mark("eliminate", n))
+        counts.update(eliminated=len(outcome.rejections), **_reasons(outcome.rejections))
+        emit(
+            runtime,
+            "eliminate",
+            done=counts["eliminated"],
+            total=None,
+            rejected=_reasons(outcome.rejections),
+        )
+    return counts
+
+
+def _reject(
+    deps: Deps, n: int, rejections: Sequence[Rejection], *, failures_are_verdicts: bool = True
+) -> None:
+    """Record rejections and move their examples out of the candidates.
+
+    Where a failed model call says nothing about the example (respond, critique),
+    it stays a candidate: the next round answers it again, or select decides on
+    its missing score.
+    """
+    deps.store.record_rejections(rejections, n)
+    verdicts = [
+        r.example_id
+        for r in rejections
+        if r.example_id and (failures_are_verdicts or not r.reason.startswith("model_failure"))
+    ]
+    deps.store.set_status(verdicts, "rejected")
+
+
+def _version(model: Any) -> str:
+    return model.adapter_version or model.model_id
+
+
+async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Statistics first, the LLM judge last; scores are kept, failing examples rejected."""
+    deps = runtime.context
+    n = state["round"]
+    models = deps.models
+    total = deps.store.count_examples(status="candidate", has_output=True, max_round=n)
+    counts: Counter[str] = Counter()
+    rng = deps.rng(n, "critique")
+    for batch in _batches(deps, n, "critique", has_output=True):
+        outcome = await critic.critique(
+            batch,
+            judge=models.for_role("critic"),
+            prompts=deps.prompts,
+            config=deps.config.critic,
+            rng=rng,
+            scorer=models.for_role("scorer") if models.roles.scorer else None,
+            student=models.student,
+            tagger=models.for_role("tagger") if deps.config.critic.instag.enabled else None,
+        )
+        deps.store.record_scores(outcome.scores, n)
+        _reject(deps, n, outcome.rejections, failures_are_verdicts=False)
+        for example_id, tags in outcome.tags.items():
+            deps.store.update_meta(example_id, tags=tags)
+        deps.store.mark_done([e.id for e in batch], _mark("critique", n))
+        counts.update(scored=len(batch), **dict(outcome.counters), **_reasons(outcome.rejections))
+        emit(
+            runtime,
+            "critique",
+            done=counts["scored"],
+            total=total,
+            accepted=len(outcome.kept),
+            rejected=_reasons(outcome.rejections),
+            new_calls=outcome.counters.get("calls", 0),
+        )
+    emit(runtime, "critique", done=counts["scored"], total=total, final=True)
+    return {"counts": {"critique": dict(counts)}}
+
+
+async def rewrite(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """ReAlign: a kept rewrite supersedes its original and inherits its scores."""
+    deps = runtime.context
+    n = state["round"]
+    if not deps.config.loop.rewrite:
+        return {"counts": {"rewrite": {"skipped": 1}}}
+    model = deps.models.for_role("rewriter")
+    counts: Counter[str] = Counter()
+    rng = deps.rng(n, "rewrite")
+    for batch in _batches(
+        deps, n, "rewrite", has_output=True, source=["seed", "generated", "evolved"]
+    ):
+        outcome = await rewriter.rewrite_examples(
+            batch, model, deps.prompts, deps.config.rewriter, rng
+        )
+        for draft in outcome.drafts:
+            child = deps.store.add_candidates([draft], round=n).ids[0]
+            deps.store.copy_scores(
+                draft.parent_id, child, n, "inherited from the original before ReAlign"
+            )
+            deps.store.mark_done([child], _mark("rewrite", n))
+            deps.store.set_status([draft.parent_id], "superseded")
+        # A rewrite rejection keeps the original: it is recorded, never a reason to drop it.
+        deps.store.record_rejections(outcome.rejections, n)
+        deps.store.mark_done([e.id for e in batch], _mark("rewrite", n))
+        counts.update(
+            checked=len(batch), rewritten=len(outcome.drafts), **_reasons(outcome.rejections)
+        )
+        emit(
+            runtime,
+            "rewrite",
+            done=counts["checked"],
+            total=None,
+            accepted=counts["rewritten"],
+            rejected=_reasons(outcome.rejections),
+        )
+    emit(
+        runtime,
+        "rewrite",
+        done=counts["checked"],
+        total=counts["checked"],
+        final=True,
+        accepted=counts["rewritten"],
+    )
+    return {"counts": {"rewrite": dict(counts)}}
+
+
+async def select(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Dedup, decontamination, thresholds, diversity and the budget decide what joins the pool."""
+    deps = runtime.context
+    n = state["round"]
+    candidates = deps.store.pending(n, _mark("select", n), has_output=True)
+    seeds = [e.id for e in candidates if e.source == "seed"]
+    # Human seeds are accepted as written; only machine examples compete for the pool.
+    machine = [e for e in candidates if e.source != "seed"]
+    emit(runtime, "select", done=0, total=len(candidates))
+    cfg = deps.config.selector
+    # Novelty ran at generation (Self-Instruct); an evolved child is meant to resemble its parent.
+    cfg = cfg.model_copy(update={"steps": [s for s in cfg.steps if s != "novelty"]})
+    embedder = deps.models.for_role("embedder")
+    outcome = await selector.select(
+        machine,
+        deps.store.scores_for([e.id for e in machine]),
+        selection_indexes(deps),
+        cfg,
+        embedder=embedder.embed if embedder is not None else None,
+        tags={e.id: e.meta.get("tags", []) for e in machine},
+    )
+    with deps.store.transaction():
+        deps.store.set_status(outcome.accepted + seeds, "accepted")
+        _reject(deps, n, outcome.rejections)
+        deps.store.mark_done([e.id for e in candidates], _mark("select", n))
+    reasons = _reasons(outcome.rejections)
+    emit(
+        runtime,
+        "select",
+        done=len(candidates),
+        total=len(candidates),
+        final=True,
+        accepted=len(outcome.accepted) + len(seeds),
+        rejected=reasons,
+    )
+    return {"counts": {"select": {"accepted": len(outcome.accepted) + len(seeds), **reasons}}}
+
+
+async def commit(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Close the round with counts taken from SQL, and decide whether to train now."""
+    deps = runtime.context
+    n = state["round"]
+    counts = deps.store.round_counts(n)
+    train, reason = (
+        deps.trainer.due(deps.store, n) if deps.trainer is not None else (False, "training is off")
+    )
+    deps.store.finish_round(n, {"stages": state.get("counts", {}), "training": reason, **counts})
+    emit(
+        runtime,
+        "commit",
+        done=1,
+        total=1,
+        final=True,
+        accepted=counts["by_status"].get("accepted", 0),
+    )
+    return {"train": train, "notes": [f"round {n}: {reason}"]}

@@ -1,0 +1,122 @@
+"""The live view of a run: a rich progress bar per stage on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class ProgressView:
+    """Receives daemon events; `live` follows whether the output is a terminal."""
+
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.console = Console(file=self.stream, force_terminal=self.live or None)
+        self.progress: Progress | None = None
+        self.tasks: dict[tuple[int, str], Any] = {}
+        self.calls = 0
+        self.tokens = 0
+        self.started = time.monotonic()
+
+    def __enter__(self) -> ProgressView:
+        if self.live:
+            self.progress = Progress(
+                TextColumn("[bold]round {task.fields[round]}[/] {task.description:<10}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[summary]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, kind: str, event: dict[str, Any]) -> None:
+        if kind == "event":
+            self._stage_event(event)
+        elif kind == "node_done":
+            self._node_done(event)
+        elif kind == "round_done":
+            counts = event.get("counts", {})
+            accepted = counts.get("select", {}).get("accepted", 0)
+            self._line(
+                f"round {event['round']} finished: {accepted} accepted; "
+                f"{self.calls} model calls, {self.tokens} tokens so far ({time.monotonic() - self.started:.0f} s)"
+            )
+        elif kind == "resume":
+            self._line(
+                f"resuming round {event['round']} at {', '.join(event['next']) or 'its start'}"
+            )
+        elif kind == "stopping":
+            self._line(
+                f"stopping before {', '.join(event['next'])}; `evoinstruct run` resumes round {event['round']} there"
+            )
+        else:
+            self._line(f"{kind}: {event}")
+
+    @staticmethod
+    def summary(event: dict[str, Any]) -> str:
+        parts = []
+        if "accepted" in event:
+            parts.append(f"kept {event['accepted']}")
+        rejected = Counter(event.get("rejected", {}))
+        if rejected:
+            top = ", ".join(f"{reason} {n}" for reason, n in rejected.most_common(3))
+            parts.append(f"dropped {sum(rejected.values())} ({top})")
+        if event.get("calls"):
+            parts.append(f"{event['calls']} calls")
+        if event.get("tokens"):
+            parts.append(f"{event['tokens']} tok")
+        return "; ".join(parts)
+
+    def _stage_event(self, event: dict[str, Any]) -> None:
+        stage = event.get("stage", "?")
+        key = (event.get("round", 0), stage)
+        total = event.get("total")
+        done = event.get("done", 0)
+        self.calls += event.get("new_calls", 0)
+        self.tokens += event.get("new_tokens", 0)
+        if self.progress is not None:
+            if key not in self.tasks:
+                self.tasks[key] = self.progress.add_task(
+                    stage, total=total, round=key[0], summary=""
+                )
+            self.progress.update(
+                self.tasks[key], completed=done, total=total, summary=self.summary(event)
+            )
+        elif event.get("final"):
+            self._line(f"round {key[0]} {stage}: {done}/{total} {self.summary(event)}".rstrip())
+
+    def _node_done(self, event: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        key = (event["round"], event["node"])
+        if key in self.tasks:
+            task = self.progress.tasks[self.tasks[key]]
+            if task.total is not None:
+                self.progress.update(self.tasks[key], completed=task.total)
+
+    def _line(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()

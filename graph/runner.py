@@ -1,0 +1,91 @@
+"""Starting and stopping the daemon for a project: in the foreground, detached, or by request."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from graph.daemon import Daemon, DaemonOptions, DaemonResult, ProgressSink
+from graph.daemon_state import pid_alive, with_liveness
+from graph.project import Project
+from store.errors import ProjectError
+
+
+async def run_daemon(
+    project: Project,
+    overrides: list[str],
+    options: DaemonOptions,
+    progress: ProgressSink | None = None,
+    *,
+    models: Any = None,
+) -> DaemonResult:
+    """Load the config, wire the dependencies, hand the active student its adapter, run."""
+    from graph.deps import deps_for_project
+    from graph.training import activate_student
+
+    config = project.load_config(overrides)
+    deps = deps_for_project(project, config, models=models)
+    try:
+        if deps.store.active_model() is not None:
+            await activate_student(deps.store, deps.models)
+        return await Daemon(project, deps, options, progress).run()
+    finally:
+        await deps.models.aclose()
+        deps.store.close()
+
+
+def detach(project: Project, argv: list[str]) -> int:
+    """Start `evoinstruct run` in a new session with its output in the project's log; returns the pid."""
+    current = _running_pid(project)
+    if current:
+        raise ProjectError(
+            f"a daemon is already running on this project (pid {current})", file=str(project.root)
+        )
+    args = [a for a in argv if a != "--detach"]
+    log = project.log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "graph.cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=str(project.root),
+    )
+    return process.pid
+
+
+def _running_pid(project: Project) -> int | None:
+    from store import stats
+
+    if not project.pool_path.exists():
+        return None
+    conn = stats.connect_readonly(project.pool_path)
+    try:
+        info = with_liveness(stats.daemon_info(conn))
+    finally:
+        conn.close()
+    return info["pid"] if info and info["running"] else None
+
+
+def request_stop(project: Project, *, wait_s: float = 60.0) -> int | None:
+    """Ask a running daemon to stop at its next step boundary; wait for it. Returns its pid."""
+    pid = _running_pid(project)
+    if pid is None:
+        return None
+    project.stop_path.touch()  # seen even where signals cannot reach (another user, a container)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return pid
+    deadline = time.monotonic() + wait_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if pid_alive(pid):
+        raise ProjectError(
+            f"daemon pid {pid} did not stop within {wait_s:.0f} s", file=str(project.root)
+        )
+    return pid

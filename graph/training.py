@@ -1,0 +1,91 @@
+"""The graph's training branch: train in a process of its own, evaluate, promote, hand off.
+
+Training runs as `python -m trainer train` so that a multi-GPU machine can run
+the same entry under `accelerate launch`, and so that a crash of either process
+leaves the other's state intact: the trainer resumes from its last checkpoint
+and registers a version only when it is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from store.errors import EvoError
+from trainer.config import TrainerConfig
+from trainer.evaluate import Evaluation, evaluate_version
+from trainer.promote import hand_off
+from trainer.train import training_due
+
+
+def _die_with_parent() -> None:
+    """Linux: the trainer gets SIGTERM if the daemon dies, so a restarted daemon can resume it."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class TrainerSteps:
+    """What the train → evaluate → promote nodes call."""
+
+    config: TrainerConfig
+    project_root: Path
+    python: str = sys.executable
+
+    def due(self, store: Any, round_number: int) -> tuple[bool, str]:
+        if not self.config.base_model:
+            return False, "trainer.base_model is not set"
+        return training_due(store, self.config, round_number)
+
+    async def train(self) -> dict[str, Any]:
+        """Run the trainer process to completion; returns its one-line JSON summary."""
+        config_file = self.project_root / "models" / "resolved_trainer_config.json"
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(self.config.model_dump_json(indent=2), encoding="utf-8")
+        process = await asyncio.create_subprocess_exec(
+            self.python,
+            "-m",
+            "trainer",
+            "train",
+            "--project",
+            str(self.project_root),
+            "--config",
+            str(config_file),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            tail = err.decode("utf-8", "replace").strip().splitlines()[-3:]
+            raise EvoError(f"training failed (exit {process.returncode}): {' '.join(tail)}")
+        return json.loads(out.decode("utf-8").strip().splitlines()[-1])
+
+    async def evaluate(self, store: Any, version: str, models: Any) -> Evaluation:
+        """Held-out loss against the current generator; the critic judges when pairwise is on."""
+        judge = models.for_role("critic") if self.config.pairwise.enabled else None
+        return await evaluate_version(store, version, self.config, judge=judge)
+
+    async def promote(self, store: Any, models: Any, version: str, reason: str) -> None:
+        """Record the promotion, then make the student model serve it as the generator."""
+        store.set_promoted(version, reason)
+        await activate_student(store, models)
+
+
+async def activate_student(store: Any, models: Any) -> str | None:
+    """Load the active version into the configured student model (at startup and on promotion)."""
+    row = store.active_model()
+    if row is None:
+        models.use_student(None)
+        return None
+    student = models.get(models.roles.student)
+    version = await hand_off(student, row)
+    models.use_student(student)
+    return version

@@ -1,0 +1,56 @@
+"""Helpers shared by the critic and rewriter tests (imported explicitly, not a conftest)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agents.models.base import ChatRequest, Result
+from store.records import Example
+from tests.doubles import ScriptedModel
+
+
+def make_example(
+    id: str,
+    instruction: str,
+    output: str | None = "A fine answer with several words in it.",
+    *,
+    input: str = "",
+    system: str = "",
+    language: str | None = None,
+) -> Example:
+    """A stored-looking example built by hand."""
+    return Example(
+        id=id,
+        instruction=instruction,
+        input=input,
+        output=output,
+        system=system,
+        source="generated",
+        parent_id=None,
+        operation=None,
+        round=1,
+        status="candidate",
+        language=language,
+        model_version="teacher",
+        template=None,
+        depth=0,
+        created_at="2026-01-01T00:00:00",
+        meta={"origin": "test"},
+    )
+
+
+class BatchLog(ScriptedModel):
+    """A ScriptedModel that also records the size of each `generate` batch."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:
+        self.batches.append(len(requests))
+        return await super().generate(requests)
+
+
+def user_text(request: ChatRequest) -> str:
+    """The last user message of a request (the rendered prompt, or a retry reminder)."""
+    return [m["content"] for m in request.messages if m["role"] == "user"][-1]

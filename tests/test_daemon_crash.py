@@ -1,0 +1,175 @@
+"""The daemon as a real process: SIGKILL at random moments, SIGTERM, and secrets that never leak."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from graph.project import init_project
+from store.ids import normalize
+from tests.daemon_helpers import ROOT, configure_for_server, start_daemon, wait_for
+from tests.fake_teacher import server_reply
+from tests.openai_server import OpenAITestServer
+
+SECRET = "sk-test-SECRET-4f1a9b"
+ENV = {"EVO_TEST_KEY": SECRET}
+
+
+@pytest.fixture
+def served_project(tmp_path: Path):
+    project = init_project(tmp_path / "proj").root
+    with OpenAITestServer(reply=server_reply, delay=0.03, api_key=SECRET) as server:
+        configure_for_server(project, server.url)
+        seeds = project / "seeds" / "seed_tasks_en.jsonl"
+        subprocess.run(
+            [sys.executable, "-m", "graph.cli", "seed", "add", str(seeds), "-p", str(project)],
+            cwd=str(ROOT),
+            check=True,
+            capture_output=True,
+        )
+        yield project, server
+
+
+def query(project: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    conn = sqlite3.connect(project / "pool.db", timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def finished_rounds(project: Path) -> int:
+    return query(project, "SELECT count(*) FROM rounds WHERE finished_at IS NOT NULL")[0][0]
+
+
+def unfinished(project: Path) -> bool:
+    rows = query(project, "SELECT finished_at FROM rounds ORDER BY number DESC LIMIT 1")
+    return bool(rows) and rows[0][0] is None
+
+
+def accepted_ids(project: Path) -> set[str]:
+    return {r[0] for r in query(project, "SELECT id FROM examples WHERE status = 'accepted'")}
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing(served_project) -> None:
+    project, _server = served_project
+    rng = random.Random(7)
+    log = project / "test-daemon.log"
+    kills = 0
+    accepted_before_kills: set[str] = set()
+    starts = 0
+    while finished_rounds(project) < 3:
+        starts += 1
+        assert starts < 40, "the daemon never finished three rounds"
+        # Resume only, while a round is unfinished; else one new round. Three rounds in all.
+        process = start_daemon(
+            project, "--rounds", "0" if unfinished(project) else "1", env=ENV, log=log
+        )
+        if kills < 10:
+            time.sleep(rng.uniform(0.4, 2.5))
+            if process.poll() is None:
+                accepted_before_kills |= accepted_ids(project)
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+        assert process.wait(timeout=120) in (0, -signal.SIGKILL)
+    assert kills == 10
+
+    rounds = query(project, "SELECT number, finished_at FROM rounds ORDER BY number")
+    assert [r[0] for r in rounds] == [1, 2, 3] and all(r[1] for r in rounds)
+    # No accepted example was lost.
+    assert accepted_before_kills <= accepted_ids(project)
+    # No duplicates: one row per normalized prompt among non-rewrites.
+    prompts = query(project, "SELECT instruction, input FROM examples WHERE source != 'rewritten'")
+    assert len({normalize(f"{i} {x}") for i, x in prompts}) == len(prompts)
+    # Complete provenance.
+    machine = query(
+        project,
+        "SELECT id, source, parent_id, operation, round, model_version, template FROM examples WHERE source != 'seed'",
+    )
+    assert machine
+    for eid, source, parent, operation, round_, model_version, template in machine:
+        assert round_ in (1, 2, 3) and model_version and template, eid
+        if source in ("evolved", "rewritten"):
+            assert (
+                parent
+                and operation
+                and query(project, "SELECT 1 FROM examples WHERE id = ?", (parent,))
+            ), eid
+    # No orphan rows.
+    assert (
+        query(
+            project, "SELECT count(*) FROM scores WHERE example_id NOT IN (SELECT id FROM examples)"
+        )[0][0]
+        == 0
+    )
+    orphans = "SELECT count(*) FROM rejections WHERE example_id IS NOT NULL AND example_id NOT IN (SELECT id FROM examples)"
+    assert query(project, orphans)[0][0] == 0
+    assert (
+        query(
+            project,
+            "SELECT count(*) FROM examples WHERE status = 'candidate' AND output IS NOT NULL",
+        )[0][0]
+        == 0
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_step_boundary_and_resumes(served_project) -> None:
+    project, _server = served_project
+    log = project / "test-daemon.log"
+    process = start_daemon(project, "--rounds", "1", env=ENV, log=log)
+    assert wait_for(
+        lambda: query(project, "SELECT count(*) FROM examples WHERE round = 1")[0][0] > 0, 60
+    )
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert unfinished(project)
+    assert "stopping before" in log.read_text()
+    resumed = start_daemon(project, "--rounds", "0", env=ENV, log=log)
+    assert resumed.wait(timeout=120) == 0
+    assert finished_rounds(project) == 1
+    assert "resuming round 1" in log.read_text()
+
+
+@pytest.mark.slow
+def test_api_key_never_reaches_disk(served_project, tmp_path: Path) -> None:
+    project, server = served_project
+    log = project / "daemon-secret.log"
+    assert start_daemon(project, "--rounds", "1", env=ENV, log=log).wait(timeout=120) == 0
+    assert server.requests > 0  # the key was used: the server rejects requests without it
+    export = tmp_path / "export.jsonl"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graph.cli",
+            "export",
+            "-o",
+            str(export),
+            "--with-lineage",
+            "--status",
+            "all",
+            "-p",
+            str(project),
+        ],
+        cwd=str(ROOT),
+        check=True,
+        capture_output=True,
+    )
+    for path in [
+        *project.glob("*.db"),
+        *project.glob("*.db-wal"),
+        log,
+        export,
+        project / "evoinstruct.toml",
+    ]:
+        if path.exists():
+            assert SECRET.encode() not in path.read_bytes(), path

@@ -1,0 +1,178 @@
+"""The graph at three levels: nodes and routers directly, one node of the compiled graph, a whole round."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.runtime import Runtime
+
+from agents.models.factory import ModelSet
+from graph import nodes
+from graph.build import PIPELINE, build_graph, route_after_commit, route_after_evaluate
+from graph.daemon import Daemon, DaemonOptions, run_config
+from graph.deps import deps_for_project
+from graph.project import Project, init_project
+from store.seeds import add_seed_file
+from tests.fake_teacher import scripted_teacher
+
+
+@pytest.fixture
+def deps(tmp_path: Path):
+    project = init_project(tmp_path / "proj")
+    config = project.load_config()
+    teacher = scripted_teacher()
+    models = ModelSet(config.models, config.roles, builder=lambda cfg, cache=None: teacher)
+    deps = deps_for_project(project, config, models=models)
+    add_seed_file(deps.store, project.root / "seeds" / "seed_tasks_en.jsonl")
+    deps.extras["teacher"] = teacher
+    yield deps
+    deps.store.close()
+
+
+def test_routers_are_pure_functions_of_state() -> None:
+    assert route_after_commit({"train": True}) == "train"
+    assert route_after_commit({"train": False}) == "__end__"
+    assert route_after_commit({}) == "__end__"
+    assert route_after_evaluate({"promoted": True}) == "promote"
+    assert route_after_evaluate({"promoted": False}) == "__end__"
+
+
+async def test_plan_node_is_seeded_by_the_round(deps) -> None:
+    runtime = Runtime(context=deps)
+    first = await nodes.plan({"round": 1}, runtime)
+    again = await nodes.plan({"round": 1}, runtime)
+    assert first["parent_ids"] == again["parent_ids"]
+    assert len(first["parent_ids"]) == deps.config.loop.evolve_per_round
+    assert set(first.keys()) == {"parent_ids", "counts"}  # a partial update, never the whole state
+
+
+async def test_generate_node_adds_candidates_with_provenance(deps) -> None:
+    update = await nodes.generate({"round": 1}, Runtime(context=deps))
+    new = [e for e in deps.store.iter_examples(source="generated")]
+    assert update["counts"]["generate"]["new"] == len(new) > 0
+    for example in new:
+        assert example.round == 1 and example.status == "candidate"
+        assert example.template and example.model_version == "scripted"
+        assert example.output  # Self-Instruct instances give each task an output
+    # A re-run (a crash after the writes) adds nothing.
+    again = await nodes.generate({"round": 1}, Runtime(context=deps))
+    assert again["counts"]["generate"]["new"] == 0
+
+
+async def test_one_node_of_the_compiled_graph(deps) -> None:
+    """Run only `critique` of a compiled graph, from a state as if `respond` had just finished."""
+    await nodes.generate({"round": 1}, Runtime(context=deps))
+    graph = build_graph().compile(checkpointer=InMemorySaver(), interrupt_after=["critique"])
+    config = run_config(1)
+    await graph.aupdate_state(config, {"round": 1, "counts": {}}, as_node="respond")
+    async for _ in graph.astream(None, config, context=deps):
+        pass
+    snapshot = await graph.aget_state(config)
+    assert snapshot.next == ("rewrite",)
+    assert "critique" in snapshot.values["counts"]
+    judged = [e for e in deps.store.iter_examples(source="generated")]
+    scores = deps.store.scores_for([e.id for e in judged])
+    assert all(any(s.scorer == "judge" for s in scores[e.id]) for e in judged)
+
+
+async def test_whole_round_grows_the_pool_with_full_lineage(deps) -> None:
+    before = deps.store.pool_stats()["by_status"]["accepted"]
+    result = await Daemon(deps.project, deps, DaemonOptions(rounds=1)).run()
+    assert result.rounds_run == [1]
+    stats = deps.store.pool_stats()
+    assert stats["by_status"]["accepted"] > before and stats["by_status"]["candidate"] == 0
+    for example in deps.store.iter_examples():
+        if example.source == "seed":
+            continue
+        assert example.round == 1 and example.template and example.model_version
+        if example.source in ("evolved", "rewritten"):
+            parent = deps.store.get(example.parent_id)
+            assert parent is not None and example.operation
+        if example.source == "evolved":
+            assert example.depth == parent.depth + 1
+    round_row = deps.store.round(1)
+    assert round_row["finished_at"] and round_row["counts"]["stages"]["select"]["accepted"] > 0
+    assert set(round_row["counts"]["stages"]) == set(PIPELINE) - {"commit"}
+
+
+class RecordingTrainer:
+    """Stands in for TrainerSteps where only the routing is under test."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.trained: list[int] = []
+
+    def due(self, store, round_number: int) -> tuple[bool, str]:
+        return round_number % self.every == 0, f"every {self.every}"
+
+    async def train(self) -> dict:
+        self.trained.append(len(self.trained) + 1)
+        return {"version": f"v{len(self.trained)}"}
+
+    async def evaluate(self, store, version, models):
+        from trainer.evaluate import GateDecision
+
+        class Evaluation:
+            decision = GateDecision(False, "test gate: keep the teacher")
+
+        return Evaluation()
+
+
+async def test_training_branch_is_taken_exactly_when_due(deps) -> None:
+    deps.trainer = RecordingTrainer(every=2)
+    result = await Daemon(deps.project, deps, DaemonOptions(rounds=4)).run()
+    assert result.rounds_run == [1, 2, 3, 4]
+    assert deps.trainer.trained == [1, 2]  # after rounds 2 and 4 only
+
+
+async def test_no_training_when_the_trainer_has_no_base_model(deps) -> None:
+    assert deps.config.trainer.base_model is None
+    await Daemon(deps.project, deps, DaemonOptions(rounds=1)).run()
+    assert deps.store.round(1)["counts"]["training"] == "trainer.base_model is not set"
+
+
+def test_studio_factory_compiles_without_a_checkpointer() -> None:
+    from graph.build import studio_graph
+
+    graph = studio_graph()
+    assert graph.checkpointer is None
+    assert set(PIPELINE) <= set(graph.get_graph().nodes)
+
+
+def test_a_second_daemon_on_one_project_is_refused(deps) -> None:
+    from filelock import FileLock
+
+    from store.errors import ProjectError
+
+    with (
+        FileLock(str(deps.project.lock_path)),
+        pytest.raises(ProjectError, match="already running"),
+    ):
+        asyncio.run(Daemon(deps.project, deps, DaemonOptions(rounds=1)).run())
+
+
+def test_seed_added_between_rounds_is_picked_up(deps, tmp_path: Path) -> None:
+    asyncio.run(Daemon(deps.project, deps, DaemonOptions(rounds=1)).run())
+    seeds = tmp_path / "more.txt"
+    seeds.write_text(
+        "Explain how a lighthouse lens focuses light for passing ships.\n", encoding="utf-8"
+    )
+    add_seed_file(deps.store, seeds)
+    new_seed = next(
+        e for e in deps.store.iter_examples(source="seed") if "lighthouse" in e.instruction
+    )
+    assert new_seed.status == "candidate" and new_seed.output is None
+    asyncio.run(Daemon(deps.project, deps, DaemonOptions(rounds=1)).run())
+    answered = deps.store.get(new_seed.id)
+    # Answered by the responder in round 2, and its answer judged like any other.
+    assert answered.output and answered.meta["done_respond_r2"] == 1
+    assert answered.status in ("accepted", "rejected")
+    assert any(s.scorer == "judge" for s in deps.store.scores_for([answered.id])[answered.id])
+
+
+def test_project_paths(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    assert project.checkpoints_path.name == "checkpoints.db" and project.pool_path.name == "pool.db"

@@ -1,0 +1,247 @@
+"""The LLM judge: templates, the score parser's garbage table, retries, thresholds, batching."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from pydantic import ValidationError
+
+from agents.judge import (
+    JudgeConfig,
+    distribution,
+    judge_examples,
+    judge_messages,
+    judge_schema,
+    parse_judgement,
+    parse_judgement_json,
+    parse_score,
+)
+from agents.models.base import Choice, Failure, Generation
+from prompts.library import PromptLibrary
+from store.records import Score
+from tests.conftest_critic import BatchLog, make_example, user_text
+
+EN, ZH = PromptLibrary("en"), PromptLibrary("zh")
+
+
+# --- templates ------------------------------------------------------------------------------
+
+
+def test_judge_template_en_golden() -> None:
+    ex = make_example("a", "Add the numbers.", "The sum is 7.", input="3 and 4")
+    text = judge_messages(ex, "accuracy", EN, structured=False)[0]["content"]
+    for needle in (
+        "Add the numbers.",
+        "3 and 4",
+        "The sum is 7.",
+        "accuracy",
+        "from 0 to 5",
+        "first line",
+        "### Input",
+    ):
+        assert needle in text
+    assert text.count("factual errors") == 1
+
+
+def test_judge_template_zh_golden_and_no_input_section() -> None:
+    ex = make_example("a", "把数字相加。", "和是7。")
+    text = judge_messages(ex, "level_of_detail", ZH, structured=False)[0]["content"]
+    for needle in ("把数字相加。", "和是7。", "详细程度", "0 到 5", "第一行只写分数"):
+        assert needle in text
+    assert "### 输入" not in text
+
+
+def test_judge_template_unknown_dimension_still_renders() -> None:
+    ex = make_example("a", "Write a haiku.", "Old pond / frog jumps in / splash")
+    text = judge_messages(ex, "creativity", EN, structured=False)[0]["content"]
+    assert "creativity" in text
+
+
+@pytest.mark.parametrize("library", [EN, ZH])
+def test_judge_json_template_golden(library: PromptLibrary) -> None:
+    ex = make_example("a", "Name a prime.", "7")
+    text = judge_messages(ex, "helpfulness", library, structured=True)[0]["content"]
+    assert '"score"' in text and '"explanation"' in text and "JSON" in text
+    assert "Name a prime." in text and "7" in text
+
+
+@pytest.mark.parametrize(("library", "needle"), [(EN, "from 0 to 5"), (ZH, "0 到 5")])
+def test_judge_retry_template_golden(library: PromptLibrary, needle: str) -> None:
+    assert needle in library.render("judge_retry", scale_min=0.0, scale_max=5.0)
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # clean
+        ("4.5", 4.5),
+        ("4\nThe response is correct and complete.", 4.0),
+        ("Score: 4.5", 4.5),
+        ("4.5/5", 4.5),
+        ("**4**", 4.0),
+        ("评分：4", 4.0),
+        ("评分: 3.5 分\n理由：基本正确。", 3.5),
+        ("4分\n回答准确。", 4.0),
+        # noisy
+        ("**Score:** 3\nMostly right.", 3.0),
+        ("Rating: [[4]]", 4.0),
+        ("Accuracy: 2.5 - several errors", 2.5),
+        ("The response is fine overall. Score: 3", 3.0),
+        ("I would rate it **5** because it is perfect.", 5.0),
+        ("我给这个回答打4分。", 4.0),
+        ("满分5分，得分：3", 3.0),
+        ("10分钟就能读完。得分：2", 2.0),
+        ("8/10", 4.0),
+        ("Score: 9/10", 4.5),
+        # out of range: clamped, never rejected
+        ("7", 5.0),
+        ("Score: 12", 5.0),
+        # truncated answers (finish_reason "length"): the first line still carries the score
+        ("4.5\nThe response is accur", 4.5),
+        ('{"score": 3.5, "explanation": "The answer mis', 3.5),
+        # empty
+        ("", None),
+        ("   \n  ", None),
+        # wrong format: no score is invented, never 0
+        ("The response is good.", None),
+        ("1. The answer is wrong because 12 is not prime", None),
+        ("The answer 12 is correct.", None),
+        ("回答很好。", None),
+        ("The claimed accuracy is 95% but the data says otherwise.", None),
+    ],
+)
+def test_parse_judgement_table(text: str, expected: float | None) -> None:
+    assert parse_judgement(text).value == expected
+
+
+def test_parse_judgement_explanation_follows_first_line() -> None:
+    judged = parse_judgement("4\nClear and correct.")
+    assert judged.explanation == "Clear and correct."
+
+
+def test_parse_score_other_scale_clamps() -> None:
+    assert parse_score("7", (1.0, 6.0)).value == 6.0
+    assert parse_score("0", (1.0, 6.0)).value == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"score": 4.5, "explanation": "good"}', 4.5),
+        ('```json\n{"score": 4, "explanation": "ok"}\n```', 4.0),
+        ('Here you go: {"score": "3", "explanation": "meh"} hope it helps', 3.0),
+        ('{"score": 9, "explanation": "x"}', 5.0),
+        ('{"score": 4.5, "explanation": "cut', 4.5),  # truncated: falls back to the regex
+        ('{"explanation": "no score"}', None),
+        ('{"score": true}', None),
+        ("", None),
+        ("not json", None),
+    ],
+)
+def test_parse_judgement_json_table(text: str, expected: float | None) -> None:
+    assert parse_judgement_json(text).value == expected
+
+
+# --- the judge pass -------------------------------------------------------------------------
+
+
+def _batch():
+    return [
+        make_example("good", "What is 2+2?", "2+2 equals 4."),
+        make_example("weak", "中国的首都是哪里？", "上海。"),
+    ]
+
+
+async def test_judge_scores_in_one_batch_and_applies_threshold() -> None:
+    model = BatchLog(["5\nCorrect.", "1\n错误，应为北京。"])
+    counters: Counter[str] = Counter()
+    outcome = await judge_examples(_batch(), model, EN, JudgeConfig(), counters)
+    assert model.batches == [2]
+    assert all(r.temperature == 0.0 for r in model.calls)
+    values = {s.example_id: s.value for s in outcome.scores}
+    assert values == {"good": 5.0, "weak": 1.0}
+    assert [r.reason for r in outcome.rejections] == ["judge_below_threshold"]
+    rejected = outcome.rejections[0]
+    assert rejected.example_id == "weak" and rejected.stage == "critique"
+    assert rejected.evidence == {"dimension": "accuracy", "score": 1.0, "threshold": 4.5}
+    assert rejected.raw_output == "1\n错误，应为北京。"
+    assert counters["calls"] == 2 and counters["tokens"] > 0
+
+
+async def test_judge_threshold_is_inclusive() -> None:
+    model = BatchLog(["4.5", "4.4"])
+    outcome = await judge_examples(_batch(), model, EN, JudgeConfig(), Counter())
+    assert [r.example_id for r in outcome.rejections] == ["weak"]
+
+
+async def test_judge_several_dimensions_one_call_each() -> None:
+    model = BatchLog(default="5")
+    config = JudgeConfig(dimensions=["accuracy", "Helpfulness", "level of detail"])
+    outcome = await judge_examples(_batch(), model, ZH, config, Counter())
+    assert model.batches == [6]
+    assert {s.dimension for s in outcome.scores} == {"accuracy", "helpfulness", "level_of_detail"}
+
+
+async def test_unparseable_is_retried_once_then_recorded_as_missing() -> None:
+    model = BatchLog(["I think it is good.", "5", "Still no number."])
+    counters: Counter[str] = Counter()
+    outcome = await judge_examples(_batch(), model, EN, JudgeConfig(), counters)
+    assert model.batches == [2, 1]  # only the unreadable answer is asked again
+    retry = model.calls[2]
+    assert retry.messages[-2] == {"role": "assistant", "content": "I think it is good."}
+    assert "could not find a score" in user_text(retry)
+    by_id = {s.example_id: s for s in outcome.scores}
+    assert by_id["weak"].value == 5.0
+    assert by_id["good"].value is None
+    assert by_id["good"].raw_output == "Still no number."
+    assert outcome.rejections == []  # missing is not low: kept by default
+    assert counters["judge_retries"] == 1 and counters["judge_unparseable"] == 1
+
+
+async def test_missing_score_can_reject_when_configured() -> None:
+    model = BatchLog(default="no idea")
+    outcome = await judge_examples(
+        _batch()[:1], model, EN, JudgeConfig(on_missing="reject", retries=0), Counter()
+    )
+    assert model.batches == [1]
+    assert [r.reason for r in outcome.rejections] == ["judge_missing"]
+    assert outcome.scores[0].value is None
+
+
+async def test_truncated_and_failed_answers() -> None:
+    truncated = Generation([Choice("4.5\nThe response is accu", "length")])
+    model = BatchLog([truncated, Failure("timeout", "no answer in 120 s", attempts=3)])
+    counters: Counter[str] = Counter()
+    outcome = await judge_examples(_batch(), model, EN, JudgeConfig(), counters)
+    assert [(s.example_id, s.value) for s in outcome.scores] == [("good", 4.5)]
+    assert [(r.example_id, r.reason) for r in outcome.rejections] == [
+        ("weak", "model_failure:timeout")
+    ]
+    assert counters["truncated"] == 1 and counters["failure:timeout"] == 1
+
+
+async def test_structured_mode_sends_the_schema() -> None:
+    model = BatchLog(['{"score": 4.5, "explanation": "ok"}', '{"score": 2, "explanation": "不对"}'])
+    outcome = await judge_examples(_batch(), model, ZH, JudgeConfig(structured=True), Counter())
+    assert all(r.json_schema == judge_schema() for r in model.calls)
+    assert {s.example_id: s.explanation for s in outcome.scores} == {"good": "ok", "weak": "不对"}
+
+
+def test_config_rejects_duplicate_dimensions_and_unknown_keys() -> None:
+    with pytest.raises(ValidationError):
+        JudgeConfig(dimensions=["accuracy", "Accuracy"])
+    with pytest.raises(ValidationError):
+        JudgeConfig(treshold=4.0)
+    assert JudgeConfig().threshold == 4.5 and JudgeConfig().temperature == 0.0
+
+
+def test_distribution_bins_by_half_points() -> None:
+    scores = [
+        Score(str(i), "judge", "accuracy", v) for i, v in enumerate([4.0, 4.5, 4.5, 4.7, None])
+    ]
+    scores.append(Score("x", "judge", "helpfulness", 1.0))
+    assert distribution(scores, "accuracy") == {"4": 1, "4.5": 3, "none": 1}

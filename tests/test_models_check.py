@@ -1,0 +1,134 @@
+"""`models check` and `models bench`: the library functions and the typer commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from agents.models.check import bench_model, check_models, percentiles
+from agents.models.config import ModelConfig
+from tests.openai_server import OpenAITestServer, closed_port
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAITestServer]:
+    with OpenAITestServer(api_key="right-key", models=("tiny",)) as s:
+        yield s
+
+
+def _cfg(url: str, model: str = "tiny", **kw) -> ModelConfig:
+    return ModelConfig(backend="openai", base_url=url, model=model, **kw)
+
+
+async def test_check_explains_each_failure_in_plain_words(
+    server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOD_KEY", "right-key")
+    monkeypatch.setenv("BAD_KEY", "wrong-key")
+    hang = OpenAITestServer(delay=5).start()
+    try:
+        results = await check_models(
+            {
+                "teacher": _cfg(server.url, api_key_env="GOOD_KEY"),
+                "refused": _cfg(f"http://127.0.0.1:{closed_port()}/v1", api_key_env="GOOD_KEY"),
+                "badkey": _cfg(server.url, api_key_env="BAD_KEY"),
+                "nokey": _cfg(server.url, api_key_env="UNSET_KEY_VAR"),
+                "typo": _cfg(server.url, model="tinny", api_key_env="GOOD_KEY"),
+                "slow": _cfg(hang.url, timeout_s=0.3),
+            }
+        )
+    finally:
+        hang.stop()
+    by = {r.name: r for r in results}
+    assert by["teacher"].ok and by["teacher"].latency_s is not None and by["teacher"].error is None
+    assert not any(r.ok for n, r in by.items() if n != "teacher")
+    assert "cannot connect" in by["refused"].error and "wrong URL" in by["refused"].error
+    assert "API key" in by["badkey"].error and "$BAD_KEY" in by["badkey"].error
+    assert "UNSET_KEY_VAR" in by["nokey"].error and "not set" in by["nokey"].error
+    assert "model name 'tinny'" in by["typo"].error
+    assert "timeout" in by["slow"].error
+    assert server.requests == 3  # no retries: one request each for teacher, badkey, typo
+    assert "right-key" not in json.dumps([r.to_dict() for r in results])
+
+
+async def test_bench_measures_throughput_latency_and_failures() -> None:
+    with OpenAITestServer(delay=0.05) as server:
+        server.inject("500", times=3)
+        result = await bench_model(_cfg(server.url), requests=60, concurrency=6, max_tokens=5)
+    assert result.ok == 57 and result.failures == {"server": 3}
+    assert server.max_in_flight == 6
+    # 60 requests, 6 at a time, 50 ms each: ~0.5 s, so close to 120 requests/s.
+    assert 60 < result.requests_per_s <= 125
+    assert result.tokens_per_s == pytest.approx(result.requests_per_s * 5, rel=0.01)
+    assert 0.05 <= result.latency_p50_s <= result.latency_p90_s <= result.latency_p99_s < 0.5
+    assert result.client_cpu_ms_per_request > 0
+
+
+def test_percentiles() -> None:
+    assert percentiles([]) == (None, None, None)
+    assert percentiles([2.0]) == (2.0, 2.0, 2.0)
+    p50, p90, p99 = percentiles([float(i) for i in range(1, 102)])
+    assert (p50, p90, p99) == pytest.approx((51.0, 91.0, 100.0))
+
+
+def _project_with(tmp_path, models: dict) -> str:
+    """A project whose [models] are exactly `models` (ModelConfig objects); roles point at the first."""
+    from agents.models.config import RolesConfig
+    from graph.config import RunConfig
+    from graph.project import init_project
+
+    first = next(iter(models))
+    roles = RolesConfig(
+        **{r: first for r in ("generator", "evolver", "responder", "critic", "rewriter", "tagger")}
+    )
+    config = RunConfig(models=models, roles=roles)
+    return str(init_project(tmp_path / "proj", config).root)
+
+
+def test_cli_check_json_and_table(
+    server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch, tmp_path, capsys
+) -> None:
+    from tests.cli_helpers import run_cli
+
+    monkeypatch.setenv("GOOD_KEY", "right-key")
+    models = {
+        "teacher": _cfg(server.url, api_key_env="GOOD_KEY"),
+        "typo": _cfg(server.url, model="tinny", api_key_env="GOOD_KEY"),
+    }
+    project = _project_with(tmp_path, models)
+    out = run_cli(capsys, "models", "check", "--json", "-p", project)
+    assert out.code == 1, out.err
+    rows = {r["name"]: r for r in out.json()}
+    assert rows["teacher"]["ok"] and not rows["typo"]["ok"]
+    table = run_cli(capsys, "models", "check", "-p", project, "--set", 'models.typo.model="tiny"')
+    assert table.code == 0 and "teacher" in table.out and "ok" in table.out
+
+
+def test_cli_bench_json(tmp_path, capsys) -> None:
+    from tests.cli_helpers import run_cli
+
+    with OpenAITestServer(delay=0.01) as server:
+        project = _project_with(tmp_path, {"teacher": _cfg(server.url)})
+        args = [
+            "models",
+            "bench",
+            "teacher",
+            "--requests",
+            "20",
+            "--concurrency",
+            "4",
+            "--max-tokens",
+            "8",
+            "-p",
+            project,
+        ]
+        out = run_cli(capsys, *args, "--json")
+        assert out.code == 0, out.err
+        figures = out.json()
+        assert figures["ok"] == 20 and figures["concurrency"] == 4 and figures["requests_per_s"] > 0
+        table = run_cli(capsys, *args)
+        assert table.code == 0 and "requests/s" in table.out
+    missing = run_cli(capsys, "models", "bench", "judge", "-p", project)
+    assert missing.code == 2 and "judge" in missing.err

@@ -1,0 +1,378 @@
+"""The OpenAI-compatible backend against a real loopback HTTP server with injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+from pydantic import BaseModel, Field
+
+from agents.models.base import ChatModel, ChatRequest, Failure, Generation
+from agents.models.config import ModelConfig
+from agents.models.openai_backend import (
+    MalformedResponse,
+    OpenAIChatModel,
+    RateLimiter,
+    parse_completion,
+    retry_after_seconds,
+)
+from agents.models.structured import Parsed, SchemaFailure, generate_structured, parse_json_as
+from agents.models.vllm_backend import VLLMModel, load_lora_adapter, sampling_kwargs
+from store.errors import ModelError, UnsupportedError
+from tests.openai_server import OpenAITestServer, closed_port
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAITestServer]:
+    with OpenAITestServer() as s:
+        yield s
+
+
+def _cfg(*urls: str, **kw) -> ModelConfig:
+    kw.setdefault("max_retries", 3)
+    kw.setdefault("timeout_s", 5.0)
+    return ModelConfig(backend="openai", base_urls=list(urls), model="tiny", **kw)
+
+
+def _model(*urls: str, **kw) -> OpenAIChatModel:
+    # A tiny backoff so a test sees the difference between backoff and Retry-After.
+    return OpenAIChatModel(_cfg(*urls, **kw), backoff_initial=0.01, backoff_max=0.05)
+
+
+def _ask(text: str = "你好，世界", **kw) -> ChatRequest:
+    return ChatRequest([{"role": "user", "content": text}], **kw)
+
+
+async def test_answers_with_text_usage_and_latency(server: OpenAITestServer) -> None:
+    model = _model(server.url)
+    assert isinstance(model, ChatModel)
+    results = await model.generate(
+        [
+            _ask("alpha beta STOP gamma", stop=("STOP",), n=2, seed=3, presence_penalty=0.5),
+            _ask("one two three four five six", max_tokens=3),
+        ]
+    )
+    first, second = results
+    assert isinstance(first, Generation) and isinstance(second, Generation)
+    assert [c.text for c in first.choices] == ["reply 0: alpha beta ", "reply 1: alpha beta "]
+    assert first.finish_reason == "stop" and first.latency_s > 0
+    assert first.prompt_tokens == 4 and first.completion_tokens == 8
+    assert second.truncated and second.text == "reply 0: one"
+    body = next(b for b in server.bodies if b["n"] == 2)
+    assert body["seed"] == 3 and body["presence_penalty"] == 0.5 and body["n"] == 2
+    assert body["stop"] == ["STOP"] and "response_format" not in body
+    await model.aclose()
+
+
+async def test_retries_429_honouring_retry_after(server: OpenAITestServer) -> None:
+    server.inject("429", times=2, retry_after=0.3)
+    model = _model(server.url)
+    (result,) = await model.generate([_ask()])
+    assert isinstance(result, Generation)
+    assert server.requests == 3
+    gaps = [b - a for a, b in zip(server.arrivals, server.arrivals[1:], strict=False)]
+    assert all(g >= 0.28 for g in gaps), gaps  # the backoff alone would be ~0.01-0.05 s
+    await model.aclose()
+
+
+async def test_cool_down_after_429_holds_back_queued_requests(server: OpenAITestServer) -> None:
+    server.inject("429", retry_after=0.4)
+    model = _model(server.url, max_concurrency=1)
+    results = await model.generate([_ask("a"), _ask("b"), _ask("c")])
+    assert all(isinstance(r, Generation) for r in results)
+    assert all(t - server.arrivals[0] >= 0.38 for t in server.arrivals[1:]), server.arrivals
+    await model.aclose()
+
+
+async def test_retries_5xx_and_dropped_connections(server: OpenAITestServer) -> None:
+    server.inject("500")
+    server.inject("drop")
+    server.inject("500")
+    model = _model(server.url)
+    (result,) = await model.generate([_ask()])
+    assert isinstance(result, Generation) and server.requests == 4
+    await model.aclose()
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"), [("500", "server"), ("drop", "connection"), ("429", "rate_limit")]
+)
+async def test_retries_are_bounded(server: OpenAITestServer, fault, kind) -> None:
+    server.inject(fault, times=10, retry_after=0.01)
+    model = _model(server.url, max_retries=2)
+    (result,) = await model.generate([_ask()])
+    assert isinstance(result, Failure)
+    assert result.kind == kind and result.attempts == 3 and server.requests == 3
+    await model.aclose()
+
+
+async def test_a_hang_times_out_and_is_retried(server: OpenAITestServer) -> None:
+    server.inject("hang", times=2, delay=10)
+    model = _model(server.url, timeout_s=0.3, max_retries=1)
+    start = time.monotonic()
+    (result,) = await model.generate([_ask()])
+    assert isinstance(result, Failure) and result.kind == "timeout" and result.attempts == 2
+    assert time.monotonic() - start < 2.0
+    server.inject("hang", delay=10)
+    (result,) = await model.generate([_ask()])  # one hang, then an answer
+    assert isinstance(result, Generation)
+    await model.aclose()
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"), [("malformed", "malformed"), ("401", "auth"), ("404", "not_found")]
+)
+async def test_permanent_errors_fail_without_retry(server: OpenAITestServer, fault, kind) -> None:
+    server.inject(fault)
+    model = _model(server.url)
+    (result,) = await model.generate([_ask()])
+    assert isinstance(result, Failure) and result.kind == kind
+    assert result.attempts == 1 and server.requests == 1 and result.message
+    await model.aclose()
+
+
+async def test_unknown_model_and_refused_connection(server: OpenAITestServer) -> None:
+    model = OpenAIChatModel(
+        ModelConfig(backend="openai", base_url=server.url, model="no-such-model", max_retries=0)
+    )
+    (result,) = await model.generate([_ask()])
+    assert isinstance(result, Failure) and result.kind == "not_found"
+    assert "no-such-model" in result.message
+    refused = _model(f"http://127.0.0.1:{closed_port()}/v1", max_retries=1)
+    (result,) = await refused.generate([_ask()])
+    assert isinstance(result, Failure) and result.kind == "connection" and result.attempts == 2
+    await model.aclose()
+    await refused.aclose()
+
+
+async def test_concurrency_limit_is_never_exceeded() -> None:
+    with OpenAITestServer(delay=0.05) as server:
+        model = _model(server.url, max_concurrency=4)
+        results = await model.generate([_ask(f"q{i}") for i in range(40)])
+        assert all(isinstance(r, Generation) for r in results)
+        assert server.max_in_flight == 4  # reached, never exceeded
+        assert [r.text for r in results] == [f"reply 0: q{i}" for i in range(40)]
+        await model.aclose()
+
+
+async def test_several_endpoints_least_in_flight() -> None:
+    with OpenAITestServer(delay=0.25) as slow, OpenAITestServer(delay=0.02) as fast:
+        model = _model(slow.url, fast.url, max_concurrency=2)
+        results = await model.generate([_ask(f"q{i}") for i in range(40)])
+        assert all(isinstance(r, Generation) for r in results)
+        assert slow.max_in_flight <= 2 and fast.max_in_flight <= 2
+        assert slow.requests + fast.requests == 40
+        assert fast.requests > 3 * slow.requests > 0  # the free endpoint takes the work
+        await model.aclose()
+    with OpenAITestServer(delay=0.05) as a, OpenAITestServer(delay=0.05) as b:
+        model = _model(a.url, b.url, max_concurrency=3)
+        await model.generate([_ask() for _ in range(30)])
+        assert a.max_in_flight == b.max_in_flight == 3 and abs(a.requests - b.requests) <= 4
+        await model.aclose()
+
+
+async def test_api_key_reaches_the_server_but_nothing_else(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-test-Zq9SECRETvalue"
+    monkeypatch.setenv("EVO_TEST_API_KEY", secret)
+    caplog.set_level(logging.DEBUG)
+    for name in ("openai", "httpx2", "httpcore", "httpcore2"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    with OpenAITestServer(api_key=secret) as server:
+        model = _model(server.url, api_key_env="EVO_TEST_API_KEY")
+        (ok,) = await model.generate([_ask()])
+        assert isinstance(ok, Generation)  # the server checked the bearer token
+        server.inject("500", times=5)
+        (failed,) = await model.generate([_ask()])
+        assert isinstance(failed, Failure)
+        assert secret not in repr(model) and secret not in str(vars(model))
+        assert secret not in failed.message and secret not in caplog.text
+        await model.aclose()
+    with OpenAITestServer(api_key="another-key") as server:
+        model = _model(server.url, api_key_env="EVO_TEST_API_KEY")
+        (denied,) = await model.generate([_ask()])
+        assert isinstance(denied, Failure) and denied.kind == "auth"
+        await model.aclose()
+    monkeypatch.delenv("EVO_TEST_API_KEY")
+    with pytest.raises(ModelError, match="EVO_TEST_API_KEY"):
+        _model("http://127.0.0.1:1/v1", api_key_env="EVO_TEST_API_KEY")
+
+
+async def test_loss_and_embed_are_unsupported(server: OpenAITestServer) -> None:
+    model = _model(server.url)
+    with pytest.raises(UnsupportedError):
+        await model.loss([([], "x")])
+    with pytest.raises(UnsupportedError):
+        await model.embed(["x"])
+    with pytest.raises(UnsupportedError):
+        await model.option_probs([[]], ["1"])
+    await model.aclose()
+
+
+def test_retry_after_parsing() -> None:
+    class Exc(Exception):
+        def __init__(self, headers: dict[str, str]) -> None:
+            self.response = type("R", (), {"headers": headers})()
+
+    assert retry_after_seconds(Exc({"retry-after": "2.5"})) == 2.5
+    assert retry_after_seconds(Exc({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    assert retry_after_seconds(Exc({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
+    assert retry_after_seconds(Exc({"retry-after": "soon"})) is None
+    assert retry_after_seconds(Exc({})) is None
+    assert retry_after_seconds(ValueError()) is None
+
+
+def test_parse_completion_accepts_only_chat_completions_with_text() -> None:
+    good = {
+        "choices": [{"message": {"content": "好"}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+    }
+    generation = parse_completion(good, 0.5)
+    assert (generation.text, generation.truncated, generation.prompt_tokens) == ("好", True, 3)
+    no_usage = parse_completion({"choices": [{"message": {"content": ""}}]}, 0.1)
+    assert no_usage.text == "" and no_usage.completion_tokens == 0
+    for bad in (
+        {"choices": []},
+        {"choices": [{"message": {"content": None, "refusal": "no"}}]},
+        {"id": "x"},
+        ["not", "a", "dict"],
+        None,
+        {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "many"}},
+    ):
+        with pytest.raises(MalformedResponse):
+            parse_completion(bad, 0.1)
+
+
+async def test_rate_limiter_paces_requests_and_tokens() -> None:
+    limiter = RateLimiter(rpm=1200, tpm=None)  # 20 requests a second after a full bucket
+    start = time.monotonic()
+    for _ in range(1210):
+        await limiter.acquire(1)
+    assert 0.4 <= time.monotonic() - start < 1.0
+    tokens = RateLimiter(rpm=None, tpm=600)  # 10 tokens a second
+    await tokens.acquire(600)
+    start = time.monotonic()
+    await tokens.acquire(5)
+    assert 0.4 <= time.monotonic() - start < 0.8
+    tokens.settle(estimated=600, actual=100)  # the estimate was high: 500 come back
+    start = time.monotonic()
+    await tokens.acquire(400)
+    assert time.monotonic() - start < 0.05
+    tokens.cool_down(0.3)
+    start = time.monotonic()
+    await tokens.acquire(1)
+    assert time.monotonic() - start >= 0.28
+
+
+# -- structured output ---------------------------------------------------------
+
+
+class Verdict(BaseModel):
+    score: int = Field(ge=0, le=5)
+    reason: str
+
+
+async def test_structured_output_over_http(server: OpenAITestServer) -> None:
+    model = _model(server.url)
+    (parsed,) = await generate_structured(model, [_ask("评分")], Verdict)
+    assert isinstance(parsed, Parsed) and parsed.value == Verdict(score=0, reason="示例 example")
+    fmt = server.bodies[0]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "Verdict"
+    assert fmt["json_schema"]["schema"]["properties"]["score"]["maximum"] == 5
+    await model.aclose()
+
+
+async def test_schema_violations_become_schema_failures() -> None:
+    replies = iter(['{"score": 9, "reason": "too high"}', "not json at all", '{"score": 4'])
+
+    class IgnoresFormat(OpenAITestServer):  # a server that ignores response_format
+        def _choice_text(self, body, index):
+            return next(replies)
+
+    with IgnoresFormat() as server:
+        model = _model(server.url)
+        results = await generate_structured(model, [_ask(), _ask(), _ask(max_tokens=2)], Verdict)
+        assert all(isinstance(r, SchemaFailure) and r.kind == "schema" for r in results)
+        assert results[0].raw_output == '{"score": 9, "reason": "too high"}'
+        assert "score" in results[0].message
+        server.inject("500", times=10)
+        (failed,) = await generate_structured(_model(server.url, max_retries=0), [_ask()], Verdict)
+        assert isinstance(failed, Failure) and failed.kind == "server"
+        await model.aclose()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"score": 3, "reason": "ok"}',
+        '```json\n{"score": 3, "reason": "ok"}\n```',
+        'Here you go: {"score": 3, "reason": "ok"} Hope it helps.',
+    ],
+)
+def test_parse_json_as_tolerates_fences_and_prose(text: str) -> None:
+    assert parse_json_as(Verdict, text) == Verdict(score=3, reason="ok")
+
+
+# -- vLLM ----------------------------------------------------------------------
+
+
+async def test_load_lora_adapter_hot_loads_and_is_idempotent(server: OpenAITestServer) -> None:
+    await load_lora_adapter(server.url, "student-3", "/models/student-3")
+    assert server.lora_adapters == {"student-3": "/models/student-3"}
+    await load_lora_adapter(server.url, "student-3", "/models/student-3")  # already there: fine
+    model = OpenAIChatModel(
+        ModelConfig(backend="openai", base_url=server.url, model="student-3", max_retries=0)
+    )
+    (result,) = await model.generate([_ask()])
+    assert isinstance(result, Generation)  # requests can now name the adapter as their model
+    assert server.bodies[-1]["model"] == "student-3"
+    await model.aclose()
+
+
+async def test_load_lora_adapter_reports_errors() -> None:
+    with pytest.raises(ModelError, match="cannot reach"):
+        await load_lora_adapter(f"http://127.0.0.1:{closed_port()}/v1", "s", "/p", timeout_s=2)
+    with OpenAITestServer(api_key="k") as server, pytest.raises(ModelError, match="401"):
+        await load_lora_adapter(server.url, "s", "/p")
+
+
+def test_vllm_sampling_parameters() -> None:
+    request = ChatRequest(
+        [{"role": "user", "content": "x"}],
+        temperature=0.0,
+        max_tokens=7,
+        n=2,
+        seed=5,
+        stop=("###",),
+        presence_penalty=0.3,
+        json_schema=Verdict.model_json_schema(),
+    )
+    kwargs = sampling_kwargs(request)
+    assert kwargs["max_tokens"] == 7 and kwargs["n"] == 2 and kwargs["seed"] == 5
+    assert kwargs["stop"] == ["###"] and kwargs["presence_penalty"] == 0.3
+    assert kwargs["structured_outputs"] == {"json": Verdict.model_json_schema()}
+    plain = sampling_kwargs(_ask())
+    assert plain["stop"] is None and "structured_outputs" not in plain
+    assert "presence_penalty" not in plain
+
+
+def test_vllm_missing_is_a_clear_error() -> None:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelError, match=r"pip install 'evoinstruct\[vllm\]'"):
+            VLLMModel(ModelConfig(backend="vllm", path="/models/x"))
+    else:
+        pytest.skip("vllm is installed: the missing-package error cannot be shown")
+
+
+async def test_many_requests_keep_order_under_load(server: OpenAITestServer) -> None:
+    model = _model(server.url, max_concurrency=8)
+    requests = [_ask(f"第{i}个") for i in range(100)]
+    results = await asyncio.wait_for(model.generate(requests), 10)
+    assert [r.text for r in results] == [f"reply 0: 第{i}个" for i in range(100)]
+    await model.aclose()

@@ -1,0 +1,162 @@
+"""Responder: the template, the system prompt bank, and end-to-end runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from random import Random
+
+import pytest
+
+from agents.models.base import Choice, Failure, Generation
+from agents.responder import ResponderConfig, build_messages, load_bank, pick_system_prompt, respond
+from prompts.library import PromptLibrary
+from store.errors import ConfigError
+from store.records import Example, ExampleDraft
+from tests.doubles import ScriptedModel
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+def stored(instruction: str, output: str | None = None, id: str = "x1") -> Example:
+    return Example(
+        id=id, instruction=instruction, input="", output=output, system="", source="evolved",
+        parent_id="p1", operation="deepen", round=1, status="candidate", language="en",
+        model_version="teacher", template="en/evol_deepen.jinja2", depth=1,
+        created_at="2026-01-01T00:00:00Z",
+    )  # fmt: skip
+
+
+class BatchCountingModel(ScriptedModel):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+
+    async def generate(self, requests):
+        self.batches.append(len(requests))
+        return await super().generate(requests)
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_render_respond(language: str) -> None:
+    lib = PromptLibrary(language)
+    assert lib.render("respond", instruction="把句子翻译成英文。", input="我喜欢读书。") == (
+        "把句子翻译成英文。\n\n我喜欢读书。"
+    )
+    assert lib.render("respond", instruction="Name three rivers.", input="") == "Name three rivers."
+    raw = (PROMPTS_DIR / language / "respond.jinja2").read_text(encoding="utf-8")
+    assert raw.startswith("{# variables: instruction, input")
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_bank_has_both_languages_and_families(language: str) -> None:
+    bank = load_bank(PromptLibrary(language), "orca_system_prompts")
+    assert len(bank["default"]) >= 5 and len(set(bank["default"])) == len(bank["default"])
+    assert {"math", "code"} <= set(bank["families"])
+    has_han = any("\u4e00" <= ch <= "\u9fff" for ch in bank["default"][0])
+    assert has_han is (language == "zh")
+
+
+def test_project_bank_overrides_default(tmp_path: Path) -> None:
+    (tmp_path / "orca_system_prompts.toml").write_text(
+        '[en]\ndefault = ["Explain like a pirate."]\n'
+    )
+    lib = PromptLibrary("en", override_dir=tmp_path)
+    bank = load_bank(lib, "orca_system_prompts")
+    assert bank["default"] == ["Explain like a pirate."] and "math" in bank["families"]
+
+
+def test_bank_without_default_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "empty_bank.toml").write_text("[en]\ndefault = []\n")
+    with pytest.raises(ConfigError, match=r"en\]\.default"):
+        load_bank(PromptLibrary("en", override_dir=tmp_path), "empty_bank")
+
+
+def test_pick_system_prompt_prefers_family_and_is_seeded() -> None:
+    bank = {"default": ["a", "b", "c"], "families": {"math": ["m"]}}
+    assert pick_system_prompt(bank, "math", Random(0)) == "m"
+    assert pick_system_prompt(bank, "poetry", Random(0)) in {"a", "b", "c"}
+    picks = [pick_system_prompt(bank, None, Random(5)) for _ in range(3)]
+    assert len(set(picks)) == 1
+
+
+def test_build_messages() -> None:
+    assert build_messages("", "hi") == [{"role": "user", "content": "hi"}]
+    assert build_messages("sys", "hi")[0] == {"role": "system", "content": "sys"}
+
+
+async def test_respond_end_to_end() -> None:
+    items = [
+        ExampleDraft("Name three rivers in Asia.", source="evolved"),
+        ExampleDraft("Already answered.", output="Yes."),
+        ExampleDraft("Explain tides.", source="evolved"),
+        ExampleDraft("Write a long essay.", source="evolved"),
+        ExampleDraft("Say nothing.", source="evolved"),
+        stored("把句子翻译成英文：我喜欢读书。"),
+    ]
+    replies = [
+        "  The Yangtze, the Mekong and the Ganges.  ",
+        Failure("timeout", "read timed out"),
+        Generation(choices=[Choice("Once upon a time", "length")]),
+        "   ",
+        "I like reading books.",
+    ]
+    model = BatchCountingModel(replies, model_id="teacher")
+    outcome = await respond(items, model, PromptLibrary("en"), ResponderConfig(), Random(0))
+    assert model.batches == [5]
+    assert [i.instruction for i in outcome.skipped] == ["Already answered."]
+    answered = {i.instruction: i for i in outcome.answered}
+    assert (
+        answered["Name three rivers in Asia."].output == "The Yangtze, the Mekong and the Ganges."
+    )
+    assert answered["Name three rivers in Asia."].meta["response_model"] == "teacher"
+    assert answered["Name three rivers in Asia."].meta["response_template"] == "en/respond.jinja2"
+    translated = answered["把句子翻译成英文：我喜欢读书。"]
+    assert (
+        isinstance(translated, Example)
+        and translated.id == "x1"
+        and translated.output == "I like reading books."
+    )
+    assert translated.model_version == "teacher" and translated.parent_id == "p1"  # provenance kept
+    assert sorted(outcome.reasons()) == ["empty_response", "model_failure:timeout", "truncated"]
+    assert {r.stage for r in outcome.rejections} == {"respond"}
+    assert outcome.calls == 5 and outcome.failures == {"timeout": 1}
+    assert all(len(call.messages) == 1 for call in model.calls)  # no system prompt by default
+    assert items[0].output is None  # inputs are not mutated
+
+
+async def test_truncated_answers_can_be_kept() -> None:
+    model = ScriptedModel([Generation(choices=[Choice("Once upon a time", "length")])])
+    config = ResponderConfig(on_truncated="keep")
+    outcome = await respond(
+        [ExampleDraft("Write a story.")], model, PromptLibrary("en"), config, Random(0)
+    )
+    assert (
+        outcome.answered[0].output == "Once upon a time" and outcome.answered[0].meta["truncated"]
+    )
+
+
+async def test_explanation_system_prompts_are_sampled_and_stored() -> None:
+    lib = PromptLibrary("zh")
+    bank = load_bank(lib, "orca_system_prompts")
+    items = [ExampleDraft(f"解释第{i}个概念。") for i in range(12)]
+    items.append(ExampleDraft("计算 12 乘以 7。", meta={"task_family": "math"}))
+    items.append(ExampleDraft("Keep my system.", system="You are terse."))
+    config = ResponderConfig(explanation_prompts=True)
+    model = ScriptedModel(default="好的，下面一步一步解释。")
+    outcome = await respond(items, model, lib, config, Random(11))
+    systems = [item.system for item in outcome.answered]
+    assert all(s in bank["default"] for s in systems[:12]) and len(set(systems[:12])) > 1
+    assert systems[12] in bank["families"]["math"]
+    assert systems[13] == "You are terse."
+    for call, system in zip(model.calls, systems, strict=True):
+        assert call.messages[0] == {"role": "system", "content": system}
+    again = await respond(items, ScriptedModel(default="好的。"), lib, config, Random(11))
+    assert [i.system for i in again.answered] == systems
+
+
+async def test_respond_with_nothing_to_answer_makes_no_call() -> None:
+    model = ScriptedModel()
+    outcome = await respond(
+        [ExampleDraft("Q", output="A")], model, PromptLibrary("en"), ResponderConfig(), Random(0)
+    )
+    assert model.calls == [] and len(outcome.skipped) == 1

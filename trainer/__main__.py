@@ -1,0 +1,101 @@
+"""Training as its own process: `python -m trainer train --project DIR`.
+
+`accelerate launch -m trainer train --project DIR` runs the same entry on
+several GPUs (FSDP or DeepSpeed come from the accelerate config). The
+trainer config is the `[trainer]` table of the project's `evoinstruct.toml`,
+or a TOML/JSON file given with `--config`; flags override single fields.
+Prints the result as one JSON line; errors become one line on stderr and
+the error's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from store.errors import ConfigError, EvoError
+from trainer.config import TrainerConfig
+
+
+def load_config(
+    project: Path, config_file: Path | None, overrides: dict[str, Any]
+) -> TrainerConfig:
+    """Trainer config from --config or the project's [trainer] table, then the flags."""
+    path = config_file or project / "evoinstruct.toml"
+    data: dict[str, Any] = {}
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        try:
+            loaded = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(str(exc), file=str(path)) from exc
+        # The project file holds the whole run config; a --config file may be the table alone.
+        data = loaded.get("trainer", {}) if config_file is None else loaded.get("trainer", loaded)
+    elif config_file is not None:
+        raise ConfigError("config file not found", file=str(path))
+    data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return TrainerConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(first["msg"], file=str(path), field=f"trainer.{field}") from exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "train",
+        help="train the next student version on the pool",
+        description="Example: python -m trainer train --project ./myproj --max-steps 200",
+    )
+    run.add_argument("--project", type=Path, default=Path("."), help="project directory")
+    run.add_argument("--config", type=Path, default=None, help="TOML/JSON trainer config")
+    run.add_argument("--base-model", default=None, help="base model directory or hub id")
+    run.add_argument("--method", default=None, help="lora | full | prefix | prompt | ia3 | qlora")
+    run.add_argument("--max-steps", type=int, default=None, help="optimizer steps")
+    run.add_argument(
+        "--fresh", action="store_true", help="discard a killed run instead of resuming"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        from trainer.train import train
+
+        overrides = {
+            "base_model": args.base_model,
+            "method": args.method,
+            "max_steps": args.max_steps,
+        }
+        cfg = load_config(args.project, args.config, overrides)
+        result = train(cfg, args.project, fresh=args.fresh)
+    except EvoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    summary = {
+        "version": result.version,
+        "path": str(result.path),
+        "resumed_from": result.resumed_from,
+        "train_loss": result.metrics.get("train_loss"),
+        "heldout_loss": result.metrics.get("heldout_loss"),
+        "global_step": result.metrics.get("global_step"),
+    }
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The trainer's configuration: method, hyper-parameters, training mix, evaluation gate, schedule.
+
+Defaults follow METHODS.md section 4 (LoRA r 16, alpha 32, dropout 0.05 on
+all linear layers). The graph composes `TrainerConfig` into the run config
+as its `[trainer]` table; the resolved config is saved beside every version.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["lora", "full", "prefix", "prompt", "ia3", "qlora"]
+METHODS: tuple[str, ...] = ("lora", "full", "prefix", "prompt", "ia3", "qlora")
+PROMPT_LEARNING: tuple[str, ...] = ("prefix", "prompt")
+
+# A learning rate that works for each method when none is given: adapters with
+# few parameters need larger steps than full fine-tuning.
+DEFAULT_LEARNING_RATES: dict[str, float] = {
+    "lora": 2e-4,
+    "qlora": 2e-4,
+    "full": 2e-5,
+    "ia3": 3e-3,
+    "prefix": 1e-2,
+    "prompt": 3e-2,
+}
+
+
+class GateConfig(BaseModel):
+    """When a newly trained student is promoted to be the generator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_loss_improvement: float = Field(
+        0.0,
+        ge=0,
+        description="Held-out loss must drop below the current generator's by more than this (nats/token).",
+    )
+    min_winning_score: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="If set, the pairwise judge's winning score ((wins-losses)/n + 1) must reach this.",
+    )
+    require_heldout: bool = Field(
+        True,
+        description="Refuse promotion when there are no held-out examples to measure the loss on.",
+    )
+
+
+class PairwiseConfig(BaseModel):
+    """The optional pairwise judge comparison of the new student against the current generator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Run the pairwise judge comparison before promoting.")
+    num_prompts: int = Field(
+        32, ge=1, description="Size of the fixed prompt set (held-out instructions, stable order)."
+    )
+    max_tokens: int = Field(512, ge=1, description="Answer length for both models.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature for the answers.")
+    verdict_key: str = Field(
+        "Winner", description="The key the judge writes its verdict after; the parser reads it."
+    )
+    tie_label: str = Field("tie", description="The verdict word for a tie.")
+
+
+class TrainerConfig(BaseModel):
+    """Everything one training run of the student needs; saved with every version."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    base_model: str | None = Field(
+        None, description="Local directory or hub id of the student's base model."
+    )
+    method: Method = Field("lora", description="lora | full | prefix | prompt | ia3 | qlora.")
+    # LoRA / QLoRA
+    lora_r: int = Field(16, ge=1, description="LoRA rank (must be <= vLLM's --max-lora-rank).")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="Modules LoRA/IA3 adapt; 'all-linear' is every linear layer but the output head.",
+    )
+    # prefix / prompt tuning
+    num_virtual_tokens: int = Field(
+        20, ge=1, description="Virtual tokens of prefix and prompt tuning."
+    )
+    init_from: Literal["active", "base"] = Field(
+        "active",
+        description=(
+            "active: continue from the promoted version's weights (same adapter shape) and "
+            "replay part of what it saw; base: start every version afresh on all accepted data."
+        ),
+    )
+    # optimisation
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak learning rate; unset picks the method's usual one."
+    )
+    epochs: float = Field(3.0, gt=0, description="Passes over the training mix.")
+    max_steps: int = Field(-1, description="Optimizer steps; overrides epochs when > 0.")
+    batch_size: int = Field(4, ge=1, description="Examples (or packed blocks) per device step.")
+    grad_accumulation: int = Field(4, ge=1, description="Steps accumulated per optimizer update.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warm-up share of the steps.")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the GPU supports it, else fp32."
+    )
+    device: Literal["auto", "cpu"] = Field("auto", description="cpu forces training on the CPU.")
+    # data
+    max_length: int = Field(1024, ge=8, description="Tokens per example; longer ones are cut.")
+    packing: bool = Field(
+        False, description="Pack whole examples into max_length blocks (not for prefix/prompt)."
+    )
+    template: Literal["auto", "chat", "alpaca"] = Field(
+        "auto",
+        description=(
+            "auto: the tokenizer's chat template, or the Alpaca-style layout the in-process "
+            "backend serves base models with when it has none; alpaca forces that layout."
+        ),
+    )
+    max_new_examples: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on new accepted examples per run (the selector's budget); unset takes all.",
+    )
+    seed_share: float = Field(
+        0.1, ge=0, lt=1, description="Share of the mix drawn from the human seeds (all if fewer)."
+    )
+    replay_share: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="Share of the mix replayed from examples earlier versions trained on.",
+    )
+    heldout_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of accepted examples held out by id hash; no version ever trains on them.",
+    )
+    # bookkeeping
+    seed: int = Field(0, description="Seed of the data mix, adapter init and data order.")
+    save_steps: int = Field(50, ge=1, description="Trainer checkpoint every this many steps.")
+    save_total_limit: int = Field(2, ge=1, description="Trainer checkpoints kept while training.")
+    logging_steps: int = Field(10, ge=1, description="Loss logged every this many steps.")
+    eval_batch_size: int = Field(8, ge=1, description="Batch size of the held-out loss.")
+    # evaluation and schedule
+    gate: GateConfig = Field(default_factory=GateConfig)
+    pairwise: PairwiseConfig = Field(default_factory=PairwiseConfig)
+    train_every: int = Field(
+        1, ge=1, description="The graph considers training every this many rounds."
+    )
+    train_min_new: int = Field(
+        100, ge=1, description="Train only when at least this many new accepted examples wait."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainerConfig:
+        if self.packing and self.method in PROMPT_LEARNING:
+            raise ValueError(
+                f"packing does not work with {self.method} tuning: virtual tokens would be "
+                "shared across packed examples; set packing = false"
+            )
+        if self.seed_share + self.replay_share >= 1:
+            raise ValueError("seed_share + replay_share must leave room for new examples (< 1)")
+        return self
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        return self.learning_rate or DEFAULT_LEARNING_RATES[self.method]
+
+    def identity(self) -> dict:
+        """The fields a resumed run must share with the run it continues."""
+        return self.model_dump(
+            exclude={
+                "gate",
+                "pairwise",
+                "train_every",
+                "train_min_new",
+                "save_steps",
+                "save_total_limit",
+                "logging_steps",
+                "eval_batch_size",
+            }
+        )

@@ -1,0 +1,350 @@
+"""Evaluate a trained version before promoting it: held-out loss, pairwise judge, the gate.
+
+Held-out loss is measured on accepted examples no version trained on (the
+hash-chosen held-out set recorded in the version's manifest), for the new
+version and for the current generator (the active version, or the base
+model). The optional pairwise comparison asks a judge to compare both
+models' answers on a fixed prompt set in both orders; the winning score is
+(wins - losses) / n + 1, so 1.0 is parity and 2.0 a clean sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from agents.models.base import ChatModel, ChatRequest, Failure
+from store.errors import InputError
+from store.records import Example
+from trainer.config import GateConfig, PairwiseConfig, TrainerConfig
+from trainer.data import IGNORE_INDEX, resolve_template, tokenize_examples, user_content
+
+if TYPE_CHECKING:
+    from prompts.library import PromptLibrary
+    from store import Store
+
+Verdict = Literal["A", "B", "tie"]
+JUDGE_TEMPLATE = "pairwise_judge"
+
+
+# --- held-out loss --------------------------------------------------------------------
+@dataclass
+class LossResult:
+    """Mean negative log-likelihood per response token over a set of examples."""
+
+    loss: float | None
+    tokens: int
+    examples: int
+
+
+def heldout_loss(
+    model: Any, tokenizer: Any, examples: Sequence[Example], cfg: TrainerConfig
+) -> LossResult:
+    """Token-weighted mean loss of `model` on the responses of `examples` (None if empty)."""
+    import torch
+
+    from trainer.data import Collator, pad_token_id
+
+    template = resolve_template(tokenizer, cfg.template)
+    rows, _ = tokenize_examples(examples, tokenizer, template, cfg.max_length)
+    if not rows:
+        return LossResult(None, 0, 0)
+    collate = Collator(pad_token_id(tokenizer))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(rows), cfg.eval_batch_size):
+            batch = collate(rows[start : start + cfg.eval_batch_size])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            # The model's loss is the mean over predicted tokens; weight it back to a sum.
+            count = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            if count == 0:
+                continue
+            out = model(**batch)
+            total += float(out.loss) * count
+            tokens += count
+    model.train(was_training)
+    return LossResult(total / tokens if tokens else None, tokens, len(rows))
+
+
+def version_loss(
+    base_model: str, version_dir: str | None, examples: Sequence[Example], cfg: TrainerConfig
+) -> LossResult:
+    """Load a version (or the bare base model when `version_dir` is None) and measure it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.methods import load_trained
+
+    tokenizer = AutoTokenizer.from_pretrained(version_dir or base_model)
+    if version_dir is None:
+        model = AutoModelForCausalLM.from_pretrained(base_model)
+    else:
+        model = load_trained(base_model, version_dir)
+    import torch
+
+    if cfg.device != "cpu" and torch.cuda.is_available():
+        model.to("cuda")
+    try:
+        return heldout_loss(model, tokenizer, examples, cfg)
+    finally:
+        del model
+
+
+# --- pairwise judge ---------------------------------------------------------------------
+@dataclass
+class PairwiseResult:
+    """Outcome of the candidate against the incumbent, counted over both answer orders."""
+
+    wins: int = 0
+    losses: int = 0
+    ties: int = 0
+    invalid: int = 0
+    failed: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.losses + self.ties
+
+    @property
+    def score(self) -> float | None:
+        return winning_score(self.wins, self.losses, self.n) if self.n else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "wins": self.wins,
+            "losses": self.losses,
+            "ties": self.ties,
+            "invalid": self.invalid,
+            "failed": self.failed,
+            "n": self.n,
+            "winning_score": self.score,
+        }
+
+
+def winning_score(wins: int, losses: int, n: int) -> float:
+    """(wins - losses) / n + 1: 0 = always worse, 1 = parity, 2 = always better."""
+    if n <= 0:
+        raise ValueError("winning score needs at least one comparison")
+    return (wins - losses) / n + 1
+
+
+def parse_pairwise_verdict(text: str | None, verdict_key: str, tie_label: str) -> Verdict | None:
+    """The last '<key>: A|B|<tie>' in a judge's answer; None when there is none."""
+    if not text:
+        return None
+    pattern = re.compile(
+        rf"{re.escape(verdict_key)}\s*[:：]\s*[\*\[\(\"'“]*\s*(A|B|{re.escape(tie_label)})\b",
+        re.IGNORECASE,
+    )
+    found = pattern.findall(text)
+    if not found:
+        return None
+    last = found[-1]
+    if last.casefold() == tie_label.casefold():
+        return "tie"
+    return "A" if last.upper() == "A" else "B"
+
+
+async def pairwise_compare(
+    judge: ChatModel,
+    candidate: ChatModel,
+    incumbent: ChatModel,
+    instructions: Sequence[str],
+    library: PromptLibrary,
+    cfg: PairwiseConfig,
+) -> PairwiseResult:
+    """Both models answer each instruction; the judge compares them in both orders.
+
+    A prompt either model failed to answer is counted in `failed` and not judged;
+    a judge failure, truncated or unparseable verdict is counted in `invalid` and
+    left out of n — never guessed.
+    """
+    requests = [
+        ChatRequest(
+            messages=[{"role": "user", "content": text}],
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+        )
+        for text in instructions
+    ]
+    new_answers, old_answers = await asyncio.gather(
+        candidate.generate(requests), incumbent.generate(requests)
+    )
+    result = PairwiseResult()
+    judged: list[tuple[str, bool]] = []  # (instruction, candidate is A)
+    judge_requests: list[ChatRequest] = []
+    for text, new, old in zip(instructions, new_answers, old_answers, strict=True):
+        if isinstance(new, Failure) or isinstance(old, Failure):
+            result.failed += 1
+            continue
+        for candidate_first in (True, False):
+            a, b = (new.text, old.text) if candidate_first else (old.text, new.text)
+            prompt = library.render(
+                JUDGE_TEMPLATE,
+                instruction=text,
+                answer_a=a,
+                answer_b=b,
+                verdict_key=cfg.verdict_key,
+                tie_label=cfg.tie_label,
+            )
+            judge_requests.append(
+                ChatRequest(messages=[{"role": "user", "content": prompt}], temperature=0.0)
+            )
+            judged.append((text, candidate_first))
+    verdicts = await judge.generate(judge_requests) if judge_requests else []
+    for (text, candidate_first), reply in zip(judged, verdicts, strict=True):
+        _count_verdict(result, text, candidate_first, reply, cfg)
+    return result
+
+
+def _count_verdict(
+    result: PairwiseResult, instruction: str, candidate_first: bool, reply: Any, cfg: PairwiseConfig
+) -> None:
+    record: dict[str, Any] = {"instruction": instruction, "candidate_first": candidate_first}
+    if isinstance(reply, Failure):
+        result.invalid += 1
+        result.records.append({**record, "outcome": f"judge_failure:{reply.kind}"})
+        return
+    verdict = (
+        None
+        if reply.truncated
+        else parse_pairwise_verdict(reply.text, cfg.verdict_key, cfg.tie_label)
+    )
+    record["raw_output"] = reply.text
+    if verdict is None:
+        result.invalid += 1
+        record["outcome"] = "invalid"
+    elif verdict == "tie":
+        result.ties += 1
+        record["outcome"] = "tie"
+    elif (verdict == "A") == candidate_first:
+        result.wins += 1
+        record["outcome"] = "win"
+    else:
+        result.losses += 1
+        record["outcome"] = "loss"
+    result.records.append(record)
+
+
+# --- the gate ---------------------------------------------------------------------------
+@dataclass
+class GateDecision:
+    promote: bool
+    reason: str
+
+
+def decide(
+    gate: GateConfig,
+    *,
+    new_loss: float | None,
+    baseline_loss: float | None,
+    baseline_name: str = "the current generator",
+    pairwise: PairwiseResult | None = None,
+) -> GateDecision:
+    """Promote only if the new version is better; the reason says why either way."""
+    reasons = []
+    if new_loss is None or baseline_loss is None:
+        if gate.require_heldout:
+            return GateDecision(False, "no held-out examples to measure the loss on")
+        reasons.append("no held-out loss (not required)")
+    else:
+        improvement = baseline_loss - new_loss
+        if improvement <= gate.min_loss_improvement:
+            return GateDecision(
+                False,
+                f"held-out loss {new_loss:.4f} vs {baseline_loss:.4f} of {baseline_name}: "
+                f"improvement {improvement:.4f} is not above {gate.min_loss_improvement:.4f}",
+            )
+        reasons.append(f"held-out loss {new_loss:.4f} < {baseline_loss:.4f} of {baseline_name}")
+    if gate.min_winning_score is not None:
+        score = pairwise.score if pairwise is not None else None
+        if score is None:
+            return GateDecision(
+                False, "the gate needs a pairwise winning score but no valid judge verdicts exist"
+            )
+        if score < gate.min_winning_score:
+            return GateDecision(
+                False, f"winning score {score:.3f} below the required {gate.min_winning_score:.3f}"
+            )
+        reasons.append(f"winning score {score:.3f} >= {gate.min_winning_score:.3f}")
+    return GateDecision(True, "; ".join(reasons))
+
+
+# --- one version, end to end --------------------------------------------------------------
+@dataclass
+class Evaluation:
+    version: str
+    baseline_version: str | None
+    heldout: LossResult
+    baseline: LossResult
+    pairwise: PairwiseResult | None
+    decision: GateDecision
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "heldout_loss": self.heldout.loss,
+            "heldout_tokens": self.heldout.tokens,
+            "heldout_examples": self.heldout.examples,
+            "baseline_version": self.baseline_version,
+            "baseline_loss": self.baseline.loss,
+            "pairwise": self.pairwise.summary() if self.pairwise else None,
+            "gate": asdict(self.decision),
+        }
+
+
+def fixed_prompts(examples: Sequence[Example], n: int) -> list[str]:
+    """The pairwise prompt set: held-out instructions in id order, the same every round."""
+    ordered = sorted(examples, key=lambda e: e.id)
+    return [user_content(e.instruction, e.input) for e in ordered[:n]]
+
+
+async def evaluate_version(
+    store: Store,
+    version: str,
+    cfg: TrainerConfig,
+    *,
+    judge: ChatModel | None = None,
+    candidate: ChatModel | None = None,
+    incumbent: ChatModel | None = None,
+    library: PromptLibrary | None = None,
+    prompts: Sequence[str] | None = None,
+) -> Evaluation:
+    """Measure `version` against the active one, decide, and record the metrics in the store.
+
+    The pairwise comparison runs when cfg.pairwise.enabled and a judge, both
+    chat models and a prompt library are given.
+    """
+    row = store.model_version(version)
+    if row is None:
+        raise InputError(f"no model version {version!r}", field="version")
+    active = store.active_model()
+    baseline_version = active["version"] if active and active["version"] != version else None
+    examples = store.get_many(store.training_manifest(version, role="heldout"))
+    new = await asyncio.to_thread(version_loss, row["base"], row["path"], examples, cfg)
+    baseline_dir = active["path"] if baseline_version else None
+    old = await asyncio.to_thread(version_loss, row["base"], baseline_dir, examples, cfg)
+    pairwise = None
+    wanted = cfg.pairwise.enabled and judge and candidate and incumbent and library
+    if wanted:
+        instructions = (
+            list(prompts) if prompts else fixed_prompts(examples, cfg.pairwise.num_prompts)
+        )
+        pairwise = await pairwise_compare(
+            judge, candidate, incumbent, instructions, library, cfg.pairwise
+        )
+    decision = decide(
+        cfg.gate,
+        new_loss=new.loss,
+        baseline_loss=old.loss,
+        baseline_name=baseline_version or "the base model",
+        pairwise=pairwise,
+    )
+    evaluation = Evaluation(version, baseline_version, new, old, pairwise, decision)
+    store.update_model_metrics(version, {"evaluation": evaluation.metrics()})
+    return evaluation

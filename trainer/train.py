@@ -1,0 +1,377 @@
+"""One training run: pool -> mix -> transformers Trainer -> `models/v{K}/` -> registered version.
+
+A run continues from the active (promoted) version's weights when its adapter
+has the same shape (`init_from = "active"`), else starts from the base model.
+
+A thin main over library calls (transformers' Trainer, not TRL's SFTTrainer:
+we tokenize prompt and response ourselves to get exact label masks and pack
+whole examples with position ids, so SFTTrainer's own formatting, masking and
+packing would only have to be switched off again). The run is restartable:
+
+* it works in `models/.v{K}.partial/`: `plan.json` (the example ids and the
+  resolved config, fixed when the run starts), `checkpoints/` (Trainer
+  checkpoints) and `out/` (the final artifacts);
+* a restart finds the partial directory, rebuilds the same data from the plan
+  and resumes from the last complete checkpoint;
+* only when everything is written does `out/` become `models/v{K}/` (one
+  rename), and only then is the version registered — a killed run never
+  registers a half-written version. A version directory that exists but was
+  not registered (killed between rename and register) is registered on the
+  next start.
+
+Under `accelerate launch` every process runs this; the main process plans,
+renames and registers, the others follow the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from store.errors import ConfigError, EvoError, InputError
+from trainer.config import TrainerConfig
+from trainer.data import (
+    Collator,
+    TrainingMix,
+    build_dataset,
+    count_new,
+    pad_token_id,
+    select_mix,
+    starting_version,
+)
+
+PLAN = "plan.json"
+METRICS = "metrics.json"
+MANIFEST = "manifest.json"
+TRAIN_CONFIG = "train_config.json"  # not config.json: full fine-tuning writes the model's own there
+LOCK = ".train.lock"
+
+
+@dataclass
+class TrainResult:
+    version: str
+    path: Path
+    metrics: dict[str, Any]
+    resumed_from: str | None
+
+
+# --- files ------------------------------------------------------------------------------
+def _write_json(path: Path, value: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def partial_dir(models_dir: Path, version: str) -> Path:
+    return models_dir / f".{version}.partial"
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint whose trainer_state.json (written last) is complete."""
+    if not checkpoints.is_dir():
+        return None
+    found = []
+    for path in checkpoints.glob("checkpoint-*"):
+        suffix = path.name.rsplit("-", 1)[-1]
+        if path.is_dir() and suffix.isdigit():
+            found.append((int(suffix), path))
+    for _, path in sorted(found, reverse=True):
+        if _read_json(path / "trainer_state.json") is not None:
+            return str(path)
+    return None
+
+
+# --- registration -------------------------------------------------------------------------
+def register_version(store: Any, version_dir: Path) -> str:
+    """Record a finished version directory in the store (idempotent)."""
+    manifest = _read_json(version_dir / MANIFEST)
+    metrics = _read_json(version_dir / METRICS)
+    config = _read_json(version_dir / TRAIN_CONFIG)
+    if manifest is None or metrics is None or config is None:
+        raise EvoError(f"{version_dir} is not a complete model version")
+    version = manifest["version"]
+    trained = manifest["new"] + manifest["seed"] + manifest["replay"]
+    with store.transaction():
+        store.record_training_manifest(version, trained, role="train")
+        store.record_training_manifest(version, manifest["heldout"], role="heldout")
+        store.register_model_version(
+            version,
+            base=config["base_model"],
+            method=config["method"],
+            path=str(version_dir.resolve()),
+            round=manifest.get("round"),
+            metrics=metrics,
+            config=config,
+        )
+    return version
+
+
+def _register_orphans(store: Any, models_dir: Path) -> None:
+    """Register version directories a killed run renamed but did not register."""
+    for path in sorted(models_dir.glob("v*")):
+        manifest = _read_json(path / MANIFEST)
+        if manifest and store.model_version(manifest["version"]) is None:
+            register_version(store, path)
+
+
+# --- planning -----------------------------------------------------------------------------
+def _new_plan(store: Any, cfg: TrainerConfig, models_dir: Path) -> dict[str, Any]:
+    parent = starting_version(store, cfg)
+    parent_version = parent["version"] if parent else None
+    mix: TrainingMix = select_mix(store, cfg, random.Random(cfg.seed), parent=parent_version)
+    if not mix.new:
+        raise InputError(
+            "no new accepted examples to train on (every accepted example is a seed, "
+            f"held out, or already trained on by {parent_version or 'an earlier version'})"
+        )
+    version = store.next_model_version()
+    number = int(version.lstrip("v"))
+    while (models_dir / f"v{number}").exists():
+        number += 1
+    version = f"v{number}"
+    manifest = mix.manifest()
+    rounds = [e.round for e in mix.train]
+    return {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "round": max(rounds) if rounds else None,
+        "parent": {"version": parent_version, "path": parent["path"]} if parent else None,
+        "identity": cfg.identity(),
+        "config": cfg.model_dump(mode="json"),
+        "manifest": {"version": version, "round": max(rounds) if rounds else None, **manifest},
+    }
+
+
+def prepare_plan(
+    store: Any, cfg: TrainerConfig, models_dir: Path, *, fresh: bool
+) -> dict[str, Any]:
+    """Continue the killed run's plan if there is one, else plan a new version."""
+    partials = sorted(p for p in models_dir.glob(".v*.partial") if p.is_dir())
+    for path in partials:
+        plan = _read_json(path / PLAN)
+        if fresh or plan is None:
+            shutil.rmtree(path)
+            continue
+        if plan["identity"] != cfg.identity():
+            raise ConfigError(
+                f"{path} holds a killed run of {plan['version']} with a different trainer "
+                "config; restore that config to resume it, or pass --fresh to discard it",
+                field="trainer",
+            )
+        return plan
+    plan = _new_plan(store, cfg, models_dir)
+    work = partial_dir(models_dir, plan["version"])
+    work.mkdir(parents=True)
+    _write_json(work / PLAN, plan)
+    return plan
+
+
+# --- training -----------------------------------------------------------------------------
+def training_arguments(cfg: TrainerConfig, output_dir: Path) -> Any:
+    from transformers import TrainingArguments
+
+    from trainer.methods import resolve_precision
+
+    precision = resolve_precision(cfg)
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accumulation,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.resolved_learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=cfg.device == "cpu",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,  # the collator picks the columns; ids stay in the data
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+    )
+
+
+def _rate(tokens: int, seconds: float | None) -> float | None:
+    return tokens / seconds if tokens and seconds else None
+
+
+def _metrics(trainer: Any, output: Any, plan: dict[str, Any], stats: Any) -> dict[str, Any]:
+    manifest = plan["manifest"]
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    runtime = output.metrics.get("train_runtime")
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    return {
+        "train_loss": output.training_loss,
+        "first_logged_loss": losses[0] if losses else None,
+        "last_logged_loss": losses[-1] if losses else None,
+        "global_step": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_runtime_s": runtime,
+        "train_tokens_per_second": _rate(trainer.state.num_input_tokens_seen, runtime),
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "trainable_params": trainable,
+        "examples": {role: len(manifest[role]) for role in ("new", "seed", "replay", "heldout")},
+        "tokenization": stats.summary(),
+        "log_history": trainer.state.log_history,
+    }
+
+
+def _load_tokenizer(base_model: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(base_model)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load {base_model!r}: {exc}", field="trainer.base_model") from exc
+
+
+def train(
+    cfg: TrainerConfig,
+    project: str | Path,
+    *,
+    store: Any | None = None,
+    fresh: bool = False,
+    callbacks: list[Any] | None = None,
+) -> TrainResult:
+    """Train the next student version from the project's pool; resume a killed run first."""
+    from accelerate import PartialState
+    from filelock import FileLock, Timeout
+
+    from store import open_store
+    from trainer.methods import check_supported
+
+    if not cfg.base_model:
+        raise ConfigError(
+            "no base model to train: set trainer.base_model", field="trainer.base_model"
+        )
+    check_supported(cfg)  # fail before planning, so a bad config leaves no partial run
+    tokenizer = _load_tokenizer(cfg.base_model)
+    project = Path(project)
+    models_dir = project / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    own_store = store is None
+    store = store or open_store(project / "pool.db")
+    # Accelerate's state is a process-wide singleton: the first init decides, so tell it
+    # about a forced CPU here (a CPU run under torchrun then becomes MULTI_CPU, not NO).
+    state = PartialState(cpu=cfg.device == "cpu")
+    lock = FileLock(str(models_dir / LOCK))
+    try:
+        if state.is_main_process:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout as exc:
+                raise EvoError(f"another training run is using {models_dir}") from exc
+        with state.main_process_first():
+            if state.is_main_process:
+                _register_orphans(store, models_dir)
+            plan = prepare_plan(store, cfg, models_dir, fresh=fresh and state.is_main_process)
+        return _run(cfg, store, plan, models_dir, state, tokenizer, callbacks or [])
+    finally:
+        if lock.is_locked:
+            lock.release()
+        if own_store:
+            store.close()
+
+
+def _run(
+    cfg: TrainerConfig,
+    store: Any,
+    plan: dict[str, Any],
+    models_dir: Path,
+    state: Any,
+    tokenizer: Any,
+    callbacks: list[Any],
+) -> TrainResult:
+    from transformers import PrinterCallback, Trainer, set_seed
+
+    from trainer.evaluate import heldout_loss
+    from trainer.methods import prepare_model
+
+    version = plan["version"]
+    work = partial_dir(models_dir, version)
+    manifest = plan["manifest"]
+    examples = store.get_many(manifest["new"] + manifest["seed"] + manifest["replay"])
+    dataset, stats = build_dataset(examples, tokenizer, cfg)
+    if len(dataset) == 0:
+        raise InputError(f"every example of {version} was too long for max_length {cfg.max_length}")
+    set_seed(cfg.seed)  # before the adapter is created: its initial weights are random
+    parent = plan.get("parent") or {}
+    model = prepare_model(cfg, init_from=parent.get("path"))
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(cfg, work / "checkpoints"),
+        train_dataset=dataset,
+        data_collator=Collator(pad_token_id(tokenizer)),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    # Without tqdm the Trainer prints every log dict to stdout; the CLI prints, not the library.
+    trainer.remove_callback(PrinterCallback)
+    resume = last_complete_checkpoint(work / "checkpoints")
+    output = trainer.train(resume_from_checkpoint=resume)
+    metrics = _metrics(trainer, output, plan, stats)
+    metrics["resumed_from"] = Path(resume).name if resume else None
+    metrics["parent_version"] = parent.get("version")
+    if trainer.args.world_size == 1:
+        heldout = store.get_many(manifest["heldout"])
+        metrics["heldout_loss"] = heldout_loss(trainer.model, tokenizer, heldout, cfg).loss
+    out = work / "out"
+    if state.is_main_process and out.exists():
+        shutil.rmtree(out)  # left by a run killed while writing; rewritten whole below
+    state.wait_for_everyone()
+    # The Trainer turned the KV cache off for training; a saved full model must serve with it.
+    trainer.model.config.use_cache = True
+    trainer.save_model(str(out))  # adapter (or full weights) and tokenizer; all ranks for FSDP
+    final = models_dir / version
+    if state.is_main_process:
+        metrics["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        config = {
+            **cfg.model_dump(mode="json"),
+            "learning_rate": cfg.resolved_learning_rate,
+            "parent_version": parent.get("version"),  # the lineage "new" examples are new to
+        }
+        _write_json(out / METRICS, metrics)
+        _write_json(out / TRAIN_CONFIG, config)
+        _write_json(out / MANIFEST, {**manifest, "tokenization": stats.summary()})
+        os.replace(out, final)
+        shutil.rmtree(work)
+        register_version(store, final)
+    state.wait_for_everyone()
+    return TrainResult(version, final, metrics, metrics["resumed_from"])
+
+
+def training_due(store: Any, cfg: TrainerConfig, round_number: int) -> tuple[bool, str]:
+    """The graph's schedule: every `train_every` rounds, once `train_min_new` examples wait."""
+    if round_number % cfg.train_every != 0:
+        return False, f"round {round_number} is not a multiple of train_every={cfg.train_every}"
+    waiting = count_new(store, cfg)
+    if waiting < cfg.train_min_new:
+        return (
+            False,
+            f"{waiting} new accepted examples, fewer than train_min_new={cfg.train_min_new}",
+        )
+    return True, f"{waiting} new accepted examples"
