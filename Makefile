@@ -21,10 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	rm -rf demo-project
-	$(VENV)/bin/evoinstruct init demo-project
-	$(VENV)/bin/evoinstruct seed add demo-project/seeds/seed_tasks_en.jsonl demo-project/seeds/seed_tasks_zh.jsonl --project demo-project
-	$(VENV)/bin/evoinstruct status --project demo-project
+	$(VENV)/bin/evoinstruct demo --dir demo-project --force
 
 test: setup
 	$(PY) -m ruff check .

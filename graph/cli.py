@@ -415,6 +415,91 @@ def inspect_rejections(
             console.print(f"  - {sample['text']!r}  evidence: {sample['evidence']}", markup=False)
 
 
+@app.command()
+def report(
+    project: ProjectOpt = Path("."),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output directory (default <project>/reports)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write PNG plots and one self-contained HTML page about the pool, the rounds and the students.
+
+    Example: evoinstruct report -o /tmp/report
+    """
+    from graph.cli_report import report_command
+
+    raise typer.Exit(report_command(project, out, as_json))
+
+
+# --- the offline demo ---------------------------------------------------------------------
+
+DEMO_INTRO = (
+    "[bold]evoinstruct demo[/]: the whole loop on this machine, offline, in a few minutes. "
+    "Two tiny llama-shaped models are built here with random weights; the teacher is warmed up "
+    "for a few steps on the 16 example seeds so that it learns to stop. [bold]They write nonsense.[/] "
+    "Watch what every stage does with it: the filters, the store, the checkpoints, a LoRA training "
+    "of the student, its evaluation and promotion, and a round with the student generating.\n"
+)
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to create the demo project.")
+    ] = Path("demo-project"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over in a non-empty directory.")
+    ] = False,
+) -> None:
+    """Run the whole loop offline on tiny local models: seeds, rounds, training, promotion.
+
+    Example: evoinstruct demo --dir demo-project --force
+    """
+    import asyncio
+    import time
+
+    from graph.demo import run_demo
+    from graph.progress import ProgressView
+
+    console.print(DEMO_INTRO)
+    started = time.monotonic()
+    with ProgressView() as view:
+        result = asyncio.run(run_demo(directory, view, force=force))
+    root = result.project.root
+    with result.project.open_store() as store:
+        stats = store.pool_stats()
+        rejections = store.rejections()
+    console.print(
+        f"\n[bold]Done in {time.monotonic() - started:.0f} s[/]: rounds {', '.join(map(str, result.rounds))}."
+    )
+    console.print(
+        f"Pool: {stats['total']} examples — by status {stats['by_status']}, by source {stats['by_source']}."
+    )
+    counts: dict[tuple[str, str], int] = {}
+    for row in rejections:
+        counts[(row["stage"], row["reason"])] = counts.get((row["stage"], row["reason"]), 0) + 1
+    console.print("What the filters did with the nonsense:")
+    for (stage, reason), n in sorted(counts.items(), key=lambda kv: -kv[1])[:10]:
+        console.print(f"  {stage:>9} {reason}: {n}")
+    for version in result.versions:
+        gate = (version["metrics"].get("evaluation") or {}).get("gate") or {}
+        console.print(f"Student {version['version']}: {gate.get('reason', 'not evaluated')}")
+    console.print(f"Active student (the generator now): {result.active or 'none'}")
+    console.print("\nLook at what it made:")
+    for command in (
+        "status",
+        "inspect rounds",
+        "inspect rejections",
+        "inspect checkpoints --round 4",
+        "models list",
+        "report",
+        "export --format sharegpt -o demo.jsonl --with-lineage",
+    ):
+        console.print(f"  evoinstruct {command} --project {root}")
+
+
 # --- the trainer by hand, models -------------------------------------------------------------
 
 from graph import cli_train  # noqa: E402  (kept beside its registration)

@@ -23,6 +23,7 @@ from agents.models.config import ModelConfig, RolesConfig
 from agents.responder import ResponderConfig
 from agents.rewriter import RewriterConfig
 from agents.selector import SelectorConfig
+from graph.report_data import ReportConfig
 from store.errors import ConfigError
 from trainer.config import TrainerConfig
 
@@ -87,6 +88,7 @@ class RunConfig(BaseModel):
     rewriter: RewriterConfig = Field(default_factory=RewriterConfig)
     selector: SelectorConfig = Field(default_factory=SelectorConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     def check_roles(self) -> None:
         for role, name in self.roles.model_dump().items():

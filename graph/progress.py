@@ -65,6 +65,8 @@ class ProgressView:
             self._line(
                 f"resuming round {event['round']} at {', '.join(event['next']) or 'its start'}"
             )
+        elif kind == "note":
+            self._line(event["text"])
         elif kind == "stopping":
             self._line(
                 f"stopping before {', '.join(event['next'])}; `evoinstruct run` resumes round {event['round']} there"

@@ -435,19 +435,17 @@ class PoolMixin(StoreBase):
     def _sample_ids(self, where: str, n: int, rng: random.Random) -> list[str]:
         if n <= 0:
             return []
-        # Sampling rowids keeps this O(n) on a pool of any size, and reproducible under `rng`.
-        rows = self._query(f"SELECT rowid AS r FROM examples WHERE {where}")
-        rowids = [r["r"] for r in rows]
+        # Plain tuples, not sqlite-utils dicts: this runs on the whole pool every round.
+        rowids = [r[0] for r in self.db.conn.execute(f"SELECT rowid FROM examples WHERE {where}")]
         picked = rng.sample(rowids, min(n, len(rowids)))
         if not picked:
             return []
         marks = ",".join("?" * len(picked))
-        by_rowid = {
-            r["rowid"]: r["id"]
-            for r in self.db.query(
+        by_rowid = dict(
+            self.db.conn.execute(
                 f"SELECT rowid, id FROM examples WHERE rowid IN ({marks})", picked
-            )
-        }
+            ).fetchall()
+        )
         return [by_rowid[r] for r in picked]
 
     def pool_stats(self) -> dict[str, Any]:

@@ -1,0 +1,190 @@
+"""`evoinstruct demo`: the whole loop offline, on tiny models built on the spot.
+
+Seeding, three rounds of generate → evolve → respond → critique → rewrite →
+select, a LoRA training of the student, its evaluation and promotion, and one
+more round with the student as the generator. The models have random weights:
+they write nonsense, and the point is to watch every stage, the filters, the
+store, the checkpoints and a trained adapter work for real in a few minutes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from graph.daemon import DaemonOptions, DaemonResult, ProgressSink
+from graph.project import Project, init_project
+from store.errors import ProjectError
+from store.records import Example
+from trainer.warmup import warm_up
+
+DEMO_ROUNDS_BEFORE_TRAINING = 3
+WARM_UP_STEPS = 60
+
+# Settings that make a round take seconds on tiny models; every key is a normal config key.
+DEMO_SETTINGS = [
+    "loop.generate_calls=2",
+    "loop.evolve_per_round=4",
+    "loop.batch_size=32",
+    "generator.self_instruct_decoding.max_tokens=96",
+    "generator.instance_decoding.max_tokens=48",
+    "generator.instances_per_call=2",
+    "evolver.max_tokens=64",
+    "evolver.equality_max_tokens=8",
+    "responder.max_tokens=64",
+    "critic.judge.max_tokens=24",
+    "rewriter.max_tokens=96",
+    f"trainer.train_every={DEMO_ROUNDS_BEFORE_TRAINING}",
+    "trainer.train_min_new=1",
+    # A random tiny judge cannot write a score; let unscored answers that pass every
+    # cheap filter through, so the student has new examples to train on.
+    'selector.missing_score="pass"',
+    # Nor can it answer Equal / Not Equal: skip the evolver's LLM equality check.
+    "evolver.equality_check=false",
+    "trainer.max_steps=40",
+    "trainer.learning_rate=0.003",
+    "trainer.batch_size=8",
+    "trainer.grad_accumulation=1",
+    "trainer.save_steps=20",
+    "trainer.heldout_fraction=0.2",
+    "trainer.max_length=256",
+    'trainer.device="cpu"',
+]
+
+
+@dataclass
+class DemoResult:
+    project: Project
+    rounds: list[int] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    active: str | None = None
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars and notices would bury the demo's own view."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _seed_texts() -> list[str]:
+    """The example seeds' text: the tiny tokenizers learn their merges from it."""
+    import json
+
+    texts = []
+    for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
+        for line in (
+            (resources.files("prompts") / "seeds" / name).read_text(encoding="utf-8").splitlines()
+        ):
+            task = json.loads(line)
+            texts.append(task["instruction"])
+            texts.extend(f"{i['input']} {i['output']}" for i in task["instances"])
+    return texts
+
+
+def _seed_examples(project: Project) -> list[Example]:
+    from store.seeds import read_seed_file
+
+    examples = []
+    for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
+        for i, draft in enumerate(read_seed_file(project.root / "seeds" / name).drafts):
+            examples.append(
+                Example(
+                    id=f"{name}-{i}",
+                    instruction=draft.instruction,
+                    input=draft.input,
+                    output=draft.output,
+                    system="",
+                    source="seed",
+                    parent_id=None,
+                    operation=None,
+                    round=0,
+                    status="accepted",
+                    language=draft.language,
+                    model_version=None,
+                    template=None,
+                    depth=0,
+                    created_at="",
+                )
+            )
+    return examples
+
+
+def prepare_demo(
+    directory: Path, *, force: bool = False, progress: ProgressSink | None = None
+) -> tuple[Project, list[str]]:
+    """A fresh project with two tiny local models (teacher and student base) and the demo settings."""
+    from agents.models.tiny import DEFAULT_CORPUS, build_tiny_llama
+    from graph.config import RunConfig
+    from graph.config_toml import render_toml
+    from graph.project import CONFIG_HEADER
+
+    directory = directory.resolve()
+    if directory.exists() and any(directory.iterdir()):
+        if not force:
+            raise ProjectError(
+                "the demo directory is not empty (pass --force to start over)", file=str(directory)
+            )
+        shutil.rmtree(directory)
+    corpus = [*DEFAULT_CORPUS, *_seed_texts()]
+    teacher = build_tiny_llama(
+        directory / "tiny-models" / "teacher", corpus=corpus, seed=1, hidden_size=64
+    )
+    student = build_tiny_llama(
+        directory / "tiny-models" / "student", corpus=corpus, seed=2, hidden_size=64
+    )
+    project = init_project(directory)
+    say = progress or (lambda kind, event: None)
+    say(
+        "note",
+        {
+            "text": f"built two tiny models in {directory / 'tiny-models'}; warming up the teacher ({WARM_UP_STEPS} steps on the seeds)"
+        },
+    )
+    loss = warm_up(teacher, _seed_examples(project), steps=WARM_UP_STEPS)
+    say("note", {"text": f"teacher warmed up: mean training loss {loss:.2f}"})
+    settings = [
+        'models.teacher.backend="transformers"',
+        f'models.teacher.path="{teacher}"',
+        'models.teacher.device="cpu"',
+        "models.teacher.batch_size=32",
+        f'models.student.path="{student}"',
+        'models.student.device="cpu"',
+        "models.student.batch_size=32",
+        f'trainer.base_model="{student}"',
+        *DEMO_SETTINGS,
+    ]
+    config = project.load_config(settings)
+    # Keep the resolved settings in the project's own file, so every later command agrees.
+    project.config_path.write_text(render_toml(config, CONFIG_HEADER), encoding="utf-8")
+    RunConfig.model_validate(config.model_dump())
+    return project, settings
+
+
+async def run_demo(
+    directory: Path, progress: ProgressSink | None = None, *, force: bool = False
+) -> DemoResult:
+    from graph.runner import run_daemon
+    from store.seeds import add_seed_file
+
+    _quiet_libraries()
+    project, _ = prepare_demo(directory, force=force, progress=progress)
+    with project.open_store() as store:
+        for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
+            add_seed_file(store, project.root / "seeds" / name)
+    result = DemoResult(project)
+    first: DaemonResult = await run_daemon(
+        project, [], DaemonOptions(rounds=DEMO_ROUNDS_BEFORE_TRAINING), progress
+    )
+    result.rounds.extend(first.rounds_run)
+    second = await run_daemon(project, [], DaemonOptions(rounds=1), progress)
+    result.rounds.extend(second.rounds_run)
+    with project.open_store() as store:
+        result.versions = store.model_versions()
+        active = store.active_model()
+        result.active = active["version"] if active else None
+    return result

@@ -1,0 +1,89 @@
+"""`evoinstruct report` as a library: PNG plots of a project's pool and one self-contained HTML page.
+
+`build_report(store, out_dir)` reads the pool through the Store API
+(`report_data`), measures the diversity of each round's new instructions
+against the seeds (`report_diversity`), draws seven PNGs (`report_plots`:
+pool size, acceptance and rejections, score distributions, diversity,
+evolution depth, model cost, student evaluation) and writes `report.html`
+(`report_html`), which embeds them as base64 data URIs and needs no other
+file. Every piece of model text in the page goes through `html.escape`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from graph.report_data import ReportConfig, collect
+from graph.report_diversity import (
+    Alert,
+    Diversity,
+    Embedder,
+    distinct_n,
+    mean_pairwise_distance,
+    measure_diversity,
+)
+from graph.report_plots import PLOTS
+
+if TYPE_CHECKING:
+    from store import Store
+
+
+@dataclass
+class ReportResult:
+    """What `build_report` wrote, and the alerts it raised."""
+
+    pngs: dict[str, Path]
+    html: Path
+    alerts: list[Alert] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "html": str(self.html),
+            "pngs": {k: str(v) for k, v in self.pngs.items()},
+            "alerts": [{"round": a.round, "message": a.message} for a in self.alerts],
+            "notes": self.notes,
+        }
+
+
+def build_report(
+    store: Store,
+    out_dir: Path,
+    *,
+    embedder: Embedder | None = None,
+    config: ReportConfig | None = None,
+    title: str | None = None,
+) -> ReportResult:
+    """Write the PNGs and `report.html` into `out_dir`; returns their paths and the alerts.
+
+    `embedder` maps texts to vectors (sync or async, e.g. `model.embed`); without
+    one, or when it raises an EvoError, the hashed TF-IDF of `agents.diversity`
+    is used. An async embedder is run with `asyncio.run`: call this outside an
+    event loop (or through `asyncio.to_thread`).
+    """
+    from graph.report_html import render_html
+    from graph.report_plots import save_plots
+
+    config = config or ReportConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = collect(store, config, embedder, title or store.path.parent.name)
+    pngs = save_plots(data, config, out_dir)
+    html_path = out_dir / "report.html"
+    html_path.write_text(render_html(store, data, pngs, config), encoding="utf-8")
+    return ReportResult(pngs, html_path, data.diversity.alerts, data.diversity.notes)
+
+
+__all__ = [
+    "PLOTS",
+    "Alert",
+    "Diversity",
+    "ReportConfig",
+    "ReportResult",
+    "build_report",
+    "distinct_n",
+    "mean_pairwise_distance",
+    "measure_diversity",
+]

@@ -1,0 +1,78 @@
+"""The training branch for real: the graph trains the tiny student, evaluates it, promotes it,
+and the next round generates with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.models.factory import ModelSet, build_model
+from graph.daemon import Daemon, DaemonOptions
+from graph.deps import deps_for_project
+from graph.project import init_project
+from graph.training import activate_student
+from store.seeds import add_seed_file
+from tests.fake_teacher import scripted_teacher
+
+
+def _is_generation_prompt(request) -> bool:
+    return any(m["content"].startswith("Come up with a series") for m in request.messages)
+
+
+@pytest.mark.slow
+async def test_round_trains_promotes_and_the_student_generates_next(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    project = init_project(tmp_path / "proj")
+    overrides = [
+        f'models.student.path="{tiny_model_dir}"',
+        'models.student.device="cpu"',
+        f'trainer.base_model="{tiny_model_dir}"',
+        "trainer.train_every=1",
+        "trainer.train_min_new=1",
+        "trainer.max_steps=30",
+        "trainer.learning_rate=0.003",
+        "trainer.batch_size=8",
+        "trainer.grad_accumulation=1",
+        "trainer.save_steps=10",
+        'trainer.device="cpu"',
+        "trainer.heldout_fraction=0.2",
+        "trainer.max_length=256",
+        "generator.instance_decoding.max_tokens=32",
+        "generator.self_instruct_decoding.max_tokens=48",
+    ]
+    config = project.load_config(overrides)
+    teacher = scripted_teacher()
+
+    def builder(cfg, cache=None):
+        return build_model(cfg) if cfg.backend == "transformers" else teacher
+
+    models = ModelSet(config.models, config.roles, builder=builder)
+    deps = deps_for_project(project, config, models=models)
+    for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
+        add_seed_file(deps.store, project.root / "seeds" / name)
+
+    await Daemon(project, deps, DaemonOptions(rounds=1)).run()
+    versions = deps.store.model_versions()
+    assert [v["version"] for v in versions] == ["v1"]
+    metrics = deps.store.model_version("v1")["metrics"]
+    assert metrics["evaluation"]["heldout_loss"] < metrics["evaluation"]["baseline_loss"]
+    assert deps.store.active_model()["version"] == "v1"
+    assert (project.models_dir / "v1" / "adapter_config.json").is_file()
+
+    teacher_generation_calls = sum(_is_generation_prompt(r) for r in teacher.calls)
+    await Daemon(project, deps, DaemonOptions(rounds=1)).run()
+    assert deps.store.round(2)["model_version"] == "v1"
+    # The teacher wrote no task lists in round 2: the promoted student did.
+    assert sum(_is_generation_prompt(r) for r in teacher.calls) == teacher_generation_calls
+    student = deps.models.for_role("generator")
+    active = deps.store.active_model()["version"]  # round 2 may have trained and promoted v2
+    assert student is models.get("student") and student.adapter_version == active
+    assert deps.store.round(2)["counts"]["stages"]["generate"]["calls"] > 0
+
+    # A restarted daemon hands the active version to a fresh student model.
+    fresh = ModelSet(config.models, config.roles, builder=builder)
+    assert await activate_student(deps.store, fresh) == active
+    assert fresh.for_role("generator").adapter_version == active
+    deps.store.close()
