@@ -502,9 +502,10 @@ def demo(
 
 # --- the trainer by hand, models -------------------------------------------------------------
 
-from graph import cli_train  # noqa: E402  (kept beside its registration)
+from graph import cli_filter, cli_train  # noqa: E402  (kept beside their registration)
 from graph.cli_models import models_app  # noqa: E402
 
+app.command("filter")(cli_filter.filter_cli)
 app.command()(cli_train.train)
 app.command()(cli_train.evaluate)
 app.command()(cli_train.promote)

@@ -66,7 +66,6 @@ def _default_models() -> dict[str, ModelConfig]:
             backend="openai",
             base_url="http://127.0.0.1:8000/v1",
             model="Qwen/Qwen2.5-7B-Instruct",
-            api_key_env="OPENAI_API_KEY",
         ),
         "student": ModelConfig(backend="transformers", path="Qwen/Qwen2.5-0.5B-Instruct"),
     }
@@ -171,6 +170,10 @@ def load_config(
             ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(exc), file=str(file)) from exc
+    # Overrides refine the default models rather than replace the whole table.
+    data.setdefault(
+        "models", {n: m.model_dump(exclude_none=True) for n, m in _default_models().items()}
+    )
     env = os.environ if environ is None else environ
     for name, value in sorted(env.items()):
         if name.startswith(ENV_PREFIX):

@@ -190,7 +190,7 @@ async def respond(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
                 model_version=_version(model),
                 template=deps.prompts.template_name("respond"),
             )
-        _reject(deps, n, outcome.rejections, failures_are_verdicts=False)
+        deps.store.reject(outcome.rejections, n, failures_are_verdicts=False)
         deps.store.mark_done([e.id for e in batch], _mark("respond", n))
         counts.update(
             answered=len(outcome.answered), **_reasons(outcome.rejections), **_usage(outcome)
@@ -226,7 +226,7 @@ async def _eliminate(deps: Deps, n: int, runtime: Runtime[Deps]) -> Counter[str]
         }
         pairs = [(parents[c.parent_id], c) for c in batch if c.parent_id in parents]
         outcome = await evolver.eliminate(pairs, model, deps.prompts, deps.config.evolver)
-        _reject(deps, n, outcome.rejections)
+        deps.store.reject(outcome.rejections, n)
         deps.store.mark_done([c.id for c in batch], _mark("eliminate", n))
         counts.update(eliminated=len(outcome.rejections), **_reasons(outcome.rejections))
         emit(
@@ -237,24 +237,6 @@ async def _eliminate(deps: Deps, n: int, runtime: Runtime[Deps]) -> Counter[str]
             rejected=_reasons(outcome.rejections),
         )
     return counts
-
-
-def _reject(
-    deps: Deps, n: int, rejections: Sequence[Rejection], *, failures_are_verdicts: bool = True
-) -> None:
-    """Record rejections and move their examples out of the candidates.
-
-    Where a failed model call says nothing about the example (respond, critique),
-    it stays a candidate: the next round answers it again, or select decides on
-    its missing score.
-    """
-    deps.store.record_rejections(rejections, n)
-    verdicts = [
-        r.example_id
-        for r in rejections
-        if r.example_id and (failures_are_verdicts or not r.reason.startswith("model_failure"))
-    ]
-    deps.store.set_status(verdicts, "rejected")
 
 
 def _version(model: Any) -> str:
@@ -281,7 +263,7 @@ async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
             tagger=models.for_role("tagger") if deps.config.critic.instag.enabled else None,
         )
         deps.store.record_scores(outcome.scores, n)
-        _reject(deps, n, outcome.rejections, failures_are_verdicts=False)
+        deps.store.reject(outcome.rejections, n, failures_are_verdicts=False)
         for example_id, tags in outcome.tags.items():
             deps.store.update_meta(example_id, tags=tags)
         deps.store.mark_done([e.id for e in batch], _mark("critique", n))
@@ -314,13 +296,8 @@ async def rewrite(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         outcome = await rewriter.rewrite_examples(
             batch, model, deps.prompts, deps.config.rewriter, rng
         )
-        for draft in outcome.drafts:
-            child = deps.store.add_candidates([draft], round=n).ids[0]
-            deps.store.copy_scores(
-                draft.parent_id, child, n, "inherited from the original before ReAlign"
-            )
-            deps.store.mark_done([child], _mark("rewrite", n))
-            deps.store.set_status([draft.parent_id], "superseded")
+        children = deps.store.add_rewrites(outcome.drafts, n)
+        deps.store.mark_done(list(children.values()), _mark("rewrite", n))
         # A rewrite rejection keeps the original: it is recorded, never a reason to drop it.
         deps.store.record_rejections(outcome.rejections, n)
         deps.store.mark_done([e.id for e in batch], _mark("rewrite", n))
@@ -369,7 +346,7 @@ async def select(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     )
     with deps.store.transaction():
         deps.store.set_status(outcome.accepted + seeds, "accepted")
-        _reject(deps, n, outcome.rejections)
+        deps.store.reject(outcome.rejections, n)
         deps.store.mark_done([e.id for e in candidates], _mark("select", n))
     reasons = _reasons(outcome.rejections)
     emit(

@@ -397,6 +397,44 @@ class PoolMixin(StoreBase):
             with self.transaction() as db:
                 db["rejections"].insert_all(rows, ignore=True, batch_size=500)
 
+    def reject(
+        self, rejections: Sequence[Rejection], round: int, *, failures_are_verdicts: bool = True
+    ) -> None:
+        """Record rejections and move their examples out of the candidates, in one transaction.
+
+        Where a failed model call says nothing about the example (answering,
+        judging), pass `failures_are_verdicts=False`: it stays a candidate, and a
+        later round (or a re-run) tries it again.
+        """
+        verdicts = [
+            r.example_id
+            for r in rejections
+            if r.example_id and (failures_are_verdicts or not r.reason.startswith("model_failure"))
+        ]
+        with self.transaction():
+            self.record_rejections(rejections, round)
+            self.set_status(verdicts, "rejected")
+
+    def add_rewrites(
+        self, drafts: Sequence[ExampleDraft], round: int, *, supersede: bool = True
+    ) -> dict[str, str]:
+        """Add kept ReAlign rewrites, each inheriting its original's scores (and, with
+        `supersede`, replacing it at once). Returns original id → rewrite id.
+        """
+        children: dict[str, str] = {}
+        with self.transaction():
+            ids = self.add_candidates(list(drafts), round=round).ids if drafts else []
+            for draft, child in zip(drafts, ids, strict=True):
+                if draft.parent_id is None:
+                    continue
+                self.copy_scores(
+                    draft.parent_id, child, round, "inherited from the original before ReAlign"
+                )
+                children[draft.parent_id] = child
+            if supersede:
+                self.set_status(list(children), "superseded")
+        return children
+
     def rejections(
         self,
         *,

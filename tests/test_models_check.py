@@ -59,10 +59,11 @@ async def test_bench_measures_throughput_latency_and_failures() -> None:
         result = await bench_model(_cfg(server.url), requests=60, concurrency=6, max_tokens=5)
     assert result.ok == 57 and result.failures == {"server": 3}
     assert server.max_in_flight == 6
-    # 60 requests, 6 at a time, 50 ms each: ~0.5 s, so close to 120 requests/s.
-    assert 60 < result.requests_per_s <= 125
+    # 60 requests, 6 at a time, 50 ms each: at most 120 requests/s. The lower bound is loose:
+    # a loaded CI machine is slower, and speed targets belong in bench/, not in tests.
+    assert 10 < result.requests_per_s <= 125
     assert result.tokens_per_s == pytest.approx(result.requests_per_s * 5, rel=0.01)
-    assert 0.05 <= result.latency_p50_s <= result.latency_p90_s <= result.latency_p99_s < 0.5
+    assert 0.05 <= result.latency_p50_s <= result.latency_p90_s <= result.latency_p99_s < 5
     assert result.client_cpu_ms_per_request > 0
 
 
