@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.models.base import ChatModel, ChatRequest, Result
+from agents.outcome import AgentOutcome
 from agents.textstats import count_words, find_phrase, only_punctuation_and_stopwords
 from prompts.library import PromptLibrary
 from store.records import Example, ExampleDraft, Rejection
@@ -122,43 +123,18 @@ class EvolverConfig(BaseModel):
 
 
 @dataclass
-class EvolveOutcome:
+class EvolveOutcome(AgentOutcome):
     """Evolved drafts (without outputs), rejections, usage and the operations drawn."""
 
     drafts: list[ExampleDraft] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    calls: int = 0
-    tokens: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
     operations: Counter[str] = field(default_factory=Counter)
-
-    def reasons(self) -> Counter[str]:
-        """Failure counts per reason."""
-        return Counter(r.reason for r in self.rejections)
 
 
 @dataclass
-class EliminateOutcome:
+class EliminateOutcome(AgentOutcome):
     """Children that survived the elimination rules, and a rejection for each that did not."""
 
     kept: list[Any] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    calls: int = 0
-    tokens: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-
-    def reasons(self) -> Counter[str]:
-        """Failure counts per reason."""
-        return Counter(r.reason for r in self.rejections)
-
-
-def _count(outcome: EvolveOutcome | EliminateOutcome, result: Result) -> bool:
-    outcome.calls += 1
-    if not result.ok:
-        outcome.failures[result.kind] += 1
-        return False
-    outcome.tokens += result.prompt_tokens + result.completion_tokens
-    return True
 
 
 def prompt_text(item: Example | ExampleDraft) -> str:
@@ -270,7 +246,7 @@ def _take_rewrite(
             Rejection(STAGE, reason, evidence, raw, parent.id, parent.instruction)
         )
 
-    if not _count(outcome, result):
+    if not outcome.count(result):
         reject(f"model_failure:{result.kind}", result.message)
         return
     evolved, problem = parse_evolved(result.text, result.finish_reason)
@@ -356,7 +332,7 @@ async def eliminate(
     ]
     results = await model.generate(requests)
     for (_, child), result in zip(survivors, results, strict=True):
-        if not _count(outcome, result):
+        if not outcome.count(result):
             _reject_child(outcome, child, f"model_failure:{result.kind}", None, result.message)
             continue
         verdict = parse_equality(result.text)

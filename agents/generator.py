@@ -16,7 +16,6 @@ import dataclasses
 import re
 import string
 import unicodedata
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from random import Random
@@ -24,7 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models.base import ChatModel, ChatRequest, Result
+from agents.models.base import ChatModel, ChatRequest
+from agents.outcome import AgentOutcome
 from agents.textstats import count_words, find_phrase, is_punctuation
 from prompts.library import PromptLibrary
 from store.records import Example, ExampleDraft, Rejection
@@ -173,29 +173,13 @@ class Instance:
 
 
 @dataclass
-class GenerateOutcome:
+class GenerateOutcome(AgentOutcome):
     """Kept drafts, rejections with reasons, and usage counters."""
 
     drafts: list[ExampleDraft] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    calls: int = 0
-    tokens: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-
-    def reasons(self) -> Counter[str]:
-        return Counter(r.reason for r in self.rejections)
 
     def _reject(self, reason: str, text: str | None, raw: str | None, evidence: Any = None) -> None:
         self.rejections.append(Rejection(STAGE, reason, evidence, raw, None, text))
-
-    def _count(self, result: Result) -> bool:
-        """Tally one call; False (and a recorded failure kind) when it failed."""
-        self.calls += 1
-        if not result.ok:
-            self.failures[result.kind] += 1
-            return False
-        self.tokens += result.prompt_tokens + result.completion_tokens
-        return True
 
 
 # --- numbering -------------------------------------------------------------
@@ -503,7 +487,7 @@ async def generate(
         plans.append((shuffled, *_render_generation(shuffled, prompts, config)))
     results = await model.generate([plan[2] for plan in plans]) if plans else []
     for (demos, name, _, first), result in zip(plans, results, strict=True):
-        if not outcome._count(result):
+        if not outcome.count(result):
             outcome._reject(f"model_failure:{result.kind}", None, result.message)
             continue
         tasks, problems = parse_tasks(
@@ -564,7 +548,7 @@ async def _classify(
     ]
     results = await model.generate(requests) if requests else []
     for i, result in zip(ask, results, strict=True):
-        if not outcome._count(result):
+        if not outcome.count(result):
             outcome._reject(f"model_failure:{result.kind}", drafts[i].instruction, result.message)
             flags[i] = None
             continue
@@ -610,7 +594,7 @@ async def generate_instances(
     ]
     results = await model.generate(requests) if requests else []
     for (draft, flag), result in zip(todo, results, strict=True):
-        if not outcome._count(result):
+        if not outcome.count(result):
             outcome._reject(f"model_failure:{result.kind}", draft.instruction, result.message)
             continue
         instances, dropped = parse_instances(result.text, result.finish_reason, output_first=flag)

@@ -11,7 +11,6 @@ carry a system prompt keep it.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from random import Random
@@ -20,6 +19,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.models.base import ChatModel, ChatRequest, Message
+from agents.outcome import AgentOutcome
 from prompts.library import PromptLibrary
 from store.errors import ConfigError
 from store.records import Example, ExampleDraft, Rejection
@@ -53,18 +53,11 @@ class ResponderConfig(BaseModel):
 
 
 @dataclass
-class RespondOutcome:
+class RespondOutcome(AgentOutcome):
     """Answered items (same type as given), items skipped because they had an output, rejections."""
 
     answered: list[Any] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    calls: int = 0
-    tokens: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-
-    def reasons(self) -> Counter[str]:
-        return Counter(r.reason for r in self.rejections)
 
 
 def load_bank(prompts: PromptLibrary, name: str) -> dict[str, Any]:
@@ -125,12 +118,9 @@ async def respond(
     results = await model.generate(requests)
     version = model.adapter_version or model.model_id
     for item, system, result in zip(todo, systems, results, strict=True):
-        outcome.calls += 1
-        if not result.ok:
-            outcome.failures[result.kind] += 1
+        if not outcome.count(result):
             _reject(outcome, item, f"model_failure:{result.kind}", None, result.message)
             continue
-        outcome.tokens += result.prompt_tokens + result.completion_tokens
         answer = result.text.strip()
         if result.truncated and config.on_truncated == "reject":
             _reject(outcome, item, "truncated", "finish_reason=length", result.text)

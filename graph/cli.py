@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from graph.cli_common import JsonOpt, ProjectOpt, SetOpt, console, open_project, print_json
 from store.errors import EvoError
 
 app = typer.Typer(
@@ -29,31 +29,6 @@ inspect_app = typer.Typer(
     help="Look into rounds, checkpoints, lineages and rejections.", no_args_is_help=True
 )
 app.add_typer(inspect_app, name="inspect")
-
-console = Console()
-err_console = Console(stderr=True)
-
-ProjectOpt = Annotated[
-    Path,
-    typer.Option(
-        "--project", "-p", envvar="EVOINSTRUCT_PROJECT", help="Project directory.", show_default="."
-    ),
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
-
-
-def _project(path: Path):
-    from graph.project import Project
-
-    return Project(path.resolve()).require()
-
-
-def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 @app.command()
@@ -95,7 +70,7 @@ def seed_add(
     """
     from store.seeds import add_seed_file, read_seed_file
 
-    proj = _project(project)
+    proj = open_project(project)
     for file in files:  # Read every file first, so one bad file writes nothing at all.
         read_seed_file(file, format)
     reports = []
@@ -145,7 +120,7 @@ def status(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
 
     Example: evoinstruct status --json
     """
-    report = status_report(_project(project))
+    report = status_report(open_project(project))
     if as_json:
         print_json(report)
         return
@@ -216,7 +191,7 @@ def export(
         round=round,
         min_scores=parse_min_score(list(min_score or [])),
     )
-    with _project(project).open_store() as store:
+    with open_project(project).open_store() as store:
         n = run_export(store, format, out, filt, with_lineage=with_lineage)
     console.print(f"Wrote {n} examples to {out} ({format})")
 
@@ -253,7 +228,7 @@ def run(
     from graph.runner import detach as start_detached
     from graph.runner import run_daemon
 
-    proj = _project(project)
+    proj = open_project(project)
     proj.load_config(set_ or [])  # a bad config fails here, before anything starts
     if detach:
         args = ["run", "--project", str(proj.root), "--rounds", str(rounds)]
@@ -285,7 +260,7 @@ def stop(
     """
     from graph.runner import request_stop
 
-    pid = request_stop(_project(project), wait_s=wait)
+    pid = request_stop(open_project(project), wait_s=wait)
     console.print("No daemon is running." if pid is None else f"Daemon pid {pid} stopped.")
 
 
@@ -300,7 +275,7 @@ def inspect_rounds(project: ProjectOpt = Path("."), as_json: JsonOpt = False) ->
     """
     from graph.inspect import rounds_report
 
-    with _project(project).open_store() as store:
+    with open_project(project).open_store() as store:
         rows = rounds_report(store)
     if as_json:
         print_json(rows)
@@ -345,7 +320,7 @@ def inspect_checkpoints(
 
     from graph.inspect import checkpoints_report
 
-    rows = asyncio.run(checkpoints_report(_project(project), round))
+    rows = asyncio.run(checkpoints_report(open_project(project), round))
     if as_json:
         print_json(rows)
         return
@@ -382,7 +357,7 @@ def inspect_example(
     from graph.inspect import example_tree
     from graph.lineage_view import render_tree
 
-    with _project(project).open_store() as store:
+    with open_project(project).open_store() as store:
         tree = example_tree(store, example_id)
     if as_json:
         print_json(tree)
@@ -404,7 +379,7 @@ def inspect_rejections(
     """
     from graph.inspect import rejections_report
 
-    with _project(project).open_store() as store:
+    with open_project(project).open_store() as store:
         groups = rejections_report(store, stage=stage, reason=reason, samples=samples)
     if as_json:
         print_json(groups)
@@ -524,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
-        err_console.print("aborted")
+        sys.stderr.write("aborted\n")
         raise SystemExit(1) from None
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
         import click

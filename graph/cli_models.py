@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from agents.models.check import bench_model, check_models
 from agents.models.config import ModelConfig
+from graph.cli_common import ProjectOpt, SetOpt
 from store.errors import InputError
 
 models_app = typer.Typer(
@@ -89,21 +89,10 @@ def bench_command(
     return 0 if result.ok else 1
 
 
-ProjectOpt = Annotated[
-    Path,
-    typer.Option(
-        "--project", "-p", envvar="EVOINSTRUCT_PROJECT", help="Project directory.", show_default="."
-    ),
-]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config value: section.key=value.")
-]
-
-
 def _models(project: Path, overrides: list[str] | None) -> dict[str, ModelConfig]:
-    from graph.project import Project
+    from graph.cli_common import open_project
 
-    return Project(project.resolve()).require().load_config(overrides or []).models
+    return open_project(project).load_config(overrides or []).models
 
 
 @models_app.command("check")

@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-
-ProjectOpt = Annotated[
-    Path,
-    typer.Option(
-        "--project", "-p", envvar="EVOINSTRUCT_PROJECT", help="Project directory.", show_default="."
-    ),
-]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config value: section.key=value.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _project(path: Path) -> Any:
-    from graph.project import Project
-
-    return Project(path.resolve()).require()
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+from graph.cli_common import JsonOpt, ProjectOpt, SetOpt, console, open_project, print_json
 
 
 def train(
@@ -54,7 +30,7 @@ def train(
     """
     from trainer.train import train as run_training
 
-    proj = _project(project)
+    proj = open_project(project)
     cfg = proj.load_config(set_ or []).trainer
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": max_steps})
@@ -66,7 +42,7 @@ def train(
         **result.metrics,
     }
     if as_json:
-        _print_json(summary)
+        print_json(summary)
     else:
         console.print(
             f"Trained {result.version} in {result.path}: train loss {result.metrics.get('train_loss')}, "
@@ -86,13 +62,13 @@ def evaluate(
     """
     from trainer.evaluate import evaluate_version
 
-    proj = _project(project)
+    proj = open_project(project)
     cfg = proj.load_config(set_ or []).trainer
     with proj.open_store() as store:
         evaluation = asyncio.run(evaluate_version(store, version, cfg))
     metrics = evaluation.metrics()
     if as_json:
-        _print_json({"version": version, **metrics})
+        print_json({"version": version, **metrics})
     else:
         verdict = "would be promoted" if evaluation.decision.promote else "would not be promoted"
         console.print(f"{version} {verdict}: {evaluation.decision.reason}")
@@ -109,7 +85,7 @@ def promote(
     """
     from trainer.promote import promote as do_promote
 
-    with _project(project).open_store() as store:
+    with open_project(project).open_store() as store:
         do_promote(store, version, reason)
     console.print(f"{version} is now the active student; the next round generates with it.")
 
@@ -124,7 +100,7 @@ def rollback(
     """
     from trainer.promote import rollback as do_rollback
 
-    with _project(project).open_store() as store:
+    with open_project(project).open_store() as store:
         row = do_rollback(store, reason)
     console.print(
         f"Active student: {row['version'] if row else 'none (the teacher generates again)'}"
@@ -138,10 +114,10 @@ def models_list(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> No
     """
     from trainer.promote import versions_table
 
-    with _project(project).open_store() as store:
+    with open_project(project).open_store() as store:
         rows = versions_table(store)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         console.print("No student versions yet: `evoinstruct train` makes the first.")

@@ -173,3 +173,39 @@ def test_api_key_never_reaches_disk(served_project, tmp_path: Path) -> None:
     ]:
         if path.exists():
             assert SECRET.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_detached_daemon_shows_in_status_and_stops(served_project) -> None:
+    project, _server = served_project
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "graph.cli", *args, "-p", str(project)],
+            cwd=str(ROOT),
+            env={**__import__("os").environ, **ENV},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    started = cli("run", "--forever", "--detach")
+    assert started.returncode == 0 and "Daemon started" in started.stdout
+
+    def running() -> dict | None:
+        import json
+
+        daemon = json.loads(cli("status", "--json").stdout)["daemon"]
+        return daemon if daemon and daemon["running"] and daemon["round"] else None
+
+    assert wait_for(running, 60, interval=0.3)
+    daemon = running()
+    assert daemon["pid"] and daemon["stage"] and daemon["heartbeat_at"]
+    again = cli("run", "--detach")
+    assert again.returncode == 2 and "already running" in again.stderr
+    stopped = cli("stop")
+    assert stopped.returncode == 0 and f"pid {daemon['pid']} stopped" in stopped.stdout
+    assert not cli("status", "--json").stdout.count('"running": true')
+    assert (
+        "stopping before" in (project / "daemon.log").read_text() or finished_rounds(project) >= 1
+    )
