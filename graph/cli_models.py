@@ -1,8 +1,8 @@
 """`evoinstruct models check|bench`: reach the configured models, and size a run before starting it.
 
-The lead's root CLI loads the run config and passes `{"models": {name:
-ModelConfig}}` as `ctx.obj`; these commands call the library in
-`agents.models.check` and print a table (or JSON with `--json`).
+The commands load the project's config (with `--set` overrides), call the library
+in `agents.models.check` and print a table (or JSON with `--json`). The library
+loads lazily so the rest of the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from agents.models.check import bench_model, check_models
-from agents.models.config import ModelConfig
 from graph.cli_common import ProjectOpt, SetOpt
 from store.errors import InputError
+
+if TYPE_CHECKING:
+    from agents.models.config import ModelConfig
 
 models_app = typer.Typer(
     help="Reach the configured models and size a run before starting it.",
@@ -32,6 +34,8 @@ def _ms(seconds: float | None) -> str:
 
 def check_command(models: dict[str, ModelConfig], as_json: bool) -> int:
     """Check every model; print the outcome; exit code 0 when all answered, else 1."""
+    from agents.models.check import check_models
+
     results = asyncio.run(check_models(models))
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2))
@@ -55,6 +59,8 @@ def bench_command(
     as_json: bool,
 ) -> int:
     """Benchmark one model; print the figures; exit code 1 when no request succeeded."""
+    from agents.models.check import bench_model
+
     if name not in models:
         known = ", ".join(sorted(models)) or "none"
         raise InputError(f"no model named {name!r} is configured (models: {known})", field="MODEL")

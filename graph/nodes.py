@@ -250,6 +250,7 @@ async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     models = deps.models
     total = deps.store.count_examples(status="candidate", has_output=True, max_round=n)
     counts: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
     rng = deps.rng(n, "critique")
     for batch in _batches(deps, n, "critique", has_output=True):
         outcome = await critic.critique(
@@ -268,6 +269,7 @@ async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
             deps.store.update_meta(example_id, tags=tags)
         deps.store.mark_done([e.id for e in batch], _mark("critique", n))
         counts.update(scored=len(batch), **dict(outcome.counters), **_reasons(outcome.rejections))
+        dropped.update(_reasons(outcome.rejections))
         emit(
             runtime,
             "critique",
@@ -277,7 +279,15 @@ async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
             rejected=_reasons(outcome.rejections),
             new_calls=outcome.counters.get("calls", 0),
         )
-    emit(runtime, "critique", done=counts["scored"], total=total, final=True)
+    emit(
+        runtime,
+        "critique",
+        done=counts["scored"],
+        total=total,
+        final=True,
+        accepted=counts["kept"],
+        rejected=dict(dropped),
+    )
     return {"counts": {"critique": dict(counts)}}
 
 

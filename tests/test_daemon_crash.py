@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -183,7 +184,7 @@ def test_detached_daemon_shows_in_status_and_stops(served_project) -> None:
         return subprocess.run(
             [sys.executable, "-m", "graph.cli", *args, "-p", str(project)],
             cwd=str(ROOT),
-            env={**__import__("os").environ, **ENV},
+            env={**os.environ, **ENV},
             capture_output=True,
             text=True,
             timeout=120,

@@ -15,6 +15,7 @@ from graph.build import PIPELINE, build_graph, route_after_commit, route_after_e
 from graph.daemon import Daemon, DaemonOptions, run_config
 from graph.deps import deps_for_project
 from graph.project import Project, init_project
+from store.records import ExampleDraft
 from store.seeds import add_seed_file
 from tests.fake_teacher import scripted_teacher
 
@@ -176,3 +177,27 @@ def test_seed_added_between_rounds_is_picked_up(deps, tmp_path: Path) -> None:
 def test_project_paths(tmp_path: Path) -> None:
     project = Project(tmp_path)
     assert project.checkpoints_path.name == "checkpoints.db" and project.pool_path.name == "pool.db"
+
+
+async def test_project_prompt_overrides_reach_the_agents(deps) -> None:
+    """A user's own template in <project>/prompts/ replaces the packaged one for that round."""
+    custom = deps.project.prompts_dir / "en"
+    custom.mkdir(parents=True)
+    (custom / "respond.jinja2").write_text(
+        "{# variables: instruction, input | output: the answer #}\nHOUSE STYLE. {{ instruction }} {{ input }}\n",
+        encoding="utf-8",
+    )
+    from prompts.library import PromptLibrary
+
+    deps.prompts = PromptLibrary("en", override_dir=deps.project.prompts_dir)
+    ids = deps.store.add_candidates(
+        [ExampleDraft("Name three rivers in Asia.")],
+        1,
+    ).ids
+    await nodes.respond({"round": 1}, Runtime(context=deps))
+    teacher = deps.extras["teacher"]
+    assert any(
+        r.messages[-1]["content"].startswith("HOUSE STYLE. Name three rivers")
+        for r in teacher.calls
+    )
+    assert deps.store.get(ids[0]).output
