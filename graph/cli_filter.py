@@ -22,7 +22,7 @@ from rich.table import Table
 from graph.filter_steps import DEFAULT_STEPS, STEPS
 
 if TYPE_CHECKING:
-    from graph.filter_pipeline import FilterReport
+    from graph.filter_report import FilterReport
 
 console = Console()
 err_console = Console(stderr=True)

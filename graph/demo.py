@@ -65,10 +65,13 @@ class DemoResult:
 
 def _quiet_libraries() -> None:
     """Library progress bars and notices would bury the demo's own view."""
+    import warnings
+
     from transformers.utils import logging
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def _seed_texts() -> list[str]:

@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +44,7 @@ from agents.deita import KINDS as DEITA_DIMENSIONS
 from agents.rewriter import RewriterConfig
 from agents.selector import ALL_STEPS as SELECTOR_STEPS
 from agents.selector import SelectorConfig, SelectorIndexes
+from graph.filter_report import Fate, FilterReport, count_reasons, group_samples, write_json
 from graph.filter_steps import DEFAULT_STEPS, STEPS
 from prompts.library import PromptLibrary
 from store.errors import ConfigError, InputError, ProjectError
@@ -58,8 +58,6 @@ if TYPE_CHECKING:
     from store import Store
 
 IMPORT = "import"  # the stage of what never became an example: copies, items without output
-SAMPLES_PER_REASON = 5
-SAMPLE_CHARS = 400
 STATS_DIMENSIONS = ("instruction_words", "output_words", "mtld", "repetition", "refusal")
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -208,107 +206,6 @@ def failed_ids(rejections: Sequence[Rejection]) -> set[str]:
     }
 
 
-# --- the report ---------------------------------------------------------------------------
-
-
-@dataclass
-class FilterReport:
-    """What a filter run did; `counts` are dropped input examples by stage and reason."""
-
-    input_path: Path
-    out_path: Path
-    report_path: Path
-    work_dir: Path
-    format: str
-    steps: list[str]
-    budget: int | None
-    generation: int
-    resumed: bool
-    input_count: int
-    kept_count: int
-    rewritten_count: int = 0
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    unfinished: dict[str, int] = field(default_factory=dict)
-    requests: int = 0
-
-    @property
-    def dropped_count(self) -> int:
-        return sum(n for reasons in self.counts.values() for n in reasons.values())
-
-    @property
-    def unfinished_count(self) -> int:
-        return sum(self.unfinished.values())
-
-    @property
-    def by_reason(self) -> dict[str, int]:
-        return {f"{s}/{r}": n for s, reasons in self.counts.items() for r, n in reasons.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
-        out.update(dropped_count=self.dropped_count, unfinished_count=self.unfinished_count)
-        return out
-
-
-@dataclass
-class _Fate:
-    """Why one input example is not in the output."""
-
-    position: int
-    stage: str
-    reason: str
-    evidence: Any = None
-    raw_output: str | None = None
-    example: ExampleDraft | Example | None = None
-
-
-def _clip(text: str | None) -> str | None:
-    if text is None or len(text) <= SAMPLE_CHARS:
-        return text
-    return text[:SAMPLE_CHARS] + "…"
-
-
-def _sample(fate: _Fate) -> dict[str, Any]:
-    ex = fate.example
-    return {
-        "position": fate.position,
-        "id": getattr(ex, "id", None),
-        "instruction": _clip(ex.instruction) if ex else None,
-        "input": _clip(ex.input) if ex else None,
-        "output": _clip(ex.output) if ex else None,
-        "evidence": fate.evidence,
-        "raw_output": _clip(fate.raw_output),
-    }
-
-
-def _groups(fates: Sequence[_Fate]) -> list[dict[str, Any]]:
-    grouped: dict[tuple[str, str], list[_Fate]] = {}
-    for fate in sorted(fates, key=lambda f: f.position):
-        grouped.setdefault((fate.stage, fate.reason), []).append(fate)
-    return [
-        {
-            "stage": stage,
-            "reason": reason,
-            "count": len(items),
-            "samples": [_sample(f) for f in items[:SAMPLES_PER_REASON]],
-        }
-        for (stage, reason), items in sorted(grouped.items(), key=lambda kv: -len(kv[1]))
-    ]
-
-
-def _counts(fates: Sequence[_Fate]) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    for fate in fates:
-        stage = counts.setdefault(fate.stage, {})
-        stage[fate.reason] = stage.get(fate.reason, 0) + 1
-    return counts
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(value, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class _InputOrder:
     """The store as export sees it, kept examples in input order (a rewrite at its original's place)."""
 
@@ -398,7 +295,7 @@ class _FilterRun:
 
     def import_(
         self, drafts: Sequence[ExampleDraft], *, reset: bool
-    ) -> tuple[list[str], list[_Fate]]:
+    ) -> tuple[list[str], list[Fate]]:
         """Add the input as candidates; copies and items without a response never get further.
 
         With `reset` (new settings) every example is a candidate again: each
@@ -408,13 +305,13 @@ class _FilterRun:
         if reset:
             self.store.set_status(list(dict.fromkeys(ids)), "candidate")
         first: dict[str, int] = {}
-        fates: list[_Fate] = []
+        fates: list[Fate] = []
         for i, eid in enumerate(ids):
             if eid in first:
                 j = first[eid]
                 same = (drafts[i].output or "") == (drafts[j].output or "")
                 evidence = {"duplicate_of": eid, "first_position": j, "same_response": same}
-                fates.append(_Fate(i, IMPORT, "exact_duplicate", evidence, example=drafts[i]))
+                fates.append(Fate(i, IMPORT, "exact_duplicate", evidence, example=drafts[i]))
             else:
                 first[eid] = i
         missing = [
@@ -570,12 +467,12 @@ class _FilterRun:
 
     def fates(
         self, ids: Sequence[str], kept: set[str], examples: dict[str, Example]
-    ) -> tuple[list[_Fate], dict[str, int]]:
+    ) -> tuple[list[Fate], dict[str, int]]:
         """Why each distinct input example is not kept; model failures are unfinished, not dropped."""
         rows: dict[str, list[dict[str, Any]]] = {}
         for row in self.store.rejections(round=self.n):
             rows.setdefault(row["example_id"], []).append(row)
-        fates: list[_Fate] = []
+        fates: list[Fate] = []
         unfinished: Counter[str] = Counter()
         first: dict[str, int] = {}
         for i, eid in enumerate(ids):
@@ -594,7 +491,7 @@ class _FilterRun:
                 unfinished[mine[-1]["reason"] if mine else "not_processed"] += 1
                 continue
             keys = ("stage", "reason", "evidence", "raw_output")
-            fates.append(_Fate(i, *(verdict[k] for k in keys), examples.get(eid)))
+            fates.append(Fate(i, *(verdict[k] for k in keys), examples.get(eid)))
         return fates, dict(unfinished)
 
 
@@ -699,7 +596,7 @@ async def _execute(
         input_count=len(ids),
         kept_count=written,
         rewritten_count=len(rewrites),
-        counts=_counts(fates),
+        counts=count_reasons(fates),
         unfinished=unfinished,
         requests=run.requests,
     )
@@ -709,11 +606,11 @@ async def _execute(
         for r in store.rejections(round=run.n, stage=rewriter.STAGE)
         if r["example_id"] in kept_set and r["example_id"] not in rewrites
     )
-    _write_json(
+    write_json(
         report.report_path,
         {
             **report.to_dict(),
-            "reasons": _groups(fates),
+            "reasons": group_samples(fates),
             "rewrites": {"rewritten": len(rewrites), "kept_original": dict(kept_originals)},
         },
     )
