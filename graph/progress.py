@@ -55,6 +55,7 @@ class ProgressView:
         elif kind == "node_done":
             self._node_done(event)
         elif kind == "round_done":
+            self._drop_round(event["round"])
             counts = event.get("counts", {})
             accepted = counts.get("select", {}).get("accepted", 0)
             self._line(
@@ -112,9 +113,16 @@ class ProgressView:
             return
         key = (event["round"], event["node"])
         if key in self.tasks:
-            task = self.progress.tasks[self.tasks[key]]
+            task = next(t for t in self.progress.tasks if t.id == self.tasks[key])
             if task.total is not None:
                 self.progress.update(self.tasks[key], completed=task.total)
+
+    def _drop_round(self, round: int) -> None:
+        """A finished round leaves one summary line instead of a bar per stage."""
+        if self.progress is None:
+            return
+        for key in [k for k in self.tasks if k[0] == round]:
+            self.progress.remove_task(self.tasks.pop(key))
 
     def _line(self, text: str) -> None:
         if self.progress is not None:
