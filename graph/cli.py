@@ -213,6 +213,10 @@ def run(
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; log to daemon.log.")
     ] = False,
+    no_check: Annotated[
+        bool,
+        typer.Option("--no-check", help="Start without first checking that the models answer."),
+    ] = False,
     project: ProjectOpt = Path("."),
     set_: SetOpt = None,
 ) -> None:
@@ -234,6 +238,7 @@ def run(
         args = ["run", "--project", str(proj.root), "--rounds", str(rounds)]
         args += ["--forever"] if forever else []
         args += ["--max-seconds", str(max_seconds)] if max_seconds is not None else []
+        args += ["--no-check"] if no_check else []
         for item in set_ or []:
             args += ["--set", item]
         pid = start_detached(proj, args)
@@ -242,7 +247,9 @@ def run(
         return
     options = DaemonOptions(rounds=rounds, forever=forever, max_seconds=max_seconds)
     with ProgressView() as view:
-        result = asyncio.run(run_daemon(proj, list(set_ or []), options, view))
+        result = asyncio.run(
+            run_daemon(proj, list(set_ or []), options, view, check_models=not no_check)
+        )
     done = ", ".join(map(str, result.rounds_run)) or "none"
     console.print(
         f"Rounds finished: {done}" + ("; stopped on request" if result.stopped_by_signal else "")

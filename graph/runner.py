@@ -12,7 +12,7 @@ from typing import Any
 from graph.daemon import Daemon, DaemonOptions, DaemonResult, ProgressSink
 from graph.daemon_state import pid_alive, with_liveness
 from graph.project import Project
-from store.errors import ProjectError
+from store.errors import ModelError, ProjectError
 
 
 async def run_daemon(
@@ -22,20 +22,42 @@ async def run_daemon(
     progress: ProgressSink | None = None,
     *,
     models: Any = None,
+    check_models: bool = True,
 ) -> DaemonResult:
-    """Load the config, wire the dependencies, hand the active student its adapter, run."""
+    """Load the config, wire the dependencies, check the models answer, hand the active
+    student its adapter, run."""
     from graph.deps import deps_for_project
     from graph.training import activate_student
 
     config = project.load_config(overrides)
     deps = deps_for_project(project, config, models=models)
     try:
+        if check_models:
+            await _preflight(deps)
         if deps.store.active_model() is not None:
             await activate_student(deps.store, deps.models)
         return await Daemon(project, deps, options, progress).run()
     finally:
         await deps.models.aclose()
         deps.store.close()
+
+
+PIPELINE_ROLES = ("generator", "evolver", "responder", "critic", "rewriter")
+
+
+async def _preflight(deps: Any) -> None:
+    """Fail at once, in plain words, when a model the round needs cannot be reached."""
+    from agents.models.check import explain
+
+    failures = await deps.models.preflight(PIPELINE_ROLES)
+    if failures:
+        reasons = "; ".join(
+            f"{name}: {explain(f, deps.config.models[name])}" for name, f in failures.items()
+        )
+        raise ModelError(
+            f"cannot start the round: {reasons}. `evoinstruct models check` tests every model; "
+            "`evoinstruct run --no-check` starts anyway."
+        )
 
 
 def detach(project: Project, argv: list[str]) -> int:

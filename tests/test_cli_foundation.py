@@ -121,3 +121,15 @@ def test_export_filters_and_lineage(project_dir: Path, tmp_path: Path, capsys) -
     assert bad.code == 2 and "--min-score" in bad.err
     bad = run_cli(capsys, "export", "-o", out, "--status", "great", "-p", project_dir)
     assert bad.code == 2 and "--status" in bad.err
+
+
+def test_run_fails_fast_when_the_teacher_is_unreachable(project_dir: Path, capsys) -> None:
+    from tests.openai_server import closed_port
+
+    url = f'models.teacher.base_url="http://127.0.0.1:{closed_port()}/v1"'
+    result = run_cli(capsys, "run", "-p", project_dir, "--set", url)
+    assert result.code == 1
+    assert "cannot start the round: teacher: cannot connect" in result.err
+    assert "evoinstruct models check" in result.err
+    status = run_cli(capsys, "status", "--json", "-p", project_dir).json()
+    assert status["rounds"] == 0 and status["examples"]["total"] == 0  # nothing started

@@ -10,9 +10,10 @@ critic, and the embedder to the student.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 
-from agents.models.base import ChatModel
+from agents.models.base import ChatModel, ChatRequest, Failure, Result
 from agents.models.cache import CachedModel, ResponseCache
 from agents.models.config import ROLES, ModelConfig, RolesConfig
 from store.errors import ConfigError
@@ -107,6 +108,41 @@ class ModelSet:
                     else ("student" if self.student is not None else None)
                 )
         return names
+
+    async def preflight(self, roles: Sequence[str]) -> dict[str, Failure]:
+        """One quick request (no retries, short timeout) to each HTTP model the roles use.
+
+        Returns the failures by model name; in-process models are left out (loading
+        them is the check). A daemon calls this before its first round, so a wrong
+        URL or key fails at once instead of filling a round with failed calls.
+        """
+        names = sorted(
+            {n for r in roles if (n := getattr(self.roles, r, None)) and n in self.configs}
+        )
+        checked = [n for n in names if self.configs[n].backend == "openai"]
+        request = ChatRequest(
+            [{"role": "user", "content": "Reply with the single word: OK"}],
+            temperature=0.0,
+            max_tokens=4,
+        )
+
+        async def one(name: str) -> Result:
+            quick = self.configs[name].model_copy(
+                update={
+                    "max_retries": 0,
+                    "timeout_s": min(self.configs[name].timeout_s, 30.0),
+                    "cache": False,
+                }
+            )
+            model = self._builder(quick)
+            try:
+                (result,) = await model.generate([request])
+            finally:
+                await model.aclose()
+            return result
+
+        results = await asyncio.gather(*(one(n) for n in checked))
+        return {n: r for n, r in zip(checked, results, strict=True) if isinstance(r, Failure)}
 
     async def aclose(self) -> None:
         """Close every model this set built (the student belongs to whoever built it)."""
