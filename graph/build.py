@@ -15,6 +15,7 @@ from langgraph.runtime import Runtime
 from graph import nodes
 from graph.deps import Deps
 from graph.state import RoundState
+from store.errors import EvoError
 
 PIPELINE = ("plan", "generate", "evolve", "respond", "critique", "rewrite", "select", "commit")
 
@@ -24,15 +25,26 @@ def route_after_commit(state: RoundState) -> Literal["train", "__end__"]:
     return "train" if state.get("train") else END
 
 
+def route_after_train(state: RoundState) -> Literal["evaluate", "__end__"]:
+    return "evaluate" if state.get("trained_version") else END
+
+
 def route_after_evaluate(state: RoundState) -> Literal["promote", "__end__"]:
     return "promote" if state.get("promoted") else END
 
 
 async def train(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
-    """Fine-tune the student on the pool in a process of its own."""
+    """Fine-tune the student on the pool in a process of its own.
+
+    A failed training ends the branch with the reason recorded on the round: the
+    daemon goes on with the current generator instead of retrying forever.
+    """
     deps = runtime.context
     nodes.emit(runtime, "train", done=0, total=1)
-    summary = await deps.trainer.train()
+    try:
+        summary = await deps.trainer.train()
+    except EvoError as exc:
+        return _branch_ended(deps, state["round"], f"training failed: {exc}")
     nodes.emit(runtime, "train", done=1, total=1, final=True)
     return {"trained_version": summary["version"], "notes": [f"trained {summary['version']}"]}
 
@@ -41,20 +53,32 @@ async def evaluate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Held-out loss (and the optional pairwise judge) against the current generator."""
     deps = runtime.context
     version = state["trained_version"]
-    evaluation = await deps.trainer.evaluate(deps.store, version, deps.models)
+    try:
+        evaluation = await deps.trainer.evaluate(deps.store, version, deps.models, deps.prompts)
+    except EvoError as exc:
+        return _branch_ended(deps, state["round"], f"evaluating {version} failed: {exc}")
     decision = evaluation.decision
     nodes.emit(runtime, "evaluate", done=1, total=1, final=True)
+    deps.store.finish_round(state["round"], {"training": f"{version}: {decision.reason}"})
     return {"promoted": decision.promote, "notes": [f"{version}: {decision.reason}"]}
 
 
 async def promote(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
-    """The new version becomes the generator of the next round."""
+    """The new version becomes the generator of the next round (if the student can serve it)."""
     deps = runtime.context
     version = state["trained_version"]
     reason = state.get("notes", [""])[-1]
-    await deps.trainer.promote(deps.store, deps.models, version, reason)
+    try:
+        await deps.trainer.promote(deps.store, deps.models, version, reason)
+    except EvoError as exc:
+        return _branch_ended(deps, state["round"], f"{version} not promoted: {exc}")
     nodes.emit(runtime, "promote", done=1, total=1, final=True)
     return {"model_version": version, "notes": [f"promoted {version}"]}
+
+
+def _branch_ended(deps: Deps, round: int, reason: str) -> dict[str, Any]:
+    deps.store.finish_round(round, {"training": reason})
+    return {"trained_version": None, "promoted": False, "notes": [reason]}
 
 
 def build_graph(config: Any = None) -> StateGraph:
@@ -69,7 +93,7 @@ def build_graph(config: Any = None) -> StateGraph:
     for a, b in pairwise(PIPELINE):
         builder.add_edge(a, b)
     builder.add_conditional_edges("commit", route_after_commit, ["train", END])
-    builder.add_edge("train", "evaluate")
+    builder.add_conditional_edges("train", route_after_train, ["evaluate", END])
     builder.add_conditional_edges("evaluate", route_after_evaluate, ["promote", END])
     builder.add_edge("promote", END)
     return builder

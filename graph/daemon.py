@@ -151,13 +151,12 @@ class Daemon:
             result.stopped_by_signal = True
         return result
 
+    def _out_of_time(self) -> bool:
+        limit = self.options.max_seconds
+        return limit is not None and self.deps.clock() - self.started >= limit
+
     def _more_rounds(self, result: DaemonResult) -> bool:
-        if self.stop.is_set():
-            return False
-        if (
-            self.options.max_seconds is not None
-            and self.deps.clock() - self.started >= self.options.max_seconds
-        ):
+        if self.stop.is_set() or self._out_of_time():
             return False
         if self.options.forever:
             return True
@@ -176,6 +175,8 @@ class Daemon:
         """Run a round step by step; False when a stop request ended it early."""
         config = run_config(number)
         self._round = number
+        # Sampled calls of this round get their own cache entries; a resume finds them again.
+        self.deps.models.set_cache_namespace(thread_id(number))
         payload: dict[str, Any] | None = first_input
         while True:
             async for mode, chunk in graph.astream(
@@ -194,14 +195,9 @@ class Daemon:
                 return True
             self._stage = snapshot.next[0]
             self._beat()
-            if self.stop.is_set():
+            if self.stop.is_set() or self._out_of_time():
+                # Stop between steps: the round resumes from this checkpoint next time.
                 self.progress("stopping", {"round": number, "next": list(snapshot.next)})
-                return False
-            if (
-                self.options.max_seconds is not None
-                and self.deps.clock() - self.started >= self.options.max_seconds * 3
-            ):
-                # A round far past the time budget is stopped like a signal would: it resumes later.
                 return False
             payload = None
 

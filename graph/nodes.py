@@ -19,7 +19,7 @@ from graph.deps import Deps
 from graph.indexes import selection_indexes
 from graph.state import RoundState
 from store.ids import language_of
-from store.records import ExampleDraft, Rejection
+from store.records import Example, ExampleDraft, Rejection
 
 
 def emit(runtime: Runtime[Deps], stage: str, **event: Any) -> None:
@@ -157,15 +157,35 @@ async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     }
 
 
-def _batches(deps: Deps, n: int, stage: str, **filters: Any):
+def _batches(deps: Deps, n: int, stage: str, skip: set[str] | None = None, **filters: Any):
     """Work lists of one stage, a batch at a time, until the store has none left.
 
-    The done mark names the round: what a failed call left behind this round is
-    tried again by the next one.
+    The done mark names the round: what a failed call left behind (the node adds
+    it to `skip` instead of marking it done) is tried again by the next round.
     """
     size = deps.config.loop.batch_size
-    while batch := deps.store.pending(n, _mark(stage, n), limit=size, **filters):
+    skip = set() if skip is None else skip
+    while batch := deps.store.pending(n, _mark(stage, n), limit=size, exclude=skip, **filters):
         yield batch
+
+
+def _settle(
+    deps: Deps, n: int, batch: Sequence[Example], rejections: Sequence[Rejection]
+) -> set[str]:
+    """Record rejections and reject their examples; returns the ids whose model call failed.
+
+    A failed call is no verdict: the example stays a candidate for the next round.
+    Human seeds are never dropped either: a rejected answer to a seed is recorded,
+    and the seed stays (unanswered seeds are answered again next round).
+    """
+    seeds = {e.id for e in batch if e.source == "seed"}
+    deps.store.reject(
+        [r for r in rejections if r.example_id not in seeds], n, failures_are_verdicts=False
+    )
+    deps.store.record_rejections([r for r in rejections if r.example_id in seeds], n)
+    return {
+        r.example_id for r in rejections if r.example_id and r.reason.startswith("model_failure")
+    }
 
 
 def _mark(stage: str, n: int) -> str:
@@ -190,7 +210,8 @@ async def respond(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
                 model_version=_version(model),
                 template=deps.prompts.template_name("respond"),
             )
-        deps.store.reject(outcome.rejections, n, failures_are_verdicts=False)
+        _settle(deps, n, batch, outcome.rejections)
+        # Every item was tried; what failed waits for the next round (its own mark).
         deps.store.mark_done([e.id for e in batch], _mark("respond", n))
         counts.update(
             answered=len(outcome.answered), **_reasons(outcome.rejections), **_usage(outcome)
@@ -252,7 +273,8 @@ async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
     rng = deps.rng(n, "critique")
-    for batch in _batches(deps, n, "critique", has_output=True):
+    failed: set[str] = set()
+    for batch in _batches(deps, n, "critique", failed, has_output=True):
         outcome = await critic.critique(
             batch,
             judge=models.for_role("critic"),
@@ -264,10 +286,11 @@ async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
             tagger=models.for_role("tagger") if deps.config.critic.instag.enabled else None,
         )
         deps.store.record_scores(outcome.scores, n)
-        deps.store.reject(outcome.rejections, n, failures_are_verdicts=False)
+        failed |= _settle(deps, n, batch, outcome.rejections)
         for example_id, tags in outcome.tags.items():
             deps.store.update_meta(example_id, tags=tags)
-        deps.store.mark_done([e.id for e in batch], _mark("critique", n))
+        # A judge that failed leaves its examples unjudged: select waits, the next round retries.
+        deps.store.mark_done([e.id for e in batch if e.id not in failed], _mark("critique", n))
         counts.update(scored=len(batch), **dict(outcome.counters), **_reasons(outcome.rejections))
         dropped.update(_reasons(outcome.rejections))
         emit(
@@ -301,13 +324,20 @@ async def rewrite(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     rng = deps.rng(n, "rewrite")
     for batch in _batches(
-        deps, n, "rewrite", has_output=True, source=["seed", "generated", "evolved"]
+        deps,
+        n,
+        "rewrite",
+        has_output=True,
+        source=["generated", "evolved"],
+        requires=_mark("critique", n),
     ):
         outcome = await rewriter.rewrite_examples(
             batch, model, deps.prompts, deps.config.rewriter, rng
         )
         children = deps.store.add_rewrites(outcome.drafts, n)
+        # A rewrite keeps its original's meaning and scores: it counts as rewritten and judged.
         deps.store.mark_done(list(children.values()), _mark("rewrite", n))
+        deps.store.mark_done(list(children.values()), _mark("critique", n))
         # A rewrite rejection keeps the original: it is recorded, never a reason to drop it.
         deps.store.record_rejections(outcome.rejections, n)
         deps.store.mark_done([e.id for e in batch], _mark("rewrite", n))
@@ -337,7 +367,9 @@ async def select(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Dedup, decontamination, thresholds, diversity and the budget decide what joins the pool."""
     deps = runtime.context
     n = state["round"]
-    candidates = deps.store.pending(n, _mark("select", n), has_output=True)
+    candidates = deps.store.pending(
+        n, _mark("select", n), has_output=True, requires=_mark("critique", n)
+    )
     seeds = [e.id for e in candidates if e.source == "seed"]
     # Human seeds are accepted as written; only machine examples compete for the pool.
     machine = [e for e in candidates if e.source != "seed"]

@@ -68,15 +68,36 @@ class TrainerSteps:
             raise EvoError(f"training failed (exit {process.returncode}): {' '.join(tail)}")
         return json.loads(out.decode("utf-8").strip().splitlines()[-1])
 
-    async def evaluate(self, store: Any, version: str, models: Any) -> Evaluation:
-        """Held-out loss against the current generator; the critic judges when pairwise is on."""
-        judge = models.for_role("critic") if self.config.pairwise.enabled else None
-        return await evaluate_version(store, version, self.config, judge=judge)
+    async def evaluate(self, store: Any, version: str, models: Any, prompts: Any) -> Evaluation:
+        """Held-out loss against the current generator; with pairwise on, the critic also
+        judges the new version (a fresh student model with its adapter) against the generator."""
+        if not self.config.pairwise.enabled:
+            return await evaluate_version(store, version, self.config)
+        candidate = models.fresh(models.roles.student)
+        try:
+            await hand_off(candidate, store.model_version(version))
+            return await evaluate_version(
+                store,
+                version,
+                self.config,
+                judge=models.for_role("critic"),
+                candidate=candidate,
+                incumbent=models.for_role("generator"),
+                library=prompts,
+            )
+        finally:
+            await candidate.aclose()
 
     async def promote(self, store: Any, models: Any, version: str, reason: str) -> None:
-        """Record the promotion, then make the student model serve it as the generator."""
+        """Make the student model serve the version, then record the promotion.
+
+        Handing off first means a version the student cannot serve (full weights,
+        prefix tuning on vLLM...) is never recorded as the active generator.
+        """
+        student = models.get(models.roles.student)
+        await hand_off(student, store.model_version(version))
         store.set_promoted(version, reason)
-        await activate_student(store, models)
+        models.use_student(student)
 
 
 async def activate_student(store: Any, models: Any) -> str | None:

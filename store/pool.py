@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,13 +258,22 @@ class PoolMixin(StoreBase):
         source: str | Sequence[str] | None = None,
         has_output: bool | None = None,
         limit: int | None = None,
+        requires: str | None = None,
+        exclude: Collection[str] = (),
     ) -> list[Example]:
         """Examples up to `round` that `stage` has not finished yet (a node's work list).
 
         Earlier rounds count too: a seed added while the daemon runs, or an item a
-        failed call left behind, is picked up by the next round.
+        failed call left behind, is picked up by the next round. `requires` names a
+        stage that must have finished first; `exclude` skips ids (what failed this run).
         """
         where, params = self._filters(status, source, None, None, round, has_output)
+        if requires is not None:
+            where += " AND json_extract(meta, ?) IS NOT NULL"
+            params.append(f"$.done_{requires}")
+        if exclude:
+            where += f" AND id NOT IN ({','.join('?' * len(exclude))})"
+            params.extend(exclude)
         tail = f"LIMIT {int(limit)}" if limit else ""
         rows = self._query(
             f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE json_extract(meta, ?) IS NULL {where} "

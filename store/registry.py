@@ -79,6 +79,8 @@ class RegistryMixin(StoreBase):
         """Make `version` the active student (the generator follows it)."""
         if self.model_version(version) is None:
             raise InputError(f"no model version {version!r}", field="version")
+        if stats.active_history(self.db.conn)[-1] == version:
+            return  # already active: promoting again (or a re-run node) changes nothing
         with self.transaction() as db:
             db["promotions"].insert(
                 {"version": version, "action": "promote", "reason": reason, "at": now()}

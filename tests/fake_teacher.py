@@ -109,6 +109,8 @@ def teacher_reply(messages: list[dict[str, str]]) -> str:
         return f"{given.rstrip('.')} {rng.choice(CONSTRAINTS)}."
     if text.startswith("Compare the two instructions below"):
         return "Not Equal"
+    if text.startswith("You are an impartial judge. Compare two AI assistants"):
+        return f"Both answers are short.\nWinner: {rng.choice(['A', 'B', 'tie'])}"
     if text.startswith("Decide which type of task"):
         return "open_qa"
     if "### Original response" in text:

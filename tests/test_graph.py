@@ -113,7 +113,7 @@ class RecordingTrainer:
         self.trained.append(len(self.trained) + 1)
         return {"version": f"v{len(self.trained)}"}
 
-    async def evaluate(self, store, version, models):
+    async def evaluate(self, store, version, models, prompts):
         from trainer.evaluate import GateDecision
 
         class Evaluation:
@@ -168,10 +168,41 @@ def test_seed_added_between_rounds_is_picked_up(deps, tmp_path: Path) -> None:
     assert new_seed.status == "candidate" and new_seed.output is None
     asyncio.run(Daemon(deps.project, deps, DaemonOptions(rounds=1)).run())
     answered = deps.store.get(new_seed.id)
-    # Answered by the responder in round 2, and its answer judged like any other.
+    # Answered by the responder in round 2, judged like any answer, and kept: a human
+    # prompt is never dropped (a low score is recorded with it) nor rewritten away.
     assert answered.output and answered.meta["done_respond_r2"] == 1
-    assert answered.status in ("accepted", "rejected")
+    assert answered.status == "accepted" and answered.source == "seed"
     assert any(s.scorer == "judge" for s in deps.store.scores_for([answered.id])[answered.id])
+    assert not [c for c in deps.store.children(answered.id) if c.source == "rewritten"]
+
+
+async def test_a_judge_outage_leaves_candidates_for_the_next_round(deps) -> None:
+    """Failed judge calls are no verdict: select waits, and the next round judges them."""
+    from agents.models.base import Failure
+    from tests.fake_teacher import teacher_reply
+
+    outage = {"on": True}
+
+    def reply(request):
+        text = request.messages[-1]["content"]
+        if outage["on"] and "Give a score from" in text:
+            return Failure("connection", "judge unreachable")
+        return teacher_reply(list(request.messages))
+
+    teacher = deps.extras["teacher"]
+    teacher.default = reply
+    await Daemon(deps.project, deps, DaemonOptions(rounds=1)).run()
+    waiting = [e for e in deps.store.iter_examples(status="candidate") if e.output]
+    assert waiting, "the unjudged answers should still be candidates"
+    assert not deps.store.rejections(reason="missing_score")
+    outage["on"] = False
+    await Daemon(deps.project, deps, DaemonOptions(rounds=1)).run()
+    for example in deps.store.get_many([e.id for e in waiting]):
+        assert example.status != "candidate"
+        assert any(
+            s.scorer == "judge" and s.value is not None
+            for s in deps.store.scores_for([example.id])[example.id]
+        )
 
 
 def test_project_paths(tmp_path: Path) -> None:
@@ -201,3 +232,18 @@ async def test_project_prompt_overrides_reach_the_agents(deps) -> None:
         for r in teacher.calls
     )
     assert deps.store.get(ids[0]).output
+
+
+class FailingTrainer(RecordingTrainer):
+    async def train(self) -> dict:
+        from store.errors import EvoError
+
+        raise EvoError("no base model to train: set trainer.base_model")
+
+
+async def test_a_failed_training_ends_the_branch_and_the_daemon_goes_on(deps) -> None:
+    deps.trainer = FailingTrainer(every=1)
+    result = await Daemon(deps.project, deps, DaemonOptions(rounds=2)).run()
+    assert result.rounds_run == [1, 2]  # round 1's failure did not wedge round 2
+    assert deps.store.round(1)["counts"]["training"].startswith("training failed: no base model")
+    assert deps.store.active_model() is None

@@ -41,6 +41,9 @@ async def test_round_trains_promotes_and_the_student_generates_next(
         "trainer.max_length=256",
         "generator.instance_decoding.max_tokens=32",
         "generator.self_instruct_decoding.max_tokens=48",
+        "trainer.pairwise.enabled=true",
+        "trainer.pairwise.num_prompts=4",
+        "trainer.pairwise.max_tokens=16",
     ]
     config = project.load_config(overrides)
     teacher = scripted_teacher()
@@ -58,6 +61,18 @@ async def test_round_trains_promotes_and_the_student_generates_next(
     assert [v["version"] for v in versions] == ["v1"]
     metrics = deps.store.model_version("v1")["metrics"]
     assert metrics["evaluation"]["heldout_loss"] < metrics["evaluation"]["baseline_loss"]
+    # The teacher judged the new student against the generator, in both answer orders.
+    pairwise = metrics["evaluation"]["pairwise"]
+    judged = [
+        r
+        for r in teacher.calls
+        if r.messages[-1]["content"].startswith("You are an impartial judge")
+    ]
+    assert (
+        pairwise is not None
+        and len(judged) == pairwise["n"] + pairwise["invalid"] + pairwise["failed"] > 0
+    )
+    assert pairwise["winning_score"] is not None
     assert deps.store.active_model()["version"] == "v1"
     assert (project.models_dir / "v1" / "adapter_config.json").is_file()
 

@@ -184,3 +184,20 @@ def test_roles_naming_an_unknown_model_are_a_config_error(server: OpenAITestServ
     models = ModelSet(_models(server.url), RolesConfig())
     with pytest.raises(ConfigError):
         models.for_role("painter")
+
+
+async def test_sampled_calls_are_cached_per_round_greedy_calls_across_rounds(
+    server: OpenAITestServer,
+) -> None:
+    cache = DictCache()
+    models = ModelSet({"teacher": _cfg(server.url)}, RolesConfig(), cache=cache)
+    sampled, greedy = _ask("evolve this", temperature=1.0), _ask("judge this", temperature=0.0)
+    models.set_cache_namespace("round-000001")
+    teacher = models.for_role("evolver")
+    await teacher.generate([sampled, greedy])
+    await teacher.generate([sampled, greedy])  # a resume within round 1: both from the cache
+    assert server.requests == 2
+    models.set_cache_namespace("round-000002")
+    await teacher.generate([sampled, greedy])  # round 2: a fresh sample, the same verdict
+    assert server.requests == 3
+    await models.aclose()

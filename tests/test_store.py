@@ -128,6 +128,7 @@ def test_rounds_versions_and_rollback(store) -> None:
     assert store.next_model_version() == "v3"
     store.set_promoted("v1", "first")
     store.set_promoted("v2", "better loss")
+    store.set_promoted("v2", "a re-run of the promote node")  # already active: no second entry
     assert store.active_model()["version"] == "v2"
     assert store.rollback() == "v1" and store.active_model()["version"] == "v1"
     assert store.rollback() is None and store.active_model() is None

@@ -29,9 +29,18 @@ class ResponseCache(Protocol):
 
 
 def cache_key(
-    model_id: str, adapter_version: str | None, request: ChatRequest, occurrence: int = 0
+    model_id: str,
+    adapter_version: str | None,
+    request: ChatRequest,
+    occurrence: int = 0,
+    namespace: str | None = None,
 ) -> str:
-    """sha256 hex of the canonical JSON of what determines the answer."""
+    """sha256 hex of the canonical JSON of what determines the answer.
+
+    A sampled request (temperature > 0) also carries the namespace (the daemon sets
+    the round): a re-run within the round gets the same answer back, a later round
+    draws a fresh sample. Greedy requests are shared across namespaces.
+    """
     material: dict[str, Any] = {
         "model_id": model_id,
         "adapter_version": adapter_version,
@@ -39,6 +48,8 @@ def cache_key(
     }
     if occurrence:
         material["occurrence"] = occurrence
+    if namespace is not None and request.temperature > 0:
+        material["namespace"] = namespace
     canonical = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -70,6 +81,7 @@ class CachedModel:
         self.cache = cache
         self.hits = 0
         self.misses = 0
+        self.namespace: str | None = None
 
     # The inner model's identity can change (an adapter swap), so read it live.
     @property
@@ -93,11 +105,11 @@ class CachedModel:
         seen: dict[str, int] = {}
         keys = []
         for request in requests:
-            base = cache_key(self.model_id, self.adapter_version, request)
+            base = cache_key(self.model_id, self.adapter_version, request, 0, self.namespace)
             occurrence = seen.get(base, 0)
             seen[base] = occurrence + 1
             keys.append(
-                cache_key(self.model_id, self.adapter_version, request, occurrence)
+                cache_key(self.model_id, self.adapter_version, request, occurrence, self.namespace)
                 if occurrence
                 else base
             )

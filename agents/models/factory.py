@@ -67,6 +67,7 @@ class ModelSet:
         self._builder = builder
         self._built: dict[str, ChatModel] = {}
         self.student: ChatModel | None = None
+        self._namespace: str | None = None
 
     def get(self, name: str) -> ChatModel:
         """The model configured under `name`, built on first use."""
@@ -74,11 +75,19 @@ class ModelSet:
             if name not in self.configs:
                 raise ConfigError(f"no model named {name!r} is configured", field=f"models.{name}")
             self._built[name] = self._builder(self.configs[name], cache=self._cache)
+            self._apply_namespace(self._built[name])
         return self._built[name]
+
+    def fresh(self, name: str) -> ChatModel:
+        """A new, uncached instance of a configured model, owned (and closed) by the caller."""
+        if name not in self.configs:
+            raise ConfigError(f"no model named {name!r} is configured", field=f"models.{name}")
+        return self._builder(self.configs[name])
 
     def use_student(self, model: ChatModel | None) -> None:
         """The promoted student (None to go back to the configured generator)."""
         self.student = model
+        self._apply_namespace(model)
 
     def for_role(self, role: str) -> ChatModel | None:
         """The model serving `role`. Only the embedder can be None: no embedder and no student."""
@@ -108,6 +117,16 @@ class ModelSet:
                     else ("student" if self.student is not None else None)
                 )
         return names
+
+    def set_cache_namespace(self, namespace: str | None) -> None:
+        """Key sampled calls by `namespace` (the daemon's round) in every cached model."""
+        self._namespace = namespace
+        for model in [*self._built.values(), self.student]:
+            self._apply_namespace(model)
+
+    def _apply_namespace(self, model: ChatModel | None) -> None:
+        if model is not None and hasattr(model, "namespace"):
+            model.namespace = self._namespace
 
     async def preflight(self, roles: Sequence[str]) -> dict[str, Failure]:
         """One quick request (no retries, short timeout) to each HTTP model the roles use.
