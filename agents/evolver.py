@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agents.generator import text_language
 from agents.models.base import ChatModel, ChatRequest, Result
 from agents.outcome import AgentOutcome
 from agents.textstats import count_words, find_phrase, only_punctuation_and_stopwords
@@ -268,7 +269,7 @@ def _take_rewrite(
             operation=op,
             model_version=model.adapter_version or model.model_id,
             template=prompts.template_name(f"evol_{op}"),
-            language=prompts.language,
+            language=text_language(evolved, prompts.language),
             depth=parent.depth + 1,
         )
     )

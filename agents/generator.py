@@ -27,6 +27,7 @@ from agents.models.base import ChatModel, ChatRequest
 from agents.outcome import AgentOutcome
 from agents.textstats import count_words, find_phrase, is_punctuation
 from prompts.library import PromptLibrary
+from store.ids import language_of
 from store.records import Example, ExampleDraft, Rejection
 
 Mode = Literal["self_instruct", "alpaca"]
@@ -504,18 +505,28 @@ async def generate(
             "operation": config.mode,
             "model_version": model.adapter_version or model.model_id,
             "template": prompts.template_name(name),
-            "language": prompts.language,
         }
         demo_ids = [d.id for d in demos if isinstance(d, Example)]
         for task in tasks:
-            failed = check_task(task, language=prompts.language, config=config)
+            # The text's own language picks the blacklist: a Chinese task can come back
+            # from an English prompt (and the example seeds are in both languages).
+            language = text_language(task.instruction, prompts.language)
+            failed = check_task(task, language=language, config=config)
             if failed is not None:
                 outcome._reject(failed[0], task.instruction, task.raw, failed[1])
                 continue
-            draft = ExampleDraft(task.instruction, task.input, task.output, **provenance)
+            draft = ExampleDraft(
+                task.instruction, task.input, task.output, language=language, **provenance
+            )
             draft.meta["demo_ids"] = list(demo_ids)
             outcome.drafts.append(draft)
     return outcome
+
+
+def text_language(text: str, fallback: str) -> str:
+    """'en' or 'zh' by the text's script; `fallback` when it has neither."""
+    detected = language_of(text)
+    return fallback if detected == "other" else detected
 
 
 def check_task(

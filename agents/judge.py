@@ -41,10 +41,14 @@ class JudgeConfig(BaseModel):
         description=f"Dimensions to score, one call each; known: {', '.join(DIMENSIONS)}.",
     )
     threshold: float | None = Field(
-        4.5, ge=0, le=5, description="Keep an example only if every dimension scores at least this."
+        4.5,
+        ge=0,
+        le=5,
+        description="Keep an example only if every dimension scores at least this (AlpaGasus: 4.5). The one place the judge's bar is set.",
     )
     on_missing: Literal["keep", "reject"] = Field(
-        "keep", description="What a missing (unparseable) score means for keeping the example."
+        "reject",
+        description="An answer the judge could not score even after a retry: reject it, or keep it unscored.",
     )
     temperature: float = Field(0.0, ge=0, description="Judge sampling temperature.")
     max_tokens: int = Field(256, ge=8, description="Room for the score and its explanation.")

@@ -97,15 +97,15 @@ class SelectorConfig(BaseModel):
         description="Fields embedded for the repr filter.",
     )
     min_scores: dict[str, float] = Field(
-        default_factory=lambda: {"accuracy": 4.5},
-        description="Keep only examples scoring at least this per dimension (AlpaGasus: accuracy ≥ 4.5).",
+        default_factory=dict,
+        description="Keep only examples scoring at least this per dimension, for scorers other than the judge (e.g. {'quality': 4}); the judge's own bar is critic.judge.threshold.",
     )
     max_scores: dict[str, float] = Field(
         default_factory=dict,
         description="Drop examples scoring above this per dimension (e.g. {'ifd': 1.0}).",
     )
     missing_score: Literal["reject", "pass"] = Field(
-        "reject",
+        "pass",
         description="A thresholded dimension with no parseable score: reject ('missing_score') or pass.",
     )
     rank_by: list[str] = Field(

@@ -41,7 +41,7 @@ DEMO_SETTINGS = [
     "trainer.train_min_new=1",
     # A random tiny judge cannot write a score; let unscored answers that pass every
     # cheap filter through, so the student has new examples to train on.
-    'selector.missing_score="pass"',
+    'critic.judge.on_missing="keep"',
     # Nor can it answer Equal / Not Equal: skip the evolver's LLM equality check.
     "evolver.equality_check=false",
     "trainer.max_steps=40",

@@ -514,3 +514,24 @@ async def test_generate_instances_failures_are_rejections() -> None:
     ]
     assert outcome.failures == {"rate_limit": 1, "unparsed_classification": 1}
     assert "Example 1\nInput:" in model.calls[2].messages[0]["content"]  # unparsed → input-first
+
+
+async def test_a_chinese_task_from_an_english_prompt_meets_the_chinese_blacklist() -> None:
+    """The text's language, not the project's, picks the blacklist and the label."""
+    import random
+
+    from agents.generator import GeneratorConfig, generate, numbering
+    from prompts.library import PromptLibrary
+    from tests.doubles import ScriptedModel
+
+    config = GeneratorConfig(
+        mode="self_instruct", self_instruct_tasks_per_call=2, generate_instances=False
+    )
+    lib = PromptLibrary("en")
+    demos = [[]]
+    first, _last, _ = numbering(0, 2)
+    reply = f"{first}. 请绘制一张显示中国主要城市的地图和流程图。\n{first + 1}. 请解释为什么秋天的树叶会变成红色和黄色。"
+    outcome = await generate(demos, ScriptedModel([reply]), lib, config, random.Random(0))
+    assert [d.instruction for d in outcome.drafts] == ["请解释为什么秋天的树叶会变成红色和黄色。"]
+    assert outcome.drafts[0].language == "zh"
+    assert outcome.rejections[0].reason.startswith("blacklist")

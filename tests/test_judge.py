@@ -198,17 +198,18 @@ async def test_unparseable_is_retried_once_then_recorded_as_missing() -> None:
     assert by_id["weak"].value == 5.0
     assert by_id["good"].value is None
     assert by_id["good"].raw_output == "Still no number."
-    assert outcome.rejections == []  # missing is not low: kept by default
+    # Missing is not low (never 0), but by default an unscored answer is not kept.
+    assert [(r.example_id, r.reason) for r in outcome.rejections] == [("good", "judge_missing")]
     assert counters["judge_retries"] == 1 and counters["judge_unparseable"] == 1
 
 
-async def test_missing_score_can_reject_when_configured() -> None:
+async def test_missing_score_can_be_kept_when_configured() -> None:
     model = BatchLog(default="no idea")
     outcome = await judge_examples(
-        _batch()[:1], model, EN, JudgeConfig(on_missing="reject", retries=0), Counter()
+        _batch()[:1], model, EN, JudgeConfig(on_missing="keep", retries=0), Counter()
     )
     assert model.batches == [1]
-    assert [r.reason for r in outcome.rejections] == ["judge_missing"]
+    assert outcome.rejections == []
     assert outcome.scores[0].value is None
 
 

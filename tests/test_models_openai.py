@@ -287,20 +287,29 @@ async def test_structured_output_over_http(server: OpenAITestServer) -> None:
 
 
 async def test_schema_violations_become_schema_failures() -> None:
-    replies = iter(['{"score": 9, "reason": "too high"}', "not json at all", '{"score": 4'])
+    # Keyed by prompt: the three requests run concurrently and arrive in any order.
+    replies = {
+        "a": '{"score": 9, "reason": "too high"}',
+        "b": "not json at all",
+        "c": '{"score": 4',
+    }
 
     class IgnoresFormat(OpenAITestServer):  # a server that ignores response_format
         def _choice_text(self, body, index):
-            return next(replies)
+            return replies[body["messages"][-1]["content"]]
 
     with IgnoresFormat() as server:
         model = _model(server.url)
-        results = await generate_structured(model, [_ask(), _ask(), _ask(max_tokens=2)], Verdict)
+        results = await generate_structured(
+            model, [_ask("a"), _ask("b"), _ask("c", max_tokens=2)], Verdict
+        )
         assert all(isinstance(r, SchemaFailure) and r.kind == "schema" for r in results)
         assert results[0].raw_output == '{"score": 9, "reason": "too high"}'
         assert "score" in results[0].message
         server.inject("500", times=10)
-        (failed,) = await generate_structured(_model(server.url, max_retries=0), [_ask()], Verdict)
+        (failed,) = await generate_structured(
+            _model(server.url, max_retries=0), [_ask("a")], Verdict
+        )
         assert isinstance(failed, Failure) and failed.kind == "server"
         await model.aclose()
 

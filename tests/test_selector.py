@@ -64,7 +64,12 @@ def pool() -> list[Example]:
 
 
 async def test_every_stage_rejects_with_evidence(pool: list[Example], eval_file: str) -> None:
-    config = SelectorConfig(budget=3, decontam={"eval_files": [eval_file]})
+    config = SelectorConfig(
+        budget=3,
+        decontam={"eval_files": [eval_file]},
+        min_scores={"accuracy": 4.5},
+        missing_score="reject",
+    )
     indexes = SelectorIndexes.build(pool, config)
     batch = [
         ex("c_exact", "write a poem about the SEA at night"),
@@ -132,14 +137,24 @@ async def test_commit_false_leaves_indexes_alone(pool: list[Example]) -> None:
 
 
 async def test_missing_score_can_pass_and_max_scores(pool: list[Example]) -> None:
-    config = SelectorConfig(steps=["thresholds"], missing_score="pass", max_scores={"ifd": 1.0})
+    config = SelectorConfig(
+        steps=["thresholds"],
+        missing_score="pass",
+        max_scores={"ifd": 1.0},
+        min_scores={"accuracy": 4.5},
+    )
     indexes = SelectorIndexes.build(pool, config)
     batch = [ex("m", "no scores at all"), ex("h", "ifd too high"), ex("u", "unparseable judge")]
     scores = {"h": sc("h", accuracy=5.0, ifd=1.3), "u": sc("u", accuracy=None)}
     outcome = await select(batch, scores, indexes, config)
     assert outcome.accepted == ["m", "u"]
     assert [(r.example_id, r.reason) for r in outcome.rejections] == [("h", "above_threshold:ifd")]
-    strict = await select(batch, scores, indexes, SelectorConfig(steps=["thresholds"]))
+    strict = await select(
+        batch,
+        scores,
+        indexes,
+        SelectorConfig(steps=["thresholds"], min_scores={"accuracy": 4.5}, missing_score="reject"),
+    )
     assert {r.example_id: r.reason for r in strict.rejections} == {
         "m": "missing_score",
         "u": "missing_score",
@@ -147,7 +162,7 @@ async def test_missing_score_can_pass_and_max_scores(pool: list[Example]) -> Non
 
 
 async def test_scores_average_over_scorers(pool: list[Example]) -> None:
-    config = SelectorConfig(steps=["thresholds"])
+    config = SelectorConfig(steps=["thresholds"], min_scores={"accuracy": 4.5})
     indexes = SelectorIndexes.build(pool, config)
     batch = [ex("x", "Two judges disagree."), ex("y", "Exactly on the threshold.")]
     scores = {
@@ -213,7 +228,8 @@ async def test_async_embedder_and_fallback_when_it_cannot_embed(pool: list[Examp
 
 def test_config_defaults_follow_methods_and_forbid_unknown_keys() -> None:
     c = SelectorConfig()
-    assert c.min_scores == {"accuracy": 4.5} and c.missing_score == "reject"
+    # The judge's bar (accuracy >= 4.5) is critic.judge.threshold; the selector adds none of its own.
+    assert c.min_scores == {} and c.missing_score == "pass"
     assert c.dedup.jaccard_threshold == 0.8 and c.novelty.threshold == 0.7
     assert c.decontam.ngram == 13 and c.diversity.max_cosine == 0.9 and c.diversity.method == "repr"
     assert c.rank_by == ["complexity", "quality"] and c.budget is None
