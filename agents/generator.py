@@ -487,9 +487,10 @@ async def generate(
         rng.shuffle(shuffled)
         plans.append((shuffled, *_render_generation(shuffled, prompts, config)))
     results = await model.generate([plan[2] for plan in plans]) if plans else []
-    for (demos, name, _, first), result in zip(plans, results, strict=True):
+    for call, ((demos, name, _, first), result) in enumerate(zip(plans, results, strict=True)):
         if not outcome.count(result):
-            outcome._reject(f"model_failure:{result.kind}", None, result.message)
+            # No task exists yet to name the failure by: the call's number tells failures apart.
+            outcome._reject(f"model_failure:{result.kind}", None, result.message, {"call": call})
             continue
         tasks, problems = parse_tasks(
             result.text,

@@ -229,12 +229,15 @@ def run(
 
     from graph.daemon import DaemonOptions
     from graph.progress import ProgressView
+    from graph.runner import check_models_answer, run_daemon
     from graph.runner import detach as start_detached
-    from graph.runner import run_daemon
 
     proj = open_project(project)
     proj.load_config(set_ or [])  # a bad config fails here, before anything starts
     if detach:
+        if not no_check:
+            # Fail here, where the user is looking, rather than in the log of a dead daemon.
+            asyncio.run(check_models_answer(proj, list(set_ or [])))
         args = ["run", "--project", str(proj.root), "--rounds", str(rounds)]
         args += ["--forever"] if forever else []
         args += ["--max-seconds", str(max_seconds)] if max_seconds is not None else []

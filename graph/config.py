@@ -89,6 +89,16 @@ class RunConfig(BaseModel):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
+    def check_consistency(self) -> None:
+        """Settings that are valid alone but not together, or not from a file."""
+        self.check_roles()
+        if self.rewriter.use_evidence:
+            raise ConfigError(
+                "the rewriter's evidence retrieval is a Python hook (rewrite_examples(evidence_hook=...)), "
+                "not something a config file can switch on; leave it false for `evoinstruct run`",
+                field="rewriter.use_evidence",
+            )
+
     def check_roles(self) -> None:
         for role, name in self.roles.model_dump().items():
             # The student is needed only once a version is promoted; ModelSet names it then.
@@ -196,5 +206,5 @@ def load_config(
             line=_line_of(file, loc) if file else None,
             field=key,
         ) from None
-    config.check_roles()
+    config.check_consistency()
     return config

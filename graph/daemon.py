@@ -14,7 +14,7 @@ import asyncio
 import os
 import signal
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +78,9 @@ class Daemon:
         deps: Deps,
         options: DaemonOptions,
         progress: ProgressSink | None = None,
+        preflight: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self.preflight = preflight
         self.project = project
         self.deps = deps
         self.options = options
@@ -126,6 +128,7 @@ class Daemon:
             if last is not None:
                 snapshot = await graph.aget_state(run_config(last["number"]))
                 if snapshot.next or not last.get("finished_at"):
+                    await self._check_models()
                     result.resumed = last["number"]
                     self.progress("resume", {"round": last["number"], "next": list(snapshot.next)})
                     done = await self._drive(
@@ -139,6 +142,7 @@ class Daemon:
                     result.rounds_run.append(last["number"])
                     await self._prune(saver, last["number"])
             while self._more_rounds(result):
+                await self._check_models()
                 number = (self.deps.store.last_round() or {"number": 0})["number"] + 1
                 self.deps.store.start_round(
                     number, self.deps.config.model_dump(mode="json"), self._active_version()
@@ -150,6 +154,12 @@ class Daemon:
         if self.stop.is_set():
             result.stopped_by_signal = True
         return result
+
+    async def _check_models(self) -> None:
+        """Before every round: a model that stopped answering ends the daemon with its reason,
+        instead of rounds that only record failed calls."""
+        if self.preflight is not None:
+            await self.preflight()
 
     def _out_of_time(self) -> bool:
         limit = self.options.max_seconds

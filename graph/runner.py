@@ -32,11 +32,10 @@ async def run_daemon(
     config = project.load_config(overrides)
     deps = deps_for_project(project, config, models=models)
     try:
-        if check_models:
-            await _preflight(deps)
         if deps.store.active_model() is not None:
             await activate_student(deps.store, deps.models)
-        return await Daemon(project, deps, options, progress).run()
+        preflight = (lambda: _preflight(deps)) if check_models else None
+        return await Daemon(project, deps, options, progress, preflight).run()
     finally:
         await deps.models.aclose()
         deps.store.close()
@@ -58,6 +57,18 @@ async def _preflight(deps: Any) -> None:
             f"cannot start the round: {reasons}. `evoinstruct models check` tests every model; "
             "`evoinstruct run --no-check` starts anyway."
         )
+
+
+async def check_models_answer(project: Project, overrides: list[str]) -> None:
+    """The daemon's start-up check, run by `run --detach` before it lets go of the terminal."""
+    from graph.deps import deps_for_project
+
+    deps = deps_for_project(project, project.load_config(overrides))
+    try:
+        await _preflight(deps)
+    finally:
+        await deps.models.aclose()
+        deps.store.close()
 
 
 def detach(project: Project, argv: list[str]) -> int:

@@ -388,7 +388,9 @@ class PoolMixin(StoreBase):
         """Keep every rejection with its evidence and raw output; re-recording is a no-op."""
         rows = []
         for r in rejections:
-            key = [r.stage, r.reason, r.example_id, r.text, round]
+            # Two distinct failures of one stage (two failed calls with no example yet)
+            # differ in their raw output or evidence; the same rejection recorded twice does not.
+            key = [r.stage, r.reason, r.example_id, r.text, round, r.raw_output, dumps(r.evidence)]
             rows.append(
                 {
                     "id": stable_hash(key)[:24],
@@ -473,8 +475,10 @@ class PoolMixin(StoreBase):
     # --- demos, statistics, lineage -------------------------------------------------
     def sample_demos(self, n_human: int, n_machine: int, rng: random.Random) -> list[Example]:
         """Few-shot demos: human seeds plus accepted machine examples, shuffled (Self-Instruct)."""
-        human = self._sample_ids("source = 'seed' AND status = 'accepted'", n_human, rng)
         machine = self._sample_ids("source != 'seed' AND status = 'accepted'", n_machine, rng)
+        # Too few machine examples yet (always, at the start): more human seeds fill the prompt.
+        wanted = n_human + n_machine - len(machine)
+        human = self._sample_ids("source = 'seed' AND status = 'accepted'", wanted, rng)
         demos = self.get_many(human + machine)
         rng.shuffle(demos)
         return demos

@@ -37,6 +37,7 @@ def test_init_writes_a_config_that_loads(tmp_path: Path, capsys) -> None:
         ('[loop]\ngenerate_calls = "many"\n', "field 'loop.generate_calls'"),
         ('[roles]\ncritic = "nobody"\n', "roles.critic"),
         ("[loop\n", "evoinstruct.toml"),
+        ("[rewriter]\nuse_evidence = true\n", "field 'rewriter.use_evidence'"),
     ],
 )
 def test_config_errors_name_the_key(project_dir: Path, capsys, snippet: str, expected: str) -> None:
@@ -133,3 +134,14 @@ def test_run_fails_fast_when_the_teacher_is_unreachable(project_dir: Path, capsy
     assert "evoinstruct models check" in result.err
     status = run_cli(capsys, "status", "--json", "-p", project_dir).json()
     assert status["rounds"] == 0 and status["examples"]["total"] == 0  # nothing started
+
+
+def test_run_detach_fails_in_the_foreground_when_the_teacher_is_unreachable(
+    project_dir: Path, capsys
+) -> None:
+    from tests.openai_server import closed_port
+
+    url = f'models.teacher.base_url="http://127.0.0.1:{closed_port()}/v1"'
+    result = run_cli(capsys, "run", "--detach", "-p", project_dir, "--set", url)
+    assert result.code == 1 and "cannot connect" in result.err
+    assert "Daemon started" not in result.out

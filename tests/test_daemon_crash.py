@@ -210,3 +210,14 @@ def test_detached_daemon_shows_in_status_and_stops(served_project) -> None:
     assert (
         "stopping before" in (project / "daemon.log").read_text() or finished_rounds(project) >= 1
     )
+
+
+@pytest.mark.slow
+def test_a_teacher_that_stops_answering_ends_a_forever_daemon(served_project) -> None:
+    project, server = served_project
+    log = project / "test-daemon.log"
+    process = start_daemon(project, "--forever", env=ENV, log=log)
+    assert wait_for(lambda: finished_rounds(project) >= 1, 60)
+    server.inject("500", times=100_000)  # the server now fails every call
+    assert process.wait(timeout=120) == 1
+    assert "cannot start the round: teacher: the server failed" in log.read_text()

@@ -51,6 +51,12 @@ def test_add_candidates_is_idempotent(store) -> None:
 
 def test_scores_and_rejections_upsert_once(store) -> None:
     ids = store.add_candidates([ExampleDraft("Explain gravity.")], round=1).ids
+    # Two failed calls of one stage with no example yet are two rows, not one.
+    store.record_rejections(
+        [Rejection("generate", "model_failure:timeout", raw_output=f"call {i}") for i in range(2)],
+        round=1,
+    )
+    assert len(store.rejections(reason="model_failure:timeout")) == 2
     for _ in range(2):
         store.record_scores([Score(ids[0], "judge", "accuracy", 4.5, "4.5\nGood.")], round=1)
         store.record_rejections(
@@ -104,6 +110,8 @@ def test_sample_demos_mixes_human_and_machine(store) -> None:
     seeds = [ExampleDraft(f"Seed task {i}", output="ok", source="seed") for i in range(10)]
     machine = [ExampleDraft(f"Machine task {i}", output="ok") for i in range(5)]
     store.add_candidates(seeds, 0)
+    # No machine examples yet: human seeds fill all eight places (Self-Instruct's 8 demos).
+    assert [d.source for d in store.sample_demos(6, 2, random.Random(0))] == ["seed"] * 8
     ids = store.add_candidates(machine, 1).ids
     store.set_status(ids, "accepted")
     demos = store.sample_demos(6, 2, random.Random(0))
