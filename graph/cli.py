@@ -47,8 +47,20 @@ def init(
     project = init_project(directory, force=force)
     console.print(f"Created {project.config_path}")
     console.print(f"Example seeds in {project.root / 'seeds'}; add them with:")
+    seeds = project.root / "seeds"
+    # Commands print whole, never wrapped, so they can be copied.
     console.print(
-        f"  evoinstruct seed add {project.root / 'seeds' / 'seed_tasks_en.jsonl'} --project {project.root}"
+        f"  evoinstruct seed add {seeds / 'seed_tasks_en.jsonl'} {seeds / 'seed_tasks_zh.jsonl'} "
+        f"--project {project.root}",
+        soft_wrap=True,
+        markup=False,
+    )
+    console.print(
+        "Then point [models.teacher] in evoinstruct.toml at your model server and run:",
+        markup=False,
+    )
+    console.print(
+        f"  evoinstruct models check --project {project.root}", soft_wrap=True, markup=False
     )
 
 
@@ -482,7 +494,7 @@ def demo(
         "report",
         "export --format sharegpt -o demo.jsonl --with-lineage",
     ):
-        console.print(f"  evoinstruct {command} --project {root}")
+        console.print(f"  evoinstruct {command} --project {root}", soft_wrap=True, markup=False)
 
 
 # --- the trainer by hand, models -------------------------------------------------------------

@@ -133,3 +133,11 @@ def test_cli_bench_json(tmp_path, capsys) -> None:
         assert table.code == 0 and "requests/s" in table.out
     missing = run_cli(capsys, "models", "bench", "judge", "-p", project)
     assert missing.code == 2 and "judge" in missing.err
+
+
+async def test_an_in_process_model_missing_locally_is_reported_without_a_download() -> None:
+    from agents.models.check import check_model
+
+    cfg = ModelConfig(backend="transformers", path="no-such-org/no-such-model-xyz")
+    result = await check_model("student", cfg)
+    assert not result.ok and "huggingface-cli download no-such-org/no-such-model-xyz" in result.error

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agents.models.base import ChatModel, ChatRequest, Failure, Generation, Result
@@ -64,6 +65,21 @@ def explain(failure: Failure, cfg: ModelConfig) -> str:
     return f"{failure.kind}: {detail}"
 
 
+def _not_on_disk(cfg: ModelConfig) -> str | None:
+    """For an in-process model named by hub id: is it in the local cache? Checking must not
+    stall on hub retries (no network here, or a model never downloaded)."""
+    if cfg.backend == "openai" or not cfg.path or Path(cfg.path).expanduser().is_dir():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(cfg.path, "config.json"), str):
+        return None
+    return (
+        f"{cfg.path} is neither a local directory nor in the Hugging Face cache: "
+        f"download it once with `huggingface-cli download {cfg.path}`, or set path to a local copy"
+    )
+
+
 def _where(cfg: ModelConfig) -> str:
     return ", ".join(cfg.endpoints) if cfg.backend == "openai" else str(cfg.path or cfg.model)
 
@@ -74,6 +90,10 @@ async def check_model(
     """One tiny request without retries; never raises for a model that cannot be reached."""
     quick = cfg.model_copy(update={"max_retries": 0, "timeout_s": min(cfg.timeout_s, 30.0)})
     result = CheckResult(name, cfg.backend, str(cfg.model or cfg.path), _where(cfg), ok=False)
+    missing = _not_on_disk(cfg)
+    if missing:
+        result.error = missing
+        return result
     try:
         model = builder(quick)
     except EvoError as exc:
