@@ -140,4 +140,6 @@ async def test_an_in_process_model_missing_locally_is_reported_without_a_downloa
 
     cfg = ModelConfig(backend="transformers", path="no-such-org/no-such-model-xyz")
     result = await check_model("student", cfg)
-    assert not result.ok and "huggingface-cli download no-such-org/no-such-model-xyz" in result.error
+    assert (
+        not result.ok and "huggingface-cli download no-such-org/no-such-model-xyz" in result.error
+    )
