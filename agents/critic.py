@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.deita import DeitaConfig, deita_scores
 from agents.ifd import IFDConfig, ifd_scores
 from agents.instag import InsTagConfig, tag_examples
-from agents.judge import JudgeConfig, judge_examples, model_version
-from agents.models.base import ChatModel
+from agents.judge import JudgeConfig, judge_examples
+from agents.models.base import ChatModel, model_version
 from agents.stats import StatsConfig, run_stats
 from prompts.library import PromptLibrary
 from store.records import Example, Rejection, Score

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.judge import ScoreTask, llm_scores, model_version
-from agents.models.base import ChatModel, Message
+from agents.judge import ScoreTask, llm_scores
+from agents.models.base import ChatModel, Message, model_version
 from prompts.library import PromptLibrary
 from store.errors import UnsupportedError
 from store.records import Example, Rejection, Score

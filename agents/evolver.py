@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.generator import text_language
-from agents.models.base import ChatModel, ChatRequest, Result
+from agents.models.base import ChatModel, ChatRequest, Result, model_version
 from agents.outcome import AgentOutcome
 from agents.textstats import count_words, find_phrase, only_punctuation_and_stopwords
 from prompts.library import PromptLibrary
@@ -267,7 +267,7 @@ def _take_rewrite(
             source="evolved",
             parent_id=parent.id,
             operation=op,
-            model_version=model.adapter_version or model.model_id,
+            model_version=model_version(model),
             template=prompts.template_name(f"evol_{op}"),
             language=text_language(evolved, prompts.language),
             depth=parent.depth + 1,

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models.base import ChatModel, ChatRequest
+from agents.models.base import ChatModel, ChatRequest, model_version
 from agents.outcome import AgentOutcome
 from agents.textstats import count_words, find_phrase, is_punctuation
 from prompts.library import PromptLibrary
@@ -504,7 +504,7 @@ async def generate(
             outcome._reject("no_tasks", None, result.text)
         provenance = {
             "operation": config.mode,
-            "model_version": model.adapter_version or model.model_id,
+            "model_version": model_version(model),
             "template": prompts.template_name(name),
         }
         demo_ids = [d.id for d in demos if isinstance(d, Example)]

@@ -214,11 +214,6 @@ def failure_rejection(failure: Failure, example_id: str | None, stage: str) -> R
     )
 
 
-def model_version(model: ChatModel) -> str:
-    """The provenance string of a model: its adapter version, else its id."""
-    return model.adapter_version or model.model_id
-
-
 @dataclass
 class ScoreTask:
     """One scoring request: which example, which dimension, the rendered messages."""

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models.base import ChatModel, ChatRequest, Message
+from agents.models.base import ChatModel, ChatRequest, Message, model_version
 from agents.outcome import AgentOutcome
 from prompts.library import PromptLibrary
 from store.errors import ConfigError
@@ -116,7 +116,7 @@ async def respond(
         for item, system in zip(todo, systems, strict=True)
     ]
     results = await model.generate(requests)
-    version = model.adapter_version or model.model_id
+    version = model_version(model)
     for item, system, result in zip(todo, systems, results, strict=True):
         if not outcome.count(result):
             _reject(outcome, item, f"model_failure:{result.kind}", None, result.message)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.judge import failure_rejection, generate_counted, model_version
-from agents.models.base import ChatModel, ChatRequest, Failure, Generation
+from agents.judge import failure_rejection, generate_counted
+from agents.models.base import ChatModel, ChatRequest, Failure, Generation, model_version
 from agents.textstats import count_words
 from prompts.library import PromptLibrary
 from store.errors import ConfigError

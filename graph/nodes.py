@@ -15,6 +15,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agents import critic, evolver, generator, responder, rewriter, selector
+from agents.models.base import model_version
 from graph.deps import Deps
 from graph.indexes import selection_indexes
 from graph.state import RoundState
@@ -207,7 +208,7 @@ async def respond(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
                 item.id,
                 item.output,
                 system=item.system or None,
-                model_version=_version(model),
+                model_version=model_version(model),
                 template=deps.prompts.template_name("respond"),
             )
         _settle(deps, n, batch, outcome.rejections)
@@ -258,10 +259,6 @@ async def _eliminate(deps: Deps, n: int, runtime: Runtime[Deps]) -> Counter[str]
             rejected=_reasons(outcome.rejections),
         )
     return counts
-
-
-def _version(model: Any) -> str:
-    return model.adapter_version or model.model_id
 
 
 async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:

@@ -130,3 +130,8 @@ class ChatModel(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def model_version(model: ChatModel) -> str:
+    """The provenance string of a model: its adapter version, else its id."""
+    return model.adapter_version or model.model_id
