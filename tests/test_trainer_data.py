@@ -297,3 +297,19 @@ def test_lineage_and_starting_version(store) -> None:
     assert starting_version(store, cfg)["version"] == "v2"
     assert starting_version(store, cfg.model_copy(update={"init_from": "base"})) is None
     assert starting_version(store, cfg.model_copy(update={"lora_r": 8})) is None  # other shape
+
+
+def test_count_new_resets_after_a_training_even_from_the_base(store) -> None:
+    """The schedule's count: examples no training has seen, whatever the starting point."""
+    from tests.conftest_trainer import fill_pool
+    from trainer.data import count_new, is_heldout
+
+    cfg = TrainerConfig(base_model="tiny", init_from="base", heldout_fraction=0.1)
+    ids = fill_pool(store, n_new=20, n_seed=2, round=1)
+    trainable = [i for i in ids if not is_heldout(i, cfg.heldout_fraction)]
+    assert count_new(store, cfg) == len(trainable)
+    store.register_model_version(
+        "v1", base="tiny", method="lora", path="/m/v1", round=1, metrics={}, config={}
+    )
+    store.record_training_manifest("v1", trainable)
+    assert count_new(store, cfg) == 0  # nothing new since v1, though v1 was never promoted

@@ -176,10 +176,16 @@ def select_mix(
 
 
 def count_new(store: Store, cfg: TrainerConfig) -> int:
-    """New accepted examples the next run would train on (the schedule's threshold)."""
+    """Accepted examples no earlier training has seen (the schedule's threshold).
+
+    Counted against the version this run continues from, else the latest version
+    trained: a run from the base model (or after a version the gate turned down)
+    must not count the same examples as new again and retrain on every schedule.
+    """
     parent = starting_version(store, cfg)
-    already = lineage_trained_ids(store, parent["version"] if parent else None)
-    return len(_split_pool(store, cfg, already)[1])
+    versions = store.model_versions()
+    reference = parent["version"] if parent else (versions[-1]["version"] if versions else None)
+    return len(_split_pool(store, cfg, lineage_trained_ids(store, reference))[1])
 
 
 # --- formatting -----------------------------------------------------------------------
