@@ -37,7 +37,10 @@ class IFDConfig(BaseModel):
         description="Drop examples whose IFD is above this (the instruction does not help).",
     )
     top_fraction: float = Field(
-        0.10, gt=0, le=1, description="Share of highest-IFD examples to prefer (paper: 0.05–0.10)."
+        0.10,
+        gt=0,
+        le=1,
+        description="Share of highest-IFD examples top_ifd() returns (paper: 0.05–0.10); the daemon does not cut by it yet, it drops IFD > max_ifd.",
     )
 
 
