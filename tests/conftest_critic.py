@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from agents.models.base import ChatRequest, Result
+from agents.models.base import ChatRequest
 from store.records import Example
-from tests.doubles import ScriptedModel
 
 
 def make_example(
@@ -37,18 +34,6 @@ def make_example(
         created_at="2026-01-01T00:00:00",
         meta={"origin": "test"},
     )
-
-
-class BatchLog(ScriptedModel):
-    """A ScriptedModel that also records the size of each `generate` batch."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.batches: list[int] = []
-
-    async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:
-        self.batches.append(len(requests))
-        return await super().generate(requests)
 
 
 def user_text(request: ChatRequest) -> str:

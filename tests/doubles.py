@@ -37,6 +37,7 @@ class ScriptedModel:
         self.model_id = model_id
         self.adapter_version: str | None = None
         self.calls: list[ChatRequest] = []
+        self.batches: list[int] = []  # the size of each generate() call: agents must batch
         self._losses = losses
         self._embedder = embedder
 
@@ -62,6 +63,7 @@ class ScriptedModel:
         return reply
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:
+        self.batches.append(len(requests))
         results = []
         for request in requests:
             self.calls.append(request)

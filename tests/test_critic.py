@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from agents.critic import CriticConfig, critique
 from prompts.library import PromptLibrary
-from tests.conftest_critic import BatchLog, make_example, user_text
+from tests.conftest_critic import make_example, user_text
 from tests.doubles import ScriptedModel
 
 RNG = random.Random(0)
@@ -34,7 +34,7 @@ def _batch():
     ]
 
 
-def _teacher() -> BatchLog:
+def _teacher() -> ScriptedModel:
     """Tags for tag prompts, 1–6 scores for Deita prompts, 0–5 judgements for judge prompts."""
 
     def reply(request) -> str:
@@ -45,7 +45,7 @@ def _teacher() -> BatchLog:
             return "5"
         return "2\nWrong planet." if "largest planet" in text else "5\nCorrect."
 
-    return BatchLog(default=reply, model_id="teacher")
+    return ScriptedModel(default=reply, model_id="teacher")
 
 
 def _student() -> ScriptedModel:

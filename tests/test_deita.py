@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from agents.deita import DeitaConfig, deita_messages, deita_scores, expected_score
 from agents.models.base import Message
 from prompts.library import PromptLibrary
-from tests.conftest_critic import BatchLog, make_example, user_text
+from tests.conftest_critic import make_example, user_text
+from tests.doubles import ScriptedModel
 
 EN, ZH = PromptLibrary("en"), PromptLibrary("zh")
 OPTIONS = ["1", "2", "3", "4", "5", "6"]
@@ -92,7 +93,7 @@ async def test_scores_from_logits_in_one_call() -> None:
         return [0, 0, 0, 0, 0, 1] if complexity else [0, 0, 0.5, 0.5, 0, 0]
 
     scorer = LogitScorer(probs)
-    judge = BatchLog()  # must not be called
+    judge = ScriptedModel()  # must not be called
     counters: Counter[str] = Counter()
     outcome = await deita_scores(
         _batch(), scorer=scorer, judge=judge, prompts=EN, config=DeitaConfig(), counters=counters
@@ -108,7 +109,7 @@ async def test_scores_from_logits_in_one_call() -> None:
 
 
 async def test_unsupported_scorer_falls_back_to_the_judge_and_counts() -> None:
-    scorer = BatchLog()  # ScriptedModel: option_probs raises UnsupportedError
+    scorer = ScriptedModel()  # ScriptedModel: option_probs raises UnsupportedError
     replies = {"complexity": "5", "quality": "4\nGood."}
 
     def answer(request) -> str:
@@ -116,7 +117,7 @@ async def test_unsupported_scorer_falls_back_to_the_judge_and_counts() -> None:
         quality = "### Response" in text or "### 回答" in text
         return replies["quality"] if quality else replies["complexity"]
 
-    judge = BatchLog(default=answer)
+    judge = ScriptedModel(default=answer)
     counters: Counter[str] = Counter()
     outcome = await deita_scores(
         _batch(), scorer=scorer, judge=judge, prompts=ZH, config=DeitaConfig(), counters=counters
@@ -129,7 +130,7 @@ async def test_unsupported_scorer_falls_back_to_the_judge_and_counts() -> None:
 
 
 async def test_fallback_without_scorer_clamps_and_keeps_missing() -> None:
-    judge = BatchLog(["9", "0", "no idea", "3", "still no idea"])
+    judge = ScriptedModel(["9", "0", "no idea", "3", "still no idea"])
     counters: Counter[str] = Counter()
     outcome = await deita_scores(
         _batch(), scorer=None, judge=judge, prompts=EN, config=DeitaConfig(), counters=counters

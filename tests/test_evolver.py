@@ -37,16 +37,6 @@ def example(instruction: str, input: str = "", id: str = "p1", depth: int = 0) -
     )  # fmt: skip
 
 
-class BatchCountingModel(ScriptedModel):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.batches: list[int] = []
-
-    async def generate(self, requests):
-        self.batches.append(len(requests))
-        return await super().generate(requests)
-
-
 # --- templates ---------------------------------------------------------------
 
 OP_PHRASES = {
@@ -186,7 +176,7 @@ async def test_evolve_end_to_end() -> None:
         "Explain topic number 4 to a child.",  # identical to the parent
         "",
     ]
-    model = BatchCountingModel(replies, model_id="teacher")
+    model = ScriptedModel(replies, model_id="teacher")
     outcome = await evolve(parents, model, PromptLibrary("en"), EvolverConfig(), Random(7))
     assert model.batches == [6]
     assert parents == before  # parents stay unchanged
@@ -286,7 +276,7 @@ async def test_eliminate_applies_each_rule() -> None:
         (parent, child_of(parent, "Explain recursion in C.", "Functions call themselves.")),
     ]
     # Only the four that pass the cheap rules reach the equality check, in order.
-    model = BatchCountingModel(["Not Equal", "Equal", "maybe", Failure("server", "500")])
+    model = ScriptedModel(["Not Equal", "Equal", "maybe", Failure("server", "500")])
     outcome = await eliminate(pairs, model, PromptLibrary("en"), EvolverConfig())
     assert model.batches == [4]
     assert [c.instruction for c in outcome.kept] == ["Explain recursion with two code examples."]

@@ -50,18 +50,6 @@ def truncated(text: str) -> Generation:
     return Generation(choices=[Choice(text, "length")])
 
 
-class BatchCountingModel(ScriptedModel):
-    """Counts `generate` invocations, to prove the agent batches its requests."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.batches: list[int] = []
-
-    async def generate(self, requests):
-        self.batches.append(len(requests))
-        return await super().generate(requests)
-
-
 # --- templates ---------------------------------------------------------------
 
 
@@ -345,7 +333,7 @@ async def test_generate_self_instruct_end_to_end() -> None:
         "12. Write a program that prints primes.\n"
         "13. Explain how tides work in detail."
     )
-    model = BatchCountingModel([reply, Failure("timeout", "read timed out")], model_id="teacher")
+    model = ScriptedModel([reply, Failure("timeout", "read timed out")], model_id="teacher")
     config = GeneratorConfig()
     outcome = await generate(
         [HUMAN + MACHINE, HUMAN + MACHINE], model, PromptLibrary("en"), config, Random(0)
@@ -448,7 +436,7 @@ async def test_generate_instances_end_to_end() -> None:
         ExampleDraft("Give the capital of the country."),
         ExampleDraft("Write a two-line poem about flowers."),
     ]
-    model = BatchCountingModel(default=_instance_reply)
+    model = ScriptedModel(default=_instance_reply)
     outcome = await generate_instances(
         drafts, model, PromptLibrary("en"), GeneratorConfig(), Random(0)
     )

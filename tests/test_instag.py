@@ -19,7 +19,8 @@ from agents.instag import (
 )
 from agents.models.base import Choice, Failure, Generation
 from prompts.library import PromptLibrary
-from tests.conftest_critic import BatchLog, make_example
+from tests.conftest_critic import make_example
+from tests.doubles import ScriptedModel
 
 EN, ZH = PromptLibrary("en"), PromptLibrary("zh")
 
@@ -169,7 +170,7 @@ async def test_tag_examples_end_to_end() -> None:
         ),
         Failure("rate_limit", "429"),
     ]
-    model = BatchLog(replies)
+    model = ScriptedModel(replies)
     counters: Counter[str] = Counter()
     config = InsTagConfig(enabled=True, min_tag_count=1)
     outcome = await tag_examples(batch, model, ZH, config, counters)
@@ -191,7 +192,7 @@ async def test_tag_examples_end_to_end() -> None:
 
 
 async def test_known_counts_decide_rare_tags() -> None:
-    model = BatchLog(['[{"tag": "poems", "explanation": "x"}]'])
+    model = ScriptedModel(['[{"tag": "poems", "explanation": "x"}]'])
     outcome = await tag_examples(
         [make_example("p", "Write a poem.")],
         model,

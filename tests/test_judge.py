@@ -20,7 +20,8 @@ from agents.judge import (
 from agents.models.base import Choice, Failure, Generation
 from prompts.library import PromptLibrary
 from store.records import Score
-from tests.conftest_critic import BatchLog, make_example, user_text
+from tests.conftest_critic import make_example, user_text
+from tests.doubles import ScriptedModel
 
 EN, ZH = PromptLibrary("en"), PromptLibrary("zh")
 
@@ -157,7 +158,7 @@ def _batch():
 
 
 async def test_judge_scores_in_one_batch_and_applies_threshold() -> None:
-    model = BatchLog(["5\nCorrect.", "1\n错误，应为北京。"])
+    model = ScriptedModel(["5\nCorrect.", "1\n错误，应为北京。"])
     counters: Counter[str] = Counter()
     outcome = await judge_examples(_batch(), model, EN, JudgeConfig(), counters)
     assert model.batches == [2]
@@ -173,13 +174,13 @@ async def test_judge_scores_in_one_batch_and_applies_threshold() -> None:
 
 
 async def test_judge_threshold_is_inclusive() -> None:
-    model = BatchLog(["4.5", "4.4"])
+    model = ScriptedModel(["4.5", "4.4"])
     outcome = await judge_examples(_batch(), model, EN, JudgeConfig(), Counter())
     assert [r.example_id for r in outcome.rejections] == ["weak"]
 
 
 async def test_judge_several_dimensions_one_call_each() -> None:
-    model = BatchLog(default="5")
+    model = ScriptedModel(default="5")
     config = JudgeConfig(dimensions=["accuracy", "Helpfulness", "level of detail"])
     outcome = await judge_examples(_batch(), model, ZH, config, Counter())
     assert model.batches == [6]
@@ -187,7 +188,7 @@ async def test_judge_several_dimensions_one_call_each() -> None:
 
 
 async def test_unparseable_is_retried_once_then_recorded_as_missing() -> None:
-    model = BatchLog(["I think it is good.", "5", "Still no number."])
+    model = ScriptedModel(["I think it is good.", "5", "Still no number."])
     counters: Counter[str] = Counter()
     outcome = await judge_examples(_batch(), model, EN, JudgeConfig(), counters)
     assert model.batches == [2, 1]  # only the unreadable answer is asked again
@@ -204,7 +205,7 @@ async def test_unparseable_is_retried_once_then_recorded_as_missing() -> None:
 
 
 async def test_missing_score_can_be_kept_when_configured() -> None:
-    model = BatchLog(default="no idea")
+    model = ScriptedModel(default="no idea")
     outcome = await judge_examples(
         _batch()[:1], model, EN, JudgeConfig(on_missing="keep", retries=0), Counter()
     )
@@ -215,7 +216,7 @@ async def test_missing_score_can_be_kept_when_configured() -> None:
 
 async def test_truncated_and_failed_answers() -> None:
     truncated = Generation([Choice("4.5\nThe response is accu", "length")])
-    model = BatchLog([truncated, Failure("timeout", "no answer in 120 s", attempts=3)])
+    model = ScriptedModel([truncated, Failure("timeout", "no answer in 120 s", attempts=3)])
     counters: Counter[str] = Counter()
     outcome = await judge_examples(_batch(), model, EN, JudgeConfig(), counters)
     assert [(s.example_id, s.value) for s in outcome.scores] == [("good", 4.5)]
@@ -226,7 +227,9 @@ async def test_truncated_and_failed_answers() -> None:
 
 
 async def test_structured_mode_sends_the_schema() -> None:
-    model = BatchLog(['{"score": 4.5, "explanation": "ok"}', '{"score": 2, "explanation": "不对"}'])
+    model = ScriptedModel(
+        ['{"score": 4.5, "explanation": "ok"}', '{"score": 2, "explanation": "不对"}']
+    )
     outcome = await judge_examples(_batch(), model, ZH, JudgeConfig(structured=True), Counter())
     assert all(r.json_schema == judge_schema() for r in model.calls)
     assert {s.example_id: s.explanation for s in outcome.scores} == {"good": "ok", "weak": "不对"}

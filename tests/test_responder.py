@@ -26,16 +26,6 @@ def stored(instruction: str, output: str | None = None, id: str = "x1") -> Examp
     )  # fmt: skip
 
 
-class BatchCountingModel(ScriptedModel):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.batches: list[int] = []
-
-    async def generate(self, requests):
-        self.batches.append(len(requests))
-        return await super().generate(requests)
-
-
 @pytest.mark.parametrize("language", ["en", "zh"])
 def test_render_respond(language: str) -> None:
     lib = PromptLibrary(language)
@@ -100,7 +90,7 @@ async def test_respond_end_to_end() -> None:
         "   ",
         "I like reading books.",
     ]
-    model = BatchCountingModel(replies, model_id="teacher")
+    model = ScriptedModel(replies, model_id="teacher")
     outcome = await respond(items, model, PromptLibrary("en"), ResponderConfig(), Random(0))
     assert model.batches == [5]
     assert [i.instruction for i in outcome.skipped] == ["Already answered."]

@@ -22,7 +22,8 @@ from agents.rewriter import (
 )
 from prompts.library import PromptLibrary
 from store.errors import ConfigError
-from tests.conftest_critic import BatchLog, make_example, user_text
+from tests.conftest_critic import make_example, user_text
+from tests.doubles import ScriptedModel
 
 EN, ZH = PromptLibrary("en"), PromptLibrary("zh")
 REQUIRED = [
@@ -268,7 +269,7 @@ def _scripted(types: dict[str, str], rewrites: dict[str, object]):
         table = rewrites if ("Revised response:" in text or "修改后的回答：" in text) else types
         return next(v for k, v in table.items() if k in text)
 
-    return BatchLog(default=reply, model_id="teacher-7b")
+    return ScriptedModel(default=reply, model_id="teacher-7b")
 
 
 async def test_rewrite_examples_end_to_end() -> None:
@@ -353,7 +354,9 @@ async def test_failures_and_unparseable_keep_the_original() -> None:
         make_example("a", "How many legs do 3 cats have?", ORIGINAL_MATH),
         make_example("b", "Brainstorm 3 names for a cat.", "Tom, Luna and Milo are good names."),
     ]
-    model = BatchLog([Failure("timeout", "slow"), "brainstorming", "Here are better names: Tom"])
+    model = ScriptedModel(
+        [Failure("timeout", "slow"), "brainstorming", "Here are better names: Tom"]
+    )
     outcome = await rewrite_examples(batch, model, EN, RewriterConfig(), RNG)
     assert outcome.drafts == []
     assert [(r.example_id, r.reason) for r in outcome.rejections] == [
