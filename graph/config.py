@@ -55,6 +55,11 @@ class LoopConfig(BaseModel):
         64, ge=1, description="Examples per agent call in respond, critique and rewrite."
     )
     rewrite: bool = Field(True, description="Run the ReAlign rewriter on candidates each round.")
+    diversity_reference: int = Field(
+        2000,
+        ge=0,
+        description="Accepted examples sampled each round as the diversity filter's reference (0: this round only).",
+    )
     keep_checkpoints: int = Field(
         5, ge=1, description="Finished rounds whose LangGraph checkpoints are kept."
     )

@@ -367,7 +367,7 @@ async def select(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     candidates = deps.store.pending(
         n, _mark("select", n), has_output=True, requires=_mark("critique", n)
     )
-    seeds = [e.id for e in candidates if e.source == "seed"]
+    seeds = [e for e in candidates if e.source == "seed"]
     # Human seeds are accepted as written; only machine examples compete for the pool.
     machine = [e for e in candidates if e.source != "seed"]
     emit(runtime, "select", done=0, total=len(candidates))
@@ -375,16 +375,24 @@ async def select(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     # Novelty ran at generation (Self-Instruct); an evolved child is meant to resemble its parent.
     cfg = cfg.model_copy(update={"steps": [s for s in cfg.steps if s != "novelty"]})
     embedder = deps.models.for_role("embedder")
+    indexes = selection_indexes(deps)
+    # The diversity filter compares with a sample of the accepted pool, not just this round.
+    reference = deps.store.get_many(
+        deps.store.sample_accepted(deps.config.loop.diversity_reference, deps.rng(n, "select"))
+    )
     outcome = await selector.select(
         machine,
         deps.store.scores_for([e.id for e in machine]),
-        selection_indexes(deps),
+        indexes,
         cfg,
         embedder=embedder.embed if embedder is not None else None,
         tags={e.id: e.meta.get("tags", []) for e in machine},
+        reference_texts=[selector.field_text(e, cfg.diversity_fields) for e in reference],
     )
+    for seed in seeds:  # later candidates are deduplicated against accepted seeds too
+        indexes.add(seed, cfg)
     with deps.store.transaction():
-        deps.store.set_status(outcome.accepted + seeds, "accepted")
+        deps.store.set_status(outcome.accepted + [e.id for e in seeds], "accepted")
         deps.store.reject(outcome.rejections, n)
         deps.store.mark_done([e.id for e in candidates], _mark("select", n))
     reasons = _reasons(outcome.rejections)

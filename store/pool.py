@@ -282,6 +282,10 @@ class PoolMixin(StoreBase):
         )
         return [_row_to_example(r) for r in rows]
 
+    def sample_accepted(self, n: int, rng: random.Random) -> list[str]:
+        """Ids of up to `n` accepted examples, sampled reproducibly."""
+        return self._sample_ids("status = 'accepted'", n, rng)
+
     def sample_evolvable(self, n: int, max_depth: int, rng: random.Random) -> list[str]:
         """Ids of accepted examples that may be evolved again (depth below `max_depth`)."""
         return self._sample_ids(f"status = 'accepted' AND depth < {int(max_depth)}", n, rng)

@@ -247,3 +247,28 @@ async def test_a_failed_training_ends_the_branch_and_the_daemon_goes_on(deps) ->
     assert result.rounds_run == [1, 2]  # round 1's failure did not wedge round 2
     assert deps.store.round(1)["counts"]["training"].startswith("training failed: no base model")
     assert deps.store.active_model() is None
+
+
+async def test_select_measures_diversity_against_the_accepted_pool(deps) -> None:
+    """A candidate that says what an earlier round's accepted example said is not diverse."""
+    answer = "Tides come from the pull of the moon and the sun on the oceans, twice a day."
+    old = deps.store.add_candidates([ExampleDraft("Why are there tides?", output=answer)], 1).ids[0]
+    deps.store.set_status([old], "accepted")
+    fresh = deps.store.add_candidates(
+        [ExampleDraft("Why are there tides in the sea?", output=answer)], 2
+    )
+    other = deps.store.add_candidates(
+        [
+            ExampleDraft(
+                "List three uses of copper wire.",
+                output="Electrical wiring, motors and plumbing joints.",
+            )
+        ],
+        2,
+    )
+    ids = fresh.ids + other.ids
+    deps.store.mark_done(ids, "critique_r2")
+    update = await nodes.select({"round": 2}, Runtime(context=deps))
+    assert deps.store.get(fresh.ids[0]).status == "rejected"
+    assert deps.store.get(other.ids[0]).status == "accepted"
+    assert update["counts"]["select"].get("not_diverse") == 1
