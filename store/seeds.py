@@ -31,7 +31,7 @@ SHAREGPT_ROLES = {
     "gpt": "assistant",
     "assistant": "assistant",
 }
-OPENAI_ROLES = {"system", "user", "assistant"}
+OPENAI_ROLES = {"system": "system", "user": "user", "assistant": "assistant"}
 
 
 @dataclass
@@ -309,25 +309,44 @@ def _turns_to_draft(
     return ExampleDraft(instruction.strip(), "", output or None, system=system, meta=meta)
 
 
+def _chat_turns(
+    path: Path,
+    record: Record,
+    obj: dict[str, Any],
+    list_key: str,
+    role_key: str,
+    text_key: str,
+    roles: dict[str, str],
+    *,
+    fold_case: bool,
+) -> list[tuple[str, str]]:
+    """(role, text) pairs of a ShareGPT or OpenAI conversation, roles mapped to system/user/assistant."""
+    items = obj.get(list_key)
+    if not isinstance(items, list) or not items:
+        raise _fail(
+            path, record, list_key, f"expected a non-empty list of {{{role_key}, {text_key}}}"
+        )
+    turns = []
+    for i, item in enumerate(items):
+        field = f"{list_key}[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get(text_key), str):
+            raise _fail(
+                path, record, field, f"expected {{{role_key}, {text_key}}} with a string {text_key}"
+            )
+        raw = item.get(role_key)
+        role = roles.get(str(raw).lower() if fold_case else raw)
+        if role is None:
+            known = ", ".join(dict.fromkeys(roles))
+            raise _fail(path, record, f"{field}.{role_key}", f"unknown role {raw!r} ({known})")
+        turns.append((role, item[text_key]))
+    return turns
+
+
 def _sharegpt(path: Path, record: Record) -> list[ExampleDraft]:
     obj = _object(path, record)
-    conversations = obj.get("conversations")
-    if not isinstance(conversations, list) or not conversations:
-        raise _fail(path, record, "conversations", "expected a non-empty list of {from, value}")
-    turns = []
-    for i, turn in enumerate(conversations):
-        field = f"conversations[{i}]"
-        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-            raise _fail(path, record, field, "expected {from, value} with a string value")
-        role = SHAREGPT_ROLES.get(str(turn.get("from", "")).lower())
-        if role is None:
-            raise _fail(
-                path,
-                record,
-                f"{field}.from",
-                f"unknown role {turn.get('from')!r} (human, gpt, system)",
-            )
-        turns.append((role, turn["value"]))
+    turns = _chat_turns(
+        path, record, obj, "conversations", "from", "value", SHAREGPT_ROLES, fold_case=True
+    )
     if obj.get("system") and isinstance(obj["system"], str) and turns[0][0] != "system":
         turns.insert(0, ("system", obj["system"]))
     return [_turns_to_draft(path, record, turns, "conversations")]
@@ -335,20 +354,9 @@ def _sharegpt(path: Path, record: Record) -> list[ExampleDraft]:
 
 def _openai(path: Path, record: Record) -> list[ExampleDraft]:
     obj = _object(path, record)
-    messages = obj.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _fail(path, record, "messages", "expected a non-empty list of {role, content}")
-    turns = []
-    for i, message in enumerate(messages):
-        field = f"messages[{i}]"
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise _fail(path, record, field, "expected {role, content} with a string content")
-        role = message.get("role")
-        if role not in OPENAI_ROLES:
-            raise _fail(
-                path, record, f"{field}.role", f"unknown role {role!r} (system, user, assistant)"
-            )
-        turns.append((role, message["content"]))
+    turns = _chat_turns(
+        path, record, obj, "messages", "role", "content", OPENAI_ROLES, fold_case=False
+    )
     return [_turns_to_draft(path, record, turns, "messages")]
 
 
