@@ -3,21 +3,21 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+LOCK := requirements.lock
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench upgrade clean
 
 setup: $(VENV)/.installed
 
-# Pick the CPU torch build where there is no GPU: torch==2.13.0 installs from
-# the machine's local wheel in seconds; a bare `torch` would pull CUDA wheels.
-$(VENV)/.installed: pyproject.toml
+# Installs come from the committed lock, so a fresh machine gets exactly what CI
+# tested. torch==2.13.0 first: on a machine without a GPU it installs the CPU
+# build from local disk in seconds, where a bare `torch` would pull CUDA wheels.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
-	  $(PIP) install -q "torch>=2.6,<2.15"; \
-	else \
-	  $(PIP) install -q torch==2.13.0; \
-	fi
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -c $(LOCK) torch==2.13.0
+	$(PIP) install -q -c $(LOCK) -e '.[dev]'
+	$(PIP) check
+	$(PY) .ci/lock.py check $(LOCK)
 	touch $@
 
 demo: setup
@@ -30,5 +30,20 @@ test: setup
 bench: setup
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
+# A deliberate upgrade: resolve the newest versions pyproject.toml allows in a
+# scratch environment, run the whole suite on them, and only then rewrite the lock.
+UPGRADE_VENV := .venv-upgrade
+upgrade:
+	rm -rf $(UPGRADE_VENV)
+	python3 -m venv $(UPGRADE_VENV)
+	$(UPGRADE_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(UPGRADE_VENV)/bin/python -m pip install -q -e '.[dev]'
+	$(UPGRADE_VENV)/bin/python -m pip check
+	$(UPGRADE_VENV)/bin/python -m ruff check .
+	$(UPGRADE_VENV)/bin/python -m pytest -q
+	$(UPGRADE_VENV)/bin/python .ci/lock.py write $(LOCK)
+	rm -rf $(UPGRADE_VENV)
+	@echo "$(LOCK) rewritten; review 'git diff $(LOCK)', then run 'make setup test' and commit it."
+
 clean:
-	rm -rf $(VENV) demo-project
+	rm -rf $(VENV) $(UPGRADE_VENV) demo-project

@@ -133,9 +133,11 @@ class EvolveOutcome(AgentOutcome):
 
 @dataclass
 class EliminateOutcome(AgentOutcome):
-    """Children that survived the elimination rules, and a rejection for each that did not."""
+    """Children that survived the elimination rules, a rejection for each that did not, and
+    the children whose equality check call failed (no verdict: decide them again later)."""
 
     kept: list[Any] = field(default_factory=list)
+    failed: list[Any] = field(default_factory=list)
 
 
 def prompt_text(item: Example | ExampleDraft) -> str:
@@ -297,8 +299,10 @@ async def eliminate(
     """Apply the elimination rules to (parent, answered child) pairs; keep the survivors.
 
     Cheap rules (2, 3 and a re-check of 4) run first; the equality check
-    (rule 1) runs in one batch on what is left. An unreadable verdict or a
-    failed check call rejects the child: it was not shown to add anything.
+    (rule 1) runs in one batch on what is left. An unreadable verdict rejects
+    the child: it was not shown to add anything. A failed check call (a 503, a
+    timeout) says nothing about the child, so it is neither kept nor rejected
+    but returned in `failed` for a later attempt.
     """
     outcome = EliminateOutcome()
     survivors: list[tuple[Example | ExampleDraft, Item]] = []
@@ -334,7 +338,7 @@ async def eliminate(
     results = await model.generate(requests)
     for (_, child), result in zip(survivors, results, strict=True):
         if not outcome.count(result):
-            _reject_child(outcome, child, f"model_failure:{result.kind}", None, result.message)
+            outcome.failed.append(child)
             continue
         verdict = parse_equality(result.text)
         if verdict is None:

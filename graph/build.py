@@ -33,6 +33,20 @@ def route_after_evaluate(state: RoundState) -> Literal["promote", "__end__"]:
     return "promote" if state.get("promoted") else END
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for a recorded failure: an EvoError is already worded for the user; anything
+    else (a ValueError from peft) needs its type to be recognisable."""
+    if isinstance(exc, EvoError):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# The training branch catches Exception, not only EvoError: whatever a library raises
+# there, a re-run of the same node would raise it again, and a resumed round would crash
+# the daemon on every start. Cancellation and interrupts (BaseException) still propagate.
+
+
 async def train(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Fine-tune the student on the pool in a process of its own.
 
@@ -43,8 +57,8 @@ async def train(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     nodes.emit(runtime, "train", done=0, total=1)
     try:
         summary = await deps.trainer.train()
-    except EvoError as exc:
-        return _branch_ended(deps, state["round"], f"training failed: {exc}")
+    except Exception as exc:
+        return _branch_ended(deps, state["round"], f"training failed: {describe_error(exc)}")
     nodes.emit(runtime, "train", done=1, total=1, final=True)
     return {"trained_version": summary["version"], "notes": [f"trained {summary['version']}"]}
 
@@ -55,8 +69,9 @@ async def evaluate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     version = state["trained_version"]
     try:
         evaluation = await deps.trainer.evaluate(deps.store, version, deps.models, deps.prompts)
-    except EvoError as exc:
-        return _branch_ended(deps, state["round"], f"evaluating {version} failed: {exc}")
+    except Exception as exc:
+        reason = f"evaluating {version} failed: {describe_error(exc)}"
+        return _branch_ended(deps, state["round"], reason)
     decision = evaluation.decision
     nodes.emit(runtime, "evaluate", done=1, total=1, final=True)
     deps.store.finish_round(state["round"], {"training": f"{version}: {decision.reason}"})
@@ -70,10 +85,24 @@ async def promote(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     reason = state.get("notes", [""])[-1]
     try:
         await deps.trainer.promote(deps.store, deps.models, version, reason)
-    except EvoError as exc:
-        return _branch_ended(deps, state["round"], f"{version} not promoted: {exc}")
+    except Exception as exc:
+        ended = f"{version} not promoted: {describe_error(exc)}"
+        return _branch_ended(deps, state["round"], ended + await _restore_generator(deps))
     nodes.emit(runtime, "promote", done=1, total=1, final=True)
     return {"model_version": version, "notes": [f"promoted {version}"]}
+
+
+async def _restore_generator(deps: Deps) -> str:
+    """A hand-off that failed half-way may have left the live student without a usable
+    adapter; load the store's active version again so the next round generates as before.
+    Returns what to add to the recorded reason."""
+    from graph.training import activate_student
+
+    try:
+        await activate_student(deps.store, deps.models)
+    except Exception as exc:
+        return f"; restoring the active generator failed too: {describe_error(exc)}"
+    return ""
 
 
 def _branch_ended(deps: Deps, round: int, reason: str) -> dict[str, Any]:

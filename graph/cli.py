@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from graph.cli_common import JsonOpt, ProjectOpt, SetOpt, console, open_project, print_json
 from store.errors import EvoError
+from store.seeds import FORMATS_HELP
 
 app = typer.Typer(
     help="Grow and clean an instruction-tuning pool with agents, and train a student on it.",
@@ -29,6 +31,69 @@ inspect_app = typer.Typer(
     help="Look into rounds, checkpoints, lineages and rejections.", no_args_is_help=True
 )
 app.add_typer(inspect_app, name="inspect")
+
+
+def _click_exceptions() -> ModuleType:
+    """The exceptions module of the click that typer itself runs on.
+
+    typer >= 0.29 vendors click as `typer._click`; older releases import the click package. An
+    installed standalone click is no evidence of either, so ask typer rather than `import click`.
+    """
+    import typer.core
+
+    engine = getattr(typer.core, "_click", None) or typer.core.click  # type: ignore[attr-defined]
+    return engine.exceptions
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("evoinstruct")
+    except PackageNotFoundError:  # run from a source tree that was never pip-installed
+        number = "unknown"
+    sys.stdout.write(f"evoinstruct {number}\n")
+    raise typer.Exit()
+
+
+def _takes_project(command: Any) -> bool:
+    """Whether `command` (or every command of a group) has a --project to inherit into."""
+    if any(param.name == "project" for param in command.params):
+        return True
+    commands = getattr(command, "commands", None) or {}
+    return bool(commands) and all(_takes_project(sub) for sub in commands.values())
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
+    project: Annotated[
+        Path | None,
+        typer.Option(
+            "--project",
+            "-p",
+            help="Project directory for the command that follows (its own --project wins).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    # Commands read this through cli_common.inherit_project while parsing their own options.
+    if project is None or ctx.invoked_subcommand is None:
+        return
+    command = ctx.command.get_command(ctx, ctx.invoked_subcommand)  # type: ignore[attr-defined]
+    if command is not None and not _takes_project(command):
+        # Ignoring it would, for `evoinstruct -p P init`, quietly create the project in ".".
+        raise _click_exceptions().UsageError(
+            f"'{ctx.invoked_subcommand}' does not take --project", ctx
+        )
 
 
 @app.command()
@@ -70,7 +135,7 @@ def seed_add(
     format: Annotated[
         str | None,
         typer.Option(
-            "--format", "-f", help="selfinstruct|alpaca|sharegpt|openai|csv|text (default: detect)."
+            "--format", "-f", help=f"{FORMATS_HELP} (default: detect)."
         ),
     ] = None,
     project: ProjectOpt = Path("."),
@@ -326,6 +391,9 @@ def inspect_rounds(project: ProjectOpt = Path("."), as_json: JsonOpt = False) ->
             r["model_version"] or "teacher",
         )
     console.print(table)
+    for r in rows:
+        if r.get("failed"):
+            console.print(f"round {r['round']} failed: {r['failed']}", markup=False, soft_wrap=True)
 
 
 @inspect_app.command("checkpoints")
@@ -511,10 +579,22 @@ models_app.command("list")(cli_train.models_list)
 app.add_typer(models_app, name="models")
 
 
+def _usage_line(exc: Any) -> str:
+    """One line, git-style: what was wrong, then where the help for it is."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)  # None for some parser errors: then there is no command path
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        message = message.removesuffix(".")
+        message += f" (see '{ctx.command_path} {ctx.help_option_names[0]}')"
+    return f"error: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: library errors become one line on stderr and their exit code."""
+    """Entry point: library and usage errors become one line on stderr and their exit code."""
+    errors = _click_exceptions()
     try:
-        code = app(args=argv, standalone_mode=False)
+        # prog_name fixed so messages name `evoinstruct` also when called in-process by tests.
+        code = app(args=argv, prog_name="evoinstruct", standalone_mode=False)
     except EvoError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(exc.exit_code) from None
@@ -523,13 +603,17 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.stderr.write("aborted\n")
         raise SystemExit(1) from None
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
+    except errors.ClickException as exc:
+        no_args_help = getattr(errors, "NoArgsIsHelpError", None)
+        if no_args_help is not None and isinstance(exc, no_args_help):
+            # Carries the help text; typer's rich help has already printed it to stdout.
+            if exc.format_message().strip():
+                exc.show()
+        elif isinstance(exc, errors.UsageError):
+            sys.stderr.write(_usage_line(exc))
+        else:
+            sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
+        raise SystemExit(exc.exit_code) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)
 

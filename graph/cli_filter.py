@@ -19,7 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from graph.cli_common import inherit_project
 from graph.filter_steps import DEFAULT_STEPS, STEPS
+from store.seeds import FORMATS_HELP
 
 if TYPE_CHECKING:
     from graph.filter_report import FilterReport
@@ -146,7 +148,7 @@ def filter_cli(
     ] = None,
     input_format: Annotated[
         str | None,
-        typer.Option("--input-format", help="selfinstruct|alpaca|sharegpt|openai|csv|text."),
+        typer.Option("--input-format", help=f"{FORMATS_HELP}."),
     ] = None,
     eval_file: Annotated[
         list[Path] | None,
@@ -161,7 +163,11 @@ def filter_cli(
     project: Annotated[
         Path,
         typer.Option(
-            "--project", "-p", envvar="EVOINSTRUCT_PROJECT", help="Project whose config to use."
+            "--project",
+            "-p",
+            envvar="EVOINSTRUCT_PROJECT",
+            help="Project whose config to use.",
+            callback=inherit_project,
         ),
     ] = Path("."),
     set_: Annotated[

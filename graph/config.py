@@ -63,6 +63,28 @@ class LoopConfig(BaseModel):
     keep_checkpoints: int = Field(
         5, ge=1, description="Finished rounds whose LangGraph checkpoints are kept."
     )
+    max_step_failures: int = Field(
+        3,
+        ge=1,
+        description=(
+            "Starts in a row that one step of a round may fail on before the next start closes "
+            "the round as failed (reason kept, accepted examples kept) and runs a new round."
+        ),
+    )
+
+
+def require_tags_for_instag(
+    method: str, *, tagging: bool, diversity: bool, tagging_setting: str
+) -> None:
+    """InsTag sampling picks examples by their tags; with tagging off no example has any, so
+    every machine example would be rejected as `not_diverse`. `run` and `filter` both ask."""
+    if diversity and method == "instag" and not tagging:
+        raise ConfigError(
+            f"selector.diversity.method 'instag' samples by InsTag tags, but {tagging_setting} "
+            "is off, so every example would be rejected as not diverse; turn tagging on or "
+            "choose diversity.method 'repr' or 'none'",
+            field="selector.diversity.method",
+        )
 
 
 def _default_models() -> dict[str, ModelConfig]:
@@ -97,6 +119,12 @@ class RunConfig(BaseModel):
     def check_consistency(self) -> None:
         """Settings that are valid alone but not together, or not from a file."""
         self.check_roles()
+        require_tags_for_instag(
+            self.selector.diversity.method,
+            tagging=self.critic.instag.enabled,
+            diversity="diversity" in self.selector.steps,
+            tagging_setting="critic.instag.enabled",
+        )
         if self.rewriter.use_evidence:
             raise ConfigError(
                 "the rewriter's evidence retrieval is a Python hook (rewrite_examples(evidence_hook=...)), "

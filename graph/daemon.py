@@ -6,6 +6,12 @@ every node, so the daemon regains control at each step boundary: that is where a
 stop request (SIGTERM, Ctrl-C, `evoinstruct stop`) takes effect, after the node in
 flight has finished and its checkpoint is on disk. On start an unfinished round
 is resumed with input `None` before any new round begins.
+
+A step that raises is recorded on its round (step, attempts in a row, error) and
+the exception ends the process with one plain line. A step that has failed
+`loop.max_step_failures` starts in a row is not tried again: the next start
+closes its round as failed, keeps what earlier steps accepted, and goes on with
+a new round, so no crash loop ever needs a hand-deleted checkpoints.db.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +29,7 @@ from filelock import FileLock, Timeout
 
 from graph.deps import Deps
 from graph.project import Project
-from store.errors import ProjectError
+from store.errors import EvoError, ProjectError
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
 
@@ -47,6 +54,19 @@ class DaemonResult:
     rounds_run: list[int] = field(default_factory=list)
     resumed: int | None = None
     stopped_by_signal: bool = False
+    closed_as_failed: int | None = None  # the unfinished round this start gave up on
+
+
+class RoundFailed(EvoError):
+    """A step of a round raised, or a round was given up: one plain line for the CLI (the
+    type, message and traceback of the cause are kept on the round)."""
+
+
+def _step_of(snapshot: Any, payload: dict[str, Any] | None) -> str:
+    """What the next astream call runs: the paused node(s), or "start" for a round's input."""
+    if payload is not None or not snapshot.next:
+        return "start"
+    return ",".join(snapshot.next)
 
 
 class StopFlag:
@@ -125,9 +145,13 @@ class Daemon:
             graph = build_graph(self.deps.config).compile(checkpointer=saver, interrupt_before="*")
             self._beat()
             last = self.deps.store.last_round()
-            if last is not None:
+            # A round closed as failed keeps its checkpoint (for `inspect checkpoints`) but is done.
+            if last is not None and last["phase"] != "failed":
                 snapshot = await graph.aget_state(run_config(last["number"]))
-                if snapshot.next or not last.get("finished_at"):
+                unfinished = bool(snapshot.next) or not last.get("finished_at")
+                if unfinished and self._give_up(last["number"], _step_of(snapshot, None)):
+                    result.closed_as_failed = last["number"]
+                elif unfinished:
                     await self._check_models()
                     result.resumed = last["number"]
                     self.progress("resume", {"round": last["number"], "next": list(snapshot.next)})
@@ -153,7 +177,44 @@ class Daemon:
                 await self._prune(saver, number)
         if self.stop.is_set():
             result.stopped_by_signal = True
+        gave_up = result.closed_as_failed
+        if gave_up is not None and not result.rounds_run and not result.stopped_by_signal:
+            # Nothing ran after the give-up (--rounds used up, or out of time): a plain
+            # exit 1 tells a script that this run did not succeed.
+            reason = (self.deps.store.round(gave_up) or {}).get("counts", {}).get("failed")
+            raise RoundFailed(f"round {gave_up} closed as failed ({reason}); no new round was run")
         return result
+
+    def _give_up(self, number: int, step: str) -> bool:
+        """Close the round as failed when its next step failed too many starts in a row."""
+        failure = self.deps.store.step_failure(number)
+        limit = self.deps.config.loop.max_step_failures
+        if not failure or failure.get("step") != step or failure.get("attempts", 0) < limit:
+            return False
+        reason = f"{step} failed {failure['attempts']} starts in a row: {failure.get('error')}"
+        self.deps.store.finish_round(number, {"failed": reason}, phase="failed")
+        self.progress("note", {"text": f"round {number} closed as failed: {reason}"})
+        return True
+
+    def _step_failed(self, number: int, step: str, exc: Exception) -> RoundFailed | None:
+        """Count the failure on the round (the process is about to die of it); the error to
+        raise instead, or None to raise `exc` itself."""
+        from graph.build import describe_error
+
+        error = describe_error(exc)
+        trace = "".join(traceback.format_exception(exc))[-4000:]
+        attempts = self.deps.store.record_step_failure(number, step, error, trace)
+        limit = self.deps.config.loop.max_step_failures
+        then = (
+            f"the next start closes round {number} as failed and goes on"
+            if attempts >= limit
+            else f"`evoinstruct run` tries it again ({attempts} of {limit} failures in a row)"
+        )
+        if isinstance(exc, EvoError):
+            # Already one plain line with its own exit code; say what happens next beside it.
+            self.progress("note", {"text": f"round {number} failed at {step}; {then}"})
+            return None
+        return RoundFailed(f"round {number} failed at {step}: {error}; {then}")
 
     async def _check_models(self) -> None:
         """Before every round: a model that stopped answering ends the daemon with its reason,
@@ -188,22 +249,30 @@ class Daemon:
         # Sampled calls of this round get their own cache entries; a resume finds them again.
         self.deps.models.set_cache_namespace(thread_id(number))
         payload: dict[str, Any] | None = first_input
+        step = _step_of(await graph.aget_state(config), payload)
         while True:
-            async for mode, chunk in graph.astream(
-                payload,
-                config,
-                context=self.deps,
-                stream_mode=["updates", "custom"],
-                durability="sync",
-            ):
-                self._on_chunk(number, mode, chunk)
+            try:
+                async for mode, chunk in graph.astream(
+                    payload,
+                    config,
+                    context=self.deps,
+                    stream_mode=["updates", "custom"],
+                    durability="sync",
+                ):
+                    self._on_chunk(number, mode, chunk)
+            except Exception as exc:
+                plain = self._step_failed(number, step, exc)
+                if plain is None:
+                    raise
+                raise plain from exc
+            self.deps.store.clear_step_failure(number)
             snapshot = await graph.aget_state(config)
             if not snapshot.next:
                 self.progress(
                     "round_done", {"round": number, "counts": snapshot.values.get("counts", {})}
                 )
                 return True
-            self._stage = snapshot.next[0]
+            self._stage = step = _step_of(snapshot, None)
             self._beat()
             if self.stop.is_set() or self._out_of_time():
                 # Stop between steps: the round resumes from this checkpoint next time.

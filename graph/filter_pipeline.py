@@ -44,11 +44,12 @@ from agents.deita import KINDS as DEITA_DIMENSIONS
 from agents.rewriter import RewriterConfig
 from agents.selector import ALL_STEPS as SELECTOR_STEPS
 from agents.selector import SelectorConfig, SelectorIndexes
+from graph.config import require_tags_for_instag
 from graph.filter_report import Fate, FilterReport, count_reasons, group_samples, write_json
 from graph.filter_steps import DEFAULT_STEPS, STEPS
 from prompts.library import PromptLibrary
-from store.errors import ConfigError, InputError, ProjectError
-from store.export import EXPORT_FORMATS, ExportFilter, export
+from store.errors import InputError, ProjectError
+from store.export import EXPORT_FORMATS, ExportFilter, export, output_container
 from store.records import Example, ExampleDraft, Rejection
 from store.seeds import read_seed_file
 
@@ -176,10 +177,12 @@ def plan_filter(config: RunConfig, steps: Sequence[str], budget: int | None) -> 
     if "diversity" in steps or "tags" in steps:
         final_steps.append("diversity")
     method = "instag" if "tags" in steps else base.diversity.method
-    if method == "instag" and "tags" not in steps and "diversity" in final_steps:
-        raise ConfigError(
-            "diversity.method 'instag' needs the tags step", field="selector.diversity.method"
-        )
+    require_tags_for_instag(
+        method,
+        tagging="tags" in steps,
+        diversity="diversity" in final_steps,
+        tagging_setting="the tags step (--steps ...,tags)",
+    )
     final = base.model_copy(
         update={
             **bounds,
@@ -526,6 +529,7 @@ async def run_filter(
             f"unknown export format {fmt!r} (one of {', '.join(EXPORT_FORMATS)})", field="--format"
         )
     input_path, out_path = Path(input_path), Path(out_path)
+    output_container(out_path, fmt)  # refuse `-o clean.csv` before any model work
     if out_path.resolve() == input_path.resolve():
         raise InputError("the output would overwrite the input; choose another -o", field="-o")
     plan = plan_filter(config, chosen, budget)

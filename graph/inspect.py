@@ -10,7 +10,11 @@ from graph.project import Project
 
 
 def rounds_report(store: Any) -> list[dict[str, Any]]:
-    """Per round: phase, timings, counts per stage, and the resolved config it ran with."""
+    """Per round: phase, timings, counts per stage, notes, and the resolved config it ran with.
+
+    `failed` is why a round was closed as failed (phase "failed"); `step_failure` is the
+    step that failed last, how many starts in a row, and its error and traceback.
+    """
     out = []
     for row in store.rounds():
         counts = row["counts"]
@@ -25,6 +29,9 @@ def rounds_report(store: Any) -> list[dict[str, Any]]:
                 "by_status": counts.get("by_status", {}),
                 "stages": counts.get("stages", {}),
                 "rejections": counts.get("rejections", {}),
+                "training": counts.get("training"),
+                "failed": counts.get("failed"),
+                "step_failure": counts.get("step_failure"),
                 "config": row["config"],
             }
         )

@@ -242,15 +242,23 @@ async def respond(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
 async def _eliminate(deps: Deps, n: int, runtime: Runtime[Deps]) -> Counter[str]:
     counts: Counter[str] = Counter()
     model = deps.models.for_role("evolver")
-    for batch in _batches(deps, n, "eliminate", source="evolved", has_output=True):
+    # A failed equality call is no verdict: the child stays unmarked, and the next round
+    # checks it again (critique holds it back meanwhile, see `_unchecked_children`).
+    failed: set[str] = set()
+    for batch in _batches(deps, n, "eliminate", failed, source="evolved", has_output=True):
         parents = {
             p.id: p for p in deps.store.get_many([c.parent_id for c in batch if c.parent_id])
         }
         pairs = [(parents[c.parent_id], c) for c in batch if c.parent_id in parents]
         outcome = await evolver.eliminate(pairs, model, deps.prompts, deps.config.evolver)
+        failed |= {c.id for c in outcome.failed}
         deps.store.reject(outcome.rejections, n)
-        deps.store.mark_done([c.id for c in batch], _mark("eliminate", n))
-        counts.update(eliminated=len(outcome.rejections), **_reasons(outcome.rejections))
+        deps.store.mark_done([c.id for c in batch if c.id not in failed], _mark("eliminate", n))
+        counts.update(
+            eliminated=len(outcome.rejections),
+            unchecked=len(outcome.failed),
+            **_reasons(outcome.rejections),
+        )
         emit(
             runtime,
             "eliminate",
@@ -259,6 +267,14 @@ async def _eliminate(deps: Deps, n: int, runtime: Runtime[Deps]) -> Counter[str]
             rejected=_reasons(outcome.rejections),
         )
     return counts
+
+
+def _unchecked_children(deps: Deps, n: int) -> set[str]:
+    """Answered evolved candidates this round's elimination has not decided (its call failed)."""
+    return {
+        e.id
+        for e in deps.store.pending(n, _mark("eliminate", n), source="evolved", has_output=True)
+    }
 
 
 async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
@@ -270,7 +286,9 @@ async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
     rng = deps.rng(n, "critique")
-    failed: set[str] = set()
+    # Evolved children still waiting for their equality check must not be judged and
+    # selected past it; they stay unmarked like a failed judge call.
+    failed: set[str] = _unchecked_children(deps, n)
     for batch in _batches(deps, n, "critique", failed, has_output=True):
         outcome = await critic.critique(
             batch,

@@ -12,7 +12,7 @@ from typing import Any
 from graph.daemon import Daemon, DaemonOptions, DaemonResult, ProgressSink
 from graph.daemon_state import pid_alive, with_liveness
 from graph.project import Project
-from store.errors import ModelError, ProjectError
+from store.errors import EvoError, ModelError, ProjectError
 
 
 async def run_daemon(
@@ -27,18 +27,35 @@ async def run_daemon(
     """Load the config, wire the dependencies, check the models answer, hand the active
     student its adapter, run."""
     from graph.deps import deps_for_project
-    from graph.training import activate_student
 
     config = project.load_config(overrides)
     deps = deps_for_project(project, config, models=models)
     try:
         if deps.store.active_model() is not None:
-            await activate_student(deps.store, deps.models)
+            await _activate(deps)
         preflight = (lambda: _preflight(deps)) if check_models else None
         return await Daemon(project, deps, options, progress, preflight).run()
     finally:
         await deps.models.aclose()
         deps.store.close()
+
+
+async def _activate(deps: Any) -> None:
+    """Hand the active version to the student; a library error (peft, transformers) would
+    otherwise reach the user as a traceback on every start."""
+    from graph.build import describe_error
+    from graph.training import activate_student
+
+    try:
+        await activate_student(deps.store, deps.models)
+    except EvoError:
+        raise
+    except Exception as exc:
+        version = deps.store.active_model()["version"]
+        raise ModelError(
+            f"cannot load the active student {version}: {describe_error(exc)}; "
+            "`evoinstruct rollback` goes back to the previous version"
+        ) from exc
 
 
 PIPELINE_ROLES = ("generator", "evolver", "responder", "critic", "rewriter")

@@ -1,4 +1,8 @@
-"""Writing the pool out in the formats LLaMA-Factory, TRL and `datasets` read."""
+"""Writing the pool out in the formats LLaMA-Factory, TRL and `datasets` read.
+
+The format is the row shape (alpaca, sharegpt, openai; `parquet` is alpaca rows),
+the output's suffix the container (.json, .jsonl, .parquet); nothing else is written.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ from store.errors import InputError
 from store.records import SOURCES, STATUSES, Example
 
 EXPORT_FORMATS = ("alpaca", "sharegpt", "openai", "parquet")
+# The output's suffix alone decides the container; the format decides the row shape.
+EXPORT_SUFFIXES = {".json": "JSON array", ".jsonl": "JSON Lines", ".parquet": "Parquet"}
+PARQUET_BATCH = 1000
 
 
 @dataclass
@@ -138,6 +145,33 @@ def iter_export(
         yield from flush()
 
 
+def output_container(out: str | Path, fmt: str) -> str:
+    """The container `out`'s suffix names ("json", "jsonl" or "parquet"), or an InputError.
+
+    Callers that do expensive work before exporting (filter) can call this first.
+    """
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        what = f"suffix {out.suffix!r}" if out.suffix else "no suffix"
+        known = ", ".join(f"{s} ({name})" for s, name in EXPORT_SUFFIXES.items())
+        raise InputError(
+            f"cannot tell what to write from {what}; name the output {known}",
+            file=str(out),
+            field="-o",
+        )
+    if fmt == "parquet" and suffix != ".parquet":
+        # `--format parquet` names a container, and a .json name another one: refuse
+        # rather than pick one of the two.
+        raise InputError(
+            f"--format parquet writes Parquet but the output is named {out.suffix}; "
+            "name it .parquet, or use --format alpaca for alpaca rows as JSON",
+            file=str(out),
+            field="--format",
+        )
+    return suffix[1:]
+
+
 def export(
     store: Any,
     fmt: str,
@@ -148,43 +182,92 @@ def export(
 ) -> int:
     """Write the export file atomically; returns how many records it holds.
 
-    `.jsonl` gets JSON Lines, any other JSON name a JSON array; parquet goes
-    through `datasets` so the columns are what `load_dataset("parquet")` reads.
+    `fmt` is the row shape (`parquet` means alpaca rows), the suffix of `out` the
+    container: `.json` a JSON array, `.jsonl` JSON Lines, `.parquet` Parquet for
+    every shape (chat turns as lists of structs, which `load_dataset("parquet")`
+    reads back as lists of dicts). Anything else is refused before anything is written.
     """
     if fmt not in EXPORT_FORMATS:
         raise InputError(
             f"unknown export format {fmt!r} (one of {', '.join(EXPORT_FORMATS)})", field="--format"
         )
     out = Path(out)
+    container = output_container(out, fmt)
+    shape = "alpaca" if fmt == "parquet" else fmt
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     records = iter_export(store, fmt, filt or ExportFilter(), with_lineage=with_lineage)
-    count = 0
-    if fmt == "parquet":
-        import datasets
-
-        rows = list(records)
-        count = len(rows)
-        columns = ["instruction", "input", "output", "system"]
-        data = (
-            datasets.Dataset.from_list(rows)
-            if rows
-            else datasets.Dataset.from_dict({c: [] for c in columns})
-        )
-        data.to_parquet(str(tmp))
-    else:
-        with tmp.open("w", encoding="utf-8") as fh:
-            as_lines = out.suffix.lower() == ".jsonl"
-            if not as_lines:
-                fh.write("[\n")
-            for record in records:
-                line = json.dumps(record, ensure_ascii=False)
-                if as_lines:
-                    fh.write(line + "\n")
-                else:
-                    fh.write(("" if count == 0 else ",\n") + line)
-                count += 1
-            if not as_lines:
-                fh.write("\n]\n")
+    try:
+        if container == "parquet":
+            count = _write_parquet(tmp, records, _arrow_schema(shape, with_lineage))
+        else:
+            count = _write_json(tmp, records, as_lines=container == "jsonl")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, out)
+    return count
+
+
+def _write_json(tmp: Path, records: Iterator[dict[str, Any]], *, as_lines: bool) -> int:
+    count = 0
+    with tmp.open("w", encoding="utf-8") as fh:
+        if not as_lines:
+            fh.write("[\n")
+        for record in records:
+            line = json.dumps(record, ensure_ascii=False)
+            if as_lines:
+                fh.write(line + "\n")
+            else:
+                fh.write(("" if count == 0 else ",\n") + line)
+            count += 1
+        if not as_lines:
+            fh.write("\n]\n")
+    return count
+
+
+def _arrow_schema(shape: str, with_lineage: bool) -> Any:
+    """A fixed schema per row shape, so an empty export or all-null column keeps its types."""
+    import pyarrow as pa
+
+    text = pa.string()
+    if shape == "alpaca":
+        fields = [("instruction", text), ("input", text), ("output", text), ("system", text)]
+    elif shape == "sharegpt":
+        turn = pa.struct([("from", text), ("value", text)])
+        fields = [("conversations", pa.list_(turn)), ("system", text)]
+    else:
+        message = pa.struct([("role", text), ("content", text)])
+        fields = [("messages", pa.list_(message))]
+    if with_lineage:
+        fields += [
+            ("id", text),
+            ("parent_id", text),
+            ("operation", text),
+            ("round", pa.int64()),
+            ("source", text),
+            ("status", text),
+            ("model_version", text),
+            ("scores", text),
+        ]
+    return pa.schema(fields)
+
+
+def _write_parquet(tmp: Path, records: Iterator[dict[str, Any]], schema: Any) -> int:
+    """Streamed in batches, so a large pool never sits in memory as one table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    count = 0
+    batch: list[dict[str, Any]] = []
+    with pq.ParquetWriter(str(tmp), schema) as writer:
+        for record in records:
+            batch.append(record)
+            if len(batch) >= PARQUET_BATCH:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                count += len(batch)
+                batch = []
+        if batch or count == 0:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            count += len(batch)
     return count

@@ -37,17 +37,50 @@ class RunsMixin(StoreBase):
                 update["counts"] = dumps({**current.get("counts", {}), **counts})
             db["rounds"].update(number, update)
 
-    def finish_round(self, number: int, counts: dict[str, Any]) -> None:
+    def finish_round(self, number: int, counts: dict[str, Any], *, phase: str = "finished") -> None:
+        """Close a round, merging `counts` into its notes. `phase="failed"` (with a `failed`
+        note) closes a round the daemon gave up on: it is done, and never resumed."""
         with self.transaction() as db:
             current = self.round(number) or {}
             db["rounds"].update(
                 number,
                 {
-                    "phase": "finished",
+                    "phase": phase,
                     "finished_at": current.get("finished_at") or now(),
                     "counts": dumps({**current.get("counts", {}), **counts}),
                 },
             )
+
+    # --- consecutive failures of one step ------------------------------------------------
+    # The process that fails a step dies of it, so the count lives with the round (a
+    # `step_failure` note: step, attempts, error, traceback) and survives the restart.
+    def record_step_failure(
+        self, number: int, step: str, error: str, traceback: str | None = None
+    ) -> int:
+        """One more failure of `step` in a row (a different step starts again at 1); the count."""
+        with self.transaction() as db:
+            counts = (self.round(number) or {}).get("counts", {})
+            previous = counts.get("step_failure") or {}
+            attempts = previous.get("attempts", 0) + 1 if previous.get("step") == step else 1
+            counts["step_failure"] = {
+                "step": step,
+                "attempts": attempts,
+                "error": error,
+                "traceback": traceback,
+            }
+            db["rounds"].update(number, {"counts": dumps(counts)})
+        return attempts
+
+    def step_failure(self, number: int) -> dict[str, Any] | None:
+        """The step of this round that failed last, with how many starts in a row it failed."""
+        return ((self.round(number) or {}).get("counts") or {}).get("step_failure")
+
+    def clear_step_failure(self, number: int) -> None:
+        """The step went through: the next failure counts from one again."""
+        with self.transaction() as db:
+            counts = (self.round(number) or {}).get("counts", {})
+            if counts.pop("step_failure", None) is not None:
+                db["rounds"].update(number, {"counts": dumps(counts)})
 
     def round(self, number: int) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM rounds WHERE number = ?", [number])

@@ -1,9 +1,16 @@
 """Reading seed files in the formats people already have, all-or-nothing.
 
 Formats: Self-Instruct seed tasks, Alpaca (JSON or JSONL), ShareGPT, OpenAI chat
-messages, CSV with instruction/input/output columns, and plain text with one
-instruction per line. Every problem is an InputError naming the file, the line
-(or record) and the field; nothing reaches the pool unless the whole file reads.
+messages, CSV with instruction/input/output columns, InstructLab taxonomy qna.yaml
+(skills and knowledge), and plain text with one instruction per line. Every problem
+is an InputError naming the file, the line (or record) and the field; nothing
+reaches the pool unless the whole file reads.
+
+Detection never guesses: the suffix names the format (.json/.jsonl → the JSON
+formats by record shape, .csv, .yaml/.yml → qna, .txt → text); any other suffix
+is accepted only when its content is JSON of a known shape. Plain text is read
+only from .txt files or with an explicit `--format text`, because anything reads
+as text and a mislabelled file would otherwise become training data.
 """
 
 from __future__ import annotations
@@ -20,7 +27,12 @@ from store.errors import InputError
 from store.ids import language_of
 from store.records import ExampleDraft
 
-FORMATS = ("selfinstruct", "alpaca", "sharegpt", "openai", "csv", "text")
+FORMATS = ("selfinstruct", "alpaca", "sharegpt", "openai", "csv", "qna", "text")
+FORMATS_HELP = "|".join(FORMATS)
+SUFFIX_FORMATS = {".csv": "csv", ".yaml": "qna", ".yml": "qna", ".txt": "text", ".text": "text"}
+JSON_SUFFIXES = (".json", ".jsonl")
+KNOWN_SUFFIXES = ", ".join((*JSON_SUFFIXES, *SUFFIX_FORMATS))
+QNA_VERSIONS = (2, 3)
 MAX_RECORD_BYTES = 1 << 20
 MAX_FILE_BYTES = 2 << 30
 
@@ -64,6 +76,8 @@ def read_seed_file(path: str | Path, fmt: str | None = None, *, source: str = "s
     fmt = fmt or _detect_format(path, text)
     if fmt == "csv":
         drafts, count = _read_csv(path, text)
+    elif fmt == "qna":
+        drafts, count = _read_qna(path, text)
     elif fmt == "text":
         drafts, count = _read_text_lines(path, text)
     else:
@@ -110,11 +124,27 @@ def _read_text(path: Path) -> str:
 
 def _detect_format(path: Path, text: str) -> str:
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    stripped = text.lstrip()
-    if suffix in (".txt", ".text") or not stripped.startswith(("{", "[")):
-        return "text"
+    if suffix in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[suffix]
+    if suffix in JSON_SUFFIXES:
+        return _json_shape(path, text)
+    what = f"unknown file suffix {suffix!r}" if suffix else "no file suffix"
+    advice = f"rename it ({KNOWN_SUFFIXES}) or pass --format ({FORMATS_HELP})"
+    if not text.lstrip().startswith(("{", "[")):
+        raise InputError(f"{what} and the content is not JSON; {advice}", file=str(path))
+    try:
+        return _json_shape(path, text)
+    except InputError as exc:
+        raise InputError(
+            f"{what}, and read as JSON: {exc.detail}; {advice}",
+            file=str(path),
+            line=exc.line,
+            field=exc.field,
+        ) from None
+
+
+def _json_shape(path: Path, text: str) -> str:
+    """The JSON format, from the shape of the first record; malformed JSON is an error here."""
     first = next(iter(_json_records(path, text, limit=1)))
     value = first.value
     if isinstance(value, dict):
@@ -395,6 +425,204 @@ def _read_csv(path: Path, text: str) -> tuple[list[ExampleDraft], int]:
     if not drafts:
         raise InputError("the CSV has a header but no rows", file=str(path), line=2)
     return drafts, count
+
+
+# --- InstructLab taxonomy qna.yaml ---------------------------------------------------------
+
+QnaPath = tuple[str | int, ...]
+
+
+class _Qna:
+    """Errors for one qna document, each with the line of the YAML node it is about."""
+
+    def __init__(self, path: Path, root: Any) -> None:
+        self.path = path
+        self.root = root  # the yaml.compose node tree: safe_load's values carry no lines
+
+    def node(self, at: QnaPath) -> Any:
+        """The deepest node on `at` that exists (a missing key reports its mapping's line)."""
+        import yaml
+
+        node = self.root
+        for step in at:
+            if isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+                if step >= len(node.value):
+                    break
+                node = node.value[step]
+            elif isinstance(node, yaml.MappingNode) and isinstance(step, str):
+                found = [v for k, v in node.value if _scalar(k) == step]
+                if not found:
+                    break
+                node = found[-1]  # PyYAML keeps the last of duplicate keys
+            else:
+                break
+        return node
+
+    def fail(self, at: QnaPath, message: str) -> InputError:
+        node = self.node(at)
+        line = node.start_mark.line + 1 if node is not None else None
+        return InputError(message, file=str(self.path), line=line, field=_dotted(at) or None)
+
+    def mapping(self, at: QnaPath, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(at, f"expected a mapping with {', '.join(allowed)}")
+        # The upstream schema refuses unknown keys too; a typo such as `contxt:` would
+        # otherwise drop the context without a word.
+        for key in value:
+            if key not in allowed:
+                raise self.fail(
+                    (*at, str(key)), f"unknown key {key!r} (expected {', '.join(allowed)})"
+                )
+        self.unique_keys(at)
+        return value
+
+    def unique_keys(self, at: QnaPath) -> None:
+        """Refuse a key given twice: safe_load would silently keep only the last value."""
+        import yaml
+
+        node = self.node(at)
+        if not isinstance(node, yaml.MappingNode):
+            return
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            key = _scalar(key_node)
+            if key is None:
+                continue
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise InputError(
+                    f"key {key!r} appears twice (first on line {seen[key]})",
+                    file=str(self.path),
+                    line=line,
+                    field=_dotted((*at, key)),
+                )
+            seen[key] = line
+
+    def string(self, at: QnaPath, obj: dict[str, Any], *, required: bool) -> str:
+        key = str(at[-1])
+        if key not in obj:
+            if required:
+                raise self.fail(at, "missing")
+            return ""
+        value = obj[key]
+        if value is None:
+            raise self.fail(at, "empty (the key has no value)")
+        if not isinstance(value, str):
+            # YAML turns unquoted `yes`, `42` or `2024-01-01` into bool, int or date.
+            raise self.fail(
+                at, f"expected a string, found {type(value).__name__} (quote the value)"
+            )
+        if not value.strip():
+            raise self.fail(at, "empty")
+        if len(value.encode("utf-8")) > MAX_RECORD_BYTES:
+            raise self.fail(at, "value is larger than 1 MiB")
+        return value.strip()
+
+
+def _scalar(node: Any) -> str | None:
+    import yaml
+
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def _dotted(at: QnaPath) -> str:
+    out = ""
+    for step in at:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return out
+
+
+def _load_yaml(path: Path, text: str) -> tuple[Any, Any]:
+    """The document (safe_load) and its node tree (compose, for line numbers)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        detail = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context_mark is not None:
+            detail += f" ({exc.context}, which starts on line {exc.context_mark.line + 1})"
+        line = mark.line + 1 if mark is not None else None
+        column = f" (column {mark.column + 1})" if mark is not None else ""
+        raise InputError(f"invalid YAML{column}: {detail}", file=str(path), line=line) from None
+    except yaml.YAMLError as exc:  # ReaderError: a control character, reported by position
+        position = getattr(exc, "position", None)
+        line = _line_at(text, position) if isinstance(position, int) else None
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise InputError(f"invalid YAML: {first}", file=str(path), line=line) from None
+
+
+def _read_qna(path: Path, text: str) -> tuple[list[ExampleDraft], int]:
+    """InstructLab taxonomy qna.yaml, schema versions 2 and 3, skills and knowledge.
+
+    Skills (and version 2 knowledge): seed_examples[i] = {question, answer, context?}.
+    Version 3 knowledge (it has `document`/`document_outline`):
+    seed_examples[i] = {context, questions_and_answers: [{question, answer}]}.
+    Each question/answer becomes one example: instruction=question, input=context,
+    output=answer; meta names the file and the 0-based positions they came from.
+    """
+    doc, root = _load_yaml(path, text)
+    qna = _Qna(path, root)
+    if not isinstance(doc, dict):
+        shape = "empty" if doc is None else f"a {type(doc).__name__}"
+        raise qna.fail(
+            (),
+            f"not an InstructLab qna document: the top level is {shape}, "
+            "not a mapping with seed_examples",
+        )
+    if "seed_examples" not in doc:
+        keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
+        raise InputError(
+            f"not an InstructLab qna document: no top-level seed_examples (found keys: {keys})",
+            file=str(path),
+            line=1,
+            field="seed_examples",
+        )
+    qna.unique_keys(())
+    version = doc.get("version")
+    if version is None:
+        raise qna.fail(("version",), f"missing (this reader knows qna versions {QNA_VERSIONS})")
+    if not isinstance(version, int) or isinstance(version, bool) or version not in QNA_VERSIONS:
+        raise qna.fail(("version",), f"expected one of {QNA_VERSIONS}, found {version!r}")
+    examples = doc["seed_examples"]
+    if not isinstance(examples, list) or not examples:
+        raise qna.fail(("seed_examples",), "expected a non-empty list of seed examples")
+    knowledge_v3 = version == 3 and ("document" in doc or "document_outline" in doc)
+    kind = "knowledge" if "document" in doc or "document_outline" in doc else "skill"
+    drafts = []
+    for i, example in enumerate(examples):
+        at: QnaPath = ("seed_examples", i)
+        if knowledge_v3:
+            obj = qna.mapping(at, example, ("context", "questions_and_answers"))
+            context = qna.string((*at, "context"), obj, required=True)
+            pairs = obj.get("questions_and_answers")
+            if not isinstance(pairs, list) or not pairs:
+                raise qna.fail(
+                    (*at, "questions_and_answers"),
+                    "expected a non-empty list of {question, answer}",
+                )
+            for j, pair in enumerate(pairs):
+                inner: QnaPath = (*at, "questions_and_answers", j)
+                pobj = qna.mapping(inner, pair, ("question", "answer"))
+                question = qna.string((*inner, "question"), pobj, required=True)
+                answer = qna.string((*inner, "answer"), pobj, required=True)
+                meta = {"seed_file": str(path), "qna_kind": kind, "qna_example": i, "qna_pair": j}
+                drafts.append(ExampleDraft(question, context, answer, meta=meta))
+        else:
+            if isinstance(example, dict) and "questions_and_answers" in example:
+                raise qna.fail(
+                    (*at, "questions_and_answers"),
+                    "only a version 3 knowledge document (with document and document_outline) "
+                    "has questions_and_answers",
+                )
+            obj = qna.mapping(at, example, ("question", "answer", "context"))
+            question = qna.string((*at, "question"), obj, required=True)
+            answer = qna.string((*at, "answer"), obj, required=True)
+            context = qna.string((*at, "context"), obj, required=False)
+            meta = {"seed_file": str(path), "qna_kind": kind, "qna_example": i}
+            drafts.append(ExampleDraft(question, context, answer, meta=meta))
+    return drafts, len(examples)
 
 
 def _read_text_lines(path: Path, text: str) -> tuple[list[ExampleDraft], int]:

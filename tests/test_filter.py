@@ -347,6 +347,35 @@ async def test_bad_setups_raise_before_anything_is_written(tmp_path: Path, data:
         await _run(tmp_path, teacher, steps="dedup")
 
 
+def test_instag_diversity_without_tagging_is_refused_by_run_and_filter(
+    tmp_path: Path, capsys
+) -> None:
+    """One rule for both commands: InsTag sampling with no tags would reject every example."""
+    from graph.filter_pipeline import plan_filter
+    from graph.project import init_project
+    from store.errors import ConfigError
+
+    bad = ["selector.diversity.method=instag"]
+    with pytest.raises(ConfigError) as err:
+        load_config(None, bad, environ={})
+    assert err.value.field == "selector.diversity.method" and err.value.exit_code == 2
+    assert "selector.diversity.method" in str(err.value)
+    assert "critic.instag.enabled" in str(err.value)
+    # Tagging on, or no diversity step: combinations that work load as before.
+    config = load_config(None, [*bad, "critic.instag.enabled=true"], environ={})
+    load_config(None, [*bad, 'selector.steps=["exact_dedup"]'], environ={})
+    # The filter asks the same function, with its tags step as the switch.
+    with pytest.raises(ConfigError, match="the tags step"):
+        plan_filter(config, ["dedup", "diversity"], None)
+    assert plan_filter(config, ["dedup", "tags"], None).final.diversity.method == "instag"
+    # `evoinstruct run` says it in one line and exits 2, before anything starts.
+    project = init_project(tmp_path / "proj").root
+    result = run_cli(capsys, "run", "--project", project, "--no-check", "--set", bad[0])
+    assert result.code == 2 and result.err.startswith("error:")
+    assert "critic.instag.enabled" in result.err and len(result.err.strip().splitlines()) == 1
+    assert not (project / "checkpoints.db").exists()
+
+
 @pytest.fixture
 def cli_app(monkeypatch: pytest.MonkeyPatch) -> None:
     """The root CLI's error handling around an app holding `filter`, registered as the lead will."""

@@ -205,6 +205,38 @@ async def test_a_judge_outage_leaves_candidates_for_the_next_round(deps) -> None
         )
 
 
+async def test_an_equality_check_outage_is_no_verdict(deps) -> None:
+    """A failed equality call (an HTTP 503) neither rejects nor marks the evolved child:
+    it waits, unjudged, and the next round's check decides it."""
+    from agents.models.base import Failure
+    from tests.fake_teacher import teacher_reply
+
+    outage = {"on": True}
+
+    def reply(request):
+        text = request.messages[-1]["content"]
+        if outage["on"] and text.startswith("Compare the two instructions below"):
+            return Failure("server", "HTTP 503 Service Unavailable")
+        return teacher_reply(list(request.messages))
+
+    deps.extras["teacher"].default = reply
+    await Daemon(deps.project, deps, DaemonOptions(rounds=1)).run()
+    evolved = list(deps.store.iter_examples(source="evolved"))
+    waiting = [e for e in evolved if e.output and e.status == "candidate"]
+    assert waiting, "children whose check failed should still be candidates"
+    assert not [e for e in evolved if e.status == "accepted"]  # none skipped the check
+    for child in waiting:
+        assert "done_eliminate_r1" not in child.meta and "done_critique_r1" not in child.meta
+    assert not [r for r in deps.store.rejections() if r["reason"].startswith("model_failure")]
+    assert deps.store.round(1)["counts"]["stages"]["respond"]["unchecked"] == len(waiting)
+
+    outage["on"] = False
+    await Daemon(deps.project, deps, DaemonOptions(rounds=1)).run()
+    for child in deps.store.get_many([e.id for e in waiting]):
+        assert child.meta.get("done_eliminate_r2") == 1
+        assert child.status != "candidate"
+
+
 def test_project_paths(tmp_path: Path) -> None:
     project = Project(tmp_path)
     assert project.checkpoints_path.name == "checkpoints.db" and project.pool_path.name == "pool.db"

@@ -154,6 +154,137 @@ def test_sharegpt_keeps_system_turn(tmp_path: Path) -> None:
     assert (seeds.drafts[0].instruction, seeds.drafts[0].output) == ("What is 2+2?", "4")
 
 
+# --- InstructLab taxonomy qna.yaml ---------------------------------------------------------
+
+QNA_SKILL_EN = """\
+version: 2
+created_by: alice
+task_description: Turn a blunt sentence into a polite request.
+seed_examples:
+  - context: Give me the report.
+    question: Make this sentence polite.
+    answer: Could you please send me the report?
+  - question: |
+      Rewrite as a polite request: close the door.
+    answer: Would you mind closing the door?
+  - question: "Is 'Move.' polite?"
+    answer: "No; try: 'Could you please move?'"
+"""
+
+QNA_KNOWLEDGE_ZH = """\
+version: 3
+created_by: 李雷
+domain: 地理
+document_outline: 长江的基本信息
+document:
+  repo: https://example.com/rivers.git
+  commit: 0123abc
+  patterns:
+    - changjiang.md
+seed_examples:
+  - context: |
+      长江是中国最长的河流，全长约6300公里。
+    questions_and_answers:
+      - question: 长江有多长？
+        answer: 约6300公里。
+      - question: 中国最长的河流是哪条？
+        answer: 长江。
+  - context: 长江流经上海，注入东海。
+    questions_and_answers:
+      - question: 长江在哪里入海？
+        answer: 在上海注入东海。
+"""
+
+
+def write_qna(tmp: Path) -> tuple[Path, Path]:
+    (tmp / "skill").mkdir(exist_ok=True)
+    (tmp / "knowledge").mkdir(exist_ok=True)
+    skill = tmp / "skill" / "qna.yaml"
+    knowledge = tmp / "knowledge" / "qna.yml"
+    skill.write_text(QNA_SKILL_EN, encoding="utf-8")
+    knowledge.write_text(QNA_KNOWLEDGE_ZH, encoding="utf-8")
+    return skill, knowledge
+
+
+def test_qna_skill_gives_one_example_per_seed_example(tmp_path: Path) -> None:
+    skill, _ = write_qna(tmp_path)
+    seeds = read_seed_file(skill)
+    assert (seeds.format, seeds.records, len(seeds.drafts)) == ("qna", 3, 3)
+    assert [(d.instruction, d.input, d.output) for d in seeds.drafts] == [
+        (
+            "Make this sentence polite.",
+            "Give me the report.",
+            "Could you please send me the report?",
+        ),
+        ("Rewrite as a polite request: close the door.", "", "Would you mind closing the door?"),
+        ("Is 'Move.' polite?", "", "No; try: 'Could you please move?'"),
+    ]
+    assert [d.meta for d in seeds.drafts] == [
+        {"seed_file": str(skill), "qna_kind": "skill", "qna_example": i} for i in range(3)
+    ]
+    assert all(d.source == "seed" and d.language == "en" for d in seeds.drafts)
+
+
+def test_qna_knowledge_gives_one_example_per_question(tmp_path: Path) -> None:
+    _, knowledge = write_qna(tmp_path)
+    seeds = read_seed_file(knowledge)
+    assert (seeds.format, seeds.records, len(seeds.drafts)) == ("qna", 2, 3)
+    context = "长江是中国最长的河流，全长约6300公里。"
+    assert [(d.instruction, d.input, d.output) for d in seeds.drafts] == [
+        ("长江有多长？", context, "约6300公里。"),
+        ("中国最长的河流是哪条？", context, "长江。"),
+        ("长江在哪里入海？", "长江流经上海，注入东海。", "在上海注入东海。"),
+    ]
+    assert [(d.meta["qna_example"], d.meta["qna_pair"]) for d in seeds.drafts] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+    ]
+    assert {d.meta["seed_file"] for d in seeds.drafts} == {str(knowledge)}
+    assert {d.meta["qna_kind"] for d in seeds.drafts} == {"knowledge"}
+    assert all(d.language == "zh" for d in seeds.drafts)
+
+
+def test_qna_files_import_through_the_cli(project_dir: Path, tmp_path: Path, capsys) -> None:
+    from store import open_store
+
+    skill, knowledge = write_qna(tmp_path)
+    result = run_cli(capsys, "seed", "add", skill, knowledge, "-p", project_dir, "--json")
+    assert result.code == 0, result.err
+    assert [(r["format"], r["records"], r["examples"], r["inserted"]) for r in result.json()] == [
+        ("qna", 3, 3, 3),
+        ("qna", 2, 3, 3),
+    ]
+    with open_store(project_dir / "pool.db") as store:
+        pool = {e.instruction: e for e in store.iter_examples()}
+    assert len(pool) == 6
+    answer = pool["长江在哪里入海？"]
+    assert (answer.input, answer.output, answer.status) == (
+        "长江流经上海，注入东海。",
+        "在上海注入东海。",
+        "accepted",
+    )
+    assert answer.meta["seed_file"] == str(knowledge) and answer.meta["qna_example"] == 1
+    again = run_cli(capsys, "seed", "add", skill, "-p", project_dir, "--json")
+    assert again.json()[0]["inserted"] == 0 and again.json()[0]["duplicates"] == 3
+
+
+def test_explicit_text_format_reads_any_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "notes.md"
+    path.write_text("Write a poem about rain.\n写一首关于雨的诗。\n", encoding="utf-8")
+    seeds = read_seed_file(path, "text")
+    assert [d.instruction for d in seeds.drafts] == [
+        "Write a poem about rain.",
+        "写一首关于雨的诗。",
+    ]
+
+
+def test_unknown_suffix_with_json_of_a_known_shape_is_read(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "alpaca.ndjson", ALPACA)
+    seeds = read_seed_file(path)
+    assert seeds.format == "alpaca" and len(seeds.drafts) == 3
+
+
 def pool_snapshot(project: Path) -> list[tuple]:
     from store import open_store
 
@@ -286,6 +417,95 @@ MALFORMED: dict[str, tuple[str, bytes, str]] = {
         "is_classification",
     ),
     "array_not_closed": ("a.json", b'[{"instruction": "a"}', "not closed"),
+    # Input that is not what its name claims is refused, never read as plain text.
+    "json_that_is_text": ("not_json.json", b"hello {", "not_json.json:1: malformed JSON"),
+    "jsonl_with_a_text_line_first": (
+        "a.jsonl",
+        b'just words\n{"instruction": "ok"}\n',
+        "a.jsonl:1: malformed JSON",
+    ),
+    "unknown_suffix": (
+        "notes.md",
+        "# 笔记\nWrite a poem.\n".encode(),
+        "unknown file suffix '.md' and the content is not JSON",
+    ),
+    "unknown_suffix_not_json": (
+        "links.md",
+        b"[a link](http://example.com)\n",
+        "links.md:1: unknown file suffix '.md', and read as JSON: malformed JSON",
+    ),
+    "no_suffix": ("README", b"Write a poem.\n", "no file suffix"),
+    "qna_missing_answer": (
+        "qna.yaml",
+        "version: 2\ncreated_by: a\ntask_description: t\nseed_examples:\n"
+        "  - question: 一加一等于几？\n    answer: 二。\n"
+        "  - question: 二加二等于几？\n".encode(),
+        "qna.yaml:7, field 'seed_examples[1].answer': missing",
+    ),
+    "qna_knowledge_missing_answer": (
+        "qna.yaml",
+        "version: 3\ndomain: d\ndocument_outline: o\ndocument: {patterns: [a.md]}\n"
+        "seed_examples:\n  - context: 上下文\n    questions_and_answers:\n"
+        "      - question: 问？\n        answer: 答。\n"
+        "      - question: 又问？\n".encode(),
+        "qna.yaml:10, field 'seed_examples[0].questions_and_answers[1].answer': missing",
+    ),
+    "yaml_not_qna": (
+        "config.yaml",
+        b"name: demo\nitems: [1, 2]\n",
+        "config.yaml:1, field 'seed_examples': not an InstructLab qna document",
+    ),
+    "yaml_list": ("list.yml", b"- a\n- b\n", "not an InstructLab qna document"),
+    "qna_syntax_error": (
+        "qna.yaml",
+        b"version: 2\nseed_examples:\n  - question: q\n    answer: a\n   extra: x\n",
+        "qna.yaml:5: invalid YAML (column 4)",
+    ),
+    "qna_answer_not_string": (
+        "qna.yaml",
+        b"version: 2\nseed_examples:\n  - question: How many legs has a cat?\n    answer: 4\n",
+        "qna.yaml:4, field 'seed_examples[0].answer': expected a string, found int",
+    ),
+    "qna_empty_question": (
+        "qna.yaml",
+        b'version: 2\nseed_examples:\n  - question: "  "\n    answer: a\n',
+        "qna.yaml:3, field 'seed_examples[0].question': empty",
+    ),
+    "qna_answer_without_value": (
+        "qna.yaml",
+        b"version: 2\nseed_examples:\n  - question: q\n    answer:\n",
+        "field 'seed_examples[0].answer': empty",
+    ),
+    "qna_unknown_key": (
+        "qna.yaml",
+        b"version: 2\nseed_examples:\n  - question: q\n    answer: a\n    contxt: c\n",
+        "qna.yaml:5, field 'seed_examples[0].contxt': unknown key",
+    ),
+    "qna_duplicate_key": (
+        "qna.yaml",
+        b"version: 2\nseed_examples:\n  - question: q\n    answer: a\n    answer: b\n",
+        "qna.yaml:5, field 'seed_examples[0].answer': key 'answer' appears twice",
+    ),
+    "qna_no_version": (
+        "qna.yaml",
+        b"seed_examples:\n  - question: q\n    answer: a\n",
+        "field 'version': missing",
+    ),
+    "qna_unknown_version": (
+        "qna.yaml",
+        b"version: 1\nseed_examples:\n  - question: q\n    answer: a\n",
+        "qna.yaml:1, field 'version': expected one of (2, 3)",
+    ),
+    "qna_no_seed_examples": (
+        "qna.yaml",
+        b"version: 2\nseed_examples: []\n",
+        "qna.yaml:2, field 'seed_examples': expected a non-empty list",
+    ),
+    "qna_python_tag": (
+        "qna.yaml",
+        b"version: 2\nseed_examples: !!python/object/apply:os.getcwd []\n",
+        "qna.yaml:2: invalid YAML",
+    ),
 }
 
 
@@ -304,8 +524,8 @@ def test_malformed_input_is_rejected_and_pool_unchanged(
     result = run_cli(capsys, *args)
     assert result.code == 2, (result.out, result.err)
     assert expected in result.err, result.err
-    assert str(path) in result.err.replace("\n", "")
-    assert len(result.err.strip().splitlines()) <= 4
+    assert str(path) in result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
     assert (
         pool_snapshot(project_dir) == before
     )  # the good file in the same call wrote nothing either
