@@ -70,7 +70,9 @@ def check(path: Path) -> int:
         for name, version in sorted(pins.items())
         if name in have and have[name] != version
     ]
-    problems += [f"{name}: locked {pins[name]}, not installed" for name in sorted(pins.keys() - have.keys())]
+    problems += [
+        f"{name}: locked {pins[name]}, not installed" for name in sorted(pins.keys() - have.keys())
+    ]
     problems += [
         f"{name}: installed {have[name]}, not in the lock (run `make upgrade`)"
         for name in sorted(have.keys() - pins.keys())

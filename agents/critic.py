@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.deita import DeitaConfig, deita_scores
-from agents.ifd import IFDConfig, ifd_scores
-from agents.instag import InsTagConfig, tag_examples
-from agents.judge import JudgeConfig, judge_examples
-from agents.models.base import ChatModel, model_version
-from agents.stats import StatsConfig, run_stats
-from prompts.library import PromptLibrary
-from store.records import Example, Rejection, Score
+from evoinstruct.agents.deita import DeitaConfig, deita_scores
+from evoinstruct.agents.ifd import IFDConfig, ifd_scores
+from evoinstruct.agents.instag import InsTagConfig, tag_examples
+from evoinstruct.agents.judge import JudgeConfig, judge_examples
+from evoinstruct.agents.models.base import ChatModel, model_version
+from evoinstruct.agents.stats import StatsConfig, run_stats
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.records import Example, Rejection, Score
 
 
 class CriticConfig(BaseModel):

@@ -25,8 +25,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.text import join_tokens, tokenize
-from store.errors import InputError
+from evoinstruct.agents.text import join_tokens, tokenize
+from evoinstruct.store.errors import InputError
 
 
 class DecontamConfig(BaseModel):

@@ -21,8 +21,8 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.text import shingles, text_hash, tokenize
-from store.errors import ConfigError
+from evoinstruct.agents.text import shingles, text_hash, tokenize
+from evoinstruct.store.errors import ConfigError
 
 _SCHEME = "affine32"
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.judge import ScoreTask, llm_scores
-from agents.models.base import ChatModel, Message, model_version
-from prompts.library import PromptLibrary
-from store.errors import UnsupportedError
-from store.records import Example, Rejection, Score
+from evoinstruct.agents.judge import ScoreTask, llm_scores
+from evoinstruct.agents.models.base import ChatModel, Message, model_version
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.errors import UnsupportedError
+from evoinstruct.store.records import Example, Rejection, Score
 
 SCORER = "deita"
 KINDS = ("complexity", "quality")

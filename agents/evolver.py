@@ -25,12 +25,12 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.generator import text_language
-from agents.models.base import ChatModel, ChatRequest, Result, model_version
-from agents.outcome import AgentOutcome
-from agents.textstats import count_words, find_phrase, only_punctuation_and_stopwords
-from prompts.library import PromptLibrary
-from store.records import Example, ExampleDraft, Rejection
+from evoinstruct.agents.generator import text_language
+from evoinstruct.agents.models.base import ChatModel, ChatRequest, Result, model_version
+from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.textstats import count_words, find_phrase, only_punctuation_and_stopwords
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.records import Example, ExampleDraft, Rejection
 
 STAGE = "evolve"
 Operation = Literal[

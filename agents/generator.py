@@ -23,12 +23,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models.base import ChatModel, ChatRequest, model_version
-from agents.outcome import AgentOutcome
-from agents.textstats import count_words, find_phrase, is_punctuation
-from prompts.library import PromptLibrary
-from store.ids import language_of
-from store.records import Example, ExampleDraft, Rejection
+from evoinstruct.agents.models.base import ChatModel, ChatRequest, model_version
+from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.textstats import count_words, find_phrase, is_punctuation
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.ids import language_of
+from evoinstruct.store.records import Example, ExampleDraft, Rejection
 
 Mode = Literal["self_instruct", "alpaca"]
 STAGE = "generate"

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models.base import ChatModel, Message
-from store.errors import UnsupportedError
-from store.records import Example, Rejection, Score
+from evoinstruct.agents.models.base import ChatModel, Message
+from evoinstruct.store.errors import UnsupportedError
+from evoinstruct.store.records import Example, Rejection, Score
 
 SCORER = "ifd"
 

@@ -20,10 +20,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.judge import failure_rejection, generate_counted
-from agents.models.base import ChatModel, ChatRequest, Failure
-from prompts.library import PromptLibrary
-from store.records import Example, Rejection, Score
+from evoinstruct.agents.judge import failure_rejection, generate_counted
+from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.records import Example, Rejection, Score
 
 SCORER = "instag"
 TAG_KEY, EXPLANATION_KEY = "tag", "explanation"  # the prompt asks for these keys

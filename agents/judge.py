@@ -19,10 +19,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agents.models.base import ChatModel, ChatRequest, Failure, Message, Result
-from agents.models.structured import parse_json_as
-from prompts.library import PromptLibrary
-from store.records import Example, Rejection, Score
+from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Message, Result
+from evoinstruct.agents.models.structured import parse_json_as
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.records import Example, Rejection, Score
 
 SCORER = "judge"
 SCALE = (0.0, 5.0)  # the judge's scale: the prompt states it and the parser clamps to it

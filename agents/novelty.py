@@ -67,7 +67,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.text import tokenize
+from evoinstruct.agents.text import tokenize
 
 _EPS = 1e-9
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from agents.models.base import Result
-from store.records import Rejection
+from evoinstruct.agents.models.base import Result
+from evoinstruct.store.records import Rejection
 
 
 @dataclass

@@ -18,11 +18,11 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models.base import ChatModel, ChatRequest, Message, model_version
-from agents.outcome import AgentOutcome
-from prompts.library import PromptLibrary
-from store.errors import ConfigError
-from store.records import Example, ExampleDraft, Rejection
+from evoinstruct.agents.models.base import ChatModel, ChatRequest, Message, model_version
+from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.errors import ConfigError
+from evoinstruct.store.records import Example, ExampleDraft, Rejection
 
 STAGE = "respond"
 TEMPLATE = "respond"

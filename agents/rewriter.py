@@ -26,12 +26,18 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.judge import failure_rejection, generate_counted
-from agents.models.base import ChatModel, ChatRequest, Failure, Generation, model_version
-from agents.textstats import count_words
-from prompts.library import PromptLibrary
-from store.errors import ConfigError
-from store.records import Example, ExampleDraft, Rejection
+from evoinstruct.agents.judge import failure_rejection, generate_counted
+from evoinstruct.agents.models.base import (
+    ChatModel,
+    ChatRequest,
+    Failure,
+    Generation,
+    model_version,
+)
+from evoinstruct.agents.textstats import count_words
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.errors import ConfigError
+from evoinstruct.store.records import Example, ExampleDraft, Rejection
 
 STAGE = "rewrite"
 DEFAULT_TYPE = "default"

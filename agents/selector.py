@@ -34,9 +34,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.decontam import DecontamConfig, Decontaminator
-from agents.dedup import DedupConfig, DedupIndex
-from agents.diversity import (
+from evoinstruct.agents.decontam import DecontamConfig, Decontaminator
+from evoinstruct.agents.dedup import DedupConfig, DedupIndex
+from evoinstruct.agents.diversity import (
     DiversityConfig,
     DiversityResult,
     hashed_tfidf,
@@ -44,10 +44,10 @@ from agents.diversity import (
     rank_order,
     repr_filter,
 )
-from agents.novelty import NoveltyConfig, NoveltyIndex
-from agents.text import text_hash
-from store.errors import ConfigError, EvoError
-from store.records import Example, Rejection, Score
+from evoinstruct.agents.novelty import NoveltyConfig, NoveltyIndex
+from evoinstruct.agents.text import text_hash
+from evoinstruct.store.errors import ConfigError, EvoError
+from evoinstruct.store.records import Example, Rejection, Score
 
 STAGE = "select"
 Step = Literal["exact_dedup", "near_dedup", "novelty", "decontaminate", "thresholds", "diversity"]

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.text import tokenize
-from agents.textstats import count_words
-from store.records import Example, Rejection, Score
+from evoinstruct.agents.text import tokenize
+from evoinstruct.agents.textstats import count_words
+from evoinstruct.store.records import Example, Rejection, Score
 
 SCORER = "stats"
 

@@ -72,8 +72,8 @@ def write_pool(path: Path, n: int, seed: int = 0) -> None:
 
 def build_project(root: Path, n: int) -> tuple[Path, float]:
     """A fresh project whose pool holds `n` accepted examples; returns it and the import time."""
-    from graph.project import init_project
-    from store.seeds import add_seed_file
+    from evoinstruct.graph.project import init_project
+    from evoinstruct.store.seeds import add_seed_file
 
     project = init_project(root).root
     data = root.parent / "pool.jsonl"
@@ -87,7 +87,7 @@ def build_project(root: Path, n: int) -> tuple[Path, float]:
 
 
 def project_store(project: Path):
-    from store import open_store
+    from evoinstruct.store import open_store
 
     return open_store(project / "pool.db")
 
@@ -124,11 +124,11 @@ class TimedTeacher:
 
 def run_rounds(project: Path, rounds: int) -> dict[str, Any]:
     """`rounds` rounds with `Daemon`; per-round wall time, model time and RSS."""
-    from agents.models.cache import CachedModel
-    from agents.models.factory import ModelSet
-    from graph.daemon import Daemon, DaemonOptions
-    from graph.deps import deps_for_project
-    from graph.project import Project
+    from evoinstruct.agents.models.cache import CachedModel
+    from evoinstruct.agents.models.factory import ModelSet
+    from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
+    from evoinstruct.graph.project import Project
+    from evoinstruct.graph.round.deps import deps_for_project
 
     proj = Project(project)
     config = proj.load_config()
@@ -275,7 +275,7 @@ def _daemon(project: Path, rounds: str, overrides: list[str], env: dict[str, str
             [
                 sys.executable,
                 "-m",
-                "graph.cli",
+                "evoinstruct.graph.cli.main",
                 "run",
                 "--project",
                 str(project),

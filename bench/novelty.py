@@ -17,8 +17,8 @@ import argparse
 import random
 import time
 
-from agents.novelty import NoveltyConfig, NoveltyIndex, novelty_exhaustive
-from agents.text import has_cjk, tokenize
+from evoinstruct.agents.novelty import NoveltyConfig, NoveltyIndex, novelty_exhaustive
+from evoinstruct.agents.text import has_cjk, tokenize
 
 EN_TEMPLATES = [
     "Write a {adj} {form} about {topic} for {audience}.",

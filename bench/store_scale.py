@@ -52,8 +52,8 @@ def run_import(project: Path, data: Path) -> dict[str, float]:
     code = f"""
 import json, resource, sys, time
 sys.path.insert(0, {str(ROOT)!r})
-from store import open_store
-from store.seeds import add_seed_file
+from evoinstruct.store import open_store
+from evoinstruct.store.seeds import add_seed_file
 t = time.perf_counter()
 with open_store({str(project / "pool.db")!r}) as store:
     report = add_seed_file(store, {str(data)!r})
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=200_000)
     parser.add_argument("--status-runs", type=int, default=7)
     args = parser.parse_args()
-    from graph.project import init_project
+    from evoinstruct.graph.project import init_project
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.models.check import bench_model  # noqa: E402
-from agents.models.config import ModelConfig  # noqa: E402
+from evoinstruct.agents.models.check import bench_model  # noqa: E402
+from evoinstruct.agents.models.config import ModelConfig  # noqa: E402
 
 
 def start_server(delay: float) -> tuple[subprocess.Popen[str], int]:

@@ -29,7 +29,7 @@ WORDS = "the sea sky water prime number book Paris capital France poem spring æ˜
 
 def skewed_drafts(n: int, seed: int = 0):
     """Answers whose lengths follow a heavy-tailed (Pareto) distribution, capped at ~450 words."""
-    from store.records import ExampleDraft
+    from evoinstruct.store.records import ExampleDraft
 
     rng = random.Random(seed)
     drafts = []
@@ -46,9 +46,9 @@ def run_one(args: argparse.Namespace) -> dict:
     """One training run in this process; returns its figures."""
     import torch
 
-    from store import open_store
-    from trainer.config import TrainerConfig
-    from trainer.train import train
+    from evoinstruct.store import open_store
+    from evoinstruct.trainer.config import TrainerConfig
+    from evoinstruct.trainer.train import train
 
     torch.set_num_threads(args.threads)
     project = Path(args.workdir) / ("packed" if args.packing else "padded")
@@ -106,7 +106,7 @@ def main() -> None:
 
     from transformers.utils import logging as hf_logging
 
-    from agents.models.tiny import DEFAULT_CORPUS, build_tiny_llama
+    from evoinstruct.agents.models.tiny import DEFAULT_CORPUS, build_tiny_llama
 
     hf_logging.disable_progress_bar()
 

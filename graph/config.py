@@ -16,16 +16,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agents.critic import CriticConfig
-from agents.evolver import EvolverConfig
-from agents.generator import GeneratorConfig
-from agents.models.config import ModelConfig, RolesConfig
-from agents.responder import ResponderConfig
-from agents.rewriter import RewriterConfig
-from agents.selector import SelectorConfig
-from graph.report_data import ReportConfig
-from store.errors import ConfigError
-from trainer.config import TrainerConfig
+from evoinstruct.agents.critic import CriticConfig
+from evoinstruct.agents.evolver import EvolverConfig
+from evoinstruct.agents.generator import GeneratorConfig
+from evoinstruct.agents.models.config import ModelConfig, RolesConfig
+from evoinstruct.agents.responder import ResponderConfig
+from evoinstruct.agents.rewriter import RewriterConfig
+from evoinstruct.agents.selector import SelectorConfig
+from evoinstruct.graph.report.data import ReportConfig
+from evoinstruct.store.errors import ConfigError
+from evoinstruct.trainer.config import TrainerConfig
 
 ENV_PREFIX = "EVOINSTRUCT__"
 

@@ -15,11 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from graph.daemon import DaemonOptions, DaemonResult, ProgressSink
-from graph.project import Project, init_project
-from store.errors import ProjectError
-from store.records import Example
-from trainer.warmup import warm_up
+from evoinstruct.graph.daemon.loop import DaemonOptions, DaemonResult, ProgressSink
+from evoinstruct.graph.project import Project, init_project
+from evoinstruct.store.errors import ProjectError
+from evoinstruct.store.records import Example
+from evoinstruct.trainer.warmup import warm_up
 
 DEMO_ROUNDS_BEFORE_TRAINING = 3
 WARM_UP_STEPS = 60
@@ -81,7 +81,9 @@ def _seed_texts() -> list[str]:
     texts = []
     for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
         for line in (
-            (resources.files("prompts") / "seeds" / name).read_text(encoding="utf-8").splitlines()
+            (resources.files("evoinstruct.prompts") / "seeds" / name)
+            .read_text(encoding="utf-8")
+            .splitlines()
         ):
             task = json.loads(line)
             texts.append(task["instruction"])
@@ -90,7 +92,7 @@ def _seed_texts() -> list[str]:
 
 
 def _seed_examples(project: Project) -> list[Example]:
-    from store.seeds import read_seed_file
+    from evoinstruct.store.seeds import read_seed_file
 
     examples = []
     for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
@@ -121,10 +123,10 @@ def prepare_demo(
     directory: Path, *, force: bool = False, progress: ProgressSink | None = None
 ) -> tuple[Project, list[str]]:
     """A fresh project with two tiny local models (teacher and student base) and the demo settings."""
-    from agents.models.tiny import DEFAULT_CORPUS, build_tiny_llama
-    from graph.config import RunConfig
-    from graph.config_toml import render_toml
-    from graph.project import CONFIG_HEADER
+    from evoinstruct.agents.models.tiny import DEFAULT_CORPUS, build_tiny_llama
+    from evoinstruct.graph.config import RunConfig
+    from evoinstruct.graph.config_toml import render_toml
+    from evoinstruct.graph.project import CONFIG_HEADER
 
     directory = directory.resolve()
     if directory.exists() and any(directory.iterdir()):
@@ -171,8 +173,8 @@ def prepare_demo(
 async def run_demo(
     directory: Path, progress: ProgressSink | None = None, *, force: bool = False
 ) -> DemoResult:
-    from graph.runner import run_daemon
-    from store.seeds import add_seed_file
+    from evoinstruct.graph.daemon.runner import run_daemon
+    from evoinstruct.store.seeds import add_seed_file
 
     _quiet_libraries()
     project, _ = prepare_demo(directory, force=force, progress=progress)

@@ -1,4 +1,4 @@
-"""Regenerate the README's config reference from the config models: `python -m graph.docs`.
+"""Regenerate the README's config reference from the config models: `python -m evoinstruct.graph.docs`.
 
 A test compares the README with this output, so the reference cannot drift from the code.
 """
@@ -14,8 +14,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def reference() -> str:
-    from graph.config import RunConfig
-    from graph.config_toml import config_reference
+    from evoinstruct.graph.config import RunConfig
+    from evoinstruct.graph.config_toml import config_reference
 
     return config_reference(RunConfig)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from graph.daemon import run_config
-from graph.project import Project
+from evoinstruct.graph.daemon.loop import run_config
+from evoinstruct.graph.project import Project
 
 
 def rounds_report(store: Any) -> list[dict[str, Any]]:
@@ -42,7 +42,7 @@ async def checkpoints_report(project: Project, round: int) -> list[dict[str, Any
     """The LangGraph history of one round's thread, oldest first: step, node, time, what changed."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from graph.build import build_graph
+    from evoinstruct.graph.round.build import build_graph
 
     async with AsyncSqliteSaver.from_conn_string(str(project.checkpoints_path)) as saver:
         graph = build_graph().compile(checkpointer=saver)

@@ -8,11 +8,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from store.errors import ProjectError
+from evoinstruct.store.errors import ProjectError
 
 if TYPE_CHECKING:
-    from graph.config import RunConfig
-    from store import Store
+    from evoinstruct.graph.config import RunConfig
+    from evoinstruct.store import Store
 
 CONFIG_NAME = "evoinstruct.toml"
 CONFIG_HEADER = """\
@@ -74,12 +74,12 @@ class Project:
         return self
 
     def load_config(self, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-        from graph.config import load_config
+        from evoinstruct.graph.config import load_config
 
         return load_config(self.require().config_path, overrides)
 
     def open_store(self) -> Store:
-        from store import open_store
+        from evoinstruct.store import open_store
 
         return open_store(self.require().pool_path)
 
@@ -88,9 +88,9 @@ def init_project(
     root: str | Path, config: RunConfig | None = None, *, force: bool = False
 ) -> Project:
     """Write a commented config and example seeds (English and Chinese) into `root`."""
-    from graph.config import RunConfig
-    from graph.config_toml import render_toml
-    from store import open_store
+    from evoinstruct.graph.config import RunConfig
+    from evoinstruct.graph.config_toml import render_toml
+    from evoinstruct.store import open_store
 
     project = Project(Path(root).resolve())
     if project.config_path.exists() and not force:
@@ -104,7 +104,7 @@ def init_project(
     )
     seeds_dir = project.root / "seeds"
     seeds_dir.mkdir(exist_ok=True)
-    packaged = resources.files("prompts") / "seeds"
+    packaged = resources.files("evoinstruct.prompts") / "seeds"
     for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
         with resources.as_file(packaged / name) as src:
             shutil.copyfile(src, seeds_dir / name)

@@ -16,10 +16,10 @@ from typing import Any
 
 import jinja2
 
-from store.errors import ConfigError
+from evoinstruct.store.errors import ConfigError
 
 LANGUAGES = ("en", "zh")
-_PACKAGE_ROOT = Path(str(resources.files("prompts")))
+_PACKAGE_ROOT = Path(str(resources.files("evoinstruct.prompts")))
 
 
 @dataclass

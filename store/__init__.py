@@ -10,19 +10,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from store.pool import AddResult
-    from store.store import Store, open_store
+    from evoinstruct.store.pool import AddResult
+    from evoinstruct.store.store import Store, open_store
 
 __all__ = ["AddResult", "Store", "open_store"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("Store", "open_store"):
-        from store import store as _store
+        from evoinstruct.store import store as _store
 
         return getattr(_store, name)
     if name == "AddResult":
-        from store.pool import AddResult
+        from evoinstruct.store.pool import AddResult
 
         return AddResult
     raise AttributeError(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from store._base import StoreBase, dumps, loads, now
+from evoinstruct.store._base import StoreBase, dumps, loads, now
 
 
 class CacheMixin(StoreBase):

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store.errors import InputError
-from store.records import SOURCES, STATUSES, Example
+from evoinstruct.store.errors import InputError
+from evoinstruct.store.records import SOURCES, STATUSES, Example
 
 EXPORT_FORMATS = ("alpaca", "sharegpt", "openai", "parquet")
 # The output's suffix alone decides the container; the format decides the row shape.

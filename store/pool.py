@@ -7,11 +7,11 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from store import stats
-from store._base import StoreBase, dumps, loads, now
-from store.errors import InputError
-from store.ids import example_id, stable_hash
-from store.records import STATUSES, Example, ExampleDraft, Rejection, Score
+from evoinstruct.store import stats
+from evoinstruct.store._base import StoreBase, dumps, loads, now
+from evoinstruct.store.errors import InputError
+from evoinstruct.store.ids import example_id, stable_hash
+from evoinstruct.store.records import STATUSES, Example, ExampleDraft, Rejection, Score
 
 _EXAMPLE_COLUMNS = (
     "id, instruction, input, output, system, source, parent_id, operation, round, status, "

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from store import stats
-from store._base import StoreBase, dumps, loads, now
-from store.errors import InputError
+from evoinstruct.store import stats
+from evoinstruct.store._base import StoreBase, dumps, loads, now
+from evoinstruct.store.errors import InputError
 
 
 class RegistryMixin(StoreBase):

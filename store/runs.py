@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from store import stats
-from store._base import StoreBase, dumps, loads, now
+from evoinstruct.store import stats
+from evoinstruct.store._base import StoreBase, dumps, loads, now
 
 
 class RunsMixin(StoreBase):

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from store.errors import InputError
-from store.ids import language_of
-from store.records import ExampleDraft
+from evoinstruct.store.errors import InputError
+from evoinstruct.store.ids import language_of
+from evoinstruct.store.records import ExampleDraft
 
 FORMATS = ("selfinstruct", "alpaca", "sharegpt", "openai", "csv", "qna", "text")
 FORMATS_HELP = "|".join(FORMATS)

@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from store.records import STATUSES
+from evoinstruct.store.records import STATUSES
 
 
 def connect_readonly(path: str | Path) -> sqlite3.Connection:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from store.cache import CacheMixin
-from store.db import open_store_db
-from store.pool import PoolMixin
-from store.registry import RegistryMixin
-from store.runs import RunsMixin
+from evoinstruct.store.cache import CacheMixin
+from evoinstruct.store.db import open_store_db
+from evoinstruct.store.pool import PoolMixin
+from evoinstruct.store.registry import RegistryMixin
+from evoinstruct.store.runs import RunsMixin
 
 
 class Store(PoolMixin, RunsMixin, RegistryMixin, CacheMixin):

@@ -10,14 +10,14 @@ import pytest
 @pytest.fixture
 def project_dir(tmp_path: Path) -> Path:
     """An initialised project directory (config, example seeds, empty pool)."""
-    from graph.project import init_project
+    from evoinstruct.graph.project import init_project
 
     return init_project(tmp_path / "proj").root
 
 
 @pytest.fixture
 def store(tmp_path: Path):
-    from store import open_store
+    from evoinstruct.store import open_store
 
     s = open_store(tmp_path / "pool.db")
     yield s
@@ -27,6 +27,6 @@ def store(tmp_path: Path):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight llama with a trained tokenizer, built once for the whole session."""
-    from agents.models.tiny import build_tiny_llama
+    from evoinstruct.agents.models.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")

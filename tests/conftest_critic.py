@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agents.models.base import ChatRequest
-from store.records import Example
+from evoinstruct.agents.models.base import ChatRequest
+from evoinstruct.store.records import Example
 
 
 def make_example(

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from transformers import TrainerCallback
 
-from store import Store, open_store
-from store.records import ExampleDraft
-from trainer.config import TrainerConfig
+from evoinstruct.store import Store, open_store
+from evoinstruct.store.records import ExampleDraft
+from evoinstruct.trainer.config import TrainerConfig
 
 EN_TOPICS = ["the sea", "the sky", "saving water", "prime numbers", "reading books", "Paris"]
 ZH_TOPICS = ["春天", "天空", "节约用水", "质数", "读书", "北京"]
@@ -131,7 +131,7 @@ class TrainedProject:
 @pytest.fixture(scope="session")
 def trained_lora(tiny_model_dir: Path, tmp_path_factory) -> Iterator[TrainedProject]:
     """A project whose pool trained LoRA v1 for 20 steps; shared by lora/eval/promote tests."""
-    from trainer.train import train
+    from evoinstruct.trainer.train import train
 
     root = tmp_path_factory.mktemp("lora_project")
     store = open_store(root / "pool.db")

@@ -45,11 +45,19 @@ keep_checkpoints = 2
 def start_daemon(
     project: Path, *args: str, env: dict[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen:
-    """`python -m graph.cli run ...` in its own process, as a user would start it."""
+    """`python -m evoinstruct.graph.cli.main run ...` in its own process, as a user would start it."""
     full_env = {**os.environ, **(env or {})}
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the process exit
     return subprocess.Popen(
-        [sys.executable, "-m", "graph.cli", "run", "--project", str(project), *args],
+        [
+            sys.executable,
+            "-m",
+            "evoinstruct.graph.cli.main",
+            "run",
+            "--project",
+            str(project),
+            *args,
+        ],
         cwd=str(ROOT),
         env=full_env,
         stdout=out,

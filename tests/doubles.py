@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
-from store.errors import UnsupportedError
+from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
+from evoinstruct.store.errors import UnsupportedError
 
 Reply = str | Generation | Failure | Callable[[ChatRequest], "str | Generation | Failure"]
 

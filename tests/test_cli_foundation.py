@@ -20,7 +20,7 @@ def seeded(project_dir: Path, capsys) -> Path:
 
 
 def test_init_writes_a_config_that_loads(tmp_path: Path, capsys) -> None:
-    from graph.config import RunConfig, load_config
+    from evoinstruct.graph.config import RunConfig, load_config
 
     result = run_cli(capsys, "init", tmp_path / "p")
     assert result.code == 0
@@ -42,8 +42,8 @@ def test_init_writes_a_config_that_loads(tmp_path: Path, capsys) -> None:
 )
 def test_config_errors_name_the_key(project_dir: Path, capsys, snippet: str, expected: str) -> None:
     (project_dir / "evoinstruct.toml").write_text(snippet)
-    from graph.config import load_config
-    from store.errors import ConfigError
+    from evoinstruct.graph.config import load_config
+    from evoinstruct.store.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
         load_config(project_dir / "evoinstruct.toml")
@@ -51,7 +51,7 @@ def test_config_errors_name_the_key(project_dir: Path, capsys, snippet: str, exp
 
 
 def test_config_layers(project_dir: Path, monkeypatch) -> None:
-    from graph.config import load_config
+    from evoinstruct.graph.config import load_config
 
     path = project_dir / "evoinstruct.toml"
     path.write_text("[loop]\ngenerate_calls = 5\nevolve_per_round = 3\n")
@@ -103,8 +103,8 @@ def test_exports_load_with_datasets(
 
 
 def test_export_filters_and_lineage(project_dir: Path, tmp_path: Path, capsys) -> None:
-    from store import open_store
-    from store.records import Score
+    from evoinstruct.store import open_store
+    from evoinstruct.store.records import Score
 
     seeded(project_dir, capsys)
     with open_store(project_dir / "pool.db") as store:

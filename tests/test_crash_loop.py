@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from agents.models.factory import ModelSet
-from graph import nodes
-from graph.config import RunConfig, load_config
-from graph.daemon import Daemon, DaemonOptions, DaemonResult, RoundFailed
-from graph.deps import Deps, deps_for_project
-from graph.inspect import rounds_report
-from graph.project import Project, init_project
-from store.errors import ConfigError
-from store.seeds import add_seed_file
-from store.store import open_store
+from evoinstruct.agents.models.factory import ModelSet
+from evoinstruct.graph.config import RunConfig, load_config
+from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions, DaemonResult, RoundFailed
+from evoinstruct.graph.inspect import rounds_report
+from evoinstruct.graph.project import Project, init_project
+from evoinstruct.graph.round import nodes
+from evoinstruct.graph.round.deps import Deps, deps_for_project
+from evoinstruct.store.errors import ConfigError
+from evoinstruct.store.seeds import add_seed_file
+from evoinstruct.store.store import open_store
 from tests.cli_helpers import run_cli
 from tests.fake_teacher import scripted_teacher
 
@@ -40,7 +40,7 @@ class PromoteCrashes:
         return {"version": "v1"}
 
     async def evaluate(self, store: Any, version: str, models: Any, prompts: Any) -> Any:
-        from trainer.evaluate import GateDecision
+        from evoinstruct.trainer.evaluate import GateDecision
 
         class Evaluation:
             decision = GateDecision(True, f"{version} beats the generator")
@@ -191,11 +191,12 @@ def test_the_cli_reports_a_node_crash_in_one_line(
 ) -> None:
     """Exit 1 and one `error:` line, no traceback; with no rounds left after the give-up
     (`--rounds 0`), the closing start exits 1 in one line too."""
-    import graph.deps
+
+    from evoinstruct.graph.round import deps as round_deps
 
     # `run_daemon` looks this up at call time: the CLI's daemon gets the scripted teacher.
     monkeypatch.setattr(
-        graph.deps,
+        round_deps,
         "deps_for_project",
         lambda project, config, models=None: fresh_deps(project, config),
     )

@@ -8,8 +8,8 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from agents.critic import CriticConfig, critique
-from prompts.library import PromptLibrary
+from evoinstruct.agents.critic import CriticConfig, critique
+from evoinstruct.prompts.library import PromptLibrary
 from tests.conftest_critic import make_example, user_text
 from tests.doubles import ScriptedModel
 
@@ -154,8 +154,8 @@ def test_critic_config_composes_sub_configs_with_methods_defaults() -> None:
 async def test_critic_on_a_real_tiny_model(tiny_model_dir) -> None:
     """The real transformers paths: Deita from next-token probabilities, IFD from losses,
     and a random model's judge answers read as missing scores — never as 0."""
-    from agents.models.config import ModelConfig
-    from agents.models.transformers_backend import TransformersModel
+    from evoinstruct.agents.models.config import ModelConfig
+    from evoinstruct.agents.models.transformers_backend import TransformersModel
 
     model = TransformersModel(ModelConfig(backend="transformers", path=str(tiny_model_dir)))
     batch = [

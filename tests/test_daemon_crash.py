@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from graph.project import init_project
+from evoinstruct.graph.project import init_project
 from tests.daemon_helpers import ROOT, configure_for_server, start_daemon, wait_for
 from tests.fake_teacher import server_reply
 from tests.openai_server import OpenAITestServer
@@ -29,7 +29,16 @@ def served_project(tmp_path: Path):
         configure_for_server(project, server.url)
         seeds = project / "seeds" / "seed_tasks_en.jsonl"
         subprocess.run(
-            [sys.executable, "-m", "graph.cli", "seed", "add", str(seeds), "-p", str(project)],
+            [
+                sys.executable,
+                "-m",
+                "evoinstruct.graph.cli.main",
+                "seed",
+                "add",
+                str(seeds),
+                "-p",
+                str(project),
+            ],
             cwd=str(ROOT),
             check=True,
             capture_output=True,
@@ -92,7 +101,16 @@ def test_sigkill_at_random_moments_loses_nothing(served_project) -> None:
     configure_for_server(clean, server.url)
     seeds = clean / "seeds" / "seed_tasks_en.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "graph.cli", "seed", "add", str(seeds), "-p", str(clean)],
+        [
+            sys.executable,
+            "-m",
+            "evoinstruct.graph.cli.main",
+            "seed",
+            "add",
+            str(seeds),
+            "-p",
+            str(clean),
+        ],
         cwd=str(ROOT),
         check=True,
         capture_output=True,
@@ -163,7 +181,7 @@ def test_api_key_never_reaches_disk(served_project, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "graph.cli",
+            "evoinstruct.graph.cli.main",
             "export",
             "-o",
             str(export),
@@ -194,7 +212,7 @@ def test_detached_daemon_shows_in_status_and_stops(served_project) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "graph.cli", *args, "-p", str(project)],
+            [sys.executable, "-m", "evoinstruct.graph.cli.main", *args, "-p", str(project)],
             cwd=str(ROOT),
             env={**os.environ, **ENV},
             capture_output=True,

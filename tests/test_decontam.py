@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.decontam import Decontaminator, read_eval_texts
-from store.errors import InputError
+from evoinstruct.agents.decontam import Decontaminator, read_eval_texts
+from evoinstruct.store.errors import InputError
 
 EN_QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May."

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.dedup import DedupConfig, DedupIndex
-from store.errors import ConfigError
+from evoinstruct.agents.dedup import DedupConfig, DedupIndex
+from evoinstruct.store.errors import ConfigError
 
 POEM_ZH = "请写一首关于春天的诗，描写花开、细雨和燕子归来的景象，要求押韵并且不少于八行。"
 POEM_ZH_NEAR = "请写一首关于春天的诗，描写花开、细雨和燕子归来的景象，要求押韵并且不少于十行。"

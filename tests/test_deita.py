@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import pytest
 from pydantic import ValidationError
 
-from agents.deita import DeitaConfig, deita_messages, deita_scores, expected_score
-from agents.models.base import Message
-from prompts.library import PromptLibrary
+from evoinstruct.agents.deita import DeitaConfig, deita_messages, deita_scores, expected_score
+from evoinstruct.agents.models.base import Message
+from evoinstruct.prompts.library import PromptLibrary
 from tests.conftest_critic import make_example, user_text
 from tests.doubles import ScriptedModel
 

@@ -14,7 +14,7 @@ from tests.cli_helpers import run_cli
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import asyncio
 
-    from graph.demo import run_demo
+    from evoinstruct.graph.demo import run_demo
 
     directory = tmp_path_factory.mktemp("demo") / "demo-project"
     result = asyncio.run(run_demo(directory))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.diversity import hashed_tfidf, instag_sample, rank_order, repr_filter
+from evoinstruct.agents.diversity import hashed_tfidf, instag_sample, rank_order, repr_filter
 
 
 def _unit(*rows: list[float]) -> np.ndarray:

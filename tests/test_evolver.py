@@ -10,7 +10,7 @@ from random import Random
 import pytest
 from pydantic import ValidationError
 
-from agents.evolver import (
+from evoinstruct.agents.evolver import (
     MARKERS,
     OPERATIONS,
     EvolverConfig,
@@ -21,9 +21,9 @@ from agents.evolver import (
     parse_evolved,
     prompt_text,
 )
-from agents.models.base import Choice, Failure, Generation
-from prompts.library import PromptLibrary
-from store.records import Example, ExampleDraft
+from evoinstruct.agents.models.base import Choice, Failure, Generation
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.records import Example, ExampleDraft
 from tests.doubles import ScriptedModel
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"

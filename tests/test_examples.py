@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.models.factory import ModelSet
-from graph.config import load_config
+from evoinstruct.agents.models.factory import ModelSet
+from evoinstruct.graph.config import load_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

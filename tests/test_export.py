@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from store.errors import InputError
-from store.export import ExportFilter, export, to_record
-from store.records import ExampleDraft
+from evoinstruct.store.errors import InputError
+from evoinstruct.store.export import ExportFilter, export, to_record
+from evoinstruct.store.records import ExampleDraft
 from tests.cli_helpers import run_cli
 
 DRAFTS = [

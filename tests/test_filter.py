@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import typer
 
-from agents.models.base import Failure
-from agents.models.cache import CachedModel
-from agents.models.factory import ModelSet
-from graph import cli as root_cli
-from graph.cli_filter import filter_cli, filter_command
-from graph.config import RunConfig, load_config
-from graph.filter_pipeline import parse_steps, run_filter
-from store.errors import InputError, ProjectError
+from evoinstruct.agents.models.base import Failure
+from evoinstruct.agents.models.cache import CachedModel
+from evoinstruct.agents.models.factory import ModelSet
+from evoinstruct.graph.cli import main as root_cli
+from evoinstruct.graph.cli.filter import filter_cli, filter_command
+from evoinstruct.graph.config import RunConfig, load_config
+from evoinstruct.graph.filtering.pipeline import parse_steps, run_filter
+from evoinstruct.store.errors import InputError, ProjectError
 from tests.cli_helpers import run_cli
 from tests.doubles import ScriptedModel
 from tests.fake_teacher import teacher_reply
@@ -351,9 +351,9 @@ def test_instag_diversity_without_tagging_is_refused_by_run_and_filter(
     tmp_path: Path, capsys
 ) -> None:
     """One rule for both commands: InsTag sampling with no tags would reject every example."""
-    from graph.filter_pipeline import plan_filter
-    from graph.project import init_project
-    from store.errors import ConfigError
+    from evoinstruct.graph.filtering.pipeline import plan_filter
+    from evoinstruct.graph.project import init_project
+    from evoinstruct.store.errors import ConfigError
 
     bad = ["selector.diversity.method=instag"]
     with pytest.raises(ConfigError) as err:

@@ -7,7 +7,7 @@ from random import Random
 
 import pytest
 
-from agents.generator import (
+from evoinstruct.agents.generator import (
     GenerateOutcome,
     GeneratorConfig,
     Instance,
@@ -20,10 +20,10 @@ from agents.generator import (
     parse_tasks,
     parse_yes_no,
 )
-from agents.models.base import Choice, Failure, Generation
-from agents.textstats import count_words
-from prompts.library import PromptLibrary
-from store.records import Example, ExampleDraft
+from evoinstruct.agents.models.base import Choice, Failure, Generation
+from evoinstruct.agents.textstats import count_words
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.records import Example, ExampleDraft
 from tests.doubles import ScriptedModel
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
@@ -508,8 +508,8 @@ async def test_a_chinese_task_from_an_english_prompt_meets_the_chinese_blacklist
     """The text's language, not the project's, picks the blacklist and the label."""
     import random
 
-    from agents.generator import GeneratorConfig, generate, numbering
-    from prompts.library import PromptLibrary
+    from evoinstruct.agents.generator import GeneratorConfig, generate, numbering
+    from evoinstruct.prompts.library import PromptLibrary
     from tests.doubles import ScriptedModel
 
     config = GeneratorConfig(

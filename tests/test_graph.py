@@ -9,14 +9,19 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.runtime import Runtime
 
-from agents.models.factory import ModelSet
-from graph import nodes
-from graph.build import PIPELINE, build_graph, route_after_commit, route_after_evaluate
-from graph.daemon import Daemon, DaemonOptions, run_config
-from graph.deps import deps_for_project
-from graph.project import Project, init_project
-from store.records import ExampleDraft
-from store.seeds import add_seed_file
+from evoinstruct.agents.models.factory import ModelSet
+from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions, run_config
+from evoinstruct.graph.project import Project, init_project
+from evoinstruct.graph.round import nodes
+from evoinstruct.graph.round.build import (
+    PIPELINE,
+    build_graph,
+    route_after_commit,
+    route_after_evaluate,
+)
+from evoinstruct.graph.round.deps import deps_for_project
+from evoinstruct.store.records import ExampleDraft
+from evoinstruct.store.seeds import add_seed_file
 from tests.fake_teacher import scripted_teacher
 
 
@@ -114,7 +119,7 @@ class RecordingTrainer:
         return {"version": f"v{len(self.trained)}"}
 
     async def evaluate(self, store, version, models, prompts):
-        from trainer.evaluate import GateDecision
+        from evoinstruct.trainer.evaluate import GateDecision
 
         class Evaluation:
             decision = GateDecision(False, "test gate: keep the teacher")
@@ -136,7 +141,7 @@ async def test_no_training_when_the_trainer_has_no_base_model(deps) -> None:
 
 
 def test_studio_factory_compiles_without_a_checkpointer() -> None:
-    from graph.build import studio_graph
+    from evoinstruct.graph.round.build import studio_graph
 
     graph = studio_graph()
     assert graph.checkpointer is None
@@ -146,7 +151,7 @@ def test_studio_factory_compiles_without_a_checkpointer() -> None:
 def test_a_second_daemon_on_one_project_is_refused(deps) -> None:
     from filelock import FileLock
 
-    from store.errors import ProjectError
+    from evoinstruct.store.errors import ProjectError
 
     with (
         FileLock(str(deps.project.lock_path)),
@@ -178,7 +183,7 @@ def test_seed_added_between_rounds_is_picked_up(deps, tmp_path: Path) -> None:
 
 async def test_a_judge_outage_leaves_candidates_for_the_next_round(deps) -> None:
     """Failed judge calls are no verdict: select waits, and the next round judges them."""
-    from agents.models.base import Failure
+    from evoinstruct.agents.models.base import Failure
     from tests.fake_teacher import teacher_reply
 
     outage = {"on": True}
@@ -208,7 +213,7 @@ async def test_a_judge_outage_leaves_candidates_for_the_next_round(deps) -> None
 async def test_an_equality_check_outage_is_no_verdict(deps) -> None:
     """A failed equality call (an HTTP 503) neither rejects nor marks the evolved child:
     it waits, unjudged, and the next round's check decides it."""
-    from agents.models.base import Failure
+    from evoinstruct.agents.models.base import Failure
     from tests.fake_teacher import teacher_reply
 
     outage = {"on": True}
@@ -250,7 +255,7 @@ async def test_project_prompt_overrides_reach_the_agents(deps) -> None:
         "{# variables: instruction, input | output: the answer #}\nHOUSE STYLE. {{ instruction }} {{ input }}\n",
         encoding="utf-8",
     )
-    from prompts.library import PromptLibrary
+    from evoinstruct.prompts.library import PromptLibrary
 
     deps.prompts = PromptLibrary("en", override_dir=deps.project.prompts_dir)
     ids = deps.store.add_candidates(
@@ -268,7 +273,7 @@ async def test_project_prompt_overrides_reach_the_agents(deps) -> None:
 
 class FailingTrainer(RecordingTrainer):
     async def train(self) -> dict:
-        from store.errors import EvoError
+        from evoinstruct.store.errors import EvoError
 
         raise EvoError("no base model to train: set trainer.base_model")
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.models.factory import ModelSet, build_model
-from graph.daemon import Daemon, DaemonOptions
-from graph.deps import deps_for_project
-from graph.project import init_project
-from graph.training import activate_student
-from store.seeds import add_seed_file
+from evoinstruct.agents.models.factory import ModelSet, build_model
+from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
+from evoinstruct.graph.project import init_project
+from evoinstruct.graph.round.deps import deps_for_project
+from evoinstruct.graph.round.training import activate_student
+from evoinstruct.store.seeds import add_seed_file
 from tests.fake_teacher import scripted_teacher
 
 

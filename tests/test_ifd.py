@@ -7,8 +7,15 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from agents.ifd import IFDConfig, ifd_scores, ifd_value, prompt_messages, rank_by_ifd, top_ifd
-from store.records import Score
+from evoinstruct.agents.ifd import (
+    IFDConfig,
+    ifd_scores,
+    ifd_value,
+    prompt_messages,
+    rank_by_ifd,
+    top_ifd,
+)
+from evoinstruct.store.records import Score
 from tests.conftest_critic import make_example
 from tests.doubles import ScriptedModel
 

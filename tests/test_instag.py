@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from agents.instag import (
+from evoinstruct.agents.instag import (
     InsTagConfig,
     normalize_tag,
     parse_tags,
@@ -17,8 +17,8 @@ from agents.instag import (
     tag_coverage,
     tag_examples,
 )
-from agents.models.base import Choice, Failure, Generation
-from prompts.library import PromptLibrary
+from evoinstruct.agents.models.base import Choice, Failure, Generation
+from evoinstruct.prompts.library import PromptLibrary
 from tests.conftest_critic import make_example
 from tests.doubles import ScriptedModel
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from agents.judge import (
+from evoinstruct.agents.judge import (
     JudgeConfig,
     distribution,
     judge_examples,
@@ -17,9 +17,9 @@ from agents.judge import (
     parse_judgement_json,
     parse_score,
 )
-from agents.models.base import Choice, Failure, Generation
-from prompts.library import PromptLibrary
-from store.records import Score
+from evoinstruct.agents.models.base import Choice, Failure, Generation
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.records import Score
 from tests.conftest_critic import make_example, user_text
 from tests.doubles import ScriptedModel
 

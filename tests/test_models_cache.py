@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from agents.models.base import ChatRequest, Failure, Generation
-from agents.models.cache import CachedModel, cache_key
-from agents.models.config import ModelConfig, RolesConfig
-from agents.models.factory import ModelSet, build_model
-from agents.models.openai_backend import OpenAIChatModel
-from store.errors import ConfigError
+from evoinstruct.agents.models.base import ChatRequest, Failure, Generation
+from evoinstruct.agents.models.cache import CachedModel, cache_key
+from evoinstruct.agents.models.config import ModelConfig, RolesConfig
+from evoinstruct.agents.models.factory import ModelSet, build_model
+from evoinstruct.agents.models.openai_backend import OpenAIChatModel
+from evoinstruct.store.errors import ConfigError
 from tests.doubles import ScriptedModel
 from tests.openai_server import OpenAITestServer
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.models.check import bench_model, check_models, percentiles
-from agents.models.config import ModelConfig
+from evoinstruct.agents.models.check import bench_model, check_models, percentiles
+from evoinstruct.agents.models.config import ModelConfig
 from tests.openai_server import OpenAITestServer, closed_port
 
 
@@ -76,9 +76,9 @@ def test_percentiles() -> None:
 
 def _project_with(tmp_path, models: dict) -> str:
     """A project whose [models] are exactly `models` (ModelConfig objects); roles point at the first."""
-    from agents.models.config import RolesConfig
-    from graph.config import RunConfig
-    from graph.project import init_project
+    from evoinstruct.agents.models.config import RolesConfig
+    from evoinstruct.graph.config import RunConfig
+    from evoinstruct.graph.project import init_project
 
     first = next(iter(models))
     roles = RolesConfig(
@@ -136,7 +136,7 @@ def test_cli_bench_json(tmp_path, capsys) -> None:
 
 
 async def test_an_in_process_model_missing_locally_is_reported_without_a_download() -> None:
-    from agents.models.check import check_model
+    from evoinstruct.agents.models.check import check_model
 
     cfg = ModelConfig(backend="transformers", path="no-such-org/no-such-model-xyz")
     result = await check_model("student", cfg)

@@ -10,18 +10,23 @@ from collections.abc import Iterator
 import pytest
 from pydantic import BaseModel, Field
 
-from agents.models.base import ChatModel, ChatRequest, Failure, Generation
-from agents.models.config import ModelConfig
-from agents.models.openai_backend import (
+from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Generation
+from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.agents.models.openai_backend import (
     MalformedResponse,
     OpenAIChatModel,
     RateLimiter,
     parse_completion,
     retry_after_seconds,
 )
-from agents.models.structured import Parsed, SchemaFailure, generate_structured, parse_json_as
-from agents.models.vllm_backend import VLLMModel, load_lora_adapter, sampling_kwargs
-from store.errors import ModelError, UnsupportedError
+from evoinstruct.agents.models.structured import (
+    Parsed,
+    SchemaFailure,
+    generate_structured,
+    parse_json_as,
+)
+from evoinstruct.agents.models.vllm_backend import VLLMModel, load_lora_adapter, sampling_kwargs
+from evoinstruct.store.errors import ModelError, UnsupportedError
 from tests.openai_server import OpenAITestServer, closed_port
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.models.base import ChatModel, ChatRequest, Generation
-from agents.models.config import ModelConfig
-from agents.models.tiny import build_tiny_llama
-from agents.models.transformers_backend import PLAIN_CHAT_TEMPLATE, TransformersModel
-from store.errors import ModelError, UnsupportedError
+from evoinstruct.agents.models.base import ChatModel, ChatRequest, Generation
+from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.agents.models.tiny import build_tiny_llama
+from evoinstruct.agents.models.transformers_backend import PLAIN_CHAT_TEMPLATE, TransformersModel
+from evoinstruct.store.errors import ModelError, UnsupportedError
 
 PROMPTS = [
     "Write a short poem about the sea.",

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agents.novelty import (
+from evoinstruct.agents.novelty import (
     NoveltyConfig,
     NoveltyIndex,
     lcs_length,
@@ -14,7 +14,7 @@ from agents.novelty import (
     novelty_exhaustive,
     rouge_l_f1,
 )
-from agents.text import tokenize
+from evoinstruct.agents.text import tokenize
 
 EN_WORDS = "write a poem story about the sea sky city list five ways to explain how why it works for kids".split()
 ZH_CHARS = list("请写一首关于春天的诗解释为什么天空是蓝色列出五种方法")
@@ -71,7 +71,7 @@ def test_bit_parallel_lcs_matches_dynamic_programming() -> None:
 def test_chinese_paraphrase_scores_char_level_like_rouge_score() -> None:
     from rouge_score import rouge_scorer
 
-    from agents.novelty import RougeTokenizerAdapter
+    from evoinstruct.agents.novelty import RougeTokenizerAdapter
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=RougeTokenizerAdapter())
     a, b = "请写一首关于春天的诗", "写一首描写春天的诗歌"

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from graph.progress import ProgressView
+from evoinstruct.graph.cli.progress import ProgressView
 
 EVENTS = [
     ("event", {"round": 1, "stage": "generate", "done": 0, "total": 2}),

@@ -7,9 +7,9 @@ from pathlib import Path
 import typer.main
 from pydantic import BaseModel
 
-from graph.cli import app
-from graph.config import RunConfig
-from graph.docs import README, render_readme
+from evoinstruct.graph.cli.main import app
+from evoinstruct.graph.config import RunConfig
+from evoinstruct.graph.docs import README, render_readme
 
 TEXT = README.read_text(encoding="utf-8")
 
@@ -63,7 +63,7 @@ def config_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def test_every_config_key_is_in_the_readme() -> None:
-    from agents.models.config import ModelConfig
+    from evoinstruct.agents.models.config import ModelConfig
 
     keys = config_keys(RunConfig) + [f"models.NAME.{k}" for k in ModelConfig.model_fields]
     assert len(keys) > 100
@@ -78,7 +78,7 @@ def test_every_config_key_is_in_the_readme() -> None:
 
 def test_the_config_reference_is_current() -> None:
     assert render_readme(TEXT) == TEXT, (
-        "run `python -m graph.docs` to regenerate the README's reference"
+        "run `python -m evoinstruct.graph.docs` to regenerate the README's reference"
     )
 
 

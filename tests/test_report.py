@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.text import tokenize
-from graph.cli_report import report_command
-from graph.report import (
+from evoinstruct.agents.text import tokenize
+from evoinstruct.graph.cli.report import report_command
+from evoinstruct.graph.report.build import (
     PLOTS,
     ReportConfig,
     build_report,
@@ -23,15 +23,15 @@ from graph.report import (
     mean_pairwise_distance,
     measure_diversity,
 )
-from store import open_store
-from store.errors import ProjectError, UnsupportedError
-from store.records import ExampleDraft, Rejection, Score
-from store.seeds import add_seed_file
+from evoinstruct.store import open_store
+from evoinstruct.store.errors import ProjectError, UnsupportedError
+from evoinstruct.store.records import ExampleDraft, Rejection, Score
+from evoinstruct.store.seeds import add_seed_file
 
 XSS = "<script>alert(1)</script> 请用三句话解释光合作用。"
 EN_SEEDS = [
     json.loads(line)["instruction"]
-    for line in (resources.files("prompts") / "seeds" / "seed_tasks_en.jsonl")
+    for line in (resources.files("evoinstruct.prompts") / "seeds" / "seed_tasks_en.jsonl")
     .read_text(encoding="utf-8")
     .splitlines()
 ]
@@ -58,7 +58,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def seeds_store(path: Path):
     store = open_store(path)
-    add_seed_file(store, resources.files("prompts") / "seeds" / "seed_tasks_en.jsonl")
+    add_seed_file(store, resources.files("evoinstruct.prompts") / "seeds" / "seed_tasks_en.jsonl")
     return store
 
 
@@ -73,10 +73,10 @@ def add_round(store, round: int, instructions: list[str], status: str = "accepte
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two real rounds with the scripted teacher, then an escaped-text round and two versions."""
-    from agents.models.factory import ModelSet
-    from graph.daemon import Daemon, DaemonOptions
-    from graph.deps import deps_for_project
-    from graph.project import init_project
+    from evoinstruct.agents.models.factory import ModelSet
+    from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
+    from evoinstruct.graph.project import init_project
+    from evoinstruct.graph.round.deps import deps_for_project
     from tests.fake_teacher import scripted_teacher
 
     root = tmp_path_factory.mktemp("report") / "proj"
@@ -195,7 +195,7 @@ def test_empty_pool(tmp_path: Path) -> None:
 
 def test_only_chinese_seeds(tmp_path: Path) -> None:
     store = open_store(tmp_path / "pool.db")
-    add_seed_file(store, resources.files("prompts") / "seeds" / "seed_tasks_zh.jsonl")
+    add_seed_file(store, resources.files("evoinstruct.prompts") / "seeds" / "seed_tasks_zh.jsonl")
     result = build_report(store, tmp_path / "report", config=ReportConfig(samples_per_round=8))
     page = result.html.read_text(encoding="utf-8")
     assert "为早上只有十分钟时间的人推荐一份健康早餐。" in page
@@ -278,9 +278,9 @@ class FakeEmbedder:
 def test_the_configured_embedder_is_used_and_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agents.models import factory
-    from graph.config import RunConfig
-    from graph.project import init_project
+    from evoinstruct.agents.models import factory
+    from evoinstruct.graph.config import RunConfig
+    from evoinstruct.graph.project import init_project
 
     config = RunConfig()
     config.roles.embedder = "teacher"

@@ -7,11 +7,17 @@ from random import Random
 
 import pytest
 
-from agents.models.base import Choice, Failure, Generation
-from agents.responder import ResponderConfig, build_messages, load_bank, pick_system_prompt, respond
-from prompts.library import PromptLibrary
-from store.errors import ConfigError
-from store.records import Example, ExampleDraft
+from evoinstruct.agents.models.base import Choice, Failure, Generation
+from evoinstruct.agents.responder import (
+    ResponderConfig,
+    build_messages,
+    load_bank,
+    pick_system_prompt,
+    respond,
+)
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.errors import ConfigError
+from evoinstruct.store.records import Example, ExampleDraft
 from tests.doubles import ScriptedModel
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"

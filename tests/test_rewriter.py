@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.models.base import Choice, Failure, Generation
-from agents.rewriter import (
+from evoinstruct.agents.models.base import Choice, Failure, Generation
+from evoinstruct.agents.rewriter import (
     LABELS,
     RewriterConfig,
     answer_present,
@@ -20,8 +20,8 @@ from agents.rewriter import (
     parse_task_type,
     rewrite_examples,
 )
-from prompts.library import PromptLibrary
-from store.errors import ConfigError
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.errors import ConfigError
 from tests.conftest_critic import make_example, user_text
 from tests.doubles import ScriptedModel
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from store.seeds import read_seed_file
+from evoinstruct.store.seeds import read_seed_file
 from tests.cli_helpers import run_cli
 
 ALPACA = [
@@ -246,7 +246,7 @@ def test_qna_knowledge_gives_one_example_per_question(tmp_path: Path) -> None:
 
 
 def test_qna_files_import_through_the_cli(project_dir: Path, tmp_path: Path, capsys) -> None:
-    from store import open_store
+    from evoinstruct.store import open_store
 
     skill, knowledge = write_qna(tmp_path)
     result = run_cli(capsys, "seed", "add", skill, knowledge, "-p", project_dir, "--json")
@@ -286,7 +286,7 @@ def test_unknown_suffix_with_json_of_a_known_shape_is_read(tmp_path: Path) -> No
 
 
 def pool_snapshot(project: Path) -> list[tuple]:
-    from store import open_store
+    from evoinstruct.store import open_store
 
     with open_store(project / "pool.db") as store:
         # Chat formats join instruction and input into one user turn; the id (over the
@@ -302,7 +302,7 @@ def pool_snapshot(project: Path) -> list[tuple]:
 def test_round_trip_import_export_import(
     tmp_path: Path, capsys, kind: str, export_format: str
 ) -> None:
-    from graph.project import init_project
+    from evoinstruct.graph.project import init_project
 
     files = make_files(tmp_path)
     first = init_project(tmp_path / "a").root

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from agents.selector import SelectorConfig, SelectorIndexes, select
-from store.errors import ConfigError, UnsupportedError
-from store.records import Example, Score
+from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes, select
+from evoinstruct.store.errors import ConfigError, UnsupportedError
+from evoinstruct.store.records import Example, Score
 
 POOL_ZH = "请写一首关于春天的诗，描写花开、细雨和燕子归来的景象，要求押韵并且不少于八行。"
 NEAR_ZH = "请写一首关于春天的诗，描写花开、细雨和燕子归来的景象，要求押韵并且不少于十行。"

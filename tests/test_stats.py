@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.stats import (
+from evoinstruct.agents.stats import (
     StatsConfig,
     detect_language,
     find_refusal,
@@ -12,7 +12,7 @@ from agents.stats import (
     repetition_ratio,
     run_stats,
 )
-from agents.text import tokenize
+from evoinstruct.agents.text import tokenize
 from tests.conftest_critic import make_example
 
 GOOD_EN = (

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from store import open_store
-from store.errors import InputError
-from store.ids import example_id
-from store.records import ExampleDraft, Rejection, Score
+from evoinstruct.store import open_store
+from evoinstruct.store.errors import InputError
+from evoinstruct.store.ids import example_id
+from evoinstruct.store.records import ExampleDraft, Rejection, Score
 
 
 def test_open_store_uses_wal_and_migrations(tmp_path: Path) -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from agents.text import has_cjk, join_tokens, ngrams, normalize, shingles, text_hash, tokenize
+from evoinstruct.agents.text import (
+    has_cjk,
+    join_tokens,
+    ngrams,
+    normalize,
+    shingles,
+    text_hash,
+    tokenize,
+)
 
 
 @pytest.mark.parametrize(

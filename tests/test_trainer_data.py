@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agents.models.transformers_backend import PLAIN_CHAT_TEMPLATE
-from store.errors import ConfigError
-from store.records import Example
-from trainer.config import TrainerConfig
-from trainer.data import (
+from evoinstruct.agents.models.transformers_backend import PLAIN_CHAT_TEMPLATE
+from evoinstruct.store.errors import ConfigError
+from evoinstruct.store.records import Example
+from evoinstruct.trainer.config import TrainerConfig
+from evoinstruct.trainer.data import (
     IGNORE_INDEX,
     Collator,
     build_dataset,
@@ -301,8 +301,8 @@ def test_lineage_and_starting_version(store) -> None:
 
 def test_count_new_resets_after_a_training_even_from_the_base(store) -> None:
     """The schedule's count: examples no training has seen, whatever the starting point."""
+    from evoinstruct.trainer.data import count_new, is_heldout
     from tests.conftest_trainer import fill_pool
-    from trainer.data import count_new, is_heldout
 
     cfg = TrainerConfig(base_model="tiny", init_from="base", heldout_fraction=0.1)
     ids = fill_pool(store, n_new=20, n_seed=2, round=1)

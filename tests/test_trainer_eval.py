@@ -9,13 +9,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agents.models.base import ChatRequest, Choice, Failure, Generation
-from prompts.library import PromptLibrary
-from store.records import Example
-from tests.doubles import ScriptedModel
-from trainer.config import GateConfig, PairwiseConfig, TrainerConfig
-from trainer.data import IGNORE_INDEX, tokenize_examples
-from trainer.evaluate import (
+from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.records import Example
+from evoinstruct.trainer.config import GateConfig, PairwiseConfig, TrainerConfig
+from evoinstruct.trainer.data import IGNORE_INDEX, tokenize_examples
+from evoinstruct.trainer.evaluate import (
     PairwiseResult,
     decide,
     evaluate_version,
@@ -25,6 +24,7 @@ from trainer.evaluate import (
     parse_pairwise_verdict,
     winning_score,
 )
+from tests.doubles import ScriptedModel
 
 pytest_plugins = ["tests.conftest_trainer"]
 

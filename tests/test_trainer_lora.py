@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import AutoModelForCausalLM
 
-from trainer.train import MANIFEST, METRICS, TRAIN_CONFIG
+from evoinstruct.trainer.train import MANIFEST, METRICS, TRAIN_CONFIG
 
 # A plugin, not an import: the session fixtures are then shared by every trainer test module.
 pytest_plugins = ["tests.conftest_trainer"]
@@ -90,10 +90,10 @@ def test_version_directory_and_registry(trained_lora: TrainedProject) -> None:
 def test_next_version_continues_from_the_promoted_one(
     tiny_model_dir: Path, tmp_path: Path, one_thread
 ) -> None:
-    from store import open_store
+    from evoinstruct.store import open_store
+    from evoinstruct.trainer.promote import promote
+    from evoinstruct.trainer.train import train
     from tests.conftest_trainer import CaptureModel, fill_pool, pool_drafts, tiny_config
-    from trainer.promote import promote
-    from trainer.train import train
 
     store = open_store(tmp_path / "pool.db")
     fill_pool(store, n_new=16)

@@ -10,13 +10,13 @@ import torch
 
 pytest.register_assert_rewrite("tests.conftest_trainer")
 
-from store import open_store  # noqa: E402
-from store.errors import UnsupportedError  # noqa: E402
+from evoinstruct.store import open_store  # noqa: E402
+from evoinstruct.store.errors import UnsupportedError  # noqa: E402
+from evoinstruct.trainer.config import TrainerConfig  # noqa: E402
+from evoinstruct.trainer.methods import check_supported, load_trained, peft_config  # noqa: E402
+from evoinstruct.trainer.promote import peft_type  # noqa: E402
+from evoinstruct.trainer.train import train  # noqa: E402
 from tests.conftest_trainer import CaptureModel, fill_pool, tiny_config  # noqa: E402
-from trainer.config import TrainerConfig  # noqa: E402
-from trainer.methods import check_supported, load_trained, peft_config  # noqa: E402
-from trainer.promote import peft_type  # noqa: E402
-from trainer.train import train  # noqa: E402
 
 pytest_plugins = ["tests.conftest_trainer"]
 

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from agents.models.base import ChatRequest
-from agents.models.config import ModelConfig
-from agents.models.openai_backend import OpenAIChatModel
-from agents.models.transformers_backend import TransformersModel
-from store.errors import InputError, UnsupportedError
+from evoinstruct.agents.models.base import ChatRequest
+from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.agents.models.openai_backend import OpenAIChatModel
+from evoinstruct.agents.models.transformers_backend import TransformersModel
+from evoinstruct.store.errors import InputError, UnsupportedError
+from evoinstruct.trainer.promote import activate, hand_off, promote, rollback, versions_table
 from tests.openai_server import OpenAITestServer
-from trainer.promote import activate, hand_off, promote, rollback, versions_table
 
 pytest_plugins = ["tests.conftest_trainer"]
 

@@ -15,11 +15,11 @@ import pytest
 
 pytest.register_assert_rewrite("tests.conftest_trainer")
 
-from store import open_store  # noqa: E402
-from store.errors import ConfigError  # noqa: E402
+from evoinstruct.store import open_store  # noqa: E402
+from evoinstruct.store.errors import ConfigError  # noqa: E402
+from evoinstruct.trainer.__main__ import load_config  # noqa: E402
+from evoinstruct.trainer.train import _register_orphans, last_complete_checkpoint, train  # noqa: E402
 from tests.conftest_trainer import fill_pool, tiny_config  # noqa: E402
-from trainer.__main__ import load_config  # noqa: E402
-from trainer.train import _register_orphans, last_complete_checkpoint, train  # noqa: E402
 
 pytest_plugins = ["tests.conftest_trainer"]
 
@@ -51,7 +51,7 @@ def test_killed_run_registers_nothing_and_resumes(
         [
             sys.executable,
             "-m",
-            "trainer",
+            "evoinstruct.trainer",
             "train",
             "--project",
             str(tmp_path),

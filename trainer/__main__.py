@@ -1,6 +1,6 @@
-"""Training as its own process: `python -m trainer train --project DIR`.
+"""Training as its own process: `python -m evoinstruct.trainer train --project DIR`.
 
-`accelerate launch -m trainer train --project DIR` runs the same entry on
+`accelerate launch -m evoinstruct.trainer train --project DIR` runs the same entry on
 several GPUs (FSDP or DeepSpeed come from the accelerate config). The
 trainer config is the `[trainer]` table of the project's `evoinstruct.toml`,
 or a TOML/JSON file given with `--config`; flags override single fields.
@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from store.errors import ConfigError, EvoError
-from trainer.config import TrainerConfig
+from evoinstruct.store.errors import ConfigError, EvoError
+from evoinstruct.trainer.config import TrainerConfig
 
 
 def load_config(
@@ -49,12 +49,12 @@ def load_config(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m evoinstruct.trainer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "train",
         help="train the next student version on the pool",
-        description="Example: python -m trainer train --project ./myproj --max-steps 200",
+        description="Example: python -m evoinstruct.trainer train --project ./myproj --max-steps 200",
     )
     run.add_argument("--project", type=Path, default=Path("."), help="project directory")
     run.add_argument("--config", type=Path, default=None, help="TOML/JSON trainer config")
@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        from trainer.train import train
+        from evoinstruct.trainer.train import train
 
         overrides = {
             "base_model": args.base_model,

@@ -23,14 +23,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from store.errors import ConfigError
-from store.records import Example
-from trainer.config import TrainerConfig
+from evoinstruct.store.errors import ConfigError
+from evoinstruct.store.records import Example
+from evoinstruct.trainer.config import TrainerConfig
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from store import Store
+    from evoinstruct.store import Store
 
 IGNORE_INDEX = -100
 
@@ -205,7 +205,7 @@ def resolve_template(tokenizer: Any, template: str) -> str:
 def _chat_template(template: str) -> str | None:
     # The in-process backend serves base models with this Alpaca-style layout; training
     # with the very same template keeps what the student learns and what it sees equal.
-    from agents.models.transformers_backend import PLAIN_CHAT_TEMPLATE
+    from evoinstruct.agents.models.transformers_backend import PLAIN_CHAT_TEMPLATE
 
     return PLAIN_CHAT_TEMPLATE if template == "alpaca" else None
 

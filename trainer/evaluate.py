@@ -16,15 +16,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from agents.models.base import ChatModel, ChatRequest, Failure
-from store.errors import InputError
-from store.records import Example
-from trainer.config import GateConfig, PairwiseConfig, TrainerConfig
-from trainer.data import IGNORE_INDEX, resolve_template, tokenize_examples, user_content
+from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure
+from evoinstruct.store.errors import InputError
+from evoinstruct.store.records import Example
+from evoinstruct.trainer.config import GateConfig, PairwiseConfig, TrainerConfig
+from evoinstruct.trainer.data import IGNORE_INDEX, resolve_template, tokenize_examples, user_content
 
 if TYPE_CHECKING:
-    from prompts.library import PromptLibrary
-    from store import Store
+    from evoinstruct.prompts.library import PromptLibrary
+    from evoinstruct.store import Store
 
 Verdict = Literal["A", "B", "tie"]
 JUDGE_TEMPLATE = "pairwise_judge"
@@ -46,7 +46,7 @@ def heldout_loss(
     """Token-weighted mean loss of `model` on the responses of `examples` (None if empty)."""
     import torch
 
-    from trainer.data import Collator, pad_token_id
+    from evoinstruct.trainer.data import Collator, pad_token_id
 
     template = resolve_template(tokenizer, cfg.template)
     rows, _ = tokenize_examples(examples, tokenizer, template, cfg.max_length)
@@ -78,7 +78,7 @@ def version_loss(
     """Load a version (or the bare base model when `version_dir` is None) and measure it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainer.methods import load_trained
+    from evoinstruct.trainer.methods import load_trained
 
     tokenizer = AutoTokenizer.from_pretrained(version_dir or base_model)
     if version_dir is None:

@@ -12,8 +12,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from store.errors import ConfigError, UnsupportedError
-from trainer.config import TrainerConfig
+from evoinstruct.store.errors import ConfigError, UnsupportedError
+from evoinstruct.trainer.config import TrainerConfig
 
 # Output projections of the MLP in common architectures: IA3 scales their inputs.
 _FEEDFORWARD_NAMES = ("down_proj", "fc2", "w2", "dense_4h_to_h", "c_proj")

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from store.errors import InputError, UnsupportedError
+from evoinstruct.store.errors import InputError, UnsupportedError
 
 # peft types the transformers adapter integration (and so TransformersModel) can load.
 _HOT_LOADABLE = {"LORA", "IA3", "LOHA", "LOKR", "ADALORA"}
@@ -60,20 +60,20 @@ def _unwrap(model: Any) -> Any:
 
 
 def _is_server(model: Any) -> bool:
-    from agents.models.openai_backend import OpenAIChatModel
+    from evoinstruct.agents.models.openai_backend import OpenAIChatModel
 
     return isinstance(model, OpenAIChatModel)
 
 
 def _is_vllm(model: Any) -> bool:
-    from agents.models.vllm_backend import VLLMModel
+    from evoinstruct.agents.models.vllm_backend import VLLMModel
 
     return isinstance(model, VLLMModel)
 
 
 async def _server_hand_off(model: Any, row: dict[str, Any] | None) -> str | None:
     """A vLLM server: hot-load the LoRA on every endpoint, then name it in requests."""
-    from agents.models.vllm_backend import load_lora_adapter
+    from evoinstruct.agents.models.vllm_backend import load_lora_adapter
 
     if row is None:
         model.model_id, model.adapter_version = model.cfg.model, None

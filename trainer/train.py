@@ -34,9 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from store.errors import ConfigError, EvoError, InputError
-from trainer.config import TrainerConfig
-from trainer.data import (
+from evoinstruct.store.errors import ConfigError, EvoError, InputError
+from evoinstruct.trainer.config import TrainerConfig
+from evoinstruct.trainer.data import (
     Collator,
     TrainingMix,
     build_dataset,
@@ -184,7 +184,7 @@ def prepare_plan(
 def training_arguments(cfg: TrainerConfig, output_dir: Path) -> Any:
     from transformers import TrainingArguments
 
-    from trainer.methods import resolve_precision
+    from evoinstruct.trainer.methods import resolve_precision
 
     precision = resolve_precision(cfg)
     return TrainingArguments(
@@ -261,8 +261,8 @@ def train(
     from accelerate import PartialState
     from filelock import FileLock, Timeout
 
-    from store import open_store
-    from trainer.methods import check_supported
+    from evoinstruct.store import open_store
+    from evoinstruct.trainer.methods import check_supported
 
     if not cfg.base_model:
         raise ConfigError(
@@ -308,8 +308,8 @@ def _run(
 ) -> TrainResult:
     from transformers import PrinterCallback, Trainer, set_seed
 
-    from trainer.evaluate import heldout_loss
-    from trainer.methods import prepare_model
+    from evoinstruct.trainer.evaluate import heldout_loss
+    from evoinstruct.trainer.methods import prepare_model
 
     version = plan["version"]
     work = partial_dir(models_dir, version)

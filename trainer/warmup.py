@@ -13,8 +13,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from store.records import Example
-from trainer.config import TrainerConfig
+from evoinstruct.store.records import Example
+from evoinstruct.trainer.config import TrainerConfig
 
 
 def warm_up(
@@ -27,8 +27,8 @@ def warm_up(
     """Fully fine-tune the model in `model_dir` in place; returns the last training loss."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer
 
-    from trainer.data import Collator, build_dataset, pad_token_id
-    from trainer.train import training_arguments
+    from evoinstruct.trainer.data import Collator, build_dataset, pad_token_id
+    from evoinstruct.trainer.train import training_arguments
 
     model_dir = Path(model_dir)
     cfg = TrainerConfig(

@@ -19,7 +19,14 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from agents.models.base import ChatModel, ChatRequest, Choice, Generation, Message, Result
+from evoinstruct.agents.models.base import (
+    ChatModel,
+    ChatRequest,
+    Choice,
+    Generation,
+    Message,
+    Result,
+)
 
 
 class ResponseCache(Protocol):

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.models.base import ChatModel, ChatRequest, Failure, Generation, Result
-from agents.models.config import ModelConfig
-from agents.models.factory import build_model
-from store.errors import EvoError
+from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Generation, Result
+from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.agents.models.factory import build_model
+from evoinstruct.store.errors import EvoError
 
 CHECK_PROMPT = "Reply with the single word: OK"
 

@@ -13,25 +13,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from agents.models.base import ChatModel, ChatRequest, Failure, Result
-from agents.models.cache import CachedModel, ResponseCache
-from agents.models.config import ROLES, ModelConfig, RolesConfig
-from store.errors import ConfigError
+from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Result
+from evoinstruct.agents.models.cache import CachedModel, ResponseCache
+from evoinstruct.agents.models.config import ROLES, ModelConfig, RolesConfig
+from evoinstruct.store.errors import ConfigError
 
 
 def build_model(cfg: ModelConfig, *, cache: ResponseCache | None = None) -> ChatModel:
     """One backend for one config; heavy libraries load only for the backend chosen."""
     model: ChatModel
     if cfg.backend == "openai":
-        from agents.models.openai_backend import OpenAIChatModel
+        from evoinstruct.agents.models.openai_backend import OpenAIChatModel
 
         model = OpenAIChatModel(cfg)
     elif cfg.backend == "transformers":
-        from agents.models.transformers_backend import TransformersModel
+        from evoinstruct.agents.models.transformers_backend import TransformersModel
 
         model = TransformersModel(cfg)
     else:
-        from agents.models.vllm_backend import VLLMModel
+        from evoinstruct.agents.models.vllm_backend import VLLMModel
 
         model = VLLMModel(cfg)
     if cache is not None and cfg.cache:

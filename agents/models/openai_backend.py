@@ -27,9 +27,16 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from agents.models.base import ChatRequest, Choice, Failure, FailureKind, Generation, Result
-from agents.models.config import ModelConfig
-from store.errors import ModelError, UnsupportedError
+from evoinstruct.agents.models.base import (
+    ChatRequest,
+    Choice,
+    Failure,
+    FailureKind,
+    Generation,
+    Result,
+)
+from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.store.errors import ModelError, UnsupportedError
 
 # Transient errors worth another attempt; everything else fails at once.
 RETRYABLE = (

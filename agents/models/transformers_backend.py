@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
-from agents.models.config import ModelConfig
-from store.errors import ModelError, UnsupportedError
+from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
+from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.store.errors import ModelError, UnsupportedError
 
 # For base models without a chat template: the Alpaca layout the trainer also uses.
 PLAIN_CHAT_TEMPLATE = (

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store.records import Example, ExampleDraft
+from evoinstruct.store.records import Example, ExampleDraft
 
 SAMPLES_PER_REASON = 5
 SAMPLE_CHARS = 400

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from graph.report_diversity import METRIC_LABELS, METRICS
-from store.records import SOURCES, STATUSES
+from evoinstruct.graph.report.diversity import METRIC_LABELS, METRICS
+from evoinstruct.store.records import SOURCES, STATUSES
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from graph.report_data import ReportConfig, ReportData
+    from evoinstruct.graph.report.data import ReportConfig, ReportData
 
 PLOTS: tuple[str, ...] = ("pool", "acceptance", "scores", "diversity", "depth", "cost", "student")
 # Judge dimensions first: they are what the selector thresholds on.

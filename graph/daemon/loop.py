@@ -27,9 +27,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from graph.deps import Deps
-from graph.project import Project
-from store.errors import EvoError, ProjectError
+from evoinstruct.graph.project import Project
+from evoinstruct.graph.round.deps import Deps
+from evoinstruct.store.errors import EvoError, ProjectError
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
 
@@ -138,7 +138,7 @@ class Daemon:
     async def _run_locked(self) -> DaemonResult:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-        from graph.build import build_graph
+        from evoinstruct.graph.round.build import build_graph
 
         result = DaemonResult()
         async with AsyncSqliteSaver.from_conn_string(str(self.project.checkpoints_path)) as saver:
@@ -199,7 +199,7 @@ class Daemon:
     def _step_failed(self, number: int, step: str, exc: Exception) -> RoundFailed | None:
         """Count the failure on the round (the process is about to die of it); the error to
         raise instead, or None to raise `exc` itself."""
-        from graph.build import describe_error
+        from evoinstruct.graph.round.build import describe_error
 
         error = describe_error(exc)
         trace = "".join(traceback.format_exception(exc))[-4000:]

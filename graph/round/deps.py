@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from graph.config import RunConfig
-    from graph.project import Project
-    from prompts.library import PromptLibrary
-    from store import Store
+    from evoinstruct.graph.config import RunConfig
+    from evoinstruct.graph.project import Project
+    from evoinstruct.prompts.library import PromptLibrary
+    from evoinstruct.store import Store
 
 
 @dataclass
@@ -38,9 +38,9 @@ def deps_for_project(project: Project, config: RunConfig, *, models: Any = None)
 
     `models` replaces the configured models (tests pass a ModelSet of doubles).
     """
-    from agents.models.factory import ModelSet
-    from graph.training import TrainerSteps
-    from prompts.library import PromptLibrary
+    from evoinstruct.agents.models.factory import ModelSet
+    from evoinstruct.graph.round.training import TrainerSteps
+    from evoinstruct.prompts.library import PromptLibrary
 
     store = project.open_store()
     prompts = PromptLibrary(config.project.language, override_dir=project.prompts_dir)

@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from graph.cli_common import JsonOpt, ProjectOpt, SetOpt, console, open_project, print_json
+from evoinstruct.graph.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    SetOpt,
+    console,
+    open_project,
+    print_json,
+)
 
 
 def train(
@@ -25,10 +32,10 @@ def train(
 ) -> None:
     """Fine-tune the next student version on the pool (resumes a killed run).
 
-    Multi-GPU: accelerate launch -m trainer train --project DIR.
+    Multi-GPU: accelerate launch -m evoinstruct.trainer train --project DIR.
     Example: evoinstruct train --set trainer.base_model=Qwen/Qwen2.5-0.5B-Instruct
     """
-    from trainer.train import train as run_training
+    from evoinstruct.trainer.train import train as run_training
 
     proj = open_project(project)
     cfg = proj.load_config(set_ or []).trainer
@@ -60,7 +67,7 @@ def evaluate(
 
     Example: evoinstruct evaluate v2
     """
-    from trainer.evaluate import evaluate_version
+    from evoinstruct.trainer.evaluate import evaluate_version
 
     proj = open_project(project)
     cfg = proj.load_config(set_ or []).trainer
@@ -83,7 +90,7 @@ def promote(
 
     Example: evoinstruct promote v2 --reason "won the pairwise comparison"
     """
-    from trainer.promote import promote as do_promote
+    from evoinstruct.trainer.promote import promote as do_promote
 
     with open_project(project).open_store() as store:
         do_promote(store, version, reason)
@@ -98,7 +105,7 @@ def rollback(
 
     Example: evoinstruct rollback
     """
-    from trainer.promote import rollback as do_rollback
+    from evoinstruct.trainer.promote import rollback as do_rollback
 
     with open_project(project).open_store() as store:
         row = do_rollback(store, reason)
@@ -112,7 +119,7 @@ def models_list(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> No
 
     Example: evoinstruct models list --json
     """
-    from trainer.promote import versions_table
+    from evoinstruct.trainer.promote import versions_table
 
     with open_project(project).open_store() as store:
         rows = versions_table(store)

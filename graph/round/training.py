@@ -1,6 +1,6 @@
 """The graph's training branch: train in a process of its own, evaluate, promote, hand off.
 
-Training runs as `python -m trainer train` so that a multi-GPU machine can run
+Training runs as `python -m evoinstruct.trainer train` so that a multi-GPU machine can run
 the same entry under `accelerate launch`, and so that a crash of either process
 leaves the other's state intact: the trainer resumes from its last checkpoint
 and registers a version only when it is complete.
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from store.errors import EvoError
-from trainer.config import TrainerConfig
-from trainer.evaluate import Evaluation, evaluate_version
-from trainer.promote import hand_off
-from trainer.train import training_due
+from evoinstruct.store.errors import EvoError
+from evoinstruct.trainer.config import TrainerConfig
+from evoinstruct.trainer.evaluate import Evaluation, evaluate_version
+from evoinstruct.trainer.promote import hand_off
+from evoinstruct.trainer.train import training_due
 
 
 def _die_with_parent() -> None:
@@ -52,7 +52,7 @@ class TrainerSteps:
         process = await asyncio.create_subprocess_exec(
             self.python,
             "-m",
-            "trainer",
+            "evoinstruct.trainer",
             "train",
             "--project",
             str(self.project_root),

@@ -14,13 +14,13 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from agents import critic, evolver, generator, responder, rewriter, selector
-from agents.models.base import model_version
-from graph.deps import Deps
-from graph.indexes import selection_indexes
-from graph.state import RoundState
-from store.ids import language_of
-from store.records import Example, ExampleDraft, Rejection
+from evoinstruct.agents import critic, evolver, generator, responder, rewriter, selector
+from evoinstruct.agents.models.base import model_version
+from evoinstruct.graph.round.deps import Deps
+from evoinstruct.graph.round.indexes import selection_indexes
+from evoinstruct.graph.round.state import RoundState
+from evoinstruct.store.ids import language_of
+from evoinstruct.store.records import Example, ExampleDraft, Rejection
 
 
 def emit(runtime: Runtime[Deps], stage: str, **event: Any) -> None:

@@ -12,10 +12,10 @@ from typing import Any, Literal
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from graph import nodes
-from graph.deps import Deps
-from graph.state import RoundState
-from store.errors import EvoError
+from evoinstruct.graph.round import nodes
+from evoinstruct.graph.round.deps import Deps
+from evoinstruct.graph.round.state import RoundState
+from evoinstruct.store.errors import EvoError
 
 PIPELINE = ("plan", "generate", "evolve", "respond", "critique", "rewrite", "select", "commit")
 
@@ -96,7 +96,7 @@ async def _restore_generator(deps: Deps) -> str:
     """A hand-off that failed half-way may have left the live student without a usable
     adapter; load the store's active version again so the next round generates as before.
     Returns what to add to the recorded reason."""
-    from graph.training import activate_student
+    from evoinstruct.graph.round.training import activate_student
 
     try:
         await activate_student(deps.store, deps.models)

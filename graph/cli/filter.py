@@ -19,12 +19,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph.cli_common import inherit_project
-from graph.filter_steps import DEFAULT_STEPS, STEPS
-from store.seeds import FORMATS_HELP
+from evoinstruct.graph.cli.common import inherit_project
+from evoinstruct.graph.filtering.steps import DEFAULT_STEPS, STEPS
+from evoinstruct.store.seeds import FORMATS_HELP
 
 if TYPE_CHECKING:
-    from graph.filter_report import FilterReport
+    from evoinstruct.graph.filtering.report import FilterReport
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,8 +32,8 @@ err_console = Console(stderr=True)
 
 def _load(project_root: Path | None, overrides: list[str]):
     """The run config and the prompt override directory (None without a project)."""
-    from graph.config import load_config
-    from graph.project import CONFIG_NAME, Project
+    from evoinstruct.graph.config import load_config
+    from evoinstruct.graph.project import CONFIG_NAME, Project
 
     if project_root is not None and (Path(project_root) / CONFIG_NAME).is_file():
         project = Project(Path(project_root).resolve())
@@ -43,7 +43,7 @@ def _load(project_root: Path | None, overrides: list[str]):
 
 def _progress(kind: str, event: dict[str, Any]) -> None:
     """One line on stderr per finished stage (stdout stays for the summary or JSON)."""
-    from graph.progress import ProgressView
+    from evoinstruct.graph.cli.progress import ProgressView
 
     if kind == "event" and event.get("final"):
         summary = ProgressView.summary(event)
@@ -95,9 +95,9 @@ def filter_command(
 
     Bad input (steps, format, files, config) raises InputError (exit code 2 in `main`).
     """
-    from agents.models.factory import ModelSet
-    from graph.filter_pipeline import parse_steps, run_filter
-    from prompts.library import PromptLibrary
+    from evoinstruct.agents.models.factory import ModelSet
+    from evoinstruct.graph.filtering.pipeline import parse_steps, run_filter
+    from evoinstruct.prompts.library import PromptLibrary
 
     chosen = parse_steps(steps)
     config, prompts_dir = _load(project_root, list(overrides))

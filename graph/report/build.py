@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graph.report_data import ReportConfig, collect
-from graph.report_diversity import (
+from evoinstruct.graph.report.data import ReportConfig, collect
+from evoinstruct.graph.report.diversity import (
     Alert,
     Diversity,
     Embedder,
@@ -24,10 +24,10 @@ from graph.report_diversity import (
     mean_pairwise_distance,
     measure_diversity,
 )
-from graph.report_plots import PLOTS
+from evoinstruct.graph.report.plots import PLOTS
 
 if TYPE_CHECKING:
-    from store import Store
+    from evoinstruct.store import Store
 
 
 @dataclass
@@ -63,8 +63,8 @@ def build_report(
     is used. An async embedder is run with `asyncio.run`: call this outside an
     event loop (or through `asyncio.to_thread`).
     """
-    from graph.report_html import render_html
-    from graph.report_plots import save_plots
+    from evoinstruct.graph.report.html import render_html
+    from evoinstruct.graph.report.plots import save_plots
 
     config = config or ReportConfig()
     out_dir = Path(out_dir)

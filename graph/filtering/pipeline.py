@@ -38,25 +38,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents import critic, rewriter, selector
-from agents.critic import CriticConfig
-from agents.deita import KINDS as DEITA_DIMENSIONS
-from agents.rewriter import RewriterConfig
-from agents.selector import ALL_STEPS as SELECTOR_STEPS
-from agents.selector import SelectorConfig, SelectorIndexes
-from graph.config import require_tags_for_instag
-from graph.filter_report import Fate, FilterReport, count_reasons, group_samples, write_json
-from graph.filter_steps import DEFAULT_STEPS, STEPS
-from prompts.library import PromptLibrary
-from store.errors import InputError, ProjectError
-from store.export import EXPORT_FORMATS, ExportFilter, export, output_container
-from store.records import Example, ExampleDraft, Rejection
-from store.seeds import read_seed_file
+from evoinstruct.agents import critic, rewriter, selector
+from evoinstruct.agents.critic import CriticConfig
+from evoinstruct.agents.deita import KINDS as DEITA_DIMENSIONS
+from evoinstruct.agents.rewriter import RewriterConfig
+from evoinstruct.agents.selector import ALL_STEPS as SELECTOR_STEPS
+from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes
+from evoinstruct.graph.config import require_tags_for_instag
+from evoinstruct.graph.filtering.report import (
+    Fate,
+    FilterReport,
+    count_reasons,
+    group_samples,
+    write_json,
+)
+from evoinstruct.graph.filtering.steps import DEFAULT_STEPS, STEPS
+from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.store.errors import InputError, ProjectError
+from evoinstruct.store.export import EXPORT_FORMATS, ExportFilter, export, output_container
+from evoinstruct.store.records import Example, ExampleDraft, Rejection
+from evoinstruct.store.seeds import read_seed_file
 
 if TYPE_CHECKING:
-    from agents.models.factory import ModelSet
-    from graph.config import RunConfig
-    from store import Store
+    from evoinstruct.agents.models.factory import ModelSet
+    from evoinstruct.graph.config import RunConfig
+    from evoinstruct.store import Store
 
 IMPORT = "import"  # the stage of what never became an example: copies, items without output
 STATS_DIMENSIONS = ("instruction_words", "output_words", "mtld", "repetition", "refusal")
@@ -521,7 +527,7 @@ async def run_filter(
     """
     from filelock import FileLock, Timeout
 
-    from store import open_store
+    from evoinstruct.store import open_store
 
     chosen = parse_steps(steps)
     if fmt not in EXPORT_FORMATS:

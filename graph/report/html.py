@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graph.report_diversity import METRIC_LABELS, METRICS, Diversity, DiversityRow
-from store.records import Example
+from evoinstruct.graph.report.diversity import METRIC_LABELS, METRICS, Diversity, DiversityRow
+from evoinstruct.store.records import Example
 
 if TYPE_CHECKING:
-    from graph.report_data import ReportConfig, ReportData
-    from store import Store
+    from evoinstruct.graph.report.data import ReportConfig, ReportData
+    from evoinstruct.store import Store
 
 _CSS = """
 body{font-family:-apple-system,"Segoe UI","Helvetica Neue",Arial,"Noto Sans CJK SC",

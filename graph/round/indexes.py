@@ -7,8 +7,8 @@ and grow as select accepts examples.
 
 from __future__ import annotations
 
-from agents.selector import SelectorIndexes
-from graph.deps import Deps
+from evoinstruct.agents.selector import SelectorIndexes
+from evoinstruct.graph.round.deps import Deps
 
 
 def selection_indexes(deps: Deps) -> SelectorIndexes:

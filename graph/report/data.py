@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graph.report_diversity import Diversity, Embedder, measure_diversity
-from store.records import Example
+from evoinstruct.graph.report.diversity import Diversity, Embedder, measure_diversity
+from evoinstruct.store.records import Example
 
 if TYPE_CHECKING:
-    from store import Store
+    from evoinstruct.store import Store
 
 
 class ReportConfig(BaseModel):

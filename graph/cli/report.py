@@ -26,7 +26,7 @@ def _configured_embedder(config: Any, store: Any) -> Iterator[Any]:
     if config.roles.embedder is None:
         yield None
         return
-    from agents.models.factory import ModelSet
+    from evoinstruct.agents.models.factory import ModelSet
 
     models = ModelSet(config.models, config.roles, cache=store)
     loop = asyncio.new_event_loop()
@@ -45,8 +45,8 @@ def _configured_embedder(config: Any, store: Any) -> Iterator[Any]:
 
 def report_command(project_root: Path, out: Path | None, as_json: bool) -> int:
     """Write the report of the project at `project_root` into `out` (default `<project>/reports/`)."""
-    from graph.project import Project
-    from graph.report import ReportConfig, build_report
+    from evoinstruct.graph.project import Project
+    from evoinstruct.graph.report.build import ReportConfig, build_report
 
     project = Project(Path(project_root).resolve()).require()
     config = project.load_config()

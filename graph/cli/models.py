@@ -16,11 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph.cli_common import ProjectOpt, SetOpt
-from store.errors import InputError
+from evoinstruct.graph.cli.common import ProjectOpt, SetOpt
+from evoinstruct.store.errors import InputError
 
 if TYPE_CHECKING:
-    from agents.models.config import ModelConfig
+    from evoinstruct.agents.models.config import ModelConfig
 
 models_app = typer.Typer(
     help="Reach the configured models and size a run before starting it.",
@@ -34,7 +34,7 @@ def _ms(seconds: float | None) -> str:
 
 def check_command(models: dict[str, ModelConfig], as_json: bool) -> int:
     """Check every model; print the outcome; exit code 0 when all answered, else 1."""
-    from agents.models.check import check_models
+    from evoinstruct.agents.models.check import check_models
 
     results = asyncio.run(check_models(models))
     if as_json:
@@ -59,7 +59,7 @@ def bench_command(
     as_json: bool,
 ) -> int:
     """Benchmark one model; print the figures; exit code 1 when no request succeeded."""
-    from agents.models.check import bench_model
+    from evoinstruct.agents.models.check import bench_model
 
     if name not in models:
         known = ", ".join(sorted(models)) or "none"
@@ -96,7 +96,7 @@ def bench_command(
 
 
 def _models(project: Path, overrides: list[str] | None) -> dict[str, ModelConfig]:
-    from graph.cli_common import open_project
+    from evoinstruct.graph.cli.common import open_project
 
     return open_project(project).load_config(overrides or []).models
 

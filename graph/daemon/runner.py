@@ -9,10 +9,10 @@ import sys
 import time
 from typing import Any
 
-from graph.daemon import Daemon, DaemonOptions, DaemonResult, ProgressSink
-from graph.daemon_state import pid_alive, with_liveness
-from graph.project import Project
-from store.errors import EvoError, ModelError, ProjectError
+from evoinstruct.graph.daemon.liveness import pid_alive, with_liveness
+from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions, DaemonResult, ProgressSink
+from evoinstruct.graph.project import Project
+from evoinstruct.store.errors import EvoError, ModelError, ProjectError
 
 
 async def run_daemon(
@@ -26,7 +26,7 @@ async def run_daemon(
 ) -> DaemonResult:
     """Load the config, wire the dependencies, check the models answer, hand the active
     student its adapter, run."""
-    from graph.deps import deps_for_project
+    from evoinstruct.graph.round.deps import deps_for_project
 
     config = project.load_config(overrides)
     deps = deps_for_project(project, config, models=models)
@@ -43,8 +43,8 @@ async def run_daemon(
 async def _activate(deps: Any) -> None:
     """Hand the active version to the student; a library error (peft, transformers) would
     otherwise reach the user as a traceback on every start."""
-    from graph.build import describe_error
-    from graph.training import activate_student
+    from evoinstruct.graph.round.build import describe_error
+    from evoinstruct.graph.round.training import activate_student
 
     try:
         await activate_student(deps.store, deps.models)
@@ -63,7 +63,7 @@ PIPELINE_ROLES = ("generator", "evolver", "responder", "critic", "rewriter")
 
 async def _preflight(deps: Any) -> None:
     """Fail at once, in plain words, when a model the round needs cannot be reached."""
-    from agents.models.check import explain
+    from evoinstruct.agents.models.check import explain
 
     failures = await deps.models.preflight(PIPELINE_ROLES)
     if failures:
@@ -78,7 +78,7 @@ async def _preflight(deps: Any) -> None:
 
 async def check_models_answer(project: Project, overrides: list[str]) -> None:
     """The daemon's start-up check, run by `run --detach` before it lets go of the terminal."""
-    from graph.deps import deps_for_project
+    from evoinstruct.graph.round.deps import deps_for_project
 
     deps = deps_for_project(project, project.load_config(overrides))
     try:
@@ -98,7 +98,7 @@ def detach(project: Project, argv: list[str]) -> int:
     args = [a for a in argv if a != "--detach"]
     log = project.log_path.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "graph.cli", *args],
+        [sys.executable, "-m", "evoinstruct.graph.cli.main", *args],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -109,7 +109,7 @@ def detach(project: Project, argv: list[str]) -> int:
 
 
 def _running_pid(project: Project) -> int | None:
-    from store import stats
+    from evoinstruct.store import stats
 
     if not project.pool_path.exists():
         return None

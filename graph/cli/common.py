@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from graph.project import Project
+    from evoinstruct.graph.project import Project
 
 console = Console()
 
@@ -54,7 +54,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 def open_project(path: Path) -> Project:
     """The project at `path`; a clear error when it was never initialised."""
-    from graph.project import Project
+    from evoinstruct.graph.project import Project
 
     return Project(path.resolve()).require()
 

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agents.diversity import hashed_tfidf, normalize_rows
-from agents.text import ngrams, tokenize
-from store.errors import EvoError
+from evoinstruct.agents.diversity import hashed_tfidf, normalize_rows
+from evoinstruct.agents.text import ngrams, tokenize
+from evoinstruct.store.errors import EvoError
 
 if TYPE_CHECKING:
-    from graph.report_data import ReportConfig
+    from evoinstruct.graph.report.data import ReportConfig
 
 # texts -> one vector per text, sync or async (`model.embed` fits), as in agents.selector.
 Embedder = Callable[[Sequence[str]], Any]

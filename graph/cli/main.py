@@ -15,9 +15,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from graph.cli_common import JsonOpt, ProjectOpt, SetOpt, console, open_project, print_json
-from store.errors import EvoError
-from store.seeds import FORMATS_HELP
+from evoinstruct.graph.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    SetOpt,
+    console,
+    open_project,
+    print_json,
+)
+from evoinstruct.store.errors import EvoError
+from evoinstruct.store.seeds import FORMATS_HELP
 
 app = typer.Typer(
     help="Grow and clean an instruction-tuning pool with agents, and train a student on it.",
@@ -107,7 +114,7 @@ def init(
 
     Example: evoinstruct init my-project
     """
-    from graph.project import init_project
+    from evoinstruct.graph.project import init_project
 
     project = init_project(directory, force=force)
     console.print(f"Created {project.config_path}")
@@ -134,9 +141,7 @@ def seed_add(
     files: Annotated[list[Path], typer.Argument(help="Seed files to import.")],
     format: Annotated[
         str | None,
-        typer.Option(
-            "--format", "-f", help=f"{FORMATS_HELP} (default: detect)."
-        ),
+        typer.Option("--format", "-f", help=f"{FORMATS_HELP} (default: detect)."),
     ] = None,
     project: ProjectOpt = Path("."),
     as_json: JsonOpt = False,
@@ -145,7 +150,7 @@ def seed_add(
 
     Example: evoinstruct seed add seeds/seed_tasks_zh.jsonl --format selfinstruct
     """
-    from store.seeds import add_seed_file, read_seed_file
+    from evoinstruct.store.seeds import add_seed_file, read_seed_file
 
     proj = open_project(project)
     for file in files:  # Read every file first, so one bad file writes nothing at all.
@@ -167,8 +172,8 @@ def seed_add(
 
 def status_report(proj) -> dict[str, Any]:
     """What `status --json` prints; plain sqlite3 reads, so it is fast on a large pool."""
-    from graph.daemon_state import with_liveness
-    from store import stats
+    from evoinstruct.graph.daemon.liveness import with_liveness
+    from evoinstruct.store import stats
 
     conn = stats.connect_readonly(proj.pool_path)
     try:
@@ -259,8 +264,8 @@ def export(
 
     Example: evoinstruct export --format sharegpt -o data.jsonl --min-score accuracy=4.5
     """
-    from store.export import ExportFilter, parse_min_score
-    from store.export import export as run_export
+    from evoinstruct.store.export import ExportFilter, parse_min_score
+    from evoinstruct.store.export import export as run_export
 
     filt = ExportFilter(
         statuses=list(status or ["accepted"]),
@@ -304,10 +309,10 @@ def run(
     """
     import asyncio
 
-    from graph.daemon import DaemonOptions
-    from graph.progress import ProgressView
-    from graph.runner import check_models_answer, run_daemon
-    from graph.runner import detach as start_detached
+    from evoinstruct.graph.cli.progress import ProgressView
+    from evoinstruct.graph.daemon.loop import DaemonOptions
+    from evoinstruct.graph.daemon.runner import check_models_answer, run_daemon
+    from evoinstruct.graph.daemon.runner import detach as start_detached
 
     proj = open_project(project)
     proj.load_config(set_ or [])  # a bad config fails here, before anything starts
@@ -345,7 +350,7 @@ def stop(
 
     Example: evoinstruct stop --project my-project
     """
-    from graph.runner import request_stop
+    from evoinstruct.graph.daemon.runner import request_stop
 
     pid = request_stop(open_project(project), wait_s=wait)
     console.print("No daemon is running." if pid is None else f"Daemon pid {pid} stopped.")
@@ -360,7 +365,7 @@ def inspect_rounds(project: ProjectOpt = Path("."), as_json: JsonOpt = False) ->
 
     Example: evoinstruct inspect rounds --json
     """
-    from graph.inspect import rounds_report
+    from evoinstruct.graph.inspect import rounds_report
 
     with open_project(project).open_store() as store:
         rows = rounds_report(store)
@@ -408,7 +413,7 @@ def inspect_checkpoints(
     """
     import asyncio
 
-    from graph.inspect import checkpoints_report
+    from evoinstruct.graph.inspect import checkpoints_report
 
     rows = asyncio.run(checkpoints_report(open_project(project), round))
     if as_json:
@@ -444,8 +449,8 @@ def inspect_example(
 
     Example: evoinstruct inspect example 3f2a9c0d1e4b5a6f7081
     """
-    from graph.inspect import example_tree
-    from graph.lineage_view import render_tree
+    from evoinstruct.graph.cli.lineage_view import render_tree
+    from evoinstruct.graph.inspect import example_tree
 
     with open_project(project).open_store() as store:
         tree = example_tree(store, example_id)
@@ -467,7 +472,7 @@ def inspect_rejections(
 
     Example: evoinstruct inspect rejections --stage select
     """
-    from graph.inspect import rejections_report
+    from evoinstruct.graph.inspect import rejections_report
 
     with open_project(project).open_store() as store:
         groups = rejections_report(store, stage=stage, reason=reason, samples=samples)
@@ -493,7 +498,7 @@ def report(
 
     Example: evoinstruct report -o /tmp/report
     """
-    from graph.cli_report import report_command
+    from evoinstruct.graph.cli.report import report_command
 
     raise typer.Exit(report_command(project, out, as_json))
 
@@ -525,8 +530,8 @@ def demo(
     import asyncio
     import time
 
-    from graph.demo import run_demo
-    from graph.progress import ProgressView
+    from evoinstruct.graph.cli.progress import ProgressView
+    from evoinstruct.graph.demo import run_demo
 
     console.print(DEMO_INTRO)
     started = time.monotonic()
@@ -567,8 +572,9 @@ def demo(
 
 # --- the trainer by hand, models -------------------------------------------------------------
 
-from graph import cli_filter, cli_train  # noqa: E402  (kept beside their registration)
-from graph.cli_models import models_app  # noqa: E402
+from evoinstruct.graph.cli import filter as cli_filter  # noqa: E402  (kept beside their registration)
+from evoinstruct.graph.cli import train as cli_train  # noqa: E402
+from evoinstruct.graph.cli.models import models_app  # noqa: E402
 
 app.command("filter")(cli_filter.filter_cli)
 app.command()(cli_train.train)

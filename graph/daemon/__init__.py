@@ -1,0 +1,1 @@
+"""The daemon: drives rounds, handles signals, locks, pids and detaching."""

@@ -1,0 +1,1 @@
+"""`evoinstruct filter`: clean an existing data set with the daemon's stages."""

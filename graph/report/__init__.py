@@ -1,0 +1,1 @@
+"""The report: plots and one self-contained HTML page from the pool."""

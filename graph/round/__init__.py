@@ -1,0 +1,1 @@
+"""One round: what LangGraph compiles (state, dependencies, nodes, wiring)."""
