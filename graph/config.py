@@ -23,7 +23,7 @@ from evoinstruct.agents.models.config import ModelConfig, RolesConfig
 from evoinstruct.agents.responder import ResponderConfig
 from evoinstruct.agents.rewriter import RewriterConfig
 from evoinstruct.agents.selector import SelectorConfig
-from evoinstruct.graph.report.data import ReportConfig
+from evoinstruct.graph.report.config import ReportConfig
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.trainer.config import TrainerConfig
 

@@ -10,6 +10,7 @@ store, the checkpoints and a trained adapter work for real in a few minutes.
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -61,6 +62,9 @@ class DemoResult:
     rounds: list[int] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
     active: str | None = None
+    pool: dict[str, Any] = field(default_factory=dict)
+    # (stage, reason, count), most frequent first: what the filters did with the nonsense
+    top_rejections: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 def _quiet_libraries() -> None:
@@ -192,4 +196,7 @@ async def run_demo(
         result.versions = store.model_versions()
         active = store.active_model()
         result.active = active["version"] if active else None
+        result.pool = store.pool_stats()
+        tally = Counter((row["stage"], row["reason"]) for row in store.rejections())
+    result.top_rejections = [(stage, reason, n) for (stage, reason), n in tally.most_common(10)]
     return result

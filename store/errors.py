@@ -51,3 +51,12 @@ class ModelError(EvoError):
 
 class UnsupportedError(EvoError):
     """A backend cannot do what was asked (loss on an HTTP server, QLoRA without CUDA...)."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a recorded failure: an EvoError is already worded for the user; anything
+    else (a ValueError from peft) needs its type to be recognisable."""
+    if isinstance(exc, EvoError):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -13,7 +13,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
+
+from evoinstruct.graph.cli.common import JsonOpt, ProjectOpt
 
 
 @contextmanager
@@ -74,3 +78,18 @@ def report_command(project_root: Path, out: Path | None, as_json: bool) -> int:
         lines.append("No diversity alerts.")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def report(
+    project: ProjectOpt = Path("."),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output directory (default <project>/reports)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write PNG plots and one self-contained HTML page about the pool, the rounds and the students.
+
+    Example: evoinstruct report -o /tmp/report
+    """
+    raise typer.Exit(report_command(project, out, as_json))

@@ -142,7 +142,7 @@ class Daemon:
 
         result = DaemonResult()
         async with AsyncSqliteSaver.from_conn_string(str(self.project.checkpoints_path)) as saver:
-            graph = build_graph(self.deps.config).compile(checkpointer=saver, interrupt_before="*")
+            graph = build_graph().compile(checkpointer=saver, interrupt_before="*")
             self._beat()
             last = self.deps.store.last_round()
             # A round closed as failed keeps its checkpoint (for `inspect checkpoints`) but is done.
@@ -199,7 +199,7 @@ class Daemon:
     def _step_failed(self, number: int, step: str, exc: Exception) -> RoundFailed | None:
         """Count the failure on the round (the process is about to die of it); the error to
         raise instead, or None to raise `exc` itself."""
-        from evoinstruct.graph.round.build import describe_error
+        from evoinstruct.store.errors import describe_error
 
         error = describe_error(exc)
         trace = "".join(traceback.format_exception(exc))[-4000:]

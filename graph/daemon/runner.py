@@ -43,8 +43,8 @@ async def run_daemon(
 async def _activate(deps: Any) -> None:
     """Hand the active version to the student; a library error (peft, transformers) would
     otherwise reach the user as a traceback on every start."""
-    from evoinstruct.graph.round.build import describe_error
     from evoinstruct.graph.round.training import activate_student
+    from evoinstruct.store.errors import describe_error
 
     try:
         await activate_student(deps.store, deps.models)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evoinstruct.graph.report.data import ReportConfig, collect
+from evoinstruct.graph.report.config import ReportConfig
+from evoinstruct.graph.report.data import collect
 from evoinstruct.graph.report.diversity import (
     Alert,
     Diversity,

@@ -29,7 +29,7 @@ from evoinstruct.agents.text import ngrams, tokenize
 from evoinstruct.store.errors import EvoError
 
 if TYPE_CHECKING:
-    from evoinstruct.graph.report.data import ReportConfig
+    from evoinstruct.graph.report.config import ReportConfig
 
 # texts -> one vector per text, sync or async (`model.embed` fits), as in agents.selector.
 Embedder = Callable[[Sequence[str]], Any]

@@ -16,7 +16,8 @@ from evoinstruct.graph.report.diversity import METRIC_LABELS, METRICS, Diversity
 from evoinstruct.store.records import Example
 
 if TYPE_CHECKING:
-    from evoinstruct.graph.report.data import ReportConfig, ReportData
+    from evoinstruct.graph.report.config import ReportConfig
+    from evoinstruct.graph.report.data import ReportData
     from evoinstruct.store import Store
 
 _CSS = """

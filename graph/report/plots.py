@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from evoinstruct.graph.report.data import ReportConfig, ReportData
+    from evoinstruct.graph.report.config import ReportConfig
+    from evoinstruct.graph.report.data import ReportData
 
 PLOTS: tuple[str, ...] = ("pool", "acceptance", "scores", "diversity", "depth", "cost", "student")
 # Judge dimensions first: they are what the selector thresholds on.

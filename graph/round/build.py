@@ -10,12 +10,10 @@ from itertools import pairwise
 from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime
 
-from evoinstruct.graph.round import nodes
+from evoinstruct.graph.round import nodes, training_nodes
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.state import RoundState
-from evoinstruct.store.errors import EvoError
 
 PIPELINE = ("plan", "generate", "evolve", "respond", "critique", "rewrite", "select", "commit")
 
@@ -33,91 +31,14 @@ def route_after_evaluate(state: RoundState) -> Literal["promote", "__end__"]:
     return "promote" if state.get("promoted") else END
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for a recorded failure: an EvoError is already worded for the user; anything
-    else (a ValueError from peft) needs its type to be recognisable."""
-    if isinstance(exc, EvoError):
-        return str(exc)
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-# The training branch catches Exception, not only EvoError: whatever a library raises
-# there, a re-run of the same node would raise it again, and a resumed round would crash
-# the daemon on every start. Cancellation and interrupts (BaseException) still propagate.
-
-
-async def train(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
-    """Fine-tune the student on the pool in a process of its own.
-
-    A failed training ends the branch with the reason recorded on the round: the
-    daemon goes on with the current generator instead of retrying forever.
-    """
-    deps = runtime.context
-    nodes.emit(runtime, "train", done=0, total=1)
-    try:
-        summary = await deps.trainer.train()
-    except Exception as exc:
-        return _branch_ended(deps, state["round"], f"training failed: {describe_error(exc)}")
-    nodes.emit(runtime, "train", done=1, total=1, final=True)
-    return {"trained_version": summary["version"], "notes": [f"trained {summary['version']}"]}
-
-
-async def evaluate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
-    """Held-out loss (and the optional pairwise judge) against the current generator."""
-    deps = runtime.context
-    version = state["trained_version"]
-    try:
-        evaluation = await deps.trainer.evaluate(deps.store, version, deps.models, deps.prompts)
-    except Exception as exc:
-        reason = f"evaluating {version} failed: {describe_error(exc)}"
-        return _branch_ended(deps, state["round"], reason)
-    decision = evaluation.decision
-    nodes.emit(runtime, "evaluate", done=1, total=1, final=True)
-    deps.store.finish_round(state["round"], {"training": f"{version}: {decision.reason}"})
-    return {"promoted": decision.promote, "notes": [f"{version}: {decision.reason}"]}
-
-
-async def promote(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
-    """The new version becomes the generator of the next round (if the student can serve it)."""
-    deps = runtime.context
-    version = state["trained_version"]
-    reason = state.get("notes", [""])[-1]
-    try:
-        await deps.trainer.promote(deps.store, deps.models, version, reason)
-    except Exception as exc:
-        ended = f"{version} not promoted: {describe_error(exc)}"
-        return _branch_ended(deps, state["round"], ended + await _restore_generator(deps))
-    nodes.emit(runtime, "promote", done=1, total=1, final=True)
-    return {"model_version": version, "notes": [f"promoted {version}"]}
-
-
-async def _restore_generator(deps: Deps) -> str:
-    """A hand-off that failed half-way may have left the live student without a usable
-    adapter; load the store's active version again so the next round generates as before.
-    Returns what to add to the recorded reason."""
-    from evoinstruct.graph.round.training import activate_student
-
-    try:
-        await activate_student(deps.store, deps.models)
-    except Exception as exc:
-        return f"; restoring the active generator failed too: {describe_error(exc)}"
-    return ""
-
-
-def _branch_ended(deps: Deps, round: int, reason: str) -> dict[str, Any]:
-    deps.store.finish_round(round, {"training": reason})
-    return {"trained_version": None, "promoted": False, "notes": [reason]}
-
-
-def build_graph(config: Any = None) -> StateGraph:
+def build_graph() -> StateGraph:
     """The round graph: an acyclic pipeline, then the optional training branch."""
     builder = StateGraph(RoundState, context_schema=Deps)
     for name in PIPELINE:
         builder.add_node(name, getattr(nodes, name))
-    builder.add_node("train", train)
-    builder.add_node("evaluate", evaluate)
-    builder.add_node("promote", promote)
+    builder.add_node("train", training_nodes.train)
+    builder.add_node("evaluate", training_nodes.evaluate)
+    builder.add_node("promote", training_nodes.promote)
     builder.add_edge(START, PIPELINE[0])
     for a, b in pairwise(PIPELINE):
         builder.add_edge(a, b)

@@ -1,0 +1,155 @@
+"""The daemon commands: run, stop, and the offline demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from evoinstruct.graph.cli.common import (
+    ProjectOpt,
+    SetOpt,
+    console,
+    open_project,
+)
+
+
+def run(
+    rounds: Annotated[
+        int,
+        typer.Option("--rounds", "-n", help="Rounds to run (after resuming an unfinished one)."),
+    ] = 1,
+    forever: Annotated[bool, typer.Option("--forever", help="Run rounds until stopped.")] = False,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option("--max-seconds", help="Stop at the next step boundary after this long."),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Run in the background; log to daemon.log.")
+    ] = False,
+    no_check: Annotated[
+        bool,
+        typer.Option("--no-check", help="Start without first checking that the models answer."),
+    ] = False,
+    project: ProjectOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Run the evolution daemon: resume an unfinished round, then run new ones.
+
+    Ctrl-C or SIGTERM stops at the next step boundary (exit 0); a second Ctrl-C forces.
+    Example: evoinstruct run --rounds 3 --set loop.generate_calls=4
+    """
+    import asyncio
+
+    from evoinstruct.graph.cli.progress import ProgressView
+    from evoinstruct.graph.daemon.loop import DaemonOptions
+    from evoinstruct.graph.daemon.runner import check_models_answer, run_daemon
+    from evoinstruct.graph.daemon.runner import detach as start_detached
+
+    proj = open_project(project)
+    proj.load_config(set_ or [])  # a bad config fails here, before anything starts
+    if detach:
+        if not no_check:
+            # Fail here, where the user is looking, rather than in the log of a dead daemon.
+            asyncio.run(check_models_answer(proj, list(set_ or [])))
+        args = ["run", "--project", str(proj.root), "--rounds", str(rounds)]
+        args += ["--forever"] if forever else []
+        args += ["--max-seconds", str(max_seconds)] if max_seconds is not None else []
+        args += ["--no-check"] if no_check else []
+        for item in set_ or []:
+            args += ["--set", item]
+        pid = start_detached(proj, args)
+        console.print(f"Daemon started, pid {pid}; log: {proj.log_path}")
+        console.print("Follow it with `evoinstruct status`; stop it with `evoinstruct stop`.")
+        return
+    options = DaemonOptions(rounds=rounds, forever=forever, max_seconds=max_seconds)
+    with ProgressView() as view:
+        result = asyncio.run(
+            run_daemon(proj, list(set_ or []), options, view, check_models=not no_check)
+        )
+    done = ", ".join(map(str, result.rounds_run)) or "none"
+    console.print(
+        f"Rounds finished: {done}" + ("; stopped on request" if result.stopped_by_signal else "")
+    )
+
+
+def stop(
+    project: ProjectOpt = Path("."),
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the daemon to exit.")] = 120.0,
+) -> None:
+    """Ask a running daemon to stop at its next step boundary, and wait for it.
+
+    Example: evoinstruct stop --project my-project
+    """
+    from evoinstruct.graph.daemon.runner import request_stop
+
+    pid = request_stop(open_project(project), wait_s=wait)
+    console.print("No daemon is running." if pid is None else f"Daemon pid {pid} stopped.")
+
+
+# --- inspection ---------------------------------------------------------------------------
+
+
+# --- the offline demo ---------------------------------------------------------------------
+
+DEMO_INTRO = (
+    "[bold]evoinstruct demo[/]: the whole loop on this machine, offline, in a few minutes. "
+    "Two tiny llama-shaped models are built here with random weights; the teacher is warmed up "
+    "for a few steps on the 16 example seeds so that it learns to stop. [bold]They write nonsense.[/] "
+    "Watch what every stage does with it: the filters, the store, the checkpoints, a LoRA training "
+    "of the student, its evaluation and promotion, and a round with the student generating.\n"
+)
+
+
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to create the demo project.")
+    ] = Path("demo-project"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over in a non-empty directory.")
+    ] = False,
+) -> None:
+    """Run the whole loop offline on tiny local models: seeds, rounds, training, promotion.
+
+    Example: evoinstruct demo --dir demo-project --force
+    """
+    import asyncio
+    import time
+
+    from evoinstruct.graph.cli.progress import ProgressView
+    from evoinstruct.graph.demo import run_demo
+
+    console.print(DEMO_INTRO)
+    started = time.monotonic()
+    with ProgressView() as view:
+        result = asyncio.run(run_demo(directory, view, force=force))
+    root = result.project.root
+    stats = result.pool
+    console.print(
+        f"\n[bold]Done in {time.monotonic() - started:.0f} s[/]: rounds {', '.join(map(str, result.rounds))}."
+    )
+    console.print(
+        f"Pool: {stats['total']} examples — by status {stats['by_status']}, by source {stats['by_source']}."
+    )
+    console.print("What the filters did with the nonsense:")
+    for stage, reason, n in result.top_rejections:
+        console.print(f"  {stage:>9} {reason}: {n}")
+    for version in result.versions:
+        gate = (version["metrics"].get("evaluation") or {}).get("gate") or {}
+        console.print(f"Student {version['version']}: {gate.get('reason', 'not evaluated')}")
+    console.print(f"Active student (the generator now): {result.active or 'none'}")
+    console.print("\nLook at what it made:")
+    for command in (
+        "status",
+        "inspect rounds",
+        "inspect rejections",
+        "inspect checkpoints --round 4",
+        "models list",
+        "report",
+        "export --format sharegpt -o demo.jsonl --with-lineage",
+    ):
+        console.print(f"  evoinstruct {command} --project {root}", soft_wrap=True, markup=False)
+
+
+# --- the trainer by hand, models -------------------------------------------------------------

@@ -1,0 +1,33 @@
+"""What `evoinstruct status` reports: pool counts, rounds, the active model, the daemon."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evoinstruct.graph.project import Project
+
+
+def status_report(proj: Project) -> dict[str, Any]:
+    """What `status --json` prints; plain sqlite3 reads, so it is fast on a large pool."""
+    from evoinstruct.graph.daemon.liveness import with_liveness
+    from evoinstruct.store import stats
+
+    conn = stats.connect_readonly(proj.pool_path)
+    try:
+        pool = stats.pool_stats(conn)
+        active = stats.active_history(conn)[-1]
+        daemon = stats.daemon_info(conn)
+    finally:
+        conn.close()
+    return {
+        "examples": {
+            "total": pool["total"],
+            "by_status": pool["by_status"],
+            "by_source": pool["by_source"],
+            "by_round": pool["by_round"],
+        },
+        "rounds": pool["rounds_finished"],
+        "rejections": pool["rejections"],
+        "active_model": active,
+        "daemon": with_liveness(daemon),
+    }
