@@ -108,3 +108,23 @@ def test_project_before_the_command(tmp_path: Path) -> None:
     assert beats_env.code == 0 and beats_env.json() == after.json()
     from_env = evoinstruct("status", "--json", cwd=tmp_path, env={"EVOINSTRUCT_PROJECT": str(proj)})
     assert from_env.code == 0 and from_env.json() == after.json()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "--rounds", "-1"], "'--rounds'"),
+        (["run", "--max-seconds", "-5"], "'--max-seconds'"),
+        (["inspect", "checkpoints", "--round", "0"], "'--round'"),
+        (["inspect", "checkpoints", "--round", "999"], "there is no round 999"),
+    ],
+    ids=["negative-rounds", "negative-seconds", "round-zero", "round-unknown"],
+)
+def test_impossible_numbers_are_refused(tmp_path: Path, args: list[str], expected: str) -> None:
+    """Values a command cannot honour are usage errors, not a silent exit 0."""
+    assert evoinstruct("init", tmp_path / "p", cwd=tmp_path).code == 0
+    result = evoinstruct(*args, "-p", tmp_path / "p", cwd=tmp_path)
+    assert result.code == 2, result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.err
+    assert "Traceback" not in result.err

@@ -66,7 +66,7 @@ def inspect_rounds(project: ProjectOpt = Path("."), as_json: JsonOpt = False) ->
 
 @inspect_app.command("checkpoints")
 def inspect_checkpoints(
-    round: Annotated[int, typer.Option("--round", "-r", help="Round number.")],
+    round: Annotated[int, typer.Option("--round", "-r", min=1, help="Round number.")],
     project: ProjectOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
@@ -77,8 +77,15 @@ def inspect_checkpoints(
     import asyncio
 
     from evoinstruct.graph.inspect import checkpoints_report
+    from evoinstruct.store.errors import InputError
 
-    rows = asyncio.run(checkpoints_report(open_project(project), round))
+    proj = open_project(project)
+    with proj.open_store() as store:
+        last = store.last_round()
+    if last is None or round > last["number"]:
+        known = f"rounds 1-{last['number']}" if last else "no rounds yet"
+        raise InputError(f"there is no round {round} ({known})", field="--round")
+    rows = asyncio.run(checkpoints_report(proj, round))
     if as_json:
         print_json(rows)
         return

@@ -18,12 +18,16 @@ from evoinstruct.graph.cli.common import (
 def run(
     rounds: Annotated[
         int,
-        typer.Option("--rounds", "-n", help="Rounds to run (after resuming an unfinished one)."),
+        typer.Option(
+            "--rounds", "-n", min=0, help="Rounds to run (after resuming an unfinished one)."
+        ),
     ] = 1,
     forever: Annotated[bool, typer.Option("--forever", help="Run rounds until stopped.")] = False,
     max_seconds: Annotated[
         float | None,
-        typer.Option("--max-seconds", help="Stop at the next step boundary after this long."),
+        typer.Option(
+            "--max-seconds", min=0.0, help="Stop at the next step boundary after this long."
+        ),
     ] = None,
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; log to daemon.log.")
