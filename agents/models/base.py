@@ -57,6 +57,15 @@ class ChatRequest:
         }
 
 
+def probe_request() -> ChatRequest:
+    """The one tiny request a reachability probe sends (`models check`, the check before a round)."""
+    return ChatRequest(
+        [{"role": "user", "content": "Reply with the single word: OK"}],
+        temperature=0.0,
+        max_tokens=4,
+    )
+
+
 @dataclass
 class Choice:
     text: str

@@ -18,12 +18,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Generation, Result
+from evoinstruct.agents.models.base import (
+    ChatModel,
+    ChatRequest,
+    Failure,
+    Generation,
+    Result,
+    probe_request,
+)
 from evoinstruct.agents.models.config import ModelConfig
 from evoinstruct.agents.models.factory import build_model
 from evoinstruct.store.errors import EvoError
-
-CHECK_PROMPT = "Reply with the single word: OK"
 
 
 @dataclass
@@ -87,8 +92,9 @@ def _where(cfg: ModelConfig) -> str:
 async def check_model(
     name: str, cfg: ModelConfig, *, builder: Callable[..., ChatModel] = build_model
 ) -> CheckResult:
-    """One tiny request without retries; never raises for a model that cannot be reached."""
-    quick = cfg.model_copy(update={"max_retries": 0, "timeout_s": min(cfg.timeout_s, 30.0)})
+    """One tiny request (retrying transient errors a few times); never raises for a model
+    that cannot be reached."""
+    quick = cfg.for_probe()
     result = CheckResult(name, cfg.backend, str(cfg.model or cfg.path), _where(cfg), ok=False)
     missing = _not_on_disk(cfg)
     if missing:
@@ -100,11 +106,8 @@ async def check_model(
         result.error = str(exc)
         return result
     try:
-        request = ChatRequest(
-            [{"role": "user", "content": CHECK_PROMPT}], temperature=0.0, max_tokens=4
-        )
         start = time.monotonic()
-        (answer,) = await model.generate([request])
+        (answer,) = await model.generate([probe_request()])
         if isinstance(answer, Failure):
             result.error = explain(answer, quick)
         else:

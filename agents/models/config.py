@@ -9,6 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 ROLES = ("generator", "evolver", "responder", "critic", "rewriter", "tagger", "scorer", "embedder")
 
 
+# Eight attempts: a server failing half of all requests still passes the probe
+# with probability 1 - 0.5**8 > 99.6%; with pauses of at most 1 s a dead one is
+# reported within about 6 s.
+PROBE_RETRIES = 7
+PROBE_TIMEOUT_S = 30.0
+
+
 class ModelConfig(BaseModel):
     """One model: an OpenAI-compatible server, an in-process transformers model, or vLLM."""
 
@@ -30,6 +37,10 @@ class ModelConfig(BaseModel):
     max_concurrency: int = Field(16, ge=1, description="Requests in flight per endpoint.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(4, ge=0, description="Retries of a failed call (tenacity).")
+    backoff_initial_s: float = Field(
+        0.5, gt=0, description="First pause before a retry; it doubles (with jitter) each time."
+    )
+    backoff_max_s: float = Field(30.0, gt=0, description="Longest pause between two retries.")
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
     device: str = Field("auto", description="auto | cpu | cuda | mps (transformers).")
@@ -53,6 +64,23 @@ class ModelConfig(BaseModel):
     @property
     def endpoints(self) -> list[str]:
         return list(self.base_urls) or ([self.base_url] if self.base_url else [])
+
+    def for_probe(self) -> ModelConfig:
+        """The settings of a reachability probe (`models check`, the check before a round).
+
+        A short timeout, so a hung server is reported in seconds; a few retries of transient
+        errors (429, 5xx, dropped connections), so a flaky server does not end a daemon that
+        is meant to run for weeks, while a dead one still fails after a bounded wait.
+        """
+        return self.model_copy(
+            update={
+                "max_retries": PROBE_RETRIES,
+                "backoff_initial_s": min(self.backoff_initial_s, 0.25),
+                "backoff_max_s": min(self.backoff_max_s, 1.0),
+                "timeout_s": min(self.timeout_s, PROBE_TIMEOUT_S),
+                "cache": False,
+            }
+        )
 
 
 class RolesConfig(BaseModel):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Result
+from evoinstruct.agents.models.base import ChatModel, Failure, Result, probe_request
 from evoinstruct.agents.models.cache import CachedModel, ResponseCache
 from evoinstruct.agents.models.config import ROLES, ModelConfig, RolesConfig
 from evoinstruct.store.errors import ConfigError
@@ -25,7 +25,9 @@ def build_model(cfg: ModelConfig, *, cache: ResponseCache | None = None) -> Chat
     if cfg.backend == "openai":
         from evoinstruct.agents.models.openai_backend import OpenAIChatModel
 
-        model = OpenAIChatModel(cfg)
+        model = OpenAIChatModel(
+            cfg, backoff_initial=cfg.backoff_initial_s, backoff_max=cfg.backoff_max_s
+        )
     elif cfg.backend == "transformers":
         from evoinstruct.agents.models.transformers_backend import TransformersModel
 
@@ -129,7 +131,7 @@ class ModelSet:
             model.namespace = self._namespace
 
     async def preflight(self, roles: Sequence[str]) -> dict[str, Failure]:
-        """One quick request (no retries, short timeout) to each HTTP model the roles use.
+        """One probe (short timeout, a few retries of transient errors) to each HTTP model the roles use.
 
         Returns the failures by model name; in-process models are left out (loading
         them is the check). A daemon calls this before its first round, so a wrong
@@ -139,20 +141,10 @@ class ModelSet:
             {n for r in roles if (n := getattr(self.roles, r, None)) and n in self.configs}
         )
         checked = [n for n in names if self.configs[n].backend == "openai"]
-        request = ChatRequest(
-            [{"role": "user", "content": "Reply with the single word: OK"}],
-            temperature=0.0,
-            max_tokens=4,
-        )
+        request = probe_request()
 
         async def one(name: str) -> Result:
-            quick = self.configs[name].model_copy(
-                update={
-                    "max_retries": 0,
-                    "timeout_s": min(self.configs[name].timeout_s, 30.0),
-                    "cache": False,
-                }
-            )
+            quick = self.configs[name].for_probe()
             model = self._builder(quick)
             try:
                 (result,) = await model.generate([request])

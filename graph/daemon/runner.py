@@ -68,7 +68,8 @@ async def _preflight(deps: Any) -> None:
     failures = await deps.models.preflight(PIPELINE_ROLES)
     if failures:
         reasons = "; ".join(
-            f"{name}: {explain(f, deps.config.models[name])}" for name, f in failures.items()
+            f"{name}: {explain(f, deps.config.models[name].for_probe())}"
+            for name, f in failures.items()
         )
         raise ModelError(
             f"cannot start the round: {reasons}. `evoinstruct models check` tests every model; "
@@ -97,8 +98,11 @@ def detach(project: Project, argv: list[str]) -> int:
         )
     args = [a for a in argv if a != "--detach"]
     log = project.log_path.open("ab")
+    # -P: `python -m` would put the working directory, the project, first on sys.path, and a
+    # project file such as jinja2.py or openai.py would then shadow a library in the daemon
+    # only (the `evoinstruct` command never imports from its working directory).
     process = subprocess.Popen(
-        [sys.executable, "-m", "evoinstruct.graph.cli.main", *args],
+        [sys.executable, "-P", "-m", "evoinstruct.graph.cli.main", *args],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
