@@ -22,4 +22,5 @@ def with_liveness(info: dict[str, Any] | None) -> dict[str, Any] | None:
     """The last heartbeat, with `running` true only while that process is alive."""
     if info is None:
         return None
-    return {**info, "running": info["state"] == "running" and pid_alive(info["pid"])}
+    alive = info["state"] in ("starting", "running") and pid_alive(info["pid"])
+    return {**info, "running": alive}

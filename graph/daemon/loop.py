@@ -27,6 +27,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from evoinstruct.graph.daemon.liveness import with_liveness
 from evoinstruct.graph.project import Project
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.store.errors import EvoError, ProjectError
@@ -116,12 +117,16 @@ class Daemon:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            info = self.deps.store.daemon_info() or {}
+            info = with_liveness(self.deps.store.daemon_info()) or {}
+            # A heartbeat of a daemon that is gone names a pid that no longer runs.
+            pid = info["pid"] if info.get("running") else "not known yet: it is starting"
             raise ProjectError(
-                f"another daemon is already running on this project (pid {info.get('pid', '?')}); "
+                f"another daemon is already running on this project (pid {pid}); "
                 "stop it with `evoinstruct stop`",
                 file=str(self.project.root),
             ) from None
+        # The holder of the lock says so at once, so a second daemon names the right pid.
+        self._beat(state="starting")
         self.project.stop_path.unlink(missing_ok=True)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,47 @@
+"""A second daemon on one project is refused, naming the daemon that really holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from evoinstruct.agents.models.factory import ModelSet
+from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
+from evoinstruct.graph.project import init_project
+from evoinstruct.graph.round.deps import deps_for_project
+from evoinstruct.store.errors import ProjectError
+from tests.fake_teacher import scripted_teacher
+
+
+@pytest.fixture
+def deps(tmp_path: Path):
+    project = init_project(tmp_path / "proj")
+    config = project.load_config()
+    teacher = scripted_teacher()
+    models = ModelSet(config.models, config.roles, builder=lambda cfg, cache=None: teacher)
+    deps = deps_for_project(project, config, models=models)
+    yield deps
+    deps.store.close()
+
+
+def _refusal(deps) -> str:
+    with FileLock(str(deps.project.lock_path)), pytest.raises(ProjectError) as refused:
+        asyncio.run(Daemon(deps.project, deps, DaemonOptions(rounds=1)).run())
+    return str(refused.value)
+
+
+def test_a_stale_heartbeat_is_not_named_as_the_running_daemon(deps) -> None:
+    dead_pid = 2**22 + 12345  # above Linux's default pid_max: no process has it
+    deps.store.heartbeat(pid=dead_pid, round=3, stage="select", state="running")
+    message = _refusal(deps)
+    assert "already running" in message and str(dead_pid) not in message
+    assert "starting" in message
+
+
+def test_the_lock_holder_is_named(deps) -> None:
+    deps.store.heartbeat(pid=os.getpid(), round=1, stage="plan", state="starting")
+    assert f"pid {os.getpid()}" in _refusal(deps)
