@@ -40,11 +40,10 @@ def rounds_report(store: Any) -> list[dict[str, Any]]:
 
 async def checkpoints_report(project: Project, round: int) -> list[dict[str, Any]]:
     """The LangGraph history of one round's thread, oldest first: step, node, time, what changed."""
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
     from evoinstruct.graph.round.build import build_graph
+    from evoinstruct.graph.round.checkpoints import open_checkpointer
 
-    async with AsyncSqliteSaver.from_conn_string(str(project.checkpoints_path)) as saver:
+    async with open_checkpointer(project.checkpoints_path) as saver:
         graph = build_graph().compile(checkpointer=saver)
         history = [s async for s in graph.aget_state_history(run_config(round))]
     rows: list[dict[str, Any]] = []

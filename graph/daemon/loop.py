@@ -141,12 +141,11 @@ class Daemon:
             lock.release()
 
     async def _run_locked(self) -> DaemonResult:
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
         from evoinstruct.graph.round.build import build_graph
+        from evoinstruct.graph.round.checkpoints import open_checkpointer
 
         result = DaemonResult()
-        async with AsyncSqliteSaver.from_conn_string(str(self.project.checkpoints_path)) as saver:
+        async with open_checkpointer(self.project.checkpoints_path) as saver:
             graph = build_graph().compile(checkpointer=saver, interrupt_before="*")
             self._beat()
             last = self.deps.store.last_round()
