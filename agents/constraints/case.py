@@ -1,0 +1,143 @@
+"""Letter case and punctuation: all lowercase, all capitals, capital-word count, no commas.
+
+Case rules look at Latin letters only (Han characters have no case), so they
+are sampled for English instructions alone. no_comma counts the Chinese
+commas ， and 、 as commas: a Chinese answer "without commas" that uses them
+has not followed the instruction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from evoinstruct.agents.constraints.registry import (
+    AT_LEAST,
+    LESS_THAN,
+    CheckResult,
+    ConstraintType,
+    Param,
+    SampleContext,
+    counted,
+    register,
+)
+from evoinstruct.agents.constraints.text import all_caps_words, comma_count, latin_letters
+
+ENGLISH = frozenset({"en"})
+CASE = frozenset({"case"})
+# "My answer is yes." and "SECTION 1" are matched case-sensitively, as in IFEval;
+# repeating the request "word for word" in another case reads as a contradiction.
+_CASE_SENSITIVE = frozenset(
+    {
+        "detectable_format:constrained_response",
+        "detectable_format:multiple_sections",
+        "combination:repeat_prompt",
+    }
+)
+
+
+def _check_lowercase(response: str, p: Mapping[str, Any]) -> CheckResult:
+    letters = latin_letters(response)
+    if not letters:
+        return CheckResult(False, "no Latin letters")
+    upper = [ch for ch in letters if ch.isupper()]
+    if upper:
+        return CheckResult(False, f"{len(upper)} capital letter(s), first {upper[0]!r}")
+    return CheckResult(True, "all Latin letters are lowercase")
+
+
+register(
+    ConstraintType(
+        id="change_case:english_lowercase",
+        templates={
+            "en": "Your entire response should be in lowercase letters. No capital letters are allowed.",
+            "zh": "整个回答中的英文字母必须全部小写，不允许出现大写字母。",
+        },
+        params=(),
+        languages=ENGLISH,
+        sampler=lambda ctx: {},
+        checker=_check_lowercase,
+        groups=CASE,
+        conflicts=_CASE_SENSITIVE,
+    )
+)
+
+
+def _check_uppercase(response: str, p: Mapping[str, Any]) -> CheckResult:
+    letters = latin_letters(response)
+    if not letters:
+        return CheckResult(False, "no Latin letters")
+    lower = [ch for ch in letters if ch.islower()]
+    if lower:
+        return CheckResult(False, f"{len(lower)} lowercase letter(s), first {lower[0]!r}")
+    return CheckResult(True, "all Latin letters are capitals")
+
+
+register(
+    ConstraintType(
+        id="change_case:english_capital",
+        templates={
+            "en": "Your entire response should be in capital letters only. No lowercase letters are allowed.",
+            "zh": "整个回答中的英文字母必须全部大写，不允许出现小写字母。",
+        },
+        params=(),
+        languages=ENGLISH,
+        sampler=lambda ctx: {},
+        checker=_check_uppercase,
+        groups=CASE,
+        conflicts=_CASE_SENSITIVE,
+    )
+)
+
+
+def _check_capital_words(response: str, p: Mapping[str, Any]) -> CheckResult:
+    count = len(all_caps_words(response))
+    return counted(count, "all-capital words", p["capital_relation"], p["capital_frequency"])
+
+
+def _sample_capital_words(ctx: SampleContext) -> dict[str, Any]:
+    if ctx.rng.random() < 0.6:
+        return {"capital_frequency": ctx.rng.randint(3, 10), "capital_relation": AT_LEAST}
+    return {"capital_frequency": ctx.rng.randint(3, 8), "capital_relation": LESS_THAN}
+
+
+register(
+    ConstraintType(
+        id="change_case:capital_word_frequency",
+        templates={
+            "en": "In your response, words written entirely in capital letters should appear {capital_relation} {capital_frequency} times.",
+            "zh": "回答中全部大写的英文单词应出现{capital_relation}{capital_frequency}次。",
+        },
+        params=(
+            Param("capital_frequency", "int", minimum=1),
+            Param("capital_relation", "relation"),
+        ),
+        languages=ENGLISH,
+        sampler=_sample_capital_words,
+        checker=_check_capital_words,
+        groups=CASE,
+    )
+)
+
+
+def _check_no_comma(response: str, p: Mapping[str, Any]) -> CheckResult:
+    n = comma_count(response)
+    if n:
+        return CheckResult(False, f"{n} comma(s)")
+    return CheckResult(True, "no commas")
+
+
+register(
+    ConstraintType(
+        id="punctuation:no_comma",
+        templates={
+            "en": "Do not use any commas in your response.",
+            "zh": "回答中不得使用任何逗号（包括“，”和“、”）。",
+        },
+        params=(),
+        languages=frozenset({"en", "zh"}),
+        sampler=lambda ctx: {},
+        checker=_check_no_comma,
+        clashes_with_text=lambda p, text: comma_count(text) > 0,
+    )
+)

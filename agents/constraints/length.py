@@ -1,0 +1,261 @@
+"""Length constraints: words, characters, sentences, paragraphs, a paragraph's first word.
+
+Two paragraph conventions, as in IFEval: `number_paragraphs` counts pieces
+between `***` dividers (an explicit marker the model cannot blur), while
+`nth_paragraph_first_word` counts blank-line separated paragraphs, because
+its point is the first word of a natural paragraph.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from evoinstruct.agents.constraints.registry import (
+    AT_LEAST,
+    LESS_THAN,
+    RELATIONS,
+    CheckResult,
+    ConstraintType,
+    Param,
+    SampleContext,
+    counted,
+    exactly,
+    register,
+)
+from evoinstruct.agents.constraints.text import (
+    count_chars,
+    count_sentences,
+    count_words,
+    has_cjk,
+    normalize_phrase,
+    split_on_blank_lines,
+    split_on_stars,
+)
+from evoinstruct.agents.constraints.vocab import FIRST_WORDS, OPENING_WORDS, pick_phrase
+
+BOTH = frozenset({"en", "zh"})
+LENGTH = frozenset({"length"})
+LAYOUT = frozenset({"layout"})
+
+
+def _crowds_out(
+    measure: Callable[[str], int], name: str
+) -> Callable[[Mapping[str, Any], str], bool]:
+    """A clash test for an upper bound: required text (a prompt to repeat, an end
+    phrase) may use at most half the budget, leaving the rest for the answer."""
+
+    def clash(p: Mapping[str, Any], text: str) -> bool:
+        return p["relation"] == LESS_THAN and 2 * measure(text) >= p[name]
+
+    return clash
+
+
+# Round targets read naturally; Chinese counts characters, so its numbers run higher.
+_WORD_TARGETS = {
+    ("en", LESS_THAN): (50, 80, 100, 150, 200, 300),
+    ("en", AT_LEAST): (50, 100, 150, 200, 300),
+    ("zh", LESS_THAN): (100, 150, 200, 300, 500),
+    ("zh", AT_LEAST): (100, 200, 300, 400),
+}
+_CHAR_TARGETS = {
+    ("en", LESS_THAN): (200, 300, 500, 800),
+    ("en", AT_LEAST): (300, 500, 800),
+    ("zh", LESS_THAN): (100, 150, 200, 300, 500),
+    ("zh", AT_LEAST): (150, 300, 500),
+}
+
+
+def _sample_words(ctx: SampleContext) -> dict[str, Any]:
+    relation = ctx.rng.choice(RELATIONS)
+    return {
+        "relation": relation,
+        "num_words": ctx.rng.choice(_WORD_TARGETS[ctx.language, relation]),
+    }
+
+
+def _check_words(response: str, p: Mapping[str, Any]) -> CheckResult:
+    return counted(count_words(response), "words", p["relation"], p["num_words"])
+
+
+register(
+    ConstraintType(
+        id="length_constraints:number_words",
+        templates={
+            "en": "Answer with {relation} {num_words} words.",
+            "zh": "回答{relation}{num_words}个字。",
+        },
+        params=(Param("relation", "relation"), Param("num_words", "int", minimum=1)),
+        languages=BOTH,
+        sampler=_sample_words,
+        checker=_check_words,
+        groups=LENGTH,
+        clashes_with_text=_crowds_out(count_words, "num_words"),
+    )
+)
+
+
+def _sample_chars(ctx: SampleContext) -> dict[str, Any]:
+    relation = ctx.rng.choice(RELATIONS)
+    return {
+        "relation": relation,
+        "num_chars": ctx.rng.choice(_CHAR_TARGETS[ctx.language, relation]),
+    }
+
+
+def _check_chars(response: str, p: Mapping[str, Any]) -> CheckResult:
+    return counted(count_chars(response), "characters", p["relation"], p["num_chars"])
+
+
+register(
+    ConstraintType(
+        id="length_constraints:number_characters",
+        templates={
+            "en": "Answer with {relation} {num_chars} characters, not counting spaces.",
+            "zh": "回答{relation}{num_chars}个字符（不计空格）。",
+        },
+        params=(Param("relation", "relation"), Param("num_chars", "int", minimum=1)),
+        languages=BOTH,
+        sampler=_sample_chars,
+        checker=_check_chars,
+        groups=LENGTH,
+        clashes_with_text=_crowds_out(count_chars, "num_chars"),
+    )
+)
+
+
+def _sample_sentences(ctx: SampleContext) -> dict[str, Any]:
+    relation = ctx.rng.choice(RELATIONS)
+    low, high = (3, 10) if relation == LESS_THAN else (2, 8)
+    return {"relation": relation, "num_sentences": ctx.rng.randint(low, high)}
+
+
+def _check_sentences(response: str, p: Mapping[str, Any]) -> CheckResult:
+    return counted(count_sentences(response), "sentences", p["relation"], p["num_sentences"])
+
+
+register(
+    ConstraintType(
+        id="length_constraints:number_sentences",
+        templates={
+            "en": "Your response should contain {relation} {num_sentences} sentences.",
+            "zh": "回答应包含{relation}{num_sentences}个句子。",
+        },
+        params=(Param("relation", "relation"), Param("num_sentences", "int", minimum=1)),
+        languages=BOTH,
+        sampler=_sample_sentences,
+        checker=_check_sentences,
+        groups=LENGTH,
+        clashes_with_text=_crowds_out(count_sentences, "num_sentences"),
+        # Every list item, section marker and paragraph is at least one sentence,
+        # so "fewer than 4 sentences" with "exactly 5 bullets" cannot be met.
+        conflicts=frozenset(
+            {
+                "detectable_format:number_bullet_lists",
+                "detectable_format:numbered_list",
+                "detectable_format:multiple_sections",
+                "length_constraints:number_paragraphs",
+                "length_constraints:nth_paragraph_first_word",
+            }
+        ),
+    )
+)
+
+
+def _check_star_paragraphs(response: str, p: Mapping[str, Any]) -> CheckResult:
+    pieces = split_on_stars(response)
+    # A divider before the first or after the last paragraph is harmless;
+    # one between two others leaves an empty paragraph, which is a miscount.
+    if pieces and not pieces[0].strip():
+        pieces = pieces[1:]
+    if pieces and not pieces[-1].strip():
+        pieces = pieces[:-1]
+    if any(not piece.strip() for piece in pieces):
+        return CheckResult(False, "an empty paragraph between *** dividers")
+    return exactly(len(pieces), "paragraphs", p["num_paragraphs"])
+
+
+register(
+    ConstraintType(
+        id="length_constraints:number_paragraphs",
+        templates={
+            "en": "There should be exactly {num_paragraphs} paragraphs. Paragraphs are separated by the markdown divider: ***",
+            "zh": "回答应恰好分为{num_paragraphs}段，段与段之间用 Markdown 分隔线 *** 隔开。",
+        },
+        params=(Param("num_paragraphs", "int", minimum=1),),
+        languages=BOTH,
+        sampler=lambda ctx: {"num_paragraphs": ctx.rng.randint(2, 5)},
+        checker=_check_star_paragraphs,
+        groups=LAYOUT,
+    )
+)
+
+# Markdown and quoting in front of a paragraph's first word are not part of it.
+_LEAD_NOISE = re.compile(r"^[\W_]+")
+_FIRST_TOKEN = re.compile(r"[^\W_]+")
+
+
+def starts_with_word(paragraph: str, word: str) -> bool:
+    """Whether the paragraph's first word is `word` (case-insensitive).
+
+    Latin words must match the whole first word ("Firstly" is not "first");
+    a CJK word need only be a prefix, as Chinese text runs on without spaces.
+    """
+    body = _LEAD_NOISE.sub("", normalize_phrase(paragraph))
+    target = normalize_phrase(word)
+    if has_cjk(target):
+        return body.startswith(target)
+    first = _FIRST_TOKEN.match(body)
+    return first is not None and first.group() == target
+
+
+def _check_nth_paragraph(response: str, p: Mapping[str, Any]) -> CheckResult:
+    paragraphs = split_on_blank_lines(response)
+    count = exactly(len(paragraphs), "paragraphs", p["num_paragraphs"])
+    if not count.passed:
+        return count
+    nth = p["nth_paragraph"]
+    paragraph = paragraphs[nth - 1]
+    if starts_with_word(paragraph, p["first_word"]):
+        return CheckResult(True, f"{len(paragraphs)} paragraphs; paragraph {nth} starts right")
+    return CheckResult(
+        False, f"paragraph {nth} starts with {paragraph[:20]!r}, not {p['first_word']!r}"
+    )
+
+
+def _validate_nth(p: Mapping[str, Any]) -> None:
+    if p["nth_paragraph"] > p["num_paragraphs"]:
+        raise ValueError(
+            f"nth_paragraph {p['nth_paragraph']} exceeds num_paragraphs {p['num_paragraphs']}"
+        )
+
+
+def _sample_nth(ctx: SampleContext) -> dict[str, Any]:
+    num = ctx.rng.randint(2, 5)
+    nth = ctx.rng.randint(1, num)
+    words = (OPENING_WORDS if nth == 1 else FIRST_WORDS)[ctx.language]
+    return {"num_paragraphs": num, "nth_paragraph": nth, "first_word": pick_phrase(ctx, words)}
+
+
+register(
+    ConstraintType(
+        id="length_constraints:nth_paragraph_first_word",
+        templates={
+            "en": 'There should be exactly {num_paragraphs} paragraphs, separated from each other by one blank line. Paragraph {nth_paragraph} must start with the word "{first_word}".',
+            "zh": "回答应恰好分为{num_paragraphs}段，段与段之间空一行；第{nth_paragraph}段必须以“{first_word}”开头。",
+        },
+        params=(
+            Param("num_paragraphs", "int", minimum=1),
+            Param("nth_paragraph", "int", minimum=1),
+            Param("first_word", "str"),
+        ),
+        languages=BOTH,
+        sampler=_sample_nth,
+        checker=_check_nth_paragraph,
+        groups=LAYOUT,
+        conflicts=frozenset({"startend:start_checker", "combination:repeat_prompt"}),
+        required_text=lambda p: [p["first_word"]],
+        validate=_validate_nth,
+    )
+)

@@ -1,0 +1,131 @@
+"""How a response starts and ends: start phrase, end phrase, wrapping quotes, repeating the prompt.
+
+Phrases compare after `normalize_phrase` (case, white space, full-width
+forms), so "还有什么可以帮您的吗?" meets an end phrase written with "？".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from evoinstruct.agents.constraints.registry import (
+    CheckResult,
+    ConstraintType,
+    Param,
+    SampleContext,
+    register,
+)
+from evoinstruct.agents.constraints.text import normalize_phrase
+from evoinstruct.agents.constraints.vocab import END_PHRASES, START_PHRASES, pick_phrase
+
+BOTH = frozenset({"en", "zh"})
+START = frozenset({"start"})
+END = frozenset({"end"})
+# ASCII and CJK double quotes; wrapping quotes are not part of the last phrase.
+_QUOTES = '"“”'
+
+
+def _excerpt(text: str, n: int = 30) -> str:
+    text = " ".join(text.split())
+    return repr(text[:n] + ("…" if len(text) > n else ""))
+
+
+def _check_start(response: str, p: Mapping[str, Any]) -> CheckResult:
+    body = normalize_phrase(response)
+    if body.startswith(normalize_phrase(p["start_phrase"])):
+        return CheckResult(True, "starts with the phrase")
+    return CheckResult(False, f"starts with {_excerpt(response.strip())}")
+
+
+register(
+    ConstraintType(
+        id="startend:start_checker",
+        templates={
+            "en": 'Start your response with the exact phrase "{start_phrase}".',
+            "zh": "回答必须以“{start_phrase}”开头。",
+        },
+        params=(Param("start_phrase", "str"),),
+        languages=BOTH,
+        sampler=lambda ctx: {"start_phrase": pick_phrase(ctx, START_PHRASES[ctx.language])},
+        checker=_check_start,
+        groups=START,
+        conflicts=frozenset({"detectable_format:title"}),
+        required_text=lambda p: [p["start_phrase"]],
+    )
+)
+
+
+def _check_end(response: str, p: Mapping[str, Any]) -> CheckResult:
+    body = normalize_phrase(response.strip().strip(_QUOTES))
+    if body.endswith(normalize_phrase(p["end_phrase"])):
+        return CheckResult(True, "ends with the phrase")
+    return CheckResult(False, f"ends with {_excerpt(response.strip()[-30:])}")
+
+
+register(
+    ConstraintType(
+        id="startend:end_checker",
+        templates={
+            "en": 'Finish your response with this exact phrase, with no other words after it: "{end_phrase}"',
+            "zh": "回答必须以“{end_phrase}”这句话结尾，其后不得再有任何内容。",
+        },
+        params=(Param("end_phrase", "str"),),
+        languages=BOTH,
+        sampler=lambda ctx: {"end_phrase": pick_phrase(ctx, END_PHRASES[ctx.language])},
+        checker=_check_end,
+        groups=END,
+        required_text=lambda p: [p["end_phrase"]],
+    )
+)
+
+
+def _check_quotation(response: str, p: Mapping[str, Any]) -> CheckResult:
+    body = response.strip()
+    if len(body) > 1 and body[0] in '"“' and body[-1] in '"”':
+        return CheckResult(True, "wrapped in double quotes")
+    return CheckResult(False, "not wrapped in double quotes")
+
+
+register(
+    ConstraintType(
+        id="startend:quotation",
+        templates={
+            "en": "Wrap your entire response with double quotation marks.",
+            "zh": "用双引号把整个回答括起来。",
+        },
+        params=(),
+        languages=BOTH,
+        sampler=lambda ctx: {},
+        checker=_check_quotation,
+        groups=START,
+    )
+)
+
+
+def _check_repeat(response: str, p: Mapping[str, Any]) -> CheckResult:
+    if normalize_phrase(response).startswith(normalize_phrase(p["prompt_to_repeat"])):
+        return CheckResult(True, "starts by repeating the request")
+    return CheckResult(False, f"does not start with the request; starts {_excerpt(response)}")
+
+
+def _sample_repeat(ctx: SampleContext) -> dict[str, Any]:
+    return {"prompt_to_repeat": ctx.instruction.strip()}
+
+
+register(
+    ConstraintType(
+        id="combination:repeat_prompt",
+        templates={
+            "en": "First repeat the request word for word without change, then give your answer (1. do not say any words or characters before repeating the request; 2. the request you need to repeat does not include this sentence).",
+            "zh": "请先一字不差地重复上面的请求，再给出你的回答（1. 重复请求之前不要说任何话；2. 需要重复的请求不包括这句话）。",
+        },
+        params=(Param("prompt_to_repeat", "str"),),
+        languages=BOTH,
+        sampler=_sample_repeat,
+        checker=_check_repeat,
+        groups=START,
+        required_text=lambda p: [p["prompt_to_repeat"]],
+        needs_instruction=True,
+    )
+)
