@@ -67,17 +67,6 @@ class DemoResult:
     top_rejections: list[tuple[str, str, int]] = field(default_factory=list)
 
 
-def _quiet_libraries() -> None:
-    """Library progress bars and notices would bury the demo's own view."""
-    import warnings
-
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-
-
 def _seed_texts() -> list[str]:
     """The example seeds' text: the tiny tokenizers learn their merges from it."""
     import json
@@ -180,7 +169,6 @@ async def run_demo(
     from evoinstruct.graph.daemon.runner import run_daemon
     from evoinstruct.store.seeds import add_seed_file
 
-    _quiet_libraries()
     project, _ = prepare_demo(directory, force=force, progress=progress)
     with project.open_store() as store:
         for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):

@@ -18,6 +18,19 @@ from rich.progress import (
 )
 
 
+def quiet_libraries() -> None:
+    """Library progress bars, load reports and notices would bury the live view."""
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    # "Already found a peft_config attribute": loading a second adapter is what hand-off does.
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
 class ProgressView:
     """Receives daemon events; `live` follows whether the output is a terminal."""
 
@@ -27,6 +40,8 @@ class ProgressView:
         self.console = Console(file=self.stream, force_terminal=self.live or None)
         self.progress: Progress | None = None
         self.tasks: dict[tuple[int, str], Any] = {}
+        # (round, stage) -> the stage's latest summary, kept after its bar is gone
+        self.last_summary: dict[tuple[int, str], str] = {}
         self.calls = 0
         self.tokens = 0
         self.started = time.monotonic()
@@ -56,12 +71,8 @@ class ProgressView:
             self._node_done(event)
         elif kind == "round_done":
             self._drop_round(event["round"])
-            counts = event.get("counts", {})
-            accepted = counts.get("select", {}).get("accepted", 0)
-            self._line(
-                f"round {event['round']} finished: {accepted} accepted; "
-                f"{self.calls} model calls, {self.tokens} tokens so far ({time.monotonic() - self.started:.0f} s)"
-            )
+            accepted = event.get("counts", {}).get("select", {}).get("accepted", 0)
+            self._line(self.round_line(event["round"], accepted))
         elif kind == "resume":
             self._line(
                 f"resuming round {event['round']} at {', '.join(event['next']) or 'its start'}"
@@ -90,6 +101,19 @@ class ProgressView:
             parts.append(f"{event['tokens']} tok")
         return "; ".join(parts)
 
+    def round_line(self, round: int, accepted: int) -> str:
+        """What a finished round leaves behind: every stage's counts and top drop reasons."""
+        stages = "; ".join(
+            f"{stage} {summary}" if summary else stage
+            for (r, stage), summary in self.last_summary.items()
+            if r == round
+        )
+        elapsed = time.monotonic() - self.started
+        return (
+            f"round {round} finished: {accepted} accepted ({stages or 'nothing to do'}); "
+            f"{self.calls} model calls, {self.tokens} tokens so far ({elapsed:.0f} s)"
+        )
+
     def _stage_event(self, event: dict[str, Any]) -> None:
         stage = event.get("stage", "?")
         key = (event.get("round", 0), stage)
@@ -97,6 +121,7 @@ class ProgressView:
         done = event.get("done", 0)
         self.calls += event.get("new_calls", 0)
         self.tokens += event.get("new_tokens", 0)
+        self.last_summary[key] = self.summary(event)
         if self.progress is not None:
             if key not in self.tasks:
                 self.tasks[key] = self.progress.add_task(
@@ -109,13 +134,17 @@ class ProgressView:
             self._line(f"round {key[0]} {stage}: {done}/{total} {self.summary(event)}".rstrip())
 
     def _node_done(self, event: dict[str, Any]) -> None:
+        """A finished node completes its bars; a sub-stage of unknown size (eliminate, inside
+        respond) is complete at what it reached, instead of showing `n/?` forever."""
         if self.progress is None:
             return
-        key = (event["round"], event["node"])
-        if key in self.tasks:
-            task = next(t for t in self.progress.tasks if t.id == self.tasks[key])
-            if task.total is not None:
-                self.progress.update(self.tasks[key], completed=task.total)
+        for task in self.progress.tasks:
+            key = next((k for k, tid in self.tasks.items() if tid == task.id), None)
+            if key is None or key[0] != event["round"] or task.finished:
+                continue
+            if key[1] == event["node"] or task.total is None:
+                total = task.completed if task.total is None else task.total
+                self.progress.update(task.id, completed=total, total=total)
 
     def _drop_round(self, round: int) -> None:
         """A finished round leaves one summary line instead of a bar per stage."""
@@ -126,7 +155,7 @@ class ProgressView:
 
     def _line(self, text: str) -> None:
         if self.progress is not None:
-            self.progress.console.print(text)
+            self.progress.console.print(text, soft_wrap=True)
         else:
             self.stream.write(text + "\n")
             self.stream.flush()

@@ -46,7 +46,7 @@ def run(
     """
     import asyncio
 
-    from evoinstruct.graph.cli.progress import ProgressView
+    from evoinstruct.graph.cli.progress import ProgressView, quiet_libraries
     from evoinstruct.graph.daemon.loop import DaemonOptions
     from evoinstruct.graph.daemon.runner import check_models_answer, run_daemon
     from evoinstruct.graph.daemon.runner import detach as start_detached
@@ -68,13 +68,18 @@ def run(
         console.print("Follow it with `evoinstruct status`; stop it with `evoinstruct stop`.")
         return
     options = DaemonOptions(rounds=rounds, forever=forever, max_seconds=max_seconds)
+    quiet_libraries()
     with ProgressView() as view:
         result = asyncio.run(
             run_daemon(proj, list(set_ or []), options, view, check_models=not no_check)
         )
-    done = ", ".join(map(str, result.rounds_run)) or "none"
+    n = len(result.rounds_run)
+    which = f" ({', '.join(map(str, result.rounds_run))})" if n else ""
+    closed = result.closed_as_failed
     console.print(
-        f"Rounds finished: {done}" + ("; stopped on request" if result.stopped_by_signal else "")
+        f"{n} round{'s' if n != 1 else ''} finished{which}"
+        + (f"; round {closed} closed as failed" if closed else "")
+        + ("; stopped on request" if result.stopped_by_signal else "")
     )
 
 
@@ -121,8 +126,10 @@ def demo(
     import asyncio
     import time
 
-    from evoinstruct.graph.cli.progress import ProgressView
+    from evoinstruct.graph.cli.progress import ProgressView, quiet_libraries
     from evoinstruct.graph.demo import run_demo
+
+    quiet_libraries()
 
     console.print(DEMO_INTRO)
     started = time.monotonic()

@@ -51,6 +51,9 @@ class TrainerSteps:
         config_file.write_text(self.config.model_dump_json(indent=2), encoding="utf-8")
         process = await asyncio.create_subprocess_exec(
             self.python,
+            # -P: the daemon's working directory is the project; a file there named like a
+            # library (pydantic.py) must not shadow it in the trainer.
+            "-P",
             "-m",
             "evoinstruct.trainer",
             "train",
