@@ -28,9 +28,25 @@ class StoreBase:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
-        """One atomic unit of writes; nested use becomes a savepoint."""
-        with self.db.atomic() as db:
-            yield db
+        """One atomic unit of writes; nested use becomes a savepoint.
+
+        The outermost level takes the write lock up front (`BEGIN IMMEDIATE`). A deferred
+        BEGIN that reads and then writes must upgrade its lock, and SQLite refuses that
+        upgrade at once while another writer holds it ("database is locked"), whatever the
+        busy timeout; taking the lock first makes concurrent writers wait their turn.
+        """
+        conn = self.db.conn
+        if conn.in_transaction:
+            with self.db.atomic() as db:
+                yield db
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
     def _query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         return list(self.db.query(sql, params))
