@@ -115,6 +115,12 @@ def make_files(tmp: Path) -> dict[str, Path]:
         for row in ALPACA:
             writer.writerow(row)
     files["csv"] = tmp / "seeds.csv"
+    with (tmp / "seeds.tsv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["instruction", "input", "output"], delimiter="\t")
+        writer.writeheader()
+        for row in ALPACA:
+            writer.writerow(row)
+    files["tsv"] = tmp / "seeds.tsv"
     return files
 
 
@@ -126,6 +132,7 @@ EXPECTED_FORMAT = {
     "openai": "openai",
     "text": "text",
     "csv": "csv",
+    "tsv": "tsv",
 }
 
 
@@ -535,3 +542,140 @@ def test_unknown_format_flag(project_dir: Path, tmp_path: Path, capsys) -> None:
     path = write_jsonl(tmp_path / "a.jsonl", ALPACA)
     result = run_cli(capsys, "seed", "add", path, "--format", "yaml", "-p", project_dir)
     assert result.code == 2 and "--format" in result.err
+
+
+# --- text the readers must keep, and real-world habits they accept ---------------------------
+
+# Characters str.splitlines() breaks at, which are ordinary text inside a record.
+LINE_BREAKERS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def test_line_separators_inside_records_survive_a_round_trip(tmp_path: Path, capsys) -> None:
+    from evoinstruct.graph.project import init_project
+
+    rows = [
+        {
+            "instruction": f"Explain{ch}this 第{i}段",
+            "input": f"上下文{ch}context",
+            "output": f"answer{ch}答案",
+        }
+        for i, ch in enumerate(LINE_BREAKERS)
+    ]
+    path = write_jsonl(tmp_path / "breakers.jsonl", rows)
+    seeds = read_seed_file(path)
+    assert [(d.instruction, d.input, d.output) for d in seeds.drafts] == [
+        (r["instruction"], r["input"], r["output"]) for r in rows
+    ]
+    first = init_project(tmp_path / "a").root
+    assert run_cli(capsys, "seed", "add", path, "-p", first).code == 0
+    for suffix in ("jsonl", "json"):
+        second = init_project(tmp_path / f"b-{suffix}").root
+        out = tmp_path / f"export.{suffix}"
+        result = run_cli(capsys, "export", "-o", out, "--status", "all", "-p", first)
+        assert result.code == 0, result.err
+        result = run_cli(capsys, "seed", "add", out, "-p", second)
+        assert result.code == 0, result.err
+        assert pool_snapshot(second) == pool_snapshot(first)
+
+
+def test_text_lines_end_at_lf_or_crlf_only(tmp_path: Path) -> None:
+    path = tmp_path / "instructions.txt"
+    path.write_bytes(
+        "Write a poem\u2028about rain.\r\n写一首诗\x0c关于雨。\n# 注释\r\nName a colour.".encode()
+    )
+    seeds = read_seed_file(path)
+    assert [d.instruction for d in seeds.drafts] == [
+        "Write a poem\u2028about rain.",
+        "写一首诗\x0c关于雨。",
+        "Name a colour.",
+    ]
+
+
+def test_csv_with_bom_crlf_and_line_breaks_in_fields(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(
+        "\ufeffInstruction,Input,Output\r\n"
+        '"Summarize,\r\nbriefly",text\u2028more,"好的\n第二行"\r\n'
+        "翻译成英文,我喜欢读书。,I like reading.\r\n".encode()
+    )
+    seeds = read_seed_file(path)
+    assert [(d.instruction, d.input, d.output) for d in seeds.drafts] == [
+        ("Summarize,\r\nbriefly", "text\u2028more", "好的\n第二行"),
+        ("翻译成英文", "我喜欢读书。", "I like reading."),
+    ]
+
+
+def test_tsv_reads_its_header_and_quoted_fields(tmp_path: Path) -> None:
+    path = tmp_path / "seeds.tsv"
+    path.write_text(
+        'instruction\tinput\toutput\n"Split\tthis"\t\t"a\nb"\n列出水果\t\t苹果\n', encoding="utf-8"
+    )
+    seeds = read_seed_file(path)
+    assert (seeds.format, seeds.records) == ("tsv", 2)
+    assert [(d.instruction, d.output) for d in seeds.drafts] == [
+        ("Split\tthis", "a\nb"),
+        ("列出水果", "苹果"),
+    ]
+    forced = tmp_path / "seeds.txt"
+    forced.write_bytes(path.read_bytes())
+    assert read_seed_file(forced, "tsv").drafts == seeds.drafts
+
+
+def test_crlf_json_and_jsonl_are_read_and_lines_counted(tmp_path: Path) -> None:
+    array = tmp_path / "crlf.json"
+    array.write_bytes(
+        json.dumps(ALPACA, ensure_ascii=False, indent=2).replace("\n", "\r\n").encode()
+    )
+    assert len(read_seed_file(array).drafts) == 3
+    lines = tmp_path / "crlf.jsonl"
+    rows = [json.dumps(r, ensure_ascii=False) for r in ALPACA]
+    lines.write_bytes("\r\n".join([*rows[:2], '{"instruction": 7}', ""]).encode())
+    from evoinstruct.store.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        read_seed_file(lines)
+    assert (caught.value.line, caught.value.field) == (3, "instruction")
+
+
+def test_duplicate_json_keys_keep_the_last_value(tmp_path: Path) -> None:
+    """Documented: as json.loads and every mainstream JSON reader do, the last value wins."""
+    path = tmp_path / "dup.jsonl"
+    path.write_text('{"instruction": "旧的", "instruction": "Write a poem."}\n', encoding="utf-8")
+    assert [d.instruction for d in read_seed_file(path).drafts] == ["Write a poem."]
+
+
+def test_an_escaped_surrogate_pair_is_one_character(tmp_path: Path) -> None:
+    path = tmp_path / "emoji.jsonl"
+    path.write_text('{"instruction": "Reply with \\ud83d\\ude00 only."}\n', encoding="utf-8")
+    assert read_seed_file(path).drafts[0].instruction == "Reply with \U0001f600 only."
+
+
+def test_a_record_just_under_the_limit_is_read(tmp_path: Path) -> None:
+    from evoinstruct.store.seeds import MAX_RECORD_BYTES
+
+    text = "长" * ((MAX_RECORD_BYTES - 100) // 3)
+    path = write_jsonl(tmp_path / "long.jsonl", [{"instruction": text}])
+    assert read_seed_file(path).drafts[0].instruction == text
+    array = write_json(tmp_path / "long.json", [{"instruction": text}, ALPACA[0]])
+    assert len(read_seed_file(array).drafts) == 2
+
+
+def test_qna_under_a_folder_whose_name_is_not_utf8(
+    project_dir: Path, tmp_path: Path, capsys
+) -> None:
+    import os
+
+    from evoinstruct.store import open_store
+
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/taxonomy-\xff"))
+    try:
+        folder.mkdir()
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    skill = folder / "qna.yaml"
+    skill.write_text(QNA_SKILL_EN, encoding="utf-8")
+    result = run_cli(capsys, "seed", "add", skill, "-p", project_dir)
+    assert result.code == 0, result.err
+    with open_store(project_dir / "pool.db") as store:
+        files = {e.meta["seed_file"] for e in store.iter_examples()}
+    assert files == {str(tmp_path) + "/taxonomy-\\xff/qna.yaml"}
