@@ -66,15 +66,14 @@ def seed_add(
 
     Example: evoinstruct seed add seeds/seed_tasks_zh.jsonl --format selfinstruct
     """
-    from evoinstruct.store.seeds import add_seed_file, read_seed_file
+    from evoinstruct.store.seeds import import_seeds, read_seed_file
 
     proj = open_project(project)
-    for file in files:  # Read every file first, so one bad file writes nothing at all.
-        read_seed_file(file, format)
-    reports = []
-    with proj.open_store() as store:
-        for file in files:
-            reports.append(add_seed_file(store, file, format))
+    # Read every file whole first, so one bad file writes nothing at all; then write them
+    # in one transaction, from what was read (a file changed in between is not read twice).
+    seed_files = [read_seed_file(file, format) for file in files]
+    with proj.open_store() as store, store.transaction():
+        reports = [import_seeds(store, seeds) for seeds in seed_files]
     if as_json:
         print_json([r.__dict__ for r in reports])
         return
