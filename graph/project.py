@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from evoinstruct.store import Store
 
 CONFIG_NAME = "evoinstruct.toml"
+# Names the project for `langgraph dev`; `init` writes it into the project's `.env`.
+PROJECT_ENV = "EVOINSTRUCT_PROJECT"
 CONFIG_HEADER = """\
 evoinstruct project config.
 Layers: these values < environment EVOINSTRUCT__SECTION__KEY=value < `--set section.key=value`.
@@ -52,6 +54,14 @@ class Project:
     @property
     def prompts_dir(self) -> Path:
         return self.root / "prompts"
+
+    @property
+    def env_path(self) -> Path:
+        return self.root / ".env"
+
+    @property
+    def studio_path(self) -> Path:
+        return self.root / "langgraph.json"
 
     @property
     def log_path(self) -> Path:
@@ -111,4 +121,52 @@ def init_project(
     for sub in (project.models_dir, project.reports_dir):
         sub.mkdir(exist_ok=True)
     open_store(project.pool_path).close()
+    write_studio_files(project)
     return project
+
+
+# `langgraph dev`, started in the project directory, serves the round graph from the
+# installed package (module syntax: no second copy of the module from a file path) and
+# loads `.env`, where the graph finds the project it runs rounds on.
+STUDIO_CONFIG = {
+    "dependencies": ["evoinstruct"],
+    "graphs": {"evolution_round": "evoinstruct.graph.round.build:studio_graph"},
+    "env": ".env",
+}
+ENV_HEADER = """\
+# Read by `langgraph dev` (langgraph.json names this file): the project its rounds run on.
+# API keys that evoinstruct.toml names in api_key_env may go here too; keep this file private.
+"""
+
+
+def write_studio_files(project: Project) -> None:
+    """A `langgraph.json` (unless the user has one) and the project's line in `.env`.
+
+    `.env` may hold the user's own keys, so only the EVOINSTRUCT_PROJECT line is
+    replaced; every other line stays. The path is absolute, so it names the same project
+    from any working directory; a project moved elsewhere needs that one line edited.
+    """
+    import json
+    import re
+
+    if not project.studio_path.exists():
+        project.studio_path.write_text(json.dumps(STUDIO_CONFIG, indent=2) + "\n", encoding="utf-8")
+    line = f"{PROJECT_ENV}={_dotenv_quote(str(project.root))}"
+    if project.env_path.exists():
+        ours = re.compile(rf"\s*(export\s+)?{PROJECT_ENV}\s*=")
+        kept = [
+            row
+            for row in project.env_path.read_text(encoding="utf-8").splitlines()
+            if not ours.match(row)
+        ]
+        text = "\n".join([*kept, line]) + "\n"
+    else:
+        text = ENV_HEADER + line + "\n"
+    project.env_path.write_text(text, encoding="utf-8")
+
+
+def _dotenv_quote(value: str) -> str:
+    """A path as a dotenv value: unquoted, a " #" in it would start a comment."""
+    if "'" not in value:
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

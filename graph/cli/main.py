@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from evoinstruct.graph.cli import browse as browse_cmds
 from evoinstruct.graph.cli import filter as filter_cmds
 from evoinstruct.graph.cli import inspect as inspect_cmds
 from evoinstruct.graph.cli import pool
@@ -110,6 +111,7 @@ app.command()(train_cmds.promote)
 app.command()(train_cmds.rollback)
 models_app.command("list")(train_cmds.models_list)
 app.add_typer(models_app, name="models")
+app.command()(browse_cmds.browse)
 
 
 def _usage_line(exc: Any) -> str:

@@ -1,7 +1,7 @@
 """All wiring in one place: nodes, edges, the training branch and its router.
 
 The daemon compiles this builder with its SQLite checkpointer; LangGraph Studio
-(`langgraph.json`) compiles it without one.
+(`langgraph.json`) serves it through `studio_graph`, with the dev server's checkpointer.
 """
 
 from __future__ import annotations
@@ -50,5 +50,8 @@ def build_graph() -> StateGraph:
 
 
 def studio_graph() -> Any:
-    """For `langgraph dev`: the same builder, compiled without a checkpointer."""
-    return build_graph().compile()
+    """For `langgraph dev` (`langgraph.json`): this builder, compiled without a checkpointer (the
+    server brings its own), opening the project's dependencies at every run (see `studio`)."""
+    from evoinstruct.graph.round.studio import studio_graph as served
+
+    return served()
