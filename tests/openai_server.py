@@ -5,7 +5,10 @@ It speaks enough of the protocol for the OpenAI backend (chat completions with
 `GET /v1/models`; vLLM's `POST /v1/load_lora_adapter`) and takes injected
 faults — 429 with Retry-After, 500, a hang, malformed JSON, a dropped
 connection, a slow answer, 401, 404 — one per request, in the order queued.
-It counts the requests it sees and the most it ever had in flight.
+It counts the requests it sees and the most it ever had in flight. `pause()`
+holds every chat request that arrives from then on (counted as in flight)
+until `resume()`: a test can freeze a client at a point it observes, instead
+of hoping a timer fires at the right moment.
 
 In a test: `with OpenAITestServer() as server: ... server.url ...` (a thread
 with its own event loop). For a benchmark that must not share the client's
@@ -83,8 +86,10 @@ class OpenAITestServer:
         api_key: str | None = None,
         models: tuple[str, ...] = ("tiny",),
         reply: Callable[[dict[str, Any]], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.delay = delay
+        self.clock = clock  # stamps `arrivals`; a test may pass the fake clock its client uses
         self.api_key = api_key
         self.models = set(models)
         self.reply = reply
@@ -98,6 +103,7 @@ class OpenAITestServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
+        self._open: asyncio.Event | None = None  # cleared while paused; lives on the server loop
 
     # -- test-facing helpers -------------------------------------------------
     @property
@@ -112,6 +118,29 @@ class OpenAITestServer:
         """Queue `times` faults of one kind; each is used by one incoming chat request."""
         for _ in range(times):
             self.faults.append(Fault(kind, **kwargs))
+
+    def pause(self) -> None:
+        """Hold every chat request that arrives after this returns, until `resume()`."""
+        self._on_loop(lambda: self._gate().clear())
+
+    def resume(self) -> None:
+        """Answer the held requests (those whose client is still there) and stop holding."""
+        self._on_loop(lambda: self._gate().set())
+
+    def _gate(self) -> asyncio.Event:
+        if self._open is None:
+            self._open = asyncio.Event()
+            self._open.set()
+        return self._open
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the server's loop and return once it has run."""
+        assert self._loop is not None, "the server is not running"
+
+        async def call() -> None:
+            fn()
+
+        asyncio.run_coroutine_threadsafe(call(), self._loop).result(10)
 
     # -- protocol ------------------------------------------------------------
     def _choice_text(self, body: dict[str, Any], index: int) -> str:
@@ -185,12 +214,13 @@ class OpenAITestServer:
         return None
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        self.arrivals.append(time.monotonic())
+        self.arrivals.append(self.clock())
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             body = await request.json()
             self.bodies.append(body)
+            await self._gate().wait()  # at once unless paused
             if self.faults:
                 response = await self._fault_response(request, self.faults.popleft())
                 if response is not None:
@@ -274,6 +304,16 @@ class OpenAITestServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait until `predicate()` holds (a state the test observes, such as requests held by a
+    paused server); the timeout only guards a hang."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.005)  # poll interval
 
 
 def closed_port() -> int:

@@ -1,4 +1,5 @@
-"""The daemon as a real process: SIGKILL at random moments, SIGTERM, and secrets that never leak."""
+"""The daemon as a real process: SIGKILL at random points of its progress, SIGTERM, and secrets
+that never leak."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from evoinstruct.graph.project import init_project
-from tests.daemon_helpers import ROOT, configure_for_server, start_daemon, wait_for
+from evoinstruct.graph.round.build import PIPELINE
+from tests.daemon_helpers import (
+    ROOT,
+    configure_for_server,
+    start_daemon,
+    wait_for,
+    wait_for_heartbeat,
+)
 from tests.fake_teacher import server_reply
 from tests.openai_server import OpenAITestServer
 
@@ -67,10 +74,35 @@ def accepted_ids(project: Path) -> set[str]:
     return {r[0] for r in query(project, "SELECT id FROM examples WHERE status = 'accepted'")}
 
 
+# Where a kill may land: a round and a node the heartbeat names. Only nodes with teacher calls
+# still ahead in their round (the critique and rewrite calls at least), so that with the
+# teacher paused the daemon cannot finish the round before the kill reaches it.
+KILL_STAGES = ("plan", "generate", "evolve", "respond", "critique")
+
+
+def kill_targets(rng: random.Random, n: int) -> list[tuple[int, int]]:
+    """`n` distinct (round, stage index) points over three rounds, in the order they come."""
+    points = [(r, PIPELINE.index(s)) for r in (1, 2, 3) for s in KILL_STAGES]
+    return sorted(rng.sample(points, n))
+
+
+def at_or_past(target: tuple[int, int]):
+    def reached(row: dict) -> bool:
+        # Stages that are not nodes ("starting", sub-stages a node reports) say nothing new.
+        if row["round"] is None or row["stage"] not in PIPELINE:
+            return False
+        return (row["round"], PIPELINE.index(row["stage"])) >= target
+
+    return reached
+
+
+# The timeout is a hang guard for a dozen daemon starts on a loaded machine; every wait
+# inside is bounded by progress instead (a heartbeat that stops changing fails the test).
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_sigkill_at_random_moments_loses_nothing(served_project) -> None:
     project, server = served_project
-    rng = random.Random(7)
+    targets = kill_targets(random.Random(7), 10)  # seeded: the same kill points every run
     log = project / "test-daemon.log"
     kills = 0
     accepted_before_kills: set[str] = set()
@@ -82,14 +114,26 @@ def test_sigkill_at_random_moments_loses_nothing(served_project) -> None:
         process = start_daemon(
             project, "--rounds", "0" if unfinished(project) else "1", env=ENV, log=log
         )
-        if kills < 10:
-            time.sleep(rng.uniform(0.4, 2.5))
-            if process.poll() is None:
-                accepted_before_kills |= accepted_ids(project)
+        if kills < len(targets):
+            round_, stage = targets[kills]
+            # False when this start ends first (it had only the rest of an earlier round to
+            # do): the next start goes on towards the same point.
+            if wait_for_heartbeat(
+                process,
+                project,
+                at_or_past(targets[kills]),
+                what=f"round {round_} to reach {PIPELINE[stage]} (kill {kills + 1})",
+                log=log,
+            ):
+                server.pause()  # the daemon cannot get past its next teacher call
                 process.send_signal(signal.SIGKILL)
+                process.wait(timeout=120)
+                server.resume()
+                # What was accepted when the process died must all be there at the end.
+                accepted_before_kills |= accepted_ids(project)
                 kills += 1
         assert process.wait(timeout=120) in (0, -signal.SIGKILL)
-    assert kills == 10
+    assert kills == len(targets) == 10
 
     rounds = query(project, "SELECT number, finished_at FROM rounds ORDER BY number")
     assert [r[0] for r in rounds] == [1, 2, 3] and all(r[1] for r in rounds)
@@ -154,13 +198,17 @@ def test_sigkill_at_random_moments_loses_nothing(served_project) -> None:
 
 @pytest.mark.slow
 def test_sigterm_stops_at_a_step_boundary_and_resumes(served_project) -> None:
-    project, _server = served_project
+    project, server = served_project
     log = project / "test-daemon.log"
     process = start_daemon(project, "--rounds", "1", env=ENV, log=log)
     assert wait_for(
         lambda: query(project, "SELECT count(*) FROM examples WHERE round = 1")[0][0] > 0, 60
     )
+    # Paused, the teacher holds the step in flight while the signal goes in: the round cannot
+    # end before the daemon has seen it.
+    server.pause()
     process.send_signal(signal.SIGTERM)
+    server.resume()
     assert process.wait(timeout=30) == 0
     assert unfinished(project)
     assert "stopping before" in log.read_text()

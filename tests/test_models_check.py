@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ import pytest
 
 from evoinstruct.agents.models.check import bench_model, check_models, percentiles
 from evoinstruct.agents.models.config import ModelConfig
-from tests.openai_server import OpenAITestServer, closed_port
+from tests.openai_server import OpenAITestServer, closed_port, eventually
 
 
 @pytest.fixture
@@ -56,14 +57,22 @@ async def test_check_explains_each_failure_in_plain_words(
 async def test_bench_measures_throughput_latency_and_failures() -> None:
     with OpenAITestServer(delay=0.05) as server:
         server.inject("500", times=3)
-        result = await bench_model(_cfg(server.url), requests=60, concurrency=6, max_tokens=5)
+        server.pause()  # the server holds what arrives: the bench fills its 6 slots, then waits
+        bench = asyncio.create_task(
+            bench_model(_cfg(server.url), requests=60, concurrency=6, max_tokens=5)
+        )
+        await eventually(lambda: server.in_flight == 6, "the bench to fill its 6 slots")
+        server.resume()
+        result = await bench
     assert result.ok == 57 and result.failures == {"server": 3}
     assert server.max_in_flight == 6
-    # 60 requests, 6 at a time, 50 ms each: at most 120 requests/s. The lower bound is loose:
-    # a loaded CI machine is slower, and speed targets belong in bench/, not in tests.
-    assert 10 < result.requests_per_s <= 125
+    # The figures are what was measured, however fast this machine is: no lower bound on the
+    # speed (that belongs in bench/). The server's 50 ms a request is a floor on the time:
+    # 57 answers, 6 at a time, cannot come faster than 120 a second.
+    assert result.requests_per_s == pytest.approx(result.ok / result.wall_s)
+    assert 0 < result.requests_per_s <= 120
     assert result.tokens_per_s == pytest.approx(result.requests_per_s * 5, rel=0.01)
-    assert 0.05 <= result.latency_p50_s <= result.latency_p90_s <= result.latency_p99_s < 5
+    assert 0.05 <= result.latency_p50_s <= result.latency_p90_s <= result.latency_p99_s
     assert result.client_cpu_ms_per_request > 0
 
 
@@ -143,3 +152,22 @@ async def test_an_in_process_model_missing_locally_is_reported_without_a_downloa
     assert (
         not result.ok and "huggingface-cli download no-such-org/no-such-model-xyz" in result.error
     )
+
+
+async def test_a_flaky_server_passes_the_check_a_dead_one_does_not(
+    server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transient errors (429 with Retry-After, 500, a dropped connection) are retried a few
+    times; a server that answers nothing at all is still reported, after a bounded wait."""
+    server.inject("500", times=3)
+    server.inject("429", times=2, retry_after=0)
+    server.inject("drop", times=2)
+    monkeypatch.setenv("GOOD_KEY", "right-key")
+    (flaky,) = await check_models({"teacher": _cfg(server.url, api_key_env="GOOD_KEY")})
+    assert flaky.ok, flaky.error
+    assert server.requests == 8  # seven transient failures, then the answer
+
+    server.inject("500", times=20)
+    (broken,) = await check_models({"teacher": _cfg(server.url, api_key_env="GOOD_KEY")})
+    assert not broken.ok and "5xx" in broken.error
+    assert server.requests == 16  # eight more attempts: bounded, then a plain reason

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -27,7 +27,7 @@ from evoinstruct.agents.models.structured import (
 )
 from evoinstruct.agents.models.vllm_backend import VLLMModel, load_lora_adapter, sampling_kwargs
 from evoinstruct.store.errors import ModelError, UnsupportedError
-from tests.openai_server import OpenAITestServer, closed_port
+from tests.openai_server import OpenAITestServer, closed_port, eventually
 
 
 @pytest.fixture
@@ -36,15 +36,35 @@ def server() -> Iterator[OpenAITestServer]:
         yield s
 
 
+class FakeClock:
+    """Virtual seconds for the backend's waits: `sleep` notes what was asked and moves the
+    clock on at once, so a test asserts the exact pacing and spends no real time on it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        # Time moves on while sleeping, as a real clock's does: a wait of 1e-17 s (rounding
+        # in the limiter's buckets) must not leave `now` where it was, or the wait repeats.
+        self.now = max(self.now + max(0.0, seconds), math.nextafter(self.now, math.inf))
+        await asyncio.sleep(0)  # still a point where other tasks run, as a real sleep is
+
+
 def _cfg(*urls: str, **kw) -> ModelConfig:
     kw.setdefault("max_retries", 3)
     kw.setdefault("timeout_s", 5.0)
     return ModelConfig(backend="openai", base_urls=list(urls), model="tiny", **kw)
 
 
-def _model(*urls: str, **kw) -> OpenAIChatModel:
+def _model(*urls: str, clock: FakeClock | None = None, **kw) -> OpenAIChatModel:
     # A tiny backoff so a test sees the difference between backoff and Retry-After.
-    return OpenAIChatModel(_cfg(*urls, **kw), backoff_initial=0.01, backoff_max=0.05)
+    waits = {} if clock is None else {"clock": clock, "sleep": clock.sleep}
+    return OpenAIChatModel(_cfg(*urls, **kw), backoff_initial=0.01, backoff_max=0.05, **waits)
 
 
 def _ask(text: str = "你好，世界", **kw) -> ChatRequest:
@@ -73,22 +93,29 @@ async def test_answers_with_text_usage_and_latency(server: OpenAITestServer) -> 
 
 
 async def test_retries_429_honouring_retry_after(server: OpenAITestServer) -> None:
+    clock = FakeClock()
+    server.clock = clock  # the server stamps arrivals in the client's virtual seconds
     server.inject("429", times=2, retry_after=0.3)
-    model = _model(server.url)
+    model = _model(server.url, clock=clock)
     (result,) = await model.generate([_ask()])
     assert isinstance(result, Generation)
     assert server.requests == 3
-    gaps = [b - a for a, b in zip(server.arrivals, server.arrivals[1:], strict=False)]
-    assert all(g >= 0.28 for g in gaps), gaps  # the backoff alone would be ~0.01-0.05 s
+    assert clock.sleeps == [0.3, 0.3]  # what the server asked; the backoff alone is 0.01-0.05
+    assert server.arrivals == pytest.approx([0.0, 0.3, 0.6])
     await model.aclose()
 
 
 async def test_cool_down_after_429_holds_back_queued_requests(server: OpenAITestServer) -> None:
+    clock = FakeClock()
+    server.clock = clock
     server.inject("429", retry_after=0.4)
-    model = _model(server.url, max_concurrency=1)
-    results = await model.generate([_ask("a"), _ask("b"), _ask("c")])
-    assert all(isinstance(r, Generation) for r in results)
-    assert all(t - server.arrivals[0] >= 0.38 for t in server.arrivals[1:]), server.arrivals
+    # No retries: the only wait left is the cool-down, so whatever holds b and c back is it.
+    model = _model(server.url, max_concurrency=1, max_retries=0, clock=clock)
+    a, b, c = await model.generate([_ask("a"), _ask("b"), _ask("c")])
+    assert isinstance(a, Failure) and a.kind == "rate_limit"
+    assert isinstance(b, Generation) and isinstance(c, Generation)
+    assert clock.sleeps == [0.4]  # b, queued, waited out the Retry-After; c queued behind b
+    assert server.arrivals == [0.0, 0.4, 0.4]
     await model.aclose()
 
 
@@ -115,15 +142,17 @@ async def test_retries_are_bounded(server: OpenAITestServer, fault, kind) -> Non
 
 
 async def test_a_hang_times_out_and_is_retried(server: OpenAITestServer) -> None:
-    server.inject("hang", times=2, delay=10)
-    model = _model(server.url, timeout_s=0.3, max_retries=1)
-    start = time.monotonic()
+    # A hung request would be answered after 60 s: a client without a working timeout gets a
+    # Generation (or runs into pytest's timeout), never a timeout Failure. How fast the
+    # timeout fired is not the point; the 1 s only has to cover one real loopback answer.
+    server.inject("hang", times=2, delay=60)
+    model = _model(server.url, timeout_s=1.0, max_retries=1)
     (result,) = await model.generate([_ask()])
     assert isinstance(result, Failure) and result.kind == "timeout" and result.attempts == 2
-    assert time.monotonic() - start < 2.0
-    server.inject("hang", delay=10)
+    assert server.requests == 2
+    server.inject("hang", delay=60)
     (result,) = await model.generate([_ask()])  # one hang, then an answer
-    assert isinstance(result, Generation)
+    assert isinstance(result, Generation) and server.requests == 4
     await model.aclose()
 
 
@@ -153,29 +182,48 @@ async def test_unknown_model_and_refused_connection(server: OpenAITestServer) ->
     await refused.aclose()
 
 
-async def test_concurrency_limit_is_never_exceeded() -> None:
-    with OpenAITestServer(delay=0.05) as server:
-        model = _model(server.url, max_concurrency=4)
-        results = await model.generate([_ask(f"q{i}") for i in range(40)])
-        assert all(isinstance(r, Generation) for r in results)
-        assert server.max_in_flight == 4  # reached, never exceeded
-        assert [r.text for r in results] == [f"reply 0: q{i}" for i in range(40)]
-        await model.aclose()
+async def test_concurrency_limit_is_never_exceeded(server: OpenAITestServer) -> None:
+    model = _model(server.url, max_concurrency=4)
+    server.pause()  # the server holds what arrives: the client fills its slots, then must wait
+    task = asyncio.create_task(model.generate([_ask(f"q{i}") for i in range(40)]))
+    await eventually(lambda: server.in_flight == 4, "the client to fill its 4 slots")
+    server.resume()
+    results = await task
+    assert all(isinstance(r, Generation) for r in results)
+    assert server.max_in_flight == 4 and server.requests == 40  # reached, never exceeded
+    assert [r.text for r in results] == [f"reply 0: q{i}" for i in range(40)]
+    await model.aclose()
 
 
 async def test_several_endpoints_least_in_flight() -> None:
-    with OpenAITestServer(delay=0.25) as slow, OpenAITestServer(delay=0.02) as fast:
-        model = _model(slow.url, fast.url, max_concurrency=2)
-        results = await model.generate([_ask(f"q{i}") for i in range(40)])
+    with OpenAITestServer() as busy, OpenAITestServer() as free:
+        model = _model(busy.url, free.url, max_concurrency=2)
+        busy.pause()  # what reaches `busy` stays in flight until the rest is done
+        task = asyncio.create_task(model.generate([_ask(f"q{i}") for i in range(40)]))
+        await eventually(lambda: free.requests == 38, "the free endpoint to take the rest")
+        # Ties go to the first endpoint, so `busy` got two before it was full; nothing since.
+        assert busy.requests == busy.in_flight == 2
+        busy.resume()
+        results = await task
         assert all(isinstance(r, Generation) for r in results)
-        assert slow.max_in_flight <= 2 and fast.max_in_flight <= 2
-        assert slow.requests + fast.requests == 40
-        assert fast.requests > 3 * slow.requests > 0  # the free endpoint takes the work
+        assert busy.max_in_flight == free.max_in_flight == 2
+        assert (busy.requests, free.requests) == (2, 38)
         await model.aclose()
-    with OpenAITestServer(delay=0.05) as a, OpenAITestServer(delay=0.05) as b:
+
+
+async def test_equal_endpoints_share_the_load() -> None:
+    with OpenAITestServer() as a, OpenAITestServer() as b:
         model = _model(a.url, b.url, max_concurrency=3)
-        await model.generate([_ask() for _ in range(30)])
-        assert a.max_in_flight == b.max_in_flight == 3 and abs(a.requests - b.requests) <= 4
+        a.pause()
+        b.pause()
+        spread = asyncio.create_task(model.generate([_ask(f"q{i}") for i in range(30)]))
+        await eventually(lambda: a.in_flight + b.in_flight == 6, "both endpoints to fill up")
+        assert a.in_flight == b.in_flight == 3  # equal endpoints share the load evenly
+        a.resume()
+        b.resume()
+        results = await spread
+        assert all(isinstance(r, Generation) for r in results)
+        assert a.max_in_flight == b.max_in_flight == 3 and a.requests + b.requests == 30
         await model.aclose()
 
 
@@ -253,24 +301,29 @@ def test_parse_completion_accepts_only_chat_completions_with_text() -> None:
 
 
 async def test_rate_limiter_paces_requests_and_tokens() -> None:
-    limiter = RateLimiter(rpm=1200, tpm=None)  # 20 requests a second after a full bucket
-    start = time.monotonic()
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=1200, tpm=None, clock=clock, sleep=clock.sleep)  # 20 a second
+    admitted = []
     for _ in range(1210):
         await limiter.acquire(1)
-    assert 0.4 <= time.monotonic() - start < 1.0
-    tokens = RateLimiter(rpm=None, tpm=600)  # 10 tokens a second
+        admitted.append(clock.now)
+    # A full bucket lets 1200 through at once, then one request every 1/20 s.
+    assert admitted[:1200] == [0.0] * 1200 and clock.sleeps[0] == pytest.approx(0.05)
+    assert admitted[1200:] == pytest.approx([0.05 * k for k in range(1, 11)])
+    assert sum(clock.sleeps) == pytest.approx(0.5) and max(clock.sleeps) <= 0.05 + 1e-9
+
+    clock = FakeClock()
+    tokens = RateLimiter(rpm=None, tpm=600, clock=clock, sleep=clock.sleep)  # 10 tokens a second
     await tokens.acquire(600)
-    start = time.monotonic()
+    assert clock.sleeps == []
     await tokens.acquire(5)
-    assert 0.4 <= time.monotonic() - start < 0.8
+    assert clock.sleeps == [0.5]  # 5 tokens at 10 a second
     tokens.settle(estimated=600, actual=100)  # the estimate was high: 500 come back
-    start = time.monotonic()
     await tokens.acquire(400)
-    assert time.monotonic() - start < 0.05
+    assert clock.sleeps == [0.5]  # fits at once
     tokens.cool_down(0.3)
-    start = time.monotonic()
-    await tokens.acquire(1)
-    assert time.monotonic() - start >= 0.28
+    await tokens.acquire(1)  # tokens to spare, but the cool-down holds it back
+    assert clock.sleeps == pytest.approx([0.5, 0.3]) and clock.now == pytest.approx(0.8)
 
 
 # -- structured output ---------------------------------------------------------
@@ -387,6 +440,6 @@ def test_vllm_missing_is_a_clear_error() -> None:
 async def test_many_requests_keep_order_under_load(server: OpenAITestServer) -> None:
     model = _model(server.url, max_concurrency=8)
     requests = [_ask(f"第{i}个") for i in range(100)]
-    results = await asyncio.wait_for(model.generate(requests), 10)
+    results = await model.generate(requests)  # pytest's timeout guards a hang
     assert [r.text for r in results] == [f"reply 0: 第{i}个" for i in range(100)]
     await model.aclose()

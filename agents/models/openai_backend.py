@@ -20,7 +20,7 @@ import email.utils
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import openai
@@ -158,14 +158,30 @@ def estimate_tokens(request: ChatRequest) -> int:
     return chars // 4 + 1 + request.max_tokens * request.n
 
 
-class RateLimiter:
-    """Requests- and tokens-per-minute buckets plus a cool-down after a 429."""
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[Any]]
 
-    def __init__(self, rpm: int | None, tpm: int | None) -> None:
+
+class RateLimiter:
+    """Requests- and tokens-per-minute buckets plus a cool-down after a 429.
+
+    `clock` (seconds, monotonic) and `sleep` are how it tells and waits out time; a test
+    hands it a fake pair so the pacing is exact and takes no real time.
+    """
+
+    def __init__(
+        self,
+        rpm: int | None,
+        tpm: int | None,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.rpm, self.tpm = rpm, tpm
+        self._clock, self._sleep = clock, sleep
         self._requests = float(rpm or 0)
         self._tokens = float(tpm or 0)
-        self._last = time.monotonic()
+        self._last = clock()
         self._resume_at = 0.0
 
     def _refill(self, now: float) -> None:
@@ -176,7 +192,7 @@ class RateLimiter:
             self._tokens = min(self.tpm, self._tokens + elapsed * self.tpm / 60)
 
     def _wait_for(self, tokens: int) -> float:
-        now = time.monotonic()
+        now = self._clock()
         self._refill(now)
         waits = [self._resume_at - now]
         if self.rpm:
@@ -188,7 +204,7 @@ class RateLimiter:
     async def acquire(self, tokens: int) -> None:
         """Wait until one request of about `tokens` tokens fits, then take it from the buckets."""
         while (wait := self._wait_for(tokens)) > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
         if self.rpm:
             self._requests -= 1
         if self.tpm:
@@ -200,7 +216,7 @@ class RateLimiter:
             self._tokens = min(self.tpm, self._tokens + min(estimated, self.tpm) - actual)
 
     def cool_down(self, seconds: float) -> None:
-        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+        self._resume_at = max(self._resume_at, self._clock() + seconds)
 
 
 class _Secret:
@@ -249,7 +265,12 @@ class _Endpoint:
 
 
 class OpenAIChatModel:
-    """A ChatModel over one or more OpenAI-compatible endpoints serving the same model."""
+    """A ChatModel over one or more OpenAI-compatible endpoints serving the same model.
+
+    `clock` and `sleep` pace every wait (the rate limiter, the cool-down after a 429 and
+    the pause between retries); a test passes a fake pair. Latencies are measured on the
+    real monotonic clock either way.
+    """
 
     def __init__(
         self,
@@ -259,6 +280,8 @@ class OpenAIChatModel:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         max_retry_after: float = 120.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep | None = None,
     ) -> None:
         if not cfg.model or not cfg.endpoints:
             raise ModelError("an OpenAI-compatible model needs `model` and `base_url`(s)")
@@ -270,7 +293,14 @@ class OpenAIChatModel:
         self._endpoints = [_Endpoint(url, key, cfg) for url in cfg.endpoints]
         # One global gate of the summed capacity: whoever passes finds a free endpoint.
         self._slots = asyncio.Semaphore(cfg.max_concurrency * len(self._endpoints))
-        self._limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        self._limiter = RateLimiter(
+            cfg.requests_per_minute,
+            cfg.tokens_per_minute,
+            clock=clock,
+            sleep=asyncio.sleep if sleep is None else sleep,
+        )
+        # None keeps tenacity's own sleep between retries.
+        self._retry_sleep = {} if sleep is None else {"sleep": sleep}
         self._backoff = wait_exponential_jitter(
             multiplier=backoff_initial, jitter=backoff_initial, max=backoff_max
         )
@@ -322,6 +352,7 @@ class OpenAIChatModel:
             stop=stop_after_attempt(self.cfg.max_retries + 1),
             wait=self._wait,
             reraise=True,
+            **self._retry_sleep,
         )
         try:
             async for attempt in retrying:
