@@ -10,8 +10,7 @@ only composes them and keeps the books.
 from __future__ import annotations
 
 import random
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +20,7 @@ from evoinstruct.agents.ifd import IFDConfig, ifd_scores
 from evoinstruct.agents.instag import InsTagConfig, tag_examples
 from evoinstruct.agents.judge import JudgeConfig, judge_examples
 from evoinstruct.agents.models.base import ChatModel, model_version
+from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.stats import StatsConfig, run_stats
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
@@ -42,16 +42,16 @@ class CriticConfig(BaseModel):
 
 
 @dataclass
-class CriticOutcome:
-    """Scores, rejections (stage "critique"), tags and languages per example id, counters.
+class CriticOutcome(AgentOutcome):
+    """Scores, rejections (stage "critique"), tags and languages per example id, the books.
 
-    `kept` lists the ids no part rejected; `skipped` the ids that had no
-    response to critique (left for the responder, not rejected).
+    `kept` lists the ids no part rejected (nor left unjudged by a failed call);
+    `skipped` the ids that had no response to critique (left for the responder).
     """
 
+    stage = "critique"
+
     scores: list[Score] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    counters: Counter[str] = field(default_factory=Counter)
     tags: dict[str, list[str]] = field(default_factory=dict)
     languages: dict[str, str] = field(default_factory=dict)
     kept: list[str] = field(default_factory=list)
@@ -81,15 +81,14 @@ async def critique(
     scorer: ChatModel | None = None,
     student: ChatModel | None = None,
     tagger: ChatModel | None = None,
-    known_tag_counts: Mapping[str, int] | None = None,
 ) -> CriticOutcome:
     """Critique a batch: statistics, IFD, tags, Deita, then the judge; one batched call each.
 
     `judge` also tags when no `tagger` is given and answers Deita's prompts
     when no `scorer` can. IFD runs only with a `student` (a model with
     losses). `rng` is accepted for the agent contract: every part is
-    deterministic. `known_tag_counts` (tag -> count in the pool) decides
-    which tags are rare beyond this batch.
+    deterministic. Tags come back normalized; which are rare is decided at
+    selection, against the pool's tag counts.
     """
     outcome = CriticOutcome()
     todo = [e for e in batch if e.output]
@@ -116,7 +115,6 @@ async def critique(
             prompts,
             config.instag,
             counters,
-            known_tag_counts,
         )
         outcome.add(tagged.scores, tagged.rejections)
         outcome.tags = tagged.tags

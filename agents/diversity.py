@@ -5,7 +5,9 @@
   reference vectors, e.g. the pool's) is ≤ 0.9; stop at the budget.
 * `instag_sample` (METHODS 2.4): visit examples by tag count, most first;
   take one only if it adds a tag the selected set lacks; when a pass ends
-  short of the budget, reset the tag set and pass again over the rest.
+  short of the budget, reset the tag set and pass again over the rest. The
+  selector first resolves rare tags (`instag.resolve_rare`) against the
+  accepted pool's tag counts plus the batch's, so rarity is a pool-wide fact.
 * `hashed_tfidf` is the embedding used when no embedder is configured:
   character n-grams (2–4 by default, over the NFKC-casefolded text, so it
   works for Chinese, where character bigrams are word-like) hashed with a
@@ -31,6 +33,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+RarePolicy = Literal["merge", "drop", "keep"]
+
 
 class DiversityConfig(BaseModel):
     """Diversity selection settings (METHODS 2.2 and 2.4)."""
@@ -55,6 +59,19 @@ class DiversityConfig(BaseModel):
     )
     tfidf_ngram_max: int = Field(
         4, ge=1, description="Longest character n-gram of the fallback embedding."
+    )
+    min_tag_count: int = Field(
+        2,
+        ge=1,
+        description="InsTag sampling: a tag seen fewer times in the accepted pool plus this batch is rare.",
+    )
+    rare_policy: RarePolicy = Field(
+        "merge",
+        description="InsTag sampling, rare tags: merge into the nearest frequent tag if similar enough, "
+        "else keep; drop: remove them; keep: leave them.",
+    )
+    merge_min_similarity: float = Field(
+        0.5, ge=0, le=1, description="Character-bigram Jaccard needed to merge a rare tag."
     )
 
 

@@ -30,7 +30,7 @@ from evoinstruct.agents.models.base import ChatModel, ChatRequest, Result, model
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.textstats import count_words, find_phrase, only_punctuation_and_stopwords
 from evoinstruct.prompts.library import PromptLibrary
-from evoinstruct.store.records import Example, ExampleDraft, Rejection
+from evoinstruct.store.records import Example, ExampleDraft
 
 STAGE = "evolve"
 Operation = Literal[
@@ -127,6 +127,8 @@ class EvolverConfig(BaseModel):
 class EvolveOutcome(AgentOutcome):
     """Evolved drafts (without outputs), rejections, usage and the operations drawn."""
 
+    stage = STAGE
+
     drafts: list[ExampleDraft] = field(default_factory=list)
     operations: Counter[str] = field(default_factory=Counter)
 
@@ -136,8 +138,13 @@ class EliminateOutcome(AgentOutcome):
     """Children that survived the elimination rules, a rejection for each that did not, and
     the children whose equality check call failed (no verdict: decide them again later)."""
 
+    stage = STAGE
+
     kept: list[Any] = field(default_factory=list)
     failed: list[Any] = field(default_factory=list)
+
+    def failed_ids(self) -> set[str]:
+        return super().failed_ids() | {c.id for c in self.failed if isinstance(c, Example)}
 
 
 def prompt_text(item: Example | ExampleDraft) -> str:
@@ -244,13 +251,12 @@ def _take_rewrite(
     config: EvolverConfig,
 ) -> None:
     def reject(reason: str, raw: str | None, evidence: dict[str, Any] | None = None) -> None:
-        evidence = {"operation": op, **(evidence or {})}
-        outcome.rejections.append(
-            Rejection(STAGE, reason, evidence, raw, parent.id, parent.instruction)
+        outcome.reject(
+            reason, parent, evidence={"operation": op, **(evidence or {})}, raw_output=raw
         )
 
     if not outcome.count(result):
-        reject(f"model_failure:{result.kind}", result.message)
+        outcome.fail(result, parent, evidence={"operation": op})
         return
     evolved, problem = parse_evolved(result.text, result.finish_reason)
     if evolved is None:
@@ -316,7 +322,7 @@ async def eliminate(
         if failed is None:
             survivors.append((parent, child))
         else:
-            _reject_child(outcome, child, failed[0], failed[1], child.output)
+            outcome.reject(failed[0], child, evidence=failed[1], raw_output=child.output)
     if not config.equality_check or not survivors:
         outcome.kept.extend(child for _, child in survivors)
         return outcome
@@ -342,22 +348,13 @@ async def eliminate(
             continue
         verdict = parse_equality(result.text)
         if verdict is None:
-            _reject_child(outcome, child, "equality_unparseable", None, result.text)
+            outcome.reject("equality_unparseable", child, raw_output=result.text)
         elif verdict:
-            _reject_child(outcome, child, "no_information_gain", {"check": "llm"}, result.text)
+            outcome.reject(
+                "no_information_gain", child, evidence={"check": "llm"}, raw_output=result.text
+            )
         else:
             outcome.kept.append(
                 dataclasses.replace(child, meta={**child.meta, "equality": "not_equal"})
             )
     return outcome
-
-
-def _reject_child(
-    outcome: EliminateOutcome,
-    child: Example | ExampleDraft,
-    reason: str,
-    evidence: Any,
-    raw: str | None,
-) -> None:
-    child_id = child.id if isinstance(child, Example) else None
-    outcome.rejections.append(Rejection(STAGE, reason, evidence, raw, child_id, child.instruction))

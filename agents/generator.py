@@ -177,10 +177,9 @@ class Instance:
 class GenerateOutcome(AgentOutcome):
     """Kept drafts, rejections with reasons, and usage counters."""
 
-    drafts: list[ExampleDraft] = field(default_factory=list)
+    stage = STAGE
 
-    def _reject(self, reason: str, text: str | None, raw: str | None, evidence: Any = None) -> None:
-        self.rejections.append(Rejection(STAGE, reason, evidence, raw, None, text))
+    drafts: list[ExampleDraft] = field(default_factory=list)
 
 
 # --- numbering -------------------------------------------------------------
@@ -490,7 +489,7 @@ async def generate(
     for call, ((demos, name, _, first), result) in enumerate(zip(plans, results, strict=True)):
         if not outcome.count(result):
             # No task exists yet to name the failure by: the call's number tells failures apart.
-            outcome._reject(f"model_failure:{result.kind}", None, result.message, {"call": call})
+            outcome.fail(result, evidence={"call": call})
             continue
         tasks, problems = parse_tasks(
             result.text,
@@ -501,7 +500,7 @@ async def generate(
         )
         outcome.rejections.extend(problems)
         if not tasks and not problems:
-            outcome._reject("no_tasks", None, result.text)
+            outcome.reject("no_tasks", raw_output=result.text)
         provenance = {
             "operation": config.mode,
             "model_version": model_version(model),
@@ -514,7 +513,9 @@ async def generate(
             language = text_language(task.instruction, prompts.language)
             failed = check_task(task, language=language, config=config)
             if failed is not None:
-                outcome._reject(failed[0], task.instruction, task.raw, failed[1])
+                outcome.reject(
+                    failed[0], text=task.instruction, raw_output=task.raw, evidence=failed[1]
+                )
                 continue
             draft = ExampleDraft(
                 task.instruction, task.input, task.output, language=language, **provenance
@@ -561,13 +562,13 @@ async def _classify(
     results = await model.generate(requests) if requests else []
     for i, result in zip(ask, results, strict=True):
         if not outcome.count(result):
-            outcome._reject(f"model_failure:{result.kind}", drafts[i].instruction, result.message)
+            outcome.fail(result, drafts[i])
             flags[i] = None
             continue
         answer = parse_yes_no(result.text)
         if answer is None:
             # Routing only: an unreadable answer falls back to input-first, counted.
-            outcome.failures["unparsed_classification"] += 1
+            outcome.counters["unparsed_classification"] += 1
         flags[i] = bool(answer)
     return flags
 
@@ -607,11 +608,11 @@ async def generate_instances(
     results = await model.generate(requests) if requests else []
     for (draft, flag), result in zip(todo, results, strict=True):
         if not outcome.count(result):
-            outcome._reject(f"model_failure:{result.kind}", draft.instruction, result.message)
+            outcome.fail(result, draft)
             continue
         instances, dropped = parse_instances(result.text, result.finish_reason, output_first=flag)
         for reason, raw in dropped:
-            outcome._reject(reason, draft.instruction, raw)
+            outcome.reject(reason, draft, raw_output=raw)
         meta = {
             "is_classification": flag,
             "instance_template": prompts.template_name(_instance_template(flag)),
@@ -636,12 +637,14 @@ def _keep_instances(
     kept, bad, ambiguous = filter_instances(instances)
     for reason, inst in bad:
         evidence = {"input": inst.input, "output": inst.output}
-        outcome._reject(reason, draft.instruction, inst.raw, evidence)
+        outcome.reject(reason, draft, raw_output=inst.raw, evidence=evidence)
     if ambiguous:
-        outcome._reject("ambiguous_input", draft.instruction, raw, "one input maps to two outputs")
+        outcome.reject(
+            "ambiguous_input", draft, raw_output=raw, evidence="one input maps to two outputs"
+        )
         return
     if not kept:
-        outcome._reject("no_valid_instances", draft.instruction, raw)
+        outcome.reject("no_valid_instances", draft, raw_output=raw)
         return
     meta = {
         **draft.meta,

@@ -2,8 +2,9 @@
 
 IFD = mean answer loss given the instruction ÷ mean answer loss alone, both
 from the student (or a configured scorer) through `model.loss`. Above 1 the
-instruction does not help, so the example is dropped; below, higher is
-harder-but-learnable and is preferred (the paper kept the top 5–10%). The
+instruction does not help, so the critic drops the example; below, higher is
+harder-but-learnable and is preferred: the selector keeps the top
+`selector.ifd_top_fraction` by `top_ifd` (the paper kept the top 5–10%). The
 backend tokenizes prompt and answer separately, so the answer span is the
 same in both losses.
 """
@@ -35,12 +36,6 @@ class IFDConfig(BaseModel):
         1.0,
         gt=0,
         description="Drop examples whose IFD is above this (the instruction does not help).",
-    )
-    top_fraction: float = Field(
-        0.10,
-        gt=0,
-        le=1,
-        description="Share of highest-IFD examples top_ifd() returns (paper: 0.05–0.10); the daemon does not cut by it yet, it drops IFD > max_ifd.",
     )
 
 
@@ -114,7 +109,10 @@ def _describe(detail: dict[str, float | None]) -> str:
 
 
 def rank_by_ifd(scores: Sequence[Score], max_ifd: float = 1.0) -> list[str]:
-    """Example ids with a usable IFD ≤ max_ifd, highest first (ties by id, deterministic)."""
+    """Example ids with a usable IFD ≤ max_ifd, highest first (ties by id, deterministic).
+
+    An id scored twice is ranked once, by its higher score.
+    """
     usable = [
         s
         for s in scores
@@ -124,13 +122,15 @@ def rank_by_ifd(scores: Sequence[Score], max_ifd: float = 1.0) -> list[str]:
         and s.value <= max_ifd
     ]
     usable.sort(key=lambda s: (-(s.value or 0.0), s.example_id))
-    return [s.example_id for s in usable]
+    return list(dict.fromkeys(s.example_id for s in usable))
 
 
-def top_ifd(scores: Sequence[Score], config: IFDConfig) -> list[str]:
-    """The preferred examples: the top `top_fraction` of the ranking (at least one if any)."""
-    ranked = rank_by_ifd(scores, config.max_ifd)
+def top_ifd(scores: Sequence[Score], top_fraction: float, max_ifd: float = 1.0) -> list[str]:
+    """Cherry LLM's choice: the top `top_fraction` of the IFD ranking (at least one if any)."""
+    if not 0 < top_fraction <= 1:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+    ranked = rank_by_ifd(scores, max_ifd)
     if not ranked:
         return []
-    keep = max(1, round(len(ranked) * config.top_fraction))
+    keep = max(1, round(len(ranked) * top_fraction))
     return ranked[:keep]

@@ -3,8 +3,11 @@
 The tagger answers with a JSON list of {"tag", "explanation"}. Tags are
 normalized (Unicode NFKC, lowercase, punctuation stripped, a tiny suffix
 stemmer for English words; Chinese tags kept as they are after punctuation
-stripping) and tags rarer than `min_tag_count` are merged into their nearest
-frequent tag, dropped, or kept, per config. Complexity = tags per
+stripping) and stored as normalized. Whether a tag is rare is a property of
+the whole pool, which one tagging batch cannot see, so `resolve_rare` (merge a
+rare tag into its nearest frequent tag, drop it, or keep it) runs at
+selection, against the accepted pool's tag counts plus the batch's
+(`selector.diversity.min_tag_count` and friends). Complexity = tags per
 instruction; diversity = tag coverage.
 """
 
@@ -16,10 +19,10 @@ import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from evoinstruct.agents.diversity import RarePolicy
 from evoinstruct.agents.judge import failure_rejection, generate_counted
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure
 from evoinstruct.prompts.library import PromptLibrary
@@ -39,17 +42,6 @@ class InsTagConfig(BaseModel):
     max_tokens: int = Field(512, ge=16, description="Room for the JSON list of tags.")
     max_tags: int = Field(
         10, ge=1, description="Most tags kept per instruction (prompt and parser)."
-    )
-    min_tag_count: int = Field(
-        2, ge=1, description="Tags seen fewer times (batch plus known counts) are rare."
-    )
-    rare_policy: Literal["merge", "drop", "keep"] = Field(
-        "merge",
-        description="merge: into the nearest frequent tag if similar enough, else keep; "
-        "drop: remove rare tags; keep: leave them.",
-    )
-    merge_min_similarity: float = Field(
-        0.5, ge=0, le=1, description="Character-bigram Jaccard needed to merge a rare tag."
     )
 
 
@@ -169,30 +161,34 @@ def similarity(a: str, b: str) -> float:
 
 
 def resolve_rare(
-    tag_lists: Sequence[list[str]], counts: Mapping[str, int], config: InsTagConfig
+    tag_lists: Sequence[list[str]],
+    counts: Mapping[str, int],
+    *,
+    min_count: int,
+    policy: RarePolicy,
+    min_similarity: float,
 ) -> list[list[str]]:
-    """Apply the rare-tag policy to every example's tags; duplicates after merging removed."""
-    frequent = sorted(t for t, c in counts.items() if c >= config.min_tag_count)
+    """Apply the rare-tag policy to every example's tags; duplicates after merging removed.
+
+    A tag counted fewer than `min_count` times in `counts` is rare; `counts`
+    should cover the pool the tags are compared within, not one batch.
+    """
+    frequent = sorted(t for t, c in counts.items() if c >= min_count)
     mapping: dict[str, str | None] = {}
     for tag in {t for tags in tag_lists for t in tags}:
-        if counts.get(tag, 0) >= config.min_tag_count or config.rare_policy == "keep":
+        if counts.get(tag, 0) >= min_count or policy == "keep":
             mapping[tag] = tag
-        elif config.rare_policy == "drop":
+        elif policy == "drop":
             mapping[tag] = None
         else:
             best = max(frequent, key=lambda f: (similarity(tag, f), counts[f], f), default=None)
-            near = best is not None and similarity(tag, best) >= config.merge_min_similarity
+            near = best is not None and similarity(tag, best) >= min_similarity
             mapping[tag] = best if near else tag
     resolved = []
     for tags in tag_lists:
         mapped = [mapping[t] for t in tags if mapping[t] is not None]
         resolved.append(list(dict.fromkeys(mapped)))
     return resolved
-
-
-def tag_coverage(tag_lists: Sequence[Sequence[str]]) -> int:
-    """Diversity in InsTag's sense: how many distinct tags the examples cover."""
-    return len({t for tags in tag_lists for t in tags})
 
 
 # --- the tagging pass -----------------------------------------------------------------------
@@ -213,9 +209,8 @@ async def tag_examples(
     prompts: PromptLibrary,
     config: InsTagConfig,
     counters: Counter[str],
-    known_counts: Mapping[str, int] | None = None,
 ) -> InsTagOutcome:
-    """Tag every instruction in one batch of calls; rare tags resolved against all counts."""
+    """Tag every instruction in one batch of calls; tags normalized, rare ones left to selection."""
     requests = [
         ChatRequest(
             messages=[
@@ -238,7 +233,6 @@ async def tag_examples(
     ]
     results = await generate_counted(model, requests, counters)
     outcome = InsTagOutcome()
-    tagged: list[tuple[Example, list[str], str]] = []
     for example, result in zip(batch, results, strict=True):
         if isinstance(result, Failure):
             outcome.rejections.append(failure_rejection(result, example.id, "critique"))
@@ -251,11 +245,7 @@ async def tag_examples(
             )
             continue
         normalized = [n for n in (normalize_tag(t.tag) for t in parsed.tags) if n]
-        tagged.append((example, list(dict.fromkeys(normalized))[: config.max_tags], result.text))
-    counts = Counter(known_counts or {})
-    counts.update(t for _, tags, _ in tagged for t in tags)
-    resolved = resolve_rare([tags for _, tags, _ in tagged], counts, config)
-    for (example, _, raw), tags in zip(tagged, resolved, strict=True):
+        tags = list(dict.fromkeys(normalized))[: config.max_tags]
         outcome.tags[example.id] = tags
         outcome.scores.append(
             Score(
@@ -263,7 +253,7 @@ async def tag_examples(
                 SCORER,
                 "tag_count",
                 float(len(tags)),
-                raw_output=raw,
+                raw_output=result.text,
                 explanation=json.dumps(tags, ensure_ascii=False),
             )
         )

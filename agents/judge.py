@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Message, Result
 from evoinstruct.agents.models.structured import parse_json_as
+from evoinstruct.agents.outcome import count_call, failure_rejection
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
 
@@ -191,27 +192,9 @@ async def generate_counted(
     if not requests:
         return []
     results = await model.generate(list(requests))
-    counters["calls"] += len(requests)
     for result in results:
-        if isinstance(result, Failure):
-            counters[f"failure:{result.kind}"] += 1
-            continue
-        counters["prompt_tokens"] += result.prompt_tokens
-        counters["completion_tokens"] += result.completion_tokens
-        counters["tokens"] += result.prompt_tokens + result.completion_tokens
-        if result.truncated:
-            counters["truncated"] += 1
+        count_call(counters, result)
     return results
-
-
-def failure_rejection(failure: Failure, example_id: str | None, stage: str) -> Rejection:
-    """A model failure as data: the reason names its kind."""
-    return Rejection(
-        stage=stage,
-        reason=f"model_failure:{failure.kind}",
-        evidence={"message": failure.message, "attempts": failure.attempts},
-        example_id=example_id,
-    )
 
 
 @dataclass

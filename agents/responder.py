@@ -22,7 +22,7 @@ from evoinstruct.agents.models.base import ChatModel, ChatRequest, Message, mode
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
-from evoinstruct.store.records import Example, ExampleDraft, Rejection
+from evoinstruct.store.records import Example, ExampleDraft
 
 STAGE = "respond"
 TEMPLATE = "respond"
@@ -56,6 +56,7 @@ class ResponderConfig(BaseModel):
 class RespondOutcome(AgentOutcome):
     """Answered items (same type as given), items skipped because they had an output, rejections."""
 
+    stage = STAGE
     answered: list[Any] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
 
@@ -119,13 +120,15 @@ async def respond(
     version = model_version(model)
     for item, system, result in zip(todo, systems, results, strict=True):
         if not outcome.count(result):
-            _reject(outcome, item, f"model_failure:{result.kind}", None, result.message)
+            outcome.fail(result, item)
             continue
         answer = result.text.strip()
         if result.truncated and config.on_truncated == "reject":
-            _reject(outcome, item, "truncated", "finish_reason=length", result.text)
+            outcome.reject(
+                "truncated", item, evidence="finish_reason=length", raw_output=result.text
+            )
         elif not answer:
-            _reject(outcome, item, "empty_response", None, result.text)
+            outcome.reject("empty_response", item, raw_output=result.text)
         else:
             meta = {
                 **item.meta,
@@ -138,14 +141,3 @@ async def respond(
                 dataclasses.replace(item, output=answer, system=system, meta=meta)
             )
     return outcome
-
-
-def _reject(
-    outcome: RespondOutcome,
-    item: Example | ExampleDraft,
-    reason: str,
-    evidence: Any,
-    raw: str | None,
-) -> None:
-    item_id = item.id if isinstance(item, Example) else None
-    outcome.rejections.append(Rejection(STAGE, reason, evidence, raw, item_id, item.instruction))

@@ -11,7 +11,8 @@
    original's short or numeric final answer. Otherwise the original stays and
    a Rejection says why: truncated, unparseable, too_short, code_changed,
    answer_lost.
-An optional evidence hook (retrieval for knowledge-heavy types) is off by default.
+An optional evidence hook (retrieval for knowledge-heavy types) is a Python
+argument, `rewrite_examples(evidence_hook=...)`: passing one turns it on.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evoinstruct.agents.judge import failure_rejection, generate_counted
+from evoinstruct.agents.judge import generate_counted
 from evoinstruct.agents.models.base import (
     ChatModel,
     ChatRequest,
@@ -34,10 +35,11 @@ from evoinstruct.agents.models.base import (
     Generation,
     model_version,
 )
+from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.textstats import count_words
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
-from evoinstruct.store.records import Example, ExampleDraft, Rejection
+from evoinstruct.store.records import Example, ExampleDraft
 
 STAGE = "rewrite"
 DEFAULT_TYPE = "default"
@@ -68,12 +70,9 @@ class RewriterConfig(BaseModel):
     )
     check_code: bool = Field(True, description="Reject a rewrite that adds or removes code.")
     check_answer: bool = Field(True, description="Reject a rewrite that loses the final answer.")
-    use_evidence: bool = Field(
-        False, description="Call the evidence hook (retrieval) for the evidence types."
-    )
     evidence_types: list[str] = Field(
         default_factory=lambda: ["open_qa", "closed_qa"],
-        description="Knowledge-heavy task types that get evidence when use_evidence is on.",
+        description="Knowledge-heavy task types that get evidence, when the caller passes an evidence hook (Python only).",
     )
 
 
@@ -262,14 +261,14 @@ def check_rewrite(original: str, rewrite: str, config: RewriterConfig) -> tuple[
 
 
 @dataclass
-class RewriteOutcome:
-    """Kept rewrites as drafts (source "rewritten"), why others were not kept, and counters."""
+class RewriteOutcome(AgentOutcome):
+    """Kept rewrites as drafts (source "rewritten"), why others were not kept, and the books."""
+
+    stage = STAGE
 
     drafts: list[ExampleDraft] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
     task_types: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
-    counters: Counter[str] = field(default_factory=Counter)
 
 
 async def classify(
@@ -304,7 +303,7 @@ async def classify(
     results = await generate_counted(model, requests, outcome.counters)
     for example, result in zip(batch, results, strict=True):
         if isinstance(result, Failure):
-            outcome.rejections.append(failure_rejection(result, example.id, STAGE))
+            outcome.fail(result, example)
             continue
         task_type = parse_task_type(result.text, types)
         outcome.task_types[example.id] = task_type
@@ -319,7 +318,7 @@ async def _evidence(
     counters: Counter[str],
 ) -> dict[str, str]:
     """Evidence text per example id, from the hook, for the configured types only."""
-    if not config.use_evidence or hook is None:
+    if hook is None:
         return {}
     wanted = [e for e in batch if task_types[e.id] in config.evidence_types]
 
@@ -412,7 +411,7 @@ def _record(
 ) -> None:
     """A kept rewrite becomes a draft; anything else a rejection (the original stays)."""
     if isinstance(result, Failure):
-        outcome.rejections.append(failure_rejection(result, example.id, STAGE))
+        outcome.fail(result, example)
         return
     parsed, failure = _judge_choices(example, result, config)
     if parsed is not None:
@@ -421,15 +420,12 @@ def _record(
         return
     (reason, evidence), raw = failure
     outcome.counters[f"kept_original:{reason}"] += 1
-    outcome.rejections.append(
-        Rejection(
-            stage=STAGE,
-            reason=reason,
-            evidence={"task_type": task_type, **(evidence or {})},
-            raw_output=raw,
-            example_id=example.id,
-            text=parse_rewrite(raw).response or None,
-        )
+    outcome.reject(
+        reason,
+        example,
+        evidence={"task_type": task_type, **(evidence or {})},
+        raw_output=raw,
+        text=parse_rewrite(raw).response or None,
     )
 
 
@@ -452,8 +448,6 @@ async def rewrite_examples(
     outcome = RewriteOutcome()
     if not config.enabled:
         return outcome
-    if config.use_evidence and evidence_hook is None:
-        raise ConfigError("use_evidence is on but no evidence hook was given", field="use_evidence")
     types = load_task_types(prompts)
     with_output = [e for e in batch if e.output]
     outcome.skipped = [e.id for e in batch if not e.output]

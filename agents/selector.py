@@ -7,8 +7,10 @@
 3. novelty (ROUGE-L F1 > 0.7 against pool instructions rejects),
 4. decontamination (a shared 13-gram with a listed eval file),
 5. score thresholds (e.g. judge accuracy ≥ 4.5; a missing score rejects or passes),
-6. diversity (Deita's repr filter on embeddings, or InsTag sampling),
-7. the per-round budget.
+6. IFD's top fraction (Cherry LLM; only with `ifd_top_fraction` < 1 and IFD scores given),
+7. diversity (Deita's repr filter on embeddings, or InsTag sampling with rare
+   tags resolved against the accepted pool's tag counts plus this batch's),
+8. the per-round budget.
 
 Within one call candidates are checked in input order and each one that
 passes a duplicate/novelty stage joins that stage's reference set before the
@@ -21,6 +23,11 @@ The pool's indexes are in-memory and rebuilt from the store
 (`SelectorIndexes.build`); `select` checks against them without changing
 them and, when `commit` is true, adds only the finally accepted examples.
 Every dropped candidate becomes a `Rejection(stage="select")` with evidence.
+
+The selector treats its candidates alike, whatever their source: keeping
+human seeds is the caller's rule (the daemon accepts them as written and
+passes only machine examples), so `evoinstruct filter` can hand it every
+imported row.
 """
 
 from __future__ import annotations
@@ -44,7 +51,11 @@ from evoinstruct.agents.diversity import (
     rank_order,
     repr_filter,
 )
+from evoinstruct.agents.ifd import SCORER as IFD_SCORER
+from evoinstruct.agents.ifd import top_ifd
+from evoinstruct.agents.instag import resolve_rare
 from evoinstruct.agents.novelty import NoveltyConfig, NoveltyIndex
+from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.text import text_hash
 from evoinstruct.store.errors import ConfigError, EvoError
 from evoinstruct.store.records import Example, Rejection, Score
@@ -62,6 +73,8 @@ ALL_STEPS: tuple[str, ...] = (
 )
 # texts -> one vector per text (a list of lists or an array), sync or async: `model.embed` fits.
 Embedder = Callable[[Sequence[str]], Any]
+# Cherry LLM ranks only IFD ≤ 1: above it the instruction does not help the answer.
+IFD_BOUND = 1.0
 
 
 class SelectorConfig(BaseModel):
@@ -112,6 +125,12 @@ class SelectorConfig(BaseModel):
         default_factory=lambda: ["complexity", "quality"],
         description="Dimensions multiplied into the ranking score (Deita: complexity × quality); unranked examples go last.",
     )
+    ifd_top_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Below 1: of the candidates with an IFD score, keep only this share, highest IFD ≤ 1 first (Cherry LLM kept 0.05–0.10); the rest are rejected as 'ifd_below_top_fraction'. 1 keeps all.",
+    )
     budget: int | None = Field(
         None, ge=0, description="Most examples accepted per call (per round); None = no limit."
     )
@@ -124,9 +143,17 @@ class SelectorIndexes:
     dedup: DedupIndex
     novelty: NoveltyIndex
     decontam: Decontaminator | None = None
+    # tag -> accepted examples carrying it, asked at each InsTag selection (the store's
+    # count stays true as the pool changes); None: rarity is judged within the batch.
+    tag_counts: Callable[[], Mapping[str, int]] | None = None
 
     @classmethod
-    def build(cls, pool: Iterable[Example], config: SelectorConfig) -> SelectorIndexes:
+    def build(
+        cls,
+        pool: Iterable[Example],
+        config: SelectorConfig,
+        tag_counts: Callable[[], Mapping[str, int]] | None = None,
+    ) -> SelectorIndexes:
         rows = [
             (ex.id, field_text(ex, config.dedup_fields), field_text(ex, config.novelty_fields))
             for ex in pool
@@ -136,6 +163,7 @@ class SelectorIndexes:
             dedup=DedupIndex.build(((i, d) for i, d, _ in rows), config.dedup),
             novelty=NoveltyIndex.build(((i, n) for i, _, n in rows), config.novelty),
             decontam=Decontaminator.from_files(files, config.decontam.ngram) if files else None,
+            tag_counts=tag_counts,
         )
 
     def add(self, example: Example, config: SelectorConfig) -> None:
@@ -144,12 +172,12 @@ class SelectorIndexes:
 
 
 @dataclass
-class SelectOutcome:
+class SelectOutcome(AgentOutcome):
     """Accepted ids (in selection order), one rejection per dropped candidate, counters."""
 
+    stage = STAGE
+
     accepted: list[str] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    counters: dict[str, int] = field(default_factory=dict)
 
 
 def field_text(example: Example, fields: Sequence[str]) -> str:
@@ -279,6 +307,56 @@ def _decontam_stage(run: _Run, decontam: Decontaminator, config: SelectorConfig)
     run.stage(check)
 
 
+def _ifd_stage(run: _Run, scores: Mapping[str, Sequence[Score]], fraction: float) -> None:
+    """Cherry LLM: of the candidates with an IFD, keep the top `fraction`; unscored ones pass."""
+    pooled = [s for ex in run.alive for s in scores.get(ex.id, ())]
+    best: dict[str, float] = {}
+    for s in pooled:
+        if s.scorer == IFD_SCORER and s.dimension == "ifd" and s.value is not None:
+            best[s.example_id] = max(float(s.value), best.get(s.example_id, float(s.value)))
+    if not best:
+        return
+    kept = top_ifd(pooled, fraction, IFD_BOUND)
+    keep = set(kept)
+    cutoff = best[kept[-1]] if kept else None
+    ranked = sum(v <= IFD_BOUND for v in best.values())
+
+    def check(ex: Example) -> tuple[str, object] | None:
+        value = best.get(ex.id)
+        if value is None or ex.id in keep:
+            return None
+        if value > IFD_BOUND:  # only if critic.ifd.max_ifd was raised above 1
+            return "ifd_above_1", {"ifd": value, "max_ifd": IFD_BOUND}
+        return "ifd_below_top_fraction", {
+            "ifd": value,
+            "cutoff": cutoff,
+            "top_fraction": fraction,
+            "kept": len(kept),
+            "ranked": ranked,
+        }
+
+    run.stage(check)
+
+
+def _instag_tags(
+    ids: Sequence[str],
+    tags: Mapping[str, Sequence[str]],
+    known: Callable[[], Mapping[str, int]] | None,
+    config: DiversityConfig,
+) -> list[list[str]]:
+    """Each candidate's tags with rare ones resolved over the pool's counts plus the batch's."""
+    lists = [list(dict.fromkeys(tags.get(i, ()))) for i in ids]
+    counts: Counter[str] = Counter(known() if known is not None else {})
+    counts.update(t for tag_list in lists for t in tag_list)
+    return resolve_rare(
+        lists,
+        counts,
+        min_count=config.min_tag_count,
+        policy=config.rare_policy,
+        min_similarity=config.merge_min_similarity,
+    )
+
+
 async def _embed(
     texts: list[str], embedder: Embedder | None, config: DiversityConfig, counters: Counter
 ) -> np.ndarray:
@@ -303,6 +381,7 @@ async def _diversity_stage(
     config: SelectorConfig,
     embedder: Embedder | None,
     tags: Mapping[str, Sequence[str]] | None,
+    known_tags: Callable[[], Mapping[str, int]] | None,
     reference_texts: Sequence[str],
     counters: Counter,
 ) -> DiversityResult:
@@ -314,7 +393,8 @@ async def _diversity_stage(
                 "diversity.method is 'instag' but no tags were given",
                 field="selector.diversity.method",
             )
-        return instag_sample(ids, [list(tags.get(i, ())) for i in ids], config.budget)
+        resolved = _instag_tags(ids, tags, known_tags, config.diversity)
+        return instag_sample(ids, resolved, config.budget)
     if method == "repr" and ids:
         texts = [field_text(ex, config.diversity_fields) for ex in run.alive]
         vectors = await _embed(texts + list(reference_texts), embedder, config.diversity, counters)
@@ -348,9 +428,11 @@ async def select(
     `embedder` maps texts to vectors (sync or async, e.g. `model.embed`); without
     one, or if it raises an EvoError, the hashed TF-IDF fallback is used (counted
     as `embedding_fallback`). `tags` (id → InsTag tags) is needed for
-    diversity.method 'instag'. `reference_texts` (e.g. accepted pool examples)
-    are embedded with the candidates and count as already accepted for the
-    repr filter. With `commit`, accepted examples are added to `indexes`.
+    diversity.method 'instag'; which tags are rare is judged against
+    `indexes.tag_counts` plus this batch. `reference_texts` (e.g. accepted
+    pool examples) are embedded with the candidates and count as already
+    accepted for the repr filter. With `commit`, accepted examples are added
+    to `indexes`.
     """
     run = _Run(candidates)
     counters: Counter = Counter(candidates=len(candidates))
@@ -366,9 +448,13 @@ async def select(
     tables = {ex.id: score_table(scores.get(ex.id, ())) for ex in run.alive}
     if "thresholds" in steps:
         run.stage(lambda ex: threshold_failure(tables[ex.id], config))
+    if config.ifd_top_fraction < 1:
+        _ifd_stage(run, scores, config.ifd_top_fraction)
     ranks = [rank_score(tables[ex.id], config.rank_by) for ex in run.alive]
     counters["unranked"] = sum(r is None for r in ranks)
-    result = await _diversity_stage(run, ranks, config, embedder, tags, reference_texts, counters)
+    result = await _diversity_stage(
+        run, ranks, config, embedder, tags, indexes.tag_counts, reference_texts, counters
+    )
     by_id = {ex.id: ex for ex in run.alive}
     for i, evidence in result.not_diverse.items():
         run.reject(by_id[i], "not_diverse", evidence)
@@ -384,5 +470,5 @@ async def select(
     counters["accepted"] = len(result.selected)
     counters.update(r.reason for r in run.rejections)
     return SelectOutcome(
-        accepted=list(result.selected), rejections=run.rejections, counters=dict(counters)
+        accepted=list(result.selected), rejections=run.rejections, counters=counters
     )

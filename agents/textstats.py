@@ -54,11 +54,6 @@ STOPWORDS = STOPWORDS_EN | STOPWORDS_ZH
 _MAX_ZH_STOPWORD = max(len(w) for w in STOPWORDS_ZH)
 
 
-def is_cjk(char: str) -> bool:
-    """True for one CJK ideograph or kana character."""
-    return bool(_CJK_RE.fullmatch(char))
-
-
 def has_cjk(text: str) -> bool:
     """True when the text holds at least one CJK character."""
     return _CJK_RE.search(text) is not None

@@ -117,7 +117,7 @@ class RunConfig(BaseModel):
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     def check_consistency(self) -> None:
-        """Settings that are valid alone but not together, or not from a file."""
+        """Settings that are valid alone but not together."""
         self.check_roles()
         require_tags_for_instag(
             self.selector.diversity.method,
@@ -125,12 +125,6 @@ class RunConfig(BaseModel):
             diversity="diversity" in self.selector.steps,
             tagging_setting="critic.instag.enabled",
         )
-        if self.rewriter.use_evidence:
-            raise ConfigError(
-                "the rewriter's evidence retrieval is a Python hook (rewrite_examples(evidence_hook=...)), "
-                "not something a config file can switch on; leave it false for `evoinstruct run`",
-                field="rewriter.use_evidence",
-            )
 
     def check_roles(self) -> None:
         for role, name in self.roles.model_dump().items():

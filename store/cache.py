@@ -18,6 +18,3 @@ class CacheMixin(StoreBase):
                 {"key": key, "model_id": model_id, "value": dumps(value), "created_at": now()},
                 replace=True,
             )
-
-    def cache_size(self) -> int:
-        return self._query("SELECT count(*) AS n FROM response_cache")[0]["n"]

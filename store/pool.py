@@ -11,7 +11,14 @@ from evoinstruct.store import stats
 from evoinstruct.store._base import StoreBase, dumps, loads, now
 from evoinstruct.store.errors import InputError
 from evoinstruct.store.ids import example_id, stable_hash
-from evoinstruct.store.records import STATUSES, Example, ExampleDraft, Rejection, Score
+from evoinstruct.store.records import (
+    KEPT_SOURCES,
+    STATUSES,
+    Example,
+    ExampleDraft,
+    Rejection,
+    Score,
+)
 
 _EXAMPLE_COLUMNS = (
     "id, instruction, input, output, system, source, parent_id, operation, round, status, "
@@ -72,7 +79,7 @@ class PoolMixin(StoreBase):
             if eid in rows:
                 continue
             row_status = status or (
-                "accepted" if draft.source == "seed" and draft.output else "candidate"
+                "accepted" if draft.source in KEPT_SOURCES and draft.output else "candidate"
             )
             rows[eid] = {
                 "id": eid,
@@ -217,6 +224,14 @@ class PoolMixin(StoreBase):
                 changed += cursor.rowcount
         return changed
 
+    def relabel_source(self, old: str, new: str) -> int:
+        """Move every example of source `old` to `new` (a store written by an older version)."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE examples SET source = ?, updated_at = ? WHERE source = ?", [new, now(), old]
+            )
+        return cursor.rowcount
+
     def set_output(
         self,
         id: str,
@@ -260,27 +275,61 @@ class PoolMixin(StoreBase):
         limit: int | None = None,
         requires: str | None = None,
         exclude: Collection[str] = (),
+        after: str | None = None,
     ) -> list[Example]:
         """Examples up to `round` that `stage` has not finished yet (a node's work list).
 
         Earlier rounds count too: a seed added while the daemon runs, or an item a
         failed call left behind, is picked up by the next round. `requires` names a
-        stage that must have finished first; `exclude` skips ids (what failed this run).
+        stage that must have finished first; `exclude` skips ids; `after` (an id)
+        continues the list past that example, so a failed item is not met twice.
         """
+        where, params = self._pending_where(
+            round,
+            stage,
+            status=status,
+            source=source,
+            has_output=has_output,
+            requires=requires,
+            exclude=exclude,
+            after=after,
+        )
+        tail = f"LIMIT {int(limit)}" if limit else ""
+        rows = self._query(
+            f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE {where} ORDER BY rowid {tail}", params
+        )
+        return [_row_to_example(r) for r in rows]
+
+    def count_pending(self, round: int, stage: str, **filters: Any) -> int:
+        """How many examples `pending` would list with these filters (a stage's progress total)."""
+        where, params = self._pending_where(round, stage, **filters)
+        return self._query(f"SELECT count(*) AS n FROM examples WHERE {where}", params)[0]["n"]
+
+    def _pending_where(
+        self,
+        round: int,
+        stage: str,
+        *,
+        status: str | Sequence[str] = "candidate",
+        source: str | Sequence[str] | None = None,
+        has_output: bool | None = None,
+        requires: str | None = None,
+        exclude: Collection[str] = (),
+        after: str | None = None,
+    ) -> tuple[str, list[Any]]:
         where, params = self._filters(status, source, None, None, round, has_output)
+        where = f"json_extract(meta, ?) IS NULL {where}"
+        params = [f"$.done_{stage}", *params]
         if requires is not None:
             where += " AND json_extract(meta, ?) IS NOT NULL"
             params.append(f"$.done_{requires}")
         if exclude:
             where += f" AND id NOT IN ({','.join('?' * len(exclude))})"
             params.extend(exclude)
-        tail = f"LIMIT {int(limit)}" if limit else ""
-        rows = self._query(
-            f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE json_extract(meta, ?) IS NULL {where} "
-            f"ORDER BY rowid {tail}",
-            [f"$.done_{stage}", *params],
-        )
-        return [_row_to_example(r) for r in rows]
+        if after is not None:
+            where += " AND rowid > (SELECT rowid FROM examples WHERE id = ?)"
+            params.append(after)
+        return where, params
 
     def sample_accepted(self, n: int, rng: random.Random) -> list[str]:
         """Ids of up to `n` accepted examples, sampled reproducibly."""
@@ -315,16 +364,19 @@ class PoolMixin(StoreBase):
             "rejections": rejections,
         }
 
-    def instruction_rows(
-        self, after_rowid: int = 0, *, exclude_status: Sequence[str] = ("rejected",)
-    ) -> list[tuple[int, str, str]]:
-        """(rowid, id, prompt text) of pool examples added after `after_rowid`, for incremental indexes."""
-        marks = ",".join("?" * len(exclude_status))
+    def tag_counts(self, status: str = "accepted") -> dict[str, int]:
+        """InsTag tag → how many examples of `status` carry it, from the tags in `meta`.
+
+        One aggregate in SQL, so the selector can ask every round without
+        loading the pool into Python.
+        """
         rows = self.db.execute(
-            f"SELECT rowid, id, instruction, input FROM examples WHERE rowid > ? AND status NOT IN ({marks}) ORDER BY rowid",
-            [after_rowid, *exclude_status],
+            "SELECT tag.value, count(*) FROM examples, json_each(examples.meta, '$.tags') AS tag "
+            "WHERE examples.status = ? AND json_type(examples.meta, '$.tags') = 'array' "
+            "AND tag.type = 'text' GROUP BY tag.value",
+            [status],
         ).fetchall()
-        return [(r[0], r[1], f"{r[2]} {r[3]}".strip()) for r in rows]
+        return {r[0]: r[1] for r in rows}
 
     def copy_scores(self, from_id: str, to_id: str, round: int, note: str) -> None:
         """Give a rewrite its parent's scores: ReAlign keeps the meaning the judge scored."""
@@ -412,23 +464,32 @@ class PoolMixin(StoreBase):
             with self.transaction() as db:
                 db["rejections"].insert_all(rows, ignore=True, batch_size=500)
 
-    def reject(
-        self, rejections: Sequence[Rejection], round: int, *, failures_are_verdicts: bool = True
-    ) -> None:
+    def reject(self, rejections: Sequence[Rejection], round: int) -> None:
         """Record rejections and move their examples out of the candidates, in one transaction.
 
-        Where a failed model call says nothing about the example (answering,
-        judging), pass `failures_are_verdicts=False`: it stays a candidate, and a
-        later round (or a re-run) tries it again.
+        A failed model call is no verdict: it is recorded, and its example stays
+        where it was, for a later round (or a re-run) to try again. A human seed
+        (`KEPT_SOURCES`) is never dropped either: the verdict is recorded with it.
         """
-        verdicts = [
-            r.example_id
-            for r in rejections
-            if r.example_id and (failures_are_verdicts or not r.reason.startswith("model_failure"))
-        ]
+        verdicts = [r.example_id for r in rejections if r.example_id and r.is_verdict]
         with self.transaction():
             self.record_rejections(rejections, round)
-            self.set_status(verdicts, "rejected")
+            self.set_status(self._droppable(verdicts), "rejected")
+
+    def _droppable(self, ids: Sequence[str]) -> list[str]:
+        kept = sorted(KEPT_SOURCES)
+        found: list[str] = []
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            marks = ",".join("?" * len(chunk))
+            found.extend(
+                r["id"]
+                for r in self.db.query(
+                    f"SELECT id FROM examples WHERE id IN ({marks}) "
+                    f"AND source NOT IN ({','.join('?' * len(kept))})",
+                    [*chunk, *kept],
+                )
+            )
+        return found
 
     def add_rewrites(
         self, drafts: Sequence[ExampleDraft], round: int, *, supersede: bool = True

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
-Source = Literal["seed", "generated", "evolved", "rewritten"]
+# "filter_input": a row of a data set `evoinstruct filter` cleans. Unlike a seed (the
+# user's own prompt, never dropped), it competes like any machine-made example.
+Source = Literal["seed", "generated", "evolved", "rewritten", "filter_input"]
 Status = Literal["candidate", "accepted", "rejected", "superseded"]
-SOURCES: tuple[str, ...] = ("seed", "generated", "evolved", "rewritten")
+SOURCES: tuple[str, ...] = ("seed", "generated", "evolved", "rewritten", "filter_input")
 STATUSES: tuple[str, ...] = ("candidate", "accepted", "rejected", "superseded")
+# Sources whose examples no verdict drops: a rejection is recorded with them, and they stay.
+KEPT_SOURCES: frozenset[str] = frozenset({"seed"})
 
 
 @dataclass
@@ -51,9 +57,37 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class FailureKind(StrEnum):
+    """Why a model call gave no answer after its bounded retries (`models.base.Failure.kind`)."""
+
+    TIMEOUT = "timeout"
+    RATE_LIMIT = "rate_limit"
+    CONNECTION = "connection"
+    SERVER = "server"
+    BAD_REQUEST = "bad_request"
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    MALFORMED = "malformed"
+    SCHEMA = "schema"
+    OTHER = "other"
+
+    @property
+    def reason(self) -> str:
+        """The stored form: reports, exports and existing databases facet on this reason."""
+        return f"model_failure:{self.value}"
+
+
+_FAILURE_BY_REASON: dict[str, FailureKind] = {kind.reason: kind for kind in FailureKind}
+
+
 @dataclass
 class Rejection:
-    """Why something was dropped: a rejection is data, kept with the raw model output."""
+    """Why something was dropped: a rejection is data, kept with the raw model output.
+
+    `failure` is set when a model call failed: that is no verdict on the example
+    (it is neither dropped nor finished; a later round or re-run tries it again).
+    Build one with `Rejection.failed_call`; its `reason` is the failure's stored form.
+    """
 
     stage: str
     reason: str
@@ -61,6 +95,40 @@ class Rejection:
     raw_output: str | None = None
     example_id: str | None = None
     text: str | None = None
+    failure: FailureKind | None = None
+
+    def __post_init__(self) -> None:
+        # The reason column is the only stored form of a failure, so this is the one
+        # place that turns it back into a kind (a row read from an existing database).
+        if self.failure is None:
+            self.failure = _FAILURE_BY_REASON.get(self.reason)
+        else:
+            self.failure = FailureKind(self.failure)
+            self.reason = self.failure.reason
+
+    @classmethod
+    def failed_call(
+        cls,
+        stage: str,
+        kind: FailureKind | str,
+        *,
+        evidence: Any = None,
+        example_id: str | None = None,
+        text: str | None = None,
+    ) -> Rejection:
+        kind = FailureKind(kind)
+        return cls(stage, kind.reason, evidence, None, example_id, text, kind)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Rejection:
+        """A rejection as `store.rejections()` returns it."""
+        keys = ("stage", "reason", "evidence", "raw_output", "example_id", "text")
+        return cls(**{k: row.get(k) for k in keys})
+
+    @property
+    def is_verdict(self) -> bool:
+        """Whether this says something about the example (a failed call does not)."""
+        return self.failure is None
 
 
 @dataclass

@@ -27,16 +27,6 @@ class RunsMixin(StoreBase):
                 ignore=True,
             )
 
-    def set_round_phase(
-        self, number: int, phase: str, counts: dict[str, Any] | None = None
-    ) -> None:
-        with self.transaction() as db:
-            update: dict[str, Any] = {"phase": phase}
-            if counts is not None:
-                current = self.round(number) or {}
-                update["counts"] = dumps({**current.get("counts", {}), **counts})
-            db["rounds"].update(number, update)
-
     def finish_round(self, number: int, counts: dict[str, Any], *, phase: str = "finished") -> None:
         """Close a round, merging `counts` into its notes. `phase="failed"` (with a `failed`
         note) closes a round the daemon gave up on: it is done, and never resumed."""

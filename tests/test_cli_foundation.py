@@ -37,7 +37,6 @@ def test_init_writes_a_config_that_loads(tmp_path: Path, capsys) -> None:
         ('[loop]\ngenerate_calls = "many"\n', "field 'loop.generate_calls'"),
         ('[roles]\ncritic = "nobody"\n', "roles.critic"),
         ("[loop\n", "evoinstruct.toml"),
-        ("[rewriter]\nuse_evidence = true\n", "field 'rewriter.use_evidence'"),
     ],
 )
 def test_config_errors_name_the_key(project_dir: Path, capsys, snippet: str, expected: str) -> None:

@@ -61,9 +61,7 @@ def _student() -> ScriptedModel:
 
 
 def _all_on() -> CriticConfig:
-    return CriticConfig.model_validate(
-        {"instag": {"enabled": True, "min_tag_count": 1}, "deita": {"enabled": True}}
-    )
+    return CriticConfig.model_validate({"instag": {"enabled": True}, "deita": {"enabled": True}})
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])

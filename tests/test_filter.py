@@ -219,6 +219,33 @@ async def test_drops_the_right_items_with_the_right_reasons(tmp_path: Path, data
     assert not any("As an AI language model" in t or EVAL_TEXT in t for t in judged_texts)
 
 
+async def test_inputs_are_filter_inputs_that_select_may_drop(tmp_path: Path, data: Path) -> None:
+    """Imported rows are not seeds: a seed is never dropped, a data set's row may be."""
+    from evoinstruct.store import open_store
+
+    report = await _run(tmp_path, Teacher())
+    with open_store(report.work_dir / "filter.db") as store:
+        assert {e.source for e in store.iter_examples()} == {"filter_input"}
+        dropped = {r["example_id"] for r in store.rejections(stage="select")}
+        assert len(dropped) == sum(report.counts["select"].values())
+        assert {e.status for e in store.get_many(sorted(dropped))} == {"rejected"}
+
+
+async def test_a_work_dir_holding_inputs_as_seeds_is_taken_over(tmp_path: Path, data: Path) -> None:
+    """An older version stored the inputs as seeds; a run reads them as filter inputs."""
+    from evoinstruct.store import open_store
+
+    teacher = Teacher()
+    cfg = _config(tmp_path)
+    first = await _run(tmp_path, teacher, config=cfg, models=_cached_models(cfg, teacher))
+    with open_store(first.work_dir / "filter.db") as store:
+        store.relabel_source("filter_input", "seed")
+    calls = len(teacher.calls)
+    again = await _run(tmp_path, teacher, config=cfg, models=_cached_models(cfg, teacher))
+    assert len(teacher.calls) == calls
+    assert again.counts == first.counts and again.kept_count == first.kept_count
+
+
 async def test_a_second_run_makes_no_model_calls_and_writes_the_same(
     tmp_path: Path, data: Path
 ) -> None:
@@ -278,6 +305,16 @@ async def test_rewrite_replaces_kept_outputs_in_input_order(tmp_path: Path, data
         "In short: the points above answer the question." in r["conversations"][1]["value"]
         for r in rows
     )
+
+
+async def test_a_failed_rewrite_call_is_retried_by_the_next_run(tmp_path: Path, data: Path) -> None:
+    teacher = Teacher()
+    teacher.fail = "Below is an instruction of the type"  # the ReAlign rewrite prompt
+    report = await _run(tmp_path, teacher, steps="dedup,judge,rewrite")
+    assert report.rewritten_count == 0 and report.kept_count == len(KEPT) + 1
+    teacher.fail = None
+    again = await _run(tmp_path, teacher, steps="dedup,judge,rewrite")
+    assert again.resumed and again.rewritten_count == again.kept_count == report.kept_count
 
 
 async def test_parquet_and_tags_with_diversity(tmp_path: Path, data: Path) -> None:

@@ -20,7 +20,7 @@ from evoinstruct.graph.round.build import (
     route_after_evaluate,
 )
 from evoinstruct.graph.round.deps import deps_for_project
-from evoinstruct.store.records import ExampleDraft
+from evoinstruct.store.records import ExampleDraft, Rejection
 from evoinstruct.store.seeds import add_seed_file
 from tests.fake_teacher import scripted_teacher
 
@@ -232,7 +232,7 @@ async def test_an_equality_check_outage_is_no_verdict(deps) -> None:
     assert not [e for e in evolved if e.status == "accepted"]  # none skipped the check
     for child in waiting:
         assert "done_eliminate_r1" not in child.meta and "done_critique_r1" not in child.meta
-    assert not [r for r in deps.store.rejections() if r["reason"].startswith("model_failure")]
+    assert all(Rejection.from_row(r).is_verdict for r in deps.store.rejections())
     assert deps.store.round(1)["counts"]["stages"]["respond"]["unchecked"] == len(waiting)
 
     outage["on"] = False

@@ -103,12 +103,21 @@ def test_rank_and_top_fraction() -> None:
     ranked = rank_by_ifd(scores)
     assert ranked[0] == "e20" and "e21" not in ranked and "none" not in ranked and "j" not in ranked
     assert len(ranked) == 21
-    assert top_ifd(scores, IFDConfig(top_fraction=0.1)) == ["e20", "e19"]
-    assert top_ifd(scores, IFDConfig(top_fraction=0.05)) == ["e20"]
-    assert top_ifd([], IFDConfig()) == []
+    assert top_ifd(scores, 0.1) == ["e20", "e19"]
+    assert top_ifd(scores, 0.05) == ["e20"]
+    assert top_ifd(scores, 1.0) == ranked
+    assert top_ifd([], 0.1) == []
+    with pytest.raises(ValueError, match="top_fraction"):
+        top_ifd(scores, 0)
+
+
+def test_an_example_scored_twice_is_ranked_once_by_its_higher_score() -> None:
+    scores = [Score("a", "ifd", "ifd", 0.2), Score("b", "ifd", "ifd", 0.5)]
+    scores.append(Score("a", "ifd", "ifd", 0.9))
+    assert rank_by_ifd(scores) == ["a", "b"]
 
 
 def test_config_bounds() -> None:
-    assert IFDConfig().max_ifd == 1.0 and IFDConfig().top_fraction == 0.10
+    assert IFDConfig().max_ifd == 1.0
     with pytest.raises(ValidationError):
-        IFDConfig(top_fraction=0)
+        IFDConfig(max_ifd=0)

@@ -14,7 +14,6 @@ from evoinstruct.agents.instag import (
     resolve_rare,
     similarity,
     stem,
-    tag_coverage,
     tag_examples,
 )
 from evoinstruct.agents.models.base import Choice, Failure, Generation
@@ -127,22 +126,22 @@ def test_normalize_tag_strips_to_empty() -> None:
 def test_resolve_rare_policies() -> None:
     lists = [["code generat", "python"], ["code gen"], ["python"], ["poetri"]]
     counts = Counter({"code generat": 3, "python": 2, "code gen": 1, "poetri": 1})
-    merged = resolve_rare(lists, counts, InsTagConfig(rare_policy="merge"))
+    rules = {"min_count": 2, "min_similarity": 0.5}
+    merged = resolve_rare(lists, counts, policy="merge", **rules)
     assert merged == [["code generat", "python"], ["code generat"], ["python"], ["poetri"]]
-    dropped = resolve_rare(lists, counts, InsTagConfig(rare_policy="drop"))
+    dropped = resolve_rare(lists, counts, policy="drop", **rules)
     assert dropped == [["code generat", "python"], [], ["python"], []]
-    kept = resolve_rare(lists, counts, InsTagConfig(rare_policy="keep"))
+    kept = resolve_rare(lists, counts, policy="keep", **rules)
     assert kept == lists
 
 
 def test_resolve_rare_merges_chinese_tags_too() -> None:
     counts = Counter({"数学计算": 5, "数学计算题": 1})
-    assert resolve_rare([["数学计算题"]], counts, InsTagConfig()) == [["数学计算"]]
+    resolved = resolve_rare(
+        [["数学计算题"]], counts, min_count=2, policy="merge", min_similarity=0.5
+    )
+    assert resolved == [["数学计算"]]
     assert similarity("数学计算", "数学计算题") > 0.5 > similarity("数学计算", "诗歌写作")
-
-
-def test_tag_coverage() -> None:
-    assert tag_coverage([["a", "b"], ["b", "c"], []]) == 3
 
 
 async def test_tag_examples_end_to_end() -> None:
@@ -172,7 +171,7 @@ async def test_tag_examples_end_to_end() -> None:
     ]
     model = ScriptedModel(replies)
     counters: Counter[str] = Counter()
-    config = InsTagConfig(enabled=True, min_tag_count=1)
+    config = InsTagConfig(enabled=True)
     outcome = await tag_examples(batch, model, ZH, config, counters)
     assert model.batches == [5]
     assert outcome.tags["e1"] == ["cod generat", "python"]
@@ -191,14 +190,10 @@ async def test_tag_examples_end_to_end() -> None:
     assert counters["instag_unparseable"] == 1 and counters["truncated"] == 1
 
 
-async def test_known_counts_decide_rare_tags() -> None:
+async def test_tagging_keeps_tags_seen_once_in_the_batch() -> None:
+    """Rarity is decided at selection, against the pool: one batch would call every tag rare."""
     model = ScriptedModel(['[{"tag": "poems", "explanation": "x"}]'])
     outcome = await tag_examples(
-        [make_example("p", "Write a poem.")],
-        model,
-        EN,
-        InsTagConfig(rare_policy="drop"),
-        Counter(),
-        known_counts={"poem": 10},
+        [make_example("p", "Write a poem.")], model, EN, InsTagConfig(), Counter()
     )
     assert outcome.tags["p"] == ["poem"]

@@ -366,7 +366,7 @@ async def test_failures_and_unparseable_keep_the_original() -> None:
     assert outcome.rejections[1].raw_output == "Here are better names: Tom"
 
 
-async def test_evidence_hook_is_off_by_default_and_used_when_on() -> None:
+async def test_evidence_hook_is_off_without_a_hook_and_used_with_one() -> None:
     batch = [
         make_example("q1", "Why is the sky blue?", "Because of Rayleigh scattering of sunlight."),
         make_example("m1", "How many legs do 3 cats have?", ORIGINAL_MATH),
@@ -380,13 +380,13 @@ async def test_evidence_hook_is_off_by_default_and_used_when_on() -> None:
         return "EVIDENCE: short wavelengths scatter more."
 
     model = _scripted(types, {"sky": answer, "3 cats": GOOD_MATH})
-    await rewrite_examples(batch, model, EN, RewriterConfig(), RNG, evidence_hook=hook)
-    assert seen == [] and all("EVIDENCE" not in user_text(c) for c in model.calls)
+    await rewrite_examples(batch, model, EN, RewriterConfig(), RNG)
+    assert all("EVIDENCE" not in user_text(c) for c in model.calls)
 
     model = _scripted(types, {"sky": answer, "3 cats": GOOD_MATH})
-    config = RewriterConfig(use_evidence=True)
+    config = RewriterConfig()
     outcome = await rewrite_examples(batch, model, EN, config, RNG, evidence_hook=hook)
-    assert seen == [("q1", "open_qa")]
+    assert seen == [("q1", "open_qa")]  # only the evidence types ask the hook
     rewrite_prompts = [user_text(c) for c in model.calls[2:]]
     assert sum("EVIDENCE: short wavelengths" in p for p in rewrite_prompts) == 1
     assert len(outcome.drafts) == 2
@@ -397,6 +397,3 @@ async def test_evidence_hook_is_off_by_default_and_used_when_on() -> None:
     model = _scripted(types, {"sky": answer, "3 cats": GOOD_MATH})
     outcome = await rewrite_examples(batch, model, EN, config, RNG, evidence_hook=broken)
     assert outcome.counters["evidence_failed"] == 1 and len(outcome.drafts) == 2
-
-    with pytest.raises(ConfigError):
-        await rewrite_examples(batch, _scripted(types, {}), EN, config, RNG)

@@ -198,6 +198,99 @@ async def test_instag_diversity_and_budget_without_diversity(pool: list[Example]
     assert by_rank.accepted == ["c"] and by_rank.counters["unranked"] == 2
 
 
+def ifd(id_: str, value: float | None) -> list[Score]:
+    return [Score(id_, "ifd", "ifd", value)]
+
+
+async def test_ifd_top_fraction_keeps_the_highest_ifd_and_says_why(pool: list[Example]) -> None:
+    values = [0.15, 0.8, 0.35, 0.7, 0.25, 0.55, 0.45, 0.65]
+    batch = [ex(f"e{i}", f"Task number {i}.") for i in range(len(values))]
+    batch += [ex("unscored", "A task the student could not score."), ex("hi", "IFD above 1.")]
+    scores = {e.id: ifd(e.id, v) for e, v in zip(batch, values, strict=False)}
+    scores["hi"] = ifd("hi", 1.2)  # reaches the selector only if critic.ifd.max_ifd is raised
+    # No step names the cut: `evoinstruct filter` runs its final select with steps=[] too.
+    config = SelectorConfig(steps=[], ifd_top_fraction=0.25)
+    outcome = await select(batch, scores, SelectorIndexes.build(pool, config), config)
+
+    assert outcome.accepted == ["e1", "e3", "unscored"]  # 2 of 8 ranked (0.8, 0.7); none to rank
+    reasons = {r.example_id: (r.reason, r.evidence) for r in outcome.rejections}
+    assert reasons["e0"] == (
+        "ifd_below_top_fraction",
+        {"ifd": 0.15, "cutoff": 0.7, "top_fraction": 0.25, "kept": 2, "ranked": 8},
+    )
+    assert {i for i, (reason, _) in reasons.items() if reason == "ifd_below_top_fraction"} == {
+        "e0", "e2", "e4", "e5", "e6", "e7"
+    }  # fmt: skip
+    assert reasons["hi"] == ("ifd_above_1", {"ifd": 1.2, "max_ifd": 1.0})
+    assert outcome.counters["ifd_below_top_fraction"] == 6
+
+    # The default keeps every candidate, IFD above 1 included: the critic's max_ifd decides that.
+    default = SelectorConfig(steps=[])
+    everything = await select(batch, scores, SelectorIndexes.build(pool, default), default)
+    assert len(everything.accepted) == len(batch)
+    # Without IFD scores there is nothing to rank by, so nothing is cut.
+    unscored = await select(batch, {}, SelectorIndexes.build(pool, config), config)
+    assert len(unscored.accepted) == len(batch)
+
+
+async def test_ifd_top_fraction_ranks_only_what_survived_the_earlier_stages(
+    pool: list[Example],
+) -> None:
+    config = SelectorConfig(
+        steps=["exact_dedup", "thresholds"], min_scores={"accuracy": 4.5}, ifd_top_fraction=0.5
+    )
+    batch = [ex("copy", "Write a poem about the sea at night."), ex("low", "Low accuracy.")]
+    batch += [ex("a", "First task."), ex("b", "Second task.")]
+    scores = {
+        e.id: good(e.id) + ifd(e.id, v) for e, v in zip(batch, [0.9, 0.8, 0.3, 0.6], strict=True)
+    }
+    scores["low"] = good("low", accuracy=3.0) + ifd("low", 0.8)
+    outcome = await select(batch, scores, SelectorIndexes.build(pool, config), config)
+    assert outcome.accepted == ["b"]
+    assert {r.example_id: r.reason for r in outcome.rejections} == {
+        "copy": "exact_duplicate",
+        "low": "below_threshold:accuracy",
+        "a": "ifd_below_top_fraction",
+    }
+
+
+async def test_instag_rare_tags_are_judged_against_the_pool_counts(pool: list[Example]) -> None:
+    config = SelectorConfig(steps=["diversity"], diversity={"method": "instag"}, budget=2)
+    batch = [ex("a", "A"), ex("b", "B"), ex("c", "C")]
+    tags = {"a": ["code generat", "python"], "b": ["code gen"], "c": ["poetri"]}
+    # Within this batch alone every tag is rare and none is similar enough to merge, so
+    # "code gen" counts as new and b beats c.
+    alone = await select(batch, {}, SelectorIndexes.build(pool, config), config, tags=tags)
+    assert alone.accepted == ["a", "b"]
+    asked: list[int] = []
+
+    def pool_counts() -> dict[str, int]:
+        asked.append(1)
+        return {"code generat": 4, "python": 3, "poetri": 2}
+
+    indexes = SelectorIndexes.build(pool, config, tag_counts=pool_counts)
+    outcome = await select(batch, {}, indexes, config, tags=tags)
+    # The pool knows "code generat": b's rare "code gen" merges into it and adds nothing new.
+    assert outcome.accepted == ["a", "c"] and asked == [1]
+    assert {r.example_id: r.reason for r in outcome.rejections} == {"b": "over_budget"}
+
+    drop = SelectorConfig(
+        steps=["diversity"], diversity={"method": "instag", "rare_policy": "drop"}
+    )
+    dropped = await select(
+        batch,
+        {},
+        SelectorIndexes.build(pool, drop, tag_counts=lambda: {"poetri": 5}),
+        drop,
+        tags=tags,
+    )
+    assert dropped.accepted == ["c"]  # a's and b's tags are rare in pool and batch alike
+    assert {r.example_id: r.evidence for r in dropped.rejections} == {
+        "a": {"tags": [], "reason": "no tags"},
+        "b": {"tags": [], "reason": "no tags"},
+    }
+
+
 async def test_async_embedder_and_fallback_when_it_cannot_embed(pool: list[Example]) -> None:
     config = SelectorConfig(steps=["diversity"])
     indexes = SelectorIndexes.build(pool, config)
@@ -233,6 +326,10 @@ def test_config_defaults_follow_methods_and_forbid_unknown_keys() -> None:
     assert c.dedup.jaccard_threshold == 0.8 and c.novelty.threshold == 0.7
     assert c.decontam.ngram == 13 and c.diversity.max_cosine == 0.9 and c.diversity.method == "repr"
     assert c.rank_by == ["complexity", "quality"] and c.budget is None
+    assert c.ifd_top_fraction == 1.0  # off: Cherry's 0.05–0.10 is a choice to make, not a default
+    assert c.diversity.min_tag_count == 2 and c.diversity.rare_policy == "merge"
+    with pytest.raises(ValidationError):
+        SelectorConfig(ifd_top_fraction=0)
     with pytest.raises(ValidationError):
         SelectorConfig(treshold=0.7)
     with pytest.raises(ValidationError):

@@ -121,6 +121,23 @@ def test_sample_demos_mixes_human_and_machine(store) -> None:
     assert [d.id for d in demos] == [d.id for d in store.sample_demos(6, 2, random.Random(0))]
 
 
+def test_tag_counts_count_the_accepted_pool_only(store) -> None:
+    drafts = [
+        ExampleDraft("Write a poem.", output="ok", meta={"tags": ["poem", "creat writ"]}),
+        ExampleDraft("Write a haiku.", output="ok", meta={"tags": ["poem"]}),
+        ExampleDraft("写一首诗。", output="好", meta={"tags": ["诗歌"]}),
+        ExampleDraft("Odd tags.", output="ok", meta={"tags": "poem"}),  # not a list: no tags
+        ExampleDraft("Untagged.", output="ok"),
+        ExampleDraft("Still a candidate.", output="ok", meta={"tags": ["poem"]}),
+    ]
+    ids = store.add_candidates(drafts, 1).ids
+    store.set_status(ids[:5], "accepted")
+    assert store.tag_counts() == {"poem": 2, "creat writ": 1, "诗歌": 1}
+    store.update_meta(ids[1], tags=["poem", "haiku"])  # tags the critic writes later count too
+    assert store.tag_counts()["haiku"] == 1
+    assert store.tag_counts("candidate") == {"poem": 1}
+
+
 def test_rounds_versions_and_rollback(store) -> None:
     store.start_round(1, {"loop": {"generate_calls": 2}})
     store.start_round(1, {"other": True})  # a resume keeps the first record

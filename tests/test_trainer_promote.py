@@ -13,7 +13,7 @@ from evoinstruct.agents.models.config import ModelConfig
 from evoinstruct.agents.models.openai_backend import OpenAIChatModel
 from evoinstruct.agents.models.transformers_backend import TransformersModel
 from evoinstruct.store.errors import InputError, UnsupportedError
-from evoinstruct.trainer.promote import activate, hand_off, promote, rollback, versions_table
+from evoinstruct.trainer.promote import hand_off, promote, rollback, versions_table
 from tests.openai_server import OpenAITestServer
 
 pytest_plugins = ["tests.conftest_trainer"]
@@ -45,7 +45,8 @@ async def test_promotion_changes_outputs_and_rollback_restores(
     after = await _texts(generator)
     assert after != before
     assert rollback(store) is None and store.active_model() is None
-    assert await activate(store, generator) is None and generator.adapter_version is None
+    assert await hand_off(generator, store.active_model()) is None
+    assert generator.adapter_version is None
     assert await _texts(generator) == before
     promotions = store.promotions()
     assert [p["action"] for p in promotions[-2:]] == ["promote", "rollback"]

@@ -119,11 +119,6 @@ async def hand_off(model: Any, row: dict[str, Any] | None) -> str | None:
     return inner.load_adapter(row["path"], row["version"])
 
 
-async def activate(store: Any, model: Any) -> str | None:
-    """Hand the store's active version to `model` (what a restarted daemon does)."""
-    return await hand_off(model, store.active_model())
-
-
 def versions_table(store: Any) -> list[dict[str, Any]]:
     """One row per version with the figures `evoinstruct models list` shows."""
     rows = []

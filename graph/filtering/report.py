@@ -1,15 +1,21 @@
-"""What `evoinstruct filter` reports: kept and dropped counts, and samples of every reason."""
+"""What `evoinstruct filter` writes: the kept examples in input order, and a report of
+kept and dropped counts with samples of every reason."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evoinstruct.store.records import Example, ExampleDraft
+from evoinstruct.store.export import ExportFilter, export
+from evoinstruct.store.records import Example, ExampleDraft, Rejection
+
+if TYPE_CHECKING:
+    from evoinstruct.store import Store
 
 SAMPLES_PER_REASON = 5
 SAMPLE_CHARS = 400
@@ -111,3 +117,79 @@ def write_json(path: Path, value: Any) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(json.dumps(value, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def fates_of(
+    ids: Sequence[str],
+    kept: set[str],
+    examples: Mapping[str, Example],
+    rejections: Iterable[Rejection],
+    final: Mapping[str, Rejection],
+) -> tuple[list[Fate], dict[str, int]]:
+    """The fate of each distinct input example not kept, and the unfinished ones by reason.
+
+    `final` (the last selection's verdicts) wins over earlier rejections; an
+    example with only failed calls is unfinished, not dropped.
+    """
+    by_example: dict[str | None, list[Rejection]] = {}
+    for rejection in rejections:
+        by_example.setdefault(rejection.example_id, []).append(rejection)
+    first: dict[str, int] = {}
+    for i, eid in enumerate(ids):
+        first.setdefault(eid, i)
+    fates: list[Fate] = []
+    unfinished: Counter[str] = Counter()
+    for eid, i in first.items():
+        if eid in kept:
+            continue
+        mine = by_example.get(eid, [])
+        verdict = final.get(eid) or next((r for r in mine if r.is_verdict), None)
+        if verdict is None:
+            unfinished[mine[-1].reason if mine else "not_processed"] += 1
+            continue
+        example = examples.get(eid)
+        fates.append(
+            Fate(i, verdict.stage, verdict.reason, verdict.evidence, verdict.raw_output, example)
+        )
+    return fates, dict(unfinished)
+
+
+def write_report(report: FilterReport, fates: Sequence[Fate], kept_original: Counter[str]) -> None:
+    """`OUT.rejections.json`: the counts, samples of every reason, and what rewrite kept."""
+    write_json(
+        report.report_path,
+        {
+            **report.to_dict(),
+            "reasons": group_samples(fates),
+            "rewrites": {"rewritten": report.rewritten_count, "kept_original": dict(kept_original)},
+        },
+    )
+
+
+class _InputOrder:
+    """The store as export sees it, kept examples in input order (a rewrite at its original's place)."""
+
+    def __init__(self, store: Store, positions: dict[str, int]) -> None:
+        self.store = store
+        self.positions = positions
+
+    def _position(self, example: Example) -> int | None:
+        if example.id in self.positions:
+            return self.positions[example.id]
+        return self.positions.get(example.parent_id or "")
+
+    def iter_examples(self, **filters: Any) -> Iterator[Example]:
+        placed = [(self._position(e), e) for e in self.store.iter_examples(**filters)]
+        kept = [(p, e) for p, e in placed if p is not None]
+        return (e for _, e in sorted(kept, key=lambda pe: pe[0]))
+
+    def scores_for(self, ids: Sequence[str]) -> Any:
+        return self.store.scores_for(ids)
+
+
+def export_in_input_order(store: Store, ids: Sequence[str], fmt: str, out_path: Path) -> int:
+    """Write the accepted examples in the order of their input rows (`ids`); returns how many."""
+    positions: dict[str, int] = {}
+    for i, eid in enumerate(ids):
+        positions.setdefault(eid, i)
+    return export(_InputOrder(store, positions), fmt, out_path, ExportFilter(statuses=["accepted"]))

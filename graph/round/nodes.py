@@ -2,22 +2,27 @@
 
 A node finds its work in the store (by round, status and a per-stage done
 mark), so a node re-run after a crash skips what it already finished; model
-calls it repeats are answered by the response cache. Nodes emit progress events
-through the stream writer; the daemon renders them.
+calls it repeats are answered by the response cache. The batch stages (respond,
+critique, rewrite, select) run through the drivers in `stages`, which
+`evoinstruct filter` shares; a node picks the models, config and work for its
+driver. Nodes emit progress events through the stream writer; the daemon
+renders them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from evoinstruct.agents import critic, evolver, generator, responder, rewriter, selector
 from evoinstruct.agents.models.base import model_version
+from evoinstruct.graph.round import stages
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.indexes import selection_indexes
+from evoinstruct.graph.round.stages import StageContext, progress_event, verdict_reasons
 from evoinstruct.graph.round.state import RoundState
 from evoinstruct.store.ids import language_of
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
@@ -28,14 +33,6 @@ def emit(runtime: Runtime[Deps], stage: str, **event: Any) -> None:
     writer = runtime.stream_writer
     if writer is not None:
         writer({"stage": stage, **event})
-
-
-def _reasons(rejections: Sequence[Rejection]) -> dict[str, int]:
-    return dict(Counter(r.reason for r in rejections))
-
-
-def _usage(outcome: Any) -> dict[str, int]:
-    return {"calls": getattr(outcome, "calls", 0), "tokens": getattr(outcome, "tokens", 0)}
 
 
 async def plan(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
@@ -65,12 +62,12 @@ async def generate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     outcome = await generator.generate(demo_sets, model, deps.prompts, cfg, rng)
     rejections = list(outcome.rejections)
     drafts = _novel(outcome.drafts, deps, rejections)
-    usage = Counter(_usage(outcome))
+    usage = Counter(outcome.usage())
     if cfg.mode == "self_instruct" and cfg.generate_instances and drafts:
         instances = await generator.generate_instances(drafts, model, deps.prompts, cfg, rng)
         drafts = instances.drafts
         rejections.extend(instances.rejections)
-        usage.update(_usage(instances))
+        usage.update(instances.usage())
     for draft in drafts:
         draft.language = draft.language or language_of(f"{draft.instruction} {draft.input}")
     added = deps.store.add_candidates(drafts, round=n)
@@ -79,18 +76,20 @@ async def generate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         "new": added.inserted,
         "duplicates": added.duplicates,
         **usage,
-        **_reasons(rejections),
+        **Counter(r.reason for r in rejections),
     }
     emit(
         runtime,
-        "generate",
-        done=calls,
-        total=calls,
-        final=True,
-        accepted=added.inserted,
-        rejected=_reasons(rejections),
-        new_calls=usage["calls"],
-        new_tokens=usage["tokens"],
+        **progress_event(
+            "generate",
+            calls,
+            calls,
+            accepted=added.inserted,
+            rejected=verdict_reasons(rejections),
+            calls=usage["calls"],
+            tokens=usage["tokens"],
+            final=True,
+        ),
     )
     return {"counts": {"generate": counts}}
 
@@ -134,271 +133,147 @@ async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     )
     added = deps.store.add_candidates(outcome.drafts, round=n)
     deps.store.record_rejections(outcome.rejections, n)
-    reasons = _reasons(outcome.rejections)
     emit(
         runtime,
-        "evolve",
-        done=len(parents),
-        total=len(parents),
-        final=True,
-        accepted=added.inserted,
-        rejected=reasons,
-        new_calls=outcome.calls,
-        new_tokens=outcome.tokens,
+        **progress_event(
+            "evolve",
+            len(parents),
+            len(parents),
+            accepted=added.inserted,
+            rejected=verdict_reasons(outcome.rejections),
+            calls=outcome.calls,
+            tokens=outcome.tokens,
+            final=True,
+        ),
     )
-    return {
-        "counts": {
-            "evolve": {
-                "children": added.inserted,
-                **dict(outcome.operations),
-                **reasons,
-                **_usage(outcome),
-            }
-        }
+    counts = {
+        "children": added.inserted,
+        **outcome.operations,
+        **outcome.reasons(),
+        **outcome.usage(),
     }
+    return {"counts": {"evolve": counts}}
 
 
-def _batches(deps: Deps, n: int, stage: str, skip: set[str] | None = None, **filters: Any):
-    """Work lists of one stage, a batch at a time, until the store has none left.
-
-    The done mark names the round: what a failed call left behind (the node adds
-    it to `skip` instead of marking it done) is tried again by the next round.
-    """
-    size = deps.config.loop.batch_size
-    skip = set() if skip is None else skip
-    while batch := deps.store.pending(n, _mark(stage, n), limit=size, exclude=skip, **filters):
-        yield batch
-
-
-def _settle(
-    deps: Deps, n: int, batch: Sequence[Example], rejections: Sequence[Rejection]
-) -> set[str]:
-    """Record rejections and reject their examples; returns the ids whose model call failed.
-
-    A failed call is no verdict: the example stays a candidate for the next round.
-    Human seeds are never dropped either: a rejected answer to a seed is recorded,
-    and the seed stays (unanswered seeds are answered again next round).
-    """
-    seeds = {e.id for e in batch if e.source == "seed"}
-    deps.store.reject(
-        [r for r in rejections if r.example_id not in seeds], n, failures_are_verdicts=False
-    )
-    deps.store.record_rejections([r for r in rejections if r.example_id in seeds], n)
-    return {
-        r.example_id for r in rejections if r.example_id and r.reason.startswith("model_failure")
-    }
-
-
-def _mark(stage: str, n: int) -> str:
-    return f"{stage}_r{n}"
+def _stages(runtime: Runtime[Deps], n: int) -> StageContext:
+    deps = runtime.context
+    return StageContext(deps.store, n, deps.config.loop.batch_size, emit=runtime.stream_writer)
 
 
 async def respond(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Answer every candidate without an output, then apply Evol-Instruct's elimination rules."""
     deps = runtime.context
     n = state["round"]
+    ctx = _stages(runtime, n)
     model = deps.models.for_role("responder")
-    total = deps.store.count_examples(status="candidate", has_output=False, max_round=n)
-    counts: Counter[str] = Counter()
-    rng = deps.rng(n, "respond")
-    for batch in _batches(deps, n, "respond", has_output=False):
-        outcome = await responder.respond(batch, model, deps.prompts, deps.config.responder, rng)
-        for item in outcome.answered:
-            deps.store.set_output(
-                item.id,
-                item.output,
-                system=item.system or None,
-                model_version=model_version(model),
-                template=deps.prompts.template_name("respond"),
-            )
-        _settle(deps, n, batch, outcome.rejections)
-        # Every item was tried; what failed waits for the next round (its own mark).
-        deps.store.mark_done([e.id for e in batch], _mark("respond", n))
-        counts.update(
-            answered=len(outcome.answered), **_reasons(outcome.rejections), **_usage(outcome)
-        )
-        emit(
-            runtime,
-            "respond",
-            done=counts["answered"],
-            total=total,
-            accepted=counts["answered"],
-            rejected=_reasons(outcome.rejections),
-            new_calls=outcome.calls,
-            new_tokens=outcome.tokens,
-        )
-    counts.update(await _eliminate(deps, n, runtime))
-    emit(
-        runtime,
-        "respond",
-        done=counts["answered"],
-        total=total,
-        final=True,
-        accepted=counts["answered"],
+    answer = partial(
+        responder.respond,
+        model=model,
+        prompts=deps.prompts,
+        config=deps.config.responder,
+        rng=deps.rng(n, "respond"),
     )
+    counts = Counter(
+        await stages.respond(
+            ctx,
+            answer,
+            model_version=model_version(model),
+            template=deps.prompts.template_name("respond"),
+        )
+    )
+    counts.update(await stages.eliminate(ctx, partial(_eliminate, deps), source="evolved"))
     return {"counts": {"respond": dict(counts)}}
 
 
-async def _eliminate(deps: Deps, n: int, runtime: Runtime[Deps]) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    model = deps.models.for_role("evolver")
-    # A failed equality call is no verdict: the child stays unmarked, and the next round
-    # checks it again (critique holds it back meanwhile, see `_unchecked_children`).
-    failed: set[str] = set()
-    for batch in _batches(deps, n, "eliminate", failed, source="evolved", has_output=True):
-        parents = {
-            p.id: p for p in deps.store.get_many([c.parent_id for c in batch if c.parent_id])
-        }
-        pairs = [(parents[c.parent_id], c) for c in batch if c.parent_id in parents]
-        outcome = await evolver.eliminate(pairs, model, deps.prompts, deps.config.evolver)
-        failed |= {c.id for c in outcome.failed}
-        deps.store.reject(outcome.rejections, n)
-        deps.store.mark_done([c.id for c in batch if c.id not in failed], _mark("eliminate", n))
-        counts.update(
-            eliminated=len(outcome.rejections),
-            unchecked=len(outcome.failed),
-            **_reasons(outcome.rejections),
-        )
-        emit(
-            runtime,
-            "eliminate",
-            done=counts["eliminated"],
-            total=None,
-            rejected=_reasons(outcome.rejections),
-        )
-    return counts
-
-
-def _unchecked_children(deps: Deps, n: int) -> set[str]:
-    """Answered evolved candidates this round's elimination has not decided (its call failed)."""
-    return {
-        e.id
-        for e in deps.store.pending(n, _mark("eliminate", n), source="evolved", has_output=True)
-    }
+async def _eliminate(deps: Deps, batch: list[Example]) -> evolver.EliminateOutcome:
+    parents = {p.id: p for p in deps.store.get_many([c.parent_id for c in batch if c.parent_id])}
+    pairs = [(parents[c.parent_id], c) for c in batch if c.parent_id in parents]
+    return await evolver.eliminate(
+        pairs, deps.models.for_role("evolver"), deps.prompts, deps.config.evolver
+    )
 
 
 async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Statistics first, the LLM judge last; scores are kept, failing examples rejected."""
     deps = runtime.context
-    n = state["round"]
-    models = deps.models
-    total = deps.store.count_examples(status="candidate", has_output=True, max_round=n)
-    counts: Counter[str] = Counter()
-    dropped: Counter[str] = Counter()
-    rng = deps.rng(n, "critique")
-    # Evolved children still waiting for their equality check must not be judged and
-    # selected past it; they stay unmarked like a failed judge call.
-    failed: set[str] = _unchecked_children(deps, n)
-    for batch in _batches(deps, n, "critique", failed, has_output=True):
-        outcome = await critic.critique(
-            batch,
-            judge=models.for_role("critic"),
-            prompts=deps.prompts,
-            config=deps.config.critic,
-            rng=rng,
-            scorer=models.for_role("scorer") if models.roles.scorer else None,
-            student=models.student,
-            tagger=models.for_role("tagger") if deps.config.critic.instag.enabled else None,
-        )
-        deps.store.record_scores(outcome.scores, n)
-        failed |= _settle(deps, n, batch, outcome.rejections)
-        for example_id, tags in outcome.tags.items():
-            deps.store.update_meta(example_id, tags=tags)
-        # A judge that failed leaves its examples unjudged: select waits, the next round retries.
-        deps.store.mark_done([e.id for e in batch if e.id not in failed], _mark("critique", n))
-        counts.update(scored=len(batch), **dict(outcome.counters), **_reasons(outcome.rejections))
-        dropped.update(_reasons(outcome.rejections))
-        emit(
-            runtime,
-            "critique",
-            done=counts["scored"],
-            total=total,
-            accepted=len(outcome.kept),
-            rejected=_reasons(outcome.rejections),
-            new_calls=outcome.counters.get("calls", 0),
-        )
-    emit(
-        runtime,
-        "critique",
-        done=counts["scored"],
-        total=total,
-        final=True,
-        accepted=counts["kept"],
-        rejected=dict(dropped),
+    ctx = _stages(runtime, state["round"])
+    models, cfg = deps.models, deps.config.critic
+    judge = partial(
+        critic.critique,
+        judge=models.for_role("critic"),
+        prompts=deps.prompts,
+        config=cfg,
+        rng=deps.rng(ctx.round, "critique"),
+        scorer=models.for_role("scorer") if models.roles.scorer else None,
+        student=models.student,
+        tagger=models.for_role("tagger") if cfg.instag.enabled else None,
     )
-    return {"counts": {"critique": dict(counts)}}
+    # Evolved children whose equality check failed must not be judged and selected past
+    # it: they wait, like an example whose judge call failed, for the next round.
+    waiting = stages.unfinished(ctx, "eliminate", source="evolved", has_output=True)
+    return {"counts": {"critique": await stages.critique(ctx, judge, skip=waiting)}}
 
 
 async def rewrite(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     """ReAlign: a kept rewrite supersedes its original and inherits its scores."""
     deps = runtime.context
-    n = state["round"]
     if not deps.config.loop.rewrite:
         return {"counts": {"rewrite": {"skipped": 1}}}
-    model = deps.models.for_role("rewriter")
-    counts: Counter[str] = Counter()
-    rng = deps.rng(n, "rewrite")
-    for batch in _batches(
-        deps,
-        n,
-        "rewrite",
-        has_output=True,
-        source=["generated", "evolved"],
-        requires=_mark("critique", n),
-    ):
-        outcome = await rewriter.rewrite_examples(
-            batch, model, deps.prompts, deps.config.rewriter, rng
-        )
-        children = deps.store.add_rewrites(outcome.drafts, n)
-        # A rewrite keeps its original's meaning and scores: it counts as rewritten and judged.
-        deps.store.mark_done(list(children.values()), _mark("rewrite", n))
-        deps.store.mark_done(list(children.values()), _mark("critique", n))
-        # A rewrite rejection keeps the original: it is recorded, never a reason to drop it.
-        deps.store.record_rejections(outcome.rejections, n)
-        deps.store.mark_done([e.id for e in batch], _mark("rewrite", n))
-        counts.update(
-            checked=len(batch), rewritten=len(outcome.drafts), **_reasons(outcome.rejections)
-        )
-        emit(
-            runtime,
-            "rewrite",
-            done=counts["checked"],
-            total=None,
-            accepted=counts["rewritten"],
-            rejected=_reasons(outcome.rejections),
-        )
-    emit(
-        runtime,
-        "rewrite",
-        done=counts["checked"],
-        total=counts["checked"],
-        final=True,
-        accepted=counts["rewritten"],
+    n = state["round"]
+    ctx = _stages(runtime, n)
+    realign = partial(
+        rewriter.rewrite_examples,
+        model=deps.models.for_role("rewriter"),
+        prompts=deps.prompts,
+        config=deps.config.rewriter,
+        rng=deps.rng(n, "rewrite"),
     )
-    return {"counts": {"rewrite": dict(counts)}}
+    # Judged machine answers only: a seed is never rewritten away.
+    counts = await stages.rewrite(
+        ctx,
+        realign,
+        supersede=True,
+        source=["generated", "evolved"],
+        requires=ctx.mark("critique"),
+    )
+    return {"counts": {"rewrite": counts}}
 
 
 async def select(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Dedup, decontamination, thresholds, diversity and the budget decide what joins the pool."""
     deps = runtime.context
     n = state["round"]
+    ctx = _stages(runtime, n)
     candidates = deps.store.pending(
-        n, _mark("select", n), has_output=True, requires=_mark("critique", n)
+        n, ctx.mark("select"), has_output=True, requires=ctx.mark("critique")
     )
-    seeds = [e for e in candidates if e.source == "seed"]
-    # Human seeds are accepted as written; only machine examples compete for the pool.
-    machine = [e for e in candidates if e.source != "seed"]
-    emit(runtime, "select", done=0, total=len(candidates))
+    # An example whose rewrite call failed waits, unselected, for the next round's rewrite.
+    waiting = stages.failed_calls(ctx, "rewrite")
+    candidates = [e for e in candidates if e.id not in waiting]
     cfg = deps.config.selector
     # Novelty ran at generation (Self-Instruct); an evolved child is meant to resemble its parent.
     cfg = cfg.model_copy(update={"steps": [s for s in cfg.steps if s != "novelty"]})
-    embedder = deps.models.for_role("embedder")
     indexes = selection_indexes(deps)
+    chosen = await stages.select(ctx, candidates, partial(_select, deps, n, cfg, indexes))
+    for seed in chosen.seeds:  # later candidates are deduplicated against accepted seeds too
+        indexes.add(seed, cfg)
+    reasons = stages.verdict_reasons(chosen.outcome.rejections)
+    return {"counts": {"select": {"accepted": len(chosen.accepted), **reasons}}}
+
+
+async def _select(
+    deps: Deps,
+    n: int,
+    cfg: selector.SelectorConfig,
+    indexes: selector.SelectorIndexes,
+    machine: list[Example],
+) -> selector.SelectOutcome:
+    embedder = deps.models.for_role("embedder")
     # The diversity filter compares with a sample of the accepted pool, not just this round.
     reference = deps.store.get_many(
         deps.store.sample_accepted(deps.config.loop.diversity_reference, deps.rng(n, "select"))
     )
-    outcome = await selector.select(
+    return await selector.select(
         machine,
         deps.store.scores_for([e.id for e in machine]),
         indexes,
@@ -407,23 +282,6 @@ async def select(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         tags={e.id: e.meta.get("tags", []) for e in machine},
         reference_texts=[selector.field_text(e, cfg.diversity_fields) for e in reference],
     )
-    for seed in seeds:  # later candidates are deduplicated against accepted seeds too
-        indexes.add(seed, cfg)
-    with deps.store.transaction():
-        deps.store.set_status(outcome.accepted + [e.id for e in seeds], "accepted")
-        deps.store.reject(outcome.rejections, n)
-        deps.store.mark_done([e.id for e in candidates], _mark("select", n))
-    reasons = _reasons(outcome.rejections)
-    emit(
-        runtime,
-        "select",
-        done=len(candidates),
-        total=len(candidates),
-        final=True,
-        accepted=len(outcome.accepted) + len(seeds),
-        rejected=reasons,
-    )
-    return {"counts": {"select": {"accepted": len(outcome.accepted) + len(seeds), **reasons}}}
 
 
 async def commit(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
