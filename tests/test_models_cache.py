@@ -177,6 +177,17 @@ def test_roles_can_refuse_to_follow_the_student(server: OpenAITestServer) -> Non
     assert models.for_role("generator") is models.get("teacher")
 
 
+def test_the_student_can_also_serve_the_responder(server: OpenAITestServer) -> None:
+    """Iterated rejection sampling: the promoted student answers as well as generates."""
+    roles = RolesConfig(student_serves=["generator", "responder"])
+    models = ModelSet(_models(server.url), roles)
+    student = ScriptedModel(default="x")
+    models.use_student(student)
+    assert models.for_role("generator") is student and models.for_role("responder") is student
+    assert models.for_role("evolver") is models.get("teacher")
+    assert models.role_names()["responder"] == "student"
+
+
 def test_roles_naming_an_unknown_model_are_a_config_error(server: OpenAITestServer) -> None:
     with pytest.raises(ConfigError) as err:
         ModelSet(_models(server.url), RolesConfig(critic="gpt-judge"))

@@ -100,7 +100,14 @@ class RolesConfig(BaseModel):
     embedder: str | None = Field(
         None, description="Embedding model; unset uses the student's hidden states or n-grams."
     )
-    follow_student: bool = Field(True, description="Generator switches to the promoted student.")
+    follow_student: bool = Field(
+        True, description="The roles in student_serves switch to the promoted student."
+    )
+    student_serves: list[Literal["generator", "evolver", "responder"]] = Field(
+        ["generator"],
+        description="Roles the promoted student takes over; add responder for iterated "
+        "rejection sampling (the student answers, verification keeps what passes).",
+    )
     student: str = Field(
         "student",
         description="The configured model that serves promoted student versions (gets their adapters).",

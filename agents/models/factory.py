@@ -91,11 +91,18 @@ class ModelSet:
         self.student = model
         self._apply_namespace(model)
 
+    def _student_serves(self, role: str) -> bool:
+        return (
+            self.student is not None
+            and self.roles.follow_student
+            and role in self.roles.student_serves
+        )
+
     def for_role(self, role: str) -> ChatModel | None:
         """The model serving `role`. Only the embedder can be None: no embedder and no student."""
         if role not in ROLES:
             raise ConfigError(f"unknown role {role!r} (roles: {', '.join(ROLES)})", field="roles")
-        if role == "generator" and self.student is not None and self.roles.follow_student:
+        if self._student_serves(role):
             return self.student
         name = getattr(self.roles, role)
         if name is not None:
@@ -108,7 +115,7 @@ class ModelSet:
         """Which configured name (or "student") serves each role right now, for status output."""
         names: dict[str, str | None] = {}
         for role in ROLES:
-            if role == "generator" and self.student is not None and self.roles.follow_student:
+            if self._student_serves(role):
                 names[role] = "student"
             elif (name := getattr(self.roles, role)) is not None:
                 names[role] = name
