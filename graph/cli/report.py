@@ -50,12 +50,11 @@ def _configured_embedder(config: Any, store: Any) -> Iterator[Any]:
 def report_command(project_root: Path, out: Path | None, as_json: bool) -> int:
     """Write the report of the project at `project_root` into `out` (default `<project>/reports/`)."""
     from evoinstruct.graph.project import Project
-    from evoinstruct.graph.report.build import ReportConfig, build_report
+    from evoinstruct.graph.report.build import build_report
 
     project = Project(Path(project_root).resolve()).require()
     config = project.load_config()
-    # Uses the run config's `report` section once the lead composes ReportConfig into it.
-    report_config = getattr(config, "report", None) or ReportConfig()
+    report_config = config.report
     store = project.open_store()
     try:
         with _configured_embedder(config, store) as embedder:
@@ -76,6 +75,10 @@ def report_command(project_root: Path, out: Path | None, as_json: bool) -> int:
     lines += [alert.message for alert in result.alerts]
     if not result.alerts:
         lines.append("No diversity alerts.")
+    diversity = result.data.diversity if result.data is not None else None
+    if diversity is not None and not diversity.rows and diversity.unmeasured:
+        # "No alerts" alone would read as "diverse enough"; say nothing was measured.
+        lines.append(diversity.unmeasured_note())
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

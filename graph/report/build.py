@@ -1,12 +1,15 @@
 """`evoinstruct report` as a library: PNG plots of a project's pool and one self-contained HTML page.
 
-`build_report(store, out_dir)` reads the pool through the Store API
-(`report_data`), measures the diversity of each round's new instructions
-against the seeds (`report_diversity`), draws seven PNGs (`report_plots`:
-pool size, acceptance and rejections, score distributions, diversity,
-evolution depth, model cost, student evaluation) and writes `report.html`
-(`report_html`), which embeds them as base64 data URIs and needs no other
-file. Every piece of model text in the page goes through `html.escape`.
+`build_report(store, out_dir)` reads the pool through the Store API into the
+dataclasses of `report.data` (each plot draws one of them and nothing else),
+measures the diversity of each round's new instructions against the seeds
+(`report.diversity`), draws the PNGs of `PLOTS` (`report.plots`: pool size,
+acceptance and rejection events, the stage funnel, score distributions with
+their thresholds, length histograms, diversity, evolution depth, model cost,
+the student's held-out loss against its baseline, training loss curves) and
+writes `report.html` (`report.html`), which embeds them as base64 data URIs
+and needs no other file. Every piece of model text in the page goes through
+`html.escape`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoinstruct.graph.report.config import ReportConfig
-from evoinstruct.graph.report.data import collect
+from evoinstruct.graph.report.data import ReportData, collect
 from evoinstruct.graph.report.diversity import (
     Alert,
     Diversity,
@@ -33,12 +36,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class ReportResult:
-    """What `build_report` wrote, and the alerts it raised."""
+    """What `build_report` wrote, the alerts it raised, and the data every plot drew."""
 
     pngs: dict[str, Path]
     html: Path
     alerts: list[Alert] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    data: ReportData | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,7 +78,7 @@ def build_report(
     pngs = save_plots(data, config, out_dir)
     html_path = out_dir / "report.html"
     html_path.write_text(render_html(store, data, pngs, config), encoding="utf-8")
-    return ReportResult(pngs, html_path, data.diversity.alerts, data.diversity.notes)
+    return ReportResult(pngs, html_path, data.diversity.alerts, data.diversity.notes, data)
 
 
 __all__ = [
@@ -82,6 +86,7 @@ __all__ = [
     "Alert",
     "Diversity",
     "ReportConfig",
+    "ReportData",
     "ReportResult",
     "build_report",
     "distinct_n",

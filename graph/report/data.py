@@ -1,18 +1,50 @@
-"""What the report shows, read from the pool through the Store API: rounds, scores, diversity."""
+"""What the report shows, read from the pool through the Store API.
+
+Every plot draws one of the dataclasses here and nothing else, so a test can
+check the numbers behind a picture against the store: the student rows and
+loss curves against the registered versions' metrics, the funnels against
+SQL counts, the histograms against the examples, the thresholds against the
+config each round stored.
+"""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
+from evoinstruct.agents.stats import prompt_text
+from evoinstruct.agents.textstats import count_words
 from evoinstruct.graph.report.config import ReportConfig
 from evoinstruct.graph.report.diversity import Diversity, Embedder, measure_diversity
+from evoinstruct.graph.report.funnel import RoundFunnel, build_funnels
+from evoinstruct.graph.report.thresholds import Threshold, length_thresholds, score_thresholds
 from evoinstruct.store.records import Example
 
 if TYPE_CHECKING:
     from evoinstruct.store import Store
+
+# How the plots group examples: a seed by its source, any other example by its status.
+GROUPS: tuple[str, ...] = ("seed", "accepted", "rejected", "candidate")
+ScoreKey = tuple[str, str]  # (scorer, dimension)
+
+
+def group_of(example: Example) -> str | None:
+    """ "seed", or the status of a machine example; None for a superseded original (its
+    rewrite stands in for it)."""
+    if example.status == "superseded":
+        return None
+    return "seed" if example.source == "seed" else example.status
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 @dataclass
@@ -38,16 +70,86 @@ class RoundRow:
 
 
 @dataclass
+class StudentRow:
+    """A registered student version and its gate: held-out losses and the verdict with its reason."""
+
+    version: str
+    method: str | None
+    round: int | None
+    train_loss: float | None
+    heldout_loss: float | None  # the candidate's, on the held-out examples
+    baseline_loss: float | None  # the version it was compared with, on the same examples
+    baseline_version: str | None  # None: the bare base model
+    heldout_examples: int | None
+    winning_score: float | None
+    verdict: bool | None  # the gate's decision; None: never evaluated
+    reason: str | None
+    promoted: bool  # ever made active (by the gate or by hand)
+    active: bool
+
+    @property
+    def baseline_name(self) -> str:
+        return self.baseline_version or "base model"
+
+
+@dataclass
+class LossCurve:
+    """A version's training loss as the trainer logged it (`log_history`), step by step."""
+
+    version: str
+    steps: list[int]
+    losses: list[float]
+    global_step: int | None
+    heldout_loss: float | None
+    logging_steps: int | None
+
+
+@dataclass
+class ScoreValue:
+    value: float
+    group: str  # one of GROUPS
+
+
+@dataclass
+class Scores:
+    """Parseable values by (scorer, dimension) then round; unparseable answers counted apart."""
+
+    values: dict[ScoreKey, dict[int, list[ScoreValue]]] = field(default_factory=dict)
+    unparseable: dict[ScoreKey, int] = field(default_factory=dict)
+    thresholds: dict[ScoreKey, dict[int, list[Threshold]]] = field(default_factory=dict)
+
+    def panels(self) -> list[ScoreKey]:
+        return sorted(set(self.values) | set(self.unparseable))
+
+
+@dataclass
+class Histogram:
+    """Word counts of one field: shared bin edges, one count list per group."""
+
+    field: Literal["instruction", "response"]
+    edges: list[int]
+    counts: dict[str, list[int]]  # group -> examples per bin
+    sizes: dict[str, int]  # group -> examples measured
+    thresholds: list[Threshold]
+    left_out: int = 0  # examples with no response yet (response histogram only)
+
+
+@dataclass
 class ReportData:
-    """Everything the plots and the page draw on; scores by (scorer, dimension) then round."""
+    """Everything the plots and the page draw on."""
 
     title: str
     examples: list[Example]
     rounds: list[RoundRow]
-    scores: dict[tuple[str, str], dict[int, list[float]]]
+    scores: Scores
     diversity: Diversity
-    versions: list[dict[str, Any]]
+    students: list[StudentRow]
+    curves: list[LossCurve]
+    funnels: list[RoundFunnel]
+    lengths: list[Histogram]
+    configs: dict[int, dict[str, Any]]  # round -> the resolved config it stored
     pool: dict[str, Any]
+    config_round: int = -1  # whose config the lengths' thresholds come from (-1: none)
 
 
 def _stage_counters(counts: dict[str, Any], key: str) -> dict[str, float]:
@@ -59,6 +161,136 @@ def _stage_counters(counts: dict[str, Any], key: str) -> dict[str, float]:
         for stage, c in stages.items()
         if isinstance(c, dict) and isinstance(c.get(key), int | float) and c[key] > 0
     }
+
+
+def student_rows(versions: Sequence[dict[str, Any]]) -> list[StudentRow]:
+    """The gate's figures per version. The evaluation writes them under `metrics.evaluation`;
+    a flat `metrics.heldout_loss` etc. (an older or hand-registered version) is the fallback."""
+    rows = []
+    for v in versions:
+        metrics = v.get("metrics") or {}
+        evaluation = metrics.get("evaluation")
+        evaluation = evaluation if isinstance(evaluation, dict) else {}
+
+        def pick(key: str, ev: dict[str, Any] = evaluation, m: dict[str, Any] = metrics) -> Any:
+            return ev[key] if ev.get(key) is not None else m.get(key)
+
+        gate = pick("gate")
+        gate = gate if isinstance(gate, dict) else {}
+        pairwise = pick("pairwise")
+        pairwise = pairwise if isinstance(pairwise, dict) else {}
+        verdict = gate.get("promote")
+        count = _number(evaluation.get("heldout_examples"))
+        rows.append(
+            StudentRow(
+                version=v["version"],
+                method=v.get("method"),
+                round=v.get("round"),
+                train_loss=_number(metrics.get("train_loss")),
+                heldout_loss=_number(pick("heldout_loss")),
+                baseline_loss=_number(pick("baseline_loss")),
+                baseline_version=evaluation.get("baseline_version"),
+                heldout_examples=int(count) if count is not None else None,
+                winning_score=_number(pairwise.get("winning_score")),
+                verdict=verdict if isinstance(verdict, bool) else None,
+                reason=gate.get("reason") if isinstance(gate.get("reason"), str) else None,
+                promoted=bool(v.get("promoted")),
+                active=bool(v.get("active")),
+            )
+        )
+    return rows
+
+
+def loss_curves(
+    versions: Sequence[dict[str, Any]], students: Sequence[StudentRow]
+) -> list[LossCurve]:
+    """Per version, the (step, loss) pairs of the trainer's log; the final summary entry
+    (`train_loss`, an average over the run) is not a point of the curve."""
+    held = {s.version: s.heldout_loss for s in students}
+    curves = []
+    for v in versions:
+        metrics = v.get("metrics") or {}
+        history = metrics.get("log_history")
+        points = sorted(
+            (int(entry["step"]), float(entry["loss"]))
+            for entry in (history if isinstance(history, list) else [])
+            if isinstance(entry, dict)
+            and _number(entry.get("loss")) is not None
+            and _number(entry.get("step")) is not None
+        )
+        logging = (v.get("config") or {}).get("logging_steps")
+        step = _number(metrics.get("global_step"))
+        curves.append(
+            LossCurve(
+                version=v["version"],
+                steps=[s for s, _ in points],
+                losses=[loss for _, loss in points],
+                global_step=int(step) if step is not None else None,
+                heldout_loss=held.get(v["version"]),
+                logging_steps=int(logging) if isinstance(logging, int) else None,
+            )
+        )
+    return curves
+
+
+def _scores(store: Store, examples: list[Example], configs: dict[int, dict[str, Any]]) -> Scores:
+    # A superseded original's rewrite carries its scores: counting both would count twice.
+    live = {e.id: e for e in examples if group_of(e) is not None}
+    values: dict[ScoreKey, dict[int, list[ScoreValue]]] = defaultdict(lambda: defaultdict(list))
+    unparseable: Counter[ScoreKey] = Counter()
+    for eid, found in store.scores_for(list(live)).items():
+        e = live[eid]
+        group = group_of(e) or ""
+        for s in found:
+            if s.value is not None and math.isfinite(s.value):
+                values[(s.scorer, s.dimension)][e.round].append(ScoreValue(float(s.value), group))
+            else:
+                unparseable[(s.scorer, s.dimension)] += 1
+    out = Scores({k: dict(v) for k, v in values.items()}, dict(unparseable))
+    for key in out.panels():
+        out.thresholds[key] = {
+            n: found for n, cfg in configs.items() if (found := score_thresholds(cfg, *key))
+        }
+    return out
+
+
+def _edges(values: Sequence[int], max_bins: int = 30) -> list[int]:
+    """Integer bin edges from 0 past the largest value, at most `max_bins` bins."""
+    top = max(values, default=0) + 1
+    width = max(1, math.ceil(top / max_bins))
+    return [i * width for i in range(math.ceil(top / width) + 1)]
+
+
+def length_histograms(examples: Sequence[Example], config: dict[str, Any]) -> list[Histogram]:
+    """Instruction (with its input, as the critic measures it) and response lengths in words,
+    a CJK character counting one, per group; superseded originals left out."""
+    out = []
+    fields: tuple[Literal["instruction", "response"], ...] = ("instruction", "response")
+    for name in fields:
+        words: dict[str, list[int]] = defaultdict(list)
+        left_out = 0
+        for e in examples:
+            group = group_of(e)
+            if group is None:
+                continue
+            if name == "response" and e.output is None:
+                left_out += 1  # not answered (yet): no length to draw
+                continue
+            text = prompt_text(e) if name == "instruction" else e.output or ""
+            words[group].append(count_words(text))
+        edges = _edges([n for found in words.values() for n in found])
+        groups = [g for g in GROUPS if g in words] + sorted(set(words) - set(GROUPS))
+        out.append(
+            Histogram(
+                field=name,
+                edges=edges,
+                counts={g: np.histogram(words[g], bins=edges)[0].tolist() for g in groups},
+                sizes={g: len(words[g]) for g in groups},
+                thresholds=length_thresholds(config, name),
+                left_out=left_out,
+            )
+        )
+    return out
 
 
 def collect(
@@ -83,13 +315,13 @@ def collect(
                 _stage_counters(counts, "tokens"),
             )
         )
-    # A superseded example's rewrite carries its scores: counting both would count twice.
-    scored = {e.id: e.round for e in examples if e.status != "superseded"}
-    scores: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for eid, found in store.scores_for(list(scored)).items():
-        for s in found:
-            if s.value is not None and math.isfinite(s.value):
-                scores[(s.scorer, s.dimension)][scored[eid]].append(float(s.value))
+    configs = {
+        n: r["config"] for n, r in meta.items() if isinstance(r.get("config"), dict) and r["config"]
+    }
+    # The newest round that stored a run config (a filter generation stores a fingerprint).
+    config_round = max((n for n, c in configs.items() if "critic" in c), default=-1)
+    versions = store.model_versions()
+    students = student_rows(versions)
     seeds = [e.instruction for e in examples if e.source == "seed"]
     new: dict[int, list[str]] = defaultdict(list)
     for e in examples:
@@ -99,8 +331,15 @@ def collect(
         title=title,
         examples=examples,
         rounds=rounds,
-        scores={k: dict(v) for k, v in scores.items()},
+        scores=_scores(store, examples, configs),
         diversity=measure_diversity(seeds, dict(new), config, embedder),
-        versions=store.model_versions(),
+        students=students,
+        curves=loss_curves(versions, students),
+        funnels=build_funnels(
+            examples, store.rejections(), {n: r.get("counts") or {} for n, r in meta.items()}
+        ),
+        lengths=length_histograms(examples, configs.get(config_round, {})),
+        configs=configs,
         pool=store.pool_stats(),
+        config_round=config_round,
     )

@@ -11,6 +11,11 @@
 
 A round whose value on any of these falls more than `alert_margin` (5 %)
 below the seeds' is an alert.
+
+A round that added fewer than `diversity_min_examples` instructions is not
+measured (a handful of texts says nothing about spread). The cumulative
+series (every instruction added up to a round) is measured once it reaches
+that size, so a small project still shows a trend; it raises no alerts.
 """
 
 from __future__ import annotations
@@ -89,9 +94,39 @@ class Diversity:
     seeds_n: int = 0
     seed_values: dict[str, float | None] = field(default_factory=dict)
     rows: list[DiversityRow] = field(default_factory=list)
+    cumulative: list[DiversityRow] = field(default_factory=list)  # all new up to each round
+    unmeasured: dict[int, int] = field(default_factory=dict)  # round -> its too few new texts
+    min_examples: int = 0
     alerts: list[Alert] = field(default_factory=list)
     embedding: str = "hashed TF-IDF"
     notes: list[str] = field(default_factory=list)
+
+    def unmeasured_note(self) -> str:
+        """Which rounds were too small to measure on their own, and the bar they missed."""
+        parts = ", ".join(f"round {r}: {n}" for r, n in self.unmeasured.items())
+        return (
+            f"Rounds with fewer than {self.min_examples} new accepted instructions "
+            f"(report.diversity_min_examples) are not measured on their own: {parts}."
+        )
+
+    def not_measured_note(self) -> str:
+        """Why nothing was measured, and the seed pool's values for reference."""
+        lines = []
+        if self.unmeasured:
+            lines.append(self.unmeasured_note())
+            total = sum(self.unmeasured.values())
+            if total < self.min_examples:
+                lines.append(f"All of them together are {total}, too few as well.")
+        else:
+            lines.append("No round has added accepted instructions yet.")
+        if self.seeds_n:
+            seeds = ", ".join(
+                f"{METRIC_LABELS[m]} {v:.3f}"
+                for m in METRICS
+                if (v := self.seed_values.get(m)) is not None
+            )
+            lines.append(f"Seed pool ({self.seeds_n} instructions): {seeds or 'not measurable'}.")
+        return "\n".join(lines)
 
 
 def _distinct_at(
@@ -130,30 +165,42 @@ def measure_diversity(
     config: ReportConfig,
     embedder: Embedder | None = None,
 ) -> Diversity:
-    """Distinct-1/2 and embedding spread of each round's new instructions and of the seeds."""
-    out = Diversity(seeds_n=len(seeds))
+    """Distinct-1/2 and embedding spread of each round's new instructions, of all new ones up
+    to each round, and of the seeds."""
+    out = Diversity(seeds_n=len(seeds), min_examples=config.diversity_min_examples)
     seed_tokens = [tokenize(t) for t in seeds]
     cap = config.diversity_sample
-    measured = {
-        r: texts for r, texts in rounds.items() if len(texts) >= config.diversity_min_examples
-    }
-    for r in sorted(set(rounds) - set(measured)):
+    enough = config.diversity_min_examples
+    measured = {r: texts for r, texts in rounds.items() if len(texts) >= enough}
+    out.unmeasured = {r: len(rounds[r]) for r in sorted(set(rounds) - set(measured))}
+    for r, n in out.unmeasured.items():
         out.notes.append(
-            f"round {r}: {len(rounds[r])} new instructions, too few to measure "
-            f"(fewer than {config.diversity_min_examples})"
+            f"round {r}: {n} new instructions, too few to measure (fewer than {enough})"
         )
-    # One embedding call over every set (capped), so all vectors share one space.
-    sampled = {"seeds": _sample(seeds, cap, random.Random(f"{config.seed}:seeds"))}
+    so_far: list[str] = []
+    cumulative: dict[int, list[str]] = {}
+    for r in sorted(rounds):
+        so_far = so_far + rounds[r]
+        if len(so_far) >= enough:
+            cumulative[r] = so_far
+    # One embedding call over every set (capped), so all vectors share one space; a text in
+    # several sets (the cumulative ones overlap) is embedded once.
+    sampled: dict[Any, list[str]] = {
+        "seeds": _sample(seeds, cap, random.Random(f"{config.seed}:seeds"))
+    }
     for r, texts in measured.items():
         sampled[r] = _sample(texts, cap, random.Random(f"{config.seed}:{r}:embed"))
-    spans, flat = {}, []
-    for key, texts in sampled.items():
-        spans[key] = (len(flat), len(flat) + len(texts))
-        flat.extend(texts)
+    for r, texts in cumulative.items():
+        sampled[("upto", r)] = _sample(texts, cap, random.Random(f"{config.seed}:upto{r}:embed"))
+    unique = list(dict.fromkeys(t for texts in sampled.values() for t in texts))
     spread: dict[Any, float | None] = {key: None for key in sampled}
-    if flat:
-        vectors, out.embedding = _embed(flat, embedder)
-        spread = {key: mean_pairwise_distance(vectors[a:b]) for key, (a, b) in spans.items()}
+    if unique:
+        vectors, out.embedding = _embed(unique, embedder)
+        row_of = {t: i for i, t in enumerate(unique)}
+        spread = {
+            key: mean_pairwise_distance(vectors[[row_of[t] for t in texts]]) if texts else None
+            for key, texts in sampled.items()
+        }
     k_seeds = min(len(seeds), cap)
     rng = random.Random(f"{config.seed}:seeds:distinct")
     out.seed_values = {
@@ -162,7 +209,11 @@ def measure_diversity(
         "spread": spread["seeds"],
     }
     for r in sorted(measured):
-        out.rows.append(_round_diversity(r, measured[r], seed_tokens, spread, config))
+        out.rows.append(_round_diversity(r, measured[r], seed_tokens, spread[r], spread, config))
+    for r in sorted(cumulative):
+        out.cumulative.append(
+            _round_diversity(r, cumulative[r], seed_tokens, spread[("upto", r)], spread, config)
+        )
     if not seeds and measured:
         out.notes.append("no seed pool to compare against: no diversity alerts")
     out.alerts = [a for row in out.rows if (a := _alert(row, config.alert_margin))]
@@ -177,6 +228,7 @@ def _round_diversity(
     r: int,
     texts: list[str],
     seed_tokens: list[list[str]],
+    own_spread: float | None,
     spread: dict[Any, float | None],
     config: ReportConfig,
 ) -> DiversityRow:
@@ -192,7 +244,7 @@ def _round_diversity(
             if seed_tokens
             else None
         )
-    row.values["spread"] = spread.get(r)
+    row.values["spread"] = own_spread
     row.seed_values["spread"] = spread.get("seeds") if seed_tokens else None
     return row
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evoinstruct.graph.report.diversity import METRIC_LABELS, METRICS, Diversity, DiversityRow
+from evoinstruct.graph.report.diversity import METRIC_LABELS, METRICS, DiversityRow
 from evoinstruct.store.records import Example
 
 if TYPE_CHECKING:
@@ -23,34 +23,64 @@ if TYPE_CHECKING:
 _CSS = """
 body{font-family:-apple-system,"Segoe UI","Helvetica Neue",Arial,"Noto Sans CJK SC",
 "PingFang SC","Microsoft YaHei",sans-serif;margin:2em auto;max-width:1200px;color:#222;
-padding:0 1em}
-table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;
-padding:.25em .6em;text-align:right;font-size:.9em}th{background:#f3f3f3}
-td.l,th.l{text-align:left}.alert{background:#fde8e8;border-left:4px solid #c00;
+padding:0 1em;line-height:1.4}
+.scroll{overflow-x:auto;margin:.5em 0 1.5em}
+table{border-collapse:collapse}th,td{border:1px solid #ccc;
+padding:.25em .6em;text-align:right;font-size:.9em;vertical-align:top}
+th{background:#f3f3f3}
+td.l,th.l{text-align:left}td.reason,th.reason{text-align:left;min-width:16em}
+table.compact td{white-space:nowrap}tr.sub td{border-top:none;color:#444}
+.alert{background:#fde8e8;border-left:4px solid #c00;
 padding:.5em 1em}.ok{background:#e8f6e8;border-left:4px solid #383;padding:.5em 1em}
-figure{margin:1.5em 0}figure img{max-width:100%}figcaption{color:#555;font-size:.9em}
+.note{background:#f4f4f4;border-left:4px solid #999;padding:.5em 1em}
+.pass{color:#2e7d32;font-weight:bold}.fail{color:#c62828;font-weight:bold}
+figure{margin:1.5em 0}figure img{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}
 .ex{border:1px solid #ddd;border-radius:4px;padding:.5em 1em;margin:.7em 0}
 .ex pre{white-space:pre-wrap;word-wrap:break-word;background:#fafafa;padding:.4em;
 margin:.2em 0}.meta{color:#555;font-size:.85em}
 """
 
 _CAPTIONS = {
-    "pool": "Accepted examples in the pool after each round, stacked by source; the dashed "
-    "line counts every stored example whatever its status.",
-    "acceptance": "Left: examples made in each round by their current status, labelled with "
-    "the acceptance rate (accepted / (accepted + rejected); superseded originals were "
-    "replaced by their rewrite). Right: recorded rejections by stage and reason.",
-    "scores": "Scores of the examples made in each round, one panel per scorer and "
-    "dimension: box plots with every value as a dot; n is the number of scored examples.",
-    "diversity": "Distinct-1/2 (distinct n-grams / all n-grams) of the instructions newly "
-    "accepted in each round, against the seed pool subsampled to the same size (dashed), "
-    "and embedding spread (mean pairwise cosine distance). Red rings mark alerts.",
+    "pool": "Accepted examples in the pool after each round (cumulative), stacked by source; "
+    "the dashed line counts every stored example whatever its status.",
+    "acceptance": "Left: examples made in each round (counted as examples) by their current "
+    "status, labelled with the acceptance rate (accepted / (accepted + rejected); superseded "
+    "originals were replaced by their rewrite). Right: rejection events recorded in each "
+    "round, by stage (counted as rows of the rejections table: one example can have several, "
+    "and a dropped draft never became an example); failed model calls are no verdict.",
+    "funnel": "Each round's stages in pipeline order: a bar is the items that entered the "
+    "stage, green the ones it kept, red the ones it dropped. generate and evolve count "
+    "drafts (proposed before storing), the other stages stored examples, followed from the "
+    "round that made them. Beside each bar: kept/entered and the top drop reasons as "
+    "rejection events (×n; one item can have several). The table below lists every round.",
+    "scores": "Scores of the examples made in each round, one panel per scorer and dimension: "
+    "box plots with every value as a dot coloured by the example's fate; n is the number of "
+    "scored examples. Dashed lines are the thresholds of the config each round stored. "
+    "Lengths are in the next plot; measures with one value for every example are named "
+    "below the panels instead of drawn.",
+    "lengths": "Word counts (a CJK character counts as one word) of instructions with their "
+    "input and of responses, by the example's fate, with the critic's length thresholds.",
+    "diversity": "Distinct-1/2 (distinct n-grams / all n-grams) and embedding spread (mean "
+    "pairwise cosine distance) of newly accepted instructions: per round, against the seed "
+    "pool subsampled to the same size, and of all new instructions up to each round. "
+    "Magenta rings mark alerts.",
     "depth": "How many evolution steps separate each accepted example from its origin.",
     "cost": "Model calls and tokens the round's stages spent, divided by the examples the "
     "round accepted.",
-    "student": "Each registered student version: its held-out loss (green if promoted, red "
-    "if not) against the baseline it was compared with, and its training loss.",
+    "student": "Each registered student version's held-out loss (green: the gate promoted it; "
+    "red: it did not) next to the loss of the version it was compared with (grey; the base "
+    "model for the first) on the same held-out examples.",
+    "training": "Training loss each version's trainer logged, by optimizer step; the star is "
+    "the version's held-out loss after training.",
 }
+# Where each plot goes on the page.
+_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Pool and rounds", ("pool", "acceptance", "funnel")),
+    ("Scores and lengths", ("scores", "lengths")),
+    ("Diversity", ("diversity",)),
+    ("Evolution and cost", ("depth", "cost")),
+    ("Student", ("student", "training")),
+)
 
 
 def _e(value: Any) -> str:
@@ -65,104 +95,213 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return _e(value)
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
-    def cells(values: Sequence[Any], tag: str) -> str:
-        return "".join(
-            f"<{tag}{' class=l' if i < left else ''}>{v}</{tag}>" for i, v in enumerate(values)
-        )
+def _table(
+    head: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    left: int = 1,
+    classes: dict[int, str] | None = None,
+    *,
+    compact: bool = False,
+    notes: Sequence[str] | None = None,
+) -> str:
+    """Cells are HTML already (escaped by the caller); the head is text. `notes[i]`, when
+    given and not empty, is a full-width line under row i (HTML too)."""
 
-    body = "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows)
-    return f"<table><tr>{cells([_e(h) for h in head], 'th')}</tr>{body}</table>"
+    def cells(values: Sequence[Any], tag: str) -> str:
+        out = []
+        for i, v in enumerate(values):
+            cls = (classes or {}).get(i) or ("l" if i < left else "")
+            out.append(f"<{tag}{f' class={cls}' if cls else ''}>{v}</{tag}>")
+        return "".join(out)
+
+    body = []
+    for i, r in enumerate(rows):
+        body.append(f"<tr>{cells(r, 'td')}</tr>")
+        if notes and notes[i]:
+            body.append(f"<tr class=sub><td colspan={len(head)} class=l>{notes[i]}</td></tr>")
+    opening = "<table class=compact>" if compact else "<table>"
+    table = f"{opening}<tr>{cells([_e(h) for h in head], 'th')}</tr>{''.join(body)}</table>"
+    return f'<div class="scroll">{table}</div>'
 
 
 def _summary_html(data: ReportData) -> str:
     pool = data.pool
     status = ", ".join(f"{_e(k)} {_e(v)}" for k, v in pool.get("by_status", {}).items())
-    active = next((v["version"] for v in data.versions if v.get("active")), None)
+    active = next((s.version for s in data.students if s.active), None)
     lines = [
         f"<p><b>{_e(pool.get('total', 0))}</b> examples ({status}); "
         f"{_e(pool.get('rounds_finished', 0))} rounds finished; "
-        f"{_e(pool.get('rejections', 0))} rejections recorded; active student: "
+        f"{_e(pool.get('rejections', 0))} rejection events recorded; active student: "
         f"{_e(active or 'none (the teacher generates)')}.</p>"
     ]
-    div = {row.round: row for row in data.diversity.rows}
-    alerted = {a.round for a in data.diversity.alerts}
+    div = data.diversity
+    measured = {row.round: row for row in div.rows}
+    # Diversity columns only when something was measured; otherwise the note says why.
+    with_diversity = bool(measured) or any(v is not None for v in div.seed_values.values())
+    alerted = {a.round for a in div.alerts}
     rows = []
     for r in data.rounds:
-        rejected = sum(n for by in r.rejections.values() for n in by.values())
+        events = sum(n for by in r.rejections.values() for n in by.values())
         calls, tokens = sum(r.calls.values()), sum(r.tokens.values())
-        d = div.get(r.number)
-        rows.append(
-            [
-                _e(r.number),
-                _e(r.phase or ("seeds" if r.number == 0 else "–")),
-                _e(sum(r.by_status.values())),
-                _e(r.accepted),
-                _e(r.by_status.get("rejected", 0)),
-                _e(r.by_status.get("superseded", 0)),
-                _fmt(r.acceptance, 2),
-                _e(rejected),
-                _fmt(int(calls)) if calls else "–",
-                _fmt(int(tokens)) if tokens else "–",
-                _fmt(tokens / r.accepted, 0) if tokens and r.accepted else "–",
-                _pair(d, "distinct2"),
-                _pair(d, "spread"),
-                "<b style='color:#c00'>ALERT</b>" if r.number in alerted else "",
-            ]
-        )
+        row = [
+            _e(r.number),
+            _e(r.phase or ("seeds" if r.number == 0 else "–")),
+            _e(sum(r.by_status.values())),
+            _e(r.accepted),
+            _e(r.by_status.get("rejected", 0)),
+            _e(r.by_status.get("superseded", 0)),
+            _fmt(r.acceptance, 2),
+            _e(events),
+            _fmt(int(calls)) if calls else "–",
+            _fmt(int(tokens)) if tokens else "–",
+            _fmt(tokens / r.accepted, 0) if tokens and r.accepted else "–",
+        ]
+        if with_diversity:
+            row += _diversity_cells(data, r.number, measured.get(r.number), r.number in alerted)
+        rows.append(row)
     head = ["round", "phase", "made", "accepted", "rejected", "superseded", "acceptance",
-            "rejections", "calls", "tokens", "tokens/accepted", "distinct-2 (seeds)",
-            "spread (seeds)", "diversity"]  # fmt: skip
-    return "\n".join(lines) + (_table(head, rows, left=2) if rows else "<p>No rounds yet.</p>")
+            "rejection events", "calls", "tokens", "tokens / accepted"]  # fmt: skip
+    if with_diversity:
+        head += ["distinct-2 (seeds)", "spread (seeds)", "diversity"]
+    table = _table(head, rows, left=2, compact=True) if rows else "<p>No rounds yet.</p>"
+    return "\n".join(lines) + table
 
 
-def _pair(row: DiversityRow | None, metric: str) -> str:
-    if row is None:
-        return "–"
+def _diversity_cells(
+    data: ReportData, number: int, row: DiversityRow | None, alert: bool
+) -> list[str]:
+    div = data.diversity
+    if number == 0 and div.seeds_n:
+        seeds = [_fmt(div.seed_values.get(m)) for m in ("distinct2", "spread")]
+        return [seeds[0], seeds[1], "seed pool (reference)"]
+    if row is not None:
+        verdict = "<b style='color:#c51162'>ALERT</b>" if alert else "ok"
+        return [_pair(row, "distinct2"), _pair(row, "spread"), verdict]
+    if number in div.unmeasured:
+        return ["–", "–", f"too few ({div.unmeasured[number]} &lt; {div.min_examples})"]
+    return ["–", "–", "none new"]
+
+
+def _pair(row: DiversityRow, metric: str) -> str:
     return f"{_fmt(row.values.get(metric))} ({_fmt(row.seed_values.get(metric))})"
 
 
-def _alerts_html(div: Diversity) -> str:
+def _alerts_html(data: ReportData) -> str:
+    div = data.diversity
     parts = [f'<div class="alert">{_e(a.message)}</div>' for a in div.alerts]
-    if not parts:
+    if not div.rows:
+        text = div.not_measured_note().replace("\n", " ")
+        parts.append(f'<div class="note">Diversity per round not measured. {_e(text)}</div>')
+    elif not parts:
         text = (
             "No diversity alerts: no measured round is less diverse than the seed pool."
-            if div.rows and div.seeds_n
-            else "No diversity alerts (nothing to compare yet)."
+            if div.seeds_n
+            else "No diversity alerts (no seed pool to compare with)."
         )
         parts.append(f'<div class="ok">{_e(text)}</div>')
     seeds = ", ".join(f"{METRIC_LABELS[m]} {_fmt(div.seed_values.get(m))}" for m in METRICS)
     parts.append(f"<p class=meta>Seed pool: {_e(div.seeds_n)} instructions; {seeds}; "
                  f"embedding: {_e(div.embedding)}.</p>")  # fmt: skip
-    parts += [f"<p class=meta>{_e(n)}</p>" for n in div.notes]
+    if div.cumulative:
+        last = div.cumulative[-1]
+        values = ", ".join(f"{METRIC_LABELS[m]} {_fmt(last.values.get(m))}" for m in METRICS)
+        parts.append(
+            f"<p class=meta>All {_e(last.n)} new instructions up to round {_e(last.round)}: "
+            f"{values}.</p>"
+        )
+    # The per-round "too few" notes are summed up in one line (or in the box above).
+    small = tuple(f"round {r}:" for r in div.unmeasured)
+    if div.unmeasured and div.rows:
+        parts.append(f"<p class=meta>{_e(div.unmeasured_note())}</p>")
+    parts += [f"<p class=meta>{_e(n)}</p>" for n in div.notes if not n.startswith(small)]
     return "\n".join(parts)
 
 
-def _versions_html(versions: list[dict[str, Any]]) -> str:
-    if not versions:
-        return "<p>No student versions registered yet.</p>"
+def _reasons(reasons: dict[str, int], limit: int) -> str:
+    """The `limit` most frequent reasons by name, the rest as "other"."""
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])
+    shown = [f"{_e(r)} ×{_e(n)}" for r, n in top[:limit]]
+    if len(top) > limit:
+        shown.append(f"other ×{_e(sum(n for _, n in top[limit:]))}")
+    return ", ".join(shown)
+
+
+def _funnel_html(data: ReportData, config: ReportConfig) -> str:
+    if not data.funnels:
+        return ""
     rows = []
-    for v in versions:
-        m = v["metrics"] or {}
-        gate = m.get("gate") if isinstance(m.get("gate"), dict) else {}
-        pairwise = m.get("pairwise") if isinstance(m.get("pairwise"), dict) else {}
+    for f in data.funnels:
+        for i, stage in enumerate(f.stages):
+            reasons = _reasons(stage.reasons, config.max_reasons)
+            rows.append(
+                [
+                    _e(f.round) if i == 0 else "",
+                    _e(stage.name),
+                    _e(stage.unit),
+                    _e(stage.entered),
+                    _e(stage.kept),
+                    _e(stage.dropped) if stage.dropped else "",
+                    reasons or _e(stage.note),
+                ]
+            )
+        books = [f"{f.accepted} accepted", f"{f.waiting} waiting"]
+        if f.failed_calls:
+            calls = ", ".join(f"{s} {n}" for s, n in f.failed_calls.items())
+            books.append(f"failed model calls (no verdict): {calls}")
+        if f.recorded_only:
+            books.append(f"{f.recorded_only} verdicts recorded that dropped nothing")
+        if f.unaccounted:
+            books.append(f"{f.unaccounted} kept by the funnel but not accepted or waiting")
+        rows.append(["", "<i>end</i>", "", "", "", "", _e("; ".join(books))])
+    head = ["round", "stage", "counts", "entered", "kept", "dropped",
+            "top drop reasons (rejection events)"]  # fmt: skip
+    return _table(head, rows, left=3, classes={6: "reason"})
+
+
+def _students_html(data: ReportData) -> str:
+    if not data.students:
+        return "<p>No student versions registered yet.</p>"
+    rows, notes = [], []
+    for s in data.students:
+        delta = (
+            s.heldout_loss - s.baseline_loss
+            if s.heldout_loss is not None and s.baseline_loss is not None
+            else None
+        )
+        if s.verdict is None:
+            verdict = "not evaluated"
+        elif s.verdict:
+            verdict = "<span class=pass>promote</span>"
+        else:
+            verdict = "<span class=fail>keep baseline</span>"
+        state = "active" if s.active else "promoted earlier" if s.promoted else "never promoted"
         rows.append(
             [
-                _e(v["version"]),
-                _e(v.get("method")),
-                _e(v.get("round")),
-                _fmt(m.get("train_loss")),
-                _fmt(m.get("heldout_loss")),
-                _fmt(m.get("baseline_loss")),
-                _fmt(pairwise.get("winning_score")),
-                "yes" if v["promoted"] else "no",
-                "yes" if v.get("active") else "",
-                f'<span style="text-align:left">{_e(gate.get("reason", ""))}</span>',
+                _e(s.version),
+                _e(s.method),
+                _e(s.round),
+                _fmt(s.train_loss),
+                _e(s.baseline_name),
+                _fmt(s.baseline_loss),
+                _fmt(s.heldout_loss),
+                _fmt(delta),
+                _e(s.heldout_examples) if s.heldout_examples is not None else "–",
+                _fmt(s.winning_score),
+                verdict,
+                _e(state),
             ]
         )
-    head = ["version", "method", "round", "train loss", "held-out loss", "baseline loss",
-            "winning score", "promoted", "active", "gate"]  # fmt: skip
-    return _table(head, rows)
+        notes.append(f"gate: {_e(s.reason)}" if s.reason else "")
+    head = ["version", "method", "round", "train loss", "baseline", "baseline loss",
+            "held-out loss", "Δ held-out − baseline", "held-out examples", "winning score",
+            "gate verdict", "now"]  # fmt: skip
+    note = (
+        "<p class=meta>Losses are mean cross-entropy per response token (nats) on the "
+        "version's held-out examples; the baseline is the version active when it was "
+        "evaluated (the base model for the first), measured on the same examples. The line "
+        "under each version is the gate's reason.</p>"
+    )
+    return note + _table(head, rows, notes=notes)
 
 
 def _clip(text: str | None, limit: int) -> str:
@@ -232,29 +371,38 @@ def _example_html(store: Store, e: Example, scores: list[Any], config: ReportCon
 
 
 def render_html(store: Store, data: ReportData, pngs: dict[str, Path], config: ReportConfig) -> str:
-    figures = []
-    for name, path in pngs.items():
-        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-        figures.append(
+    def figure(name: str) -> str:
+        encoded = base64.b64encode(pngs[name].read_bytes()).decode("ascii")
+        return (
             f'<figure id="{_e(name)}"><img alt="{_e(name)} plot" '
-            f'src="data:image/png;base64,{encoded}"><figcaption>{_e(_CAPTIONS[name])}</figcaption></figure>'
+            f'src="data:image/png;base64,{encoded}"><figcaption>{_e(_CAPTIONS[name])}'
+            "</figcaption></figure>"
         )
+
+    sections = []
+    for heading, names in _SECTIONS:
+        sections.append(f"<h2>{_e(heading)}</h2>")
+        if heading == "Diversity":
+            sections.append(_alerts_html(data))
+        if heading == "Student":
+            sections.append(_students_html(data))
+        for name in (n for n in names if n in pngs):
+            sections.append(figure(name))
+            if name == "funnel":
+                sections.append(_funnel_html(data, config))
+    placed = {name for _, names in _SECTIONS for name in names}
+    sections += [figure(name) for name in pngs if name not in placed]
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join(
         [
             "<!DOCTYPE html>",
-            '<html><head><meta charset="utf-8">',
+            '<html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>evoinstruct report: {_e(data.title)}</title><style>{_CSS}</style></head><body>",
             f"<h1>evoinstruct report: {_e(data.title)}</h1><p class=meta>made {_e(stamp)}</p>",
             "<h2>Summary</h2>",
             _summary_html(data),
-            "<h2>Diversity alerts</h2>",
-            _alerts_html(data.diversity),
-            "<h2>Plots</h2>",
-            *figures,
-            "<h2>Student versions</h2>",
-            _versions_html(data.versions),
+            *sections,
             "<h2>Accepted examples by round (a sample, with lineage)</h2>",
             _samples_html(store, data, config),
             "</body></html>",
