@@ -19,7 +19,7 @@ from typing import Any
 from evoinstruct.graph.daemon.loop import DaemonOptions, DaemonResult, ProgressSink
 from evoinstruct.graph.project import Project, init_project
 from evoinstruct.store.errors import ProjectError
-from evoinstruct.store.records import Example
+from evoinstruct.store.records import Example, Rejection
 from evoinstruct.trainer.warmup import warm_up
 
 DEMO_ROUNDS_BEFORE_TRAINING = 3
@@ -65,6 +65,52 @@ class DemoResult:
     pool: dict[str, Any] = field(default_factory=dict)
     # (stage, reason, count), most frequent first: what the filters did with the nonsense
     top_rejections: list[tuple[str, str, int]] = field(default_factory=list)
+    # A few things the models wrote and what the filters said about each
+    samples: list[DemoSample] = field(default_factory=list)
+
+
+@dataclass
+class DemoSample:
+    verdict: str  # "accepted", or "rejected at <stage>: <reason>"
+    instruction: str
+    output: str | None
+    notes: list[str] = field(default_factory=list)  # scores, or the rejection's evidence
+
+
+def _samples(store: Any, n_accepted: int = 2, n_rejected: int = 1) -> list[DemoSample]:
+    """What the machine wrote, shown beside what the filters made of it."""
+    samples: list[DemoSample] = []
+    accepted = [
+        e for e in store.iter_examples(status="accepted") if e.source != "seed" and e.output
+    ][-n_accepted:]
+    scores = store.scores_for([e.id for e in accepted])
+    for example in accepted:
+        notes = [
+            f"{s.scorer}/{s.dimension} = {s.value:.3g}"
+            for s in scores[example.id]
+            if s.value is not None
+        ][:4]
+        samples.append(
+            DemoSample(
+                f"accepted ({example.operation or example.source}, round {example.round})",
+                example.instruction,
+                example.output,
+                notes,
+            )
+        )
+    verdicts = [r for r in store.rejections() if Rejection.from_row(r).is_verdict]
+    for row in verdicts[-n_rejected:]:
+        rejected = store.get(row["example_id"]) if row.get("example_id") else None
+        text = rejected.instruction if rejected else (row.get("raw_output") or "")
+        samples.append(
+            DemoSample(
+                f"rejected at {row['stage']}: {row['reason']}",
+                text,
+                rejected.output if rejected else None,
+                [f"{k} = {v}" for k, v in (row.get("evidence") or {}).items()][:4],
+            )
+        )
+    return samples
 
 
 def _seed_texts() -> list[str]:
@@ -186,5 +232,6 @@ async def run_demo(
         result.active = active["version"] if active else None
         result.pool = store.pool_stats()
         tally = Counter((row["stage"], row["reason"]) for row in store.rejections())
+        result.samples = _samples(store)
     result.top_rejections = [(stage, reason, n) for (stage, reason), n in tally.most_common(10)]
     return result

@@ -19,6 +19,11 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("demo") / "demo-project"
     result = asyncio.run(run_demo(directory))
     assert result.rounds == [1, 2, 3, 4]
+    # The demo shows what the models wrote and what the filters said about it.
+    verdicts = [s.verdict for s in result.samples]
+    assert any(v.startswith("accepted") for v in verdicts), verdicts
+    assert any(v.startswith("rejected at ") for v in verdicts), verdicts
+    assert all(s.instruction for s in result.samples)
     return result.project.root
 
 

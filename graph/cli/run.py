@@ -146,6 +146,14 @@ def demo(
     console.print("What the filters did with the nonsense:")
     for stage, reason, n in result.top_rejections:
         console.print(f"  {stage:>9} {reason}: {n}")
+    console.print("What the models wrote, and what the filters said:")
+    for sample in result.samples:
+        console.print(f"  [bold]{sample.verdict}[/]")
+        console.print(f"    instruction: {_clip(sample.instruction)}", markup=False)
+        if sample.output:
+            console.print(f"    output:      {_clip(sample.output)}", markup=False)
+        if sample.notes:
+            console.print(f"    {'; '.join(sample.notes)}", markup=False)
     for version in result.versions:
         gate = (version["metrics"].get("evaluation") or {}).get("gate") or {}
         console.print(f"Student {version['version']}: {gate.get('reason', 'not evaluated')}")
@@ -164,3 +172,8 @@ def demo(
 
 
 # --- the trainer by hand, models -------------------------------------------------------------
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
