@@ -1,10 +1,13 @@
 """The critic: scores a batch of examples and says which ones fail, cheapest checks first.
 
-EasyInstruct's order: model-free statistics first, then the scorers that
-need a model — IFD (the student's losses), InsTag tags, Deita scores — and
-the LLM judge last, so an example a cheap rule already rejected costs no
-model call. Each part has its own config with an `enabled` flag; this module
-only composes them and keeps the books.
+EasyInstruct's order: model-free statistics and the check of verifiable
+constraints first, then the scorers that need a model — IFD (the student's
+losses), InsTag tags, Deita scores — and the LLM judge last, so an example a
+cheap rule already rejected costs no model call. Verification only records
+verdicts (the selector drops a failing example, naming the constraint); with
+`verify.skip_failed` the model parts spend no call on such an example either.
+Each part has its own config with an `enabled` flag; this module only
+composes them and keeps the books.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from evoinstruct.agents.judge import JudgeConfig, judge_examples
 from evoinstruct.agents.models.base import ChatModel, model_version
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.stats import StatsConfig, run_stats
+from evoinstruct.agents.verify import VerifyConfig, verify_examples
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
 
@@ -32,6 +36,7 @@ class CriticConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
     ifd: IFDConfig = Field(default_factory=IFDConfig)
     instag: InsTagConfig = Field(default_factory=InsTagConfig)
     deita: DeitaConfig = Field(default_factory=DeitaConfig)
@@ -46,7 +51,10 @@ class CriticOutcome(AgentOutcome):
     """Scores, rejections (stage "critique"), tags and languages per example id, the books.
 
     `kept` lists the ids no part rejected (nor left unjudged by a failed call);
-    `skipped` the ids that had no response to critique (left for the responder).
+    `skipped` the ids that had no response to critique (left for the responder);
+    `unverified` maps the ids failing a verifiable constraint to the constraint
+    ids they fail ([] when their constraints cannot be read); they stay "kept"
+    here, since the selector gives that verdict.
     """
 
     stage = "critique"
@@ -57,6 +65,7 @@ class CriticOutcome(AgentOutcome):
     kept: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     model_versions: dict[str, str] = field(default_factory=dict)
+    unverified: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, scores: Sequence[Score], rejections: Sequence[Rejection]) -> None:
         self.scores.extend(scores)
@@ -65,10 +74,10 @@ class CriticOutcome(AgentOutcome):
 
 def _alive(batch: Sequence[Example], outcome: CriticOutcome, config: CriticConfig) -> list[Example]:
     """The examples a next part should see."""
-    if not config.skip_rejected:
-        return list(batch)
-    rejected = {r.example_id for r in outcome.rejections}
-    return [e for e in batch if e.id not in rejected]
+    gone = set(outcome.unverified) if config.verify.skip_failed else set()
+    if config.skip_rejected:
+        gone |= {r.example_id for r in outcome.rejections}
+    return [e for e in batch if e.id not in gone]
 
 
 async def critique(
@@ -82,7 +91,9 @@ async def critique(
     student: ChatModel | None = None,
     tagger: ChatModel | None = None,
 ) -> CriticOutcome:
-    """Critique a batch: statistics, IFD, tags, Deita, then the judge; one batched call each.
+    """Critique a batch: statistics, constraints, IFD, tags, Deita, then the judge.
+
+    Each model part makes one batched call.
 
     `judge` also tags when no `tagger` is given and answers Deita's prompts
     when no `scorer` can. IFD runs only with a `student` (a model with
@@ -100,6 +111,10 @@ async def critique(
         stats = run_stats(todo, config.stats)
         outcome.add(stats.scores, stats.rejections)
         outcome.languages = stats.languages
+    if config.verify.enabled:
+        verified = verify_examples(todo, config.verify, counters)
+        outcome.scores.extend(verified.scores)
+        outcome.unverified = {**verified.failed, **{i: [] for i in verified.unreadable}}
     if config.ifd.enabled:
         if student is None:
             counters["ifd_skipped_no_model"] += 1

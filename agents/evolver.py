@@ -11,6 +11,16 @@ need the evolved instruction's answer:
    punctuation and stop words — then (1) the LLM equality check.
 
 Parents are never changed: a failed evolution leaves its parent in the pool.
+
+Verifiable constraints (METHODS 2.7): besides the free-text constraint the
+model writes, add_constraints attaches 1–3 registry constraints with concrete
+parameters (`evolver.verifiable`). Their sentences follow the rewritten
+instruction, so the responder's model reads them, and the constraints are
+stored in the child's `meta["constraints"]` for the responder, critic and
+selector to check. A parent's constraints are carried by its in-depth
+children (in-breadth makes a new prompt): the model is shown the parent
+without their sentences, which are appended again to the rewrite, so no
+rewrite can garble them.
 """
 
 from __future__ import annotations
@@ -23,12 +33,22 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evoinstruct.agents.constraints import (
+    LANGUAGES,
+    REGISTRY,
+    Constraint,
+    describe_all,
+    dump_constraints,
+    sample_constraint,
+    sample_constraints,
+)
 from evoinstruct.agents.generator import text_language
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, Result, model_version
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.textstats import count_words, find_phrase, only_punctuation_and_stopwords
+from evoinstruct.agents.verify import META_KEY, constraints_of
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft
 
@@ -81,6 +101,44 @@ DEFAULT_SORRY = {"en": ["sorry"], "zh": ["抱歉", "对不起"]}
 Item = TypeVar("Item", Example, ExampleDraft)
 
 
+class VerifiableConfig(BaseModel):
+    """Registry constraints the add_constraints operation attaches (METHODS 2.7)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True, description="add_constraints also attaches checkable registry constraints."
+    )
+    probability: float = Field(
+        1.0, ge=0, le=1, description="Share of add_constraints children that get them."
+    )
+    min_count: int = Field(1, ge=1, description="Fewest constraints attached to one child.")
+    max_count: int = Field(
+        3,
+        ge=1,
+        description="Most constraints on one child, those carried from its parent included.",
+    )
+    only: list[str] | None = Field(
+        None,
+        description="Constraint ids to draw from; unset: every type sampleable in the language.",
+    )
+    exclude: list[str] = Field(default_factory=list, description="Constraint ids never drawn.")
+
+    @field_validator("only", "exclude")
+    @classmethod
+    def _known_ids(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - set(REGISTRY))
+        if unknown:
+            raise ValueError(f"unknown constraint id(s) {unknown}")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VerifiableConfig:
+        if self.min_count > self.max_count:
+            raise ValueError(f"min_count {self.min_count} exceeds max_count {self.max_count}")
+        return self
+
+
 class EvolverConfig(BaseModel):
     """Evol-Instruct (METHODS 1.2)."""
 
@@ -114,6 +172,10 @@ class EvolverConfig(BaseModel):
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_COPY_PHRASES.items()},
         description="Rule 4 phrases per language (case-insensitive); all languages are checked.",
     )
+    verifiable: VerifiableConfig = Field(
+        default_factory=VerifiableConfig,
+        description="Checkable registry constraints attached by add_constraints.",
+    )
 
     @field_validator("operations")
     @classmethod
@@ -131,6 +193,9 @@ class EvolveOutcome(AgentOutcome):
 
     drafts: list[ExampleDraft] = field(default_factory=list)
     operations: Counter[str] = field(default_factory=Counter)
+    # Children given constraints, constraints attached, asked-for ones no compatible type
+    # could supply, carried ones that could not be kept, parents whose constraints are unreadable.
+    verifiable: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -204,6 +269,56 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
+@dataclass
+class _Plan:
+    """One parent's evolution: the operation, what the model is shown, the constraints."""
+
+    parent: Example
+    op: str
+    text: str
+    carried: list[Constraint]
+    new: int
+    rng: Random
+
+    @property
+    def constrained(self) -> bool:
+        return bool(self.carried) or self.new > 0
+
+
+def without_constraints(item: Example | ExampleDraft, constraints: Sequence[Constraint]) -> str:
+    """`prompt_text` with the constraints' appended sentences taken off again.
+
+    They are stripped in whichever language they were written; text that does
+    not end with them (an imported example) is left as it is.
+    """
+    instruction = item.instruction.strip()
+    if constraints:
+        for language in LANGUAGES:
+            suffix = describe_all(constraints, language)
+            if instruction.endswith(suffix):
+                instruction = instruction[: -len(suffix)].rstrip()
+                break
+    return f"{instruction}\n\n{item.input.strip()}" if item.input.strip() else instruction
+
+
+def _plan(
+    parent: Example, op: str, config: VerifiableConfig, rng: Random, counters: Counter[str]
+) -> _Plan:
+    try:
+        carried = constraints_of(parent)
+    except ValueError:
+        counters["constraints_unreadable"] += 1
+        carried = []
+    text = without_constraints(parent, carried)
+    if op == "in_breadth":  # a new prompt: the parent's rules on answers do not apply to it
+        carried = []
+    new = 0
+    if op == "add_constraints" and config.enabled and rng.random() < config.probability:
+        room = max(config.max_count - len(carried), 0)
+        new = min(rng.randint(config.min_count, config.max_count), room)
+    return _Plan(parent, op, text, carried, new, rng)
+
+
 async def evolve(
     parents: Sequence[Example],
     model: ChatModel,
@@ -211,20 +326,30 @@ async def evolve(
     config: EvolverConfig,
     rng: Random,
 ) -> EvolveOutcome:
-    """Draw one operation per parent with `rng` and ask for all rewrites in one batch."""
+    """Draw one operation per parent with `rng` and ask for all rewrites in one batch.
+
+    Constraints are drawn from a generator per parent, seeded from `rng` once
+    the operations are drawn: the same round gives the same children whatever
+    became of the other parents' calls.
+    """
     outcome = EvolveOutcome()
     markers = MARKERS.get(prompts.language, MARKERS["en"])
-    plans: list[tuple[Example, str, ChatRequest]] = []
-    for parent in parents:
-        op = rng.choice(config.operations)
+    ops = [rng.choice(config.operations) for _ in parents]
+    seed = rng.getrandbits(64)
+    plans: list[tuple[_Plan, ChatRequest]] = []
+    for parent, op in zip(parents, ops, strict=True):
         outcome.operations[op] += 1
+        plan = _plan(
+            parent, op, config.verifiable, Random(f"{seed}:{parent.id}"), outcome.verifiable
+        )
         text = prompts.render(
             f"evol_{op}",
-            instruction=prompt_text(parent),
+            instruction=plan.text,
             min_words=config.added_words_min,
             max_words=config.added_words_max,
             given_marker=markers["given"],
             output_marker=markers["created" if op == "in_breadth" else "rewritten"],
+            verifiable=plan.constrained,
         )
         request = ChatRequest(
             messages=[{"role": "user", "content": text}],
@@ -232,24 +357,25 @@ async def evolve(
             top_p=config.top_p,
             max_tokens=config.max_tokens,
         )
-        plans.append((parent, op, request))
+        plans.append((plan, request))
     if not plans:
         return outcome
-    results = await model.generate([request for _, _, request in plans])
-    for (parent, op, _), result in zip(plans, results, strict=True):
-        _take_rewrite(outcome, parent, op, result, model, prompts, config)
+    results = await model.generate([request for _, request in plans])
+    for (plan, _), result in zip(plans, results, strict=True):
+        _take_rewrite(outcome, plan, result, model, prompts, config)
     return outcome
 
 
 def _take_rewrite(
     outcome: EvolveOutcome,
-    parent: Example,
-    op: str,
+    plan: _Plan,
     result: Result,
     model: ChatModel,
     prompts: PromptLibrary,
     config: EvolverConfig,
 ) -> None:
+    parent, op = plan.parent, plan.op
+
     def reject(reason: str, raw: str | None, evidence: dict[str, Any] | None = None) -> None:
         outcome.reject(
             reason, parent, evidence={"operation": op, **(evidence or {})}, raw_output=raw
@@ -266,21 +392,71 @@ def _take_rewrite(
     if copied is not None:
         reject("copied_prompt_words", result.text, {"phrase": copied})
         return
-    if _norm(evolved) == _norm(prompt_text(parent)):
+    if _norm(evolved) == _norm(plan.text):
         reject("no_information_gain", result.text, {"check": "identical"})
         return
+    language = text_language(evolved, prompts.language)
+    constraints = _attach(plan, evolved, language, config.verifiable, outcome.verifiable)
+    instruction, meta = evolved, {}
+    if constraints:
+        instruction = f"{evolved}\n\n{describe_all(constraints, language)}"
+        meta = {META_KEY: dump_constraints(constraints)}
+        outcome.verifiable["constrained"] += 1
     outcome.drafts.append(
         ExampleDraft(
-            instruction=evolved,
+            instruction=instruction,
             source="evolved",
             parent_id=parent.id,
             operation=op,
             model_version=model_version(model),
             template=prompts.template_name(f"evol_{op}"),
-            language=text_language(evolved, prompts.language),
+            language=language,
             depth=parent.depth + 1,
+            meta=meta,
         )
     )
+
+
+def _attach(
+    plan: _Plan, evolved: str, language: str, config: VerifiableConfig, counters: Counter[str]
+) -> list[Constraint]:
+    """The child's constraints: the carried ones, then `plan.new` compatible new ones.
+
+    When fewer compatible types remain than were asked for, as many as fit are
+    attached (counted as `constraints_short`).
+    """
+    if language not in LANGUAGES:
+        return []
+    kept: list[Constraint] = []
+    for constraint in plan.carried:
+        if constraint.type.needs_instruction:
+            # Its parameters quote the instruction (repeat_prompt): anchor them on the rewrite.
+            again = sample_constraint(constraint.id, plan.rng, language, evolved, existing=kept)
+            if again is None:
+                counters["constraints_dropped"] += 1
+                continue
+            constraint = again
+        kept.append(constraint)
+    for k in range(plan.new, 0, -1):
+        try:
+            added = sample_constraints(
+                plan.rng,
+                language,
+                k,
+                evolved,
+                existing=kept,
+                only=config.only,
+                exclude=config.exclude,
+            )
+        except ValueError:
+            continue
+        counters["constraints_attached"] += len(added)
+        if k < plan.new:
+            counters["constraints_short"] += plan.new - k
+        return kept + added
+    if plan.new:
+        counters["constraints_short"] += plan.new
+    return kept
 
 
 def check_response(output: str | None, config: EvolverConfig) -> tuple[str, Any] | None:

@@ -6,6 +6,16 @@ tuning) sampled with the run's RNG from a per-language bank in
 family list when the bank has one). The system prompt is stored in the
 example's `system`, so the student later trains with it. Items that already
 carry a system prompt keep it.
+
+An instruction with verifiable constraints (`meta["constraints"]`, attached
+by the evolver) is answered by rejection sampling: one request draws
+`verifiable_samples` answers (`n`), each is checked strictly, and the first
+that passes every constraint is kept. When none passes, the answer passing
+the most constraints is kept all the same, so the critic records its
+verdicts and the selector drops it naming the failing constraint: one place
+decides, and the record of what was tried stays with the example
+(`meta["rejection_sampling"]`: answers drawn, the indexes that passed, the
+one kept).
 """
 
 from __future__ import annotations
@@ -18,14 +28,26 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Message, model_version
+from evoinstruct.agents.constraints import Constraint, check_all
+from evoinstruct.agents.models.base import (
+    ChatModel,
+    ChatRequest,
+    Choice,
+    Generation,
+    Message,
+    model_version,
+)
 from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.verify import constraints_of
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.records import Example, ExampleDraft
 
 STAGE = "respond"
 TEMPLATE = "respond"
+SAMPLING_KEY = "rejection_sampling"
+# Meta keys the responder sets that the store must keep with the answer.
+RECORDED_META: tuple[str, ...] = ("truncated", SAMPLING_KEY)
 Item = TypeVar("Item", Example, ExampleDraft)
 
 
@@ -50,6 +72,23 @@ class ResponderConfig(BaseModel):
         "reject",
         description="An answer cut at max_tokens: reject (reason 'truncated') or keep, marked in meta.",
     )
+    verifiable_samples: int = Field(
+        4,
+        ge=1,
+        description="Rejection sampling: answers drawn for an instruction with verifiable constraints; the first passing all is kept.",
+    )
+    verifiable_temperature: float | None = Field(
+        None,
+        gt=0,
+        description="Temperature of those draws; unset: `temperature` (at 0 a single answer is drawn, the copies would be identical).",
+    )
+
+    def sampling(self, constrained: bool) -> tuple[float, int]:
+        """(temperature, n) of a request for an instruction with or without constraints."""
+        if not constrained:
+            return self.temperature, 1
+        temperature = self.verifiable_temperature or self.temperature
+        return temperature, self.verifiable_samples if temperature > 0 else 1
 
 
 @dataclass
@@ -86,6 +125,38 @@ def build_messages(system: str, user: str) -> list[Message]:
     return [*messages, {"role": "user", "content": user}]
 
 
+def _usable(choice: Choice, config: ResponderConfig) -> bool:
+    if not choice.text.strip():
+        return False
+    return not (choice.finish_reason == "length" and config.on_truncated == "reject")
+
+
+def pick_sample(
+    choices: list[Choice], constraints: list[Constraint], config: ResponderConfig
+) -> tuple[int, dict[str, Any]]:
+    """The answer to keep among `choices` and the record of the draw.
+
+    The first usable answer passing every constraint (strict check); failing
+    that, the usable one passing most (the earliest on a tie), which the
+    selector will drop; with no usable answer, the first, which the caller
+    rejects as truncated or empty.
+    """
+    passes = [
+        sum(r.passed for r in check_all(constraints, c.text.strip())) if _usable(c, config) else -1
+        for c in choices
+    ]
+    passing = [i for i, n in enumerate(passes) if n == len(constraints)]
+    kept = passing[0] if passing else max(range(len(choices)), key=lambda i: (passes[i], -i))
+    record = {
+        "drawn": len(choices),
+        "passing": passing,
+        "kept": kept,
+        "kept_passes": max(passes[kept], 0),
+        "constraints": len(constraints),
+    }
+    return kept, record
+
+
 async def respond(
     items: Sequence[Item],
     model: ChatModel,
@@ -93,51 +164,85 @@ async def respond(
     config: ResponderConfig,
     rng: Random,
 ) -> RespondOutcome:
-    """Answer every item without an output in one batch; items with an output are skipped."""
+    """Answer every item without an output in one batch; items with an output are skipped.
+
+    Items with verifiable constraints get several answers in their one request
+    (rejection sampling, see the module docstring); constraints that cannot be
+    read are counted and the item answered like any other.
+    """
     outcome = RespondOutcome()
     todo = [item for item in items if not item.output]
     outcome.skipped = [item for item in items if item.output]
     if not todo:
         return outcome
+    constraints = [_constraints(item, outcome) for item in todo]
     bank = load_bank(prompts, config.system_prompt_bank) if config.explanation_prompts else None
     systems = [
         item.system
         or (pick_system_prompt(bank, item.meta.get(config.family_key), rng) if bank else "")
         for item in todo
     ]
-    requests = [
-        ChatRequest(
-            messages=build_messages(
-                system, prompts.render(TEMPLATE, instruction=item.instruction, input=item.input)
-            ),
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_tokens=config.max_tokens,
+    requests = []
+    for item, system, cs in zip(todo, systems, constraints, strict=True):
+        temperature, n = config.sampling(bool(cs))
+        requests.append(
+            ChatRequest(
+                messages=build_messages(
+                    system,
+                    prompts.render(TEMPLATE, instruction=item.instruction, input=item.input),
+                ),
+                temperature=temperature,
+                top_p=config.top_p,
+                max_tokens=config.max_tokens,
+                n=n,
+            )
         )
-        for item, system in zip(todo, systems, strict=True)
-    ]
     results = await model.generate(requests)
-    version = model_version(model)
-    for item, system, result in zip(todo, systems, results, strict=True):
+    provenance = {
+        "response_model": model_version(model),
+        "response_template": prompts.template_name(TEMPLATE),
+    }
+    for item, system, cs, result in zip(todo, systems, constraints, results, strict=True):
         if not outcome.count(result):
             outcome.fail(result, item)
             continue
-        answer = result.text.strip()
-        if result.truncated and config.on_truncated == "reject":
-            outcome.reject(
-                "truncated", item, evidence="finish_reason=length", raw_output=result.text
-            )
-        elif not answer:
-            outcome.reject("empty_response", item, raw_output=result.text)
-        else:
-            meta = {
-                **item.meta,
-                "response_model": version,
-                "response_template": prompts.template_name(TEMPLATE),
-            }
-            if result.truncated:
-                meta["truncated"] = True
-            outcome.answered.append(
-                dataclasses.replace(item, output=answer, system=system, meta=meta)
-            )
+        _take_answer(outcome, item, system, cs, result, config, provenance)
     return outcome
+
+
+def _constraints(item: Item, outcome: RespondOutcome) -> list[Constraint]:
+    try:
+        return constraints_of(item)
+    except ValueError:
+        outcome.counters["constraints_unreadable"] += 1
+        return []
+
+
+def _take_answer(
+    outcome: RespondOutcome,
+    item: Item,
+    system: str,
+    constraints: list[Constraint],
+    result: Generation,
+    config: ResponderConfig,
+    provenance: dict[str, str],
+) -> None:
+    meta: dict[str, Any] = {**item.meta, **provenance}
+    index = 0
+    if constraints:
+        index, record = pick_sample(result.choices, constraints, config)
+        meta[SAMPLING_KEY] = record
+        outcome.counters["constrained"] += 1
+        outcome.counters["samples"] += record["drawn"]
+        outcome.counters["sampling_passed" if record["passing"] else "sampling_failed"] += 1
+    choice = result.choices[index]
+    answer = choice.text.strip()
+    truncated = choice.finish_reason == "length"
+    if truncated and config.on_truncated == "reject":
+        outcome.reject("truncated", item, evidence="finish_reason=length", raw_output=choice.text)
+    elif not answer:
+        outcome.reject("empty_response", item, raw_output=choice.text)
+    else:
+        if truncated:
+            meta["truncated"] = True
+        outcome.answered.append(dataclasses.replace(item, output=answer, system=system, meta=meta))

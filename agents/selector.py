@@ -2,6 +2,9 @@
 
 `select` applies, in this order, cheapest first and embeddings last:
 
+0. verifiable constraints: a response failing a constraint stored on its
+   example (`meta["constraints"]`) is dropped as `constraint_failed:<id>`,
+   checked again here on the text being accepted (config `constraints`),
 1. exact dedup (normalized hash, against the pool and earlier candidates),
 2. near dedup (MinHash LSH, Jaccard ≥ 0.8),
 3. novelty (ROUGE-L F1 > 0.7 against pool instructions rejects),
@@ -57,6 +60,7 @@ from evoinstruct.agents.instag import resolve_rare
 from evoinstruct.agents.novelty import NoveltyConfig, NoveltyIndex
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.text import text_hash
+from evoinstruct.agents.verify import constraint_failure
 from evoinstruct.store.errors import ConfigError, EvoError
 from evoinstruct.store.records import Example, Rejection, Score
 
@@ -84,6 +88,10 @@ class SelectorConfig(BaseModel):
 
     steps: list[Step] = Field(
         default_factory=lambda: list(ALL_STEPS), description="Stages to run (order is fixed)."
+    )
+    constraints: Literal["strict", "loose", "off"] = Field(
+        "strict",
+        description="Drop an example whose response fails a verifiable constraint stored on it, reason 'constraint_failed:<id>', before every other step: IFEval's strict or loose check; off keeps them.",
     )
     dedup: DedupConfig = Field(
         default_factory=DedupConfig, description="Near-duplicate MinHash settings."
@@ -437,6 +445,10 @@ async def select(
     run = _Run(candidates)
     counters: Counter = Counter(candidates=len(candidates))
     steps = set(config.steps)
+    if config.constraints != "off":
+        # First, so a failing answer holds no place in the dedup and diversity references.
+        loose = config.constraints == "loose"
+        run.stage(lambda ex: constraint_failure(ex, loose=loose))
     if "exact_dedup" in steps:
         _exact_stage(run, indexes, config)
     if "near_dedup" in steps:

@@ -10,6 +10,7 @@ from random import Random
 import pytest
 from pydantic import ValidationError
 
+from evoinstruct.agents.constraints import describe_all, load_constraints
 from evoinstruct.agents.evolver import (
     MARKERS,
     OPERATIONS,
@@ -220,7 +221,15 @@ async def test_evolve_in_chinese_uses_chinese_markers() -> None:
     config = EvolverConfig(operations=["add_constraints"])
     parent = example("请解释重力。")
     outcome = await evolve([parent], model, PromptLibrary("zh"), config, Random(0))
-    assert [d.instruction for d in outcome.drafts] == ["请用三个生活中的例子解释重力，并说明原因。"]
+    [child] = outcome.drafts
+    # The model's rewrite, then the sentences of the registry constraints attached to it.
+    rewrite = "请用三个生活中的例子解释重力，并说明原因。"
+    described = describe_all(load_constraints(child.meta["constraints"]), "zh")
+    assert child.instruction == f"{rewrite}\n\n{described}"
+    assert child.language == "zh" and not described.isascii()
+    plain = EvolverConfig(operations=["add_constraints"], verifiable={"enabled": False})
+    outcome = await evolve([parent], model, PromptLibrary("zh"), plain, Random(0))
+    assert [(d.instruction, d.meta) for d in outcome.drafts] == [(rewrite, {})]
     assert "#给定提示#\n请解释重力。" in model.calls[0].messages[0]["content"]
     copied = ScriptedModel(default="请改写给定提示，使它更难。")
     outcome = await evolve([parent], copied, PromptLibrary("zh"), config, Random(0))

@@ -17,7 +17,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from evoinstruct.agents import critic, evolver, generator, responder, rewriter, selector
+from evoinstruct.agents import critic, evolver, generator, responder, rewriter, selector, verify
 from evoinstruct.agents.models.base import model_version
 from evoinstruct.graph.round import stages
 from evoinstruct.graph.round.deps import Deps
@@ -149,6 +149,7 @@ async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     counts = {
         "children": added.inserted,
         **outcome.operations,
+        **outcome.verifiable,
         **outcome.reasons(),
         **outcome.usage(),
     }
@@ -228,10 +229,12 @@ async def rewrite(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         config=deps.config.rewriter,
         rng=deps.rng(n, "rewrite"),
     )
+    # A reformatted answer must still meet the verifiable constraints its example carries.
+    guarded = partial(verify.guard_rewrites, rewrite=realign)
     # Judged machine answers only: a seed is never rewritten away.
     counts = await stages.rewrite(
         ctx,
-        realign,
+        guarded,
         supersede=True,
         source=["generated", "evolved"],
         requires=ctx.mark("critique"),

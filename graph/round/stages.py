@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.responder import RECORDED_META
 from evoinstruct.store.records import KEPT_SOURCES, Example, Rejection
 
 if TYPE_CHECKING:
@@ -170,7 +171,11 @@ async def respond(
     template: str,
     **filters: Any,
 ) -> dict[str, int]:
-    """Give answers to what has none; a rejected answer rejects its example (not a seed)."""
+    """Give answers to what has none; a rejected answer rejects its example (not a seed).
+
+    The responder's record of how the answer was drawn (`RECORDED_META`) is
+    written with it.
+    """
 
     def write(batch: list[Example], outcome: RespondOutcome) -> None:
         for item in outcome.answered:
@@ -181,6 +186,10 @@ async def respond(
                 model_version=model_version,
                 template=template,
             )
+            # What the answer's draw looked like (rejection sampling, truncation) stays with it.
+            recorded = {k: item.meta[k] for k in RECORDED_META if k in item.meta}
+            if recorded:
+                ctx.store.update_meta(item.id, **recorded)
         ctx.store.reject(outcome.rejections, ctx.round)
 
     books = await run_batches(
