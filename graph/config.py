@@ -37,6 +37,14 @@ class ProjectConfig(BaseModel):
 
     language: str = Field("en", description="Prompt language: en or zh.")
     seed: int = Field(0, description="Seed of every random choice the loop makes.")
+    license: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.+-]*$",
+        description=(
+            "License of exported data, a Hub license id (apache-2.0, cc-by-4.0, other); "
+            "unset: `unknown` in the dataset card. Mind the teacher model's terms."
+        ),
+    )
 
 
 class LoopConfig(BaseModel):

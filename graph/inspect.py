@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
+from evoinstruct.graph.costs import Price, from_store_row, round_costs
 from evoinstruct.graph.daemon.loop import run_config
 from evoinstruct.graph.project import Project
 
 
-def rounds_report(store: Any) -> list[dict[str, Any]]:
+def rounds_report(store: Any, prices: Mapping[str, Price] | None = None) -> list[dict[str, Any]]:
     """Per round: phase, timings, counts per stage, notes, and the resolved config it ran with.
 
     `failed` is why a round was closed as failed (phase "failed"); `step_failure` is the
-    step that failed last, how many starts in a row, and its error and traceback.
+    step that failed last, how many starts in a row, and its error and traceback. `usage`
+    is calls, tokens and cost per stage, attributed to the role's model (graph.costs);
+    `cost` is None where no model has a price.
     """
     out = []
-    for row in store.rounds():
+    rows = store.rounds()
+    priced = round_costs([from_store_row(r) for r in rows], prices or {})
+    for row, cost in zip(rows, priced, strict=True):
         counts = row["counts"]
         out.append(
             {
@@ -32,6 +39,11 @@ def rounds_report(store: Any) -> list[dict[str, Any]]:
                 "training": counts.get("training"),
                 "failed": counts.get("failed"),
                 "step_failure": counts.get("step_failure"),
+                "tokens": cost.tokens,
+                "cost": cost.cost,
+                "unpriced_tokens": cost.unpriced_tokens,
+                "cost_per_accepted": cost.cost_per_accepted,
+                "usage": [dataclasses.asdict(s) for s in cost.stages],
                 "config": row["config"],
             }
         )
@@ -52,6 +64,7 @@ async def checkpoints_report(project: Project, round: int) -> list[dict[str, Any
         metadata = snapshot.metadata or {}
         before = previous.values if previous is not None else {}
         changed = sorted(k for k, v in snapshot.values.items() if before.get(k) != v)
+        delta = {k: _delta(before.get(k), snapshot.values[k]) for k in changed}
         rows.append(
             {
                 "step": metadata.get("step"),
@@ -65,10 +78,21 @@ async def checkpoints_report(project: Project, round: int) -> list[dict[str, Any
                 "round": metadata.get("round"),
                 "changed": changed,
                 "changes": {k: snapshot.values[k] for k in changed if k != "notes"},
+                "delta": delta,
             }
         )
         previous = snapshot
     return rows
+
+
+def _delta(old: Any, new: Any) -> Any:
+    """What a step changed in one value: the entries of a dict that differ (per-stage counts
+    accumulate, so the step's own stage is what is new), the items appended to a list."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {k: _delta(old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    if isinstance(old, list) and isinstance(new, list) and new[: len(old)] == old:
+        return new[len(old) :]
+    return new
 
 
 def rejections_report(
@@ -88,19 +112,32 @@ def rejections_report(
                 "stage": group_stage,
                 "reason": group_reason,
                 "count": n,
-                "samples": [
-                    {
-                        "example_id": r["example_id"],
-                        "text": _text_of(store, r),
-                        "evidence": r["evidence"],
-                        "raw_output": (r["raw_output"] or "")[:300] or None,
-                        "round": r["round"],
-                    }
-                    for r in picked
-                ],
+                "samples": [_sample(store, r) for r in picked],
             }
         )
     return out
+
+
+def _sample(store: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """One rejection as shown: what was rejected, and for a rejected evolution its parent.
+
+    An evolution that failed never became an example, so its rejection is recorded on
+    the parent (with the operation in the evidence) and the rewrite, truncated or not,
+    is the raw output: that is the text to show, not the parent's.
+    """
+    evidence = row["evidence"]
+    raw = (row["raw_output"] or "")[:300] or None
+    sample = {
+        "example_id": row["example_id"],
+        "text": _text_of(store, row),
+        "evidence": evidence,
+        "raw_output": raw,
+        "round": row["round"],
+        "parent": None,
+    }
+    if row["stage"] == "evolve" and isinstance(evidence, dict) and "operation" in evidence:
+        sample["parent"], sample["text"] = sample["text"], raw
+    return sample
 
 
 def _text_of(store: Any, row: dict[str, Any]) -> str | None:

@@ -94,14 +94,39 @@ class Project:
         return open_store(self.require().pool_path)
 
 
+SEED_FILES = {"en": "seed_tasks_en.jsonl", "zh": "seed_tasks_zh.jsonl"}
+
+
+def example_seeds(project: Project, language: str = "en") -> list[Path]:
+    """The example seed files `init` copies, the project language's first."""
+    order = [language, *(lang for lang in SEED_FILES if lang != language)]
+    return [project.root / "seeds" / SEED_FILES[lang] for lang in order if lang in SEED_FILES]
+
+
 def init_project(
-    root: str | Path, config: RunConfig | None = None, *, force: bool = False
+    root: str | Path,
+    config: RunConfig | None = None,
+    *,
+    force: bool = False,
+    language: str | None = None,
 ) -> Project:
-    """Write a commented config and example seeds (English and Chinese) into `root`."""
+    """Write a commented config and example seeds (English and Chinese) into `root`.
+
+    `language` sets `project.language` in the written config (`en` or `zh`).
+    """
     from evoinstruct.graph.config import RunConfig
     from evoinstruct.graph.config_toml import render_toml
     from evoinstruct.store import open_store
 
+    if language is not None:
+        if language not in SEED_FILES:
+            raise ProjectError(
+                f"unknown language {language!r}; choose one of {', '.join(SEED_FILES)}",
+                field="--language",
+            )
+        config = config or RunConfig()
+        project_section = config.project.model_copy(update={"language": language})
+        config = config.model_copy(update={"project": project_section})
     project = Project(Path(root).resolve())
     if project.config_path.exists() and not force:
         raise ProjectError(
@@ -115,7 +140,7 @@ def init_project(
     seeds_dir = project.root / "seeds"
     seeds_dir.mkdir(exist_ok=True)
     packaged = resources.files("evoinstruct.prompts") / "seeds"
-    for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
+    for name in SEED_FILES.values():
         with resources.as_file(packaged / name) as src:
             shutil.copyfile(src, seeds_dir / name)
     for sub in (project.models_dir, project.reports_dir):

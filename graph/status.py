@@ -8,17 +8,24 @@ from evoinstruct.graph.project import Project
 
 
 def status_report(proj: Project) -> dict[str, Any]:
-    """What `status --json` prints; plain sqlite3 reads, so it is fast on a large pool."""
+    """What `status --json` prints; plain sqlite3 reads, so it is fast on a large pool.
+
+    `cost` totals every round's tokens and, where models have prices, cost (see graph.costs).
+    """
+    from evoinstruct.graph import costs
     from evoinstruct.graph.daemon.liveness import with_liveness
     from evoinstruct.store import stats
 
+    prices = costs.load_prices(proj.config_path)
     conn = stats.connect_readonly(proj.pool_path)
     try:
         pool = stats.pool_stats(conn)
         active = stats.active_history(conn)[-1]
         daemon = stats.daemon_info(conn)
+        rounds = costs.read_rounds(conn)
     finally:
         conn.close()
+    summary = costs.cost_summary(costs.round_costs(rounds, prices))
     return {
         "examples": {
             "total": pool["total"],
@@ -30,4 +37,5 @@ def status_report(proj: Project) -> dict[str, Any]:
         "rejections": pool["rejections"],
         "active_model": active,
         "daemon": with_liveness(daemon),
+        "cost": summary,
     }

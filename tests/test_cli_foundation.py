@@ -116,7 +116,8 @@ def test_export_filters_and_lineage(project_dir: Path, tmp_path: Path, capsys) -
     assert run_cli(capsys, *args).code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [ids[0]]
-    assert json.loads(rows[0]["scores"]) == {"accuracy": 5.0} and rows[0]["source"] == "seed"
+    assert rows[0]["scores"] == [{"scorer": "judge", "dimension": "accuracy", "value": 5.0}]
+    assert rows[0]["source"] == "seed"
     bad = run_cli(capsys, "export", "-o", out, "--min-score", "accuracy", "-p", project_dir)
     assert bad.code == 2 and "--min-score" in bad.err
     bad = run_cli(capsys, "export", "-o", out, "--status", "great", "-p", project_dir)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from evoinstruct.store.errors import InputError
+from evoinstruct.store.errors import EvoError, InputError
 from evoinstruct.store.export import ExportFilter, export, to_record
 from evoinstruct.store.records import ExampleDraft
 from tests.cli_helpers import run_cli
@@ -166,3 +171,197 @@ def test_cli_writes_what_the_suffix_says(project_dir: Path, tmp_path: Path, caps
     assert len(result.err.strip().splitlines()) == 1, result.err
     assert str(bad) in result.err and ".jsonl" in result.err and ".parquet" in result.err
     assert not bad.exists() and not list(tmp_path.glob(".x.csv*"))
+
+
+# --- what export writes over, and how it fails ----------------------------------------------
+
+
+def no_partials(*directories: Path) -> bool:
+    return not any(list(d.glob(".*.partial")) for d in directories if d.is_dir())
+
+
+def test_a_symlink_is_written_through_to_its_target(filled, tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    target = real / "data.jsonl"
+    target.write_text("old\n", encoding="utf-8")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    assert export(filled, "alpaca", link, ExportFilter(statuses=["all"])) == 4
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert read_back(target) == expected(filled, "alpaca")
+    assert no_partials(tmp_path, real)
+
+
+def test_a_dangling_symlink_gets_its_target_created(filled, tmp_path: Path) -> None:
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "new.jsonl")
+    export(filled, "alpaca", link)
+    assert link.is_symlink() and len(read_back(tmp_path / "new.jsonl")) == 3
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _device(path: Path) -> Path:
+    try:  # /dev/full's numbers: the device the review turned into a regular file
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 7))
+    except (PermissionError, AttributeError):
+        pytest.skip("creating a device node needs root")
+    return path
+
+
+def _directory(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [(_fifo, "a FIFO"), (_device, "a character device"), (_directory, "a directory")],
+)
+@pytest.mark.parametrize("through_link", [False, True])
+def test_a_target_that_is_no_regular_file_is_refused(
+    filled, tmp_path: Path, make, what: str, through_link: bool
+) -> None:
+    special = make(tmp_path / "special.jsonl")
+    out = special
+    if through_link:
+        out = tmp_path / "link.jsonl"
+        out.symlink_to(special)
+    mode = os.lstat(special).st_mode
+    with pytest.raises(InputError) as info:
+        export(filled, "alpaca", out)
+    assert info.value.exit_code == 2 and what in str(info.value) and str(out) in str(info.value)
+    assert os.lstat(special).st_mode == mode  # still what it was
+    assert no_partials(tmp_path)
+
+
+def test_cli_refuses_a_fifo_in_one_line(project_dir: Path, tmp_path: Path, capsys) -> None:
+    fifo = _fifo(tmp_path / "pipe.jsonl")
+    result = run_cli(capsys, "export", "-o", fifo, "-p", project_dir)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "a FIFO" in result.err and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("name", ["/proc/nope.jsonl", "/proc/nope/x.jsonl"])
+def test_a_place_no_file_can_be_made_is_an_input_error(
+    project_dir: Path, capsys, name: str
+) -> None:
+    result = run_cli(capsys, "export", "-o", name, "-p", project_dir, "--no-card")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert name in result.err and "Traceback" not in result.err
+
+
+def test_a_path_through_a_file_is_an_input_error(filled, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(InputError, match="Not a directory"):
+        export(filled, "alpaca", tmp_path / "file" / "x.jsonl")
+
+
+def _failing_open(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    real_open = os.open
+
+    def fake_open(path, flags, mode=0o777, *args, **kwargs):
+        if str(path).endswith(".partial"):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [(errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only file system")],
+)
+def test_an_unwritable_place_is_an_input_error(
+    filled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str
+) -> None:
+    _failing_open(monkeypatch, code)
+    out = tmp_path / "new" / "x.jsonl"
+    with pytest.raises(InputError) as info:
+        export(filled, "alpaca", out)
+    assert info.value.exit_code == 2 and words in str(info.value)
+    assert not (tmp_path / "new").exists()  # the directory made for it is gone again
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_directory_is_an_input_error(filled, tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(InputError, match="Permission denied"):
+            export(filled, "alpaca", folder / "x.jsonl")
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_full_disk_is_a_runtime_error_and_leaves_the_old_file(
+    filled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "x.jsonl"
+    out.write_text("old\n", encoding="utf-8")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    for target in (out, tmp_path / "a" / "b" / "y.parquet"):
+        with pytest.raises(EvoError) as info:
+            export(filled, "alpaca", target)
+        assert info.value.exit_code == 1 and not isinstance(info.value, InputError)
+        assert "No space left on device" in str(info.value)
+    assert out.read_text(encoding="utf-8") == "old\n"
+    assert not (tmp_path / "a").exists() and no_partials(tmp_path)
+
+
+def test_cli_reports_a_full_disk_in_one_line(
+    project_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "")))
+    result = run_cli(capsys, "export", "-o", tmp_path / "d" / "x.jsonl", "-p", project_dir)
+    assert result.code == 1 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "No space left on device" in result.err and not (tmp_path / "d").exists()
+
+
+def test_replacing_a_file_keeps_its_permissions(filled, tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    out.write_text("[]", encoding="utf-8")
+    out.chmod(0o640)
+    export(filled, "openai", out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640 and len(read_back(out)) == 3
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path):
+    """A real 16 KiB file system (root, where mounting is allowed), unmounted afterwards."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    point = tmp_path / "mnt"
+    point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(point)]).returncode:
+        pytest.skip("this container may not mount")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def test_a_real_full_and_read_only_file_system(tiny_tmpfs: Path, store) -> None:
+    store.add_candidates(
+        [ExampleDraft(f"Task {i}: " + "words " * 40, output="x " * 60) for i in range(60)],
+        round=0,
+        status="accepted",
+    )
+    with pytest.raises(EvoError) as info:
+        export(store, "alpaca", tiny_tmpfs / "x.jsonl")
+    assert info.value.exit_code == 1 and "No space left" in str(info.value)
+    assert list(tiny_tmpfs.iterdir()) == []
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
+    with pytest.raises(InputError, match="Read-only file system"):
+        export(store, "alpaca", tiny_tmpfs / "y.jsonl")

@@ -49,6 +49,12 @@ class ModelConfig(BaseModel):
     max_lora_rank: int = Field(64, ge=1, description="vLLM --max-lora-rank.")
     cache: bool = Field(True, description="Keep answers in the store's response cache.")
     seed: int = 0
+    price_per_mtok_in: float | None = Field(
+        None, ge=0, description="Price of a million prompt tokens, for cost estimates."
+    )
+    price_per_mtok_out: float | None = Field(
+        None, ge=0, description="Price of a million completion tokens, for cost estimates."
+    )
 
     @model_validator(mode="after")
     def _check_backend_fields(self) -> ModelConfig:

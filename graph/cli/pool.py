@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,21 +25,28 @@ def init(
         "."
     ),
     force: Annotated[bool, typer.Option(help="Overwrite an existing evoinstruct.toml.")] = False,
+    language: Annotated[
+        str | None,
+        typer.Option(
+            "--language",
+            help="Prompt language, en or zh: set as project.language; its seeds are listed first.",
+            show_default="en",
+        ),
+    ] = None,
 ) -> None:
     """Create a project: a commented evoinstruct.toml and example seeds in English and Chinese.
 
-    Example: evoinstruct init my-project
+    Example: evoinstruct init my-project --language zh
     """
-    from evoinstruct.graph.project import init_project
+    from evoinstruct.graph.project import example_seeds, init_project
 
-    project = init_project(directory, force=force)
-    console.print(f"Created {project.config_path}")
-    console.print(f"Example seeds in {project.root / 'seeds'}; add them with:")
-    seeds = project.root / "seeds"
+    project = init_project(directory, force=force, language=language)
+    console.print(f"Created {project.config_path}", markup=False)
+    console.print(f"Example seeds in {project.root / 'seeds'}; add them with:", markup=False)
+    seeds = " ".join(str(path) for path in example_seeds(project, language or "en"))
     # Commands print whole, never wrapped, so they can be copied.
     console.print(
-        f"  evoinstruct seed add {seeds / 'seed_tasks_en.jsonl'} {seeds / 'seed_tasks_zh.jsonl'} "
-        f"--project {project.root}",
+        f"  evoinstruct seed add {seeds} --project {project.root}",
         soft_wrap=True,
         markup=False,
     )
@@ -112,6 +119,8 @@ def status(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
     rounds = ", ".join(f"{k}: {v}" for k, v in ex["by_round"].items())
     console.print(f"Examples by round: {rounds or 'none'}")
     console.print(f"Rejections recorded: {report['rejections']}")
+    for line in _cost_lines(report["cost"]):
+        console.print(line, markup=False)
     console.print(f"Active student: {report['active_model'] or 'none (the teacher generates)'}")
     daemon = report["daemon"]
     if daemon and daemon.get("running"):
@@ -121,6 +130,22 @@ def status(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
         )
     else:
         console.print("Daemon: not running")
+
+
+def _cost_lines(summary: dict[str, Any]) -> list[str]:
+    from evoinstruct.graph.costs import human_cost, human_tokens
+
+    if not summary["rounds"]:
+        return ["Cost: no rounds yet"]
+    tokens = f"Tokens: {human_tokens(summary['tokens'])} in {summary['rounds']} rounds"
+    if summary["cost"] is None:
+        return [tokens, "Cost: set models.NAME.price_per_mtok_in/out to see it"]
+    if summary["unpriced_tokens"]:
+        tokens += f" ({human_tokens(summary['unpriced_tokens'])} without a price)"
+    cost = f"Cost: {human_cost(summary['cost'])}"
+    if summary["cost_per_accepted"] is not None:
+        cost += f", {human_cost(summary['cost_per_accepted'])} per accepted example"
+    return [tokens, cost]
 
 
 def export(
@@ -145,16 +170,54 @@ def export(
         typer.Option("--min-score", help="DIM=X: keep examples scoring at least X on DIM."),
     ] = None,
     with_lineage: Annotated[
-        bool, typer.Option("--with-lineage", help="Add id, parent, operation, round, scores.")
+        bool,
+        typer.Option(
+            "--with-lineage",
+            help="Add id, parent, operation, round, model, scores and constraints.",
+        ),
+    ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Dataset name in the card and dataset_info.json (default: the file's stem).",
+        ),
+    ] = None,
+    no_card: Annotated[
+        bool,
+        typer.Option(
+            "--no-card", help="Write the data file only: no README.md card, no dataset_info.json."
+        ),
+    ] = False,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(
+            "--push-to-hub",
+            metavar="REPO",
+            help="Also upload to this Hugging Face dataset repo (needs HF_TOKEN).",
+        ),
+    ] = None,
+    private: Annotated[
+        bool, typer.Option("--private", help="With --push-to-hub: a private repo.")
     ] = False,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Export the pool for LLaMA-Factory, TRL or `datasets`.
+    """Export the pool for LLaMA-Factory, TRL or `datasets`, with a Hub dataset card.
 
-    Example: evoinstruct export --format sharegpt -o data.jsonl --min-score accuracy=4.5
+    Beside the data go README.md (the card: the Hub's YAML header, provenance, filters,
+    acceptance by stage) and a dataset_info.json entry for LLaMA-Factory.
+    Example: evoinstruct export --format sharegpt -o mydata/train.jsonl --min-score accuracy=4.5
     """
-    from evoinstruct.store.export import ExportFilter, parse_min_score
-    from evoinstruct.store.export import export as run_export
+    from evoinstruct.store.errors import InputError
+    from evoinstruct.store.export import (
+        CardOptions,
+        ExportFilter,
+        check_hub_push,
+        export_dataset,
+        model_aliases,
+        parse_min_score,
+    )
+    from evoinstruct.store.export import push_to_hub as run_push
 
     filt = ExportFilter(
         statuses=list(status or ["accepted"]),
@@ -162,9 +225,45 @@ def export(
         round=round,
         min_scores=parse_min_score(list(min_score or [])),
     )
-    with open_project(project).open_store() as store:
-        n = run_export(store, format, out, filt, with_lineage=with_lineage)
-    console.print(f"Wrote {n} examples to {out} ({format})")
+    if private and not push_to_hub:
+        raise InputError("--private applies to --push-to-hub only", field="--private")
+    proj = open_project(project)
+    config = proj.load_config()
+    card = None
+    if not no_card:
+        card = CardOptions(
+            name=name if name is not None else out.stem,
+            license=config.project.license,
+            language=config.project.language,
+            version=_version(),
+        )
+    if push_to_hub:
+        check_hub_push(push_to_hub)  # before anything is written
+    aliases = model_aliases({n: m.model_dump() for n, m in config.models.items()})
+    with proj.open_store() as store:
+        result = export_dataset(
+            store, format, out, filt, with_lineage=with_lineage, card=card, aliases=aliases
+        )
+    console.print(f"Wrote {result.count} examples to {out} ({format})", markup=False)
+    if result.card is not None and result.dataset_info is not None:
+        console.print(
+            f"Card: {result.card}; LLaMA-Factory: {result.dataset_info} (dataset {result.name!r})",
+            markup=False,
+            soft_wrap=True,
+        )
+    if push_to_hub:
+        console.print(f"Pushing to the Hub as {push_to_hub}…", markup=False)
+        url = run_push(result, push_to_hub, private=private)
+        console.print(f"Pushed to {url}", markup=False, soft_wrap=True)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("evoinstruct")
+    except PackageNotFoundError:  # a source tree that was never pip-installed
+        return "unknown"
 
 
 # --- the daemon -------------------------------------------------------------------------

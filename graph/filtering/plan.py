@@ -87,7 +87,11 @@ class FilterPlan:
             "language": config.project.language,
             "seed": config.project.seed,
             "roles": config.roles.model_dump(),
-            "models": {k: v.model_dump() for k, v in config.models.items()},
+            # Prices change what a run costs, not what it decides.
+            "models": {
+                k: v.model_dump(exclude={"price_per_mtok_in", "price_per_mtok_out"})
+                for k, v in config.models.items()
+            },
         }
         text = json.dumps(material, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
