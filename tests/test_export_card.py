@@ -363,7 +363,7 @@ def test_a_push_uploads_the_data_and_a_card_for_the_hub(
     import datasets
     from huggingface_hub import HfApi
 
-    from evoinstruct.store import export as export_module
+    from evoinstruct.store.export import hub as export_module
 
     pushed: dict[str, Any] = {}
     monkeypatch.setattr(export_module, "_probe_hub", lambda endpoint, timeout: None)
@@ -391,7 +391,7 @@ def test_a_push_uploads_the_data_and_a_card_for_the_hub(
 def test_a_failed_upload_is_one_line(grown: Path, tmp_path: Path, capsys, hub_env, monkeypatch):
     import datasets
 
-    from evoinstruct.store import export as export_module
+    from evoinstruct.store.export import hub as export_module
 
     def refuse(self, repo, **kw):
         raise RuntimeError("401 Client Error: Unauthorized\nInvalid credentials in header")
