@@ -53,7 +53,12 @@ from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft
 
 STAGE = "evolve"
+# No model call: the parent's prompt as it is, with registry constraints appended (the
+# verifiable-constraint recipe of Tülu 3 and AutoIF). It works with any model, however weak
+# at rewriting prompts; not among the default operations, which follow WizardLM.
+ADD_VERIFIABLE = "add_verifiable"
 Operation = Literal[
+    "add_verifiable",
     "add_constraints",
     "deepen",
     "concretize",
@@ -146,7 +151,7 @@ class EvolverConfig(BaseModel):
 
     operations: list[Operation] = Field(
         default_factory=lambda: list(OPERATIONS),
-        description="Operations to choose from, uniformly: five in-depth and in_breadth.",
+        description="Operations to choose from, uniformly: five in-depth and in_breadth by default; add_verifiable appends registry constraints to the parent as it is, with no model call.",
     )
     temperature: float = Field(1.0, ge=0, description="Sampling temperature of rewrites.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus mass of rewrites.")
@@ -313,7 +318,9 @@ def _plan(
     if op == "in_breadth":  # a new prompt: the parent's rules on answers do not apply to it
         carried = []
     new = 0
-    if op == "add_constraints" and config.enabled and rng.random() < config.probability:
+    if op == ADD_VERIFIABLE or (
+        op == "add_constraints" and config.enabled and rng.random() < config.probability
+    ):
         room = max(config.max_count - len(carried), 0)
         new = min(rng.randint(config.min_count, config.max_count), room)
     return _Plan(parent, op, text, carried, new, rng)
@@ -342,6 +349,9 @@ async def evolve(
         plan = _plan(
             parent, op, config.verifiable, Random(f"{seed}:{parent.id}"), outcome.verifiable
         )
+        if op == ADD_VERIFIABLE:
+            _take_verifiable(outcome, plan, prompts, config)
+            continue
         text = prompts.render(
             f"evol_{op}",
             instruction=plan.text,
@@ -397,21 +407,55 @@ def _take_rewrite(
         return
     language = text_language(evolved, prompts.language)
     constraints = _attach(plan, evolved, language, config.verifiable, outcome.verifiable)
-    instruction, meta = evolved, {}
+    _add_child(
+        outcome,
+        plan,
+        evolved,
+        language,
+        constraints,
+        model_version(model),
+        prompts.template_name(f"evol_{op}"),
+    )
+
+
+def _take_verifiable(
+    outcome: EvolveOutcome, plan: _Plan, prompts: PromptLibrary, config: EvolverConfig
+) -> None:
+    """The parent's prompt with new registry constraints appended, and no model call."""
+    language = text_language(plan.text, prompts.language)
+    constraints = _attach(plan, plan.text, language, config.verifiable, outcome.verifiable)
+    if len(constraints) <= len(plan.carried):
+        outcome.reject(
+            "no_constraint_fits", plan.parent, evidence={"operation": plan.op}, raw_output=None
+        )
+        return
+    _add_child(outcome, plan, plan.text, language, constraints, None, None)
+
+
+def _add_child(
+    outcome: EvolveOutcome,
+    plan: _Plan,
+    text: str,
+    language: str,
+    constraints: list[Constraint],
+    version: str | None,
+    template: str | None,
+) -> None:
+    instruction, meta = text, {}
     if constraints:
-        instruction = f"{evolved}\n\n{describe_all(constraints, language)}"
+        instruction = f"{text}\n\n{describe_all(constraints, language)}"
         meta = {META_KEY: dump_constraints(constraints)}
         outcome.verifiable["constrained"] += 1
     outcome.drafts.append(
         ExampleDraft(
             instruction=instruction,
             source="evolved",
-            parent_id=parent.id,
-            operation=op,
-            model_version=model_version(model),
-            template=prompts.template_name(f"evol_{op}"),
+            parent_id=plan.parent.id,
+            operation=plan.op,
+            model_version=version,
+            template=template,
             language=language,
-            depth=parent.depth + 1,
+            depth=plan.parent.depth + 1,
             meta=meta,
         )
     )

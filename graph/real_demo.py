@@ -76,7 +76,9 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
         "loop.generate_calls=1",
         f"loop.evolve_per_round={settings.evolve}",
         "loop.rewrite=false",
-        'evolver.operations=["add_constraints", "deepen", "concretize"]',
+        # Half the children need no rewrite by the model (a 135M model copies the template's
+        # words into most rewrites, which rule 4 rejects).
+        'evolver.operations=["add_verifiable", "add_constraints"]',
         "evolver.equality_check=false",
         "evolver.max_tokens=320",
         "generator.self_instruct_decoding.max_tokens=400",

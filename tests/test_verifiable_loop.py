@@ -116,6 +116,21 @@ async def test_add_constraints_attaches_compatible_registry_constraints(language
     assert all(hint in call.messages[0]["content"] for call in model.calls)
 
 
+@pytest.mark.parametrize("language", ["en", "zh"])
+async def test_add_verifiable_appends_constraints_without_a_model_call(language: str) -> None:
+    """Tülu 3 / AutoIF style: the prompt as it is plus checkable rules; any model will do."""
+    parents = [example(f"p{i}", PARENTS[language], "An answer.", source="seed") for i in range(12)]
+    model = ScriptedModel([])  # no reply scripted: a call would fail the test
+    config = EvolverConfig(operations=["add_verifiable"])
+    outcome = await evolve(parents, model, PromptLibrary(language), config, Random(3))
+    assert model.calls == [] and len(outcome.drafts) == 12
+    for draft in outcome.drafts:
+        constraints = load_constraints(draft.meta["constraints"])
+        assert 1 <= len(constraints) <= 3 and find_conflicts(constraints) == []
+        assert draft.instruction == f"{PARENTS[language]}\n\n{describe_all(constraints, language)}"
+        assert draft.operation == "add_verifiable" and draft.language == language
+
+
 async def test_constraints_are_drawn_deterministically_per_parent() -> None:
     parents = [example(f"p{i}", f"Explain how tides work, part {i}.") for i in range(4)]
     config = EvolverConfig(operations=["add_constraints"])
