@@ -50,6 +50,8 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         samples=args.samples,
         steps=args.steps,
         suite=args.suite,
+        max_constraints=args.max_constraints,
+        keep_truncated=args.keep_truncated,
         student_serves=("generator", "responder") if arm == "responder" else ("generator",),
     )
     root = Path(args.out) / arm
@@ -157,6 +159,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=4, help="answers drawn per constrained task")
     parser.add_argument("--steps", type=int, default=60, help="LoRA optimizer steps per version")
     parser.add_argument("--suite", type=int, default=80, help="held-out English suite prompts")
+    parser.add_argument("--max-constraints", type=int, default=3, help="constraints per child")
+    parser.add_argument(
+        "--keep-truncated", action="store_true", help="check and keep answers cut at the limit"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "evolution"))
     args = parser.parse_args()
     from evoinstruct.agents.models.smollm2 import fetch_smollm2

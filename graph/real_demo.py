@@ -58,6 +58,10 @@ class RealSettings:
     samples: int = 4  # answers drawn per constrained task (rejection sampling)
     steps: int = 30  # LoRA optimizer steps per version
     suite: int = 40  # held-out English suite prompts
+    max_constraints: int = 3  # registry constraints attached per child, at most
+    # A 135M model rambles past any token limit; its cut answers still pass some constraints
+    # (no commas, lowercase, keywords), so a weak model may keep and check them.
+    keep_truncated: bool = False
     student_serves: Sequence[str] = ("generator",)
 
 
@@ -84,6 +88,8 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
         "generator.self_instruct_decoding.max_tokens=400",
         "generator.instance_decoding.max_tokens=200",
         f"responder.verifiable_samples={settings.samples}",
+        f"evolver.verifiable.max_count={settings.max_constraints}",
+        f"responder.on_truncated={json.dumps('keep' if settings.keep_truncated else 'reject')}",
         "responder.verifiable_temperature=0.8",
         "responder.max_tokens=320",
         "critic.judge.enabled=false",
