@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -66,6 +66,11 @@ def _hashes(tokens: Sequence[str], n: int) -> np.ndarray:
     return np.fromiter(
         (_hash(tokens[i : i + n]) for i in range(len(tokens) - n + 1)), dtype=np.uint64
     )
+
+
+def ngram_hashes(text: str, n: int) -> np.ndarray:
+    """The hashes of a text's token n-grams, as the index stores them (e.g. for `ignore`)."""
+    return _hashes(tokenize(text), n)
 
 
 def _strings(value: object) -> Iterator[str]:
@@ -120,6 +125,35 @@ class Decontaminator:
         self._file_ids = file_ids[order]
 
     @classmethod
+    def from_texts(
+        cls,
+        sources: Iterable[tuple[str, str]],
+        n: int = 13,
+        *,
+        ignore: np.ndarray | None = None,
+    ) -> Decontaminator:
+        """An index of (source name, text) pairs, e.g. the prompts of a stored eval suite.
+
+        `ignore` holds n-gram hashes that are never evidence (boilerplate both sides
+        share, such as the wording of constraint descriptions).
+        """
+        names: dict[str, int] = {}
+        hashes, file_ids = [], []
+        for name, text in sources:
+            number = names.setdefault(name, len(names))
+            h = _hashes(tokenize(text), n)
+            if ignore is not None and len(ignore) and len(h):
+                h = h[~np.isin(h, ignore)]
+            hashes.append(h)
+            file_ids.append(np.full(len(h), number, dtype=np.int32))
+        return cls(
+            n,
+            np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64),
+            np.concatenate(file_ids) if file_ids else np.zeros(0, dtype=np.int32),
+            list(names),
+        )
+
+    @classmethod
     def from_files(cls, paths: Sequence[str | Path], n: int = 13) -> Decontaminator:
         hashes, file_ids = [], []
         for number, path in enumerate(paths):
@@ -152,6 +186,19 @@ class Decontaminator:
         first = int(hits[0])
         file_id = int(self._file_ids[pos[first]])
         return Contamination(self.files[file_id], join_tokens(tokens[first : first + self.n]))
+
+    def sources_in(self, text: str) -> set[str]:
+        """Every source sharing at least one n-gram with the text (check() names only the first)."""
+        tokens = tokenize(text)
+        if len(tokens) < self.n or not len(self._hashes):
+            return set()
+        query = np.unique(_hashes(tokens, self.n))
+        left = np.searchsorted(self._hashes, query, side="left")
+        right = np.searchsorted(self._hashes, query, side="right")
+        found: set[str] = set()
+        for lo, hi in zip(left[left < right], right[left < right], strict=True):
+            found.update(self.files[int(i)] for i in self._file_ids[lo:hi])
+        return found
 
     def check_fields(self, fields: dict[str, str]) -> tuple[str, Contamination] | None:
         """Check each field separately; (field name, evidence) of the first hit."""

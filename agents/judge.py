@@ -26,7 +26,7 @@ from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
 
 SCORER = "judge"
-SCALE = (0.0, 5.0)  # the judge's scale: the prompt states it and the parser clamps to it
+SCALE = (0.0, 5.0)  # the judge's scale: the prompt states it; a number outside it is no score
 DIMENSIONS = ("accuracy", "helpfulness", "relevance", "level_of_detail", "harmlessness")
 
 
@@ -93,48 +93,64 @@ _FRACTION = re.compile(rf"(?<![\d.]){_NUM}\s*(?:/|out\s+of)\s*(\d+)", re.IGNOREC
 _MARKED = re.compile(rf"(?:\*\*|\[\[)\s*{_NUM}{_DEN}\s*(?:\*\*|\]\])")
 # "4分" is a score; "满分5分" (out of 5) and "10分钟" (minutes) are not.
 _UNIT_ZH = re.compile(rf"(?<!满分)(?<!满分为)(?<!满分是)(?<![\d.]){_NUM}\s*分(?!钟)")
-# A first line that is just a number, or a number followed by a separator and text.
-_BARE = re.compile(
-    rf"^[\s#*>]*{_NUM}{_DEN}\s*(?:分|points?)?\s*\**\s*(?:$|[\s,，:：|\-–—)]|\.(?!\s*\w))"
+# A whole first line that is a score ("4.5", "**4**", "[[4]]", "8/10", "4分"), or a score, a
+# separator and its reason ("4 - mostly right"); never a number starting a sentence ("5 apples").
+_SCORE_LINE = re.compile(
+    rf"^[\s#*>\[]*{_NUM}(?:\s*(?:/|out\s+of)\s*(\d+))?\s*(?:分|points?)?[\s*\]]*"
+    rf"(?:[.。!！]?\s*$|[-–—:：|,，)]\s*\S)",
+    re.IGNORECASE,
 )
-_LIST_ITEM = re.compile(r"^\s*\d+\.\s+\S")
 
 
-def _value(number: str, denominator: str | None, scale: tuple[float, float]) -> float:
-    """The number as a score on `scale`: a fraction of another base is rescaled, then clamped."""
+def _score_value(number: str, denominator: str | None, scale: tuple[float, float]) -> float | None:
+    """The number as a score on `scale` (a fraction of another base rescaled), or None when it
+    cannot be one: outside the scale, or more than its denominator. Never clamped."""
     low, high = scale
     value = float(number)
-    if denominator and float(denominator) > 0 and float(denominator) != high:
-        value = value / float(denominator) * high
-    return min(max(value, low), high)
+    if denominator is not None:
+        base = float(denominator)
+        if base <= 0 or value > base:
+            return None
+        if base != high:
+            value = value / base * high
+    return value if low <= value <= high else None
 
 
-def _search(patterns: Sequence[re.Pattern[str]], text: str, scale: tuple[float, float]):
+def _first_score(
+    patterns: Sequence[re.Pattern[str]], text: str, scale: tuple[float, float]
+) -> float | None:
     for pattern in patterns:
-        match = pattern.search(text)
-        if match:
+        for match in pattern.finditer(text):
+            start = match.start(1)
+            if start and text[start - 1] in "-−":
+                continue  # "-1" is a negative number, not a score of 1
             groups = match.groups()
-            return _value(groups[0], groups[1] if len(groups) > 1 else None, scale)
+            denominator = groups[1] if len(groups) > 1 else None
+            if pattern is _FRACTION and float(denominator or 0) != scale[1]:
+                continue  # an unlabelled "180 / 2" is arithmetic; only "x/5" reads as a score
+            value = _score_value(groups[0], denominator, scale)
+            if value is not None:
+                return value
     return None
 
 
 def parse_score(text: str | None, scale: tuple[float, float] = SCALE) -> Judgement:
-    """Read a score from free text: the first line first, then labelled forms anywhere.
+    """Read a score the judge gave as a score: the first line first, then marked forms anywhere.
 
-    Accepts "4.5", "Score: 4.5", "4.5/5", "**4**", "[[4]]", "评分：4", "4分";
-    clamps to `scale`; returns value None when nothing reads as a score.
+    Accepts a first line that is the score ("4.5", "**4**", "[[4]]", "4/5", "4分", "4 - why"),
+    and labelled, marked or fractional forms ("Score: 4.5", "4.5/5", "评分：4分", {"score": 4}).
+    A number outside `scale`, a negative one, or a bare number inside a sentence ("12
+    multiplied by 3 is 36.", "180 / 2 = 90 km", "5 apples") is not a score: value None,
+    never clamped into range.
     """
     text = (text or "").strip()
     if not text:
         return Judgement(None, "")
     first, _, rest = text.partition("\n")
-    found = _search((_LABELED, _FRACTION, _MARKED, _UNIT_ZH), first, scale)
-    if found is None and not _LIST_ITEM.match(first):
-        found = _search((_BARE,), first, scale)
+    found = _first_score((_LABELED, _MARKED, _UNIT_ZH, _FRACTION, _SCORE_LINE), first, scale)
     if found is not None:
         return Judgement(found, rest.strip() or first.strip())
-    found = _search((_LABELED, _FRACTION, _MARKED, _UNIT_ZH), text, scale)
-    return Judgement(found, text)
+    return Judgement(_first_score((_LABELED, _MARKED, _UNIT_ZH, _FRACTION), text, scale), text)
 
 
 def parse_judgement(text: str | None) -> Judgement:
@@ -165,7 +181,7 @@ def parse_judgement_json(text: str | None, scale: tuple[float, float] = SCALE) -
         parsed = parse_json_as(JudgementJSON, text or "")
     except ValidationError:
         return parse_score(text, scale)
-    return Judgement(_value(str(parsed.score), None, scale), parsed.explanation)
+    return Judgement(_score_value(str(parsed.score), None, scale), parsed.explanation)
 
 
 def judge_schema(scale: tuple[float, float] = SCALE) -> dict:

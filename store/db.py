@@ -126,6 +126,51 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_eval_suites(db: sqlite_utils.Database) -> None:
+    # The held-out verifiable suite lives beside the pool, never in `examples`: nothing
+    # that exports or trains from the pool can reach it.
+    db["eval_suites"].create(
+        {"hash": str, "created_at": str, "selected": int, "items": int, "meta": str},
+        pk="hash",
+        not_null={"items"},
+        defaults={"meta": "{}"},
+    )
+    db["eval_items"].create(
+        {
+            "suite": str,
+            "position": int,
+            "key": str,
+            "source": str,
+            "language": str,
+            "task": str,
+            "prompt": str,
+            "constraints": str,
+        },
+        pk=("suite", "position"),
+        not_null={"key", "source", "prompt", "constraints"},
+        foreign_keys=[("suite", "eval_suites", "hash")],
+    )
+    db["eval_results"].create(
+        {
+            "id": str,
+            "suite": str,
+            "label": str,
+            "version": str,
+            "identity": str,
+            "settings": str,
+            "metrics": str,
+            "items": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"suite", "label", "identity"},
+        foreign_keys=[("suite", "eval_suites", "hash")],
+    )
+    db["eval_results"].create_index(["suite", "label"])
+    db["eval_results"].create_index(["version"])
+
+
 def open_store_db(path: str | Path) -> sqlite_utils.Database:
     """Open (creating if needed) the pool database with WAL and all migrations applied."""
     path = Path(path)

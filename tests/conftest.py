@@ -30,3 +30,31 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from evoinstruct.agents.models.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def scripted_deps(tmp_path: Path):
+    """A fresh project's dependencies with every model the scripted teacher (in extras)."""
+    from evoinstruct.agents.models.factory import ModelSet
+    from evoinstruct.graph.project import init_project
+    from evoinstruct.graph.round.deps import deps_for_project
+    from tests.fake_teacher import scripted_teacher
+
+    project = init_project(tmp_path / "proj")
+    config = project.load_config()
+    teacher = scripted_teacher()
+    models = ModelSet(config.models, config.roles, builder=lambda cfg, cache=None: teacher)
+    deps = deps_for_project(project, config, models=models)
+    deps.extras["teacher"] = teacher
+    yield deps
+    deps.store.close()
+
+
+@pytest.fixture
+def seeded_deps(scripted_deps):
+    """`scripted_deps` with the English example seeds in the pool."""
+    from evoinstruct.store.seeds import add_seed_file
+
+    seeds = scripted_deps.project.root / "seeds" / "seed_tasks_en.jsonl"
+    add_seed_file(scripted_deps.store, seeds)
+    return scripted_deps

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
-from evoinstruct.agents.models.factory import ModelSet
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
-from evoinstruct.graph.project import init_project
-from evoinstruct.graph.round.deps import deps_for_project
 from evoinstruct.store.errors import ProjectError
-from tests.fake_teacher import scripted_teacher
 
 
 @pytest.fixture
-def deps(tmp_path: Path):
-    project = init_project(tmp_path / "proj")
-    config = project.load_config()
-    teacher = scripted_teacher()
-    models = ModelSet(config.models, config.roles, builder=lambda cfg, cache=None: teacher)
-    deps = deps_for_project(project, config, models=models)
-    yield deps
-    deps.store.close()
+def deps(scripted_deps):
+    return scripted_deps
 
 
 def _refusal(deps) -> str:

@@ -129,8 +129,9 @@ async def test_unsupported_scorer_falls_back_to_the_judge_and_counts() -> None:
     assert values[("en", "combined")] == 20.0
 
 
-async def test_fallback_without_scorer_clamps_and_keeps_missing() -> None:
-    judge = ScriptedModel(["9", "0", "no idea", "3", "still no idea"])
+async def test_fallback_without_scorer_reads_the_scale_and_keeps_missing() -> None:
+    # A number outside the judge's scale is no score; "6" and "1" are the scale's ends.
+    judge = ScriptedModel(["6", "1", "no idea", "3", "still no idea"])
     counters: Counter[str] = Counter()
     outcome = await deita_scores(
         _batch(), scorer=None, judge=judge, prompts=EN, config=DeitaConfig(), counters=counters

@@ -9,9 +9,8 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.runtime import Runtime
 
-from evoinstruct.agents.models.factory import ModelSet
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions, run_config
-from evoinstruct.graph.project import Project, init_project
+from evoinstruct.graph.project import Project
 from evoinstruct.graph.round import nodes
 from evoinstruct.graph.round.build import (
     PIPELINE,
@@ -19,23 +18,13 @@ from evoinstruct.graph.round.build import (
     route_after_commit,
     route_after_evaluate,
 )
-from evoinstruct.graph.round.deps import deps_for_project
 from evoinstruct.store.records import ExampleDraft, Rejection
 from evoinstruct.store.seeds import add_seed_file
-from tests.fake_teacher import scripted_teacher
 
 
 @pytest.fixture
-def deps(tmp_path: Path):
-    project = init_project(tmp_path / "proj")
-    config = project.load_config()
-    teacher = scripted_teacher()
-    models = ModelSet(config.models, config.roles, builder=lambda cfg, cache=None: teacher)
-    deps = deps_for_project(project, config, models=models)
-    add_seed_file(deps.store, project.root / "seeds" / "seed_tasks_en.jsonl")
-    deps.extras["teacher"] = teacher
-    yield deps
-    deps.store.close()
+def deps(seeded_deps):
+    return seeded_deps
 
 
 def test_routers_are_pure_functions_of_state() -> None:

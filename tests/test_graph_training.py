@@ -91,3 +91,56 @@ async def test_round_trains_promotes_and_the_student_generates_next(
     assert await activate_student(deps.store, fresh) == active
     assert fresh.for_role("generator").adapter_version == active
     deps.store.close()
+
+
+@pytest.mark.slow
+async def test_round_gates_on_the_held_out_suite(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """With the verifiable gate the round's verdict comes from the suite, not the loss: the
+    untuned base student answers it once, the new version once, the teacher once."""
+    project = init_project(tmp_path / "proj")
+    overrides = [
+        f'models.student.path="{tiny_model_dir}"',
+        'models.student.device="cpu"',
+        f'trainer.base_model="{tiny_model_dir}"',
+        "trainer.train_every=1",
+        "trainer.train_min_new=1",
+        "trainer.max_steps=10",
+        "trainer.batch_size=8",
+        "trainer.grad_accumulation=1",
+        'trainer.device="cpu"',
+        "trainer.heldout_fraction=0.2",
+        "trainer.max_length=256",
+        "generator.instance_decoding.max_tokens=32",
+        "generator.self_instruct_decoding.max_tokens=48",
+        'trainer.gate.metric="verifiable"',
+        "trainer.suite.tasks_per_language=3",
+        "trainer.suite.max_tokens=8",
+        "trainer.suite.bootstrap_samples=200",
+    ]
+    config = project.load_config(overrides)
+    teacher = scripted_teacher()
+
+    def builder(cfg, cache=None):
+        return build_model(cfg) if cfg.backend == "transformers" else teacher
+
+    models = ModelSet(config.models, config.roles, builder=builder)
+    deps = deps_for_project(project, config, models=models)
+    for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
+        add_seed_file(deps.store, project.root / "seeds" / name)
+
+    await Daemon(project, deps, DaemonOptions(rounds=1)).run()
+    evaluation = deps.store.model_version("v1")["metrics"]["evaluation"]
+    assert evaluation["gate_metric"] == "verifiable"
+    comparison = evaluation["verifiable"]["comparison"]
+    assert comparison["n"] == 6 and comparison["low"] <= comparison["diff"] <= comparison["high"]
+    note = deps.store.round(1)["counts"]["training"]
+    assert note.startswith("v1: verifiable ") and "of the base model" in note
+    assert "teacher" in note and "(diagnostic)" in note
+    assert evaluation["gate"]["promote"] is (deps.store.active_model() is not None)
+    results = deps.store.eval_results(evaluation["verifiable"]["suite"])
+    assert sorted(r["label"] for r in results) == ["base", "teacher", "v1"]
+    # The suite's prompts were kept out of the training data of v1.
+    suite_prompts = {i["prompt"] for i in deps.store.eval_suite()["items"]}
+    trained = deps.store.get_many(deps.store.training_manifest("v1", role="train"))
+    assert trained and not suite_prompts & {e.instruction for e in trained}
+    deps.store.close()

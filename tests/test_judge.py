@@ -98,9 +98,9 @@ def test_judge_retry_template_golden(library: PromptLibrary, needle: str) -> Non
         ("10分钟就能读完。得分：2", 2.0),
         ("8/10", 4.0),
         ("Score: 9/10", 4.5),
-        # out of range: clamped, never rejected
-        ("7", 5.0),
-        ("Score: 12", 5.0),
+        # out of range: not a score (METHODS 2.1), never clamped into range
+        ("7", None),
+        ("Score: 12", None),
         # truncated answers (finish_reason "length"): the first line still carries the score
         ("4.5\nThe response is accur", 4.5),
         ('{"score": 3.5, "explanation": "The answer mis', 3.5),
@@ -124,9 +124,50 @@ def test_parse_judgement_explanation_follows_first_line() -> None:
     assert judged.explanation == "Clear and correct."
 
 
-def test_parse_score_other_scale_clamps() -> None:
-    assert parse_score("7", (1.0, 6.0)).value == 6.0
-    assert parse_score("0", (1.0, 6.0)).value == 1.0
+def test_parse_score_other_scale_refuses_out_of_range() -> None:
+    assert parse_score("7", (1.0, 6.0)).value is None
+    assert parse_score("0", (1.0, 6.0)).value is None
+    assert parse_score("6", (1.0, 6.0)).value == 6.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the two replies that scored 5.0 by clamping a number out of a sentence
+        ("12 multiplied by 3 is 36.", None),
+        ("The speed is 180 / 2 = 90 km per hour, so the answer is correct.", None),
+        # numbers that are not scores
+        ("7", None),
+        ("-1", None),
+        ("Score: -1", None),
+        ("4.5.6", None),
+        ("5 apples", None),
+        ("There are 3 reasons the answer is wrong.", None),
+        ("Use 1/2 cup of flour.", None),
+        ("Score: 6/5", None),
+        ("The answer is **42**.", None),
+        ("小明有5个苹果。", None),
+        ("速度是 180/2 = 90 公里每小时。", None),
+        ("他考了90分。", None),
+        ("-1分", None),
+        # clear score forms
+        ("Score: 4", 4.0),
+        ("4/5", 4.0),
+        ("4", 4.0),
+        ("**4**", 4.0),
+        ('{"score": 4, "explanation": "fine"}', 4.0),
+        ("4 - mostly correct, one small slip", 4.0),
+        ("4 out of 5", 4.0),
+        ("I'd give it 4/5 overall.", 4.0),
+        ("12 multiplied by 3 is 36.\nScore: 5", 5.0),
+        ("评分：4分", 4.0),
+        ("4分", 4.0),
+        ("评分: 4.5\n理由：回答准确。", 4.5),
+        ("这个回答我打3分，因为缺少细节。", 3.0),
+    ],
+)
+def test_parse_score_refuses_numbers_that_are_not_scores(text: str, expected: float | None) -> None:
+    assert parse_score(text).value == expected
 
 
 @pytest.mark.parametrize(
@@ -135,7 +176,7 @@ def test_parse_score_other_scale_clamps() -> None:
         ('{"score": 4.5, "explanation": "good"}', 4.5),
         ('```json\n{"score": 4, "explanation": "ok"}\n```', 4.0),
         ('Here you go: {"score": "3", "explanation": "meh"} hope it helps', 3.0),
-        ('{"score": 9, "explanation": "x"}', 5.0),
+        ('{"score": 9, "explanation": "x"}', None),
         ('{"score": 4.5, "explanation": "cut', 4.5),  # truncated: falls back to the regex
         ('{"explanation": "no score"}', None),
         ('{"score": true}', None),
@@ -249,3 +290,10 @@ def test_distribution_bins_by_half_points() -> None:
     ]
     scores.append(Score("x", "judge", "helpfulness", 1.0))
     assert distribution(scores, "accuracy") == {"4": 1, "4.5": 3, "none": 1}
+
+
+def test_a_structured_score_outside_the_scale_is_no_score() -> None:
+    from evoinstruct.agents.judge import parse_judgement_json
+
+    assert parse_judgement_json('{"score": 9, "explanation": "great"}').value is None
+    assert parse_judgement_json('{"score": 4, "explanation": "fine"}').value == 4.0

@@ -3,17 +3,11 @@ rarity counted over the accepted pool (the store's counts reach it through selec
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from langgraph.runtime import Runtime
 
-from evoinstruct.agents.models.factory import ModelSet
-from evoinstruct.graph.project import init_project
 from evoinstruct.graph.round import nodes
-from evoinstruct.graph.round.deps import deps_for_project
 from evoinstruct.store.records import ExampleDraft, Score
-from tests.fake_teacher import scripted_teacher
 
 TASKS = {
     "seed": "Name three rivers in Africa.",
@@ -25,14 +19,8 @@ TASKS = {
 
 
 @pytest.fixture
-def deps(tmp_path: Path):
-    project = init_project(tmp_path / "proj")
-    config = project.load_config()
-    teacher = scripted_teacher()
-    models = ModelSet(config.models, config.roles, builder=lambda cfg, cache=None: teacher)
-    deps = deps_for_project(project, config, models=models)
-    yield deps
-    deps.store.close()
+def deps(scripted_deps):
+    return scripted_deps
 
 
 def _candidates(deps, drafts: dict[str, ExampleDraft], n: int) -> dict[str, str]:

@@ -19,28 +19,17 @@ from evoinstruct.agents.selector import SelectOutcome
 from evoinstruct.graph.config import load_config
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
 from evoinstruct.graph.filtering.pipeline import run_filter
-from evoinstruct.graph.project import init_project
 from evoinstruct.graph.round import nodes, stages
-from evoinstruct.graph.round.deps import deps_for_project
 from evoinstruct.graph.round.stages import StageContext
 from evoinstruct.store.records import ExampleDraft, Rejection
-from evoinstruct.store.seeds import add_seed_file
-from tests.fake_teacher import scripted_teacher, teacher_reply
+from tests.fake_teacher import teacher_reply
 
 REWRITE_PROMPT = "Below is an instruction of the type"
 
 
 @pytest.fixture
-def deps(tmp_path: Path):
-    project = init_project(tmp_path / "proj")
-    config = project.load_config()
-    teacher = scripted_teacher()
-    models = ModelSet(config.models, config.roles, builder=lambda cfg, cache=None: teacher)
-    deps = deps_for_project(project, config, models=models)
-    add_seed_file(deps.store, project.root / "seeds" / "seed_tasks_en.jsonl")
-    deps.extras["teacher"] = teacher
-    yield deps
-    deps.store.close()
+def deps(seeded_deps):
+    return seeded_deps
 
 
 async def test_the_daemon_and_the_filter_critique_through_one_driver(

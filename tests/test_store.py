@@ -18,10 +18,10 @@ def test_open_store_uses_wal_and_migrations(tmp_path: Path) -> None:
     store = open_store(tmp_path / "p.db")
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     applied = [r["name"] for r in store.db["_sqlite_migrations"].rows]
-    assert applied == ["m001_initial"]
+    assert applied == ["m001_initial", "m002_eval_suites"]
     store.close()
     again = open_store(tmp_path / "p.db")  # re-opening applies nothing twice
-    assert [r["name"] for r in again.db["_sqlite_migrations"].rows] == ["m001_initial"]
+    assert [r["name"] for r in again.db["_sqlite_migrations"].rows] == ["m001_initial", "m002_eval_suites"]
     again.close()
 
 

@@ -241,4 +241,6 @@ async def test_evaluate_version_against_the_base(trained_lora: TrainedProject) -
     assert evaluation.decision.promote and "base model" in evaluation.decision.reason
     recorded = store.model_version("v1")["metrics"]["evaluation"]
     assert recorded["gate"]["promote"] is True and recorded["pairwise"]["winning_score"] == 2.0
+    # No held-out suite in this project and gate.metric "auto": the loss decided.
+    assert recorded["gate_metric"] == "loss" and recorded["verifiable"] is None
     assert fixed_prompts(heldout, 2) == fixed_prompts(list(reversed(heldout)), 2)

@@ -96,3 +96,4 @@ def test_versions_table(trained_lora: TrainedProject) -> None:
     assert row["version"] == "v1" and row["method"] == "lora"
     assert row["train_loss"] == trained_lora.result.metrics["train_loss"]
     assert row["heldout_loss"] is not None
+    assert "verifiable" in row  # the suite's prompt-level strict accuracy, once it has run

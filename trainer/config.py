@@ -27,15 +27,58 @@ DEFAULT_LEARNING_RATES: dict[str, float] = {
 }
 
 
+GateMetric = Literal["auto", "verifiable", "loss"]
+SuiteMetric = Literal["prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose"]
+
+
 class GateConfig(BaseModel):
-    """When a newly trained student is promoted to be the generator."""
+    """When a newly trained student is promoted to be the generator.
+
+    With the verifiable metric the candidate and the incumbent (the active version,
+    or the untuned base student before the first promotion) answer the same held-out
+    suite; the gate promotes only when the lower end of the two-sided `confidence`
+    interval of the paired difference (candidate - incumbent, in accuracy points)
+    is above `min_margin` (test = "bootstrap"), or when the difference is above
+    `min_margin` and McNemar's exact one-sided p-value is below 1 - `confidence`
+    (test = "mcnemar", prompt-level metrics only). Held-out loss is then a
+    diagnostic recorded beside the verdict.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    metric: GateMetric = Field(
+        "auto",
+        description=(
+            "verifiable: the paired test on the held-out suite decides (the suite is built on "
+            "first use); loss: held-out loss on the pool decides (a diagnostic, easily won); "
+            "auto: verifiable once the project has a suite (`evoinstruct eval` builds it), else loss."
+        ),
+    )
+    suite_metric: SuiteMetric = Field(
+        "prompt_strict",
+        description="The suite accuracy the gate compares: prompt- or instruction-level, strict or loose.",
+    )
+    test: Literal["bootstrap", "mcnemar"] = Field(
+        "bootstrap",
+        description="bootstrap: paired bootstrap interval of the difference; mcnemar: exact test on prompt-level pass/fail pairs.",
+    )
+    min_margin: float = Field(
+        0.0,
+        ge=-100,
+        le=100,
+        description="Accuracy points the candidate must beat the incumbent by (the interval's lower end must be above it).",
+    )
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="Confidence level of the interval (or 1 - the p-value cut)."
+    )
+    teacher_reference: bool = Field(
+        True,
+        description="Score the teacher on the suite once per suite and show it beside the verdict.",
+    )
     min_loss_improvement: float = Field(
         0.0,
         ge=0,
-        description="Held-out loss must drop below the current generator's by more than this (nats/token).",
+        description="metric = loss: held-out loss must drop below the current generator's by more than this (nats/token).",
     )
     min_winning_score: float | None = Field(
         None,
@@ -45,8 +88,65 @@ class GateConfig(BaseModel):
     )
     require_heldout: bool = Field(
         True,
-        description="Refuse promotion when there are no held-out examples to measure the loss on.",
+        description="metric = loss: refuse promotion when there are no held-out examples to measure the loss on.",
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> GateConfig:
+        if self.test == "mcnemar" and not self.suite_metric.startswith("prompt_"):
+            raise ValueError(
+                "test = 'mcnemar' compares pass/fail pairs: use a prompt-level suite_metric"
+            )
+        return self
+
+
+class SuiteConfig(BaseModel):
+    """The held-out verifiable suite: task prompts the pool never trains on, with constraints.
+
+    Built once per project from the packaged bilingual task list (prompts/eval_tasks.jsonl),
+    minus any task sharing an n-gram with the pool, each task given 1-3 constraints drawn
+    deterministically; `evoinstruct eval --ifeval FILE` adds IFEval-format rows. Changing
+    these settings later does not rebuild it (`evoinstruct eval --rebuild` does).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    languages: list[Literal["en", "zh"]] = Field(
+        default_factory=lambda: ["en", "zh"],
+        min_length=1,
+        description="Languages of the packaged task prompts the suite takes.",
+    )
+    tasks_per_language: int | None = Field(
+        None, ge=1, description="Packaged tasks per language (about 100 each); unset takes all."
+    )
+    min_constraints: int = Field(1, ge=1, le=3, description="Fewest constraints per task.")
+    max_constraints: int = Field(3, ge=1, le=3, description="Most constraints per task.")
+    seed: int = Field(
+        0, description="Seed of the constraint draw (per task, so tasks are independent)."
+    )
+    ngram: int = Field(
+        8,
+        ge=3,
+        description="Tokens per n-gram when a task prompt is checked against the pool and kept out of training.",
+    )
+    ifeval_ngram: int = Field(
+        13,
+        ge=3,
+        description="Tokens per n-gram for IFEval-file prompts (longer, with boilerplate).",
+    )
+    max_tokens: int = Field(
+        512, ge=1, description="Answer length; answers are greedy (temperature 0)."
+    )
+    batch_size: int = Field(32, ge=1, description="Requests handed to the model per generate call.")
+    bootstrap_samples: int = Field(
+        2000, ge=100, description="Bootstrap resamples for every interval."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SuiteConfig:
+        if self.min_constraints > self.max_constraints:
+            raise ValueError("min_constraints must not exceed max_constraints")
+        return self
 
 
 class PairwiseConfig(BaseModel):
@@ -150,6 +250,7 @@ class TrainerConfig(BaseModel):
     eval_batch_size: int = Field(8, ge=1, description="Batch size of the held-out loss.")
     # evaluation and schedule
     gate: GateConfig = Field(default_factory=GateConfig)
+    suite: SuiteConfig = Field(default_factory=SuiteConfig)
     pairwise: PairwiseConfig = Field(default_factory=PairwiseConfig)
     train_every: int = Field(
         1, ge=1, description="The graph considers training every this many rounds."
@@ -178,6 +279,7 @@ class TrainerConfig(BaseModel):
         return self.model_dump(
             exclude={
                 "gate",
+                "suite",
                 "pairwise",
                 "train_every",
                 "train_min_new",

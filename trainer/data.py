@@ -7,7 +7,9 @@ from the active version's weights when their adapters have the same shape;
 "new" then means not seen by that version's lineage. A fixed fraction of
 accepted examples, chosen by a hash of the id, is held out: because the
 choice depends on the id alone, no version ever trains on a held-out example
-and every version is measured on comparable data.
+and every version is measured on comparable data. Examples that share an
+n-gram with a prompt of the held-out verifiable suite (`trainer.suite`) take
+no role at all: the suite measures what no version trained on.
 
 Each example becomes prompt tokens (labels -100) followed by response tokens
 and EOS (learned), tokenized separately so the prompt is cut exactly where
@@ -143,25 +145,38 @@ def lineage_trained_ids(store: Store, version: str | None) -> set[str]:
     return ids
 
 
-def _split_pool(
-    store: Store, cfg: TrainerConfig, already: set[str]
-) -> tuple[list[Example], list[Example], list[Example], list[Example]]:
-    seeds: list[Example] = []
-    new: list[Example] = []
-    old: list[Example] = []
-    heldout: list[Example] = []
+@dataclass
+class PoolSplit:
+    """The accepted pool by role for one run; `suite_overlap` never trains nor measures."""
+
+    seeds: list[Example] = field(default_factory=list)
+    new: list[Example] = field(default_factory=list)
+    old: list[Example] = field(default_factory=list)
+    heldout: list[Example] = field(default_factory=list)
+    suite_overlap: list[Example] = field(default_factory=list)
+
+
+def _split_pool(store: Store, cfg: TrainerConfig, already: set[str]) -> PoolSplit:
+    from evoinstruct.trainer.suite import suite_guard
+
+    # The held-out suite's prompts stay out of every role, seeds included: a version
+    # that saw one would be measured on its own training data.
+    guard = suite_guard(store, cfg.suite)
+    split = PoolSplit()
     for ex in store.iter_examples(status="accepted", has_output=True):
         if not (ex.output or "").strip():
             continue
-        if ex.source == "seed":
-            seeds.append(ex)
+        if guard is not None and guard.hit(ex) is not None:
+            split.suite_overlap.append(ex)
+        elif ex.source == "seed":
+            split.seeds.append(ex)
         elif is_heldout(ex.id, cfg.heldout_fraction):
-            heldout.append(ex)
+            split.heldout.append(ex)
         elif ex.id in already:
-            old.append(ex)
+            split.old.append(ex)
         else:
-            new.append(ex)
-    return seeds, new, old, heldout
+            split.new.append(ex)
+    return split
 
 
 def select_mix(
@@ -170,9 +185,13 @@ def select_mix(
     """Compose this run's mix; new = accepted and not trained on by `parent`'s lineage.
 
     Starting from the base model (no parent) every accepted example is new.
+    Examples that copy a held-out suite prompt are left out and counted in
+    `available["suite_overlap"]`.
     """
-    seeds, new, old, heldout = _split_pool(store, cfg, lineage_trained_ids(store, parent))
-    return compose_mix(seeds, new, old, heldout, cfg, rng)
+    split = _split_pool(store, cfg, lineage_trained_ids(store, parent))
+    mix = compose_mix(split.seeds, split.new, split.old, split.heldout, cfg, rng)
+    mix.available["suite_overlap"] = len(split.suite_overlap)
+    return mix
 
 
 def count_new(store: Store, cfg: TrainerConfig) -> int:
@@ -185,7 +204,7 @@ def count_new(store: Store, cfg: TrainerConfig) -> int:
     parent = starting_version(store, cfg)
     versions = store.model_versions()
     reference = parent["version"] if parent else (versions[-1]["version"] if versions else None)
-    return len(_split_pool(store, cfg, lineage_trained_ids(store, reference))[1])
+    return len(_split_pool(store, cfg, lineage_trained_ids(store, reference)).new)
 
 
 # --- formatting -----------------------------------------------------------------------

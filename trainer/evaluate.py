@@ -1,10 +1,19 @@
-"""Evaluate a trained version before promoting it: held-out loss, pairwise judge, the gate.
+"""Evaluate a trained version before promoting it: the verifiable suite, held-out loss, the gate.
+
+The gate's evidence (METHODS 5.1) is the held-out verifiable suite
+(`trainer.suite`, `trainer.verifiable`): the new version and the incumbent —
+the active version, or the untuned base student before the first promotion —
+answer the same suite prompts, and a paired test on their pass/fail pairs
+decides (`GateConfig` defines the rule). The teacher's score on the suite is
+shown beside the verdict, computed once per suite.
 
 Held-out loss is measured on accepted examples no version trained on (the
 hash-chosen held-out set recorded in the version's manifest), for the new
-version and for the current generator (the active version, or the base
-model). The optional pairwise comparison asks a judge to compare both
-models' answers on a fixed prompt set in both orders; the winning score is
+version and for the incumbent. It falls after fine-tuning almost by
+construction, so with a suite it is a diagnostic recorded beside the verdict;
+it decides only with `gate.metric = "loss"` (or "auto" in a project without a
+suite). The optional pairwise comparison asks a judge to compare both models'
+answers on a fixed prompt set in both orders; the winning score is
 (wins - losses) / n + 1, so 1.0 is parity and 2.0 a clean sweep.
 """
 
@@ -17,10 +26,19 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure
-from evoinstruct.store.errors import InputError
+from evoinstruct.store.errors import InputError, UnsupportedError
 from evoinstruct.store.records import Example
 from evoinstruct.trainer.config import GateConfig, PairwiseConfig, TrainerConfig
 from evoinstruct.trainer.data import IGNORE_INDEX, resolve_template, tokenize_examples, user_content
+from evoinstruct.trainer.verifiable import (
+    Comparison,
+    Progress,
+    SuiteResult,
+    compare,
+    percent,
+    run_suite,
+    signed_points,
+)
 
 if TYPE_CHECKING:
     from evoinstruct.prompts.library import PromptLibrary
@@ -239,6 +257,70 @@ class GateDecision:
     reason: str
 
 
+@dataclass
+class SuiteEvidence:
+    """The candidate and the incumbent on the same suite, their paired comparison, the teacher."""
+
+    candidate: SuiteResult
+    baseline: SuiteResult
+    comparison: Comparison
+    teacher: SuiteResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "suite": self.candidate.suite,
+            "comparison": self.comparison.to_dict(),
+            "candidate": self.candidate.summary(),
+            "baseline": self.baseline.summary(),
+            "teacher": self.teacher.summary() if self.teacher else None,
+        }
+
+
+def _points(value: float) -> str:
+    return f"{value:g}"
+
+
+def verifiable_verdict(
+    gate: GateConfig, evidence: SuiteEvidence, baseline_name: str
+) -> GateDecision:
+    """The rule of `GateConfig`: a paired win on the suite by more than the margin."""
+    c = evidence.comparison
+    margin = gate.min_margin / 100
+    name = "verifiable" if c.metric == "prompt_strict" else f"verifiable {c.metric}"
+    ci = f"{c.confidence:.0%} CI {signed_points(c.low)}..{signed_points(c.high)}"
+    p = f"McNemar p={c.mcnemar['p_two_sided']:.3g}, " if c.mcnemar else ""
+    head = (
+        f"{name} {percent(c.candidate)} vs {percent(c.baseline)} of {baseline_name} "
+        f"({signed_points(c.diff)} points, {ci}, {p}n={c.n})"
+    )
+    if gate.test == "mcnemar":
+        assert c.mcnemar is not None  # the config allows mcnemar with prompt-level metrics only
+        one_sided = c.mcnemar["p_one_sided"]
+        promote = c.diff > margin and one_sided < 1 - c.confidence
+        rule = (
+            f"> margin {_points(gate.min_margin)}, one-sided p={one_sided:.3g} "
+            f"{'<' if one_sided < 1 - c.confidence else 'not below'} {1 - c.confidence:.3g}"
+        )
+    else:
+        promote = c.low > margin
+        rule = (
+            f"> margin {_points(gate.min_margin)}"
+            if promote
+            else f"the lower end is not above margin {_points(gate.min_margin)}"
+        )
+    reason = f"{head} {rule}" if promote else f"{head}: {rule}"
+    if evidence.teacher is not None:
+        reason += f"; teacher {percent(evidence.teacher.accuracy(c.metric))}"
+    return GateDecision(promote, reason)
+
+
+def _loss_note(new_loss: float | None, baseline_loss: float | None) -> str:
+    if new_loss is None or baseline_loss is None:
+        return "no held-out loss"
+    sign = "<" if new_loss < baseline_loss else ">=" if new_loss > baseline_loss else "="
+    return f"held-out loss {new_loss:.4f} {sign} {baseline_loss:.4f} (diagnostic)"
+
+
 def decide(
     gate: GateConfig,
     *,
@@ -246,22 +328,31 @@ def decide(
     baseline_loss: float | None,
     baseline_name: str = "the current generator",
     pairwise: PairwiseResult | None = None,
+    verifiable: SuiteEvidence | None = None,
+    note: str | None = None,
 ) -> GateDecision:
-    """Promote only if the new version is better; the reason says why either way."""
+    """Promote only if the new version is better; the reason says why either way.
+
+    With suite evidence the paired suite test decides and the loss is recorded
+    beside it; without it, `gate.metric = "verifiable"` refuses and otherwise
+    the held-out loss decides. `note` says why a suite was not run.
+    """
     reasons = []
-    if new_loss is None or baseline_loss is None:
-        if gate.require_heldout:
-            return GateDecision(False, "no held-out examples to measure the loss on")
-        reasons.append("no held-out loss (not required)")
+    if verifiable is not None:
+        verdict = verifiable_verdict(gate, verifiable, baseline_name)
+        reasons += [verdict.reason, _loss_note(new_loss, baseline_loss)]
+        if not verdict.promote:
+            return GateDecision(False, "; ".join(reasons))
+    elif gate.metric == "verifiable":
+        why = note or "the verifiable gate needs the student model to answer the suite"
+        return GateDecision(False, f"no suite result: {why}")
     else:
-        improvement = baseline_loss - new_loss
-        if improvement <= gate.min_loss_improvement:
-            return GateDecision(
-                False,
-                f"held-out loss {new_loss:.4f} vs {baseline_loss:.4f} of {baseline_name}: "
-                f"improvement {improvement:.4f} is not above {gate.min_loss_improvement:.4f}",
-            )
-        reasons.append(f"held-out loss {new_loss:.4f} < {baseline_loss:.4f} of {baseline_name}")
+        if note:
+            reasons.append(note)
+        loss = _loss_decision(gate, new_loss, baseline_loss, baseline_name)
+        if not loss.promote:
+            return GateDecision(False, "; ".join([*reasons, loss.reason]))
+        reasons.append(loss.reason)
     if gate.min_winning_score is not None:
         score = pairwise.score if pairwise is not None else None
         if score is None:
@@ -276,6 +367,25 @@ def decide(
     return GateDecision(True, "; ".join(reasons))
 
 
+def _loss_decision(
+    gate: GateConfig, new_loss: float | None, baseline_loss: float | None, baseline_name: str
+) -> GateDecision:
+    if new_loss is None or baseline_loss is None:
+        if gate.require_heldout:
+            return GateDecision(False, "no held-out examples to measure the loss on")
+        return GateDecision(True, "no held-out loss (not required)")
+    improvement = baseline_loss - new_loss
+    if improvement <= gate.min_loss_improvement:
+        return GateDecision(
+            False,
+            f"held-out loss {new_loss:.4f} vs {baseline_loss:.4f} of {baseline_name}: "
+            f"improvement {improvement:.4f} is not above {gate.min_loss_improvement:.4f}",
+        )
+    return GateDecision(
+        True, f"held-out loss {new_loss:.4f} < {baseline_loss:.4f} of {baseline_name}"
+    )
+
+
 # --- one version, end to end --------------------------------------------------------------
 @dataclass
 class Evaluation:
@@ -285,6 +395,7 @@ class Evaluation:
     baseline: LossResult
     pairwise: PairwiseResult | None
     decision: GateDecision
+    verifiable: SuiteEvidence | None = None
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -294,6 +405,8 @@ class Evaluation:
             "baseline_version": self.baseline_version,
             "baseline_loss": self.baseline.loss,
             "pairwise": self.pairwise.summary() if self.pairwise else None,
+            "verifiable": self.verifiable.to_dict() if self.verifiable else None,
+            "gate_metric": "verifiable" if self.verifiable else "loss",
             "gate": asdict(self.decision),
         }
 
@@ -302,6 +415,66 @@ def fixed_prompts(examples: Sequence[Example], n: int) -> list[str]:
     """The pairwise prompt set: held-out instructions in id order, the same every round."""
     ordered = sorted(examples, key=lambda e: e.id)
     return [user_content(e.instruction, e.input) for e in ordered[:n]]
+
+
+def uses_suite(store: Store, cfg: TrainerConfig) -> bool:
+    """Whether the gate wants the suite: always for "verifiable", for "auto" once one is stored."""
+    if cfg.gate.metric == "loss":
+        return False
+    return cfg.gate.metric == "verifiable" or bool(store.eval_suites())
+
+
+async def suite_evidence(
+    store: Store,
+    row: dict[str, Any],
+    incumbent: dict[str, Any] | None,
+    cfg: TrainerConfig,
+    *,
+    student: ChatModel,
+    teacher: ChatModel | None = None,
+    progress: Progress | None = None,
+) -> SuiteEvidence:
+    """Both versions answer the current suite on one student model, switching adapters.
+
+    The incumbent goes first (`incumbent` None: the bare base student); the
+    student is left serving the candidate. Stored results for the same model
+    and suite are reused, so the incumbent and the teacher answer once per suite.
+    """
+    from evoinstruct.trainer.promote import hand_off
+    from evoinstruct.trainer.suite import ensure_suite
+
+    suite = ensure_suite(store, cfg.suite).suite
+    confidence = cfg.gate.confidence
+
+    async def run(model: ChatModel, label: str, version_row: dict[str, Any] | None) -> SuiteResult:
+        return await run_suite(
+            store,
+            suite,
+            model,
+            cfg.suite,
+            label=label,
+            version=version_row["version"] if version_row else None,
+            adapter_path=version_row["path"] if version_row else None,
+            confidence=confidence,
+            progress=progress,
+        )
+
+    await hand_off(student, incumbent)
+    baseline = await run(student, incumbent["version"] if incumbent else "base", incumbent)
+    await hand_off(student, row)
+    candidate = await run(student, row["version"], row)
+    reference = None
+    if teacher is not None and cfg.gate.teacher_reference:
+        reference = await run(teacher, "teacher", None)
+    comparison = compare(
+        candidate,
+        baseline,
+        cfg.gate.suite_metric,
+        samples=cfg.suite.bootstrap_samples,
+        seed=cfg.suite.seed,
+        confidence=confidence,
+    )
+    return SuiteEvidence(candidate, baseline, comparison, reference)
 
 
 async def evaluate_version(
@@ -314,11 +487,16 @@ async def evaluate_version(
     incumbent: ChatModel | None = None,
     library: PromptLibrary | None = None,
     prompts: Sequence[str] | None = None,
+    student: ChatModel | None = None,
+    teacher: ChatModel | None = None,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """Measure `version` against the active one, decide, and record the metrics in the store.
 
-    The pairwise comparison runs when cfg.pairwise.enabled and a judge, both
-    chat models and a prompt library are given.
+    The suite runs when the gate wants it (`uses_suite`) and `student` — a
+    student model this call may hand adapters to, left serving `version` — is
+    given; `teacher` adds the reference score. The pairwise comparison runs when
+    cfg.pairwise.enabled and a judge, both chat models and a prompt library are given.
     """
     row = store.model_version(version)
     if row is None:
@@ -329,14 +507,32 @@ async def evaluate_version(
     new = await asyncio.to_thread(version_loss, row["base"], row["path"], examples, cfg)
     baseline_dir = active["path"] if baseline_version else None
     old = await asyncio.to_thread(version_loss, row["base"], baseline_dir, examples, cfg)
+    evidence, note = None, None
+    if uses_suite(store, cfg):
+        if student is None:
+            note = "suite not run: no student model to answer it"
+        else:
+            try:
+                evidence = await suite_evidence(
+                    store,
+                    row,
+                    active if baseline_version else None,
+                    cfg,
+                    student=student,
+                    teacher=teacher,
+                    progress=progress,
+                )
+            except UnsupportedError as exc:
+                # A full fine-tune or prompt tuning cannot be handed to the serving student.
+                note = f"suite not run: {exc}"
     pairwise = None
-    wanted = cfg.pairwise.enabled and judge and candidate and incumbent and library
+    wanted = cfg.pairwise.enabled and judge and (candidate or student) and incumbent and library
     if wanted:
         instructions = (
             list(prompts) if prompts else fixed_prompts(examples, cfg.pairwise.num_prompts)
         )
         pairwise = await pairwise_compare(
-            judge, candidate, incumbent, instructions, library, cfg.pairwise
+            judge, candidate or student, incumbent, instructions, library, cfg.pairwise
         )
     decision = decide(
         cfg.gate,
@@ -344,7 +540,9 @@ async def evaluate_version(
         baseline_loss=old.loss,
         baseline_name=baseline_version or "the base model",
         pairwise=pairwise,
+        verifiable=evidence,
+        note=note,
     )
-    evaluation = Evaluation(version, baseline_version, new, old, pairwise, decision)
+    evaluation = Evaluation(version, baseline_version, new, old, pairwise, decision, evidence)
     store.update_model_metrics(version, {"evaluation": evaluation.metrics()})
     return evaluation

@@ -126,6 +126,7 @@ def versions_table(store: Any) -> list[dict[str, Any]]:
         metrics = v["metrics"]
         evaluation = metrics.get("evaluation") or {}
         pairwise = evaluation.get("pairwise") or {}
+        suite = (metrics.get("verifiable") or {}).get("accuracy") or {}
         rows.append(
             {
                 "version": v["version"],
@@ -138,6 +139,8 @@ def versions_table(store: Any) -> list[dict[str, Any]]:
                 "heldout_loss": evaluation.get("heldout_loss", metrics.get("heldout_loss")),
                 "baseline_loss": evaluation.get("baseline_loss"),
                 "winning_score": pairwise.get("winning_score"),
+                # prompt-level strict accuracy on the held-out suite (the latest run)
+                "verifiable": (suite.get("prompt_strict") or {}).get("value"),
                 "gate": (evaluation.get("gate") or {}).get("reason"),
                 "path": v["path"],
             }

@@ -20,8 +20,9 @@ from typing import Any
 
 from evoinstruct.store.errors import EvoError
 from evoinstruct.trainer.config import TrainerConfig
-from evoinstruct.trainer.evaluate import Evaluation, evaluate_version
+from evoinstruct.trainer.evaluate import Evaluation, evaluate_version, uses_suite
 from evoinstruct.trainer.promote import hand_off
+from evoinstruct.trainer.targets import teacher_model
 from evoinstruct.trainer.train import training_due
 
 
@@ -72,24 +73,34 @@ class TrainerSteps:
         return json.loads(out.decode("utf-8").strip().splitlines()[-1])
 
     async def evaluate(self, store: Any, version: str, models: Any, prompts: Any) -> Evaluation:
-        """Held-out loss against the current generator; with pairwise on, the critic also
-        judges the new version (a fresh student model with its adapter) against the generator."""
-        if not self.config.pairwise.enabled:
-            return await evaluate_version(store, version, self.config)
-        candidate = models.fresh(models.roles.student)
+        """The gate's evidence for `version` against the incumbent.
+
+        When the gate uses the held-out suite, or the pairwise judge is on, a fresh
+        student model serves the suite runs (the incumbent's adapter, or none before
+        the first promotion, then the new version's) and stays on the new version
+        for the judge; the teacher's suite score comes along for reference.
+        """
+        cfg = self.config
+        suite = uses_suite(store, cfg)
+        if not (suite or cfg.pairwise.enabled):
+            return await evaluate_version(store, version, cfg)
+        student = models.fresh(models.roles.student)
         try:
-            await hand_off(candidate, store.model_version(version))
+            await hand_off(student, store.model_version(version))
+            pairwise = cfg.pairwise.enabled
             return await evaluate_version(
                 store,
                 version,
-                self.config,
-                judge=models.for_role("critic"),
-                candidate=candidate,
-                incumbent=models.for_role("generator"),
-                library=prompts,
+                cfg,
+                judge=models.for_role("critic") if pairwise else None,
+                candidate=student,
+                incumbent=models.for_role("generator") if pairwise else None,
+                library=prompts if pairwise else None,
+                student=student if suite else None,
+                teacher=teacher_model(models) if suite and cfg.gate.teacher_reference else None,
             )
         finally:
-            await candidate.aclose()
+            await student.aclose()
 
     async def promote(self, store: Any, models: Any, version: str, reason: str) -> None:
         """Make the student model serve the version, then record the promotion.
