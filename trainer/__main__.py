@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        from evoinstruct.trainer.progress import StepReporter
         from evoinstruct.trainer.train import train
 
         overrides = {
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_steps": args.max_steps,
         }
         cfg = load_config(args.project, args.config, overrides)
-        result = train(cfg, args.project, fresh=args.fresh)
+        result = train(cfg, args.project, fresh=args.fresh, callbacks=[StepReporter()])
     except EvoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

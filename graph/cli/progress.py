@@ -95,6 +95,8 @@ class ProgressView:
         if rejected:
             top = ", ".join(f"{reason} {n}" for reason, n in rejected.most_common(3))
             parts.append(f"dropped {sum(rejected.values())} ({top})")
+        if event.get("loss") is not None:
+            parts.append(f"loss {event['loss']:.3f}")
         if event.get("calls"):
             parts.append(f"{event['calls']} calls")
         if event.get("tokens"):

@@ -66,11 +66,35 @@ class TrainerSteps:
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=_die_with_parent,
         )
-        out, err = await process.communicate()
+        assert process.stdout is not None and process.stderr is not None
+        lines: list[str] = []
+
+        async def follow_steps() -> None:
+            # Step lines go to the live view as they come; the last line is the summary.
+            writer = _stream_writer()
+            async for raw in process.stdout:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line:
+                    continue
+                lines.append(line)
+                step = _progress_of(line)
+                if step is not None and writer is not None:
+                    writer(
+                        {
+                            "stage": "train",
+                            "done": step["step"],
+                            "total": step["max_steps"],
+                            "loss": step.get("loss"),
+                        }
+                    )
+
+        # stderr is drained at the same time, or a chatty trainer would block on a full pipe.
+        _, err = await asyncio.gather(follow_steps(), process.stderr.read())
+        await process.wait()
         if process.returncode != 0:
             tail = err.decode("utf-8", "replace").strip().splitlines()[-3:]
             raise EvoError(f"training failed (exit {process.returncode}): {' '.join(tail)}")
-        return json.loads(out.decode("utf-8").strip().splitlines()[-1])
+        return json.loads(lines[-1])
 
     async def evaluate(self, store: Any, version: str, models: Any, prompts: Any) -> Evaluation:
         """The gate's evidence for `version` against the incumbent.
@@ -124,3 +148,23 @@ async def activate_student(store: Any, models: Any) -> str | None:
     version = await hand_off(student, row)
     models.use_student(student)
     return version
+
+
+def _stream_writer() -> Any:
+    """The running node's stream writer (None outside a graph run: `evoinstruct train`)."""
+    from langgraph.config import get_stream_writer
+
+    try:
+        return get_stream_writer()
+    except RuntimeError:
+        return None
+
+
+def _progress_of(line: str) -> dict[str, Any] | None:
+    from evoinstruct.trainer.progress import PROGRESS_KEY
+
+    try:
+        found = json.loads(line)
+    except ValueError:
+        return None
+    return found.get(PROGRESS_KEY) if isinstance(found, dict) else None

@@ -32,7 +32,10 @@ async def train(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         summary = await deps.trainer.train()
     except Exception as exc:
         return _branch_ended(deps, state["round"], f"training failed: {describe_error(exc)}")
-    nodes.emit(runtime, "train", done=1, total=1, final=True)
+    steps = summary.get("global_step") or 1
+    nodes.emit(
+        runtime, "train", done=steps, total=steps, final=True, loss=summary.get("train_loss")
+    )
     return {"trained_version": summary["version"], "notes": [f"trained {summary['version']}"]}
 
 
