@@ -3,8 +3,11 @@
 It speaks enough of the protocol for the OpenAI backend (chat completions with
 `n`, `stop`, `max_tokens`, `response_format` json_schema and `usage`;
 `GET /v1/models`; vLLM's `POST /v1/load_lora_adapter`) and takes injected
-faults — 429 with Retry-After, 500, a hang, malformed JSON, a dropped
-connection, a slow answer, 401, 404 — one per request, in the order queued.
+faults — 429 with Retry-After, 500, a hang, malformed JSON, garbage bytes, a
+dropped connection, a body truncated mid-way, a drip (headers at once, then one
+byte every `delay` seconds), a slow answer, 401, 404 — one per request, in the
+order queued; or, with `fault_rate`, a random fault of `fault_kinds` on that
+fraction of requests (seeded). An error fault may carry its own `message`.
 It counts the requests it sees and the most it ever had in flight. `pause()`
 holds every chat request that arrives from then on (counted as in flight)
 until `resume()`: a test can freeze a client at a point it observes, instead
@@ -21,26 +24,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
 
-FaultKind = Literal["429", "500", "hang", "malformed", "drop", "slow", "401", "404"]
+FaultKind = Literal[
+    "429", "500", "hang", "malformed", "garbage", "drop", "truncated", "drip", "slow", "401", "404"
+]
+FAULT_KINDS: tuple[FaultKind, ...] = (
+    "429", "500", "hang", "malformed", "garbage", "drop", "truncated", "drip", "slow", "401", "404"
+)  # fmt: skip
 
 
 @dataclass
 class Fault:
-    """One injected fault; `delay` is the hang or slow-down in seconds."""
+    """One injected fault; `delay` is the hang or slow-down in seconds, or a drip's seconds
+    between bytes; `message` replaces an error fault's text (a server echoing what it got)."""
 
     kind: FaultKind
     retry_after: float | None = None
     delay: float = 0.0
+    message: str | None = None
 
 
 def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None):
@@ -87,8 +98,19 @@ class OpenAITestServer:
         models: tuple[str, ...] = ("tiny",),
         reply: Callable[[dict[str, Any]], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fault_rate: float = 0.0,
+        fault_kinds: Sequence[FaultKind] = (),
+        fault_delay: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self.delay = delay
+        # Random faults: this fraction of chat requests (without a queued fault) gets one of
+        # `fault_kinds`, with `fault_delay` as its hang/drip/slow delay; seeded, so a run repeats.
+        self.fault_rate = fault_rate
+        self.fault_kinds = tuple(fault_kinds)
+        self.fault_delay = fault_delay
+        self._rng = random.Random(seed)
+        self.faults_served: Counter[str] = Counter()
         self.clock = clock  # stamps `arrivals`; a test may pass the fake clock its client uses
         self.api_key = api_key
         self.models = set(models)
@@ -187,31 +209,67 @@ class OpenAITestServer:
             f"Bearer {self.api_key}"
         )
 
+    def _next_fault(self) -> Fault | None:
+        if self.faults:
+            return self.faults.popleft()
+        if self.fault_rate and self.fault_kinds and self._rng.random() < self.fault_rate:
+            return Fault(self._rng.choice(self.fault_kinds), delay=self.fault_delay)
+        return None
+
     async def _fault_response(
-        self, request: web.Request, fault: Fault
+        self, request: web.Request, fault: Fault, body: dict[str, Any]
     ) -> web.StreamResponse | None:
+        self.faults_served[fault.kind] += 1
         if fault.kind == "429":
             headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-            return _error(429, "Rate limit reached, slow down.", "rate_limit_exceeded", headers)
+            text = fault.message or "Rate limit reached, slow down."
+            return _error(429, text, "rate_limit_exceeded", headers)
         if fault.kind == "500":
-            return _error(500, "The server had an error.", "server_error")
+            return _error(500, fault.message or "The server had an error.", "server_error")
         if fault.kind == "401":
-            return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            return _error(401, fault.message or "Incorrect API key provided.", "invalid_api_key")
         if fault.kind == "404":
-            return _error(404, "The model does not exist.", "model_not_found")
+            return _error(404, fault.message or "The model does not exist.", "model_not_found")
         if fault.kind == "hang":
             await asyncio.sleep(fault.delay or 30.0)
         elif fault.kind == "malformed":
             return web.Response(
                 text='{"id": "x", "choices": [{"ind', content_type="application/json"
             )
+        elif fault.kind == "garbage":
+            junk = bytes(self._rng.randrange(256) for _ in range(64))
+            return web.Response(body=b"\x89\xff" + junk, content_type="application/json")
         elif fault.kind == "drop":
             assert request.transport is not None
             request.transport.abort()
             return web.Response()
+        elif fault.kind in ("truncated", "drip"):
+            return await self._partial(request, fault, body)
         elif fault.kind == "slow":
             await asyncio.sleep(fault.delay)
         return None
+
+    async def _partial(
+        self, request: web.Request, fault: Fault, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        """A real answer's headers (with its full Content-Length), then a truncated body and
+        a cut connection, or the whole body one byte at a time (a drip: a per-read timeout
+        never fires, however long the answer takes)."""
+        data = json.dumps(self._completion(body)).encode()
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Content-Length": str(len(data))}
+        )
+        await response.prepare(request)
+        assert request.transport is not None
+        if fault.kind == "truncated":
+            await response.write(data[: len(data) // 2])
+            request.transport.abort()
+            return response
+        for i in range(len(data)):
+            await response.write(data[i : i + 1])
+            await asyncio.sleep(fault.delay or 1.0)  # drip interval
+        await response.write_eof()
+        return response
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.arrivals.append(self.clock())
@@ -221,8 +279,9 @@ class OpenAITestServer:
             body = await request.json()
             self.bodies.append(body)
             await self._gate().wait()  # at once unless paused
-            if self.faults:
-                response = await self._fault_response(request, self.faults.popleft())
+            fault = self._next_fault()
+            if fault is not None:
+                response = await self._fault_response(request, fault, body)
                 if response is not None:
                     return response
             if not self._authorized(request):

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from evoinstruct.agents.models.check import bench_model, check_models, percentiles
+from evoinstruct.agents.models.base import Failure, probe_request
+from evoinstruct.agents.models.check import bench_model, check_models, explain, percentiles
 from evoinstruct.agents.models.config import ModelConfig
 from tests.openai_server import OpenAITestServer, closed_port, eventually
 
@@ -171,3 +172,45 @@ async def test_a_flaky_server_passes_the_check_a_dead_one_does_not(
     (broken,) = await check_models({"teacher": _cfg(server.url, api_key_env="GOOD_KEY")})
     assert not broken.ok and "5xx" in broken.error
     assert server.requests == 16  # eight more attempts: bounded, then a plain reason
+
+
+async def test_a_connection_dropped_mid_answer_is_not_called_a_wrong_url(
+    server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server accepted every attempt and then cut it: the URL is right, and the check says
+    so (a wrong URL would send the user to fix what is not broken)."""
+    server.inject("drop", times=20)
+    monkeypatch.setenv("GOOD_KEY", "right-key")
+    (result,) = await check_models({"teacher": _cfg(server.url, api_key_env="GOOD_KEY")})
+    assert not result.ok and server.requests == 8  # retried as a transient error, bounded
+    assert "wrong URL" not in result.error and "cannot connect" not in result.error
+    assert "accepted the connection" in result.error and "dropped or truncated" in result.error
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        ("drop", "accepted the connection but it broke"),
+        ("truncated", "accepted the connection but it broke"),
+        ("malformed", "not a valid chat completion"),
+        ("garbage", "not a valid chat completion"),
+        ("drip", "no complete answer within 0.5 s"),
+    ],
+)
+async def test_each_broken_answer_is_explained_as_what_it_is(
+    server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch, fault: str, words: str
+) -> None:
+    from evoinstruct.agents.models.factory import build_model
+
+    server.inject(fault, delay=1.0)
+    monkeypatch.setenv("GOOD_KEY", "right-key")
+    cfg = _cfg(server.url, api_key_env="GOOD_KEY", max_retries=0, timeout_s=0.5)
+    model = build_model(cfg)
+    try:
+        async with asyncio.timeout(30):  # hang guard: a drip must end at the attempt deadline
+            (failure,) = await model.generate([probe_request()])
+    finally:
+        await model.aclose()
+    assert isinstance(failure, Failure)
+    text = explain(failure, cfg)
+    assert words in text and "wrong URL" not in text, text

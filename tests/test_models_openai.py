@@ -10,7 +10,14 @@ from collections.abc import Iterator
 import pytest
 from pydantic import BaseModel, Field
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Generation
+from evoinstruct.agents.models.base import (
+    CONNECTION_DROPPED,
+    CONNECTION_UNREACHABLE,
+    ChatModel,
+    ChatRequest,
+    Failure,
+    Generation,
+)
 from evoinstruct.agents.models.config import ModelConfig
 from evoinstruct.agents.models.openai_backend import (
     MalformedResponse,
@@ -130,15 +137,42 @@ async def test_retries_5xx_and_dropped_connections(server: OpenAITestServer) -> 
 
 
 @pytest.mark.parametrize(
-    ("fault", "kind"), [("500", "server"), ("drop", "connection"), ("429", "rate_limit")]
+    ("fault", "kind"),
+    [
+        ("500", "server"),
+        ("drop", "connection"),
+        ("truncated", "connection"),
+        ("429", "rate_limit"),
+        ("garbage", "malformed"),
+    ],
 )
 async def test_retries_are_bounded(server: OpenAITestServer, fault, kind) -> None:
     server.inject(fault, times=10, retry_after=0.01)
     model = _model(server.url, max_retries=2)
     (result,) = await model.generate([_ask()])
-    assert isinstance(result, Failure)
-    assert result.kind == kind and result.attempts == 3 and server.requests == 3
+    assert isinstance(result, Failure) and result.kind == kind
+    retried = kind != "malformed"  # an answer that is not a chat completion is not retried
+    assert result.attempts == server.requests == (3 if retried else 1)
     await model.aclose()
+
+
+@pytest.mark.parametrize("fault", ["drop", "truncated"])
+async def test_a_connection_broken_mid_answer_is_not_an_unreachable_server(
+    server: OpenAITestServer, fault: str
+) -> None:
+    """The server accepted the request, then the connection broke (no answer at all, or half
+    a body): a dropped connection, not a wrong URL."""
+    server.inject(fault)
+    model = _model(server.url, max_retries=0)
+    (result,) = await model.generate([_ask()])
+    assert isinstance(result, Failure) and result.kind == "connection"
+    assert result.detail == CONNECTION_DROPPED and "broke" in result.message
+    refused = _model(f"http://127.0.0.1:{closed_port()}/v1", max_retries=0)
+    (result,) = await refused.generate([_ask()])
+    assert isinstance(result, Failure) and result.kind == "connection"
+    assert result.detail == CONNECTION_UNREACHABLE and "broke" not in result.message
+    await model.aclose()
+    await refused.aclose()
 
 
 async def test_a_hang_times_out_and_is_retried(server: OpenAITestServer) -> None:
@@ -165,6 +199,45 @@ async def test_permanent_errors_fail_without_retry(server: OpenAITestServer, fau
     (result,) = await model.generate([_ask()])
     assert isinstance(result, Failure) and result.kind == kind
     assert result.attempts == 1 and server.requests == 1 and result.message
+    await model.aclose()
+
+
+async def test_a_drip_is_cut_at_the_attempt_deadline(server: OpenAITestServer) -> None:
+    """Headers at once, then a byte every half second: httpx's per-read timeout of 1 s never
+    fires, and the whole answer would take minutes. The attempt's own deadline ends it."""
+    server.inject("drip", delay=0.5)
+    model = _model(server.url, timeout_s=1.0, max_retries=0)
+    async with asyncio.timeout(30):  # hang guard only: a call without a deadline runs minutes
+        (result,) = await model.generate([_ask()])
+    assert isinstance(result, Failure) and result.kind == "timeout" and result.attempts == 1
+    assert server.faults_served["drip"] == 1
+    await model.aclose()
+
+
+async def test_a_call_ends_within_its_total_deadline(server: OpenAITestServer) -> None:
+    # Every attempt drips: each is cut at its deadline, and the call gives up after its retries.
+    server.inject("drip", times=3, delay=0.5)
+    model = _model(server.url, timeout_s=1.0, max_retries=2)
+    assert model.deadline_s == pytest.approx(3 * 1.0 + 2 * 0.05)
+    async with asyncio.timeout(30):  # hang guard
+        (result,) = await model.generate([_ask()])
+    assert isinstance(result, Failure) and result.kind == "timeout" and result.attempts == 3
+    await model.aclose()
+
+    # A Retry-After that would end past the deadline is not waited for: the call fails now.
+    clock = FakeClock()
+    server.inject("429", retry_after=60)
+    model = _model(server.url, timeout_s=1.0, max_retries=3, clock=clock)
+    (result,) = await model.generate([_ask()])
+    assert isinstance(result, Failure) and result.kind == "rate_limit" and result.attempts == 1
+    assert clock.sleeps == [] and "deadline" in result.message
+    await model.aclose()
+    # One that fits is honoured, as before (a fresh model: the first one now cools down 60 s).
+    clock = FakeClock()
+    server.inject("429", retry_after=2)
+    model = _model(server.url, timeout_s=1.0, max_retries=3, clock=clock)
+    (result,) = await model.generate([_ask()])
+    assert isinstance(result, Generation) and clock.sleeps == [2]
     await model.aclose()
 
 

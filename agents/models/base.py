@@ -96,14 +96,27 @@ class Generation:
         return self.finish_reason == "length"
 
 
+# `Failure.detail` of a "connection" failure: where the connection failed. "unreachable": no
+# connection was made (refused, unknown host, no route): a wrong URL or a server that is down.
+# "dropped": the server accepted the connection, then it broke before a complete answer (a
+# dropped or truncated response): the server crashed or restarted, or a proxy cut it off.
+CONNECTION_UNREACHABLE = "unreachable"
+CONNECTION_DROPPED = "dropped"
+
+
 @dataclass
 class Failure:
-    """A call that did not produce an answer, after bounded retries."""
+    """A call that did not produce an answer, after bounded retries.
+
+    `detail` refines `kind` where the kind alone misleads (see CONNECTION_DROPPED); the
+    stored reason stays `model_failure:<kind>`, and the message says the same in words.
+    """
 
     kind: FailureKind
     message: str
     attempts: int = 1
     latency_s: float = 0.0
+    detail: str | None = None
     ok: bool = field(default=False, init=False)
 
 
@@ -142,5 +155,10 @@ class ChatModel(Protocol):
 
 
 def model_version(model: ChatModel) -> str:
-    """The provenance string of a model: its adapter version, else its id."""
-    return model.adapter_version or model.model_id
+    """The provenance string of a model: its adapter version, else its id; a local directory
+    by its name, so no machine's path reaches the pool or an export."""
+    if model.adapter_version:
+        return model.adapter_version
+    from evoinstruct.store.export import model_name
+
+    return model_name(model.model_id) or model.model_id

@@ -1,8 +1,8 @@
 """Reach the configured models and size a run: the library behind `evoinstruct models check|bench`.
 
 `check_models` sends one tiny request to each model and explains a failure in
-plain words (wrong URL or refused connection, bad key, unknown model name,
-timeout). `bench_model` sends N requests at concurrency C and measures
+plain words (wrong URL or refused connection, a connection the server dropped
+mid-answer, bad key, unknown model name, timeout). `bench_model` sends N requests at concurrency C and measures
 requests/s, tokens/s, latency percentiles, failures and the client's own CPU
 time per request. Both return data; the CLI prints it.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from evoinstruct.agents.models.base import (
+    CONNECTION_DROPPED,
     ChatModel,
     ChatRequest,
     Failure,
@@ -49,6 +50,14 @@ def explain(failure: Failure, cfg: ModelConfig) -> str:
     """A failed call in words a user can act on."""
     where = ", ".join(cfg.endpoints) or str(cfg.path)
     detail = failure.message
+    if failure.kind == "connection" and failure.detail == CONNECTION_DROPPED:
+        # The URL is right (the server accepted the connection): saying "wrong URL" here sends
+        # the user hunting in the wrong place.
+        return (
+            f"the server at {where} accepted the connection but it broke before a complete "
+            "answer (a dropped or truncated response): the server crashed or restarted, or a "
+            f"proxy or load balancer in between cut it off ({detail})"
+        )
     if failure.kind == "connection":
         return f"cannot connect to {where}: wrong URL, or no server listening there ({detail})"
     if failure.kind == "auth":
@@ -60,7 +69,10 @@ def explain(failure: Failure, cfg: ModelConfig) -> str:
             f"or the base URL path is wrong (it usually ends in /v1) ({detail})"
         )
     if failure.kind == "timeout":
-        return f"no answer within {cfg.timeout_s:g} s (timeout); the server is overloaded or stuck"
+        return (
+            f"no complete answer within {cfg.timeout_s:g} s (timeout); the server is overloaded, "
+            "stuck, or sending its answer too slowly"
+        )
     if failure.kind == "rate_limit":
         return f"rate limited (429) after {failure.attempts} attempts"
     if failure.kind == "server":

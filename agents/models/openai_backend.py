@@ -8,26 +8,42 @@ several endpoints a request goes to the one with the fewest in flight. An
 optional requests/tokens-per-minute limiter holds new requests back, and after
 a 429 every request to the model cools down until the server's Retry-After.
 
+Deadlines. httpx's timeout bounds each read, not the answer: a server that drips
+one byte a second never trips it. So every attempt runs under its own
+`timeout_s` deadline (a complete answer, or a "timeout" failure), and every call
+under a total deadline, `call_deadline_s` = timeout_s x (max_retries + 1) +
+backoff_max_s x max_retries, counted from its first attempt: a retry whose wait
+would end past it is not made, and the last attempt gets only what is left.
+Time a request spends queued for a free slot before its first attempt is not
+counted (a batch of 100 at concurrency 4 queues by design); it is bounded by
+the deadlines of the calls ahead of it.
+
 The API key is read from the environment variable the config names, handed to
 the clients and nowhere else: it is not an attribute of the model, not in its
-repr, and scrubbed from failure messages.
+repr, and scrubbed — with any fragment of it of 8 characters or more a server
+echoes — from failure messages and from the answers' text, before either can
+reach the store, a log or an export.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import importlib
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import openai
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
 from evoinstruct.agents.models.base import (
+    CONNECTION_DROPPED,
+    CONNECTION_UNREACHABLE,
     ChatRequest,
     Choice,
     Failure,
@@ -38,13 +54,53 @@ from evoinstruct.agents.models.base import (
 from evoinstruct.agents.models.config import ModelConfig
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
+
+class AttemptTimeout(Exception):
+    """An attempt with no complete answer by its deadline (`timeout_s`, or what is left of the
+    call's total deadline): however the server trickled, the attempt is over."""
+
+
 # Transient errors worth another attempt; everything else fails at once.
 RETRYABLE = (
     openai.RateLimitError,
     openai.APITimeoutError,
     openai.APIConnectionError,
     openai.InternalServerError,
+    AttemptTimeout,
 )
+
+
+def call_deadline_s(timeout_s: float, max_retries: int, backoff_max_s: float) -> float:
+    """A call's total deadline: every attempt its full timeout, every retry its longest backoff."""
+    return timeout_s * (max_retries + 1) + backoff_max_s * max_retries
+
+
+def _dropped_errors() -> tuple[type[BaseException], ...]:
+    """Transport errors raised after the server accepted the connection (a read or write on it
+    failed, or it closed before a complete answer), from whichever httpx the SDK runs on."""
+    found: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for error in ("ReadError", "WriteError", "CloseError", "RemoteProtocolError"):
+            if isinstance(kind := getattr(module, error, None), type):
+                found.append(kind)
+    return tuple(found)
+
+
+DROPPED_ERRORS = _dropped_errors()
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it was raised from, outermost first (the SDK wraps the httpx error)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def api_key_from_env(cfg: ModelConfig, env: Mapping[str, str] | None = None) -> str:
@@ -90,6 +146,7 @@ def retry_after_seconds(exc: BaseException) -> float | None:
 def failure_kind(exc: BaseException) -> FailureKind:
     """Which kind of Failure an exception from the SDK becomes (the order matters: subclasses first)."""
     table: list[tuple[type[BaseException] | tuple[type[BaseException], ...], FailureKind]] = [
+        (AttemptTimeout, "timeout"),
         (openai.RateLimitError, "rate_limit"),
         (openai.APITimeoutError, "timeout"),
         (openai.APIConnectionError, "connection"),
@@ -103,6 +160,27 @@ def failure_kind(exc: BaseException) -> FailureKind:
         if isinstance(exc, types):
             return kind
     return "other"
+
+
+def failure_detail(exc: BaseException) -> str | None:
+    """For a connection failure: `CONNECTION_DROPPED` when the server accepted the connection
+    and it broke mid-exchange (a dropped or truncated response), else `CONNECTION_UNREACHABLE`."""
+    if failure_kind(exc) != "connection":
+        return None
+    if any(isinstance(e, DROPPED_ERRORS) for e in _causes(exc)):
+        return CONNECTION_DROPPED
+    return CONNECTION_UNREACHABLE
+
+
+def failure_message(exc: BaseException) -> str:
+    """The error in one line, with the transport error under the SDK's bare "Connection error."."""
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, openai.APIConnectionError) and exc.__cause__ is not None:
+        cause = exc.__cause__
+        message += f" ({type(cause).__name__}: {cause or 'no detail'})"
+    if failure_detail(exc) == CONNECTION_DROPPED:
+        message = f"the connection broke before a complete answer: {message}"
+    return message
 
 
 def request_kwargs(model: str, request: ChatRequest) -> dict[str, Any]:
@@ -219,19 +297,70 @@ class RateLimiter:
         self._resume_at = max(self._resume_at, self._clock() + seconds)
 
 
-class _Secret:
-    """Holds the API key only to scrub it from messages; its repr never shows it."""
+# The shortest run of the key's characters that is scrubbed: a server echoing part of the key
+# (a masked "sk-...abcd1234" in an error, a model repeating a header) leaks that part. Shorter
+# runs are left alone, so ordinary text sharing a few characters with the key stays as written.
+SECRET_FRAGMENT = 8
 
-    __slots__ = ("_value",)
+
+class _Secret:
+    """Holds the API key only to scrub it (and its fragments) from text; its repr never shows it."""
+
+    __slots__ = ("_anchors", "_grams", "_value")
 
     def __init__(self, value: str) -> None:
-        self._value = value
+        self._value = value = value if value != "EMPTY" else ""
+        n = SECRET_FRAGMENT
+        # A fragment of >= n characters is a chain of the key's n-grams, and each n-gram holds
+        # one of the key's 4-grams at a multiple of 4 in the key. Finding those few anchors
+        # (str.find, C speed) is all an answer without a fragment costs: a 164-character
+        # key has 41 of them where it has 157 n-grams.
+        self._grams = frozenset(value[i : i + n] for i in range(len(value) - n + 1))
+        self._anchors = frozenset(value[k : k + 4] for k in range(0, len(value) - 3, 4))
 
     def __repr__(self) -> str:
         return "_Secret(***)"
 
+    @property
+    def active(self) -> bool:
+        return bool(self._value)
+
     def scrub(self, text: str) -> str:
-        return text.replace(self._value, "***") if self._value != "EMPTY" else text
+        """`text` with the key, and every run of it of SECRET_FRAGMENT characters or more, as ***."""
+        if not self._value or not text:
+            return text
+        text = text.replace(self._value, "***")
+        if not self._grams:
+            return text
+        n, grams = SECRET_FRAGMENT, self._grams
+        starts: set[int] = set()
+        for anchor in self._anchors:
+            at = text.find(anchor)
+            while at >= 0:
+                # An n-gram holding this anchor starts at most 3 characters before it.
+                starts.update(i for i in range(max(0, at - 3), at + 1) if text[i : i + n] in grams)
+                at = text.find(anchor, at + 1)
+        if not starts:
+            return text
+        pieces: list[str] = []
+        done, cut_from, cut_to = 0, -1, -1
+        for i in sorted(starts):
+            if i > cut_to:  # a new cut; n-grams that overlap or touch the last one extend it
+                if cut_to >= 0:
+                    pieces += [text[done:cut_from], "***"]
+                    done = cut_to
+                cut_from = i
+            cut_to = max(cut_to, i + n)
+        pieces += [text[done:cut_from], "***", text[cut_to:]]
+        return "".join(pieces)
+
+
+@dataclass
+class _Call:
+    """One call's deadline (set when its first attempt is sent) and whether it ran out."""
+
+    deadline: float | None = None
+    out_of_time: bool = False
 
 
 # httpcore's pool scans all its connections on every request and response, so one
@@ -289,6 +418,8 @@ class OpenAIChatModel:
         self.cfg = cfg
         self.model_id: str = cfg.model
         self.adapter_version: str | None = None
+        self.deadline_s = call_deadline_s(cfg.timeout_s, cfg.max_retries, backoff_max)
+        self._clock = clock
         self._secret = _Secret(key)
         self._endpoints = [_Endpoint(url, key, cfg) for url in cfg.endpoints]
         # One global gate of the summed capacity: whoever passes finds a free endpoint.
@@ -320,20 +451,32 @@ class OpenAIChatModel:
             return min(asked, self._max_retry_after)
         return self._backoff(state)
 
-    async def _once(self, request: ChatRequest) -> Generation:
+    async def _once(self, request: ChatRequest, call: _Call) -> Generation:
         estimate = estimate_tokens(request)
         async with self._slots:
             # Inside the slot, so a cool-down also holds back requests already queued.
             await self._limiter.acquire(estimate)
+            now = self._clock()
+            if call.deadline is None:
+                call.deadline = now + self.deadline_s
+            budget = min(self.cfg.timeout_s, call.deadline - now)
+            if budget <= 0:
+                raise AttemptTimeout(f"the call's deadline of {self.deadline_s:g} s has passed")
             endpoint = min(self._endpoints, key=lambda e: e.in_flight)
             pool = endpoint.take()
             start = time.monotonic()
             try:
-                # The SDK's documented generic post skips its per-call TypedDict transform
-                # and pydantic construction: ~15% less client CPU per request, measured.
-                data = await endpoint.clients[pool].post(
-                    "/chat/completions", body=request_kwargs(self.model_id, request), cast_to=object
-                )
+                # httpx's own timeout is per read; this one ends the attempt, trickle or not.
+                async with asyncio.timeout(budget):
+                    # The SDK's documented generic post skips its per-call TypedDict transform
+                    # and pydantic construction: ~15% less client CPU per request, measured.
+                    data = await endpoint.clients[pool].post(
+                        "/chat/completions",
+                        body=request_kwargs(self.model_id, request),
+                        cast_to=object,
+                    )
+            except TimeoutError:
+                raise AttemptTimeout(f"no complete answer within {budget:.3g} s") from None
             except openai.RateLimitError as exc:
                 asked = retry_after_seconds(exc)
                 self._limiter.cool_down(1.0 if asked is None else asked)
@@ -343,13 +486,31 @@ class OpenAIChatModel:
                 endpoint.release(pool)
         generation = parse_completion(data, time.monotonic() - start)
         self._limiter.settle(estimate, generation.prompt_tokens + generation.completion_tokens)
+        if self._secret.active:
+            # Answers become examples, rejections' raw_output, cache rows and exports.
+            for choice in generation.choices:
+                choice.text = self._secret.scrub(choice.text)
         return generation
 
+    def _stop(self, call: _Call) -> Callable[[Any], bool]:
+        """Tenacity's stop: attempts used up, or the wait before the next one ends past the
+        call's deadline (a long Retry-After ends the call rather than outliving it)."""
+
+        def stop(state: Any) -> bool:
+            if state.attempt_number > self.cfg.max_retries:
+                return True
+            if call.deadline is not None and self._clock() + state.upcoming_sleep >= call.deadline:
+                call.out_of_time = True
+                return True
+            return False
+
+        return stop
+
     async def _one(self, request: ChatRequest) -> Result:
-        start, attempts = time.monotonic(), 0
+        start, attempts, call = time.monotonic(), 0, _Call()
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(RETRYABLE),
-            stop=stop_after_attempt(self.cfg.max_retries + 1),
+            stop=self._stop(call),
             wait=self._wait,
             reraise=True,
             **self._retry_sleep,
@@ -358,10 +519,18 @@ class OpenAIChatModel:
             async for attempt in retrying:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    return await self._once(request)
-        except (openai.OpenAIError, ValueError) as exc:
-            message = self._secret.scrub(f"{type(exc).__name__}: {exc}")
-            return Failure(failure_kind(exc), message, attempts, time.monotonic() - start)
+                    return await self._once(request, call)
+        except (openai.OpenAIError, ValueError, AttemptTimeout) as exc:
+            message = failure_message(exc)
+            if call.out_of_time:
+                message += f"; not retried: the call's {self.deadline_s:g} s deadline"
+            return Failure(
+                failure_kind(exc),
+                self._secret.scrub(message),
+                attempts,
+                time.monotonic() - start,
+                detail=failure_detail(exc),
+            )
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:

@@ -2,10 +2,20 @@
 
 One round is one LangGraph thread (`round-000123`) checkpointed to
 `checkpoints.db` with `durability="sync"`. The graph is compiled to pause before
-every node, so the daemon regains control at each step boundary: that is where a
-stop request (SIGTERM, Ctrl-C, `evoinstruct stop`) takes effect, after the node in
-flight has finished and its checkpoint is on disk. On start an unfinished round
-is resumed with input `None` before any new round begins.
+every node, so the daemon regains control at each step boundary. On start an
+unfinished round is resumed with input `None` before any new round begins.
+
+A stop request (SIGTERM, Ctrl-C, `evoinstruct stop`'s stop file) takes effect at
+once, whatever the daemon waits on: each step (and the model check before a
+round) runs as a task the daemon watches. The step in flight gets
+`stop_grace_s` to finish and reach its checkpoint; after that it is cancelled,
+with its model calls in flight. A cancelled node leaves its checkpoint where it
+was, before the node: the stage drivers write each batch in one transaction
+after its calls, so the batch in flight is not written, and the next start runs
+the node again (what its earlier batches finished is marked done, and its
+finished calls are in the response cache). While a step runs the heartbeat is
+renewed every `HEARTBEAT_S`, so `status` tells a daemon waiting on a slow server
+from a dead one.
 
 A step that raises is recorded on its round (step, attempts in a row, error) and
 the exception ends the process with one plain line. A step that has failed
@@ -23,7 +33,7 @@ import sqlite3
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
@@ -33,6 +43,11 @@ from evoinstruct.graph.round.deps import Deps
 from evoinstruct.store.errors import EvoError, ProjectError
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
+T = TypeVar("T")
+
+# How often a running step renews the heartbeat, and how soon a stop file is noticed.
+HEARTBEAT_S = 5.0
+STOP_POLL_S = 0.2
 
 
 def thread_id(round: int) -> str:
@@ -48,6 +63,9 @@ class DaemonOptions:
     rounds: int | None = 1
     forever: bool = False
     max_seconds: float | None = None
+    # After a stop request, how long the step in flight may go on before it is cancelled:
+    # long enough for a batch about to finish, short enough that SIGTERM stops in seconds.
+    stop_grace_s: float = 3.0
 
 
 @dataclass
@@ -90,6 +108,10 @@ class StopFlag:
         if not self.requested and self.project.stop_path.exists():
             self.requested = True
         return self.requested
+
+
+class Stopped(Exception):
+    """A stop request cancelled the work in flight (raised by `Daemon._stoppable`)."""
 
 
 class Daemon:
@@ -148,37 +170,12 @@ class Daemon:
         async with open_checkpointer(self.project.checkpoints_path) as saver:
             graph = build_graph().compile(checkpointer=saver, interrupt_before="*")
             self._beat()
-            last = self.deps.store.last_round()
-            # A round closed as failed keeps its checkpoint (for `inspect checkpoints`) but is done.
-            if last is not None and last["phase"] != "failed":
-                snapshot = await graph.aget_state(run_config(last["number"]))
-                unfinished = bool(snapshot.next) or not last.get("finished_at")
-                if unfinished and self._give_up(last["number"], _step_of(snapshot, None)):
-                    result.closed_as_failed = last["number"]
-                elif unfinished:
-                    await self._check_models()
-                    result.resumed = last["number"]
-                    self.progress("resume", {"round": last["number"], "next": list(snapshot.next)})
-                    done = await self._drive(
-                        graph,
-                        last["number"],
-                        None if snapshot.next else self._initial(last["number"]),
-                    )
-                    if not done:
-                        result.stopped_by_signal = True
-                        return result
-                    result.rounds_run.append(last["number"])
-                    await self._prune(saver, last["number"])
-            while self._more_rounds(result):
-                await self._check_models()
-                number = (self.deps.store.last_round() or {"number": 0})["number"] + 1
-                self.deps.store.start_round(
-                    number, self.deps.config.model_dump(mode="json"), self._active_version()
-                )
-                if not await self._drive(graph, number, self._initial(number)):
-                    break
-                result.rounds_run.append(number)
-                await self._prune(saver, number)
+            try:
+                await self._rounds(graph, saver, result)
+            except Stopped:
+                # The model check (or a step) in flight was cancelled; nothing of it is written.
+                result.stopped_by_signal = True
+                return result
         if self.stop.is_set():
             result.stopped_by_signal = True
         gave_up = result.closed_as_failed
@@ -188,6 +185,40 @@ class Daemon:
             reason = (self.deps.store.round(gave_up) or {}).get("counts", {}).get("failed")
             raise RoundFailed(f"round {gave_up} closed as failed ({reason}); no new round was run")
         return result
+
+    async def _rounds(self, graph: Any, saver: Any, result: DaemonResult) -> None:
+        """Resume the unfinished round, then run new ones while there are more to run."""
+        last = self.deps.store.last_round()
+        # A round closed as failed keeps its checkpoint (for `inspect checkpoints`) but is done.
+        if last is not None and last["phase"] != "failed":
+            snapshot = await graph.aget_state(run_config(last["number"]))
+            unfinished = bool(snapshot.next) or not last.get("finished_at")
+            if unfinished and self._give_up(last["number"], _step_of(snapshot, None)):
+                result.closed_as_failed = last["number"]
+            elif unfinished:
+                await self._check_models()
+                result.resumed = last["number"]
+                self.progress("resume", {"round": last["number"], "next": list(snapshot.next)})
+                done = await self._drive(
+                    graph,
+                    last["number"],
+                    None if snapshot.next else self._initial(last["number"]),
+                )
+                if not done:
+                    result.stopped_by_signal = True
+                    return
+                result.rounds_run.append(last["number"])
+                await self._prune(saver, last["number"])
+        while self._more_rounds(result):
+            await self._check_models()
+            number = (self.deps.store.last_round() or {"number": 0})["number"] + 1
+            self.deps.store.start_round(
+                number, self.deps.config.model_dump(mode="json"), self._active_version()
+            )
+            if not await self._drive(graph, number, self._initial(number)):
+                return
+            result.rounds_run.append(number)
+            await self._prune(saver, number)
 
     def _give_up(self, number: int, step: str) -> bool:
         """Close the round as failed when its next step failed too many starts in a row."""
@@ -222,9 +253,40 @@ class Daemon:
 
     async def _check_models(self) -> None:
         """Before every round: a model that stopped answering ends the daemon with its reason,
-        instead of rounds that only record failed calls."""
+        instead of rounds that only record failed calls. Raises Stopped on a stop request."""
         if self.preflight is not None:
-            await self.preflight()
+            await self._stoppable(self.preflight(), "the model check")
+
+    async def _stoppable(self, work: Awaitable[T], what: str) -> T:
+        """Await `work` as a task, renewing the heartbeat; on a stop request give it
+        `stop_grace_s` to finish, then cancel it and raise Stopped."""
+        task: asyncio.Future[T] = asyncio.ensure_future(work)
+        loop = asyncio.get_running_loop()
+        grace = self.options.stop_grace_s
+        try:
+            next_beat = loop.time() + HEARTBEAT_S
+            while not self.stop.is_set():
+                # Polled: a stop file has no event to wait on, and STOP_POLL_S is cheap.
+                done, _ = await asyncio.wait({task}, timeout=STOP_POLL_S)
+                if done:
+                    return task.result()
+                if loop.time() >= next_beat:
+                    self._beat()
+                    next_beat = loop.time() + HEARTBEAT_S
+            self.progress(
+                "note", {"text": f"stop requested: giving {what} up to {grace:g} s to finish"}
+            )
+            done, _ = await asyncio.wait({task}, timeout=grace)
+            if done:
+                return task.result()
+            self.progress("note", {"text": f"cancelling {what} and its model calls in flight"})
+        finally:
+            if not task.done():
+                task.cancel()
+                # Cancelled code cleans up at its next await; a thread it waits on (a local
+                # model's generate) is not waited for beyond the grace: the daemon is leaving.
+                await asyncio.wait({task}, timeout=grace)
+        raise Stopped(what)
 
     def _out_of_time(self) -> bool:
         limit = self.options.max_seconds
@@ -254,16 +316,26 @@ class Daemon:
         self.deps.models.set_cache_namespace(thread_id(number))
         payload: dict[str, Any] | None = first_input
         step = _step_of(await graph.aget_state(config), payload)
+
+        async def one_step(payload: dict[str, Any] | None) -> None:
+            async for mode, chunk in graph.astream(
+                payload,
+                config,
+                context=self.deps,
+                stream_mode=["updates", "custom"],
+                durability="sync",
+            ):
+                self._on_chunk(number, mode, chunk)
+
         while True:
             try:
-                async for mode, chunk in graph.astream(
-                    payload,
-                    config,
-                    context=self.deps,
-                    stream_mode=["updates", "custom"],
-                    durability="sync",
-                ):
-                    self._on_chunk(number, mode, chunk)
+                await self._stoppable(one_step(payload), f"step {step}")
+            except Stopped:
+                # Cancelled mid-node: LangGraph keeps the checkpoint before the node, which
+                # the next start runs again.
+                snapshot = await graph.aget_state(config)
+                self.progress("stopping", {"round": number, "next": list(snapshot.next) or [step]})
+                return False
             except Exception as exc:
                 plain = self._step_failed(number, step, exc)
                 if plain is None:
