@@ -21,7 +21,10 @@ def test_open_store_uses_wal_and_migrations(tmp_path: Path) -> None:
     assert applied == ["m001_initial", "m002_eval_suites"]
     store.close()
     again = open_store(tmp_path / "p.db")  # re-opening applies nothing twice
-    assert [r["name"] for r in again.db["_sqlite_migrations"].rows] == ["m001_initial", "m002_eval_suites"]
+    assert [r["name"] for r in again.db["_sqlite_migrations"].rows] == [
+        "m001_initial",
+        "m002_eval_suites",
+    ]
     again.close()
 
 
