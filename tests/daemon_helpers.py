@@ -112,6 +112,9 @@ def wait_for_heartbeat(
         row = heartbeat(project)
         if row is not None and row["pid"] != process.pid:
             row = None
+        # Progress is a new round or stage: a running step renews heartbeat_at by itself.
+        if row is not None:
+            row = {k: v for k, v in row.items() if k != "heartbeat_at"}
         if row != seen:
             seen, stalled_at = row, time.monotonic() + stall_s
         if row is not None and reached(row):

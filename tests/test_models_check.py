@@ -214,3 +214,16 @@ async def test_each_broken_answer_is_explained_as_what_it_is(
     assert isinstance(failure, Failure)
     text = explain(failure, cfg)
     assert words in text and "wrong URL" not in text, text
+
+
+async def test_a_garbled_answer_does_not_fail_the_check(
+    server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One garbage body from a flaky server must not end a daemon at its check before a round."""
+    monkeypatch.setenv("GOOD_KEY", "right-key")
+    server.inject("malformed", times=2)
+    (result,) = await check_models({"teacher": _cfg(server.url, api_key_env="GOOD_KEY")})
+    assert result.ok, result.error
+    server.inject("malformed", times=10)
+    (broken,) = await check_models({"teacher": _cfg(server.url, api_key_env="GOOD_KEY")})
+    assert not broken.ok and "not a valid chat completion" in broken.error

@@ -57,6 +57,27 @@ class ChatRequest:
         }
 
 
+# A garbled body from a flaky server is worth asking again in a probe (in a round it is a
+# failed call the next round retries; a probe that gives up on it would end a daemon).
+PROBE_GARBLED_ATTEMPTS = 4
+
+
+async def probe(model: ChatModel) -> Result:
+    """One probe request; a malformed answer is asked again a few times (tenacity)."""
+    from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
+
+    async def once() -> Result:
+        (result,) = await model.generate([probe_request()])
+        return result
+
+    retrying = AsyncRetrying(
+        retry=retry_if_result(lambda r: isinstance(r, Failure) and r.kind == "malformed"),
+        stop=stop_after_attempt(PROBE_GARBLED_ATTEMPTS),
+        retry_error_callback=lambda state: state.outcome.result(),
+    )
+    return await retrying(once)
+
+
 def probe_request() -> ChatRequest:
     """The one tiny request a reachability probe sends (`models check`, the check before a round)."""
     return ChatRequest(

@@ -25,7 +25,7 @@ from evoinstruct.agents.models.base import (
     Failure,
     Generation,
     Result,
-    probe_request,
+    probe,
 )
 from evoinstruct.agents.models.config import ModelConfig
 from evoinstruct.agents.models.factory import build_model
@@ -119,7 +119,7 @@ async def check_model(
         return result
     try:
         start = time.monotonic()
-        (answer,) = await model.generate([probe_request()])
+        answer = await probe(model)
         if isinstance(answer, Failure):
             result.error = explain(answer, quick)
         else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from evoinstruct.agents.models.base import ChatModel, Failure, Result, probe_request
+from evoinstruct.agents.models.base import ChatModel, Failure, Result, probe
 from evoinstruct.agents.models.cache import CachedModel, ResponseCache
 from evoinstruct.agents.models.config import ROLES, ModelConfig, RolesConfig
 from evoinstruct.store.errors import ConfigError
@@ -148,13 +148,12 @@ class ModelSet:
             {n for r in roles if (n := getattr(self.roles, r, None)) and n in self.configs}
         )
         checked = [n for n in names if self.configs[n].backend == "openai"]
-        request = probe_request()
 
         async def one(name: str) -> Result:
             quick = self.configs[name].for_probe()
             model = self._builder(quick)
             try:
-                (result,) = await model.generate([request])
+                result = await probe(model)
             finally:
                 await model.aclose()
             return result
