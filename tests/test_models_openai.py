@@ -279,7 +279,9 @@ async def test_several_endpoints_least_in_flight() -> None:
         busy.resume()
         results = await task
         assert all(isinstance(r, Generation) for r in results)
-        assert busy.max_in_flight == free.max_in_flight == 2
+        # Reached on the held endpoint, never exceeded anywhere (how many of the free one's
+        # instant answers overlap depends on scheduling, not on the client).
+        assert busy.max_in_flight == 2 and free.max_in_flight <= 2
         assert (busy.requests, free.requests) == (2, 38)
         await model.aclose()
 
