@@ -52,6 +52,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         suite=args.suite,
         max_constraints=args.max_constraints,
         keep_truncated=args.keep_truncated,
+        answer_tokens=args.answer_tokens,
         student_serves=("generator", "responder") if arm == "responder" else ("generator",),
     )
     root = Path(args.out) / arm
@@ -162,6 +163,9 @@ def main() -> int:
     parser.add_argument("--max-constraints", type=int, default=3, help="constraints per child")
     parser.add_argument(
         "--keep-truncated", action="store_true", help="check and keep answers cut at the limit"
+    )
+    parser.add_argument(
+        "--answer-tokens", type=int, default=320, help="the responder's token limit per answer"
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "evolution"))
     args = parser.parse_args()

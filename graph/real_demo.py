@@ -62,6 +62,9 @@ class RealSettings:
     # A 135M model rambles past any token limit; its cut answers still pass some constraints
     # (no commas, lowercase, keywords), so a weak model may keep and check them.
     keep_truncated: bool = False
+    # The suite reads answers cut at its own token limit, so answers that end well inside a
+    # budget near it are what the student should learn; a longer budget mostly buys rambling.
+    answer_tokens: int = 320
     student_serves: Sequence[str] = ("generator",)
 
 
@@ -91,7 +94,7 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
         f"evolver.verifiable.max_count={settings.max_constraints}",
         f"responder.on_truncated={json.dumps('keep' if settings.keep_truncated else 'reject')}",
         "responder.verifiable_temperature=0.8",
-        "responder.max_tokens=320",
+        f"responder.max_tokens={settings.answer_tokens}",
         "critic.judge.enabled=false",
         "critic.ifd.enabled=false",
         'selector.steps=["exact_dedup", "near_dedup", "novelty", "thresholds"]',
