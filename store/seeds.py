@@ -37,6 +37,12 @@ from typing import Any
 from evoinstruct.store.errors import InputError
 from evoinstruct.store.ids import language_of
 from evoinstruct.store.records import ExampleDraft
+from evoinstruct.store.seed_fields import (
+    FLAT_FIELDS,
+    RENAMED,
+    extra_fields,
+    unread_key_problem,
+)
 
 FORMATS = ("selfinstruct", "alpaca", "sharegpt", "openai", "csv", "tsv", "qna", "text")
 FORMATS_HELP = "|".join(FORMATS)
@@ -673,7 +679,13 @@ def _alpaca(path: Path, record: Record) -> list[ExampleDraft]:
     input_ = _string(path, record, obj, "input", required=False)
     output = _string(path, record, obj, "output", required=False)
     system = _string(path, record, obj, "system", required=False)
-    return [ExampleDraft(instruction, input_, output or None, system=system)]
+    present = [k for k, v in obj.items() if v not in ("", None)]
+    for key in present:  # an empty value loses nothing when it is skipped
+        if (problem := unread_key_problem(key, present, FLAT_FIELDS)) is not None:
+            raise _fail(path, record, key, problem)
+    extra = extra_fields(obj, FLAT_FIELDS)
+    meta = {"extra": extra} if extra else {}
+    return [ExampleDraft(instruction, input_, output or None, system=system, meta=meta)]
 
 
 def _turns_to_draft(
@@ -786,7 +798,10 @@ def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[Example
         seen[column] = i
     if "instruction" not in seen:
         hint = ""
-        if delimiter == "," and any("\t" in c for c in columns):
+        renamed = [c for c in columns if RENAMED.get(c) == "instruction"]
+        if renamed:
+            hint = f"; rename the column {renamed[0]!r} to 'instruction'"
+        elif delimiter == "," and any("\t" in c for c in columns):
             hint = "; the header holds tabs: if this is TSV, name it .tsv or pass --format tsv"
         elif delimiter == "\t" and any("," in c for c in columns):
             hint = "; the header holds commas: if this is CSV, name it .csv or pass --format csv"
@@ -796,6 +811,9 @@ def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[Example
             line=header_line,
             field="instruction",
         )
+    for column in columns:
+        if (problem := unread_key_problem(column, columns, FLAT_FIELDS)) is not None:
+            raise InputError(problem, file=name, line=header_line, field=column)
     drafts = []
     count = 0
     for line, row in _csv_rows_checked(path, rows, columns):
@@ -805,12 +823,14 @@ def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[Example
         if not instruction:
             raise InputError("blank", file=name, line=line, field="instruction")
         output = values.get("output", "").strip()
+        extra = extra_fields({k: v for k, v in values.items() if k}, FLAT_FIELDS)
         drafts.append(
             ExampleDraft(
                 instruction,
                 values.get("input", "").strip(),
                 output or None,
                 system=values.get("system", "").strip(),
+                meta={"extra": extra} if extra else {},
             )
         )
     if not drafts:

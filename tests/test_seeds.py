@@ -508,6 +508,31 @@ MALFORMED: dict[str, tuple[str, bytes, str]] = {
         b"version: 2\nseed_examples: []\n",
         "qna.yaml:2, field 'seed_examples': expected a non-empty list",
     ),
+    "alpaca_misspelt_output": (
+        "a.jsonl",
+        b'{"instruction": "Name a river.", "ouput": "The Nile."}\n',
+        "a.jsonl:1, field 'ouput': record 1: unknown key 'ouput': did you mean 'output'?",
+    ),
+    "alpaca_dolly_response": (
+        "dolly.jsonl",
+        b'{"instruction": "x", "context": "", "response": "y", "category": "qa"}\n',
+        "dolly.jsonl:1, field 'response': record 1: unknown key 'response': this format reads 'output'",
+    ),
+    "alpaca_chinese_answer_key": (
+        "zh.jsonl",
+        '{"instruction": "列出三种水果。", "回答": "苹果、香蕉、橙子"}\n'.encode(),
+        "zh.jsonl:1, field '回答': record 1: unknown key '回答': this format reads 'output'",
+    ),
+    "csv_misspelt_column": (
+        "a.csv",
+        b"instruction,sytem\nName a river.,be brief\n",
+        "a.csv:1, field 'sytem': unknown key 'sytem': did you mean 'system'?",
+    ),
+    "csv_question_column": (
+        "q.csv",
+        b"question,answer\nName a river.,The Nile.\n",
+        "q.csv:1, field 'instruction': no 'instruction' column (columns: question, answer); rename the column 'question' to 'instruction'",
+    ),
     "qna_python_tag": (
         "qna.yaml",
         b"version: 2\nseed_examples: !!python/object/apply:os.getcwd []\n",
