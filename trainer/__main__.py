@@ -1,17 +1,19 @@
 """Training as its own process: `python -m evoinstruct.trainer train --project DIR`.
 
 `accelerate launch -m evoinstruct.trainer train --project DIR` runs the same entry on
-several GPUs (FSDP or DeepSpeed come from the accelerate config). The
-trainer config is the `[trainer]` table of the project's `evoinstruct.toml`,
-or a TOML/JSON file given with `--config`; flags override single fields.
-Prints the result as one JSON line; errors become one line on stderr and
-the error's exit code.
+several GPUs (FSDP or DeepSpeed come from the accelerate config); the daemon does so
+itself when `[trainer.launch]` asks for it. The trainer config is the `[trainer]` table
+of the project's `evoinstruct.toml`, or a TOML/JSON file given with `--config`; flags
+override single fields. The main process prints the result as one JSON line; a failing
+process prints an `{"error": ...}` line, then the error on stderr, and exits with the
+error's exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -67,10 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank() -> int:
+    """This process's rank as the launcher set it; read without joining the others, which
+    may be what failed."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from evoinstruct.trainer.progress import StepReporter, report_failure
+
     try:
-        from evoinstruct.trainer.progress import StepReporter
         from evoinstruct.trainer.train import train
 
         overrides = {
@@ -81,8 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.project, args.config, overrides)
         result = train(cfg, args.project, fresh=args.fresh, callbacks=[StepReporter()])
     except EvoError as exc:
+        report_failure(str(exc), kind=type(exc).__name__, exit_code=exc.exit_code, rank=_rank())
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        # Unexpected: the traceback still goes to stderr, but under a launcher the daemon
+        # would see only the launcher's summary there, so the reason goes out first.
+        report_failure(str(exc), kind=type(exc).__name__, exit_code=1, rank=_rank())
+        raise
     summary = {
         "version": result.version,
         "path": str(result.path),
@@ -90,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_loss": result.metrics.get("train_loss"),
         "heldout_loss": result.metrics.get("heldout_loss"),
         "global_step": result.metrics.get("global_step"),
+        "world_size": result.metrics.get("processes", {}).get("world_size"),
     }
     from accelerate import PartialState
 

@@ -166,6 +166,51 @@ class PairwiseConfig(BaseModel):
     tie_label: str = Field("tie", description="The verdict word for a tie.")
 
 
+class LaunchConfig(BaseModel):
+    """How the daemon starts the trainer: one plain process, or several under `accelerate launch`.
+
+    With the defaults it runs `python -m evoinstruct.trainer train`. More processes, or an
+    accelerate config file (FSDP, DeepSpeed, several machines: see examples/accelerate/),
+    run the same entry under `accelerate launch`; the main process alone plans, writes and
+    registers the version and reports progress. Every process trains on batch_size x
+    grad_accumulation examples per optimizer step, so N processes take N times as many.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    processes: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Training processes in all (accelerate's --num_processes); unset: 1, or the "
+            "config file's num_processes. Without a config file, more than 1 means plain "
+            "data parallelism on this machine (one process per GPU; with device = 'cpu', "
+            "CPU processes over gloo)."
+        ),
+    )
+    config_file: str | None = Field(
+        None,
+        description=(
+            "An accelerate config file (FSDP, DeepSpeed, several machines); a relative "
+            "path is taken from the project directory."
+        ),
+    )
+    port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description=(
+            "Port the processes meet on; 0 picks a free port on this machine at each launch. "
+            "Runs across several machines need a fixed one."
+        ),
+    )
+
+    @property
+    def launched(self) -> bool:
+        """Whether training goes through `accelerate launch` rather than one plain process."""
+        return self.config_file is not None or (self.processes or 1) > 1
+
+
 class TrainerConfig(BaseModel):
     """Everything one training run of the student needs; saved with every version."""
 
@@ -252,6 +297,7 @@ class TrainerConfig(BaseModel):
     gate: GateConfig = Field(default_factory=GateConfig)
     suite: SuiteConfig = Field(default_factory=SuiteConfig)
     pairwise: PairwiseConfig = Field(default_factory=PairwiseConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
     train_every: int = Field(
         1, ge=1, description="The graph considers training every this many rounds."
     )
@@ -281,6 +327,9 @@ class TrainerConfig(BaseModel):
                 "gate",
                 "suite",
                 "pairwise",
+                # How many processes train is not what they train: a killed run may resume
+                # on fewer or more (the Trainer's checkpoint restores the step and schedule).
+                "launch",
                 "train_every",
                 "train_min_new",
                 "save_steps",

@@ -1,8 +1,11 @@
-"""Step progress of a training run, as JSON lines on stdout for the daemon's live view.
+"""What a training process tells the daemon, as JSON lines on stdout.
 
-The trainer runs in a process of its own; the daemon reads these lines while it waits and
-shows step, total steps and the last logged loss. The run's closing summary stays the last
-line, so readers that only want the result take the last line as before.
+The trainer runs in a process of its own (or several, under `accelerate launch`); the
+daemon reads these lines while it waits. Step lines (`{"progress": ...}`) come from the
+main process only and feed the live view with step, total steps and the last logged loss.
+A failing process prints `{"error": ...}` with its rank before it exits, so the reason
+reaches the daemon even when a launcher's own messages end stderr. The run's closing
+summary stays the last line, so readers that only want the result take the last line.
 """
 
 from __future__ import annotations
@@ -14,6 +17,18 @@ from typing import Any
 from transformers import TrainerCallback
 
 PROGRESS_KEY = "progress"
+ERROR_KEY = "error"
+
+
+def _emit(value: dict[str, Any]) -> None:
+    # One write per line: processes that share the pipe never split each other's lines.
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
+
+
+def report_failure(message: str, *, kind: str, exit_code: int, rank: int) -> None:
+    """`{"error": {"message", "type", "exit_code", "rank"}}` for the daemon's recorded reason."""
+    _emit({ERROR_KEY: {"message": message, "type": kind, "exit_code": exit_code, "rank": rank}})
 
 
 class StepReporter(TrainerCallback):
@@ -29,5 +44,4 @@ class StepReporter(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any):
         if state.is_world_process_zero:
             line = {"step": state.global_step, "max_steps": state.max_steps, "loss": self.loss}
-            sys.stdout.write(json.dumps({PROGRESS_KEY: line}) + "\n")
-            sys.stdout.flush()
+            _emit({PROGRESS_KEY: line})

@@ -20,7 +20,8 @@ packing would only have to be switched off again). The run is restartable:
   next start.
 
 Under `accelerate launch` every process runs this; the main process plans,
-renames and registers, the others follow the plan.
+renames and registers, the others follow the plan. Each process batches only its
+shard of the data; `metrics["processes"]` records how many joined and what each read.
 """
 
 from __future__ import annotations
@@ -240,6 +241,59 @@ def _metrics(trainer: Any, output: Any, plan: dict[str, Any], stats: Any) -> dic
     }
 
 
+class ShardLog:
+    """One process's collator, counting the rows it batched and the example ids in them.
+
+    Under several processes each batches only its own shard of the data; gathered after
+    training, the counts show every process took part and that the shards differed.
+    """
+
+    def __init__(self, collate: Collator) -> None:
+        self.collate = collate
+        self.rows = 0
+        self.ids: set[str] = set()
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        self.rows += len(features)
+        for row in features:
+            self.ids.update(row.get("example_ids") or [row["example_id"]])
+        return self.collate(features)
+
+
+def _processes(state: Any, log: ShardLog) -> dict[str, Any]:
+    """What each process read, gathered from all of them (a collective: every rank calls it).
+
+    The data loader reads one batch ahead, so `rows_read` may exceed the rows trained on
+    by a batch per process.
+    """
+    from accelerate.utils import gather_object
+
+    read = gather_object([(log.rows, sorted(log.ids))])
+    return {
+        "world_size": state.num_processes,
+        "distributed_type": state.distributed_type.value,
+        "backend": state.backend,
+        "rows_read": [rows for rows, _ in read],
+        "distinct_examples_read": [len(ids) for _, ids in read],
+        "distinct_examples_all": len(set().union(*(ids for _, ids in read))),
+    }
+
+
+def _check_joined(state: Any) -> None:
+    """Refuse to train when the launcher started more processes than accelerate joined.
+
+    Without a GPU and with device = "auto", accelerate leaves each launched process on its
+    own; every one would then act as the main process and write the same version.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > state.num_processes:
+        raise ConfigError(
+            f"{launched} training processes were launched but accelerate joined "
+            f"{state.num_processes}; on a machine without GPUs set trainer.device = 'cpu'",
+            field="trainer.device",
+        )
+
+
 def _load_tokenizer(base_model: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -280,6 +334,7 @@ def train(
     state = PartialState(cpu=cfg.device == "cpu")
     lock = FileLock(str(models_dir / LOCK))
     try:
+        _check_joined(state)
         if state.is_main_process:
             try:
                 lock.acquire(timeout=0)
@@ -321,11 +376,12 @@ def _run(
     set_seed(cfg.seed)  # before the adapter is created: its initial weights are random
     parent = plan.get("parent") or {}
     model = prepare_model(cfg, init_from=parent.get("path"))
+    shard_log = ShardLog(Collator(pad_token_id(tokenizer)))
     trainer = Trainer(
         model=model,
         args=training_arguments(cfg, work / "checkpoints"),
         train_dataset=dataset,
-        data_collator=Collator(pad_token_id(tokenizer)),
+        data_collator=shard_log,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -336,6 +392,7 @@ def _run(
     metrics = _metrics(trainer, output, plan, stats)
     metrics["resumed_from"] = Path(resume).name if resume else None
     metrics["parent_version"] = parent.get("version")
+    metrics["processes"] = _processes(state, shard_log)
     if trainer.args.world_size == 1:
         heldout = store.get_many(manifest["heldout"])
         metrics["heldout_loss"] = heldout_loss(trainer.model, tokenizer, heldout, cfg).loss

@@ -41,28 +41,34 @@ def train(
 ) -> None:
     """Fine-tune the next student version on the pool (resumes a killed run).
 
-    Multi-GPU: accelerate launch -m evoinstruct.trainer train --project DIR.
+    With [trainer.launch] asking for several processes (or an accelerate config file),
+    training runs under `accelerate launch` as in the daemon.
     Example: evoinstruct train --set trainer.base_model=Qwen/Qwen2.5-0.5B-Instruct
     """
-    from evoinstruct.trainer.train import train as run_training
-
     proj = open_project(project)
     cfg = proj.load_config(set_ or []).trainer
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": max_steps})
-    result = run_training(cfg, proj.root, fresh=fresh)
-    summary = {
-        "version": result.version,
-        "path": str(result.path),
-        "resumed_from": result.resumed_from,
-        **result.metrics,
-    }
+    if cfg.launch.launched:
+        from evoinstruct.graph.round.training import TrainerSteps
+
+        summary = asyncio.run(TrainerSteps(cfg, proj.root).train(fresh=fresh))
+    else:
+        from evoinstruct.trainer.train import train as run_training
+
+        result = run_training(cfg, proj.root, fresh=fresh)
+        summary = {
+            "version": result.version,
+            "path": str(result.path),
+            "resumed_from": result.resumed_from,
+            **result.metrics,
+        }
     if as_json:
         print_json(summary)
     else:
         console.print(
-            f"Trained {result.version} in {result.path}: train loss {result.metrics.get('train_loss')}, "
-            f"held-out loss {result.metrics.get('heldout_loss')}"
+            f"Trained {summary['version']} in {summary.get('path')}: train loss "
+            f"{summary.get('train_loss')}, held-out loss {summary.get('heldout_loss')}"
         )
 
 

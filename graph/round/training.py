@@ -1,9 +1,10 @@
 """The graph's training branch: train in a process of its own, evaluate, promote, hand off.
 
-Training runs as `python -m evoinstruct.trainer train` so that a multi-GPU machine can run
-the same entry under `accelerate launch`, and so that a crash of either process
-leaves the other's state intact: the trainer resumes from its last checkpoint
-and registers a version only when it is complete.
+Training runs as `python -m evoinstruct.trainer train`, or that same entry under
+`accelerate launch` when `[trainer.launch]` asks for several processes or an accelerate
+config (FSDP, DeepSpeed), so that a crash of the daemon or the trainer leaves the
+other's state intact: the trainer resumes from its last checkpoint and registers a
+version only when it is complete.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from typing import Any
 from evoinstruct.store.errors import EvoError
 from evoinstruct.trainer.config import TrainerConfig
 from evoinstruct.trainer.evaluate import Evaluation, evaluate_version, uses_suite
+from evoinstruct.trainer.launch import trainer_command
 from evoinstruct.trainer.promote import hand_off
 from evoinstruct.trainer.targets import teacher_model
 from evoinstruct.trainer.train import training_due
@@ -45,40 +48,44 @@ class TrainerSteps:
             return False, "trainer.base_model is not set"
         return training_due(store, self.config, round_number)
 
-    async def train(self) -> dict[str, Any]:
-        """Run the trainer process to completion; returns its one-line JSON summary."""
+    async def train(self, *, fresh: bool = False) -> dict[str, Any]:
+        """Run the trainer process(es) to completion; returns the main process's JSON summary.
+
+        `fresh` discards a killed run instead of resuming it."""
+        from evoinstruct.trainer.progress import ERROR_KEY, PROGRESS_KEY
+
         config_file = self.project_root / "models" / "resolved_trainer_config.json"
         config_file.parent.mkdir(parents=True, exist_ok=True)
         config_file.write_text(self.config.model_dump_json(indent=2), encoding="utf-8")
+        command = trainer_command(
+            self.python, self.config.launch, self.project_root, config_file, fresh=fresh
+        )
         process = await asyncio.create_subprocess_exec(
-            self.python,
-            # -P: the daemon's working directory is the project; a file there named like a
-            # library (pydantic.py) must not shadow it in the trainer.
-            "-P",
-            "-m",
-            "evoinstruct.trainer",
-            "train",
-            "--project",
-            str(self.project_root),
-            "--config",
-            str(config_file),
+            *command,
+            # What -P does for the first process, for the workers accelerate starts.
+            env={**os.environ, "PYTHONSAFEPATH": "1"},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=_die_with_parent,
         )
         assert process.stdout is not None and process.stderr is not None
         lines: list[str] = []
+        failures: list[dict[str, Any]] = []
 
         async def follow_steps() -> None:
-            # Step lines go to the live view as they come; the last line is the summary.
+            # Step lines go to the live view as they come; failures are kept for the reason.
             writer = _stream_writer()
             async for raw in process.stdout:
                 line = raw.decode("utf-8", "replace").strip()
                 if not line:
                     continue
-                lines.append(line)
-                step = _progress_of(line)
-                if step is not None and writer is not None:
+                step = _reported(line, PROGRESS_KEY)
+                failure = _reported(line, ERROR_KEY)
+                if failure is not None:
+                    failures.append(failure)
+                elif step is None:
+                    lines.append(line)
+                elif writer is not None:
                     writer(
                         {
                             "stage": "train",
@@ -88,13 +95,22 @@ class TrainerSteps:
                         }
                     )
 
-        # stderr is drained at the same time, or a chatty trainer would block on a full pipe.
-        _, err = await asyncio.gather(follow_steps(), process.stderr.read())
-        await process.wait()
+        try:
+            # stderr is drained at the same time, or a chatty trainer would block on a full pipe.
+            _, err = await asyncio.gather(follow_steps(), process.stderr.read())
+            await process.wait()
+        except BaseException:
+            # A cancelled node (a stop past its grace time) stops training with it, as the
+            # daemon's death would: the next start resumes from the last checkpoint. Under
+            # accelerate the launcher passes the signal on to the processes it started.
+            if process.returncode is None:
+                process.terminate()
+            raise
         if process.returncode != 0:
-            tail = err.decode("utf-8", "replace").strip().splitlines()[-3:]
-            raise EvoError(f"training failed (exit {process.returncode}): {' '.join(tail)}")
-        return json.loads(lines[-1])
+            raise EvoError(
+                f"training failed (exit {process.returncode}): {_failure_reason(failures, err)}"
+            )
+        return _summary_of(lines)
 
     async def evaluate(self, store: Any, version: str, models: Any, prompts: Any) -> Evaluation:
         """The gate's evidence for `version` against the incumbent.
@@ -160,11 +176,33 @@ def _stream_writer() -> Any:
         return None
 
 
-def _progress_of(line: str) -> dict[str, Any] | None:
-    from evoinstruct.trainer.progress import PROGRESS_KEY
-
+def _reported(line: str, kind: str) -> dict[str, Any] | None:
+    """The payload of a trainer line `{kind: {...}}` (see evoinstruct.trainer.progress)."""
     try:
         found = json.loads(line)
     except ValueError:
         return None
-    return found.get(PROGRESS_KEY) if isinstance(found, dict) else None
+    value = found.get(kind) if isinstance(found, dict) and len(found) == 1 else None
+    return value if isinstance(value, dict) else None
+
+
+def _summary_of(lines: list[str]) -> dict[str, Any]:
+    """The main process's closing summary: its last line naming a version. A launcher or
+    another process may print after it, so the last line alone is not enough."""
+    for line in reversed(lines):
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(found, dict) and "version" in found:
+            return found
+    raise EvoError("training finished without printing its summary")
+
+
+def _failure_reason(failures: list[dict[str, Any]], stderr: bytes) -> str:
+    """The first process to fail says why; the others mostly fail because it did. Without
+    such a line (a process killed outright), the end of stderr is all there is."""
+    if failures:
+        first = failures[0]
+        return f"{first.get('message')} ({first.get('type')} on rank {first.get('rank')})"
+    return " ".join(stderr.decode("utf-8", "replace").strip().splitlines()[-3:])
