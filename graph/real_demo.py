@@ -13,41 +13,18 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from evoinstruct.graph.daemon.loop import DaemonOptions, ProgressSink
 from evoinstruct.graph.project import Project, init_project
 
-# Plain English task prompts for the seeds: the packaged seeds hold 8 English tasks, too few
-# parents for rounds of evolution. The held-out suite comes from another packaged list, and
-# its builder drops any task sharing an n-gram with the pool, so these cannot leak into it.
-EXTRA_SEEDS = (
-    "Write a short note to a neighbor about a lost cat.",
-    "Describe how to make a cup of tea.",
-    "Give advice to someone starting to learn the guitar.",
-    "Explain why the sky is blue to a child.",
-    "Write a thank-you message to a teacher.",
-    "List some ways to save water at home.",
-    "Describe a quiet morning in a small town.",
-    "Explain what a budget is and why it helps.",
-    "Write a product description for a wooden chair.",
-    "Give tips for a first job interview.",
-    "Describe the rules of a simple card game.",
-    "Explain how plants get energy from sunlight.",
-    "Write an invitation to a birthday picnic.",
-    "Suggest a plan for a rainy Saturday.",
-    "Explain how to care for a houseplant.",
-    "Write a short story about a lighthouse keeper.",
-    "Describe what makes a good friend.",
-    "Explain how a bicycle works.",
-    "Give reasons to read books every day.",
-    "Write a weather report for a sunny day.",
-    "Describe how to pack for a weekend trip.",
-    "Explain what recycling is.",
-    "Write a motivational message for a runner.",
-    "Describe your favorite season and why.",
-)
+# Plain English task prompts for the seeds (a packaged text file, ~100 lines): the packaged
+# seeds hold 8 English tasks, too few parents for rounds of evolution. The held-out suite
+# comes from another packaged list, and its builder drops any task sharing an n-gram with
+# the pool, so these cannot leak into it.
+REAL_TASKS_FILE = "real_demo_tasks_en.txt"
 
 
 @dataclass
@@ -140,13 +117,9 @@ def prepare_real_project(
     config = project.load_config(overrides)
     # The project's own file holds the settings, so every later command agrees with the run.
     project.config_path.write_text(render_toml(config, CONFIG_HEADER), encoding="utf-8")
-    extra = project.root / "seeds" / "extra_tasks_en.jsonl"
-    extra.write_text(
-        "".join(
-            json.dumps({"instruction": s, "input": "", "output": ""}) + "\n" for s in EXTRA_SEEDS
-        ),
-        encoding="utf-8",
-    )
+    extra = project.root / "seeds" / REAL_TASKS_FILE
+    packaged = resources.files("evoinstruct.prompts") / "seeds" / REAL_TASKS_FILE
+    extra.write_text(packaged.read_text(encoding="utf-8"), encoding="utf-8")
     with project.open_store() as store:
         add_seed_file(store, project.root / "seeds" / "seed_tasks_en.jsonl")
         add_seed_file(store, extra)
