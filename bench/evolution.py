@@ -19,6 +19,7 @@ model (paired bootstrap interval), and the teacher's score; writes `evolution.js
 on one CPU thread per arm.
 
 Run: .venv/bin/python bench/evolution.py [--rounds 3] [--arms generator,responder]
+(`--report-only` scores and plots the projects an earlier, perhaps interrupted, run left in --out.)
 """
 
 from __future__ import annotations
@@ -73,8 +74,15 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
             say(f"{kind}: {json.dumps(event.get('counts', event), default=str)[:600]}")
 
     quiet_libraries()
-    project = prepare_real_project(root, settings, force=True)
-    result = asyncio.run(run_real(project, args.rounds, progress))
+    if args.report_only:  # an arm's project from an earlier run: score and plot what it has
+        from evoinstruct.graph.project import Project
+
+        project = Project(root).require()
+        rounds = 0
+    else:
+        project = prepare_real_project(root, settings, force=True)
+        rounds = args.rounds
+    result = asyncio.run(run_real(project, rounds, progress))
     promoted = [row["version"] for row in result.versions if row["promoted"]]
     for row in result.versions:
         say(f"{row['version']}: {row['accuracy']['prompt_strict']} vs base {row['vs_base']}")
@@ -166,6 +174,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--answer-tokens", type=int, default=320, help="the responder's token limit per answer"
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run no rounds: score (stored results are reused) and plot the arms' projects in --out",
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "evolution"))
     args = parser.parse_args()
