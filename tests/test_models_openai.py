@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import BaseModel, Field
 
+from evoinstruct.agents.models import openai_backend
 from evoinstruct.agents.models.base import (
     CONNECTION_DROPPED,
     CONNECTION_UNREACHABLE,
@@ -35,6 +36,15 @@ from evoinstruct.agents.models.structured import (
 from evoinstruct.agents.models.vllm_backend import VLLMModel, load_lora_adapter, sampling_kwargs
 from evoinstruct.store.errors import ModelError, UnsupportedError
 from tests.openai_server import OpenAITestServer, closed_port, eventually
+
+
+@pytest.fixture(params=["lean", "sdk"], autouse=True)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both paths: the lean aiohttp one, and the SDK's own transport, which is
+    what every endpoint takes when aiohttp is missing (as here, for the "sdk" runs)."""
+    if request.param == "sdk":
+        monkeypatch.setattr(openai_backend, "openai_lean", None)
+    return request.param
 
 
 @pytest.fixture
@@ -78,9 +88,11 @@ def _ask(text: str = "你好，世界", **kw) -> ChatRequest:
     return ChatRequest([{"role": "user", "content": text}], **kw)
 
 
-async def test_answers_with_text_usage_and_latency(server: OpenAITestServer) -> None:
+async def test_answers_with_text_usage_and_latency(
+    server: OpenAITestServer, transport: str
+) -> None:
     model = _model(server.url)
-    assert isinstance(model, ChatModel)
+    assert isinstance(model, ChatModel) and model.transports == [transport]
     results = await model.generate(
         [
             _ask("alpha beta STOP gamma", stop=("STOP",), n=2, seed=3, presence_penalty=0.5),
@@ -308,7 +320,7 @@ async def test_api_key_reaches_the_server_but_nothing_else(
     secret = "sk-test-Zq9SECRETvalue"
     monkeypatch.setenv("EVO_TEST_API_KEY", secret)
     caplog.set_level(logging.DEBUG)
-    for name in ("openai", "httpx2", "httpcore", "httpcore2"):
+    for name in ("openai", "httpx2", "httpcore", "httpcore2", "aiohttp"):
         caplog.set_level(logging.DEBUG, logger=name)
     with OpenAITestServer(api_key=secret) as server:
         model = _model(server.url, api_key_env="EVO_TEST_API_KEY")
