@@ -302,7 +302,9 @@ class OpenAITestServer:
 
     async def _load_lora(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
-            return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            # As some servers do, the refusal repeats the key it was given.
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            return _error(401, f"Incorrect API key provided: {given}.", "invalid_api_key")
         body = await request.json()
         name, path = body.get("lora_name"), body.get("lora_path")
         if not name or not path:

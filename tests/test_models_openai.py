@@ -494,6 +494,16 @@ async def test_load_lora_adapter_reports_errors() -> None:
         await load_lora_adapter(server.url, "s", "/p")
 
 
+async def test_load_lora_adapter_refusal_never_repeats_the_key(monkeypatch) -> None:
+    key = "sk-proj-Zq81xVbT0aLw55mHc2pRr9"
+    monkeypatch.setenv("EVO_TEST_VLLM_KEY", key)
+    with OpenAITestServer(api_key="other") as server, pytest.raises(ModelError) as caught:
+        await load_lora_adapter(server.url, "s", "/p", api_key_env="EVO_TEST_VLLM_KEY")
+    message = str(caught.value)
+    assert "401" in message and "***" in message
+    assert key not in message and key[5:20] not in message
+
+
 def test_vllm_sampling_parameters() -> None:
     request = ChatRequest(
         [{"role": "user", "content": "x"}],

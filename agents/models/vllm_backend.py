@@ -24,7 +24,7 @@ import openai
 
 from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
 from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.openai_backend import api_key_from_env
+from evoinstruct.agents.models.openai_backend import _Secret, api_key_from_env
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
 MISSING = "vllm is not installed: pip install 'evoinstruct[vllm]' (needs a GPU)"
@@ -164,9 +164,10 @@ async def load_lora_adapter(
     Raises ModelError in plain words when the server cannot be reached or refuses.
     """
     cfg = ModelConfig(backend="openai", base_url=base_url, model=name, api_key_env=api_key_env)
-    client = openai.AsyncOpenAI(
-        base_url=base_url, api_key=api_key_from_env(cfg), max_retries=0, timeout=timeout_s
-    )
+    key = api_key_from_env(cfg)
+    # A server may echo the key in its refusal; the message reaches logs and the store.
+    secret = _Secret(key)
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
     try:
         listed = await client.models.list()
         if any(m.id == name for m in listed.data):
@@ -175,12 +176,16 @@ async def load_lora_adapter(
             "/load_lora_adapter", cast_to=str, body={"lora_name": name, "lora_path": str(path)}
         )
     except openai.APIConnectionError as exc:
-        raise ModelError(f"cannot reach the vLLM server at {base_url}: {exc}") from exc
+        raise ModelError(
+            secret.scrub(f"cannot reach the vLLM server at {base_url}: {exc}")
+        ) from exc
     except openai.APIStatusError as exc:
         raise ModelError(
-            f"the vLLM server at {base_url} refused to load adapter {name!r} "
-            f"({exc.status_code}): {exc.message}. It needs --enable-lora and "
-            "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+            secret.scrub(
+                f"the vLLM server at {base_url} refused to load adapter {name!r} "
+                f"({exc.status_code}): {exc.message}. It needs --enable-lora and "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+            )
         ) from exc
     finally:
         await client.close()
