@@ -6,16 +6,19 @@ k-grams for CJK, both from `agents.text.tokenize`) in a datasketch MinHashLSH
 index; a candidate is a near duplicate when its estimated Jaccard similarity
 with an indexed text is at least the threshold (METHODS 2.6: 0.8).
 
-The index lives in memory and is never the source of truth: the store is.
-`DedupIndex.build(store_items)` rebuilds it from (id, text) pairs; `add` keeps
+`DedupIndex` lives in memory and is never the source of truth: the store is.
+`DedupIndex.build(store_items)` builds it from (id, text) pairs; `add` keeps
 it current as examples are accepted. Signatures are kept as uint32 arrays
 (num_perm × 4 bytes per text) so a match can report its estimated Jaccard.
+The daemon keeps the same rows in SQLite instead (`agents.pool_dedup`), with
+the bands `lsh_bands` reports and the signatures of `minhash_signature`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -51,6 +54,50 @@ class DedupConfig(BaseModel):
     )
 
 
+def lsh_bands(config: DedupConfig) -> tuple[int, int]:
+    """(bands, rows per band) that datasketch's MinHashLSH picks for these settings.
+
+    The persistent index bands signatures the same way, so both propose the
+    very same candidates.
+    """
+    # LSH only proposes candidates; each is verified on its estimated Jaccard, so
+    # the bands are tuned for recall (0.95: ~95% of pairs at J = 0.8 found,
+    # ~99% at 0.85) at the price of a few more signature comparisons.
+    return _optimal_bands(config.jaccard_threshold, config.num_perm, config.recall_weight)
+
+
+@lru_cache(maxsize=16)
+def _optimal_bands(threshold: float, num_perm: int, recall_weight: float) -> tuple[int, int]:
+    # Cached: the optimisation integrates ~700 (b, r) pairs, and every select call
+    # builds a scratch index.
+    weights = (1.0 - recall_weight, recall_weight)
+    try:
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+    except ValueError as err:  # e.g. a threshold so high that fewer than 2 bands fit
+        raise ConfigError(f"near-dedup settings unusable: {err}", field="dedup") from err
+    return lsh.b, lsh.r
+
+
+@lru_cache(maxsize=16)
+def _template(num_perm: int, seed: int) -> MinHash:
+    return MinHash(num_perm=num_perm, seed=seed, scheme=_SCHEME)
+
+
+def signature_dtype(config: DedupConfig) -> np.dtype:
+    """The dtype of `minhash_signature`'s values, to read stored signatures back."""
+    return _template(config.num_perm, config.seed).hashvalues.dtype
+
+
+def minhash_signature(text: str, config: DedupConfig) -> np.ndarray | None:
+    """MinHash hash values (uint32) of the text's shingles; None for a text with no tokens."""
+    grams = shingles(tokenize(text), config.shingle_size)
+    if not grams:
+        return None
+    m = MinHash(permutations=_template(config.num_perm, config.seed).permutations, scheme=_SCHEME)
+    m.update_batch([g.encode("utf-8") for g in sorted(grams)])
+    return m.hashvalues.copy()
+
+
 @dataclass(frozen=True)
 class DuplicateMatch:
     """An indexed text the query duplicates: exact (similarity 1.0) or near (estimated Jaccard)."""
@@ -65,18 +112,8 @@ class DedupIndex:
 
     def __init__(self, config: DedupConfig | None = None) -> None:
         self.config = config or DedupConfig()
-        c = self.config
-        # LSH only proposes candidates; each is verified on its estimated Jaccard, so
-        # the bands are tuned for recall (0.95: ~95% of pairs at J = 0.8 found,
-        # ~99% at 0.85) at the price of a few more signature comparisons.
-        weights = (1.0 - c.recall_weight, c.recall_weight)
-        try:
-            self._lsh = MinHashLSH(
-                threshold=c.jaccard_threshold, num_perm=c.num_perm, weights=weights
-            )
-        except ValueError as err:  # e.g. a threshold so high that fewer than 2 bands fit
-            raise ConfigError(f"near-dedup settings unusable: {err}", field="dedup") from err
-        self._template = MinHash(num_perm=c.num_perm, seed=c.seed, scheme=_SCHEME)
+        self._lsh = MinHashLSH(num_perm=self.config.num_perm, params=lsh_bands(self.config))
+        self._template = _template(self.config.num_perm, self.config.seed)
         self._by_hash: dict[str, str] = {}
         self._hash_of: dict[str, str] = {}
         self._signatures: dict[str, np.ndarray] = {}
@@ -99,12 +136,7 @@ class DedupIndex:
 
     def signature(self, text: str) -> np.ndarray | None:
         """MinHash hash values of the text's shingles; None for a text with no tokens."""
-        grams = shingles(tokenize(text), self.config.shingle_size)
-        if not grams:
-            return None
-        m = MinHash(permutations=self._template.permutations, scheme=_SCHEME)
-        m.update_batch([g.encode("utf-8") for g in sorted(grams)])
-        return m.hashvalues.copy()
+        return minhash_signature(text, self.config)
 
     def add(self, item_id: str, text: str) -> None:
         """Index a text; adding an id already present is a no-op (idempotent)."""

@@ -54,14 +54,15 @@ fixed between re-indexings (a token first seen after one sorts before all
 others, which keeps existing items' orders unchanged); when the index has
 grown by `reindex_growth` the ranks are recomputed from document
 frequencies and the postings rebuilt. Re-indexing changes speed, never
-decisions.
+decisions. `agents.pool_novelty` applies the same argument to ranks and
+postings kept in SQLite beside the pool.
 """
 
 from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,6 +144,27 @@ def min_overlap(length: int, threshold: float) -> int:
     return max(1, math.ceil(alpha * length - _EPS)) if length else 0
 
 
+def prefix_firsts(
+    tids: Sequence[int], rank: Callable[[int], int], threshold: float, unknown: int = 0
+) -> list[tuple[int, int]]:
+    """(token, position of its first occurrence) for the distinct tokens of the prefix (5).
+
+    Positions count elements in rank order; unknown tokens (never indexed)
+    sort first and take the first `unknown` positions.
+    """
+    m = len(tids) + unknown
+    end = m - min_overlap(m, threshold) + 1 if m else 0
+    ordered = sorted(tids, key=rank)
+    firsts: list[tuple[int, int]] = []
+    prev = -1
+    for pos in range(unknown, end):
+        tid = ordered[pos - unknown]
+        if tid != prev:
+            firsts.append((tid, pos))
+            prev = tid
+    return firsts
+
+
 class NoveltyIndex:
     """Pool instructions, tokenized once, with a prefix-filter inverted index for exact shortlists."""
 
@@ -215,6 +237,13 @@ class NoveltyIndex:
         found = self._match(tokenize(text), self._pos.get(exclude, -1) if exclude else -1)
         return None if found is None else (found[0], self._ids[found[1]])
 
+    def match_tokens(
+        self, tokens: Sequence[str], exclude: str | None = None
+    ) -> tuple[float, str] | None:
+        """`best_match` for an already tokenized text."""
+        found = self._match(tokens, self._pos.get(exclude, -1) if exclude else -1)
+        return None if found is None else (found[0], self._ids[found[1]])
+
     def filter(
         self, items: Iterable[tuple[str, str]], *, commit: bool = True
     ) -> list[NoveltyDecision]:
@@ -268,22 +297,7 @@ class NoveltyIndex:
         return idx
 
     def _prefix_firsts(self, tids: Sequence[int], unknown: int = 0) -> list[tuple[int, int]]:
-        """(token, position of its first occurrence) for the distinct tokens of the prefix.
-
-        Positions count elements in the rank order; unknown tokens (never
-        indexed) sort first and take the first `unknown` positions.
-        """
-        m = len(tids) + unknown
-        end = m - min_overlap(m, self._tau) + 1 if m else 0
-        ordered = sorted(tids, key=self._rank.__getitem__)
-        firsts: list[tuple[int, int]] = []
-        prev = -1
-        for pos in range(unknown, end):
-            tid = ordered[pos - unknown]
-            if tid != prev:
-                firsts.append((tid, pos))
-                prev = tid
-        return firsts
+        return prefix_firsts(tids, self._rank.__getitem__, self._tau, unknown)
 
     def _post(self, idx: int) -> None:
         postings, n = self._postings, self._lens[idx]

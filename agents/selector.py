@@ -22,9 +22,12 @@ knowing: a candidate can be rejected as a copy of an earlier candidate that a
 later stage then rejects; the evidence names that candidate, which the store
 keeps with its own rejection.
 
-The pool's indexes are in-memory and rebuilt from the store
-(`SelectorIndexes.build`); `select` checks against them without changing
-them and, when `commit` is true, adds only the finally accepted examples.
+The pool's indexes are either in memory, built from a list of examples
+(`SelectorIndexes.build`: the filter command's work set, tests), or kept in
+SQLite beside the pool and following the store (`agents.pool_index`: the
+daemon), with the same decisions; `select` checks against them without
+changing them and, when `commit` is true, adds only the finally accepted
+examples.
 Every dropped candidate becomes a `Rejection(stage="select")` with evidence.
 
 The selector treats its candidates alike, whatever their source: keeping
@@ -39,7 +42,7 @@ import inspect
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,7 +60,7 @@ from evoinstruct.agents.diversity import (
 from evoinstruct.agents.ifd import SCORER as IFD_SCORER
 from evoinstruct.agents.ifd import top_ifd
 from evoinstruct.agents.instag import resolve_rare
-from evoinstruct.agents.novelty import NoveltyConfig, NoveltyIndex
+from evoinstruct.agents.novelty import NoveltyConfig, NoveltyDecision, NoveltyIndex
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.text import text_hash
 from evoinstruct.agents.verify import constraint_failure
@@ -144,12 +147,32 @@ class SelectorConfig(BaseModel):
     )
 
 
+class DuplicateLookup(Protocol):
+    """What the dedup stages ask of the pool: `DedupIndex`, or `PoolDedup` over the index file."""
+
+    def exact(self, text: str, exclude: str | None = None) -> str | None: ...
+
+    def near(self, text: str, exclude: str | None = None) -> tuple[str, float] | None: ...
+
+    def add(self, item_id: str, text: str) -> None: ...
+
+
+class NoveltyLookup(Protocol):
+    """What the novelty stage asks of the pool: `NoveltyIndex`, or `PoolNovelty` over the index file."""
+
+    def filter(
+        self, items: Iterable[tuple[str, str]], *, commit: bool = True
+    ) -> list[NoveltyDecision]: ...
+
+    def add(self, item_id: str, text: str) -> None: ...
+
+
 @dataclass
 class SelectorIndexes:
-    """The pool as the selector sees it; rebuilt from the store, which is the source of truth."""
+    """The pool as the selector sees it: in memory (`build`) or in SQLite (`agents.pool_index`)."""
 
-    dedup: DedupIndex
-    novelty: NoveltyIndex
+    dedup: DuplicateLookup
+    novelty: NoveltyLookup
     decontam: Decontaminator | None = None
     # tag -> accepted examples carrying it, asked at each InsTag selection (the store's
     # count stays true as the pool changes); None: rarity is judged within the batch.
@@ -162,21 +185,27 @@ class SelectorIndexes:
         config: SelectorConfig,
         tag_counts: Callable[[], Mapping[str, int]] | None = None,
     ) -> SelectorIndexes:
+        """In-memory indexes over `pool`: the reference the persistent ones decide like."""
         rows = [
             (ex.id, field_text(ex, config.dedup_fields), field_text(ex, config.novelty_fields))
             for ex in pool
         ]
-        files = config.decontam.eval_files
         return cls(
             dedup=DedupIndex.build(((i, d) for i, d, _ in rows), config.dedup),
             novelty=NoveltyIndex.build(((i, n) for i, _, n in rows), config.novelty),
-            decontam=Decontaminator.from_files(files, config.decontam.ngram) if files else None,
+            decontam=decontaminator(config),
             tag_counts=tag_counts,
         )
 
     def add(self, example: Example, config: SelectorConfig) -> None:
         self.dedup.add(example.id, field_text(example, config.dedup_fields))
         self.novelty.add(example.id, field_text(example, config.novelty_fields))
+
+
+def decontaminator(config: SelectorConfig) -> Decontaminator | None:
+    """The decontamination index of the configured eval files, None without any."""
+    files = config.decontam.eval_files
+    return Decontaminator.from_files(files, config.decontam.ngram) if files else None
 
 
 @dataclass

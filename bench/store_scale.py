@@ -3,6 +3,17 @@
 Prints: import seconds, examples/s, peak RSS of the importing process, pool.db
 size, and the latency of `evoinstruct status --json` (median and max of runs),
 whose target is under 200 ms.
+
+With `--selector N`: the selector's indexes over a pool of N accepted synthetic
+English/Chinese instructions (bench/novelty.py's generator, with planted near
+copies), in memory (rebuilt at every start) against the persistent index file
+(agents.pool_index). Each measurement runs in a fresh process and prints build
+or open seconds, per-candidate query time of the exact, near and novelty
+stages on candidates not in the pool, and the process's RSS; the restart run
+also checks the file's LSH candidates against an exhaustive banding scan.
+
+    .venv/bin/python bench/store_scale.py --selector 100000
+    .venv/bin/python bench/store_scale.py --selector 1000000 --skip-memory
 """
 
 from __future__ import annotations
@@ -77,11 +88,102 @@ def time_status(project: Path, runs: int) -> list[float]:
     return times
 
 
+SELECTOR_SETUP = """
+import sys, time
+sys.path.insert(0, {root!r})
+from bench.novelty import synthetic_instructions
+from evoinstruct.store import open_store
+from evoinstruct.store.records import ExampleDraft
+items = synthetic_instructions({n} + {k}, seed=0)
+t = time.perf_counter()
+with open_store({pool!r}) as store:
+    for start in range(0, {n}, 10000):
+        batch = items[start : min(start + 10000, {n})]
+        store.add_candidates([ExampleDraft(text, output="answer " + i, source="seed") for i, text in batch], round=0)
+    store.add_candidates([ExampleDraft(text, output="new") for _, text in items[{n}:]], round=1)
+print("pool written in", round(time.perf_counter() - t, 1), "s")
+"""
+
+SELECTOR_RUN = """
+import asyncio, json, resource, sys, time
+import psutil
+sys.path.insert(0, {root!r})
+from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes, select
+from evoinstruct.store import open_store
+mode = {mode!r}
+store = open_store({pool!r})
+config = SelectorConfig(steps=["exact_dedup", "near_dedup", "novelty"], constraints="off")
+rss0 = psutil.Process().memory_info().rss
+t = time.perf_counter()
+if mode == "memory":
+    indexes = SelectorIndexes.build(store.iter_examples(status="accepted"), config)
+else:
+    from evoinstruct.agents.pool_index import open_pool_indexes
+    indexes = open_pool_indexes(store, config)
+opened = time.perf_counter() - t
+rss_open = psutil.Process().memory_info().rss
+candidates = list(store.iter_examples(status="candidate"))
+per = {{}}
+for step in ("exact_dedup", "near_dedup", "novelty"):
+    cfg = config.model_copy(update={{"steps": [step]}})
+    t = time.perf_counter()
+    out = asyncio.run(select(candidates, {{}}, indexes, cfg, commit=False))
+    per[step] = (time.perf_counter() - t) / len(candidates) * 1000
+    per[step + "_rejected"] = len(out.rejections)
+result = {{"mode": mode, "open_s": round(opened, 2), "rss_base_mib": rss0 >> 20,
+  "rss_open_mib": rss_open >> 20, "rss_end_mib": psutil.Process().memory_info().rss >> 20,
+  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
+  "ms_per_candidate": {{k: round(v, 3) for k, v in per.items()}}}}
+if mode != "memory":
+    index = indexes.dedup.index
+    result["work"] = dict(index.work)
+    if mode == "restart":
+        from evoinstruct.agents.pool_dedup import check_lsh
+        t = time.perf_counter()
+        index.reindex()
+        result["reindex_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        check = check_lsh(index, [c.instruction for c in candidates[:200]])
+        result["lsh_check"] = {{"probes": check.probes, "candidates": check.candidates,
+          "mismatches": check.mismatches, "seconds": round(time.perf_counter() - t, 1)}}
+print(json.dumps(result))
+"""
+
+
+def bench_selector(n: int, candidates: int, skip_memory: bool) -> None:
+    """In-memory vs persistent selector indexes over n accepted examples (see the docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pool = str(Path(tmp) / "pool.db")
+        setup = SELECTOR_SETUP.format(root=str(ROOT), n=n, k=candidates, pool=pool)
+        print(
+            subprocess.run(
+                [sys.executable, "-c", setup], check=True, capture_output=True, text=True
+            ).stdout.strip()
+        )
+        modes = ["build", "restart"] if skip_memory else ["memory", "build", "restart"]
+        for mode in modes:
+            code = SELECTOR_RUN.format(root=str(ROOT), mode=mode, pool=pool)
+            out = subprocess.run(
+                [sys.executable, "-c", code], check=True, capture_output=True, text=True
+            )
+            print(out.stdout.strip().splitlines()[-1], flush=True)
+        sizes = {p.name: p.stat().st_size >> 20 for p in Path(tmp).iterdir()}
+        print("files (MiB):", json.dumps(sizes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--examples", type=int, default=200_000)
     parser.add_argument("--status-runs", type=int, default=7)
+    parser.add_argument(
+        "--selector", type=int, default=0, help="pool size for the selector index benchmark"
+    )
+    parser.add_argument("--candidates", type=int, default=500)
+    parser.add_argument("--skip-memory", action="store_true", help="no in-memory run (too big)")
     args = parser.parse_args()
+    if args.selector:
+        bench_selector(args.selector, args.candidates, args.skip_memory)
+        return
     from evoinstruct.graph.project import init_project
 
     with tempfile.TemporaryDirectory() as tmp:

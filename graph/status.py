@@ -22,10 +22,15 @@ def status_report(proj: Project) -> dict[str, Any]:
         pool = stats.pool_stats(conn)
         active = stats.active_history(conn)[-1]
         daemon = stats.daemon_info(conn)
-        rounds = costs.read_rounds(conn)
+        # Summed per config in SQL: one row per config, however many rounds ran with it.
+        usage = stats.round_usage_totals(conn)
+        if usage is None:  # not migrated yet (status cannot migrate a pool read-only)
+            rows = costs.read_rounds(conn)
+            usage = rows, len(rows)
     finally:
         conn.close()
-    summary = costs.cost_summary(costs.round_costs(rounds, prices))
+    rows, n_rounds = usage
+    summary = {**costs.cost_summary(costs.round_costs(rows, prices)), "rounds": n_rounds}
     return {
         "examples": {
             "total": pool["total"],

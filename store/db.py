@@ -184,3 +184,9 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
         db.execute("PRAGMA foreign_keys=ON")
     migrations.apply(db)
     return db
+
+
+# Migrations kept in their own modules register here, after the ones above: the order
+# of registration is the order they are applied in.
+from evoinstruct.store import counts as _counts  # noqa: E402, F401  (m003_status_counts)
+from evoinstruct.store import selector_log as _selector_log  # noqa: E402, F401  (m004_selector_log)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evoinstruct.store import stats
-from evoinstruct.store._base import StoreBase, dumps, loads, now
+from evoinstruct.store._base import dumps, loads, now
 from evoinstruct.store.errors import InputError
 from evoinstruct.store.ids import example_id, stable_hash
 from evoinstruct.store.records import (
@@ -19,11 +19,8 @@ from evoinstruct.store.records import (
     Rejection,
     Score,
 )
-
-_EXAMPLE_COLUMNS = (
-    "id, instruction, input, output, system, source, parent_id, operation, round, status, "
-    "language, model_version, template, depth, created_at, meta"
-)
+from evoinstruct.store.rows import EXAMPLE_COLUMNS, chunks, row_to_example
+from evoinstruct.store.selector_log import SelectorLogMixin
 
 
 @dataclass
@@ -35,33 +32,7 @@ class AddResult:
     duplicates: int = 0
 
 
-def _row_to_example(row: dict[str, Any]) -> Example:
-    return Example(
-        id=row["id"],
-        instruction=row["instruction"],
-        input=row["input"] or "",
-        output=row["output"],
-        system=row["system"] or "",
-        source=row["source"],
-        parent_id=row["parent_id"],
-        operation=row["operation"],
-        round=row["round"],
-        status=row["status"],
-        language=row["language"],
-        model_version=row["model_version"],
-        template=row["template"],
-        depth=row["depth"] or 0,
-        created_at=row["created_at"],
-        meta=loads(row["meta"], {}),
-    )
-
-
-def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-class PoolMixin(StoreBase):
+class PoolMixin(SelectorLogMixin):
     # --- examples -----------------------------------------------------------------
     def add_candidates(
         self, drafts: Sequence[ExampleDraft], round: int, *, status: str | None = None
@@ -111,7 +82,7 @@ class PoolMixin(StoreBase):
 
     def _existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             marks = ",".join("?" * len(chunk))
             found.update(
                 r["id"]
@@ -120,18 +91,18 @@ class PoolMixin(StoreBase):
         return found
 
     def get(self, id: str) -> Example | None:
-        rows = self._query(f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE id = ?", [id])
-        return _row_to_example(rows[0]) if rows else None
+        rows = self._query(f"SELECT {EXAMPLE_COLUMNS} FROM examples WHERE id = ?", [id])
+        return row_to_example(rows[0]) if rows else None
 
     def get_many(self, ids: Sequence[str]) -> list[Example]:
         """Examples for `ids`, in that order; unknown ids are skipped."""
         by_id: dict[str, Example] = {}
-        for chunk in _chunks(list(ids)):
+        for chunk in chunks(list(ids)):
             marks = ",".join("?" * len(chunk))
             for row in self.db.query(
-                f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE id IN ({marks})", chunk
+                f"SELECT {EXAMPLE_COLUMNS} FROM examples WHERE id IN ({marks})", chunk
             ):
-                by_id[row["id"]] = _row_to_example(row)
+                by_id[row["id"]] = row_to_example(row)
         return [by_id[i] for i in ids if i in by_id]
 
     def iter_examples(
@@ -152,12 +123,12 @@ class PoolMixin(StoreBase):
         yielded = 0
         while True:
             rows = self._query(
-                f"SELECT rowid AS _rowid, {_EXAMPLE_COLUMNS} FROM examples "
+                f"SELECT rowid AS _rowid, {EXAMPLE_COLUMNS} FROM examples "
                 f"WHERE rowid > ? {where} ORDER BY rowid LIMIT ?",
                 [last_rowid, *params, batch],
             )
             for row in rows:
-                yield _row_to_example(row)
+                yield row_to_example(row)
                 yielded += 1
                 if limit is not None and yielded >= limit:
                     return
@@ -214,7 +185,7 @@ class PoolMixin(StoreBase):
         ids = list(ids)
         changed = 0
         with self.transaction() as db:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 cursor = db.execute(
                     f"UPDATE examples SET status = ?, updated_at = ? "
@@ -257,7 +228,7 @@ class PoolMixin(StoreBase):
         """Record that `stage` finished with these examples, so a re-run node skips them."""
         ids = list(ids)
         with self.transaction() as db:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 db.execute(
                     f"UPDATE examples SET meta = json_set(coalesce(meta, '{{}}'), ?, 1) WHERE id IN ({marks})",
@@ -296,9 +267,9 @@ class PoolMixin(StoreBase):
         )
         tail = f"LIMIT {int(limit)}" if limit else ""
         rows = self._query(
-            f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE {where} ORDER BY rowid {tail}", params
+            f"SELECT {EXAMPLE_COLUMNS} FROM examples WHERE {where} ORDER BY rowid {tail}", params
         )
-        return [_row_to_example(r) for r in rows]
+        return [row_to_example(r) for r in rows]
 
     def count_pending(self, round: int, stage: str, **filters: Any) -> int:
         """How many examples `pending` would list with these filters (a stage's progress total)."""
@@ -423,7 +394,7 @@ class PoolMixin(StoreBase):
 
     def scores_for(self, ids: Sequence[str]) -> dict[str, list[Score]]:
         found: dict[str, list[Score]] = {i: [] for i in ids}
-        for chunk in _chunks(list(ids)):
+        for chunk in chunks(list(ids)):
             marks = ",".join("?" * len(chunk))
             for row in self.db.query(
                 f"SELECT * FROM scores WHERE example_id IN ({marks}) ORDER BY rowid", chunk
@@ -479,7 +450,7 @@ class PoolMixin(StoreBase):
     def _droppable(self, ids: Sequence[str]) -> list[str]:
         kept = sorted(KEPT_SOURCES)
         found: list[str] = []
-        for chunk in _chunks(list(dict.fromkeys(ids))):
+        for chunk in chunks(list(dict.fromkeys(ids))):
             marks = ",".join("?" * len(chunk))
             found.extend(
                 r["id"]
@@ -570,9 +541,9 @@ class PoolMixin(StoreBase):
 
     def children(self, id: str) -> list[Example]:
         rows = self._query(
-            f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE parent_id = ? ORDER BY rowid", [id]
+            f"SELECT {EXAMPLE_COLUMNS} FROM examples WHERE parent_id = ? ORDER BY rowid", [id]
         )
-        return [_row_to_example(r) for r in rows]
+        return [row_to_example(r) for r in rows]
 
     def lineage(self, id: str) -> dict[str, Any]:
         """An example's ancestry up to its seed, its descendants, scores and rejections."""
