@@ -42,7 +42,12 @@ def test_edit_distance_counts_a_transposition_once() -> None:
 def test_alpaca_extra_keys_are_kept_in_meta(tmp_path: Path) -> None:
     rows = [
         {"instruction": "Name a river.", "output": "The Nile.", "id": 7, "category": "geo"},
-        {"instruction": "列出三种水果。", "output": "苹果、香蕉、橙子", "类别": "常识", "tags": ["a"]},
+        {
+            "instruction": "列出三种水果。",
+            "output": "苹果、香蕉、橙子",
+            "类别": "常识",
+            "tags": ["a"],
+        },
         {"instruction": "Say hi.", "output": "Hi.", "response": "Hello.", "note": ""},
     ]
     path = tmp_path / "rows.jsonl"
