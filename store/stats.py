@@ -99,19 +99,17 @@ def pool_stats(conn: sqlite3.Connection) -> dict[str, Any]:
     finally:
         if own_transaction:
             conn.execute("COMMIT")
-    return {
-        "total": sum(by_status.values()),
-        "by_status": {s: by_status.get(s, 0) for s in STATUSES},
-        "by_source": by_source,
-        "by_round": by_round,
-        "rounds_finished": rounds,
-        "rejections": rejections,
-    }
+    return {**_summary(by_status, by_source, by_round, rejections), "rounds_finished": rounds}
 
 
 def pool_stats_counted(conn: sqlite3.Connection) -> dict[str, Any]:
     """`pool_stats` counted from the rows, whatever the triggers keep (tests compare both)."""
-    by_status, by_source, by_round, rejections = _counted(conn)
+    return _summary(*_counted(conn))
+
+
+def _summary(
+    by_status: dict[str, int], by_source: dict[str, int], by_round: dict[str, int], rejections: int
+) -> dict[str, Any]:
     return {
         "total": sum(by_status.values()),
         "by_status": {s: by_status.get(s, 0) for s in STATUSES},
