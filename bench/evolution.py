@@ -109,7 +109,9 @@ def plot(results: list[dict[str, Any]], out: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     colors = {"generator": "#1f6f8b", "responder": "#b5651d"}
-    for shift, result in zip((-0.08, 0.08), results, strict=False):
+    # Two arms sit either side of each tick so their intervals do not hide each other.
+    shifts = (-0.08, 0.08) if len(results) > 1 else (0.0,)
+    for shift, result in zip(shifts, results, strict=False):
         arm = result["arm"]
         points = [("base", result["base"]["prompt_strict"], False)] + [
             (row["version"], row["accuracy"]["prompt_strict"], row["promoted"])
@@ -128,10 +130,10 @@ def plot(results: list[dict[str, Any]], out: Path) -> Path:
             color=colors.get(arm),
             label=f"arm: {arm}",
         )
-        for x, y, point in zip(xs, ys, points, strict=True):
-            if point[2]:
+        for i, (x, y, point) in enumerate(zip(xs, ys, points, strict=True)):
+            if i > 0:  # the gate's verdict on each trained version
                 ax.annotate(
-                    "promoted",
+                    "promoted" if point[2] else "refused",
                     (x, y),
                     textcoords="offset points",
                     xytext=(4, 6),
