@@ -3,14 +3,18 @@ and the next round generates with it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from evoinstruct.agents.models.factory import ModelSet, build_model
+from evoinstruct.graph.config import RunConfig
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
-from evoinstruct.graph.project import init_project
-from evoinstruct.graph.round.deps import deps_for_project
+from evoinstruct.graph.project import Project, init_project
+from evoinstruct.graph.round.deps import Deps, deps_for_project
 from evoinstruct.graph.round.training import activate_student
 from evoinstruct.store.seeds import add_seed_file
 from tests.fake_teacher import scripted_teacher
@@ -20,32 +24,38 @@ def _is_generation_prompt(request) -> bool:
     return any(m["content"].startswith("Come up with a series") for m in request.messages)
 
 
-@pytest.mark.slow
-async def test_round_trains_promotes_and_the_student_generates_next(
-    tmp_path: Path, tiny_model_dir: Path
-) -> None:
+@dataclass
+class TrainingRun:
+    """A project whose student is the tiny model and whose other roles are the scripted
+    teacher, seeded in both languages."""
+
+    project: Project
+    config: RunConfig
+    teacher: Any
+    models: ModelSet
+    deps: Deps
+    builder: Callable[..., Any]
+
+
+def _training_run(tmp_path: Path, tiny_model_dir: Path, *overrides: str) -> TrainingRun:
     project = init_project(tmp_path / "proj")
-    overrides = [
-        f'models.student.path="{tiny_model_dir}"',
-        'models.student.device="cpu"',
-        f'trainer.base_model="{tiny_model_dir}"',
-        "trainer.train_every=1",
-        "trainer.train_min_new=1",
-        "trainer.max_steps=30",
-        "trainer.learning_rate=0.003",
-        "trainer.batch_size=8",
-        "trainer.grad_accumulation=1",
-        "trainer.save_steps=10",
-        'trainer.device="cpu"',
-        "trainer.heldout_fraction=0.2",
-        "trainer.max_length=256",
-        "generator.instance_decoding.max_tokens=32",
-        "generator.self_instruct_decoding.max_tokens=48",
-        "trainer.pairwise.enabled=true",
-        "trainer.pairwise.num_prompts=4",
-        "trainer.pairwise.max_tokens=16",
-    ]
-    config = project.load_config(overrides)
+    config = project.load_config(
+        [
+            f'models.student.path="{tiny_model_dir}"',
+            'models.student.device="cpu"',
+            f'trainer.base_model="{tiny_model_dir}"',
+            "trainer.train_every=1",
+            "trainer.train_min_new=1",
+            "trainer.batch_size=8",
+            "trainer.grad_accumulation=1",
+            'trainer.device="cpu"',
+            "trainer.heldout_fraction=0.2",
+            "trainer.max_length=256",
+            "generator.instance_decoding.max_tokens=32",
+            "generator.self_instruct_decoding.max_tokens=48",
+            *overrides,
+        ]
+    )
     teacher = scripted_teacher()
 
     def builder(cfg, cache=None):
@@ -55,6 +65,31 @@ async def test_round_trains_promotes_and_the_student_generates_next(
     deps = deps_for_project(project, config, models=models)
     for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
         add_seed_file(deps.store, project.root / "seeds" / name)
+    return TrainingRun(project, config, teacher, models, deps, builder)
+
+
+@pytest.mark.slow
+async def test_round_trains_promotes_and_the_student_generates_next(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    run = _training_run(
+        tmp_path,
+        tiny_model_dir,
+        "trainer.max_steps=30",
+        "trainer.learning_rate=0.003",
+        "trainer.save_steps=10",
+        "trainer.pairwise.enabled=true",
+        "trainer.pairwise.num_prompts=4",
+        "trainer.pairwise.max_tokens=16",
+    )
+    project, config, teacher, models, deps, builder = (
+        run.project,
+        run.config,
+        run.teacher,
+        run.models,
+        run.deps,
+        run.builder,
+    )
 
     events: list[dict] = []
     await Daemon(
@@ -104,36 +139,16 @@ async def test_round_trains_promotes_and_the_student_generates_next(
 async def test_round_gates_on_the_held_out_suite(tmp_path: Path, tiny_model_dir: Path) -> None:
     """With the verifiable gate the round's verdict comes from the suite, not the loss: the
     untuned base student answers it once, the new version once, the teacher once."""
-    project = init_project(tmp_path / "proj")
-    overrides = [
-        f'models.student.path="{tiny_model_dir}"',
-        'models.student.device="cpu"',
-        f'trainer.base_model="{tiny_model_dir}"',
-        "trainer.train_every=1",
-        "trainer.train_min_new=1",
+    run = _training_run(
+        tmp_path,
+        tiny_model_dir,
         "trainer.max_steps=10",
-        "trainer.batch_size=8",
-        "trainer.grad_accumulation=1",
-        'trainer.device="cpu"',
-        "trainer.heldout_fraction=0.2",
-        "trainer.max_length=256",
-        "generator.instance_decoding.max_tokens=32",
-        "generator.self_instruct_decoding.max_tokens=48",
         'trainer.gate.metric="verifiable"',
         "trainer.suite.tasks_per_language=3",
         "trainer.suite.max_tokens=8",
         "trainer.suite.bootstrap_samples=200",
-    ]
-    config = project.load_config(overrides)
-    teacher = scripted_teacher()
-
-    def builder(cfg, cache=None):
-        return build_model(cfg) if cfg.backend == "transformers" else teacher
-
-    models = ModelSet(config.models, config.roles, builder=builder)
-    deps = deps_for_project(project, config, models=models)
-    for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
-        add_seed_file(deps.store, project.root / "seeds" / name)
+    )
+    project, deps = run.project, run.deps
 
     await Daemon(project, deps, DaemonOptions(rounds=1)).run()
     evaluation = deps.store.model_version("v1")["metrics"]["evaluation"]
