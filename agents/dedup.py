@@ -19,15 +19,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 from pydantic import BaseModel, ConfigDict, Field
 
 from evoinstruct.agents.text import shingles, text_hash, tokenize
 from evoinstruct.store.errors import ConfigError
 
+if TYPE_CHECKING:
+    from datasketch import MinHash
+
 _SCHEME = "affine32"
+
+
+def _datasketch() -> ModuleType:
+    # Imported on first use: datasketch's package import pulls in its LSH family and
+    # scipy (0.75-0.9 s here), which a daemon's start must not wait for before its first
+    # model call.
+    import datasketch
+
+    return datasketch
 
 
 class DedupConfig(BaseModel):
@@ -72,7 +85,7 @@ def _optimal_bands(threshold: float, num_perm: int, recall_weight: float) -> tup
     # builds a scratch index.
     weights = (1.0 - recall_weight, recall_weight)
     try:
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+        lsh = _datasketch().MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
     except ValueError as err:  # e.g. a threshold so high that fewer than 2 bands fit
         raise ConfigError(f"near-dedup settings unusable: {err}", field="dedup") from err
     return lsh.b, lsh.r
@@ -80,7 +93,7 @@ def _optimal_bands(threshold: float, num_perm: int, recall_weight: float) -> tup
 
 @lru_cache(maxsize=16)
 def _template(num_perm: int, seed: int) -> MinHash:
-    return MinHash(num_perm=num_perm, seed=seed, scheme=_SCHEME)
+    return _datasketch().MinHash(num_perm=num_perm, seed=seed, scheme=_SCHEME)
 
 
 def signature_dtype(config: DedupConfig) -> np.dtype:
@@ -93,7 +106,9 @@ def minhash_signature(text: str, config: DedupConfig) -> np.ndarray | None:
     grams = shingles(tokenize(text), config.shingle_size)
     if not grams:
         return None
-    m = MinHash(permutations=_template(config.num_perm, config.seed).permutations, scheme=_SCHEME)
+    m = _datasketch().MinHash(
+        permutations=_template(config.num_perm, config.seed).permutations, scheme=_SCHEME
+    )
     m.update_batch([g.encode("utf-8") for g in sorted(grams)])
     return m.hashvalues.copy()
 
@@ -112,7 +127,9 @@ class DedupIndex:
 
     def __init__(self, config: DedupConfig | None = None) -> None:
         self.config = config or DedupConfig()
-        self._lsh = MinHashLSH(num_perm=self.config.num_perm, params=lsh_bands(self.config))
+        self._lsh = _datasketch().MinHashLSH(
+            num_perm=self.config.num_perm, params=lsh_bands(self.config)
+        )
         self._template = _template(self.config.num_perm, self.config.seed)
         self._by_hash: dict[str, str] = {}
         self._hash_of: dict[str, str] = {}
@@ -199,4 +216,6 @@ class DedupIndex:
         return None
 
     def _as_minhash(self, sig: np.ndarray) -> MinHash:
-        return MinHash(hashvalues=sig, permutations=self._template.permutations, scheme=_SCHEME)
+        return _datasketch().MinHash(
+            hashvalues=sig, permutations=self._template.permutations, scheme=_SCHEME
+        )

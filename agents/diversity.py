@@ -11,9 +11,9 @@
 * `hashed_tfidf` is the embedding used when no embedder is configured:
   character n-grams (2–4 by default, over the NFKC-casefolded text, so it
   works for Chinese, where character bigrams are word-like) hashed with a
-  stable CRC32 into `dim` buckets, sublinear TF (1 + ln tf) times smoothed
-  IDF (ln((1+N)/(1+df)) + 1) computed over the texts of the same call, rows
-  L2-normalized. It measures surface overlap, not meaning: two paraphrases
+  stable 64-bit polynomial hash into `dim` buckets, sublinear TF (1 + ln tf)
+  times smoothed IDF (ln((1+N)/(1+df)) + 1) computed over the texts of the
+  same call, rows L2-normalized. It measures surface overlap, not meaning: two paraphrases
   in different words look diverse to it. Vectors from different calls are
   not comparable (the IDF differs): embed candidates and references together.
 
@@ -22,10 +22,7 @@ Ties in scores or tag counts keep the input order, so results are deterministic.
 
 from __future__ import annotations
 
-import math
 import unicodedata
-import zlib
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -87,28 +84,96 @@ class DiversityResult:
 def hashed_tfidf(
     texts: Sequence[str], dim: int = 4096, ngram_range: tuple[int, int] = (2, 4)
 ) -> np.ndarray:
-    """L2-normalized hashed character n-gram TF-IDF rows (float32, shape len(texts) × dim)."""
+    """L2-normalized hashed character n-gram TF-IDF rows (float32, shape len(texts) × dim).
+
+    Vectorized over all texts at once: the selector embeds thousands of reference texts a
+    round, and a per-n-gram Python loop took 6.8 s for 2,000 of them at a 1M pool.
+    """
     lo, hi = ngram_range
-    counts: list[Counter[int]] = []
-    df: Counter[int] = Counter()
-    for text in texts:
-        chars = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-        grams = Counter(
-            zlib.crc32(chars[i : i + n].encode("utf-8")) % dim
-            for n in range(lo, hi + 1)
-            for i in range(len(chars) - n + 1)
-        )
-        if not grams and chars:  # shorter than the smallest n-gram: the text itself
-            grams[zlib.crc32(chars.encode("utf-8")) % dim] = 1
-        counts.append(grams)
-        df.update(grams.keys())
     n_docs = len(texts)
-    idf = {b: math.log((1 + n_docs) / (1 + d)) + 1.0 for b, d in df.items()}
     out = np.zeros((n_docs, dim), dtype=np.float32)
-    for row, grams in enumerate(counts):
-        for bucket, tf in grams.items():
-            out[row, bucket] = (1.0 + math.log(tf)) * idf[bucket]
+    if not n_docs:
+        return out
+    normalized = [_normalized_text(t) for t in texts]
+    found = [
+        _term_counts(normalized[i : i + _CHUNK], lo, hi, dim) for i in range(0, n_docs, _CHUNK)
+    ]
+    rows = np.concatenate([r + i * _CHUNK for i, (r, _, _) in enumerate(found)])
+    buckets = np.concatenate([b for _, b, _ in found])
+    tf = np.concatenate([t for _, _, t in found])
+    df = np.bincount(buckets, minlength=dim)
+    idf = np.log((1 + n_docs) / (1 + df)) + 1.0
+    out[rows, buckets] = (1.0 + np.log(tf)) * idf[buckets]
     return normalize_rows(out)
+
+
+# Texts counted at a time: one chunk's dense count table is _CHUNK × dim int64 (16 MiB at
+# the default dim), so memory stays flat however many texts come.
+_CHUNK = 512
+
+
+def _term_counts(
+    normalized: Sequence[str], lo: int, hi: int, dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, bucket, count) of every bucket a text's n-grams fall in, rows within the chunk."""
+    points, lengths = _codepoints(normalized)
+    keys = [_gram_keys(points, lengths, n, dim) for n in range(lo, hi + 1)]
+    keys.append(_short_text_keys(normalized, lo, dim))
+    counts = np.bincount(np.concatenate(keys), minlength=len(normalized) * dim)
+    present = np.flatnonzero(counts)
+    rows, buckets = np.divmod(present, dim)
+    return rows, buckets, counts[present]
+
+
+def _normalized_text(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _codepoints(normalized: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """All texts' code points in one array, and each text's length."""
+    lengths = np.fromiter((len(t) for t in normalized), dtype=np.int64, count=len(normalized))
+    joined = "".join(normalized).encode("utf-32-le")
+    return np.frombuffer(joined, dtype=np.uint32).astype(np.uint64), lengths
+
+
+def _gram_keys(points: np.ndarray, lengths: np.ndarray, n: int, dim: int) -> np.ndarray:
+    """doc × dim + bucket for every character n-gram of every text."""
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    doc = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    offset = np.arange(len(points), dtype=np.int64) - starts[doc]
+    valid = offset <= (lengths[doc] - n)  # the n-gram ends inside its own text
+    padded = np.concatenate((points, np.zeros(n, dtype=np.uint64)))
+    windows = [padded[j : j + len(points)] for j in range(n)]
+    buckets = _bucket(windows, n, dim)
+    return doc[valid] * dim + buckets[valid]
+
+
+def _short_text_keys(normalized: Sequence[str], shortest: int, dim: int) -> np.ndarray:
+    """A text shorter than the smallest n-gram is one gram: the text itself."""
+    keys = []
+    for row, chars in enumerate(normalized):
+        if 0 < len(chars) < shortest:
+            points = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+            bucket = _bucket([points[j : j + 1] for j in range(len(points))], len(points), dim)
+            keys.append(row * dim + int(bucket[0]))
+    return np.asarray(keys, dtype=np.int64)
+
+
+_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime
+
+
+def _bucket(windows: Sequence[np.ndarray], n: int, dim: int) -> np.ndarray:
+    """Stable hash of each n-gram (code point windows) into [0, dim): a polynomial over the
+    code points, salted with n, finished with splitmix64 so every bit mixes."""
+    h = np.full(len(windows[0]), np.uint64(n), dtype=np.uint64)
+    for column in windows:
+        h = h * _MULTIPLIER + column
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return (h % np.uint64(dim)).astype(np.int64)
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:

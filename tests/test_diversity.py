@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import unicodedata
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -67,6 +71,59 @@ def test_hashed_tfidf_fallback_english_and_chinese() -> None:
     assert np.allclose(np.linalg.norm(vectors[:6], axis=1), 1.0, atol=1e-5)
     assert not vectors[6].any()
     assert np.array_equal(vectors, hashed_tfidf(texts, dim=2048))  # deterministic
+
+
+def _reference_tfidf(texts: list[str], dim: int, lo: int, hi: int) -> np.ndarray:
+    """The embedding written out gram by gram: what the vectorized one must equal."""
+    mask = (1 << 64) - 1
+
+    def bucket(gram: str) -> int:
+        h = len(gram)
+        for ch in gram:
+            h = (h * 0x100000001B3 + ord(ch)) & mask
+        h ^= h >> 30
+        h = (h * 0xBF58476D1CE4E5B9) & mask
+        h ^= h >> 27
+        h = (h * 0x94D049BB133111EB) & mask
+        h ^= h >> 31
+        return h % dim
+
+    counts = []
+    for text in texts:
+        chars = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+        grams = Counter(
+            bucket(chars[i : i + n]) for n in range(lo, hi + 1) for i in range(len(chars) - n + 1)
+        )
+        if not grams and chars:
+            grams[bucket(chars)] = 1
+        counts.append(grams)
+    df = Counter(b for grams in counts for b in grams)
+    out = np.zeros((len(texts), dim), dtype=np.float64)
+    for row, grams in enumerate(counts):
+        for b, tf in grams.items():
+            out[row, b] = (1 + math.log(tf)) * (math.log((1 + len(texts)) / (1 + df[b])) + 1)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms == 0, 1, norms)
+
+
+@pytest.mark.parametrize("chunk", [512, 3])
+def test_hashed_tfidf_equals_the_gram_by_gram_definition(monkeypatch, chunk: int) -> None:
+    import evoinstruct.agents.diversity as diversity
+
+    monkeypatch.setattr(diversity, "_CHUNK", chunk)  # IDF spans chunks: counted texts at once
+    texts = [
+        "Write a poem about the sea at night.",
+        "  Ｆｕｌｌ-width   ＡＢＣ and  spaces  ",
+        "请写一首关于春天的诗，描写花开和细雨。",
+        "混合 mixed 文本 text 🙂 emoji",
+        "a",
+        "好",
+        "",
+        "ab ab ab ab ab",
+    ]
+    for lo, hi in [(2, 4), (1, 3), (3, 3)]:
+        fast = hashed_tfidf(texts, dim=512, ngram_range=(lo, hi))
+        assert np.allclose(fast, _reference_tfidf(texts, 512, lo, hi), atol=1e-6)
 
 
 def test_instag_complexity_first_with_passes() -> None:

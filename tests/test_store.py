@@ -124,6 +124,40 @@ def test_sample_demos_mixes_human_and_machine(store) -> None:
     assert [d.id for d in demos] == [d.id for d in store.sample_demos(6, 2, random.Random(0))]
 
 
+@pytest.mark.parametrize("probing", [False, True])
+def test_sampling_is_uniform_over_matching_rows_by_scan_or_probe(
+    store, monkeypatch, probing: bool
+) -> None:
+    import evoinstruct.store.pool as pool
+
+    if probing:  # the path pools past SAMPLE_SCAN_ROWS take, on a pool this test can hold
+        monkeypatch.setattr(pool, "SAMPLE_SCAN_ROWS", 0)
+    ids = store.add_candidates([ExampleDraft(f"Task {i}", output="ok") for i in range(90)], 1).ids
+    accepted = ids[::3]  # 30 of 90 rows match
+    store.set_status(accepted, "accepted")
+    rng = random.Random(7)
+    hits = dict.fromkeys(accepted, 0)
+    for _ in range(600):
+        drawn = store.sample_accepted(5, rng)
+        assert len(drawn) == 5 == len(set(drawn)) and set(drawn) <= set(accepted)
+        for i in drawn:
+            hits[i] += 1
+    # 3,000 draws over 30 rows: 100 each expected; a skew toward rowid order would show.
+    assert min(hits.values()) > 60 and max(hits.values()) < 140
+    assert store.sample_accepted(5, random.Random(1)) == store.sample_accepted(5, random.Random(1))
+    assert sorted(store.sample_accepted(50, random.Random(2))) == sorted(accepted)  # all of them
+
+
+def test_probing_gives_way_to_a_read_when_matches_are_rare(store, monkeypatch) -> None:
+    import evoinstruct.store.pool as pool
+
+    monkeypatch.setattr(pool, "SAMPLE_SCAN_ROWS", 0)
+    ids = store.add_candidates([ExampleDraft(f"Job {i}", output="ok") for i in range(400)], 1).ids
+    store.set_status([ids[123]], "accepted")  # one row in 400: probing would rarely find it
+    assert store.sample_accepted(1, random.Random(0)) == [ids[123]]
+    assert store.sample_evolvable(3, 4, random.Random(0)) == [ids[123]]
+
+
 def test_tag_counts_count_the_accepted_pool_only(store) -> None:
     drafts = [
         ExampleDraft("Write a poem.", output="ok", meta={"tags": ["poem", "creat writ"]}),
