@@ -16,6 +16,12 @@ verdicts and the selector drops it naming the failing constraint: one place
 decides, and the record of what was tried stays with the example
 (`meta["rejection_sampling"]`: answers drawn, the indexes that passed, the
 one kept).
+
+With `repair` on, a draw where no answer passes gets one more chance: the
+deterministic fixes of the format constraints an answer fails (lowercase it,
+wrap it in quotes, append the end phrase...) are applied to each usable
+answer, best first, and the first that then passes every constraint is kept
+as repaired; the record lists the constraint ids repaired (`"repaired"`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evoinstruct.agents.constraints import Constraint, check_all
+from evoinstruct.agents.constraints import Constraint, all_passed, check_all, repair_all
 from evoinstruct.agents.models.base import (
     ChatModel,
     ChatRequest,
@@ -82,6 +88,10 @@ class ResponderConfig(BaseModel):
         gt=0,
         description="Temperature of those draws; unset: `temperature` (at 0 a single answer is drawn, the copies would be identical).",
     )
+    repair: bool = Field(
+        False,
+        description="Programmatic repair: when no drawn answer passes, apply the deterministic fixes of the failing constraints that have one to each usable answer, best first, and keep the first that then passes every constraint; meta records it.",
+    )
 
     def sampling(self, constrained: bool) -> tuple[float, int]:
         """(temperature, n) of a request for an instruction with or without constraints."""
@@ -133,28 +143,56 @@ def _usable(choice: Choice, config: ResponderConfig) -> bool:
 
 def pick_sample(
     choices: list[Choice], constraints: list[Constraint], config: ResponderConfig
-) -> tuple[int, dict[str, Any]]:
-    """The answer to keep among `choices` and the record of the draw.
+) -> tuple[int, dict[str, Any], str]:
+    """The answer to keep among `choices`, the record of the draw, and the text to keep.
 
     The first usable answer passing every constraint (strict check); failing
-    that, the usable one passing most (the earliest on a tie), which the
-    selector will drop; with no usable answer, the first, which the caller
-    rejects as truncated or empty.
+    that, with `config.repair`, the first usable one, best first, that passes
+    every constraint once repaired, its text the repaired one and its record
+    naming the constraint ids repaired (`"passing"` and `"kept_passes"` still
+    describe the answers as drawn); failing that, the usable one passing most
+    (the earliest on a tie), which the selector will drop; with no usable
+    answer, the first, which the caller rejects as truncated or empty.
     """
+    texts = [c.text.strip() for c in choices]
     passes = [
-        sum(r.passed for r in check_all(constraints, c.text.strip())) if _usable(c, config) else -1
-        for c in choices
+        sum(r.passed for r in check_all(constraints, text)) if _usable(c, config) else -1
+        for c, text in zip(choices, texts, strict=True)
     ]
     passing = [i for i, n in enumerate(passes) if n == len(constraints)]
     kept = passing[0] if passing else max(range(len(choices)), key=lambda i: (passes[i], -i))
-    record = {
+    text = texts[kept]
+    repaired: list[str] = []
+    if not passing and config.repair:
+        fixed = _repaired_sample(texts, passes, constraints)
+        if fixed is not None:
+            kept, text, repaired = fixed
+    record: dict[str, Any] = {
         "drawn": len(choices),
         "passing": passing,
         "kept": kept,
         "kept_passes": max(passes[kept], 0),
         "constraints": len(constraints),
     }
-    return kept, record
+    if repaired:
+        record["repaired"] = repaired
+    return kept, record, text
+
+
+def _repaired_sample(
+    texts: list[str], passes: list[int], constraints: list[Constraint]
+) -> tuple[int, str, list[str]] | None:
+    """(index, repaired text, constraint ids repaired) of the first usable answer, most
+    passes first, that passes every constraint after `repair_all`; None when none does."""
+    # Unusable answers (empty, or cut when truncation rejects) carry -1 and are never
+    # repaired: a fixed-up truncated answer is still truncated.
+    usable = sorted((i for i, n in enumerate(passes) if n >= 0), key=lambda i: (-passes[i], i))
+    for i in usable:
+        text, repaired = repair_all(constraints, texts[i])
+        text = text.strip()
+        if repaired and all_passed(check_all(constraints, text)):
+            return i, text, repaired
+    return None
 
 
 async def respond(
@@ -228,15 +266,20 @@ def _take_answer(
     provenance: dict[str, str],
 ) -> None:
     meta: dict[str, Any] = {**item.meta, **provenance}
-    index = 0
+    index, answer = 0, result.choices[0].text.strip()
     if constraints:
-        index, record = pick_sample(result.choices, constraints, config)
+        # The answer is pick_sample's text: a repaired answer differs from the drawn one.
+        index, record, answer = pick_sample(result.choices, constraints, config)
         meta[SAMPLING_KEY] = record
         outcome.counters["constrained"] += 1
         outcome.counters["samples"] += record["drawn"]
-        outcome.counters["sampling_passed" if record["passing"] else "sampling_failed"] += 1
+        if record["passing"]:
+            outcome.counters["sampling_passed"] += 1
+        elif record.get("repaired"):
+            outcome.counters["sampling_repaired"] += 1
+        else:
+            outcome.counters["sampling_failed"] += 1
     choice = result.choices[index]
-    answer = choice.text.strip()
     truncated = choice.finish_reason == "length"
     if truncated and config.on_truncated == "reject":
         outcome.reject("truncated", item, evidence="finish_reason=length", raw_output=choice.text)

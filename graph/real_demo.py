@@ -3,8 +3,9 @@
 `evoinstruct demo --real` and `bench/evolution.py` share these settings: what makes a weak
 model produce something worth keeping. Sampled decoding; verifiable constraints attached by
 the evolver and checked in code, so no capable judge is needed (a 135M judge parses as a
-score about one time in ten); rejection sampling by the responder; a LoRA version trained
-every round; and the promotion gate deciding on the project's held-out verifiable suite.
+score about one time in ten); rejection sampling by the responder, with format constraints
+repaired in code when no answer meets them; a LoRA version trained every round; and the
+promotion gate deciding on the project's held-out verifiable suite.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
         f"evolver.verifiable.max_count={settings.max_constraints}",
         f"responder.on_truncated={json.dumps('keep' if settings.keep_truncated else 'reject')}",
         "responder.verifiable_temperature=0.8",
+        # A 135M model never writes all-lowercase or wraps an answer in quotes by chance; the
+        # repaired, re-verified answers are what teach it those formats.
+        "responder.repair=true",
         f"responder.max_tokens={settings.answer_tokens}",
         "critic.judge.enabled=false",
         "critic.ifd.enabled=false",

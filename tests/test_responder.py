@@ -1,4 +1,5 @@
-"""Responder: the template, the system prompt bank, and end-to-end runs."""
+"""Responder: the template, the system prompt bank, end-to-end runs, and programmatic repair
+of constrained answers."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from random import Random
 
 import pytest
 
+from evoinstruct.agents.constraints import Constraint, all_passed, check_all, dump_constraints
 from evoinstruct.agents.models.base import Choice, Failure, Generation
 from evoinstruct.agents.responder import (
+    SAMPLING_KEY,
     ResponderConfig,
     build_messages,
     load_bank,
+    pick_sample,
     pick_system_prompt,
     respond,
 )
@@ -156,3 +160,101 @@ async def test_respond_with_nothing_to_answer_makes_no_call() -> None:
         [ExampleDraft("Q", output="A")], model, PromptLibrary("en"), ResponderConfig(), Random(0)
     )
     assert model.calls == [] and len(outcome.skipped) == 1
+
+
+# --- programmatic repair -------------------------------------------------------------------
+
+LOWER = Constraint("change_case:english_lowercase")
+NO_COMMA = Constraint("punctuation:no_comma")
+QUOTED = Constraint("startend:quotation")
+END = Constraint("startend:end_checker", {"end_phrase": "Is there anything else I can help with?"})
+SHORT = Constraint("length_constraints:number_words", {"relation": "less than", "num_words": 5})
+REPAIR = ResponderConfig(repair=True)
+
+
+def drawn(*texts: str, finish: str = "stop") -> list[Choice]:
+    return [Choice(t, finish) for t in texts]
+
+
+def test_a_passing_sample_is_preferred_over_repairing_an_earlier_one() -> None:
+    # The first fails lowercase and could be repaired; the second passes as drawn.
+    choices = drawn("Tides rise and fall.", "tides rise and fall.")
+    index, record, text = pick_sample(choices, [LOWER, NO_COMMA], REPAIR)
+    assert (index, text) == (1, "tides rise and fall.")
+    assert record["passing"] == [1] and "repaired" not in record
+
+
+def test_repair_tries_the_best_answer_first_and_keeps_the_repaired_text() -> None:
+    choices = drawn("Tides, Mostly.", "Tides come from the Moon.", "Tides Rise.")
+    index, record, text = pick_sample(choices, [LOWER, NO_COMMA, END], REPAIR)
+    # Answers 1 and 2 pass one constraint (no comma) each; the earlier wins the tie.
+    assert index == 1
+    assert text == "tides come from the moon.\nis there anything else i can help with?"
+    assert all_passed(check_all([LOWER, NO_COMMA, END], text))
+    assert record == {
+        "drawn": 3,
+        "passing": [],
+        "kept": 1,
+        "kept_passes": 1,
+        "constraints": 3,
+        "repaired": [END.id, LOWER.id],
+    }
+
+
+def test_a_truncated_answer_is_never_repaired_when_truncation_rejects() -> None:
+    cut = drawn("Tides come from the Moon and", finish="length")
+    index, record, text = pick_sample(cut, [LOWER], REPAIR)
+    assert (index, text) == (0, "Tides come from the Moon and") and "repaired" not in record
+    # With a usable answer beside it, that one is repaired, not the cut one.
+    choices = [*cut, Choice("Tides, Briefly.", "stop")]
+    index, record, text = pick_sample(choices, [LOWER], REPAIR)
+    assert (index, text, record["repaired"]) == (1, "tides, briefly.", [LOWER.id])
+    keep = ResponderConfig(repair=True, on_truncated="keep")
+    index, record, text = pick_sample(cut, [LOWER], keep)
+    assert (index, text, record["repaired"]) == (0, "tides come from the moon and", [LOWER.id])
+
+
+def test_lowercase_end_phrase_and_quotes_pass_together_after_repair() -> None:
+    constraints = [QUOTED, END, LOWER]
+    _, record, text = pick_sample(drawn("The Moon pulls the sea."), constraints, REPAIR)
+    assert text == '"the moon pulls the sea.\nis there anything else i can help with?"'
+    assert all_passed(check_all(constraints, text))
+    assert record["repaired"] == [END.id, LOWER.id, QUOTED.id]
+
+
+def test_a_failing_constraint_without_a_repair_means_no_repair_is_kept() -> None:
+    choices = drawn("The Moon Pulls The Whole Sea.", "The Sea Rises Twice Daily Here.")
+    today = pick_sample(choices, [SHORT, LOWER], ResponderConfig())
+    index, record, text = pick_sample(choices, [SHORT, LOWER], REPAIR)
+    assert (index, record, text) == today
+    assert text == "The Moon Pulls The Whole Sea." and "repaired" not in record
+
+
+def test_repair_off_is_todays_rejection_sampling() -> None:
+    choices = drawn("  Tides, Mostly.  ", "Tides come from the Moon.")
+    index, record, text = pick_sample(choices, [LOWER, NO_COMMA], ResponderConfig())
+    assert (index, text) == (1, "Tides come from the Moon.")
+    assert record == {"drawn": 2, "passing": [], "kept": 1, "kept_passes": 1, "constraints": 2}
+    assert ResponderConfig().repair is False
+
+
+async def test_respond_stores_the_repaired_answer_and_counts_it() -> None:
+    constraints = [QUOTED, LOWER]
+    items = [
+        ExampleDraft("Explain tides.", meta={"constraints": dump_constraints(constraints)}),
+        ExampleDraft("Explain waves.", meta={"constraints": dump_constraints([SHORT])}),
+    ]
+    replies = [
+        Generation(choices=drawn("Tides Come From The Moon.", "")),
+        Generation(choices=drawn("Waves are moved by the wind over the sea.")),
+    ]
+    config = ResponderConfig(repair=True, verifiable_samples=2)
+    outcome = await respond(items, ScriptedModel(replies), PromptLibrary("en"), config, Random(0))
+    repaired, unrepairable = outcome.answered
+    assert repaired.output == '"tides come from the moon."'
+    assert repaired.meta[SAMPLING_KEY]["repaired"] == [LOWER.id, QUOTED.id]
+    assert repaired.meta[SAMPLING_KEY]["passing"] == [] and repaired.meta[SAMPLING_KEY]["kept"] == 0
+    assert unrepairable.output == "Waves are moved by the wind over the sea."
+    assert "repaired" not in unrepairable.meta[SAMPLING_KEY]
+    assert outcome.counters["sampling_repaired"] == 1 and outcome.counters["sampling_failed"] == 1
+    assert outcome.counters["sampling_passed"] == 0 and outcome.rejections == []

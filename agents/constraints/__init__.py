@@ -5,6 +5,7 @@
     picks = sample_constraints(Random(7), "zh", 2, instruction)   # evolver
     prompt = instruction + "\\n\\n" + describe_all(picks, "zh")
     results = check_all(picks, response)                          # responder / critic
+    fixed, ids = repair_all(picks, response)                      # responder, then re-check
     meta["constraints"] = dump_constraints(picks)                 # store
 
 Ids and parameter names are IFEval's (`length_constraints:number_words`,
@@ -39,6 +40,7 @@ from evoinstruct.agents.constraints.registry import (
     LANGUAGES,
     REGISTRY,
     RELATIONS,
+    REPAIR_ORDER,
     CheckResult,
     Constraint,
     ConstraintType,
@@ -50,6 +52,7 @@ from evoinstruct.agents.constraints.registry import (
     dump_constraints,
     get_type,
     load_constraints,
+    repair_all,
 )
 from evoinstruct.agents.constraints.sampling import (
     find_conflicts,
@@ -64,6 +67,7 @@ __all__ = [
     "LANGUAGES",
     "REGISTRY",
     "RELATIONS",
+    "REPAIR_ORDER",
     "CheckResult",
     "Constraint",
     "ConstraintType",
@@ -83,6 +87,7 @@ __all__ = [
     "load_constraints",
     "parse_ifeval_row",
     "read_ifeval",
+    "repair_all",
     "sample_constraint",
     "sample_constraints",
     "sampleable",

@@ -4,10 +4,14 @@ Case rules look at Latin letters only (Han characters have no case), so they
 are sampled for English instructions alone. no_comma counts the Chinese
 commas ， and 、 as commas: a Chinese answer "without commas" that uses them
 has not followed the instruction.
+
+Lowercase, capitals and no_comma have repairs: changing the case, or taking
+the commas out, meets them and leaves every word in place.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +25,12 @@ from evoinstruct.agents.constraints.registry import (
     counted,
     register,
 )
-from evoinstruct.agents.constraints.text import all_caps_words, comma_count, latin_letters
+from evoinstruct.agents.constraints.text import (
+    COMMAS,
+    all_caps_words,
+    comma_count,
+    latin_letters,
+)
 
 ENGLISH = frozenset({"en"})
 CASE = frozenset({"case"})
@@ -58,6 +67,7 @@ register(
         sampler=lambda ctx: {},
         checker=_check_lowercase,
         groups=CASE,
+        repair=lambda response, p: response.lower(),
         conflicts=_CASE_SENSITIVE,
     )
 )
@@ -85,6 +95,7 @@ register(
         sampler=lambda ctx: {},
         checker=_check_uppercase,
         groups=CASE,
+        repair=lambda response, p: response.upper(),
         conflicts=_CASE_SENSITIVE,
     )
 )
@@ -127,6 +138,23 @@ def _check_no_comma(response: str, p: Mapping[str, Any]) -> CheckResult:
     return CheckResult(True, "no commas")
 
 
+_COMMA_CLASS = "[" + re.escape("".join(sorted(COMMAS))) + "]"
+# A comma next to white space or at the end of a line is dropped ("a, b" -> "a b"), and
+# so is a thousands separator ("1,000" -> "1000"); any other comma becomes a space. That
+# includes the Chinese ， and 、: "苹果 香蕉" keeps the pause the comma marked, while
+# "；" would join the clauses more heavily and "。" would split them into sentences. A
+# space is counted by no checker (not a word, a character or a sentence end), so the
+# only count the repair moves is that of the characters the commas took.
+_DROPPED_COMMA = re.compile(
+    rf"(?<=\s){_COMMA_CLASS}|{_COMMA_CLASS}(?=\s|$)|(?<=\d),(?=\d{{3}}(?!\d))", re.MULTILINE
+)
+_COMMA = re.compile(_COMMA_CLASS)
+
+
+def _repair_no_comma(response: str, p: Mapping[str, Any]) -> str:
+    return _COMMA.sub(" ", _DROPPED_COMMA.sub("", response))
+
+
 register(
     ConstraintType(
         id="punctuation:no_comma",
@@ -139,5 +167,6 @@ register(
         sampler=lambda ctx: {},
         checker=_check_no_comma,
         clashes_with_text=lambda p, text: comma_count(text) > 0,
+        repair=_repair_no_comma,
     )
 )

@@ -3,6 +3,9 @@ postscript, a fixed yes/no/maybe answer, two responses.
 
 Counting follows IFEval where it is explicit: bullets and list items are
 counted exactly, highlights, sections and placeholders as "at least".
+
+The postscript has a repair: a short generic line after the marker, in the
+answer's language.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from evoinstruct.agents.constraints.registry import (
     exactly,
     register,
 )
+from evoinstruct.agents.constraints.text import has_cjk, script_shares
 from evoinstruct.agents.constraints.vocab import POSTSCRIPT_MARKERS, SECTION_SPLITERS, pick_phrase
 
 BOTH = frozenset({"en", "zh"})
@@ -238,6 +242,22 @@ def _check_postscript(response: str, p: Mapping[str, Any]) -> CheckResult:
     return CheckResult(False, f"no line starts with {p['postscript_marker']}")
 
 
+POSTSCRIPT_LINES = {"en": "I hope this helps.", "zh": "希望对你有帮助。"}
+
+
+def _repair_postscript(response: str, p: Mapping[str, Any]) -> str:
+    if _check_postscript(response, p).passed:
+        return response
+    # By the larger share of script, as the response-language check counts, not by any
+    # CJK at all: an English answer that quotes one Chinese name is still English.
+    shares = script_shares(response)
+    line = POSTSCRIPT_LINES["zh" if shares["zh"] > shares["en"] else "en"]
+    marker = p["postscript_marker"]
+    # "附言：希望……" as Chinese writes it; a Latin marker ("P.S.") takes a space.
+    separator = "：" if has_cjk(marker[-1]) else " "
+    return f"{response.rstrip()}\n\n{marker}{separator}{line}"
+
+
 def _sample_postscript(ctx: SampleContext) -> dict[str, Any]:
     return {"postscript_marker": pick_phrase(ctx, POSTSCRIPT_MARKERS[ctx.language])}
 
@@ -254,6 +274,7 @@ register(
         sampler=_sample_postscript,
         checker=_check_postscript,
         groups=frozenset({"end"}),
+        repair=_repair_postscript,
         # A postscript set off by a blank line or *** reads as one more paragraph.
         conflicts=frozenset(
             {

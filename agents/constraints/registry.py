@@ -6,6 +6,11 @@ draws concrete parameters, and a checker. A `Constraint` is one rule with its
 parameters fixed (`{"id": "length_constraints:number_words", "params":
 {"relation": "less than", "num_words": 100}}`), the form stored on an example.
 
+A few format types also carry a `repair`, a deterministic rewrite that makes
+a response meet them (lowercase it, wrap it in quotes, append the end
+phrase); `repair_all` applies those of the constraints a response fails, in
+`REPAIR_ORDER`, and the caller re-checks every constraint on the result.
+
 Family modules (length, keywords, formats, case, startend, language) register
 their types on import; importing `evoinstruct.agents.constraints` loads all.
 """
@@ -120,6 +125,24 @@ class SampleContext:
 
 Sampler = Callable[[SampleContext], dict[str, Any]]
 Checker = Callable[[str, Mapping[str, Any]], CheckResult]
+Repair = Callable[[str, Mapping[str, Any]], str]
+
+# The order repairs run in when a response fails several constraints. Edits of the
+# content come first: commas go before any fixed text is added (a repeated request or an
+# end phrase must stay verbatim), and the end phrase follows the postscript so that it
+# stays last. Case changes come next so that the English text just added is in the
+# required case as well; the end, postscript and repeat checks ignore case, so a case
+# change cannot break them. Wrapping quotes go last: every later append would land
+# outside them, while the end check looks past them.
+REPAIR_ORDER: tuple[str, ...] = (
+    "punctuation:no_comma",
+    "combination:repeat_prompt",
+    "detectable_content:postscript",
+    "startend:end_checker",
+    "change_case:english_lowercase",
+    "change_case:english_capital",
+    "startend:quotation",
+)
 
 
 def _no_text(params: Mapping[str, Any]) -> list[str]:
@@ -145,6 +168,9 @@ class ConstraintType:
     phrase); `clashes_with_text` says whether a response containing that text
     would break this constraint (a forbidden word, a comma under no_comma), so
     sampling can reject impossible combinations.
+    `repair` (response, params) -> response, when set, rewrites a failing
+    response so that this checker passes on it; it leaves the meaning alone
+    and is only given to format rules a fixed edit can meet.
     """
 
     id: str
@@ -159,6 +185,7 @@ class ConstraintType:
     clashes_with_text: Callable[[Mapping[str, Any], str], bool] = _never
     validate: Callable[[Mapping[str, Any]], None] = _no_extra_checks
     needs_instruction: bool = False
+    repair: Repair | None = None
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -230,6 +257,9 @@ def register(ctype: ConstraintType) -> ConstraintType:
     missing = [lang for lang in LANGUAGES if lang not in ctype.templates]
     if missing:
         raise ValueError(f"{ctype.id}: no description template for {missing}")
+    if ctype.repair is not None and ctype.id not in REPAIR_ORDER:
+        # Where a repair runs among the others decides which combinations it can fix.
+        raise ValueError(f"{ctype.id}: has a repair but no place in REPAIR_ORDER")
     REGISTRY[ctype.id] = ctype
     return ctype
 
@@ -325,6 +355,27 @@ def check_all(
 def all_passed(results: Iterable[CheckResult]) -> bool:
     """True when every result passed (and vacuously for none)."""
     return all(r.passed for r in results)
+
+
+def repair_all(constraints: Iterable[Constraint], response: str) -> tuple[str, list[str]]:
+    """`response` after the repairs of the constraints it fails, and the ids repaired.
+
+    Repairs run in REPAIR_ORDER and each constraint is checked on the text as
+    the earlier repairs left it, so an end phrase appended before a lowercase
+    repair is lowercased with the rest even when the answer was lowercase as
+    drawn. Nothing guarantees the result passes (a constraint without a
+    repair may still fail, or a repair may break it): re-check it.
+    """
+    repairable = [c for c in constraints if c.type.repair is not None]
+    repairable.sort(key=lambda c: REPAIR_ORDER.index(c.id))
+    text = response
+    repaired: list[str] = []
+    for constraint in repairable:
+        repair = constraint.type.repair
+        if repair is not None and not constraint.check(text).passed:
+            text = repair(text, constraint.params)
+            repaired.append(constraint.id)
+    return text, repaired
 
 
 def describe_all(constraints: Iterable[Constraint], language: str) -> str:

@@ -2,6 +2,9 @@
 
 Phrases compare after `normalize_phrase` (case, white space, full-width
 forms), so "还有什么可以帮您的吗?" meets an end phrase written with "？".
+
+The end phrase, the quotes and the repeated request have repairs (append,
+wrap, prepend); each leaves a response that already passes as it is.
 """
 
 from __future__ import annotations
@@ -56,11 +59,28 @@ register(
 )
 
 
+def _wrapped(body: str) -> bool:
+    return len(body) > 1 and body[0] in '"“' and body[-1] in '"”'
+
+
 def _check_end(response: str, p: Mapping[str, Any]) -> CheckResult:
     body = normalize_phrase(response.strip().strip(_QUOTES))
     if body.endswith(normalize_phrase(p["end_phrase"])):
         return CheckResult(True, "ends with the phrase")
     return CheckResult(False, f"ends with {_excerpt(response.strip()[-30:])}")
+
+
+def _repair_end(response: str, p: Mapping[str, Any]) -> str:
+    if _check_end(response, p).passed:
+        return response
+    body = response.strip()
+    # A line of its own: the answer's last sentence may be unfinished or unpunctuated,
+    # and the phrase should not read as its continuation.
+    if _wrapped(body):
+        # The check looks past wrapping quotes, so the phrase goes inside them and an
+        # answer asked to be quoted stays quoted.
+        return f"{body[:-1].rstrip()}\n{p['end_phrase']}{body[-1]}"
+    return f"{body}\n{p['end_phrase']}"
 
 
 register(
@@ -75,16 +95,23 @@ register(
         sampler=lambda ctx: {"end_phrase": pick_phrase(ctx, END_PHRASES[ctx.language])},
         checker=_check_end,
         groups=END,
+        repair=_repair_end,
         required_text=lambda p: [p["end_phrase"]],
     )
 )
 
 
 def _check_quotation(response: str, p: Mapping[str, Any]) -> CheckResult:
-    body = response.strip()
-    if len(body) > 1 and body[0] in '"“' and body[-1] in '"”':
+    if _wrapped(response.strip()):
         return CheckResult(True, "wrapped in double quotes")
     return CheckResult(False, "not wrapped in double quotes")
+
+
+def _repair_quotation(response: str, p: Mapping[str, Any]) -> str:
+    body = response.strip()
+    # Straight ASCII quotes in either language: the check takes them at both ends,
+    # where a CJK pair must open with “ and close with ”.
+    return response if _wrapped(body) else f'"{body}"'
 
 
 register(
@@ -99,6 +126,7 @@ register(
         sampler=lambda ctx: {},
         checker=_check_quotation,
         groups=START,
+        repair=_repair_quotation,
     )
 )
 
@@ -107,6 +135,13 @@ def _check_repeat(response: str, p: Mapping[str, Any]) -> CheckResult:
     if normalize_phrase(response).startswith(normalize_phrase(p["prompt_to_repeat"])):
         return CheckResult(True, "starts by repeating the request")
     return CheckResult(False, f"does not start with the request; starts {_excerpt(response)}")
+
+
+def _repair_repeat(response: str, p: Mapping[str, Any]) -> str:
+    if _check_repeat(response, p).passed:
+        return response
+    # A blank line sets the repeated request apart from the answer that follows it.
+    return f"{p['prompt_to_repeat']}\n\n{response.lstrip()}"
 
 
 def _sample_repeat(ctx: SampleContext) -> dict[str, Any]:
@@ -125,6 +160,7 @@ register(
         sampler=_sample_repeat,
         checker=_check_repeat,
         groups=START,
+        repair=_repair_repeat,
         required_text=lambda p: [p["prompt_to_repeat"]],
         needs_instruction=True,
     )
