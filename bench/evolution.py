@@ -54,6 +54,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         max_constraints=args.max_constraints,
         keep_truncated=args.keep_truncated,
         answer_tokens=args.answer_tokens,
+        operations=tuple(args.operations.split(",")),
         student_serves=("generator", "responder") if arm == "responder" else ("generator",),
     )
     root = Path(args.out) / arm
@@ -171,6 +172,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60, help="LoRA optimizer steps per version")
     parser.add_argument("--suite", type=int, default=80, help="held-out English suite prompts")
     parser.add_argument("--max-constraints", type=int, default=3, help="constraints per child")
+    parser.add_argument(
+        "--operations",
+        default="add_verifiable,add_constraints",
+        help="evolver operations, comma-separated (add_verifiable needs no model call)",
+    )
     parser.add_argument(
         "--keep-truncated", action="store_true", help="check and keep answers cut at the limit"
     )

@@ -44,6 +44,10 @@ class RealSettings:
     # budget near it are what the student should learn; a longer budget mostly buys rambling.
     answer_tokens: int = 320
     student_serves: Sequence[str] = ("generator",)
+    # Half the children need no rewrite by the model (a 135M model copies the template's
+    # words into most rewrites, which rule 4 rejects); add_verifiable alone spends every
+    # model call of a round on answers.
+    operations: Sequence[str] = ("add_verifiable", "add_constraints")
 
 
 def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
@@ -61,9 +65,7 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
         "loop.generate_calls=1",
         f"loop.evolve_per_round={settings.evolve}",
         "loop.rewrite=false",
-        # Half the children need no rewrite by the model (a 135M model copies the template's
-        # words into most rewrites, which rule 4 rejects).
-        'evolver.operations=["add_verifiable", "add_constraints"]',
+        f"evolver.operations={json.dumps(list(settings.operations))}",
         "evolver.equality_check=false",
         "evolver.max_tokens=320",
         "generator.self_instruct_decoding.max_tokens=400",
