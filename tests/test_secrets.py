@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from evoinstruct.agents.models.base import ChatRequest, Failure, Generation
 from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.openai_backend import SECRET_FRAGMENT, OpenAIChatModel, _Secret
+from evoinstruct.agents.models.openai_backend import OpenAIChatModel
+from evoinstruct.agents.models.secret import SECRET_FRAGMENT, Secret
 from evoinstruct.agents.models.structured import SchemaFailure, generate_structured
 from evoinstruct.graph.project import init_project
 from tests.daemon_helpers import ROOT, start_daemon
@@ -24,7 +25,7 @@ ENV = {"EVO_SECRET_KEY": KEY}
 
 
 def test_scrub_replaces_the_key_and_every_fragment_of_eight_or_more() -> None:
-    secret = _Secret(KEY)
+    secret = Secret(KEY)
     assert SECRET_FRAGMENT == 8 and len(MIDDLE) == 12
     assert secret.scrub(f"key={KEY}!") == "key=***!"
     assert secret.scrub(f"echo {MIDDLE} and {MIDDLE}.") == "echo *** and ***."
@@ -34,9 +35,9 @@ def test_scrub_replaces_the_key_and_every_fragment_of_eight_or_more() -> None:
     assert secret.scrub(KEY[0:9] + KEY[20:30]) == "***"
     assert secret.scrub(f"{KEY[:12]}...{KEY[-8:]}") == "***...***"
     assert secret.scrub("你好 " + MIDDLE + " 世界") == "你好 *** 世界"
-    assert secret.scrub("") == "" and repr(secret) == "_Secret(***)"
+    assert secret.scrub("") == "" and repr(secret) == "Secret(***)"
     # The dummy key of local servers scrubs nothing.
-    assert _Secret("EMPTY").scrub("EMPTY answers stay EMPTY") == "EMPTY answers stay EMPTY"
+    assert Secret("EMPTY").scrub("EMPTY answers stay EMPTY") == "EMPTY answers stay EMPTY"
 
 
 class Verdict(BaseModel):

@@ -24,7 +24,8 @@ import openai
 
 from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
 from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.openai_backend import _Secret, api_key_from_env
+from evoinstruct.agents.models.openai_backend import api_key_from_env
+from evoinstruct.agents.models.secret import Secret
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
 MISSING = "vllm is not installed: pip install 'evoinstruct[vllm]' (needs a GPU)"
@@ -166,7 +167,7 @@ async def load_lora_adapter(
     cfg = ModelConfig(backend="openai", base_url=base_url, model=name, api_key_env=api_key_env)
     key = api_key_from_env(cfg)
     # A server may echo the key in its refusal; the message reaches logs and the store.
-    secret = _Secret(key)
+    secret = Secret(key)
     client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
     try:
         listed = await client.models.list()
