@@ -14,9 +14,10 @@ until `resume()`: a test can freeze a client at a point it observes, instead
 of hoping a timer fires at the right moment.
 
 In a test: `with OpenAITestServer() as server: ... server.url ...` (a thread
-with its own event loop). For a benchmark that must not share the client's
-CPU: `python -m tests.openai_server --delay 0.1` prints `PORT <n>` and serves
-until killed.
+with its own event loop); with `tls=` a server-side `ssl.SSLContext` it serves
+https. For a benchmark that must not share the client's CPU:
+`python -m tests.openai_server --delay 0.1` prints `PORT <n>` and serves until
+killed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import json
 import random
 import socket
+import ssl
 import threading
 import time
 from collections import Counter, deque
@@ -102,8 +104,11 @@ class OpenAITestServer:
         fault_kinds: Sequence[FaultKind] = (),
         fault_delay: float = 0.0,
         seed: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.delay = delay
+        # A server-side context makes it an https server (a test's own CA and certificate).
+        self.tls = tls
         # Random faults: this fraction of chat requests (without a queued fault) gets one of
         # `fault_kinds`, with `fault_delay` as its hang/drip/slow delay; seeded, so a run repeats.
         self.fault_rate = fault_rate
@@ -130,7 +135,8 @@ class OpenAITestServer:
     # -- test-facing helpers -------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}/v1"
 
     @property
     def requests(self) -> int:
@@ -328,7 +334,7 @@ class OpenAITestServer:
             self.app(), handler_cancellation=True, shutdown_timeout=0.5, access_log=None
         )
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        await web.SockSite(self._runner, sock, ssl_context=self.tls).start()
 
     def start(self) -> OpenAITestServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -18,7 +18,9 @@ reads as before), a failed connect an `APIConnectionError`, a connection that
 broke after the server took it an `APIConnectionError` raised from the aiohttp
 error (`DROPPED` and `UNREACHABLE` tell them apart). A 2xx body that is not JSON
 is a `MalformedBody`, a ValueError, as the SDK's JSON error is. Redirects are
-followed and cookies kept, as the SDK's httpx2 client does.
+followed and cookies kept, as the SDK's httpx2 client does. TLS is verified with
+the client's own `ssl.SSLContext`, so both paths trust the same CAs (httpx2 reads
+SSL_CERT_FILE / SSL_CERT_DIR once, when the client is built).
 
 What it leaves to the SDK (`covers` says no): a client with an auth provider or
 workload identity, and an endpoint the environment routes through a proxy (the
@@ -28,6 +30,7 @@ SDK's httpx2 speaks SOCKS and ALL_PROXY; aiohttp does not).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import urllib.request
 from collections.abc import Coroutine
 from typing import Any
@@ -83,6 +86,22 @@ def sdk_headers(client: openai.AsyncOpenAI) -> dict[str, str]:
     return merged
 
 
+def sdk_ssl_context(client: openai.AsyncOpenAI) -> ssl.SSLContext:
+    """The TLS context `client` verifies its base URL's server with.
+
+    Its own object where it can be reached (httpx2 built it with the client, from the
+    environment of that moment: SSL_CERT_FILE, SSL_CERT_DIR or the system's roots), so the
+    lean path trusts exactly what the SDK would, however the environment changes later.
+    Otherwise one derived the same way httpx2 does; `LeanTransport` asks when the client is
+    built, so it is the environment of the same moment."""
+    try:
+        transport = client._client._transport_for_url(client.base_url)
+        context = transport._pool._ssl_context
+    except AttributeError:  # another httpx2 or openai version shapes its internals otherwise
+        context = None
+    return context if isinstance(context, ssl.SSLContext) else httpx2.create_ssl_context()
+
+
 class LeanTransport:
     """One endpoint's aiohttp session (made on first use, on the loop that uses it)."""
 
@@ -91,6 +110,10 @@ class LeanTransport:
         # Relative to the client's base URL (which the SDK ends with a slash), as it posts.
         self.url = URL(str(client.base_url.join("chat/completions")))
         self._connections = connections
+        # Taken now, not per session: the SDK fixed its trust when the client was built, and a
+        # session made later (first use, or each new event loop) must not re-read the environment.
+        # Used for http:// URLs too, in case a redirect leads to https.
+        self._ssl = sdk_ssl_context(client)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -102,8 +125,7 @@ class LeanTransport:
             # Made on another loop (an earlier asyncio.run): its connections can only be closed
             # there, so they are left to it and this loop gets a session of its own.
             self._session.detach()
-        ssl = httpx2.create_ssl_context() if self.url.scheme == "https" else None
-        connector = aiohttp.TCPConnector(limit=self._connections, ssl=ssl or True)
+        connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._ssl)
         self._session = aiohttp.ClientSession(
             connector=connector,
             # Made here, on the loop: the SDK names its async library in them.
