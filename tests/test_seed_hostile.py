@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.store import seeds as seeds_module
 from evoinstruct.store.seeds import read_seed_file
+from evoinstruct.store.seeds import reading as seed_reading
 from tests.cli_helpers import run_cli
 from tests.hostile_inputs import HostileCase, hostile_cases, write_hostile_inputs
 
@@ -148,7 +148,7 @@ def test_hostile_input_is_refused_in_one_line(
                     raise PermissionError(13, "Permission denied", str(path))
                 return real_open(path, *a, **kw)  # type: ignore[arg-type]
 
-            patch.setattr(seeds_module.os, "open", denied)
+            patch.setattr(seed_reading.os, "open", denied)
         elif case.skip:
             pytest.skip(case.skip)
         result = run_cli(capsys, *args)
@@ -200,12 +200,12 @@ def test_json_array_line_numbers_scan_the_text_once(
     (what made a 52k-row alpaca_data.json take minutes) scans ~N/2 times the text."""
     scanned: list[int] = []
 
-    class CountingLineIndex(seeds_module._LineIndex):
+    class CountingLineIndex(seed_reading._LineIndex):
         def at(self, pos: int) -> int:
             scanned.append(pos - self.pos if pos >= self.pos else pos)
             return super().at(pos)
 
-    monkeypatch.setattr(seeds_module, "_LineIndex", CountingLineIndex)
+    monkeypatch.setattr(seed_reading, "_LineIndex", CountingLineIndex)
     rows = _bilingual_rows(20_000)
     path = tmp_path / "alpaca_data.json"
     text = json.dumps(rows, ensure_ascii=False, indent=4)
@@ -224,7 +224,7 @@ def test_json_array_names_the_line_of_a_late_bad_record(tmp_path: Path) -> None:
     path.write_text(text, encoding="utf-8")
     record_start = text.index(json.dumps(rows[19_998]["instruction"], ensure_ascii=False)) - 1
     line = text.count("\n", 0, text.rindex("{", 0, record_start)) + 1
-    with pytest.raises(seeds_module.InputError) as caught:
+    with pytest.raises(seed_reading.InputError) as caught:
         read_seed_file(path)
     assert (caught.value.line, caught.value.field) == (line, "output")
     assert "record 19999: expected a string, found a number" in str(caught.value)
