@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 RarePolicy = Literal["merge", "drop", "keep"]
 
@@ -49,7 +49,11 @@ class DiversityConfig(BaseModel):
         description="Repr filter: accept only if cosine similarity to every accepted example is at most this.",
     )
     tfidf_dim: int = Field(
-        4096, ge=64, description="Buckets of the fallback hashed character n-gram TF-IDF embedding."
+        4096,
+        ge=64,
+        # Every 512 texts are counted in a 512 x dim table: 256 MiB at the cap.
+        le=65536,
+        description="Buckets of the fallback hashed character n-gram TF-IDF embedding.",
     )
     tfidf_ngram_min: int = Field(
         2, ge=1, description="Shortest character n-gram of the fallback embedding."
@@ -70,6 +74,15 @@ class DiversityConfig(BaseModel):
     merge_min_similarity: float = Field(
         0.5, ge=0, le=1, description="Character-bigram Jaccard needed to merge a rare tag."
     )
+
+    @model_validator(mode="after")
+    def _ngram_range(self) -> DiversityConfig:
+        # An empty range embeds every text as zeros, and the repr filter would pass them all.
+        if self.tfidf_ngram_min > self.tfidf_ngram_max:
+            raise ValueError(
+                f"tfidf_ngram_min ({self.tfidf_ngram_min}) is above tfidf_ngram_max ({self.tfidf_ngram_max})"
+            )
+        return self
 
 
 @dataclass

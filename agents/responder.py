@@ -164,7 +164,8 @@ def pick_sample(
     text = texts[kept]
     repaired: list[str] = []
     if not passing and config.repair:
-        fixed = _repaired_sample(texts, passes, constraints)
+        complete = [c.finish_reason != "length" for c in choices]
+        fixed = _repaired_sample(texts, passes, complete, constraints)
         if fixed is not None:
             kept, text, repaired = fixed
     record: dict[str, Any] = {
@@ -180,19 +181,28 @@ def pick_sample(
 
 
 def _repaired_sample(
-    texts: list[str], passes: list[int], constraints: list[Constraint]
+    texts: list[str], passes: list[int], complete: list[bool], constraints: list[Constraint]
 ) -> tuple[int, str, list[str]] | None:
     """(index, repaired text, constraint ids repaired) of the first usable answer, most
     passes first, that passes every constraint after `repair_all`; None when none does."""
-    # Unusable answers (empty, or cut when truncation rejects) carry -1 and are never
-    # repaired: a fixed-up truncated answer is still truncated.
-    usable = sorted((i for i, n in enumerate(passes) if n >= 0), key=lambda i: (-passes[i], i))
+    # Only whole answers with content are repaired. A cut answer (even one truncation may
+    # keep) would get an end phrase or a closing quote that hides the cut; an answer of
+    # punctuation alone would become the repairs' own text (",," + no_comma + end phrase
+    # is the end phrase), a passing example with nothing of the model's in it.
+    usable = sorted(
+        (i for i, n in enumerate(passes) if n >= 0 and complete[i] and _has_content(texts[i])),
+        key=lambda i: (-passes[i], i),
+    )
     for i in usable:
         text, repaired = repair_all(constraints, texts[i])
         text = text.strip()
         if repaired and all_passed(check_all(constraints, text)):
             return i, text, repaired
     return None
+
+
+def _has_content(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
 
 
 async def respond(

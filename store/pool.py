@@ -551,7 +551,8 @@ class PoolMixin(SelectorLogMixin):
         picked: list[int] = []
         seen: set[int] = set()
         probes = 0
-        batch = max(64, 4 * n)
+        # Below SQLite's smallest default variable limit (32,766), whatever n is.
+        batch = min(max(64, 4 * n), 4096)
         while len(picked) < n:
             if probes >= PROBE_BUDGET_PER_ID * n + batch:
                 return None
@@ -577,14 +578,14 @@ class PoolMixin(SelectorLogMixin):
         return self._ids_of_rowids(picked)
 
     def _ids_of_rowids(self, rowids: list[int]) -> list[str]:
-        if not rowids:
-            return []
-        marks = ",".join("?" * len(rowids))
-        by_rowid = dict(
-            self.db.conn.execute(
-                f"SELECT rowid, id FROM examples WHERE rowid IN ({marks})", rowids
-            ).fetchall()
-        )
+        by_rowid: dict[int, str] = {}
+        for part in chunks(rowids):
+            marks = ",".join("?" * len(part))
+            by_rowid.update(
+                self.db.conn.execute(
+                    f"SELECT rowid, id FROM examples WHERE rowid IN ({marks})", part
+                )
+            )
         return [by_rowid[r] for r in rowids]
 
     def pool_stats(self) -> dict[str, Any]:

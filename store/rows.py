@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from evoinstruct.store._base import loads
 from evoinstruct.store.records import Example
+
+T = TypeVar("T")
 
 EXAMPLE_COLUMNS = (
     "id, instruction, input, output, system, source, parent_id, operation, round, status, "
@@ -35,7 +37,7 @@ def row_to_example(row: dict[str, Any]) -> Example:
     )
 
 
-def chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+def chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
     """Slices small enough for one `IN (...)` list."""
     for start in range(0, len(items), size):
         yield items[start : start + size]

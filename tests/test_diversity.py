@@ -139,3 +139,12 @@ def test_instag_complexity_first_with_passes() -> None:
     unlimited = instag_sample(ids, tags)
     assert sorted(unlimited.selected) == ["a", "b", "c", "d"]
     assert instag_sample(ids, tags, budget=0).selected == []
+
+
+def test_an_empty_ngram_range_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from evoinstruct.agents.diversity import DiversityConfig
+
+    with pytest.raises(ValidationError, match="tfidf_ngram_min"):
+        DiversityConfig(tfidf_ngram_min=5, tfidf_ngram_max=3)

@@ -201,7 +201,7 @@ def test_repair_tries_the_best_answer_first_and_keeps_the_repaired_text() -> Non
     }
 
 
-def test_a_truncated_answer_is_never_repaired_when_truncation_rejects() -> None:
+def test_a_truncated_answer_is_never_repaired() -> None:
     cut = drawn("Tides come from the Moon and", finish="length")
     index, record, text = pick_sample(cut, [LOWER], REPAIR)
     assert (index, text) == (0, "Tides come from the Moon and") and "repaired" not in record
@@ -209,9 +209,20 @@ def test_a_truncated_answer_is_never_repaired_when_truncation_rejects() -> None:
     choices = [*cut, Choice("Tides, Briefly.", "stop")]
     index, record, text = pick_sample(choices, [LOWER], REPAIR)
     assert (index, text, record["repaired"]) == (1, "tides, briefly.", [LOWER.id])
+    # Not even when truncation keeps it: an end phrase or a closing quote would hide the cut.
     keep = ResponderConfig(repair=True, on_truncated="keep")
-    index, record, text = pick_sample(cut, [LOWER], keep)
-    assert (index, text, record["repaired"]) == (0, "tides come from the moon and", [LOWER.id])
+    index, record, text = pick_sample(cut, [END, QUOTED], keep)
+    assert (index, text) == (0, "Tides come from the Moon and") and "repaired" not in record
+
+
+@pytest.mark.parametrize(
+    ("answer", "constraints"),
+    [(",", [NO_COMMA, QUOTED]), (", ,", [NO_COMMA, END]), ('"', [QUOTED]), ("，、", [NO_COMMA])],
+)
+def test_an_answer_without_content_is_never_repaired(answer: str, constraints: list) -> None:
+    # Repairs would make the whole answer of their own text: a passing example of nothing.
+    _, record, text = pick_sample(drawn(answer), constraints, REPAIR)
+    assert "repaired" not in record and text == answer
 
 
 def test_lowercase_end_phrase_and_quotes_pass_together_after_repair() -> None:

@@ -146,6 +146,8 @@ def test_sampling_is_uniform_over_matching_rows_by_scan_or_probe(
     assert min(hits.values()) > 60 and max(hits.values()) < 140
     assert store.sample_accepted(5, random.Random(1)) == store.sample_accepted(5, random.Random(1))
     assert sorted(store.sample_accepted(50, random.Random(2))) == sorted(accepted)  # all of them
+    # More wanted than one statement may hold variables for (32,766 by default): all 30.
+    assert len(store.sample_accepted(40_000, random.Random(3))) == 30
 
 
 def test_probing_gives_way_to_a_read_when_matches_are_rare(store, monkeypatch) -> None:
