@@ -19,7 +19,8 @@ model (paired bootstrap interval), and the teacher's score; writes `evolution.js
 on one CPU thread per arm.
 
 Run: .venv/bin/python bench/evolution.py [--rounds 3] [--arms generator,responder]
-(`--report-only` scores and plots the projects an earlier, perhaps interrupted, run left in --out.)
+(`--report-only` scores and plots the projects an earlier, perhaps interrupted, run left in --out;
+`--resume --rounds N` runs N more rounds on them first.)
 """
 
 from __future__ import annotations
@@ -75,11 +76,11 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
             say(f"{kind}: {json.dumps(event.get('counts', event), default=str)[:600]}")
 
     quiet_libraries()
-    if args.report_only:  # an arm's project from an earlier run: score and plot what it has
+    if args.report_only or args.resume:  # an arm's project from an earlier run
         from evoinstruct.graph.project import Project
 
         project = Project(root).require()
-        rounds = 0
+        rounds = args.rounds if args.resume else 0
     else:
         project = prepare_real_project(root, settings, force=True)
         rounds = args.rounds
@@ -188,8 +189,15 @@ def main() -> int:
         action="store_true",
         help="run no rounds: score (stored results are reused) and plot the arms' projects in --out",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="run --rounds more rounds on the arms' projects in --out (their settings as written), then score and plot",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "evolution"))
     args = parser.parse_args()
+    if args.resume and args.report_only:
+        parser.error("--resume runs rounds, --report-only runs none: pick one")
     from evoinstruct.agents.models.smollm2 import fetch_smollm2
 
     fetch_smollm2(dtype="bfloat16", progress=print)  # once, before the arms start
