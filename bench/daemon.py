@@ -509,25 +509,7 @@ def planted_candidates(project: Path, n: int, seed: int) -> list[Any]:
         # the example it has and counts the draft as a duplicate.
         if conn.execute("SELECT 1 FROM examples WHERE id = ?", [eid]).fetchone():
             continue
-        out.append(
-            Example(
-                id=eid,
-                instruction=instruction,
-                input="",
-                output="An answer.",
-                system="",
-                source="generated",
-                parent_id=None,
-                operation=None,
-                round=0,
-                status="candidate",
-                language=None,
-                model_version=None,
-                template=None,
-                depth=0,
-                created_at="",
-            )
-        )
+        out.append(Example(id=eid, instruction=instruction, output="An answer."))
     conn.close()
     rng.shuffle(out)
     return out

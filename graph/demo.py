@@ -142,17 +142,9 @@ def _seed_examples(project: Project) -> list[Example]:
                     instruction=draft.instruction,
                     input=draft.input,
                     output=draft.output,
-                    system="",
                     source="seed",
-                    parent_id=None,
-                    operation=None,
-                    round=0,
                     status="accepted",
                     language=draft.language,
-                    model_version=None,
-                    template=None,
-                    depth=0,
-                    created_at="",
                 )
             )
     return examples

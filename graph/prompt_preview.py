@@ -81,19 +81,10 @@ def sample_example(language: str) -> Example:
     return Example(
         id="sample",
         instruction=instruction,
-        input="",
         output=output,
-        system="",
         source="seed",
-        parent_id=None,
-        operation=None,
-        round=0,
         status="accepted",
         language=language,
-        model_version=None,
-        template=None,
-        depth=0,
-        created_at="",
     )
 
 

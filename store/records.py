@@ -37,23 +37,28 @@ class ExampleDraft:
 
 @dataclass
 class Example:
-    """An example as stored in the pool."""
+    """An example as stored in the pool.
+
+    Past `id` and `instruction` every field has the value a fresh machine-made candidate
+    would have, so code that builds one in memory (previews, demos, tests) names only what
+    differs; the store always fills every field from its row.
+    """
 
     id: str
     instruction: str
-    input: str
-    output: str | None
-    system: str
-    source: str
-    parent_id: str | None
-    operation: str | None
-    round: int
-    status: str
-    language: str | None
-    model_version: str | None
-    template: str | None
-    depth: int
-    created_at: str
+    input: str = ""
+    output: str | None = None
+    system: str = ""
+    source: str = "generated"
+    parent_id: str | None = None
+    operation: str | None = None
+    round: int = 0
+    status: str = "candidate"
+    language: str | None = None
+    model_version: str | None = None
+    template: str | None = None
+    depth: int = 0
+    created_at: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
 

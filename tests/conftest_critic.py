@@ -22,16 +22,9 @@ def make_example(
         input=input,
         output=output,
         system=system,
-        source="generated",
-        parent_id=None,
-        operation=None,
         round=1,
-        status="candidate",
         language=language,
         model_version="teacher",
-        template=None,
-        depth=0,
-        created_at="2026-01-01T00:00:00",
         meta={"origin": "test"},
     )
 

@@ -34,22 +34,7 @@ def example(
     output: str | None = "Sunlight scatters off air molecules; blue light scatters the most.",
     **fields: Any,
 ) -> Example:
-    values: dict[str, Any] = {
-        "input": "",
-        "system": "",
-        "source": "generated",
-        "parent_id": None,
-        "operation": None,
-        "round": 1,
-        "status": "accepted",
-        "language": None,
-        "model_version": None,
-        "template": None,
-        "depth": 0,
-        "created_at": "",
-        "meta": {},
-    }
-    values.update(fields)
+    values: dict[str, Any] = {"round": 1, "status": "accepted", **fields}
     return Example(id=id, instruction=instruction, output=output, **values)
 
 

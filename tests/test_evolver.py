@@ -32,9 +32,8 @@ PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 def example(instruction: str, input: str = "", id: str = "p1", depth: int = 0) -> Example:
     return Example(
-        id=id, instruction=instruction, input=input, output="An answer.", system="", source="seed",
-        parent_id=None, operation=None, round=0, status="accepted", language="en",
-        model_version=None, template=None, depth=depth, created_at="2026-01-01T00:00:00Z",
+        id=id, instruction=instruction, input=input, output="An answer.", source="seed",
+        status="accepted", language="en", depth=depth,
     )  # fmt: skip
 
 

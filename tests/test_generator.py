@@ -40,9 +40,8 @@ def example(
     instruction: str, input: str = "", output: str | None = None, id: str = "e1"
 ) -> Example:
     return Example(
-        id=id, instruction=instruction, input=input, output=output, system="", source="seed",
-        parent_id=None, operation=None, round=0, status="accepted", language="en",
-        model_version=None, template=None, depth=0, created_at="2026-01-01T00:00:00Z",
+        id=id, instruction=instruction, input=input, output=output, source="seed",
+        status="accepted", language="en",
     )  # fmt: skip
 
 

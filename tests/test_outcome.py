@@ -32,23 +32,7 @@ class _Outcome(AgentOutcome):
 
 
 def _example(eid: str) -> Example:
-    return Example(
-        eid,
-        f"Task {eid}",
-        "",
-        None,
-        "",
-        "generated",
-        None,
-        None,
-        1,
-        "candidate",
-        None,
-        None,
-        None,
-        0,
-        "",
-    )
+    return Example(eid, f"Task {eid}", round=1)
 
 
 def test_one_outcome_counts_calls_and_builds_every_rejection() -> None:

@@ -460,21 +460,12 @@ def test_funnels_equal_sql_counts(project: Path, built: ReportResult) -> None:
 def example(id: str, **fields: object) -> Example:
     values: dict = {
         "instruction": f"task {id}",
-        "input": "",
         "output": "an answer",
-        "system": "",
-        "source": "generated",
-        "parent_id": None,
-        "operation": None,
         "round": 1,
         "status": "accepted",
         "language": "en",
-        "model_version": None,
-        "template": None,
-        "depth": 0,
-        "created_at": "",
+        **fields,
     }
-    values.update(fields)
     return Example(id=id, **values)
 
 

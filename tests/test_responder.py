@@ -29,10 +29,9 @@ PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 def stored(instruction: str, output: str | None = None, id: str = "x1") -> Example:
     return Example(
-        id=id, instruction=instruction, input="", output=output, system="", source="evolved",
-        parent_id="p1", operation="deepen", round=1, status="candidate", language="en",
-        model_version="teacher", template="en/evol_deepen.jinja2", depth=1,
-        created_at="2026-01-01T00:00:00Z",
+        id=id, instruction=instruction, output=output, source="evolved", parent_id="p1",
+        operation="deepen", round=1, language="en", model_version="teacher",
+        template="en/evol_deepen.jinja2", depth=1,
     )  # fmt: skip
 
 

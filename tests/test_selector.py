@@ -21,11 +21,7 @@ EVAL_TEXT = (
 
 
 def ex(id_: str, instruction: str, input_: str = "", output: str = "An answer.") -> Example:
-    return Example(
-        id=id_, instruction=instruction, input=input_, output=output, system="", source="generated",
-        parent_id=None, operation=None, round=1, status="candidate", language=None,
-        model_version=None, template=None, depth=0, created_at="2026-01-01T00:00:00",
-    )  # fmt: skip
+    return Example(id=id_, instruction=instruction, input=input_, output=output, round=1)
 
 
 def sc(id_: str, **dims: float | None) -> list[Score]:

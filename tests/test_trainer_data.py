@@ -33,21 +33,7 @@ pytest_plugins = ["tests.conftest_trainer"]
 
 
 def ex(i: int | str, instruction: str, output: str, **kw) -> Example:
-    fields = {
-        "input": "",
-        "system": "",
-        "source": "generated",
-        "parent_id": None,
-        "operation": None,
-        "round": 1,
-        "status": "accepted",
-        "language": None,
-        "model_version": None,
-        "template": None,
-        "depth": 0,
-        "created_at": "",
-        **kw,
-    }
+    fields = {"round": 1, "status": "accepted", **kw}
     return Example(id=str(i), instruction=instruction, output=output, **fields)
 
 

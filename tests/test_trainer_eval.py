@@ -174,23 +174,7 @@ def test_heldout_loss_is_token_weighted(tiny_model_dir: Path) -> None:
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     cfg = TrainerConfig(eval_batch_size=3)
     cases = [
-        Example(
-            str(i),
-            instr,
-            inp,
-            out,
-            "",
-            "generated",
-            None,
-            None,
-            1,
-            "accepted",
-            None,
-            None,
-            None,
-            0,
-            "",
-        )
+        Example(str(i), instr, input=inp, output=out, round=1, status="accepted")
         for i, (instr, inp, out) in enumerate(
             [
                 ("Write a poem about the sea.", "", "The sea is wide."),

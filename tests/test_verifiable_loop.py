@@ -65,10 +65,8 @@ def example(
 ) -> Example:
     meta = {"constraints": dump_constraints(constraints)} if constraints else {}
     return Example(
-        id=id, instruction=instruction, input="", output=output, system="", source=source,
-        parent_id=None, operation=None, round=1, status="candidate", language=language,
-        model_version="teacher", template=None, depth=1, created_at="2026-01-01T00:00:00",
-        meta=meta,
+        id=id, instruction=instruction, output=output, source=source, round=1,
+        language=language, model_version="teacher", depth=1, meta=meta,
     )  # fmt: skip
 
 
