@@ -40,10 +40,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One arm in a process of its own (one torch thread), so two arms share two cores."""
+    """One arm in a process of its own (--threads torch threads; one each lets two arms share
+    two cores)."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     from evoinstruct.graph.cli.progress import quiet_libraries
     from evoinstruct.graph.real_demo import RealSettings, prepare_real_project, run_real
 
@@ -51,6 +52,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         evolve=args.evolve,
         samples=args.samples,
         steps=args.steps,
+        min_new=args.min_new,
         suite=args.suite,
         max_constraints=args.max_constraints,
         keep_truncated=args.keep_truncated,
@@ -171,6 +173,9 @@ def main() -> int:
     parser.add_argument("--evolve", type=int, default=40, help="evolutions per round")
     parser.add_argument("--samples", type=int, default=4, help="answers drawn per constrained task")
     parser.add_argument("--steps", type=int, default=60, help="LoRA optimizer steps per version")
+    parser.add_argument(
+        "--min-new", type=int, default=10, help="new accepted examples a version waits for"
+    )
     parser.add_argument("--suite", type=int, default=80, help="held-out English suite prompts")
     parser.add_argument("--max-constraints", type=int, default=3, help="constraints per child")
     parser.add_argument(
@@ -193,6 +198,9 @@ def main() -> int:
         "--resume",
         action="store_true",
         help="run --rounds more rounds on the arms' projects in --out (their settings as written), then score and plot",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per arm (one arm alone: 2 here)"
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "evolution"))
     args = parser.parse_args()

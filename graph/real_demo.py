@@ -35,6 +35,9 @@ class RealSettings:
     evolve: int = 16  # evolutions per round
     samples: int = 4  # answers drawn per constrained task (rejection sampling)
     steps: int = 30  # LoRA optimizer steps per version
+    # New accepted examples a version waits for: 60 steps on a couple of dozen examples is
+    # twenty epochs, and such a version mostly unlearns (measured: v1 on 23 examples).
+    min_new: int = 10
     suite: int = 40  # held-out English suite prompts
     max_constraints: int = 3  # registry constraints attached per child, at most
     # A 135M model rambles past any token limit; its cut answers still pass some constraints
@@ -82,7 +85,7 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
         "critic.ifd.enabled=false",
         'selector.steps=["exact_dedup", "near_dedup", "novelty", "thresholds"]',
         "trainer.train_every=1",
-        "trainer.train_min_new=10",
+        f"trainer.train_min_new={settings.min_new}",
         f"trainer.max_steps={settings.steps}",
         "trainer.batch_size=4",
         "trainer.grad_accumulation=2",
