@@ -27,6 +27,7 @@ from evoinstruct.agents.models.base import (
 from evoinstruct.agents.models.config import ModelConfig
 from evoinstruct.agents.models.openai_backend import (
     OpenAIChatModel,
+    Transport,
     failure_detail,
     failure_kind,
     retry_after_seconds,
@@ -177,16 +178,32 @@ def _cfg(url: str) -> ModelConfig:
     return ModelConfig(backend="openai", base_url=url, model="tiny", max_retries=0)
 
 
-def test_a_model_outlives_its_event_loop(server: Scripted) -> None:
-    """The CLI runs one asyncio.run after another: a session is bound to the loop that made
-    it, so the next loop gets its own."""
-    model = OpenAIChatModel(_cfg(server.url))
-    ask = ChatRequest([{"role": "user", "content": "again"}])
-    for _ in range(2):
-        (result,) = asyncio.run(model.generate([ask]))
-        assert isinstance(result, Generation), result
+@pytest.mark.parametrize("transport", ["auto", "sdk"])
+@pytest.mark.parametrize("closed_each_time", [True, False])
+def test_a_model_outlives_its_event_loop(
+    server: Scripted, transport: Transport, closed_each_time: bool
+) -> None:
+    """The CLI runs one asyncio.run after another, and so does a notebook: the request gate
+    and the connections are bound to the loop that made them, so each loop gets its own.
+    Eight requests through two slots make requests wait at the gate, where a semaphore of an
+    earlier loop raised "bound to a different event loop"; the SDK's pooled connections
+    raised "Event loop is closed"."""
+    cfg = ModelConfig(backend="openai", base_url=server.url, model="tiny", max_retries=0)
+    model = OpenAIChatModel(cfg.model_copy(update={"max_concurrency": 2}), transport=transport)
+    asks = [ChatRequest([{"role": "user", "content": f"again {i}"}]) for i in range(8)]
+
+    async def one_run() -> list[Any]:
+        results = await model.generate(asks)
+        if closed_each_time:
+            await model.aclose()
+        return results
+
+    for _ in range(3):
+        results = asyncio.run(one_run())
+        assert all(isinstance(r, Generation) for r in results), results
     asyncio.run(model.aclose())
-    assert model.transports == ["lean"] and server.requests == 2
+    assert model.transports == ["lean" if transport == "auto" else "sdk"]
+    assert server.requests == 24
 
 
 async def test_closing_twice_or_unused_is_fine(server: Scripted) -> None:

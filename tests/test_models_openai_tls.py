@@ -229,14 +229,14 @@ async def test_what_is_trusted_is_fixed_when_the_model_is_built(
     assert isinstance(refused, Failure) and "CERTIFICATE_VERIFY_FAILED" in refused.message
 
 
-def test_a_new_event_loop_keeps_the_lean_paths_trust(
-    server: OpenAITestServer, pki: Pki, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("transport", ["auto", "sdk"])
+def test_a_new_event_loop_keeps_the_models_trust(
+    server: OpenAITestServer, pki: Pki, monkeypatch: pytest.MonkeyPatch, transport: Transport
 ) -> None:
-    """The CLI runs one asyncio.run after another, and the lean path makes a session per loop:
-    the later session trusts what the first did. (Lean only: the SDK path's pooled connection
-    is bound to the loop that opened it and cannot cross asyncio.run calls.)"""
+    """The CLI runs one asyncio.run after another, and each loop gets connections of its own
+    (a lean session, or SDK clients): the later ones trust what the model was built with."""
     monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
-    model = _model(server.url, "auto")
+    model = _model(server.url, transport)
     (first,) = asyncio.run(model.generate([_ask("one")]))
     monkeypatch.setenv("SSL_CERT_FILE", str(pki.other_ca_file))
     (second,) = asyncio.run(model.generate([_ask("two")]))

@@ -19,6 +19,10 @@ and every call under a total deadline, `call_deadline_s` = timeout_s x
 (max_retries + 1) + backoff_max_s x max_retries, counted from its first
 attempt: a retry whose wait would end past it is not made, and the last attempt
 gets only what is left.
+Event loops. A model outlives `asyncio.run` (the CLI runs one after another, and so does
+a notebook), while a semaphore and an HTTP connection pool belong to the loop that first
+used them: the request gate and the SDK's clients are made per running loop (`PerLoop`),
+as the lean transport's session is.
 Time a request spends queued for a free slot before its first attempt is not
 counted (a batch of 100 at concurrency 4 queues by design); it is bounded by
 the deadlines of the calls ahead of it.
@@ -40,7 +44,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import openai
 from tenacity import AsyncRetrying, retry_if_exception_type
@@ -57,6 +61,7 @@ from evoinstruct.agents.models.base import (
     Result,
 )
 from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.agents.models.sdk_tls import sdk_ssl_context
 from evoinstruct.agents.models.secret import Secret
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
@@ -64,6 +69,31 @@ try:
     from evoinstruct.agents.models import openai_lean
 except ImportError:  # no aiohttp or orjson: every endpoint takes the SDK's own transport
     openai_lean = None  # type: ignore[assignment]
+
+
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    """A value made on first use in the running event loop, and made anew when another loop
+    asks: what the earlier loop made dies with it (its connections can only be closed there)."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._value: T | None = None
+
+    def get(self) -> T:
+        loop = asyncio.get_running_loop()
+        if self._value is None or self._loop is not loop:
+            self._value, self._loop = self._make(), loop
+        return self._value
+
+    def take_current(self) -> T | None:
+        """The value made on the running loop, forgotten here (to close it); None if there is
+        none, or it belongs to another loop."""
+        value, self._value = self._value, None
+        return value if self._loop is asyncio.get_running_loop() else None
 
 
 class AttemptTimeout(Exception):
@@ -339,21 +369,31 @@ class _Endpoint:
     def __init__(self, url: str, key: str, cfg: ModelConfig, transport: Transport) -> None:
         self.url = url
 
-        def client() -> openai.AsyncOpenAI:
+        def client(http_client: Any = None) -> openai.AsyncOpenAI:
             return openai.AsyncOpenAI(
-                base_url=url, api_key=key, max_retries=0, timeout=cfg.timeout_s
+                base_url=url,
+                api_key=key,
+                max_retries=0,
+                timeout=cfg.timeout_s,
+                http_client=http_client,
             )
 
         first = client()
+        trust = sdk_ssl_context(first)
         self.lean: openai_lean.LeanTransport | None = None
+        pools = -(-cfg.max_concurrency // CONNECTIONS_PER_POOL)
         if transport == "auto" and openai_lean is not None and openai_lean.covers(first):
             # The SDK client stays: it names the URL and headers and builds the status errors.
             self.lean = openai_lean.LeanTransport(first, connections=cfg.max_concurrency)
-            pools = 1
-        else:
-            pools = -(-cfg.max_concurrency // CONNECTIONS_PER_POOL)
-        self.clients = [first] + [client() for _ in range(pools - 1)]
-        self.pool_in_flight = [0] * pools
+            pools = 0
+
+        def loop_pools() -> tuple[list[openai.AsyncOpenAI], list[int]]:
+            # The SDK's own defaults, but the trust `first` was built with, not today's env.
+            made = [client(openai.DefaultAsyncHttpxClient(verify=trust)) for _ in range(pools)]
+            return made, [0] * pools
+
+        # The SDK's clients (connection pools) of the running loop, with their requests in flight.
+        self._pools = PerLoop(loop_pools)
         self.in_flight = 0
 
     @property
@@ -374,20 +414,22 @@ class _Endpoint:
         return self._post_sdk(body)
 
     async def _post_sdk(self, body: dict[str, Any]) -> Any:
+        clients, in_flight = self._pools.get()
         # The least busy pool; below the endpoint's limit it holds < 8 requests.
-        pool = min(range(len(self.clients)), key=self.pool_in_flight.__getitem__)
-        self.pool_in_flight[pool] += 1
+        pool = min(range(len(clients)), key=in_flight.__getitem__)
+        in_flight[pool] += 1
         try:
             # The SDK's documented generic post skips its per-call TypedDict transform and
             # pydantic construction: ~15% less client CPU per request, measured.
-            return await self.clients[pool].post("/chat/completions", body=body, cast_to=object)
+            return await clients[pool].post("/chat/completions", body=body, cast_to=object)
         finally:
-            self.pool_in_flight[pool] -= 1
+            in_flight[pool] -= 1
 
     async def aclose(self) -> None:
         if self.lean is not None:
             await self.lean.aclose()
-        for client in self.clients:
+        clients, _ = self._pools.take_current() or ([], [])
+        for client in clients:
             await client.close()
 
 
@@ -422,7 +464,8 @@ class OpenAIChatModel:
         self._secret = Secret(key)
         self._endpoints = [_Endpoint(url, key, cfg, transport) for url in cfg.endpoints]
         # One global gate of the summed capacity: whoever passes finds a free endpoint.
-        self._slots = asyncio.Semaphore(cfg.max_concurrency * len(self._endpoints))
+        capacity = cfg.max_concurrency * len(self._endpoints)
+        self._slots = PerLoop(lambda: asyncio.Semaphore(capacity))
         self._limiter = RateLimiter(
             cfg.requests_per_minute,
             cfg.tokens_per_minute,
@@ -457,7 +500,7 @@ class OpenAIChatModel:
 
     async def _once(self, request: ChatRequest, call: _Call) -> Generation:
         estimate = estimate_tokens(request)
-        async with self._slots:
+        async with self._slots.get():
             # Inside the slot, so a cool-down also holds back requests already queued.
             await self._limiter.acquire(estimate)
             now = self._clock()

@@ -30,7 +30,6 @@ SDK's httpx2 speaks SOCKS and ALL_PROXY; aiohttp does not).
 from __future__ import annotations
 
 import asyncio
-import ssl
 import urllib.request
 from collections.abc import Coroutine
 from typing import Any
@@ -40,6 +39,8 @@ import httpx2
 import openai
 import orjson
 from yarl import URL
+
+from evoinstruct.agents.models.sdk_tls import sdk_ssl_context
 
 # Raised once the server has the connection: it broke mid-exchange (a dropped or truncated
 # answer). Everything under these but the UNREACHABLE ones.
@@ -84,22 +85,6 @@ def sdk_headers(client: openai.AsyncOpenAI) -> dict[str, str]:
     if read is not None:
         merged["x-stainless-read-timeout"] = str(read)
     return merged
-
-
-def sdk_ssl_context(client: openai.AsyncOpenAI) -> ssl.SSLContext:
-    """The TLS context `client` verifies its base URL's server with.
-
-    Its own object where it can be reached (httpx2 built it with the client, from the
-    environment of that moment: SSL_CERT_FILE, SSL_CERT_DIR or the system's roots), so the
-    lean path trusts exactly what the SDK would, however the environment changes later.
-    Otherwise one derived the same way httpx2 does; `LeanTransport` asks when the client is
-    built, so it is the environment of the same moment."""
-    try:
-        transport = client._client._transport_for_url(client.base_url)
-        context = transport._pool._ssl_context
-    except AttributeError:  # another httpx2 or openai version shapes its internals otherwise
-        context = None
-    return context if isinstance(context, ssl.SSLContext) else httpx2.create_ssl_context()
 
 
 class LeanTransport:
