@@ -540,3 +540,68 @@ async def test_many_requests_keep_order_under_load(server: OpenAITestServer) -> 
     results = await model.generate(requests)  # pytest's timeout guards a hang
     assert [r.text for r in results] == [f"reply 0: 第{i}个" for i in range(100)]
     await model.aclose()
+
+
+def test_a_loop_closed_with_requests_in_flight_leaves_no_load_behind() -> None:
+    """A loop closed while requests wait on a server (as after an interrupted
+    run_until_complete: its tasks never finish) must not count them against an endpoint in
+    the next loop, whose requests then crowd the other endpoint past its limit."""
+    with OpenAITestServer() as a, OpenAITestServer() as b:
+        model = _model(a.url, b.url, max_concurrency=2, max_retries=0)
+        a.pause()  # b answers at once: the closed loop leaves two requests on a, none on b
+        loop = asyncio.new_event_loop()
+        # Kept referenced, so its requests stay in flight for good, as a dead loop's do.
+        abandoned = loop.create_task(model.generate([_ask(f"held {i}") for i in range(4)]))
+        loop.run_until_complete(
+            eventually(lambda: a.in_flight == 2 and b.requests == 2, "a to hold two")
+        )
+        loop.close()
+        a.resume()
+        b.pause()
+        a.pause()
+
+        async def spread() -> list[object]:
+            asks = asyncio.create_task(model.generate([_ask(f"q{i}") for i in range(4)]))
+            await eventually(lambda: a.in_flight + b.in_flight == 4, "four requests held")
+            held = [a.in_flight, b.in_flight]
+            a.resume()
+            b.resume()
+            results = await asks
+            await model.aclose()
+            return [held, results]
+
+        held, results = asyncio.run(spread())
+        assert held == [2, 2] and not abandoned.done()
+        assert all(isinstance(r, Generation) for r in results), results
+
+
+def test_two_running_loops_cannot_share_a_model() -> None:
+    """Threads, each with a loop, would each get a gate of the full capacity: refused with
+    a message that says what to do, not silently run over the server's limit."""
+    import threading
+
+    with OpenAITestServer() as server:
+        model = _model(server.url, max_concurrency=2, max_retries=0)
+        server.pause()
+        started = threading.Event()
+
+        def hold() -> None:
+            async def main() -> None:
+                asks = asyncio.create_task(model.generate([_ask("held")]))
+                await eventually(lambda: server.in_flight == 1, "the request held")
+                started.set()
+                await asks
+                await model.aclose()
+
+            asyncio.run(main())
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        assert started.wait(60)
+        try:
+            with pytest.raises(RuntimeError, match="another running event loop"):
+                asyncio.run(model.generate([_ask("second")]))
+        finally:
+            server.resume()
+            thread.join(60)
+        assert server.requests == 1

@@ -75,25 +75,46 @@ T = TypeVar("T")
 
 
 class PerLoop(Generic[T]):
-    """A value made on first use in the running event loop, and made anew when another loop
-    asks: what the earlier loop made dies with it (its connections can only be closed there)."""
+    """A value bound to the event loop that first uses it, made anew when a later loop asks:
+    what an earlier loop made dies with it (its connections can only be closed there).
 
-    def __init__(self, make: Callable[[], T]) -> None:
+    `initial` is the first loop's value, made ahead (None: made on first use). Two loops
+    running at once (threads) cannot share one: each would get a gate of the full capacity.
+    """
+
+    def __init__(self, make: Callable[[], T], initial: T | None = None) -> None:
         self._make = make
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._value: T | None = None
+        self._value: T | None = initial
 
     def get(self) -> T:
         loop = asyncio.get_running_loop()
-        if self._value is None or self._loop is not loop:
-            self._value, self._loop = self._make(), loop
-        return self._value
+        if self._loop is loop and self._value is not None:
+            return self._value
+        if self._loop is not None and self._loop is not loop and self._loop.is_running():
+            raise RuntimeError(
+                "this model is in use on another running event loop (thread): "
+                "make one model per thread"
+            )
+        value = self._value if self._loop is None and self._value is not None else self._make()
+        self._value, self._loop = value, loop
+        return value
 
     def take_current(self) -> T | None:
-        """The value made on the running loop, forgotten here (to close it); None if there is
+        """The value bound to the running loop, forgotten here (to close it); None if there is
         none, or it belongs to another loop."""
         value, self._value = self._value, None
         return value if self._loop is asyncio.get_running_loop() else None
+
+
+@dataclass
+class _Gate:
+    """A loop's admission to the model: the slots of the summed capacity, and the requests
+    each endpoint has in flight (counted per loop too: a loop closed with requests still in
+    flight leaves its counts behind with it)."""
+
+    slots: asyncio.Semaphore
+    in_flight: list[int]
 
 
 class AttemptTimeout(Exception):
@@ -363,8 +384,7 @@ Transport = Literal["auto", "sdk"]
 
 
 class _Endpoint:
-    """One base URL: the lean transport or a few SDK clients (connection pools), and the
-    count of requests in flight."""
+    """One base URL: the lean transport or a few SDK clients (connection pools)."""
 
     def __init__(self, url: str, key: str, cfg: ModelConfig, transport: Transport) -> None:
         self.url = url
@@ -378,23 +398,29 @@ class _Endpoint:
                 http_client=http_client,
             )
 
-        first = client()
-        trust = sdk_ssl_context(first)
+        self.first = client()
+        trust = sdk_ssl_context(self.first)
         self.lean: openai_lean.LeanTransport | None = None
         pools = -(-cfg.max_concurrency // CONNECTIONS_PER_POOL)
-        if transport == "auto" and openai_lean is not None and openai_lean.covers(first):
+        initial: list[openai.AsyncOpenAI] = []
+        if transport == "auto" and openai_lean is not None and openai_lean.covers(self.first):
             # The SDK client stays: it names the URL and headers and builds the status errors.
-            self.lean = openai_lean.LeanTransport(first, connections=cfg.max_concurrency)
+            self.lean = openai_lean.LeanTransport(
+                self.first, connections=cfg.max_concurrency, trust=trust
+            )
             pools = 0
+        else:
+            initial = [self.first] + [client() for _ in range(pools - 1)]
 
-        def loop_pools() -> tuple[list[openai.AsyncOpenAI], list[int]]:
-            # The SDK's own defaults, but the trust `first` was built with, not today's env.
+        def later_loop_pools() -> tuple[list[openai.AsyncOpenAI], list[int]]:
+            # The SDK's own defaults, but the TLS trust the model was built with, not today's
+            # environment (its proxies are read now, as the SDK would for a new client).
             made = [client(openai.DefaultAsyncHttpxClient(verify=trust)) for _ in range(pools)]
             return made, [0] * pools
 
-        # The SDK's clients (connection pools) of the running loop, with their requests in flight.
-        self._pools = PerLoop(loop_pools)
-        self.in_flight = 0
+        # The SDK's clients (connection pools) of the running loop with their requests in
+        # flight: the first loop's are the SDK's own, built here like the lean transport.
+        self._pools = PerLoop(later_loop_pools, initial=(initial, [0] * pools))
 
     @property
     def transport(self) -> str:
@@ -428,6 +454,8 @@ class _Endpoint:
     async def aclose(self) -> None:
         if self.lean is not None:
             await self.lean.aclose()
+            # It opened no connection (the lean session posts): closing it is safe on any loop.
+            await self.first.close()
         clients, _ = self._pools.take_current() or ([], [])
         for client in clients:
             await client.close()
@@ -464,8 +492,8 @@ class OpenAIChatModel:
         self._secret = Secret(key)
         self._endpoints = [_Endpoint(url, key, cfg, transport) for url in cfg.endpoints]
         # One global gate of the summed capacity: whoever passes finds a free endpoint.
-        capacity = cfg.max_concurrency * len(self._endpoints)
-        self._slots = PerLoop(lambda: asyncio.Semaphore(capacity))
+        capacity, count = cfg.max_concurrency * len(self._endpoints), len(self._endpoints)
+        self._gate = PerLoop(lambda: _Gate(asyncio.Semaphore(capacity), [0] * count))
         self._limiter = RateLimiter(
             cfg.requests_per_minute,
             cfg.tokens_per_minute,
@@ -500,7 +528,8 @@ class OpenAIChatModel:
 
     async def _once(self, request: ChatRequest, call: _Call) -> Generation:
         estimate = estimate_tokens(request)
-        async with self._slots.get():
+        gate = self._gate.get()
+        async with gate.slots:
             # Inside the slot, so a cool-down also holds back requests already queued.
             await self._limiter.acquire(estimate)
             now = self._clock()
@@ -509,8 +538,9 @@ class OpenAIChatModel:
             budget = min(self.cfg.timeout_s, call.deadline - now)
             if budget <= 0:
                 raise AttemptTimeout(f"the call's deadline of {self.deadline_s:g} s has passed")
-            endpoint = min(self._endpoints, key=lambda e: e.in_flight)
-            endpoint.in_flight += 1
+            index = min(range(len(self._endpoints)), key=gate.in_flight.__getitem__)
+            endpoint = self._endpoints[index]
+            gate.in_flight[index] += 1
             start = time.monotonic()
             try:
                 # httpx's own timeout is per read; this one ends the attempt, trickle or not.
@@ -524,7 +554,7 @@ class OpenAIChatModel:
                 self._limiter.settle(estimate, 0)
                 raise
             finally:
-                endpoint.in_flight -= 1
+                gate.in_flight[index] -= 1
         generation = parse_completion(data, time.monotonic() - start)
         self._limiter.settle(estimate, generation.prompt_tokens + generation.completion_tokens)
         if self._secret.active:

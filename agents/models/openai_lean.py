@@ -30,6 +30,7 @@ SDK's httpx2 speaks SOCKS and ALL_PROXY; aiohttp does not).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import urllib.request
 from collections.abc import Coroutine
 from typing import Any
@@ -90,7 +91,9 @@ def sdk_headers(client: openai.AsyncOpenAI) -> dict[str, str]:
 class LeanTransport:
     """One endpoint's aiohttp session (made on first use, on the loop that uses it)."""
 
-    def __init__(self, client: openai.AsyncOpenAI, *, connections: int) -> None:
+    def __init__(
+        self, client: openai.AsyncOpenAI, *, connections: int, trust: ssl.SSLContext | None = None
+    ) -> None:
         self._client = client
         # Relative to the client's base URL (which the SDK ends with a slash), as it posts.
         self.url = URL(str(client.base_url.join("chat/completions")))
@@ -98,7 +101,7 @@ class LeanTransport:
         # Taken now, not per session: the SDK fixed its trust when the client was built, and a
         # session made later (first use, or each new event loop) must not re-read the environment.
         # Used for http:// URLs too, in case a redirect leads to https.
-        self._ssl = sdk_ssl_context(client)
+        self._ssl = trust or sdk_ssl_context(client)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -107,6 +110,11 @@ class LeanTransport:
         if self._session is not None and self._loop is loop:
             return self._session
         if self._session is not None:
+            if self._loop is not None and self._loop.is_running():
+                raise RuntimeError(
+                    "this model is in use on another running event loop (thread): "
+                    "make one model per thread"
+                )
             # Made on another loop (an earlier asyncio.run): its connections can only be closed
             # there, so they are left to it and this loop gets a session of its own.
             self._session.detach()
