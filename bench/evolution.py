@@ -154,7 +154,7 @@ def plot(results: list[dict[str, Any]], out: Path) -> Path:
         )
     labels = ["base"] + [f"v{i}" for i in range(1, max(len(r["versions"]) for r in results) + 1)]
     ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlabel("student version (trained once per round)")
+    ax.set_xlabel("student version, in training order")
     ax.set_ylabel("held-out suite, prompt-level strict accuracy (%)")
     ax.set_title("SmolLM2-135M-Instruct through the loop: accuracy with 95% bootstrap intervals")
     ax.legend(fontsize=8)
