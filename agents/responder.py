@@ -9,8 +9,10 @@ carry a system prompt keep it.
 
 An instruction with verifiable constraints (`meta["constraints"]`, attached
 by the evolver) is answered by rejection sampling: one request draws
-`verifiable_samples` answers (`n`), each is checked strictly, and the first
-that passes every constraint is kept. When none passes, the answer passing
+`verifiable_samples` answers (`n`), each is checked strictly, and one that
+passes every constraint is kept: the first drawn, or with `pick = "shortest"`
+the shortest (a weak model that rambles past the token limit learns to finish
+from its own short passing answers). When none passes, the answer passing
 the most constraints is kept all the same, so the critic records its
 verdicts and the selector drops it naming the failing constraint: one place
 decides, and the record of what was tried stays with the example
@@ -27,7 +29,7 @@ as repaired; the record lists the constraint ids repaired (`"repaired"`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Literal, TypeVar
@@ -81,7 +83,11 @@ class ResponderConfig(BaseModel):
     verifiable_samples: int = Field(
         4,
         ge=1,
-        description="Rejection sampling: answers drawn for an instruction with verifiable constraints; the first passing all is kept.",
+        description="Rejection sampling: answers drawn for an instruction with verifiable constraints; one passing all is kept.",
+    )
+    pick: Literal["first", "shortest"] = Field(
+        "first",
+        description="Which passing answer is kept (and which repaired one, among those passing as many): the first drawn, or the shortest in characters (teaches a model that runs past max_tokens to finish).",
     )
     verifiable_temperature: float | None = Field(
         None,
@@ -146,8 +152,9 @@ def pick_sample(
 ) -> tuple[int, dict[str, Any], str]:
     """The answer to keep among `choices`, the record of the draw, and the text to keep.
 
-    The first usable answer passing every constraint (strict check); failing
-    that, with `config.repair`, the first usable one, best first, that passes
+    The first (with `config.pick == "shortest"`, the shortest) usable answer
+    passing every constraint (strict check); failing that, with `config.repair`,
+    the first usable one, best first (then shortest with that pick), that passes
     every constraint once repaired, its text the repaired one and its record
     naming the constraint ids repaired (`"passing"` and `"kept_passes"` still
     describe the answers as drawn); failing that, the usable one passing most
@@ -160,12 +167,17 @@ def pick_sample(
         for c, text in zip(choices, texts, strict=True)
     ]
     passing = [i for i, n in enumerate(passes) if n == len(constraints)]
-    kept = passing[0] if passing else max(range(len(choices)), key=lambda i: (passes[i], -i))
+    order = _preference(texts, config)
+    kept = (
+        min(passing, key=order)
+        if passing
+        else max(range(len(choices)), key=lambda i: (passes[i], -i))
+    )
     text = texts[kept]
     repaired: list[str] = []
     if not passing and config.repair:
         complete = [c.finish_reason != "length" for c in choices]
-        fixed = _repaired_sample(texts, passes, complete, constraints)
+        fixed = _repaired_sample(texts, passes, complete, constraints, order)
         if fixed is not None:
             kept, text, repaired = fixed
     record: dict[str, Any] = {
@@ -180,18 +192,30 @@ def pick_sample(
     return kept, record, text
 
 
+def _preference(texts: list[str], config: ResponderConfig) -> Callable[[int], tuple[int, int]]:
+    """Sort key of answer indexes, preferred first, by `config.pick`."""
+    if config.pick == "shortest":
+        return lambda i: (len(texts[i]), i)
+    return lambda i: (0, i)
+
+
 def _repaired_sample(
-    texts: list[str], passes: list[int], complete: list[bool], constraints: list[Constraint]
+    texts: list[str],
+    passes: list[int],
+    complete: list[bool],
+    constraints: list[Constraint],
+    order: Callable[[int], tuple[int, int]],
 ) -> tuple[int, str, list[str]] | None:
     """(index, repaired text, constraint ids repaired) of the first usable answer, most
-    passes first, that passes every constraint after `repair_all`; None when none does."""
+    passes first, then by `order`, that passes every constraint after `repair_all`; None
+    when none does."""
     # Only whole answers with content are repaired. A cut answer (even one truncation may
     # keep) would get an end phrase or a closing quote that hides the cut; an answer of
     # punctuation alone would become the repairs' own text (",," + no_comma + end phrase
     # is the end phrase), a passing example with nothing of the model's in it.
     usable = sorted(
         (i for i, n in enumerate(passes) if n >= 0 and complete[i] and _has_content(texts[i])),
-        key=lambda i: (-passes[i], i),
+        key=lambda i: (-passes[i], *order(i)),
     )
     for i in usable:
         text, repaired = repair_all(constraints, texts[i])

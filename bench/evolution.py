@@ -57,6 +57,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         max_constraints=args.max_constraints,
         keep_truncated=args.keep_truncated,
         answer_tokens=args.answer_tokens,
+        pick=args.pick,
         operations=tuple(args.operations.split(",")),
         student_serves=("generator", "responder") if arm == "responder" else ("generator",),
     )
@@ -188,6 +189,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--answer-tokens", type=int, default=320, help="the responder's token limit per answer"
+    )
+    parser.add_argument(
+        "--pick",
+        choices=("first", "shortest"),
+        default="first",
+        help="which passing answer the responder keeps: the first drawn or the shortest",
     )
     parser.add_argument(
         "--report-only",

@@ -46,6 +46,9 @@ class RealSettings:
     # The suite reads answers cut at its own token limit, so answers that end well inside a
     # budget near it are what the student should learn; a longer budget mostly buys rambling.
     answer_tokens: int = 320
+    # Which passing answer the responder keeps: "shortest" trains the student on its own
+    # answers that end early, against the truncation that fails most suite answers.
+    pick: str = "first"
     student_serves: Sequence[str] = ("generator",)
     # Half the children need no rewrite by the model (a 135M model copies the template's
     # words into most rewrites, which rule 4 rejects); add_verifiable alone spends every
@@ -81,6 +84,7 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
         # repaired, re-verified answers are what teach it those formats.
         "responder.repair=true",
         f"responder.max_tokens={settings.answer_tokens}",
+        f"responder.pick={json.dumps(settings.pick)}",
         "critic.judge.enabled=false",
         "critic.ifd.enabled=false",
         'selector.steps=["exact_dedup", "near_dedup", "novelty", "thresholds"]',

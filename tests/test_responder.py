@@ -268,3 +268,33 @@ async def test_respond_stores_the_repaired_answer_and_counts_it() -> None:
     assert "repaired" not in unrepairable.meta[SAMPLING_KEY]
     assert outcome.counters["sampling_repaired"] == 1 and outcome.counters["sampling_failed"] == 1
     assert outcome.counters["sampling_passed"] == 0 and outcome.rejections == []
+
+
+def test_pick_shortest_keeps_the_shortest_passing_answer_in_both_languages() -> None:
+    choices = drawn(
+        "tides rise and fall twice a day as the moon pulls the sea.",
+        "Tides, Mostly.",
+        "tides follow the moon.",
+        "潮汐是月球引力造成的海面涨落现象。",
+        "潮汐随月亮涨落。",
+    )
+    first = pick_sample(choices, [NO_COMMA], ResponderConfig())
+    assert first[0] == 0
+    shortest = ResponderConfig(pick="shortest")
+    index, record, text = pick_sample(choices, [NO_COMMA], shortest)
+    # Characters, not whitespace words: the eight-character Chinese answer is the shortest.
+    assert (index, text) == (4, "潮汐随月亮涨落。")
+    assert record["passing"] == [0, 2, 3, 4] and record["kept"] == 4
+    # A cut answer is not usable, however short.
+    cut = [Choice("tides", "length"), *drawn("tides follow the moon.")]
+    assert pick_sample(cut, [LOWER], shortest)[0] == 1
+
+
+def test_pick_shortest_repairs_the_shortest_among_the_best() -> None:
+    choices = drawn("Tides Come From The Moon Above Us.", "Tides, Mostly.", "Tides Rise.")
+    # All three fail lowercase; the first and third pass no comma: the third is shorter.
+    index, record, text = pick_sample(
+        choices, [LOWER, NO_COMMA], ResponderConfig(repair=True, pick="shortest")
+    )
+    assert (index, text, record["repaired"]) == (2, "tides rise.", [LOWER.id])
+    assert pick_sample(choices, [LOWER, NO_COMMA], REPAIR)[0] == 0

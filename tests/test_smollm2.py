@@ -132,6 +132,20 @@ def test_config_lines_and_overrides_are_valid_run_configs(
     assert student_only["trainer"]["precision"] == "fp32"
 
 
+def test_the_real_runs_settings_are_a_valid_run_config(tmp_path: Path, project_dir: Path) -> None:
+    from evoinstruct.graph.config import load_config
+    from evoinstruct.graph.real_demo import RealSettings, real_overrides
+
+    path = model_dir(tmp_path, "bfloat16")
+    settings = RealSettings(pick="shortest", min_new=60, samples=6, answer_tokens=160)
+    config = load_config(
+        project_dir / "evoinstruct.toml", real_overrides(path, settings), environ={}
+    )
+    assert (config.responder.pick, config.responder.verifiable_samples) == ("shortest", 6)
+    assert (config.responder.max_tokens, config.trainer.train_min_new) == (160, 60)
+    assert config.trainer.gate.metric == "verifiable" and config.models["student"].path == str(path)
+
+
 def test_no_package_index_is_one_line_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
