@@ -44,7 +44,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 import openai
 from tenacity import AsyncRetrying, retry_if_exception_type
@@ -61,6 +61,7 @@ from evoinstruct.agents.models.base import (
     Result,
 )
 from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.agents.models.per_loop import PerLoop
 from evoinstruct.agents.models.sdk_tls import sdk_ssl_context
 from evoinstruct.agents.models.secret import Secret
 from evoinstruct.store.errors import ModelError, UnsupportedError
@@ -69,42 +70,6 @@ try:
     from evoinstruct.agents.models import openai_lean
 except ImportError:  # no aiohttp or orjson: every endpoint takes the SDK's own transport
     openai_lean = None  # type: ignore[assignment]
-
-
-T = TypeVar("T")
-
-
-class PerLoop(Generic[T]):
-    """A value bound to the event loop that first uses it, made anew when a later loop asks:
-    what an earlier loop made dies with it (its connections can only be closed there).
-
-    `initial` is the first loop's value, made ahead (None: made on first use). Two loops
-    running at once (threads) cannot share one: each would get a gate of the full capacity.
-    """
-
-    def __init__(self, make: Callable[[], T], initial: T | None = None) -> None:
-        self._make = make
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._value: T | None = initial
-
-    def get(self) -> T:
-        loop = asyncio.get_running_loop()
-        if self._loop is loop and self._value is not None:
-            return self._value
-        if self._loop is not None and self._loop is not loop and self._loop.is_running():
-            raise RuntimeError(
-                "this model is in use on another running event loop (thread): "
-                "make one model per thread"
-            )
-        value = self._value if self._loop is None and self._value is not None else self._make()
-        self._value, self._loop = value, loop
-        return value
-
-    def take_current(self) -> T | None:
-        """The value bound to the running loop, forgotten here (to close it); None if there is
-        none, or it belongs to another loop."""
-        value, self._value = self._value, None
-        return value if self._loop is asyncio.get_running_loop() else None
 
 
 @dataclass

@@ -41,6 +41,7 @@ import openai
 import orjson
 from yarl import URL
 
+from evoinstruct.agents.models.per_loop import refuse_if_running
 from evoinstruct.agents.models.sdk_tls import sdk_ssl_context
 
 # Raised once the server has the connection: it broke mid-exchange (a dropped or truncated
@@ -110,11 +111,7 @@ class LeanTransport:
         if self._session is not None and self._loop is loop:
             return self._session
         if self._session is not None:
-            if self._loop is not None and self._loop.is_running():
-                raise RuntimeError(
-                    "this model is in use on another running event loop (thread): "
-                    "make one model per thread"
-                )
+            refuse_if_running(self._loop)
             # Made on another loop (an earlier asyncio.run): its connections can only be closed
             # there, so they are left to it and this loop gets a session of its own.
             self._session.detach()
