@@ -22,8 +22,9 @@ one kept).
 With `repair` on, a draw where no answer passes gets one more chance: the
 deterministic fixes of the format constraints an answer fails (lowercase it,
 wrap it in quotes, append the end phrase...) are applied to each usable
-answer, best first, and the first that then passes every constraint is kept
-as repaired; the record lists the constraint ids repaired (`"repaired"`).
+answer, best first (ties by `pick`), and the first that then passes every
+constraint is kept as repaired; the record lists the constraint ids repaired
+(`"repaired"`), and names the pick when it is not the first drawn (`"pick"`).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class ResponderConfig(BaseModel):
     )
     pick: Literal["first", "shortest"] = Field(
         "first",
-        description="Which passing answer is kept (and which repaired one, among those passing as many): the first drawn, or the shortest in characters (teaches a model that runs past max_tokens to finish).",
+        description="Which passing answer is kept (and which repaired one, among those passing as many): the first drawn, or the shortest in characters, answers with content and uncut first (teaches a model that runs past max_tokens to finish; characters compare answers of one language, a Chinese one is shorter than its English twin).",
     )
     verifiable_temperature: float | None = Field(
         None,
@@ -96,7 +97,7 @@ class ResponderConfig(BaseModel):
     )
     repair: bool = Field(
         False,
-        description="Programmatic repair: when no drawn answer passes, apply the deterministic fixes of the failing constraints that have one to each usable answer, best first, and keep the first that then passes every constraint; meta records it.",
+        description="Programmatic repair: when no drawn answer passes, apply the deterministic fixes of the failing constraints that have one to each usable answer, best first (ties by `pick`), and keep the first that then passes every constraint; meta records it.",
     )
 
     def sampling(self, constrained: bool) -> tuple[float, int]:
@@ -167,7 +168,8 @@ def pick_sample(
         for c, text in zip(choices, texts, strict=True)
     ]
     passing = [i for i, n in enumerate(passes) if n == len(constraints)]
-    order = _preference(texts, config)
+    complete = [c.finish_reason != "length" for c in choices]
+    order = _preference(texts, complete, config)
     kept = (
         min(passing, key=order)
         if passing
@@ -176,7 +178,6 @@ def pick_sample(
     text = texts[kept]
     repaired: list[str] = []
     if not passing and config.repair:
-        complete = [c.finish_reason != "length" for c in choices]
         fixed = _repaired_sample(texts, passes, complete, constraints, order)
         if fixed is not None:
             kept, text, repaired = fixed
@@ -189,14 +190,20 @@ def pick_sample(
     }
     if repaired:
         record["repaired"] = repaired
+    if config.pick != "first":
+        record["pick"] = config.pick
     return kept, record, text
 
 
-def _preference(texts: list[str], config: ResponderConfig) -> Callable[[int], tuple[int, int]]:
+def _preference(
+    texts: list[str], complete: list[bool], config: ResponderConfig
+) -> Callable[[int], tuple[int, ...]]:
     """Sort key of answer indexes, preferred first, by `config.pick`."""
     if config.pick == "shortest":
-        return lambda i: (len(texts[i]), i)
-    return lambda i: (0, i)
+        # "." passes no_comma and lowercase, and a cut answer (kept with on_truncated =
+        # "keep") may be short: neither is what the student should learn to stop at.
+        return lambda i: (not _has_content(texts[i]), not complete[i], len(texts[i]), i)
+    return lambda i: (i,)
 
 
 def _repaired_sample(
@@ -204,7 +211,7 @@ def _repaired_sample(
     passes: list[int],
     complete: list[bool],
     constraints: list[Constraint],
-    order: Callable[[int], tuple[int, int]],
+    order: Callable[[int], tuple[int, ...]],
 ) -> tuple[int, str, list[str]] | None:
     """(index, repaired text, constraint ids repaired) of the first usable answer, most
     passes first, then by `order`, that passes every constraint after `repair_all`; None

@@ -98,6 +98,8 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         "teacher": result.teacher,
         "versions": result.versions,
         "last_promoted": promoted[-1] if promoted else None,
+        # As the project's config has it: a resumed project keeps the settings it was made with.
+        "pick": project.load_config().responder.pick,
     }
 
 

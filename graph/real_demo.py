@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from evoinstruct.graph.daemon.loop import DaemonOptions, ProgressSink
 from evoinstruct.graph.project import Project, init_project
@@ -48,7 +48,7 @@ class RealSettings:
     answer_tokens: int = 320
     # Which passing answer the responder keeps: "shortest" trains the student on its own
     # answers that end early, against the truncation that fails most suite answers.
-    pick: str = "first"
+    pick: Literal["first", "shortest"] = "first"
     student_serves: Sequence[str] = ("generator",)
     # Half the children need no rewrite by the model (a 135M model copies the template's
     # words into most rewrites, which rule 4 rejects); add_verifiable alone spends every

@@ -270,24 +270,38 @@ async def test_respond_stores_the_repaired_answer_and_counts_it() -> None:
     assert outcome.counters["sampling_passed"] == 0 and outcome.rejections == []
 
 
-def test_pick_shortest_keeps_the_shortest_passing_answer_in_both_languages() -> None:
-    choices = drawn(
-        "tides rise and fall twice a day as the moon pulls the sea.",
-        "Tides, Mostly.",
-        "tides follow the moon.",
-        "潮汐是月球引力造成的海面涨落现象。",
-        "潮汐随月亮涨落。",
-    )
-    first = pick_sample(choices, [NO_COMMA], ResponderConfig())
-    assert first[0] == 0
-    shortest = ResponderConfig(pick="shortest")
-    index, record, text = pick_sample(choices, [NO_COMMA], shortest)
-    # Characters, not whitespace words: the eight-character Chinese answer is the shortest.
-    assert (index, text) == (4, "潮汐随月亮涨落。")
-    assert record["passing"] == [0, 2, 3, 4] and record["kept"] == 4
-    # A cut answer is not usable, however short.
-    cut = [Choice("tides", "length"), *drawn("tides follow the moon.")]
-    assert pick_sample(cut, [LOWER], shortest)[0] == 1
+@pytest.mark.parametrize(
+    ("answers", "shortest"),
+    [
+        (
+            [
+                "tides rise and fall twice a day as the moon pulls the sea.",
+                "Tides, Mostly.",
+                "tides follow the moon.",
+                ".",
+            ],
+            2,
+        ),
+        (["潮汐是月球引力造成的海面涨落现象。", "潮汐，月亮。", "潮汐随月亮涨落。", "。"], 2),
+    ],
+)
+def test_pick_shortest_keeps_the_shortest_passing_answer_with_content(
+    answers: list[str], shortest: int
+) -> None:
+    # The second fails no_comma; the last passes it but says nothing, and stats would drop it.
+    choices = drawn(*answers)
+    assert pick_sample(choices, [NO_COMMA], ResponderConfig())[0] == 0
+    index, record, text = pick_sample(choices, [NO_COMMA], ResponderConfig(pick="shortest"))
+    assert (index, text) == (shortest, answers[shortest])
+    assert record["passing"] == [0, 2, 3] and record["kept"] == shortest
+    assert record["pick"] == "shortest"
+
+
+def test_pick_shortest_prefers_a_whole_answer_to_a_shorter_cut_one() -> None:
+    keep_cut = ResponderConfig(pick="shortest", on_truncated="keep")
+    choices = [Choice("tides", "length"), *drawn("tides follow the moon.")]
+    assert pick_sample(choices, [LOWER], keep_cut)[0] == 1
+    assert pick_sample(choices, [LOWER], ResponderConfig(on_truncated="keep"))[0] == 0
 
 
 def test_pick_shortest_repairs_the_shortest_among_the_best() -> None:
