@@ -195,7 +195,7 @@ def main() -> int:
     parser.add_argument(
         "--pick",
         choices=("first", "shortest"),
-        default="first",
+        default="shortest",
         help="which passing answer the responder keeps: the first drawn or the shortest",
     )
     parser.add_argument(
