@@ -363,19 +363,19 @@ class _Endpoint:
                 http_client=http_client,
             )
 
-        self.first = client()
-        trust = sdk_ssl_context(self.first)
+        self._sdk = client()
+        trust = sdk_ssl_context(self._sdk)
         self.lean: openai_lean.LeanTransport | None = None
         pools = -(-cfg.max_concurrency // CONNECTIONS_PER_POOL)
         initial: list[openai.AsyncOpenAI] = []
-        if transport == "auto" and openai_lean is not None and openai_lean.covers(self.first):
+        if transport == "auto" and openai_lean is not None and openai_lean.covers(self._sdk):
             # The SDK client stays: it names the URL and headers and builds the status errors.
             self.lean = openai_lean.LeanTransport(
-                self.first, connections=cfg.max_concurrency, trust=trust
+                self._sdk, connections=cfg.max_concurrency, trust=trust
             )
             pools = 0
         else:
-            initial = [self.first] + [client() for _ in range(pools - 1)]
+            initial = [self._sdk] + [client() for _ in range(pools - 1)]
 
         def later_loop_pools() -> tuple[list[openai.AsyncOpenAI], list[int]]:
             # The SDK's own defaults, but the TLS trust the model was built with, not today's
@@ -420,7 +420,7 @@ class _Endpoint:
         if self.lean is not None:
             await self.lean.aclose()
             # It opened no connection (the lean session posts): closing it is safe on any loop.
-            await self.first.close()
+            await self._sdk.close()
         clients, _ = self._pools.take_current() or ([], [])
         for client in clients:
             await client.close()

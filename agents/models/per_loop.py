@@ -29,7 +29,8 @@ class PerLoop(Generic[T]):
     what an earlier loop made dies with it (its connections can only be closed there).
 
     `initial` is the first loop's value, made ahead (None: made on first use). Two loops
-    running at once (threads) cannot share one: each would get a gate of the full capacity.
+    running at once (threads) cannot share one: a request gate, for one, would admit each
+    loop to the model's full capacity.
     """
 
     def __init__(self, make: Callable[[], T], initial: T | None = None) -> None:
@@ -39,13 +40,14 @@ class PerLoop(Generic[T]):
 
     def get(self) -> T:
         loop = asyncio.get_running_loop()
-        if self._loop is loop and self._value is not None:
-            return self._value
         if self._loop is not loop:
             refuse_if_running(self._loop)
-        value = self._value if self._loop is None and self._value is not None else self._make()
-        self._value, self._loop = value, loop
-        return value
+            if self._loop is not None:  # an earlier loop's value dies with it
+                self._value = None
+            self._loop = loop
+        if self._value is None:
+            self._value = self._make()
+        return self._value
 
     def take_current(self) -> T | None:
         """The value bound to the running loop, forgotten here (to close it); None if there is
