@@ -68,12 +68,11 @@ def test_a_repair_outside_the_order_is_refused() -> None:
     assert "test:stray_repair" not in REGISTRY
 
 
-# (constraint, response as drawn, response once repaired), English then Chinese for each type.
+# (constraint, response as drawn, response once repaired), English then Chinese for each
+# type but the case rules, which ask for English.
 CASES: list[tuple[Constraint, str, str]] = [
     (LOWER, "Tides Come From The Moon.", "tides come from the moon."),
-    (LOWER, "潮汐和 Moon 有关，也和 NASA 的数据一致。", "潮汐和 moon 有关，也和 nasa 的数据一致。"),
     (UPPER, "Tides come from the Moon.", "TIDES COME FROM THE MOON."),
-    (UPPER, "潮汐和 Moon 有关。", "潮汐和 MOON 有关。"),
     (QUOTED, "  Tides come from the Moon.\n", '"Tides come from the Moon."'),
     (QUOTED, "潮汐来自月球。", '"潮汐来自月球。"'),
     (
@@ -121,13 +120,21 @@ def test_each_repair_makes_its_own_checker_pass(
         (QUOTED, "“潮汐来自月球。”"),
         (PS_EN, "Tides come from the Moon.\n\nP. S. The Sun helps too."),
         (PS_ZH, "潮汐来自月球。\n附言：太阳也有影响。"),
-        (REPEAT_EN, "explain  tides simply.\nTides come from the Moon."),
+        (REPEAT_EN, "explain tides simply.\nTides come from the Moon."),
     ],
 )
 def test_a_response_that_already_passes_is_left_as_it_is(constraint: Constraint, text: str) -> None:
     assert constraint.check(text).passed
     assert repair(constraint, text) == text
     assert repair_all([constraint], text) == (text, [])
+
+
+@pytest.mark.parametrize("constraint", [LOWER, UPPER])
+def test_a_case_repair_leaves_an_answer_in_another_language_alone(constraint: Constraint) -> None:
+    # The case rules ask for English (as IFEval's do): no change of case meets them here.
+    drawn = "潮汐和 Moon 有关，也和 NASA 的数据一致。"
+    assert repair(constraint, drawn) == drawn
+    assert not constraint.check(drawn).passed
 
 
 def test_end_phrase_goes_inside_wrapping_quotes() -> None:

@@ -45,7 +45,7 @@ from evoinstruct.agents.constraints.text import (
     count_words,
     loose_variants,
     script_shares,
-    split_on_blank_lines,
+    split_on_double_newlines,
     split_sentences,
 )
 
@@ -76,7 +76,8 @@ CASES: list[tuple[str, dict[str, Any], str, str, bool]] = [
     ("length_constraints:number_sentences", {"relation": "at least", "num_sentences": 3}, "zh", "春天来了。花开了！你看到了吗？", True),
     ("length_constraints:number_sentences", {"relation": "at least", "num_sentences": 4}, "zh", "春天来了。花开了！你看到了吗？", False),
     ("length_constraints:number_sentences", {"relation": "less than", "num_sentences": 2}, "zh", "春天来了，花开了", True),
-    ("length_constraints:number_sentences", {"relation": "less than", "num_sentences": 2}, "zh", "春天来了\n花开了", False),
+    ("length_constraints:number_sentences", {"relation": "less than", "num_sentences": 2}, "zh", "春天来了\n花开了。", True),  # a line break ends no sentence
+    ("length_constraints:number_sentences", {"relation": "less than", "num_sentences": 2}, "zh", "春天来了。\n花开了。", False),
     # --- length_constraints:number_paragraphs (*** dividers)
     ("length_constraints:number_paragraphs", {"num_paragraphs": 2}, "en", "First part.\n\n***\n\nSecond part.", True),
     ("length_constraints:number_paragraphs", {"num_paragraphs": 2}, "en", "First part.\n\nSecond part.", False),
@@ -124,7 +125,7 @@ CASES: list[tuple[str, dict[str, Any], str, str, bool]] = [
     ("language:response_language", {"language": "zh"}, "zh", "今日はいい天気ですね。", False),
     # --- detectable_content:number_placeholders
     ("detectable_content:number_placeholders", {"num_placeholders": 2}, "en", "Dear [name], see you at [address].", True),
-    ("detectable_content:number_placeholders", {"num_placeholders": 2}, "en", "Dear [name], see you [].", False),
+    ("detectable_content:number_placeholders", {"num_placeholders": 2}, "en", "Dear [name], see you soon.", False),
     ("detectable_content:number_placeholders", {"num_placeholders": 1}, "zh", "尊敬的[姓名]：您好。", True),
     ("detectable_content:number_placeholders", {"num_placeholders": 1}, "zh", "尊敬的【姓名】：您好。", False),
     # --- detectable_content:postscript
@@ -139,7 +140,7 @@ CASES: list[tuple[str, dict[str, Any], str, str, bool]] = [
     # --- detectable_format:number_bullet_lists
     ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "en", "Points:\n* one\n- two", True),
     ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "en", "Points:\n* one\n* two\n* three", False),
-    ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "en", "**Bold** start\n* one\n***\n-5 degrees\n- two", True),
+    ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "en", "**Bold** start\n* one\n***\n- two", True),
     ("detectable_format:number_bullet_lists", {"num_bullets": 3}, "zh", "要点：\n* 第一\n* 第二\n* 第三", True),
     ("detectable_format:number_bullet_lists", {"num_bullets": 3}, "zh", "要点：\n1. 第一\n2. 第二\n3. 第三", False),
     # --- detectable_format:numbered_list
@@ -167,7 +168,7 @@ CASES: list[tuple[str, dict[str, Any], str, str, bool]] = [
     ("detectable_format:json_format", {}, "en", '{"answer": "yes", "reasons": [1, 2]}', True),
     ("detectable_format:json_format", {}, "en", '```json\n{"answer": "yes"}\n```', True),
     ("detectable_format:json_format", {}, "en", "Here you go: {'answer': 'yes'}", False),
-    ("detectable_format:json_format", {}, "en", '"just a string"', False),
+    ("detectable_format:json_format", {}, "en", '"just a string"', True),  # any JSON value, as in IFEval
     ("detectable_format:json_format", {}, "zh", '```\n{"答案": "春天"}\n```', True),
     ("detectable_format:json_format", {}, "zh", '{"答案"："春天"}', False),
     # --- detectable_format:title
@@ -182,7 +183,7 @@ CASES: list[tuple[str, dict[str, Any], str, str, bool]] = [
     ("combination:two_responses", {}, "zh", "第一个回答。\n******\n第二个回答。", True),
     ("combination:two_responses", {}, "zh", "第一个回答。\n***\n第二个回答。", False),
     # --- combination:repeat_prompt
-    ("combination:repeat_prompt", {"prompt_to_repeat": "Write a haiku about rain."}, "en", "write a haiku about   rain.\nDrops on the roof...", True),
+    ("combination:repeat_prompt", {"prompt_to_repeat": "Write a haiku about rain."}, "en", "write a haiku about rain.\nDrops on the roof...", True),
     ("combination:repeat_prompt", {"prompt_to_repeat": "Write a haiku about rain."}, "en", "Sure! Write a haiku about rain.", False),
     ("combination:repeat_prompt", {"prompt_to_repeat": "写一首关于雨的诗。"}, "zh", "写一首关于雨的诗。\n细雨落窗前。", True),
     ("combination:repeat_prompt", {"prompt_to_repeat": "写一首关于雨的诗。"}, "zh", "好的。写一首关于雨的诗。", False),
@@ -206,16 +207,16 @@ CASES: list[tuple[str, dict[str, Any], str, str, bool]] = [
     # --- change_case:english_lowercase
     ("change_case:english_lowercase", {}, "en", "all quiet on the western front, 123!", True),
     ("change_case:english_lowercase", {}, "en", "all quiet on the Western front.", False),
-    ("change_case:english_lowercase", {}, "zh", "我喜欢python。", True),
+    ("change_case:english_lowercase", {}, "zh", "我喜欢python。", False),  # the response must be English
     ("change_case:english_lowercase", {}, "zh", "我喜欢春天。", False),
     # --- change_case:english_capital
     ("change_case:english_capital", {}, "en", "ALL QUIET ON THE WESTERN FRONT!", True),
     ("change_case:english_capital", {}, "en", "ALL QUIET ON THE Western FRONT!", False),
-    ("change_case:english_capital", {}, "zh", "我喜欢PYTHON。", True),
+    ("change_case:english_capital", {}, "zh", "我喜欢PYTHON。", False),  # the response must be English
     ("change_case:english_capital", {}, "zh", "我喜欢Python。", False),
     # --- change_case:capital_word_frequency
     ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "at least"}, "en", "This is VERY IMPORTANT.", True),
-    ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "at least"}, "en", "I think A VERY small thing.", False),
+    ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "at least"}, "en", "We think a Very small thing.", False),
     ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "less than"}, "en", "Only ONE shout.", True),
     ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "less than"}, "en", "TWO SHOUTS.", False),
     ("change_case:capital_word_frequency", {"capital_frequency": 1, "capital_relation": "at least"}, "zh", "这是NASA的项目。", True),
@@ -351,12 +352,12 @@ def test_count_words(text: str, n: int) -> None:
     [
         ("春天来了。花开了！你看到了吗？", 3),
         ("春天来了，花开了", 1),
-        ("第一行\n第二行\n\n第三行", 3),
+        ("第一行\n第二行\n\n第三行", 1),  # line breaks end no sentence, as in IFEval
         ("Hello world. How are you? Fine!", 3),
         ("Pi is 3.14 exactly.", 1),
         ("Mr. Smith met Dr. Jones.", 1),
         ("Visit example.com today.", 1),
-        ("1. First item\n2. Second item", 2),
+        ("1. First item\n2. Second item", 3),  # Punkt reads "1." as a sentence of its own
         ("他说：“好。”然后走了。", 2),
         ("Wow!!! Really?!", 2),
         ("用Python写代码。很简单。", 2),
@@ -370,11 +371,13 @@ def test_count_sentences(text: str, n: int) -> None:
 def test_other_counters() -> None:
     assert count_chars("春天 来了 ab\n") == 6
     assert comma_count("a,b，c、d﹐e") == 4
-    assert split_on_blank_lines("a\n\n\nb\n  \nc\nd") == ["a", "b", "c\nd"]
-    assert count_keyword("Dreams, dreaming, daydream, DREAM", "dream") == 3
+    assert split_on_double_newlines("a\n\n\nb\n  \nc") == ["a", "\nb\n  \nc"]
+    assert count_keyword("Dreams, dreaming, daydream, DREAM", "dream") == 4
     assert count_keyword("an artist", "art", whole_word=True) == 0
     assert count_keyword("春天的春天", "春天") == 2
-    assert count_keyword("ＡＩ and ai", "AI") == 2  # full-width folds to ASCII
+    # Width folds only for a phrase holding CJK (IFEval compares English as written).
+    assert count_keyword("ＡＩ and ai", "AI") == 1
+    assert count_keyword("ＡＩ芯片和AI芯片", "AI芯片") == 2
     shares = script_shares("我用Python写代码")
     assert shares["zh"] > 0.8 and shares["en"] < 0.2
 
@@ -435,9 +438,9 @@ def test_constraint_is_frozen_and_coerces_params() -> None:
         (
             "keywords:letter_frequency",
             {"letter": "ab", "let_frequency": 1, "let_relation": "at least"},
-            "one Latin letter",
+            "one character",
         ),
-        ("language:response_language", {"language": "fr"}, "not checkable"),
+        ("language:response_language", {"language": "xx"}, "not a language langdetect tells apart"),
         (
             "length_constraints:nth_paragraph_first_word",
             {"num_paragraphs": 2, "nth_paragraph": 3, "first_word": "so"},
@@ -704,8 +707,8 @@ def test_read_ifeval_unknown_id_is_a_clear_error(tmp_path: Path) -> None:
             "missing parameter",
         ),
         (
-            '{"key": 1, "prompt": "p", "instruction_id_list": ["language:response_language"], "kwargs": [{"language": "kn"}]}',
-            "not checkable",
+            '{"key": 1, "prompt": "p", "instruction_id_list": ["language:response_language"], "kwargs": [{"language": "klingon"}]}',
+            "not a language langdetect tells apart",
         ),
     ],
 )

@@ -205,9 +205,9 @@ def test_a_truncated_answer_is_never_repaired() -> None:
     index, record, text = pick_sample(cut, [LOWER], REPAIR)
     assert (index, text) == (0, "Tides come from the Moon and") and "repaired" not in record
     # With a usable answer beside it, that one is repaired, not the cut one.
-    choices = [*cut, Choice("Tides, Briefly.", "stop")]
+    choices = [*cut, Choice("Tides Follow The Moon.", "stop")]
     index, record, text = pick_sample(choices, [LOWER], REPAIR)
-    assert (index, text, record["repaired"]) == (1, "tides, briefly.", [LOWER.id])
+    assert (index, text, record["repaired"]) == (1, "tides follow the moon.", [LOWER.id])
     # Not even when truncation keeps it: an end phrase or a closing quote would hide the cut.
     keep = ResponderConfig(repair=True, on_truncated="keep")
     index, record, text = pick_sample(cut, [END, QUOTED], keep)
@@ -299,16 +299,20 @@ def test_pick_shortest_keeps_the_shortest_passing_answer_with_content(
 
 def test_pick_shortest_prefers_a_whole_answer_to_a_shorter_cut_one() -> None:
     keep_cut = ResponderConfig(pick="shortest", on_truncated="keep")
-    choices = [Choice("tides", "length"), *drawn("tides follow the moon.")]
+    # (English long enough for the language check: "tides" alone reads as Danish.)
+    choices = [
+        Choice("tides come from the moon and", "length"),
+        *drawn("the moon pulls the tides."),
+    ]
     assert pick_sample(choices, [LOWER], keep_cut)[0] == 1
     assert pick_sample(choices, [LOWER], ResponderConfig(on_truncated="keep"))[0] == 0
 
 
 def test_pick_shortest_repairs_the_shortest_among_the_best() -> None:
-    choices = drawn("Tides Come From The Moon Above Us.", "Tides, Mostly.", "Tides Rise.")
+    choices = drawn("Tides Come From The Moon Above Us.", "Tides, Mostly.", "The Tides Rise.")
     # All three fail lowercase; the first and third pass no comma: the third is shorter.
     index, record, text = pick_sample(
         choices, [LOWER, NO_COMMA], ResponderConfig(repair=True, pick="shortest")
     )
-    assert (index, text, record["repaired"]) == (2, "tides rise.", [LOWER.id])
+    assert (index, text, record["repaired"]) == (2, "the tides rise.", [LOWER.id])
     assert pick_sample(choices, [LOWER, NO_COMMA], REPAIR)[0] == 0

@@ -1,9 +1,12 @@
 """Letter case and punctuation: all lowercase, all capitals, capital-word count, no commas.
 
-Case rules look at Latin letters only (Han characters have no case), so they
-are sampled for English instructions alone. no_comma counts the Chinese
-commas ， and 、 as commas: a Chinese answer "without commas" that uses them
-has not followed the instruction.
+As in IFEval, "all lowercase" and "all capitals" mean an English response
+(`is_language(text, "en")`) whose cased letters, of any script, are all in that
+case (`str.islower()` / `str.isupper()`); capital words are counted as
+`text.capital_words` says. They are sampled for English instructions alone.
+no_comma counts the Chinese commas ， and 、 as commas, where IFEval counts
+only ",": a Chinese answer "without commas" that uses them has not followed
+the instruction.
 
 Lowercase, capitals and no_comma have repairs: changing the case, or taking
 the commas out, meets them and leaves every word in place.
@@ -27,9 +30,9 @@ from evoinstruct.agents.constraints.registry import (
 )
 from evoinstruct.agents.constraints.text import (
     COMMAS,
-    all_caps_words,
+    capital_words,
     comma_count,
-    latin_letters,
+    is_language,
 )
 
 ENGLISH = frozenset({"en"})
@@ -45,14 +48,28 @@ _CASE_SENSITIVE = frozenset(
 )
 
 
+def _check_case(response: str, lower: bool) -> CheckResult:
+    case = "lowercase" if lower else "capitals"
+    if not (response.islower() if lower else response.isupper()):
+        wrong = [ch for ch in response if (ch.isupper() if lower else ch.islower())]
+        if not wrong:
+            return CheckResult(False, "no cased letters")
+        return CheckResult(False, f"{len(wrong)} letter(s) not in {case}, first {wrong[0]!r}")
+    if not is_language(response, "en"):
+        return CheckResult(False, f"in {case} but not in English")
+    return CheckResult(True, f"English, all in {case}")
+
+
+def _recased(response: str, lower: bool) -> str:
+    # A change of case cannot make an answer English: one in another language is left
+    # as it is, to fail the check as it stands.
+    if not is_language(response, "en"):
+        return response
+    return response.lower() if lower else response.upper()
+
+
 def _check_lowercase(response: str, p: Mapping[str, Any]) -> CheckResult:
-    letters = latin_letters(response)
-    if not letters:
-        return CheckResult(False, "no Latin letters")
-    upper = [ch for ch in letters if ch.isupper()]
-    if upper:
-        return CheckResult(False, f"{len(upper)} capital letter(s), first {upper[0]!r}")
-    return CheckResult(True, "all Latin letters are lowercase")
+    return _check_case(response, lower=True)
 
 
 register(
@@ -60,27 +77,21 @@ register(
         id="change_case:english_lowercase",
         templates={
             "en": "Your entire response should be in lowercase letters. No capital letters are allowed.",
-            "zh": "整个回答中的英文字母必须全部小写，不允许出现大写字母。",
+            "zh": "整个回答必须用英文写成，并且全部小写，不允许出现大写字母。",
         },
         params=(),
         languages=ENGLISH,
         sampler=lambda ctx: {},
         checker=_check_lowercase,
         groups=CASE,
-        repair=lambda response, p: response.lower(),
+        repair=lambda response, p: _recased(response, lower=True),
         conflicts=_CASE_SENSITIVE,
     )
 )
 
 
 def _check_uppercase(response: str, p: Mapping[str, Any]) -> CheckResult:
-    letters = latin_letters(response)
-    if not letters:
-        return CheckResult(False, "no Latin letters")
-    lower = [ch for ch in letters if ch.islower()]
-    if lower:
-        return CheckResult(False, f"{len(lower)} lowercase letter(s), first {lower[0]!r}")
-    return CheckResult(True, "all Latin letters are capitals")
+    return _check_case(response, lower=False)
 
 
 register(
@@ -88,21 +99,21 @@ register(
         id="change_case:english_capital",
         templates={
             "en": "Your entire response should be in capital letters only. No lowercase letters are allowed.",
-            "zh": "整个回答中的英文字母必须全部大写，不允许出现小写字母。",
+            "zh": "整个回答必须用英文写成，并且全部大写，不允许出现小写字母。",
         },
         params=(),
         languages=ENGLISH,
         sampler=lambda ctx: {},
         checker=_check_uppercase,
         groups=CASE,
-        repair=lambda response, p: response.upper(),
+        repair=lambda response, p: _recased(response, lower=False),
         conflicts=_CASE_SENSITIVE,
     )
 )
 
 
 def _check_capital_words(response: str, p: Mapping[str, Any]) -> CheckResult:
-    count = len(all_caps_words(response))
+    count = len(capital_words(response))
     return counted(count, "all-capital words", p["capital_relation"], p["capital_frequency"])
 
 

@@ -1,8 +1,9 @@
 """Detectable format and content: lists, highlights, sections, JSON, title, placeholders,
 postscript, a fixed yes/no/maybe answer, two responses.
 
-Counting follows IFEval where it is explicit: bullets and list items are
-counted exactly, highlights, sections and placeholders as "at least".
+Every check reads the response as IFEval's reference checker does (each rule
+says how); bullets and list items are counted exactly, highlights, sections
+and placeholders as "at least".
 
 The postscript has a repair: a short generic line after the marker, in the
 answer's language.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,25 +26,36 @@ from evoinstruct.agents.constraints.registry import (
     exactly,
     register,
 )
-from evoinstruct.agents.constraints.text import has_cjk, script_shares
+from evoinstruct.agents.constraints.text import has_cjk, phrase_forms, script_shares
 from evoinstruct.agents.constraints.vocab import POSTSCRIPT_MARKERS, SECTION_SPLITERS, pick_phrase
 
 BOTH = frozenset({"en", "zh"})
 ENGLISH = frozenset({"en"})
 
-# A markdown bullet needs a space after its marker, so "**bold**" and "-5°C"
-# at a line start are not bullets; "***" dividers are not either.
-_BULLET = re.compile(r"^[ \t]*[*-][ \t]+\S", re.MULTILINE)
 # "1." "2)" and the Chinese "1、"; "1.5 kg" is a number, not an item.
 _NUMBERED = re.compile(r"^[ \t]*\d+(?:[.)、．](?!\d))[ \t]*\S", re.MULTILINE)
-_HIGHLIGHT = re.compile(r"\*\*([^\n*]+)\*\*|\*([^\n*]+)\*")
-_TITLE = re.compile(r"<<([^\n]+?)>>")
-_PLACEHOLDER = re.compile(r"\[([^\[\]\n]+)\]")
-_JSON_FENCE = re.compile(r"^```[A-Za-z]*\s*\n?(.*?)\n?```$", re.DOTALL)
+# Emphasis within one line: *one star* or **two** around text with no star in it.
+_SINGLE_HIGHLIGHT = re.compile(r"\*[^\n*]*\*")
+_DOUBLE_HIGHLIGHT = re.compile(r"\*\*[^\n*]*\*\*")
+_TITLE = re.compile(r"<<[^\n]+>>")
+_PLACEHOLDER = re.compile(r"\[.*?\]")
+_JSON_OPENERS = ("```json", "```Json", "```JSON", "```")
+
+
+def is_bullet(line: str) -> bool:
+    """A markdown bullet line as IFEval counts them.
+
+    Any line whose first non-space character is "-" ("-5°C" and "---" too), or
+    "*" followed by something other than "*" (so "*italic* words" is one and
+    "**bold**" and "***" are not).
+    """
+    body = line.lstrip()
+    return body.startswith("-") or (len(body) > 1 and body[0] == "*" and body[1] != "*")
 
 
 def _check_bullets(response: str, p: Mapping[str, Any]) -> CheckResult:
-    return exactly(len(_BULLET.findall(response)), "bullet points", p["num_bullets"])
+    found = sum(1 for line in response.split("\n") if is_bullet(line))
+    return exactly(found, "bullet points", p["num_bullets"])
 
 
 register(
@@ -83,8 +94,16 @@ register(
 )
 
 
+def count_highlights(text: str) -> int:
+    """Highlighted sections as IFEval counts them: *one-star* spans and **two-star**
+    spans with text inside, each kind on its own, so "***both***" counts twice."""
+    single = sum(1 for m in _SINGLE_HIGHLIGHT.findall(text) if m.strip("*").strip())
+    double = sum(1 for m in _DOUBLE_HIGHLIGHT.findall(text) if m[2:-2].strip())
+    return single + double
+
+
 def _check_highlights(response: str, p: Mapping[str, Any]) -> CheckResult:
-    found = sum(1 for m in _HIGHLIGHT.finditer(response) if (m.group(1) or m.group(2)).strip())
+    found = count_highlights(response)
     return counted(found, "highlighted sections", AT_LEAST, p["num_highlights"])
 
 
@@ -104,8 +123,9 @@ register(
 
 
 def _section_regex(spliter: str) -> re.Pattern[str]:
-    # Case-sensitive like IFEval: "SECTION 1" is the marker the prompt asked for.
-    return re.compile(r"(?<![^\W_])" + re.escape(spliter) + r"[ \t]*\d+")
+    # As IFEval counts markers: case-sensitive ("SECTION 1" is what the prompt asked
+    # for), anywhere in the text, at most one white-space character before the number.
+    return re.compile(re.escape(spliter) + r"\s?\d+")
 
 
 def _check_sections(response: str, p: Mapping[str, Any]) -> CheckResult:
@@ -138,17 +158,17 @@ register(
 
 
 def _check_json(response: str, p: Mapping[str, Any]) -> CheckResult:
+    # IFEval's reading: the opening fences ```json, ```Json, ```JSON and ``` come
+    # off in that order, then one closing fence, and what is left must parse; any
+    # JSON value passes, a bare string or number too.
     body = response.strip()
-    fenced = _JSON_FENCE.match(body)
-    if fenced:
-        body = fenced.group(1).strip()
+    for opener in _JSON_OPENERS:
+        body = body.removeprefix(opener)
+    body = body.removesuffix("```").strip()
     try:
-        value = json.loads(body)
+        json.loads(body)
     except ValueError as exc:
         return CheckResult(False, f"not valid JSON: {exc.args[0] if exc.args else exc}")
-    # A bare string or number parses as JSON but is not a structured answer.
-    if not isinstance(value, dict | list):
-        return CheckResult(False, f"JSON {type(value).__name__}, not an object or array")
     return CheckResult(True, "valid JSON")
 
 
@@ -181,9 +201,11 @@ register(
 
 
 def _check_title(response: str, p: Mapping[str, Any]) -> CheckResult:
-    for match in _TITLE.finditer(response):
-        if match.group(1).strip():
-            return CheckResult(True, f"title <<{match.group(1).strip()}>>")
+    # The longest <<...>> on a line, as IFEval matches it, with some text inside.
+    for match in _TITLE.findall(response):
+        title = match.lstrip("<").rstrip(">").strip()
+        if title:
+            return CheckResult(True, f"title <<{title}>>")
     return CheckResult(False, "no <<title>>")
 
 
@@ -205,7 +227,8 @@ register(
 
 
 def _check_placeholders(response: str, p: Mapping[str, Any]) -> CheckResult:
-    found = sum(1 for m in _PLACEHOLDER.finditer(response) if m.group(1).strip())
+    # Any [...] within a line, as IFEval counts them: "[]" and "[ ]" too.
+    found = len(_PLACEHOLDER.findall(response))
     return counted(found, "[placeholders]", AT_LEAST, p["num_placeholders"])
 
 
@@ -224,22 +247,28 @@ register(
 )
 
 
-def _postscript_regex(marker: str) -> re.Pattern[str]:
-    norm = unicodedata.normalize("NFKC", marker).strip().lower()
-    # Dotted markers tolerate a space after a dot ("P. S.") and a missing final dot.
-    if re.fullmatch(r"(?:p\.\s?)+s\.?", norm):
-        letters = re.findall(r"[ps]", norm)
-        body = r"\.\s?".join(letters) + r"\.?"
-    else:
-        body = re.escape(norm)
-    return re.compile(r"^[ \t]*" + body, re.MULTILINE)
+# IFEval's two dotted markers allow one white-space character after each inner dot
+# ("P. S."); "P.S." needs its final dot, "P.P.S" has none to need.
+_DOTTED_MARKERS = {
+    "p.s.": re.compile(r"p\.\s?s\."),
+    "p.p.s": re.compile(r"p\.\s?p\.\s?s"),
+}
+
+
+def has_postscript(text: str, marker: str) -> bool:
+    """Whether the marker occurs in the text, case-insensitively, as IFEval looks
+    for it: anywhere, not only at a line start. A CJK marker compares after NFKC."""
+    dotted = _DOTTED_MARKERS.get(marker.strip().lower())
+    if dotted is not None:
+        return dotted.search(text.lower()) is not None
+    haystack, needle = phrase_forms(text, marker)
+    return needle in haystack
 
 
 def _check_postscript(response: str, p: Mapping[str, Any]) -> CheckResult:
-    text = unicodedata.normalize("NFKC", response).lower()
-    if _postscript_regex(p["postscript_marker"]).search(text):
+    if has_postscript(response, p["postscript_marker"]):
         return CheckResult(True, f"postscript starting with {p['postscript_marker']}")
-    return CheckResult(False, f"no line starts with {p['postscript_marker']}")
+    return CheckResult(False, f"no {p['postscript_marker']} in the response")
 
 
 POSTSCRIPT_LINES = {"en": "I hope this helps.", "zh": "希望对你有帮助。"}

@@ -1,9 +1,9 @@
 """Keyword constraints: include, repeat, forbid words; letter frequency.
 
-Matching is case-insensitive. Included and counted keywords match from a
-word start, so inflections count ("dream" in "dreams") but "art" is not found
-in "start"; forbidden words match whole words only, so forbidding "art"
-does not forbid "artist". Chinese keywords match as substrings.
+Matching is case-insensitive and follows IFEval: included and counted
+keywords match anywhere ("dream" in "dreams", and "art" in "start" too),
+forbidden words only between word boundaries, so forbidding "art" does not
+forbid "artist". Chinese keywords match as substrings (`text.count_keyword`).
 """
 
 from __future__ import annotations

