@@ -18,18 +18,27 @@ from evoinstruct.store._base import StoreBase, dumps, loads, now
 
 class EvalsMixin(StoreBase):
     def save_eval_suite(
-        self, suite_hash: str, items: Sequence[dict[str, Any]], meta: dict[str, Any]
+        self,
+        suite_hash: str,
+        items: Sequence[dict[str, Any]],
+        meta: dict[str, Any],
+        *,
+        current: bool = True,
     ) -> bool:
         """Store a suite and make it the current one; False when it was stored before.
 
         Storing a suite that exists only selects it again (its items and results stay).
+        With `current=False` the suite is stored beside the others and never becomes
+        the current one (a suite of an IFEval file alone, which the gate does not use).
         """
         with self.transaction() as db:
-            # A counter, not a timestamp: two selections within one clock tick stay ordered.
+            # A counter, not a timestamp: two selections within one clock tick stay ordered;
+            # 0 marks a suite that is never current.
             rows = self._query("SELECT coalesce(max(selected), 0) + 1 AS n FROM eval_suites")
-            selected = rows[0]["n"]
+            selected = rows[0]["n"] if current else 0
             if self._query("SELECT 1 FROM eval_suites WHERE hash = ?", [suite_hash]):
-                db["eval_suites"].update(suite_hash, {"selected": selected})
+                if current:
+                    db["eval_suites"].update(suite_hash, {"selected": selected})
                 return False
             db["eval_suites"].insert(
                 {
@@ -61,7 +70,9 @@ class EvalsMixin(StoreBase):
     def eval_suite(self, suite_hash: str | None = None) -> dict[str, Any] | None:
         """A stored suite with its items in order (the current one when no hash is given)."""
         if suite_hash is None:
-            rows = self._query("SELECT * FROM eval_suites ORDER BY selected DESC LIMIT 1")
+            rows = self._query(
+                "SELECT * FROM eval_suites WHERE selected > 0 ORDER BY selected DESC LIMIT 1"
+            )
         else:
             rows = self._query("SELECT * FROM eval_suites WHERE hash = ?", [suite_hash])
         if not rows:

@@ -418,10 +418,11 @@ def fixed_prompts(examples: Sequence[Example], n: int) -> list[str]:
 
 
 def uses_suite(store: Store, cfg: TrainerConfig) -> bool:
-    """Whether the gate wants the suite: always for "verifiable", for "auto" once one is stored."""
+    """Whether the gate wants the suite: always for "verifiable", for "auto" once one is stored
+    (a suite of an IFEval file alone, `eval --ifeval FILE --only`, is not the gate's)."""
     if cfg.gate.metric == "loss":
         return False
-    return cfg.gate.metric == "verifiable" or bool(store.eval_suites())
+    return cfg.gate.metric == "verifiable" or any(r["selected"] > 0 for r in store.eval_suites())
 
 
 async def suite_evidence(

@@ -9,7 +9,11 @@ A suite is a fixed list of prompts whose answers a program can check
   never depends on which others were kept), and rendered as the task followed
   by the constraints' descriptions;
 * rows of IFEval-format files the user adds (`evoinstruct eval --ifeval FILE`);
-  rows with instruction ids the registry cannot check are skipped and counted.
+  rows the registry cannot check are skipped, counted and named (key, id, why).
+
+`ifeval_suite` builds a suite of IFEval files alone (`eval --ifeval FILE --only`):
+stored and reused like the project's, kept out of training the same way, but
+never the current suite, so the gate never decides on it.
 
 The suite is stored in the pool database under the hash of its content and never
 changes: adding rows stores a new suite, and results are kept per suite hash.
@@ -41,6 +45,7 @@ from evoinstruct.agents.constraints import (
     IFEvalRow,
     describe_all,
     dump_constraints,
+    from_ifeval,
     load_constraints,
     read_ifeval,
     sample_constraint,
@@ -176,8 +181,41 @@ def _task_items(store: Store, cfg: SuiteConfig, skipped: Counter[str]) -> list[S
 
 
 # --- IFEval-format files -----------------------------------------------------------------
-def ifeval_items(path: str | Path, skipped: Counter[str]) -> list[SuiteItem]:
-    """Rows of an IFEval-format file the registry can check; the others are counted by id."""
+@dataclass(frozen=True)
+class SkippedRow:
+    """A row of an IFEval-format file left out of a suite, and why."""
+
+    source: str  # "ifeval:<file name>"
+    key: str
+    instruction_id: str | None  # the id at fault, when one is
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "key": self.key,
+            "instruction_id": self.instruction_id,
+            "reason": self.reason,
+        }
+
+
+def _row_fault(row: IFEvalRow) -> tuple[str | None, str]:
+    """The id (if one) and reason that keep a row out, for a row `row.constraints()` refuses."""
+    for cid, kwargs in zip(row.instruction_id_list, row.kwargs, strict=True):
+        if cid not in REGISTRY:
+            return cid, "instruction id not in the registry"
+        try:
+            from_ifeval(cid, kwargs)
+        except ValueError as exc:
+            return cid, str(exc).removeprefix(f"{cid}: ")
+    return None, "invalid row"
+
+
+def ifeval_items(
+    path: str | Path, skipped: Counter[str], named: list[SkippedRow] | None = None
+) -> list[SuiteItem]:
+    """Rows of an IFEval-format file the registry can check; the others are counted by
+    reason (and by id) in `skipped`, and named in `named` when it is given."""
     path = Path(path)
     try:
         rows = read_ifeval(path, validate=False)
@@ -192,14 +230,17 @@ def ifeval_items(path: str | Path, skipped: Counter[str]) -> list[SuiteItem]:
         if unknown:
             skipped.update(f"unsupported:{i}" for i in unknown)
             skipped["unsupported_rows"] += 1
-            continue
         try:
-            constraints = row.constraints()
+            constraints = [] if unknown else row.constraints()
         except ValueError:
             skipped["invalid_rows"] += 1
-            continue
-        if not constraints:
-            skipped["no_constraints"] += 1
+            constraints = []
+        if unknown or not constraints:
+            if not (unknown or row.instruction_id_list):
+                skipped["no_constraints"] += 1
+            if named is not None:
+                fault = _row_fault(row) if row.instruction_id_list else (None, "no instructions")
+                named.append(SkippedRow(source, str(row.key), *fault))
             continue
         items.append(
             SuiteItem(f"{path.stem}:{row.key}", source, None, None, row.prompt, tuple(constraints))
@@ -293,6 +334,7 @@ class SuiteBuild:
     created: bool
     added: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    skipped_rows: list[SkippedRow] = field(default_factory=list)
 
 
 def ensure_suite(
@@ -309,23 +351,17 @@ def ensure_suite(
     """
     current = None if rebuild else load_suite(store)
     skipped: Counter[str] = Counter()
+    named: list[SkippedRow] = []
     items = list(current.items) if current else _task_items(store, cfg, skipped)
     added = 0
     for path in ifeval_files:
         known = {(i.source, i.key) for i in items}
-        fresh = [i for i in ifeval_items(path, skipped) if (i.source, i.key) not in known]
-        overlapping = pool_overlaps(
-            store,
-            [(i.key, i.prompt) for i in fresh],
-            cfg.ifeval_ngram,
-            ignore=boilerplate_hashes(cfg.ifeval_ngram),
-        )
-        skipped["overlaps_pool"] += len(overlapping)
-        fresh = [i for i in fresh if i.key not in overlapping]
+        fresh = [i for i in ifeval_items(path, skipped, named) if (i.source, i.key) not in known]
+        fresh = _without_pool_overlaps(store, cfg, fresh, skipped, named)
         items.extend(fresh)
         added += len(fresh)
     if current is not None and not added:
-        return SuiteBuild(current, False, 0, dict(skipped))
+        return SuiteBuild(current, False, 0, dict(skipped), named)
     if not items:
         raise InputError("the held-out suite would be empty: every prompt overlaps the pool")
     digest = suite_hash(items)
@@ -337,4 +373,65 @@ def ensure_suite(
     created = store.save_eval_suite(digest, [i.to_dict() for i in items], meta)
     suite = load_suite(store, digest)
     assert suite is not None  # just stored
-    return SuiteBuild(suite, created, added, dict(skipped))
+    return SuiteBuild(suite, created, added, dict(skipped), named)
+
+
+def _without_pool_overlaps(
+    store: Store,
+    cfg: SuiteConfig,
+    items: list[SuiteItem],
+    skipped: Counter[str],
+    named: list[SkippedRow],
+) -> list[SuiteItem]:
+    """IFEval items that share no n-gram with the pool; the others are counted and named."""
+    overlapping = pool_overlaps(
+        store,
+        [(i.key, i.prompt) for i in items],
+        cfg.ifeval_ngram,
+        ignore=boilerplate_hashes(cfg.ifeval_ngram),
+    )
+    skipped["overlaps_pool"] += len(overlapping)
+    for item in items:
+        if item.key in overlapping:
+            row_key = item.key.split(":", 1)[1]
+            reason = f"shares a {cfg.ifeval_ngram}-token n-gram with a pool example"
+            named.append(SkippedRow(item.source, row_key, None, reason))
+    return [i for i in items if i.key not in overlapping]
+
+
+def ifeval_suite(store: Store, cfg: SuiteConfig, ifeval_files: Sequence[str | Path]) -> SuiteBuild:
+    """A suite of IFEval-format files alone (no packaged tasks), stored but never current.
+
+    The same files give the same suite: once stored, it is found again by the
+    digest of the files' checkable rows and reused as it was, even if the pool
+    has since grown to overlap a row (the trainer keeps every stored suite's
+    prompts out of training, so a stored row stays held out).
+    """
+    if not ifeval_files:
+        raise InputError("--only needs at least one --ifeval FILE", field="--only")
+    skipped: Counter[str] = Counter()
+    named: list[SkippedRow] = []
+    candidates = [i for path in ifeval_files for i in ifeval_items(path, skipped, named)]
+    digest = suite_hash(candidates)
+    for row in reversed(store.eval_suites()):
+        if row["meta"].get("ifeval_only") == digest:
+            stored = load_suite(store, row["hash"])
+            assert stored is not None  # listed just now
+            # What was left out when it was built, pool overlaps of that day included.
+            rows = [SkippedRow(**r) for r in row["meta"].get("skipped_rows", [])]
+            return SuiteBuild(stored, False, 0, dict(row["meta"].get("skipped", {})), rows)
+    items = _without_pool_overlaps(store, cfg, candidates, skipped, named)
+    if not items:
+        raise InputError("no row of the IFEval file(s) can be scored", field="--ifeval")
+    meta = {
+        "ifeval_only": digest,
+        "files": [Path(p).name for p in ifeval_files],
+        "skipped": dict(skipped),
+        "skipped_rows": [r.to_dict() for r in named],
+        "config": cfg.model_dump(mode="json"),
+    }
+    suite_digest = suite_hash(items)
+    created = store.save_eval_suite(suite_digest, [i.to_dict() for i in items], meta, current=False)
+    suite = load_suite(store, suite_digest)
+    assert suite is not None  # just stored
+    return SuiteBuild(suite, created, len(items), dict(skipped), named)

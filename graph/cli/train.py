@@ -132,9 +132,17 @@ def eval_suite(
         typer.Option(
             "--ifeval",
             help="Add the rows of an IFEval-format JSONL file to the suite (repeatable); "
-            "rows with unsupported instruction ids are skipped and counted.",
+            "rows that cannot be scored are skipped and named with the reason.",
         ),
     ] = None,
+    only: Annotated[
+        bool,
+        typer.Option(
+            "--only",
+            help="Score the --ifeval file(s) alone, as a suite of their own (stored and "
+            "reused; never the gate's), without the packaged tasks.",
+        ),
+    ] = False,
     rebuild: Annotated[
         bool,
         typer.Option("--rebuild", help="Draw the suite's task prompts again (a new suite)."),
@@ -150,16 +158,22 @@ def eval_suite(
     bootstrap intervals, per source and per constraint type; the result is stored.
 
     The suite is built on first use from task prompts the pool never trains on.
-    Example: evoinstruct eval base --ifeval ifeval_input_data.jsonl
+    Example: evoinstruct eval base --ifeval ifeval_input_data.jsonl [--only]
     """
-    from evoinstruct.trainer.suite import ensure_suite
+    from evoinstruct.store.errors import InputError
+    from evoinstruct.trainer.suite import ensure_suite, ifeval_suite
     from evoinstruct.trainer.targets import evaluate_target
 
+    if only and rebuild:
+        raise InputError("--only scores IFEval files alone; --rebuild redraws the project's tasks")
     proj = open_project(project)
     config = proj.load_config(set_ or [])
     cfg = config.trainer
     with proj.open_store() as store:
-        build = ensure_suite(store, cfg.suite, ifeval_files=ifeval or [], rebuild=rebuild)
+        if only:
+            build = ifeval_suite(store, cfg.suite, ifeval or [])
+        else:
+            build = ensure_suite(store, cfg.suite, ifeval_files=ifeval or [], rebuild=rebuild)
         if not as_json:
             console.print(_suite_line(build))
         with _progress(not as_json) as progress:
@@ -185,6 +199,8 @@ def eval_suite(
                     "created": build.created,
                     "added": build.added,
                     "skipped": build.skipped,
+                    "skipped_rows": [r.to_dict() for r in build.skipped_rows],
+                    "only": only,
                 },
                 "result": result.to_dict(),
                 "others": [
@@ -206,6 +222,9 @@ def _suite_line(build: SuiteBuild) -> str:
         line += f"; {build.added} added"
     if build.skipped:
         line += "; skipped " + ", ".join(f"{k} {v}" for k, v in sorted(build.skipped.items()))
+    for row in build.skipped_rows:
+        at = f" ({row.instruction_id})" if row.instruction_id else ""
+        line += f"\n  skipped {row.source} key {row.key}{at}: {row.reason}"
     return line
 
 
