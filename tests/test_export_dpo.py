@@ -77,7 +77,7 @@ def test_rows_load_with_datasets_and_hold_only_accepted_examples_pairs(
 ) -> None:
     from datasets import load_dataset
 
-    store, ids = filled
+    store, _ = filled
     out = tmp_path / f"pairs{suffix}"
     assert export(store, "dpo", out) == 3
     builder = "parquet" if suffix == ".parquet" else "json"
