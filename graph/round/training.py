@@ -86,9 +86,11 @@ class TrainerSteps:
                 elif step is None:
                     lines.append(line)
                 elif writer is not None:
+                    phase = step.get("phase", "sft")
                     writer(
                         {
-                            "stage": "train",
+                            # The DPO stage counts its steps anew: a bar of its own.
+                            "stage": "train" if phase == "sft" else f"train {phase}",
                             "done": step["step"],
                             "total": step["max_steps"],
                             "loss": step.get("loss"),
