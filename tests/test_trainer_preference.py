@@ -171,3 +171,14 @@ def test_dpo_needs_a_method_with_a_reference(tiny_model_dir: Path) -> None:
     with pytest.raises(ValidationError, match="reference"):
         tiny_config(tiny_model_dir, objective="sft+dpo", method="prefix")
     assert TrainerConfig(objective="sft+dpo", method="full").dpo.beta == 0.1
+
+
+def test_the_daemon_shows_the_dpo_stage_as_a_bar_of_its_own() -> None:
+    from evoinstruct.graph.round.training import step_event
+
+    sft = {"step": 3, "max_steps": 6, "loss": 2.5, "phase": "sft"}
+    dpo = {"step": 1, "max_steps": 4, "loss": None, "phase": "dpo"}
+    assert step_event(sft) == {"stage": "train", "done": 3, "total": 6, "loss": 2.5}
+    assert step_event(dpo) == {"stage": "train dpo", "done": 1, "total": 4, "loss": None}
+    del sft["phase"]  # a trainer that names no phase is training SFT
+    assert step_event(sft)["stage"] == "train"
