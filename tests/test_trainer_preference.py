@@ -182,3 +182,21 @@ def test_the_daemon_shows_the_dpo_stage_as_a_bar_of_its_own() -> None:
     assert step_event(dpo) == {"stage": "train dpo", "done": 1, "total": 4, "loss": None}
     del sft["phase"]  # a trainer that names no phase is training SFT
     assert step_event(sft)["stage"] == "train"
+
+
+def test_one_line_on_the_stage_for_the_command_line() -> None:
+    from evoinstruct.trainer.preference import describe
+
+    assert describe(None) is None
+    assert describe({"skipped": "3 preference pairs, fewer than min_pairs=8", "pairs": 3}) == (
+        "DPO stage skipped: 3 preference pairs, fewer than min_pairs=8"
+    )
+    stage = {
+        "pairs": 12,
+        "prompts": 7,
+        "global_step": 4,
+        "rewards": {"rewards/margins": {"last": 0.25}, "rewards/accuracies": {"last": 0.75}},
+    }
+    assert describe(stage) == (
+        "DPO stage: 12 pairs on 7 prompts, 4 steps, last reward margin 0.25, reward accuracy 0.75"
+    )

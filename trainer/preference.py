@@ -308,6 +308,26 @@ def dpo_metrics(
     }
 
 
+def describe(metrics: dict[str, Any] | None) -> str | None:
+    """One line on a version's DPO stage (None when it had none)."""
+    if not metrics:
+        return None
+    if "skipped" in metrics:
+        return f"DPO stage skipped: {metrics['skipped']}"
+    rewards = metrics.get("rewards") or {}
+    margin = (rewards.get("rewards/margins") or {}).get("last")
+    accuracy = (rewards.get("rewards/accuracies") or {}).get("last")
+    return (
+        f"DPO stage: {metrics['pairs']} pairs on {metrics['prompts']} prompts, "
+        f"{metrics['global_step']} steps, last reward margin {margin}, reward accuracy {accuracy}"
+    )
+
+
+def brief(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stage's metrics without its log (for one-line summaries)."""
+    return None if metrics is None else {k: v for k, v in metrics.items() if k != "log_history"}
+
+
 def skipped(reason: str, pairs: int) -> dict[str, Any]:
     """The metrics of a stage that did not run: the version is its SFT model."""
     return {"skipped": reason, "pairs": pairs}
