@@ -167,6 +167,27 @@ def test_too_few_pairs_keep_the_sft_model_and_say_why(
     assert [v["version"] for v in store.model_versions()] == ["v1"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ia3", "full"])
+def test_the_reference_is_the_sft_model_for_other_methods_too(
+    method: str, project, tiny_model_dir: Path, one_thread
+) -> None:
+    # TRL copies only LoRA-named adapter weights into its reference adapter; IA3 and full
+    # fine-tuning get a second copy of the SFT model, which must equal the policy at first.
+    root, store, _ = project
+    cfg = tiny_config(
+        tiny_model_dir,
+        method=method,
+        max_steps=2,
+        objective="sft+dpo",
+        heldout_fraction=0.25,
+        dpo={"max_steps": 1, "min_pairs": 4},
+    )
+    rewards = train(cfg, root, store=store).metrics["dpo"]["rewards"]
+    assert rewards["rewards/chosen"]["first"] == pytest.approx(0.0, abs=1e-4)
+    assert rewards["rewards/rejected"]["first"] == pytest.approx(0.0, abs=1e-4)
+
+
 def test_dpo_needs_a_method_with_a_reference(tiny_model_dir: Path) -> None:
     with pytest.raises(ValidationError, match="reference"):
         tiny_config(tiny_model_dir, objective="sft+dpo", method="prefix")

@@ -14,7 +14,8 @@ What the stage trains on, and how (METHODS 4; SPaR, Tülu 3):
   after the EOS with others.
 * **Reference = the SFT model.** The stage loads the SFT result and hands TRL a model
   holding that adapter: TRL copies it into a frozen second adapter (`ref`) and scores
-  the reference with it (full fine-tuning: a second model loaded from the same folder).
+  the reference with it (full fine-tuning and IA3: a second model loaded from the same
+  folder).
   It is exact and costs one forward pass without gradients per step; precomputed
   reference log-probabilities would save that pass but must be recomputed on every
   restart, and with a fresh adapter TRL's default reference would be the base model,
@@ -54,6 +55,8 @@ SFT_DIR = "sft"
 SFT_METRICS = "sft_metrics.json"
 DPO_CHECKPOINTS = "dpo_checkpoints"
 REFERENCE_ADAPTER = "ref"  # the name TRL gives the frozen copy of a loaded adapter
+# Adapter methods whose reference is a second model rather than TRL's adapter copy.
+SEPARATE_REFERENCE = ("ia3",)
 # The figures of TRL's log that say what the stage did: implicit rewards of chosen and
 # rejected answers, their margin, and how often the chosen one wins.
 REWARD_KEYS = (
@@ -168,18 +171,27 @@ def save_sft(trainer: Any, work: Path, metrics: dict[str, Any], state: Any) -> N
 
 
 def load_sft(cfg: TrainerConfig, work: Path) -> tuple[Any, Any]:
-    """(the model to train, its reference or None) from the SFT result in `work`."""
+    """(the model to train, its reference or None) from the SFT result in `work`.
+
+    None lets TRL copy the loaded LoRA adapter into its frozen reference adapter. TRL's
+    copy takes the parameters named `.default.`, which IA3's (`ia3_l.default`) are not:
+    IA3, like full fine-tuning, gets a second copy of the SFT model as its reference.
+    """
     from peft import PeftModel
 
     from evoinstruct.trainer.methods import load_base_model, peft_config
 
     sft = str(work / SFT_DIR)
-    if peft_config(cfg) is None:  # full fine-tuning: the reference is a second copy
+    if peft_config(cfg) is None:
         return load_base_model(cfg, sft), load_base_model(cfg, sft)
     base = load_base_model(cfg)
     if cfg.gradient_checkpointing:
         base.enable_input_require_grads()
-    return PeftModel.from_pretrained(base, sft, is_trainable=True), None
+    model = PeftModel.from_pretrained(base, sft, is_trainable=True)
+    if cfg.method in SEPARATE_REFERENCE:
+        # Merged: TRL patches the reference's LM head, which it finds on a plain model.
+        return model, PeftModel.from_pretrained(load_base_model(cfg), sft).merge_and_unload()
+    return model, None
 
 
 # --- the stage ------------------------------------------------------------------------
