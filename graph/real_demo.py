@@ -51,6 +51,9 @@ class RealSettings:
     # whose v1 the gate promoted at +10.2 points used it).
     pick: Literal["first", "shortest"] = "shortest"
     student_serves: Sequence[str] = ("generator",)
+    # How many of the packaged task prompts seed the project (None: all ~100). Round 1
+    # answers every seed without an output, so fewer make a quicker first round.
+    seed_tasks: int | None = None
     # Half the children need no rewrite by the model (a 135M model copies the template's
     # words into most rewrites, which rule 4 rejects); add_verifiable alone spends every
     # model call of a round on answers.
@@ -133,7 +136,11 @@ def prepare_real_project(
     project.config_path.write_text(render_toml(config, CONFIG_HEADER), encoding="utf-8")
     extra = project.root / "seeds" / REAL_TASKS_FILE
     packaged = resources.files("evoinstruct.prompts") / "seeds" / REAL_TASKS_FILE
-    extra.write_text(packaged.read_text(encoding="utf-8"), encoding="utf-8")
+    text = packaged.read_text(encoding="utf-8")
+    if settings.seed_tasks is not None:
+        tasks = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        text = "\n".join(tasks[: settings.seed_tasks]) + "\n"
+    extra.write_text(text, encoding="utf-8")
     with project.open_store() as store:
         add_seed_file(store, project.root / "seeds" / "seed_tasks_en.jsonl")
         add_seed_file(store, extra)

@@ -182,6 +182,11 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
+    # m005 registers when its module is imported. Imported at the end of this module it
+    # could register before m004 (when selector_log is the first importer of this module);
+    # imported here, after every import has finished, it always comes last.
+    from evoinstruct.store import preferences  # noqa: F401  (m005_preference_pairs)
+
     migrations.apply(db)
     return db
 

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from evoinstruct.trainer.progress import StepReporter, report_failure
 
     try:
+        from evoinstruct.trainer.preference import brief
         from evoinstruct.trainer.train import train
 
         overrides = {
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_loss": result.metrics.get("heldout_loss"),
         "global_step": result.metrics.get("global_step"),
         "world_size": result.metrics.get("processes", {}).get("world_size"),
+        "objective": result.metrics.get("objective"),
+        "dpo": brief(result.metrics.get("dpo")),
     }
     from accelerate import PartialState
 

@@ -211,6 +211,56 @@ class LaunchConfig(BaseModel):
         return self.config_file is not None or (self.processes or 1) > 1
 
 
+Objective = Literal["sft", "sft+dpo"]
+# Methods whose trained weights TRL's DPOTrainer can copy into a frozen reference: a
+# second adapter beside the trained one, or (full) a second model.
+DPO_METHODS: tuple[str, ...] = ("lora", "qlora", "ia3", "full")
+
+
+class PreferenceConfig(BaseModel):
+    """The DPO stage after SFT (objective = "sft+dpo"): TRL's DPOTrainer on verified pairs.
+
+    The pairs are those of the version's own training examples (METHODS 4). The reference is the SFT model the stage starts from (TRL copies the SFT adapter into a
+    frozen second adapter); an SFT term on the chosen answers keeps the verified answers the
+    SFT stage learned likely, so the model does not drift from them (RPO).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float = Field(
+        0.1, gt=0, description="DPO's beta: how far the model may move from the SFT reference."
+    )
+    sft_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of the SFT (NLL) term on the chosen answers beside the DPO loss (TRL loss types sigmoid + sft); 0 is plain DPO.",
+    )
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak learning rate of the stage; unset: a tenth of the SFT one."
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the pairs.")
+    max_steps: int = Field(-1, description="Optimizer steps; overrides epochs when > 0.")
+    batch_size: int | None = Field(
+        None, ge=1, description="Pairs per device step; unset: trainer.batch_size."
+    )
+    grad_accumulation: int | None = Field(
+        None, ge=1, description="Steps accumulated per update; unset: trainer.grad_accumulation."
+    )
+    pairs_per_prompt: int = Field(
+        2,
+        ge=1,
+        description="Pairs taken per training example, the kept answer as chosen first, then the rejected answers that fail fewest constraints.",
+    )
+    min_pairs: int = Field(
+        8,
+        ge=1,
+        description="With fewer pairs in the version's training examples the stage is skipped: the version is the SFT model, and its metrics say why.",
+    )
+
+    def resolved_learning_rate(self, sft_rate: float) -> float:
+        return self.learning_rate or sft_rate / 10
+
+
 class TrainerConfig(BaseModel):
     """Everything one training run of the student needs; saved with every version."""
 
@@ -245,6 +295,11 @@ class TrainerConfig(BaseModel):
     )
     epochs: float = Field(3.0, gt=0, description="Passes over the training mix.")
     max_steps: int = Field(-1, description="Optimizer steps; overrides epochs when > 0.")
+    objective: Objective = Field(
+        "sft",
+        description="sft: supervised fine-tuning; sft+dpo: then a DPO stage on the verified preference pairs of the same examples ([trainer.dpo]).",
+    )
+    dpo: PreferenceConfig = Field(default_factory=PreferenceConfig)
     batch_size: int = Field(4, ge=1, description="Examples (or packed blocks) per device step.")
     grad_accumulation: int = Field(4, ge=1, description="Steps accumulated per optimizer update.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warm-up share of the steps.")
@@ -311,6 +366,11 @@ class TrainerConfig(BaseModel):
             raise ValueError(
                 f"packing does not work with {self.method} tuning: virtual tokens would be "
                 "shared across packed examples; set packing = false"
+            )
+        if self.objective == "sft+dpo" and self.method not in DPO_METHODS:
+            raise ValueError(
+                f"objective = 'sft+dpo' needs a method whose weights can serve as the DPO "
+                f"reference ({', '.join(DPO_METHODS)}), not {self.method}"
             )
         if self.seed_share + self.replay_share >= 1:
             raise ValueError("seed_share + replay_share must leave room for new examples (< 1)")

@@ -66,10 +66,14 @@ def train(
     if as_json:
         print_json(summary)
     else:
+        from evoinstruct.trainer.preference import describe
+
         console.print(
             f"Trained {summary['version']} in {summary.get('path')}: train loss "
             f"{summary.get('train_loss')}, held-out loss {summary.get('heldout_loss')}"
         )
+        if line := describe(summary.get("dpo")):
+            console.print(line, markup=False)
 
 
 def evaluate(
