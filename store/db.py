@@ -189,4 +189,5 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
 # Migrations kept in their own modules register here, after the ones above: the order
 # of registration is the order they are applied in.
 from evoinstruct.store import counts as _counts  # noqa: E402, F401  (m003_status_counts)
+from evoinstruct.store import evals as _evals  # noqa: E402, F401  (m005_eval_item_parts)
 from evoinstruct.store import selector_log as _selector_log  # noqa: E402, F401  (m004_selector_log)

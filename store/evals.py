@@ -13,7 +13,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import sqlite_utils
+
 from evoinstruct.store._base import StoreBase, dumps, loads, now
+from evoinstruct.store.db import migrations
+
+
+@migrations()
+def m005_eval_item_parts(db: sqlite_utils.Database) -> None:
+    # Which part of the suite an item belongs to (in-distribution, held-out phrasing,
+    # held-out type, ifeval) and the phrasing that describes each of its constraints;
+    # items of suites stored before have neither.
+    db["eval_items"].add_column("part", str)
+    db["eval_items"].add_column("phrasings", str)
 
 
 class EvalsMixin(StoreBase):
@@ -51,6 +63,8 @@ class EvalsMixin(StoreBase):
                         "task": item.get("task"),
                         "prompt": item["prompt"],
                         "constraints": dumps(item["constraints"]),
+                        "part": item.get("part"),
+                        "phrasings": dumps(item.get("phrasings") or []),
                     }
                     for i, item in enumerate(items)
                 ),
@@ -70,7 +84,14 @@ class EvalsMixin(StoreBase):
         items = self._query(
             "SELECT * FROM eval_items WHERE suite = ? ORDER BY position", [suite["hash"]]
         )
-        suite["items"] = [{**r, "constraints": loads(r["constraints"], [])} for r in items]
+        suite["items"] = [
+            {
+                **r,
+                "constraints": loads(r["constraints"], []),
+                "phrasings": loads(r.get("phrasings"), []),
+            }
+            for r in items
+        ]
         return suite
 
     def eval_suites(self) -> list[dict[str, Any]]:

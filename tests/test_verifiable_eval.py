@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
@@ -248,8 +249,16 @@ def test_packaged_tasks_are_bilingual_distinct_and_unlike_the_seeds(store: Store
     assert build.created and len(build.suite) == len(tasks)
     assert build.skipped == {"overlaps_pool": 0}
     assert {len(i.constraints) for i in build.suite.items} == {1, 2, 3}
+    assert set(build.suite.part_counts()) == {
+        "in_distribution",
+        "held_out_phrasing",
+        "held_out_type",
+    }
     for item in build.suite.items:
-        assert item.prompt.startswith(item.task) and len(item.prompt) > len(item.task)
+        assert len(item.phrasings) == len(item.constraints)
+        # Every sentence of the task is asked, whatever was placed between them.
+        sentences = re.split(r"(?<=[.!?。！？])\s*", item.task)
+        assert all(s in item.prompt for s in sentences) and len(item.prompt) > len(item.task)
 
 
 def test_suite_is_stored_once_and_drops_tasks_the_pool_already_has(store: Store) -> None:
@@ -277,7 +286,7 @@ def test_training_never_sees_a_suite_prompt(store: Store) -> None:
         ExampleDraft(instruction=item.task + " Keep it short.", output="ok"),
         ExampleDraft(
             instruction="Plan a picnic for a rowing club on a windy spring day. "
-            + describe_all(item.constraints, "en"),
+            + describe_all([NO_COMMA, LOWER], "en"),
             output="ok",
         ),
         ExampleDraft(instruction="Name three rivers that flow through Germany.", output="ok"),
