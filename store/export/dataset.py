@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ class ExportResult:
     card: Path | None = None
     dataset_info: Path | None = None
     card_data: CardData | None = None
+    withheld: dict[str, int] = field(default_factory=dict)  # held back by the filter, by kind
 
 
 def split_of(out: Path) -> str:
@@ -143,6 +144,7 @@ def export_dataset(
             store, fmt, filt, with_lineage=with_lineage, aliases=names, stats=stats
         )
         result.count = _write_data(files, out, records, fmt, with_lineage)
+        result.withheld = dict(stats.withheld)
         if card is None:
             return result
         pool, rejections = _pool_summary(store)
