@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 
 from evoinstruct.agents.constraints import Constraint, describe_all
@@ -27,6 +28,8 @@ from evoinstruct.trainer.evaluate import (
     SuiteEvidence,
     decide,
     evaluate_version,
+    gate_evidence,
+    gate_power,
 )
 from evoinstruct.trainer.suite import (
     Suite,
@@ -43,6 +46,7 @@ from evoinstruct.trainer.verifiable import (
     SuiteResult,
     bootstrap_ratio,
     compare,
+    detectable_gain,
     evaluate_suite,
     mcnemar_exact,
     paired_bootstrap,
@@ -153,7 +157,10 @@ def test_gate_refuses_a_worse_suite_score_even_with_a_lower_loss() -> None:
         GateConfig(), new_loss=1.0, baseline_loss=2.0, baseline_name="v1", verifiable=worse
     )
     assert not decision.promote
-    assert decision.reason.startswith("verifiable 60.0% vs 100.0% of v1 (-40.0 points, 95% CI")
+    # A suite without parts (built before them) is gated on all its prompts.
+    assert decision.reason.startswith(
+        "verifiable (all prompts) 60.0% vs 100.0% of v1 (-40.0 points, 95% CI"
+    )
     assert "the lower end is not above margin 0" in decision.reason
     assert "teacher 100.0%" in decision.reason
     assert "held-out loss 1.0000 < 2.0000 (diagnostic)" in decision.reason
@@ -172,6 +179,96 @@ def test_gate_promotes_a_clear_paired_win_and_honours_the_margin() -> None:
     assert mcnemar.promote and "one-sided p=0.000977 < 0.05" in mcnemar.reason  # 1 / 2**10
     tie = _evidence([True, False] * 10, [True, False] * 10)
     assert not decide(GateConfig(), new_loss=1.0, baseline_loss=2.0, verifiable=tie).promote
+
+
+def _parted(spec: dict[str, tuple[list[bool], list[bool]]]) -> tuple[SuiteResult, SuiteResult]:
+    """Candidate and baseline results on a suite whose parts hold the given pass/fail flags."""
+    items, cand, base = [], [], []
+    for part, (c_flags, b_flags) in spec.items():
+        for c, b in zip(c_flags, b_flags, strict=True):
+            key = f"{part}-{len(items)}"
+            items.append(SuiteItem(key, "tasks", "en", key, key, (NO_COMMA,), part))
+            cand.append(ItemOutcome(key, (c,), (c,), part=part))
+            base.append(ItemOutcome(key, (b,), (b,), part=part))
+    suite = Suite(suite_hash(items), tuple(items))
+    return (
+        SuiteResult(suite.hash, "v2", "v2", cand, summarize(suite, cand)),
+        SuiteResult(suite.hash, "v1", "v1", base, summarize(suite, base)),
+    )
+
+
+def test_gate_refuses_a_version_that_gains_only_in_distribution() -> None:
+    """+60 points on training's own phrasings and types, nothing on the held-out parts:
+    pooled over the whole suite that would pass; the gate decides on the held-out parts."""
+    same = [True] * 30 + [False] * 70
+    candidate, baseline = _parted(
+        {
+            "in_distribution": ([True] * 80 + [False] * 20, [True] * 20 + [False] * 80),
+            "held_out_phrasing": (same, same),
+            "held_out_type": (same[::-1], same[::-1]),
+        }
+    )
+    pooled = compare(candidate, baseline)
+    assert pooled.low > 0  # what a gate on every prompt would have promoted
+    cfg = TrainerConfig()
+    evidence = gate_evidence(cfg, candidate, baseline)
+    assert evidence.comparison.parts == ("held_out_phrasing", "held_out_type")
+    assert evidence.comparison.n == 200 and evidence.comparison.diff == 0
+    decision = decide(cfg.gate, new_loss=1.0, baseline_loss=2.0, verifiable=evidence)
+    assert not decision.promote
+    assert decision.reason.startswith(
+        "verifiable (held-out phrasing + held-out type) 30.0% vs 30.0% of the current generator"
+    )
+    assert "not gated: in distribution +60.0 (CI" in decision.reason
+    # Identical answers on the gated parts: the power falls back on the assumed discordance.
+    assert "power: finds +" in decision.reason and "15% discordant, assumed" in decision.reason
+    assert set(evidence.by_part) == {"in_distribution", "held_out_phrasing", "held_out_type"}
+    stored = evidence.to_dict()
+    assert stored["comparison"]["parts"] == ["held_out_phrasing", "held_out_type"]
+    assert stored["by_part"]["in_distribution"]["diff"] == pytest.approx(0.6)
+    assert stored["candidate"]["by_part"]["in_distribution"]["n"] == 100
+
+
+def test_gate_promotes_a_gain_on_the_held_out_parts_and_states_its_power() -> None:
+    base = [True] * 20 + [False] * 80
+    better = [True] * 45 + [False] * 55  # +25 points, 25 discordant pairs of 100
+    candidate, baseline = _parted(
+        {
+            "in_distribution": (base, base),
+            "held_out_phrasing": (better, base),
+            "held_out_type": (better, base),
+        }
+    )
+    cfg = TrainerConfig()
+    evidence = gate_evidence(cfg, candidate, baseline)
+    decision = decide(cfg.gate, new_loss=2.0, baseline_loss=1.0, verifiable=evidence)
+    assert decision.promote
+    expected = gate_power(cfg.gate, 200, 0.25)
+    assert evidence.power == expected and expected["observed"]
+    assert f"finds +{expected['detectable_points']:.1f} points 80% of the time" in decision.reason
+    assert "(n=200, 25% discordant, observed)" in decision.reason
+    assert "not gated: in distribution +0.0" in decision.reason
+    # Parts are config: gated on in-distribution alone, this version gained nothing.
+    only_id = TrainerConfig(gate=GateConfig(parts=["in_distribution"]))
+    evidence = gate_evidence(only_id, candidate, baseline)
+    assert not decide(only_id.gate, new_loss=None, baseline_loss=None, verifiable=evidence).promote
+
+
+def test_the_stated_power_is_the_power() -> None:
+    """Worked values (the issue's guide: 15-20% discordant pairs need ~500-600 prompts for a
+    5-point gain), and a simulation: at the detectable gain McNemar's one-sided exact test
+    rejects about 80% of the time."""
+    assert 100 * detectable_gain(197, 0.15, 0.025) == pytest.approx(7.68, abs=0.01)
+    assert 100 * detectable_gain(576, 0.15, 0.025) == pytest.approx(4.51, abs=0.01)
+    assert 100 * detectable_gain(576, 0.20, 0.025) == pytest.approx(5.21, abs=0.01)
+    assert detectable_gain(600, 0.2, 0.025) < detectable_gain(300, 0.2, 0.025)
+    assert detectable_gain(0, 0.2, 0.025) is None and detectable_gain(50, 0.001, 0.05) is None
+    n, d, alpha = 500, 0.18, 0.05
+    gain = detectable_gain(n, d, alpha)
+    rng = np.random.default_rng(0)
+    trials = rng.multinomial(n, [(d + gain) / 2, (d - gain) / 2, 1 - d], size=1500)
+    found = np.mean([mcnemar_exact(int(b), int(c))[1] < alpha for b, c, _ in trials])
+    assert 0.74 < found < 0.86, found
 
 
 def test_gate_without_suite_results() -> None:
@@ -193,7 +290,8 @@ def _gate_items(n: int = 12) -> list[SuiteItem]:
         task = f"Describe item number {i} of the held-out gate suite in a few words."
         constraints = shapes[i % 3]
         prompt = f"{task} {describe_all(constraints, 'en')}"
-        items.append(SuiteItem(f"g{i}", "tasks", "en", task, prompt, constraints))
+        part = ("in_distribution", "held_out_phrasing", "held_out_type")[i % 3]
+        items.append(SuiteItem(f"g{i}", "tasks", "en", task, prompt, constraints, part))
     return items
 
 
@@ -397,7 +495,11 @@ async def test_gate_refuses_v1_that_lowered_the_loss_but_follows_instructions_wo
     assert evaluation.heldout.loss < evaluation.baseline.loss  # the loss gate would promote
     assert not evaluation.decision.promote
     reason = evaluation.decision.reason
-    assert reason.startswith("verifiable 0.0% vs 100.0% of the base model (-100.0 points")
+    assert reason.startswith(
+        "verifiable (held-out phrasing + held-out type) 0.0% vs 100.0% of the base model "
+        "(-100.0 points"
+    )
+    assert "not gated: in distribution -100.0" in reason and "power: " in reason
     assert "teacher 100.0%" in reason and "(diagnostic)" in reason
     assert student.adapter_version == "v1"  # left serving the candidate
     recorded = lora_store.model_version("v1")["metrics"]
@@ -421,9 +523,11 @@ async def test_gate_promotes_v1_that_clearly_follows_instructions_better(
     cfg = _verifiable(trained_lora.cfg, metric="verifiable", teacher_reference=False)
     evaluation = await evaluate_version(lora_store, "v1", cfg, student=student)
     assert evaluation.decision.promote, evaluation.decision.reason
-    assert evaluation.decision.reason.startswith("verifiable 100.0% vs 0.0% of the base model")
+    assert evaluation.decision.reason.startswith(
+        "verifiable (held-out phrasing + held-out type) 100.0% vs 0.0% of the base model"
+    )
     assert "teacher" not in evaluation.decision.reason
-    assert evaluation.verifiable.comparison.mcnemar["b"] == 12
+    assert evaluation.verifiable.comparison.mcnemar["b"] == 8  # the 8 held-out prompts
 
 
 async def test_gate_builds_the_suite_when_it_must_and_refuses_without_a_student(
