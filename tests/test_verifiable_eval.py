@@ -219,7 +219,7 @@ def test_gate_refuses_a_version_that_gains_only_in_distribution() -> None:
     assert decision.reason.startswith(
         "verifiable (held-out phrasing + held-out type) 30.0% vs 30.0% of the current generator"
     )
-    assert "not gated: in distribution +60.0 (CI" in decision.reason
+    assert "not gated: in-distribution +60.0 (CI" in decision.reason
     # Identical answers on the gated parts: the power falls back on the assumed discordance.
     assert "power: finds +" in decision.reason and "15% discordant, assumed" in decision.reason
     assert set(evidence.by_part) == {"in_distribution", "held_out_phrasing", "held_out_type"}
@@ -247,7 +247,7 @@ def test_gate_promotes_a_gain_on_the_held_out_parts_and_states_its_power() -> No
     assert evidence.power == expected and expected["observed"]
     assert f"finds +{expected['detectable_points']:.1f} points 80% of the time" in decision.reason
     assert "(n=200, 25% discordant, observed)" in decision.reason
-    assert "not gated: in distribution +0.0" in decision.reason
+    assert "not gated: in-distribution +0.0" in decision.reason
     # Parts are config: gated on in-distribution alone, this version gained nothing.
     only_id = TrainerConfig(gate=GateConfig(parts=["in_distribution"]))
     evidence = gate_evidence(only_id, candidate, baseline)
@@ -499,7 +499,7 @@ async def test_gate_refuses_v1_that_lowered_the_loss_but_follows_instructions_wo
         "verifiable (held-out phrasing + held-out type) 0.0% vs 100.0% of the base model "
         "(-100.0 points"
     )
-    assert "not gated: in distribution -100.0" in reason and "power: " in reason
+    assert "not gated: in-distribution -100.0" in reason and "power: " in reason
     assert "teacher 100.0%" in reason and "(diagnostic)" in reason
     assert student.adapter_version == "v1"  # left serving the candidate
     recorded = lora_store.model_version("v1")["metrics"]
@@ -585,6 +585,9 @@ def test_eval_cli_prints_and_stores(
         assert "built" in first.out and "unsupported:keywords:unknown_kind 1" in first.out
         assert "teacher: 4 of 4 prompts answered" in first.out  # the default: the generator
         assert "prompt-level strict" in first.out and "tasks/zh" in first.out
+        assert "by part of the suite" in first.out and "held-out type" in first.out
+        # The gate's power on this suite, at the assumed discordance (nothing to compare yet).
+        assert "The gate decides on" in first.out and "discordant, assumed" in first.out
         requests = server.requests
         base = run_cli(capsys, "eval", "base", "-p", project, *args, "--json")
         assert base.code == 0, base.err
@@ -592,6 +595,9 @@ def test_eval_cli_prints_and_stores(
         assert data["result"]["label"] == "base" and data["result"]["n"] == 4
         assert data["suite"]["counts"] == {"tasks/en": 2, "tasks/zh": 2}
         assert [o["label"] for o in data["others"]] == ["teacher"]
+        assert sum(data["suite"]["parts"].values()) == 4  # the IFEval row was unsupported
+        assert set(data["result"]["by_part"]) == set(data["suite"]["parts"])
+        assert data["power"]["n"] == 4 - data["suite"]["parts"].get("in_distribution", 0)
         again = run_cli(capsys, "eval", "teacher", "-p", project, *args)
         assert again.code == 0 and "stored result" in again.out
         assert server.requests == requests  # the teacher answered this suite once

@@ -315,9 +315,32 @@ def gate_power(gate: GateConfig, n: int, discordance: float | None = None) -> di
     }
 
 
+def suite_power(
+    cfg: TrainerConfig, result: SuiteResult, reference: SuiteResult | None = None
+) -> dict[str, Any]:
+    """The gate's power on this suite, for `eval`: on the prompts of its gated parts, at the
+    discordance observed between `result` and `reference` (another model on the same
+    suite), else at `gate.assumed_discordance`."""
+    gated = set(cfg.gate.parts)
+    n = sum(1 for o in result.outcomes if o.part in gated) or len(result.outcomes)
+    discordance = None
+    if reference is not None and reference.suite == result.suite:
+        try:
+            found = compare(result, reference, "prompt_strict", parts=gated, samples=100)
+        except ValueError:
+            found = None
+        discordance = found.discordance if found is not None else None
+    power = gate_power(cfg.gate, n, discordance)
+    power["parts"] = [p for p in cfg.gate.parts if any(o.part == p for o in result.outcomes)]
+    power["reference"] = reference.label if discordance else None
+    return power
+
+
 def power_text(power: dict[str, Any]) -> str:
     """'power: finds +4.9 points 80% of the time (n=480, 15% discordant, observed)'."""
     how = "observed" if power.get("observed", True) else "assumed"
+    if power.get("reference"):
+        how += f" against {power['reference']}"
     share = f"{power['discordance']:.0%} discordant, {how}"
     points = power["detectable_points"]
     if points is None:
@@ -328,11 +351,19 @@ def power_text(power: dict[str, Any]) -> str:
     )
 
 
+PART_LABELS = {
+    "in_distribution": "in-distribution",
+    "held_out_phrasing": "held-out phrasing",
+    "held_out_type": "held-out type",
+    "ifeval": "IFEval rows",
+}
+
+
 def part_label(parts: tuple[str, ...]) -> str:
     """'held-out phrasing + held-out type' for the parts a comparison covers."""
     if not parts:
         return "all prompts"
-    return " + ".join(p.replace("_", " ").replace("held out", "held-out") for p in parts)
+    return " + ".join(PART_LABELS.get(p, p) for p in parts)
 
 
 def verifiable_verdict(

@@ -516,8 +516,11 @@ def stored_result(
     """A result stored earlier for exactly this suite, model and generation settings."""
     settings = {"max_tokens": cfg.max_tokens, "temperature": 0.0}
     row = store.eval_result(result_id(suite.hash, identity, settings))
-    if row is None:
-        return None
+    return None if row is None else result_from_row(row)
+
+
+def result_from_row(row: dict[str, Any]) -> SuiteResult:
+    """A stored result (a row of `store.eval_results(..., with_items=True)`) as it was."""
     return SuiteResult(
         suite=row["suite"],
         label=row["label"],
