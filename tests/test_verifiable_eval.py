@@ -339,7 +339,11 @@ async def test_stored_results_are_reused_unless_calls_failed(store: Store) -> No
 def test_packaged_tasks_are_bilingual_distinct_and_unlike_the_seeds(store: Store) -> None:
     tasks = packaged_tasks()
     counts = Counter(t["language"] for t in tasks)
-    assert counts["en"] >= 100 and counts["zh"] >= 100
+    assert counts == {"en": 720, "zh": 360}
+    # Tasks as users write them: many kinds, most of several sentences.
+    assert len({t["kind"] for t in tasks}) >= 15
+    several = [t for t in tasks if len(re.findall(r"[.!?。！？]", t["task"].rstrip(".!?。！？"))) >= 1]
+    assert len(several) > len(tasks) / 2
     assert len({t["id"] for t in tasks}) == len({t["task"] for t in tasks}) == len(tasks)
     for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
         add_seed_file(store, PROMPTS_DIR / "seeds" / name)
@@ -360,12 +364,14 @@ def test_packaged_tasks_are_bilingual_distinct_and_unlike_the_seeds(store: Store
 
 
 def test_suite_is_stored_once_and_drops_tasks_the_pool_already_has(store: Store) -> None:
-    copied = "Describe a rainy morning in a small fishing village, with its boats and gulls."
+    first = packaged_tasks()[0]
+    # A pool example quoting a long run of the first task's words (not the whole task).
+    copied = " ".join(first["task"].split()[:12]) + " and keep it short."
     store.add_candidates([ExampleDraft(instruction=copied, output="Grey sky.")], 1)
     cfg = SuiteConfig(tasks_per_language=5)
     build = ensure_suite(store, cfg)
     assert build.skipped["overlaps_pool"] == 1
-    assert "en-001" not in {i.key for i in build.suite.items} and len(build.suite) == 9
+    assert first["id"] not in {i.key for i in build.suite.items} and len(build.suite) == 9
     again = ensure_suite(store, cfg)
     assert not again.created and again.suite == build.suite
     # The draw depends on the seed and the task only: the same config draws the same suite.
