@@ -182,6 +182,11 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
+    # Imported here rather than beside the others below: a module imported while this one
+    # loads (selector_log's mixin imports db first) registers its migration only after
+    # db's import ends, and registration order is the order of application.
+    from evoinstruct.store import eval_parts  # noqa: F401  (m005_eval_item_parts)
+
     migrations.apply(db)
     return db
 
@@ -189,5 +194,4 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
 # Migrations kept in their own modules register here, after the ones above: the order
 # of registration is the order they are applied in.
 from evoinstruct.store import counts as _counts  # noqa: E402, F401  (m003_status_counts)
-from evoinstruct.store import evals as _evals  # noqa: E402, F401  (m005_eval_item_parts)
 from evoinstruct.store import selector_log as _selector_log  # noqa: E402, F401  (m004_selector_log)

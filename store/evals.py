@@ -13,19 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import sqlite_utils
-
 from evoinstruct.store._base import StoreBase, dumps, loads, now
-from evoinstruct.store.db import migrations
-
-
-@migrations()
-def m005_eval_item_parts(db: sqlite_utils.Database) -> None:
-    # Which part of the suite an item belongs to (in-distribution, held-out phrasing,
-    # held-out type, ifeval) and the phrasing that describes each of its constraints;
-    # items of suites stored before have neither.
-    db["eval_items"].add_column("part", str)
-    db["eval_items"].add_column("phrasings", str)
 
 
 class EvalsMixin(StoreBase):
