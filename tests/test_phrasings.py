@@ -341,6 +341,27 @@ def test_placing_reads_before_after_and_between_the_task() -> None:
     assert render_prompt(TASK["zh"], [moved], "zh") == f"{head}。{placed_zh.text()}{tail}"
 
 
+def test_between_never_lands_inside_a_quoted_passage_or_a_number() -> None:
+    c = Constraint("punctuation:no_comma")
+    [placed] = layout([c], "en", Random(0), {c.id: phrasings_for(c.id, "en")[:1]})
+    between = type(placed)(c, placed.phrasing, "between")
+    sentence = placed.text()
+    task = (
+        'Sum this up for my team: "Survey one found 68.5% want speed. Survey two found the '
+        'opposite." Keep the tone neutral.'
+    )
+    head, tail = task.rsplit(" Keep", 1)
+    assert render_prompt(task, [between], "en") == f"{head} {sentence} Keep{tail}"
+    quoted_only = 'Translate: "It rains. We stay in."'
+    assert render_prompt(quoted_only, [between], "en") == f"{quoted_only} {sentence}"
+    zh = Constraint("punctuation:no_comma")
+    [placed_zh] = layout([zh], "zh", Random(0), {zh.id: phrasings_for(zh.id, "zh")[:1]})
+    between_zh = type(placed_zh)(zh, placed_zh.phrasing, "between")
+    task_zh = "请续写：“灯灭了。灯又亮了。”写得紧张一些。"
+    expected = f"请续写：“灯灭了。灯又亮了。”{placed_zh.text()}写得紧张一些。"
+    assert render_prompt(task_zh, [between_zh], "zh") == expected
+
+
 def test_repeat_prompt_keeps_the_request_first() -> None:
     rng = Random(1)
     task = TASK["en"]

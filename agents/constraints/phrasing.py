@@ -49,7 +49,12 @@ UNSTATED: frozenset[str] = frozenset({"prompt_to_repeat"})
 LAST = "combination:repeat_prompt"
 # Where an example keeps its prompt's layout (`layout_meta`) beside meta["constraints"].
 LAYOUT_KEY = "constraint_layout"
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s*")
+# Where one sentence may end and the next begin: after . ! ? (and a closing quote or
+# bracket) and white space, so "3.5" stays whole; or after a Chinese terminator.
+_SENTENCE = re.compile(
+    r"(?:(?<=[.!?])|(?<=[.!?][\"”’)\]]))\s+|(?:(?<=[。！？])|(?<=[。！？][”」』）]))\s*"
+)
+_QUOTE_PAIRS = (("“", "”"), ("「", "」"), ("『", "』"))
 
 
 class PhrasingError(ValueError):
@@ -284,12 +289,24 @@ def render_prompt(task: str, placed: Sequence[Placed], language: str) -> str:
 
 
 def _split_first_sentence(task: str) -> tuple[str, str]:
+    """The task's first sentence and the rest ("" when there is no second sentence); a
+    sentence end inside a quoted passage is no place for an instruction."""
     if "\n" in task:
         return task, ""
-    pieces = _SENTENCE.split(task, maxsplit=1)
-    if len(pieces) < 2 or not pieces[1].strip():
-        return task, ""
-    return pieces[0], pieces[1]
+    for match in _SENTENCE.finditer(task):
+        head, tail = task[: match.start()], task[match.end() :]
+        if not tail.strip():
+            break
+        if not _inside_quotes(head):
+            return head, tail
+    return task, ""
+
+
+def _inside_quotes(text: str) -> bool:
+    """Whether `text` ends inside a quotation it opened."""
+    if text.count('"') % 2:
+        return True
+    return any(text.count(o) > text.count(c) for o, c in _QUOTE_PAIRS)
 
 
 def layout_meta(task: str, placed: Sequence[Placed]) -> dict[str, Any]:
