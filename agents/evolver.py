@@ -135,7 +135,10 @@ class VerifiableConfig(BaseModel):
     )
     only: list[str] | None = Field(
         None,
-        description="Constraint ids to draw from; unset: every type sampleable in the language.",
+        description=(
+            "Constraint ids to draw from; unset: every type sampleable in the language. "
+            "Held-out types (trainer.suite.held_out.types) are never drawn."
+        ),
     )
     exclude: list[str] = Field(default_factory=list, description="Constraint ids never drawn.")
 
