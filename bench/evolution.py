@@ -312,7 +312,8 @@ def print_arm(result: dict[str, Any]) -> None:
     base = result["base"]["prompt_strict"]["value"]
     teacher = result["teacher"]["prompt_strict"]["value"]
     print(f"\narm {result['arm']}: base {100 * base:.1f}%, teacher {100 * teacher:.1f}%")
-    parts = list(result.get("base_parts", {}))
+    present = result.get("base_parts", {})
+    parts = [p for p in PARTS if p in present] + [p for p in present if p not in PARTS]
     print("  base: " + "; ".join(
         f"{p} {_interval(result['base_parts'][p]['accuracy']['prompt_strict'])}" for p in parts
     ))  # fmt: skip

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from evoinstruct.agents.constraints import Constraint, describe_all
+from evoinstruct.agents.constraints.phrasing import get_phrasing
 from evoinstruct.agents.models.base import Failure
 from evoinstruct.store import Store, open_store
 from evoinstruct.store.records import ExampleDraft
@@ -358,9 +359,13 @@ def test_packaged_tasks_are_bilingual_distinct_and_unlike_the_seeds(store: Store
     }
     for item in build.suite.items:
         assert len(item.phrasings) == len(item.constraints)
-        # Every sentence of the task is asked, whatever was placed between them.
-        sentences = re.split(r"(?<=[.!?。！？])\s*", item.task)
-        assert all(s in item.prompt for s in sentences) and len(item.prompt) > len(item.task)
+        # The prompt is the task, whole, and the constraints' sentences placed around it.
+        rest = item.prompt
+        for constraint, phrasing in zip(item.constraints, item.phrasings, strict=True):
+            sentence = get_phrasing(phrasing).render(constraint.params)
+            assert sentence in rest
+            rest = rest.replace(sentence, " ", 1)
+        assert re.sub(r"\s+", "", rest) == re.sub(r"\s+", "", item.task)
 
 
 def test_suite_is_stored_once_and_drops_tasks_the_pool_already_has(store: Store) -> None:
@@ -591,7 +596,7 @@ def test_eval_cli_prints_and_stores(
         assert "built" in first.out and "unsupported:keywords:unknown_kind 1" in first.out
         assert "teacher: 4 of 4 prompts answered" in first.out  # the default: the generator
         assert "prompt-level strict" in first.out and "tasks/zh" in first.out
-        assert "by part of the suite" in first.out and "held-out type" in first.out
+        assert "by part of the suite" in first.out and "held-out phrasing" in first.out
         # The gate's power on this suite, at the assumed discordance (nothing to compare yet).
         assert "The gate decides on" in first.out and "discordant, assumed" in first.out
         requests = server.requests

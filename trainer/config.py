@@ -39,6 +39,11 @@ TASK_PARTS: tuple[str, ...] = PART_NAMES[:3]
 HELD_OUT_PARTS: tuple[str, ...] = ("held_out_phrasing", "held_out_type", "ifeval")
 
 
+def part_order(part: str) -> int:
+    """Parts in reading order: in-distribution, held-out phrasing, held-out type, ifeval."""
+    return PART_NAMES.index(part) if part in PART_NAMES else len(PART_NAMES)
+
+
 class GateConfig(BaseModel):
     """When a newly trained student is promoted to be the generator.
 

@@ -344,7 +344,10 @@ def power_text(power: dict[str, Any]) -> str:
     share = f"{power['discordance']:.0%} discordant, {how}"
     points = power["detectable_points"]
     if points is None:
-        return f"power: no gain found {power['power']:.0%} of the time (n={power['n']}, {share})"
+        return (
+            f"power: too few prompts to find any gain {power['power']:.0%} of the time "
+            f"(n={power['n']}, {share})"
+        )
     return (
         f"power: finds +{points:.1f} points {power['power']:.0%} of the time "
         f"(n={power['n']}, {share})"

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Result
-from evoinstruct.trainer.config import SuiteConfig
+from evoinstruct.trainer.config import SuiteConfig, part_order
 from evoinstruct.trainer.suite import Suite
 
 if TYPE_CHECKING:
@@ -384,13 +384,6 @@ class SuiteResult:
             "cached": self.cached,
             **self.metrics,
         }
-
-
-def part_order(part: str) -> int:
-    """Parts in reading order: in-distribution, held-out phrasing, held-out type, ifeval."""
-    from evoinstruct.trainer.config import PART_NAMES
-
-    return PART_NAMES.index(part) if part in PART_NAMES else len(PART_NAMES)
 
 
 def compare(

@@ -259,6 +259,7 @@ def _interval(found: dict[str, float] | None) -> tuple[str, str]:
 
 
 def _print_result(result: SuiteResult, others: list[dict[str, Any]]) -> None:
+    from evoinstruct.trainer.config import part_order
     from evoinstruct.trainer.evaluate import part_label
     from evoinstruct.trainer.verifiable import percent
 
@@ -280,7 +281,7 @@ def _print_result(result: SuiteResult, others: list[dict[str, Any]]) -> None:
         parts.add_column(column)
     for column in ("instruction strict", f"{confidence:.0%} interval", "prompt loose"):
         parts.add_column(column)
-    for name, entry in m.get("by_part", {}).items():
+    for name, entry in sorted(m.get("by_part", {}).items(), key=lambda kv: part_order(kv[0])):
         accuracy = entry["accuracy"]
         parts.add_row(
             part_label((name,)),

@@ -24,6 +24,7 @@ from evoinstruct.graph.report.diversity import Diversity, Embedder, measure_dive
 from evoinstruct.graph.report.funnel import RoundFunnel, build_funnels
 from evoinstruct.graph.report.thresholds import Threshold, length_thresholds, score_thresholds
 from evoinstruct.store.records import Example
+from evoinstruct.trainer.config import part_order
 
 if TYPE_CHECKING:
     from evoinstruct.store import Store
@@ -274,7 +275,8 @@ def suite_parts(evidence: dict[str, Any]) -> list[SuitePart]:
             _paired(pairs.get(part)),
             part in gated,
         )
-        for part, entry in by_part.items()
+        # In reading order: the store keeps JSON keys sorted by name.
+        for part, entry in sorted(by_part.items(), key=lambda kv: part_order(kv[0]))
         if isinstance(entry, dict)
     ]
 

@@ -83,7 +83,8 @@ def _plot_suite(ax: Axes, students: list[StudentRow]) -> None:
             codes[code] = label
             if part.gated:
                 ax.axvspan(x - step / 2, x + step / 2, color=GATED_SHADE, zorder=0, linewidth=0)
-            ax.text(x, 0.005, code, ha="center", va="bottom", fontsize="x-small", color="0.35",
+            # Under the axis, above the version's label: points at 0% stay readable.
+            ax.text(x, -0.015, code, ha="center", va="top", fontsize="x-small", color="0.35",
                     transform=ax.get_xaxis_transform())  # fmt: skip
             points = ((x - step * 0.18, part.baseline, palette.BASELINE),
                       (x + step * 0.18, part.candidate, color))  # fmt: skip
@@ -106,6 +107,7 @@ def _plot_suite(ax: Axes, students: list[StudentRow]) -> None:
         ax.annotate(_verdict_text(s), (i, top * 1.04 if top else 1), ha="center", va="bottom",
                     fontsize="small")  # fmt: skip
     ax.set_xticks(range(len(students)), [f"{s.version}\nvs {s.baseline_name}" for s in students])
+    ax.tick_params(axis="x", length=0, pad=14)
     ax.set_xlim(
         -0.5 - 0.3 * max(0, 2 - len(students)),
         len(students) - 0.5 + 0.3 * max(0, 2 - len(students)),
