@@ -21,10 +21,10 @@ from typing import Any, Literal
 from evoinstruct.graph.daemon.loop import DaemonOptions, ProgressSink
 from evoinstruct.graph.project import Project, init_project
 
-# Plain English task prompts for the seeds (a packaged text file, ~100 lines): the packaged
-# seeds hold 8 English tasks, too few parents for rounds of evolution. The held-out suite
-# comes from another packaged list, and its builder drops any task sharing an n-gram with
-# the pool, so these cannot leak into it.
+# Plain English task prompts for the seeds (a packaged text file: 98 short tasks and 420 of
+# the length and kinds of the suite's): the packaged seeds hold 8 English tasks, too few
+# parents for rounds of evolution. The held-out suite comes from another packaged list, and
+# its builder drops any task sharing an n-gram with the pool, so these cannot leak into it.
 REAL_TASKS_FILE = "real_demo_tasks_en.txt"
 
 
