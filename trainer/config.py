@@ -36,7 +36,8 @@ SuiteMetric = Literal["prompt_strict", "prompt_loose", "instruction_strict", "in
 Part = Literal["in_distribution", "held_out_phrasing", "held_out_type", "ifeval"]
 PART_NAMES: tuple[str, ...] = ("in_distribution", "held_out_phrasing", "held_out_type", "ifeval")
 TASK_PARTS: tuple[str, ...] = PART_NAMES[:3]
-HELD_OUT_PARTS: tuple[str, ...] = ("held_out_phrasing", "held_out_type", "ifeval")
+IFEVAL_PART = PART_NAMES[3]
+HELD_OUT_PARTS: tuple[str, ...] = PART_NAMES[1:]
 
 
 def part_order(part: str) -> int:

@@ -300,6 +300,8 @@ def gate_power(gate: GateConfig, n: int, discordance: float | None = None) -> di
 
     The bootstrap rule (the interval's lower end above the margin) is a one-sided test
     at (1 - confidence) / 2, McNemar's at 1 - confidence; either must also clear the margin.
+    The figure is for prompt-level pass/fail; with an instruction-level `suite_metric` it
+    is the prompt-level one, a guide only.
     """
     observed = bool(discordance)
     share = discordance if observed else gate.assumed_discordance

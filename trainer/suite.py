@@ -48,19 +48,21 @@ from evoinstruct.agents.constraints import (
     read_ifeval,
     sample_constraint,
     sample_constraints,
+    sampleable,
 )
 from evoinstruct.agents.constraints.phrasing import (
     LAYOUT_KEY,
     Phrasing,
     all_phrasings,
     layout,
+    phrasings_for,
     render_prompt,
 )
 from evoinstruct.agents.constraints.split import ConstraintSplit
 from evoinstruct.agents.decontam import Decontaminator, ngram_hashes
 from evoinstruct.agents.text import tokenize
 from evoinstruct.store.errors import InputError
-from evoinstruct.trainer.config import TASK_PARTS, SuiteConfig
+from evoinstruct.trainer.config import IFEVAL_PART, TASK_PARTS, SuiteConfig
 
 if TYPE_CHECKING:
     from evoinstruct.store import Store
@@ -68,7 +70,6 @@ if TYPE_CHECKING:
 
 TASKS_FILE = "eval_tasks.jsonl"
 TASKS_SOURCE = "tasks"
-IFEVAL_PART = "ifeval"
 UNSPLIT = "unsplit"  # a packaged item of a suite built before parts existed
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
@@ -185,8 +186,6 @@ def part_choices(
     types, in any of their phrasings (training never carries one); a held-out-type item's
     other constraints come from in_distribution's choices.
     """
-    from evoinstruct.agents.constraints.phrasing import phrasings_for
-
     training = split.training_choices(language)
     suite_only = {t: found for t in training if (found := split.suite_phrasings(t, language))}
     held_out = {
@@ -245,8 +244,6 @@ def _draw_part(
     text: str,
 ) -> str:
     # A part is open to a task when enough of its types can be sampled for it.
-    from evoinstruct.agents.constraints import sampleable
-
     can = {t.id for t in sampleable(language, text)}
     need = {"held_out_type": 1}
     weights = {
