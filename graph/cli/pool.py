@@ -248,11 +248,22 @@ def export(
         check_hub_push(push_to_hub)  # before anything is written
     aliases = model_aliases({n: m.model_dump() for n, m in config.models.items()})
     with proj.open_store() as store:
+        from evoinstruct.trainer.suite import training_guard
+
+        # Nothing the held-out suite measures leaves the project, as nothing of it trains.
+        filt.withhold = training_guard(store, config.trainer.suite).hit
         result = export_dataset(
             store, format, out, filt, with_lineage=with_lineage, card=card, aliases=aliases
         )
     what = "preference pairs" if format == "dpo" else "examples"
     console.print(f"Wrote {result.count} {what} to {out} ({format})", markup=False)
+    withheld = sum(result.withheld.values())
+    if withheld:
+        console.print(
+            f"Withheld {withheld} examples the held-out suite measures "
+            "(its prompts, held-out constraint types, suite-only phrasings)",
+            markup=False,
+        )
     if result.card is not None and result.dataset_info is not None:
         console.print(
             f"Card: {result.card}; LLaMA-Factory: {result.dataset_info} (dataset {result.name!r})",

@@ -21,6 +21,13 @@ CARD_NAME = "README.md"
 # Written at the end of every card: a README.md carrying it is ours to replace.
 CARD_MARKER = "<!-- written by `evoinstruct export`: exporting here again replaces this file -->"
 
+# What each kind of withheld example is, as the card says it.
+WITHHELD = {
+    "suite": "copy a suite prompt",
+    "held_out_type": "carry a held-out constraint type",
+    "suite_phrasing": "carry a suite-only phrasing",
+}
+
 
 @dataclass
 class CardOptions:
@@ -322,6 +329,12 @@ def _example_composition(stats: ExportStats) -> list[str]:
         ids = ", ".join(f"`{i}` {n}" for i, n in stats.constraint_ids.most_common())
         lines.append(
             f"- Verifiable constraints: {stats.with_constraints} examples carry them ({ids})"
+        )
+    if stats.withheld:
+        kinds = ", ".join(f"{n} {WITHHELD.get(k, k)}" for k, n in sorted(stats.withheld.items()))
+        lines.append(
+            f"- Withheld: {sum(stats.withheld.values())} examples the project's held-out "
+            f"suite measures ({kinds})"
         )
     return lines
 

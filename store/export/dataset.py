@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ class ExportResult:
     card: Path | None = None
     dataset_info: Path | None = None
     card_data: CardData | None = None
+    withheld: dict[str, int] = field(default_factory=dict)  # held back by the filter, by kind
 
 
 def split_of(out: Path) -> str:
@@ -170,6 +171,7 @@ def export_dataset(
         files.make_parents(out)
         records = _records(store, fmt, filt, with_lineage, names, stats)
         result.count = _write_data(files, out, records, fmt, with_lineage)
+        result.withheld = dict(stats.withheld)
         if card is None:
             return result
         pool, rejections = _pool_summary(store)

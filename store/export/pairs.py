@@ -97,6 +97,8 @@ class PairStats:
     failed: Counter[str] = field(default_factory=Counter)
     repaired: int = 0
     truncated: int = 0
+    # Held back by the filter's `withhold`, by the kind of its reason, as for examples.
+    withheld: Counter[str] = field(default_factory=Counter)
 
     def add(
         self, pair: Mapping[str, Any], example: Example, aliases: Mapping[str, str] | None
@@ -140,6 +142,11 @@ class PairStats:
             f"they were repaired from): {self.repaired} of {total}"
         )
         out.append(f"- Rejected answers cut at the token limit: {self.truncated} of {total}")
+        if self.withheld:
+            out.append(
+                f"- Withheld: {sum(self.withheld.values())} pairs whose prompts the "
+                "project's held-out suite measures"
+            )
         return out
 
 
@@ -156,6 +163,11 @@ def iter_pair_export(
     for pair, example in store.iter_preference_pairs(
         status=filt.statuses or None, source=filt.sources or None, round=filt.round
     ):
+        reason = filt.withhold(example) if filt.withhold is not None else None
+        if reason is not None:
+            if stats is not None:
+                stats.withheld[reason.split(":", 1)[0]] += 1
+            continue
         if stats is not None:
             stats.add(pair, example, aliases)
         yield pair_record(pair, example, with_lineage=with_lineage, aliases=aliases)
