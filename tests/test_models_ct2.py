@@ -187,3 +187,19 @@ def test_the_engine_stops_the_batch_at_the_next_step(pair) -> None:
         )
     # Every row ends at the step the request was seen: at most one more token a row.
     assert engine.tokens - start <= 3 * rows + rows
+
+
+def test_prune_keeps_the_folders_used_last(tmp_path: Path) -> None:
+    import os
+
+    from evoinstruct.agents.models.ct2_engine import prune
+
+    for i in range(5):
+        folder = tmp_path / f"v{i}"
+        folder.mkdir()
+        os.utime(folder, (1000 + i, 1000 + i))
+    os.utime(tmp_path / "v0", (5000, 5000))  # used again lately
+    (tmp_path / ".v9.tmp").mkdir()  # a conversion in progress is not a folder to prune
+    removed = prune(tmp_path, 3)
+    assert sorted(p.name for p in removed) == ["v1", "v2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".v9.tmp", "v0", "v3", "v4"]
