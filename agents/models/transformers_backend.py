@@ -7,6 +7,12 @@ needs — per-token loss (IFD), mean-pooled embeddings and option
 probabilities (Deita). All torch work runs in a worker thread under one lock,
 so the event loop stays responsive and adapter swaps never interleave with a
 forward pass. Heavy imports happen inside functions.
+
+Generation runs on transformers' `generate` or, with `engine = "ctranslate2"`, on
+CTranslate2 (ct2_engine.py: faster on a CPU, each adapter version merged and
+converted once); everything else stays on torch. A cancelled generate() call
+sets a flag its worker thread checks between batches and the engine checks at
+every decoding step.
 """
 
 from __future__ import annotations
@@ -99,7 +105,6 @@ class TransformersModel:
     def _make_engine(self, path: str) -> Ct2Engine:
         import torch
 
-        from evoinstruct.agents.models.ct2_engine import Ct2Engine
         from evoinstruct.agents.models.smollm2 import default_cache_dir
 
         if self.device != "cpu":
