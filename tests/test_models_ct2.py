@@ -101,6 +101,7 @@ async def test_stop_strings_cut_as_the_torch_path_does(pair) -> None:
     assert got.finish_reason == "stop" and got.text == full.text[: full.text.find(marker)]
 
 
+@pytest.mark.slow  # merges and converts an adapter version: seconds of torch and CTranslate2
 async def test_adapter_versions_merge_and_match_torch(
     tiny_model_dir: Path, adapter: Path, cache: Path
 ) -> None:
