@@ -68,7 +68,7 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
 
     serves = json.dumps(list(settings.student_serves))
     return [
-        *config_overrides(model_dir, dtype="bfloat16"),
+        *config_overrides(model_dir),
         "models.teacher.batch_size=16",
         "models.student.batch_size=16",
         f"roles.student_serves={serves}",
