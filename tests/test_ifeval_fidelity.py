@@ -158,6 +158,10 @@ CHINESE: list[tuple[str, dict[str, Any], str, bool]] = [
     ("length_constraints:number_sentences", {"relation": AL, "num_sentences": 3}, "下雨了。你带伞了吗？带了！", True),
     ("length_constraints:number_sentences", {"relation": LT, "num_sentences": 2}, "第一行\n第二行", True),
     ("length_constraints:number_sentences", {"relation": AL, "num_sentences": 2}, "他说：“走吧。”我们就走了。", True),
+    # Half-width . ! ? end one too where a CJK character follows directly (no space,
+    # so Punkt would not end it there).
+    ("length_constraints:number_sentences", {"relation": AL, "num_sentences": 3}, "下雨了?带伞了吗?带了!", True),
+    ("length_constraints:number_sentences", {"relation": LT, "num_sentences": 2}, "版本2.0很好用。", True),
     # A Chinese first word need only open the paragraph (no spaces follow it).
     ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "然后"}, "先烧水。\n\n然后泡茶。", True),
     ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "然后"}, "先烧水。\n\n最后泡茶。", False),
