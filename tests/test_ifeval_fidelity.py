@@ -168,6 +168,10 @@ CHINESE: list[tuple[str, dict[str, Any], str, bool]] = [
     # A Chinese forbidden word is a substring: \b never falls between two Han characters.
     ("keywords:forbidden_words", {"forbidden_words": ["好"]}, "天气很好。", False),
     ("keywords:forbidden_words", {"forbidden_words": ["好"]}, "天气晴朗。", True),
+    # A Latin forbidden word is found beside CJK characters (to `\b` they are word
+    # characters), still as a whole word.
+    ("keywords:forbidden_words", {"forbidden_words": ["AI"]}, "我们用AI写作。", False),
+    ("keywords:forbidden_words", {"forbidden_words": ["AI"]}, "我们用AIGC写作。", True),
     # Chinese phrases compare after NFKC: full-width and ASCII punctuation agree.
     ("startend:end_checker", {"end_phrase": "有问题吗？"}, "就这些。有问题吗?", True),
     ("combination:repeat_prompt", {"prompt_to_repeat": "写一首诗？"}, "写一首诗?\n春眠不觉晓。", True),

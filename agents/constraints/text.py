@@ -166,7 +166,13 @@ def phrase_forms(text: str, phrase: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=512)
 def _keyword_regex(keyword: str, whole_word: bool) -> re.Pattern[str]:
     body = re.escape(keyword)
-    return re.compile(rf"\b{body}\b" if whole_word else body, re.IGNORECASE)
+    if not whole_word:
+        return re.compile(body, re.IGNORECASE)
+    # A CJK character next to the keyword is a boundary too: Han characters are word
+    # characters to `\b`, so "AI" would never be found in "用AI写作". Text without CJK
+    # meets IFEval's `\b...\b` exactly.
+    left, right = f"(?<=[{CJK_CLASS}])", f"(?=[{CJK_CLASS}])"
+    return re.compile(rf"(?:\b|{left}){body}(?:\b|{right})", re.IGNORECASE)
 
 
 def count_keyword(text: str, keyword: str, *, whole_word: bool = False) -> int:
@@ -175,7 +181,8 @@ def count_keyword(text: str, keyword: str, *, whole_word: bool = False) -> int:
     Anywhere in the text: "art" is found in "start" and "dream" in "daydream",
     as IFEval's search finds them. With `whole_word` only where a word boundary
     (`\\b`) stands on both sides, as in IFEval's forbidden-word check, so
-    forbidding "art" does not forbid "artist". A keyword with CJK characters
+    forbidding "art" does not forbid "artist"; a CJK character beside the keyword
+    counts as a boundary ("AI" is found in "用AI写作"). A keyword with CJK characters
     is a plain substring (after NFKC) either way: `\\b` never falls between
     two Han characters, so a forbidden 好 would never be found in 很好.
     """
