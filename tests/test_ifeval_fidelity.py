@@ -55,6 +55,8 @@ ENGLISH: list[tuple[str, dict[str, Any], str, bool]] = [
     ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"}, "Start.\n\n\n\nThen we go.", False),
     ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "start"}, "Start.\n\n\n\nThen we go.", True),
     ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"}, "Start.\n \nThen we go.", False),
+    # Only straight quotes come off: "“Then" is not "then".
+    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"}, "Start.\n\n“Then we go.”", False),
     # keywords:existence: a case-insensitive search anywhere, inside longer words too.
     ("keywords:existence", {"keywords": ["art"]}, "Let us START now.", True),
     ("keywords:existence", {"keywords": ["art", "moon"]}, "Let us start now.", False),
@@ -90,6 +92,10 @@ ENGLISH: list[tuple[str, dict[str, Any], str, bool]] = [
     ("detectable_format:number_bullet_lists", {"num_bullets": 3}, "* one\n- two\n---", True),
     ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "*one\n  *two\n**bold**\n***", True),
     ("detectable_format:number_bullet_lists", {"num_bullets": 1}, "• one\n• two\n- three", True),
+    # A line of just "*" is a bullet whose text is the next line (the character after
+    # the star may be the line break).
+    ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "*\none\n- two", True),
+    ("detectable_format:number_bullet_lists", {"num_bullets": 1}, "*\n*\n", True),
     # constrained_response: one of the three exact sentences anywhere, case-sensitive.
     ("detectable_format:constrained_response", {}, "Well. My answer is no. Sorry.", True),
     ("detectable_format:constrained_response", {}, "My answer is No.", False),
