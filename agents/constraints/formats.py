@@ -42,20 +42,23 @@ _PLACEHOLDER = re.compile(r"\[.*?\]")
 _JSON_OPENERS = ("```json", "```Json", "```JSON", "```")
 
 
-def is_bullet(line: str) -> bool:
-    """A markdown bullet line as IFEval counts them.
+# Markdown bullets as IFEval counts them, star and dash lines each in a search of
+# their own: a line whose first non-space character is "-" ("-5°C" and "---" too),
+# or "*" followed by anything but "*" ("*italic* words" is one, "**bold**" and
+# "***" are not). The white space may run over line breaks, and the character
+# after a lone "*" may be the line break itself: a line of just "*" is a bullet
+# whose text is the next line.
+_STAR_BULLET = re.compile(r"^\s*\*[^*].*$", re.MULTILINE)
+_DASH_BULLET = re.compile(r"^\s*-.*$", re.MULTILINE)
 
-    Any line whose first non-space character is "-" ("-5°C" and "---" too), or
-    "*" followed by something other than "*" (so "*italic* words" is one and
-    "**bold**" and "***" are not).
-    """
-    body = line.lstrip()
-    return body.startswith("-") or (len(body) > 1 and body[0] == "*" and body[1] != "*")
+
+def count_bullets(text: str) -> int:
+    """How many markdown bullet points IFEval finds in the text."""
+    return len(_STAR_BULLET.findall(text)) + len(_DASH_BULLET.findall(text))
 
 
 def _check_bullets(response: str, p: Mapping[str, Any]) -> CheckResult:
-    found = sum(1 for line in response.split("\n") if is_bullet(line))
-    return exactly(found, "bullet points", p["num_bullets"])
+    return exactly(count_bullets(response), "bullet points", p["num_bullets"])
 
 
 register(

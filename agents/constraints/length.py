@@ -177,20 +177,22 @@ register(
 )
 
 # IFEval cuts a paragraph's first word at the first of these, after dropping
-# quotes in front of it; anything else (a colon, markdown stars) stays part of it.
+# straight quotes in front of it; anything else (a colon, markdown stars, a curly
+# quote) stays part of it.
 _WORD_STOPS = frozenset(".,?!'\"")
+# Quotes in front of a Chinese first word: straight ones and Chinese's own.
 _LEADING_QUOTES = "'\"“‘「『"
 
 
 def first_word(paragraph: str) -> str:
     """A paragraph's first word as IFEval reads it, lower-cased.
 
-    The first white-space separated token without leading quotes, cut at the
-    first of . , ? ! ' ": "First," reads "first", but "**First**" and "First:"
-    do not.
+    The first white-space separated token without leading ' and then " (IFEval
+    strips those two, in that order), cut at the first of . , ? ! ' ": "First,"
+    reads "first", but "**First**", "First:" and "“First" do not.
     """
     tokens = paragraph.split()
-    token = tokens[0].lstrip(_LEADING_QUOTES) if tokens else ""
+    token = tokens[0].lstrip("'").lstrip('"') if tokens else ""
     word = []
     for char in token:
         if char in _WORD_STOPS:
