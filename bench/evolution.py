@@ -62,6 +62,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         keep_truncated=args.keep_truncated,
         answer_tokens=args.answer_tokens,
         pick=args.pick,
+        seed_tasks=args.seed_tasks,
         operations=tuple(args.operations.split(",")),
         student_serves=("generator", "responder") if arm == "responder" else ("generator",),
     )
@@ -240,6 +241,12 @@ def main() -> int:
         default=[],
         metavar="FILE",
         help="an IFEval-format file every version also answers, on its own (repeatable)",
+    )
+    parser.add_argument(
+        "--seed-tasks",
+        type=int,
+        default=None,
+        help="seed the project with the first N packaged real-demo tasks only (default: all)",
     )
     parser.add_argument("--max-constraints", type=int, default=3, help="constraints per child")
     parser.add_argument(
