@@ -47,7 +47,7 @@ def test_every_profile_setting_is_a_config_key_and_applies() -> None:
     # Replacing a value is explicit, and only for keys the profile has.
     replaced = WEAK_MODEL.overrides(replace={"responder.max_tokens": 160})
     assert "responder.max_tokens=160" in replaced
-    with pytest.raises(KeyError, match="loop.max_depth"):
+    with pytest.raises(KeyError, match=r"loop\.max_depth"):
         WEAK_MODEL.overrides(replace={"loop.max_depth": 2})
 
 
