@@ -30,12 +30,13 @@ import json
 import os
 import random
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from evoinstruct.store.errors import ConfigError, EvoError, InputError
+from evoinstruct.store.errors import ConfigError, EvoError, InputError, Interrupted
 from evoinstruct.trainer.config import TrainerConfig
 from evoinstruct.trainer.data import (
     Collator,
@@ -310,8 +311,14 @@ def train(
     store: Any | None = None,
     fresh: bool = False,
     callbacks: list[Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> TrainResult:
-    """Train the next student version from the project's pool; resume a killed run first."""
+    """Train the next student version from the project's pool; resume a killed run first.
+
+    `stop`, once set, ends the run early (callbacks should include `StopOnRequest` on the
+    same event, which checkpoints the last finished step): it raises Interrupted, and the
+    next run resumes from that checkpoint.
+    """
     from accelerate import PartialState
     from filelock import FileLock, Timeout
 
@@ -344,7 +351,7 @@ def train(
             if state.is_main_process:
                 _register_orphans(store, models_dir)
             plan = prepare_plan(store, cfg, models_dir, fresh=fresh and state.is_main_process)
-        return _run(cfg, store, plan, models_dir, state, tokenizer, callbacks or [])
+        return _run(cfg, store, plan, models_dir, state, tokenizer, callbacks or [], stop)
     finally:
         if lock.is_locked:
             lock.release()
@@ -360,6 +367,7 @@ def _run(
     state: Any,
     tokenizer: Any,
     callbacks: list[Any],
+    stop: threading.Event | None = None,
 ) -> TrainResult:
     from transformers import PrinterCallback, Trainer, set_seed
 
@@ -388,7 +396,9 @@ def _run(
     # Without tqdm the Trainer prints every log dict to stdout; the CLI prints, not the library.
     trainer.remove_callback(PrinterCallback)
     resume = last_complete_checkpoint(work / "checkpoints")
+    _check_stop(stop, version, resume)
     output = trainer.train(resume_from_checkpoint=resume)
+    _check_stop(stop, version, last_complete_checkpoint(work / "checkpoints"))
     metrics = _metrics(trainer, output, plan, stats)
     metrics["resumed_from"] = Path(resume).name if resume else None
     metrics["parent_version"] = parent.get("version")
@@ -419,6 +429,14 @@ def _run(
         register_version(store, final)
     state.wait_for_everyone()
     return TrainResult(version, final, metrics, metrics["resumed_from"])
+
+
+def _check_stop(stop: threading.Event | None, version: str, checkpoint: str | None) -> None:
+    if stop is not None and stop.is_set():
+        at = Path(checkpoint).name if checkpoint else "its start"
+        raise Interrupted(
+            f"training {version} stopped on request; the next start resumes it at {at}"
+        )
 
 
 def training_due(store: Any, cfg: TrainerConfig, round_number: int) -> tuple[bool, str]:

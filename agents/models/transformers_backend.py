@@ -6,12 +6,13 @@ without reloading the base, and the model-internal quantities the critic
 needs — per-token loss (IFD), mean-pooled embeddings and option
 probabilities (Deita). All torch work runs in a worker thread under one lock,
 so the event loop stays responsive and adapter swaps never interleave with a
-forward pass. Heavy imports happen inside functions.
+forward pass; the thread checks a cancel flag between batches and tokens, so a
+stop request ends it within a token (agents.models.cancel). Heavy imports happen
+inside functions.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
+from evoinstruct.agents.models.cancel import CancelFlag, run_in_thread
 from evoinstruct.agents.models.config import ModelConfig
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
@@ -163,8 +165,10 @@ class TransformersModel:
             text, finished = text[:cut], True
         return Choice(text, "stop" if finished else "length"), len(ids)
 
-    def _generate_chunk(self, requests: list[ChatRequest]) -> list[Generation]:
+    def _generate_chunk(self, requests: list[ChatRequest], cancel: CancelFlag) -> list[Generation]:
         import torch
+
+        from evoinstruct.agents.models.transformers_hooks import stop_on_cancel
 
         first = requests[0]
         greedy = first.temperature <= 0
@@ -175,6 +179,8 @@ class TransformersModel:
             "num_return_sequences": n_rows,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.tokenizer.eos_token_id,
+            # Between tokens: end at once on a stop request; count tokens for the live view.
+            "stopping_criteria": stop_on_cancel(cancel, self.tokenizer.eos_token_id),
         }
         if not greedy:
             kwargs.update(temperature=first.temperature, top_p=first.top_p, top_k=0)
@@ -192,6 +198,7 @@ class TransformersModel:
         ):
             torch.manual_seed(seed)
             out = self.model.generate(**enc, **kwargs)
+        cancel.check()  # rows cut short by a stop request are no answers
         latency = time.monotonic() - start
         new = out[:, enc["input_ids"].shape[1] :].tolist()
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
@@ -209,7 +216,7 @@ class TransformersModel:
             )
         return results
 
-    def _generate_sync(self, requests: Sequence[ChatRequest]) -> list[Result]:
+    def _generate_sync(self, requests: Sequence[ChatRequest], cancel: CancelFlag) -> list[Result]:
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(_sampling_key(request), []).append(i)
@@ -217,10 +224,11 @@ class TransformersModel:
         with self._lock:
             for indices in groups.values():
                 for s in range(0, len(indices), self.cfg.batch_size):
+                    cancel.check()
                     chunk = indices[s : s + self.cfg.batch_size]
                     try:
                         answers: list[Result] = list(
-                            self._generate_chunk([requests[i] for i in chunk])
+                            self._generate_chunk([requests[i] for i in chunk], cancel)
                         )
                     except (RuntimeError, ValueError, IndexError) as exc:
                         failure = Failure("other", f"{type(exc).__name__}: {exc}")
@@ -230,10 +238,12 @@ class TransformersModel:
         return [r for r in results if r is not None]
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:
-        return await asyncio.to_thread(self._generate_sync, list(requests))
+        return await run_in_thread(self._generate_sync, list(requests))
 
     # -- model-internal quantities -------------------------------------------
-    def _loss_sync(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
+    def _loss_sync(
+        self, pairs: Sequence[tuple[Sequence[Message], str]], cancel: CancelFlag
+    ) -> list[list[float]]:
         import torch
 
         tok = self.tokenizer
@@ -251,6 +261,7 @@ class TransformersModel:
         losses: list[list[float]] = []
         with self._lock, torch.inference_mode():
             for s in range(0, len(rows), self.cfg.batch_size):
+                cancel.check()
                 chunk = rows[s : s + self.cfg.batch_size]
                 width = max(len(c) + len(a) for c, a in chunk)
                 ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
@@ -270,15 +281,16 @@ class TransformersModel:
         return losses
 
     async def loss(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
-        return await asyncio.to_thread(self._loss_sync, list(pairs))
+        return await run_in_thread(self._loss_sync, list(pairs))
 
-    def _embed_sync(self, texts: list[str]) -> list[list[float]]:
+    def _embed_sync(self, texts: list[str], cancel: CancelFlag) -> list[list[float]]:
         import torch
 
         vectors: list[list[float]] = []
         with self._lock, torch.inference_mode():
             self.tokenizer.padding_side = "right"  # under the lock: generation sets "left"
             for s in range(0, len(texts), self.cfg.batch_size):
+                cancel.check()
                 enc = self.tokenizer(
                     texts[s : s + self.cfg.batch_size], padding=True, return_tensors="pt"
                 ).to(self.device)
@@ -289,7 +301,7 @@ class TransformersModel:
         return vectors
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return await asyncio.to_thread(self._embed_sync, list(texts))
+        return await run_in_thread(self._embed_sync, list(texts))
 
     def _option_ids(self, options: Sequence[str]) -> list[int]:
         ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"][0] for o in options]
@@ -298,7 +310,7 @@ class TransformersModel:
         return ids
 
     def _option_probs_sync(
-        self, prompts: list[Sequence[Message]], options: Sequence[str]
+        self, prompts: list[Sequence[Message]], options: Sequence[str], cancel: CancelFlag
     ) -> list[list[float]]:
         import torch
 
@@ -306,6 +318,7 @@ class TransformersModel:
         probs: list[list[float]] = []
         with self._lock, torch.inference_mode():
             for s in range(0, len(prompts), self.cfg.batch_size):
+                cancel.check()
                 chunk = prompts[s : s + self.cfg.batch_size]
                 enc = self._encode_left([self._prompt_text(p) for p in chunk])
                 last = self.model(**enc).logits[:, -1, :].float()  # left padding: last is real
@@ -315,7 +328,7 @@ class TransformersModel:
     async def option_probs(
         self, prompts: Sequence[Sequence[Message]], options: Sequence[str]
     ) -> list[list[float]]:
-        return await asyncio.to_thread(self._option_probs_sync, list(prompts), options)
+        return await run_in_thread(self._option_probs_sync, list(prompts), options)
 
     async def aclose(self) -> None:
         return None

@@ -26,7 +26,9 @@ def run(
     max_seconds: Annotated[
         float | None,
         typer.Option(
-            "--max-seconds", min=0.0, help="Stop at the next step boundary after this long."
+            "--max-seconds",
+            min=0.0,
+            help="Stop after this long, as a stop request does (the step in flight resumes next time).",
         ),
     ] = None,
     detach: Annotated[
@@ -41,7 +43,9 @@ def run(
 ) -> None:
     """Run the evolution daemon: resume an unfinished round, then run new ones.
 
-    Ctrl-C or SIGTERM stops at the next step boundary (exit 0); a second Ctrl-C forces.
+    Ctrl-C, SIGTERM or `evoinstruct stop` ends it within seconds (exit 0): the step in flight
+    gets 3 s to finish, then stops where it is and resumes on the next start; a second Ctrl-C
+    forces.
     Example: evoinstruct run --rounds 3 --set loop.generate_calls=4
     """
     import asyncio
@@ -80,6 +84,11 @@ def run(
         f"{n} round{'s' if n != 1 else ''} finished{which}"
         + (f"; round {closed} closed as failed" if closed else "")
         + ("; stopped on request" if result.stopped_by_signal else "")
+        + (
+            f"; stopped at the --max-seconds limit ({max_seconds:g} s)"
+            if result.stopped_by_time
+            else ""
+        )
     )
 
 
@@ -87,7 +96,7 @@ def stop(
     project: ProjectOpt = Path("."),
     wait: Annotated[float, typer.Option(help="Seconds to wait for the daemon to exit.")] = 120.0,
 ) -> None:
-    """Ask a running daemon to stop at its next step boundary, and wait for it.
+    """Ask a running daemon to stop, and wait for it (seconds: the step in flight resumes next time).
 
     Example: evoinstruct stop --project my-project
     """

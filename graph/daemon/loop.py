@@ -40,14 +40,16 @@ from filelock import FileLock, Timeout
 from evoinstruct.graph.daemon.liveness import with_liveness
 from evoinstruct.graph.project import Project
 from evoinstruct.graph.round.deps import Deps
-from evoinstruct.store.errors import EvoError, ProjectError
+from evoinstruct.store.errors import EvoError, Interrupted, ProjectError
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
 
-# How often a running step renews the heartbeat, and how soon a stop file is noticed.
+# How often a running step renews the heartbeat, how soon a stop file is noticed, and how
+# often the models' activity (calls, tokens, tokens/s) goes to the live view.
 HEARTBEAT_S = 5.0
 STOP_POLL_S = 0.2
+ACTIVITY_S = 2.0
 
 
 def thread_id(round: int) -> str:
@@ -72,7 +74,8 @@ class DaemonOptions:
 class DaemonResult:
     rounds_run: list[int] = field(default_factory=list)
     resumed: int | None = None
-    stopped_by_signal: bool = False
+    stopped_by_signal: bool = False  # SIGTERM, Ctrl-C or `evoinstruct stop`
+    stopped_by_time: bool = False  # --max-seconds ran out before the rounds asked for
     closed_as_failed: int | None = None  # the unfinished round this start gave up on
 
 
@@ -150,6 +153,7 @@ class Daemon:
         # The holder of the lock says so at once, so a second daemon names the right pid.
         self._beat(state="starting")
         self.project.stop_path.unlink(missing_ok=True)
+        self.deps.stopping.clear()  # a stop of an earlier run on these deps is not this one's
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.request)
@@ -174,10 +178,9 @@ class Daemon:
                 await self._rounds(graph, saver, result)
             except Stopped:
                 # The model check (or a step) in flight was cancelled; nothing of it is written.
-                result.stopped_by_signal = True
+                self._note_stop(result, cut_short=True)
                 return result
-        if self.stop.is_set():
-            result.stopped_by_signal = True
+        self._note_stop(result, cut_short=self._rounds_left(result))
         gave_up = result.closed_as_failed
         if gave_up is not None and not result.rounds_run and not result.stopped_by_signal:
             # Nothing ran after the give-up (--rounds used up, or out of time): a plain
@@ -205,7 +208,7 @@ class Daemon:
                     None if snapshot.next else self._initial(last["number"]),
                 )
                 if not done:
-                    result.stopped_by_signal = True
+                    self._note_stop(result, cut_short=True)
                     return
                 result.rounds_run.append(last["number"])
                 await self._prune(saver, last["number"])
@@ -258,35 +261,66 @@ class Daemon:
             await self._stoppable(self.preflight(), "the model check")
 
     async def _stoppable(self, work: Awaitable[T], what: str) -> T:
-        """Await `work` as a task, renewing the heartbeat; on a stop request give it
-        `stop_grace_s` to finish, then cancel it and raise Stopped."""
+        """Await `work` as a task, renewing the heartbeat and reporting model activity; on a
+        stop request (or the time limit) give it `stop_grace_s` to finish, then cancel it and
+        raise Stopped. Work that stops early on its own (Interrupted) raises Stopped too."""
         task: asyncio.Future[T] = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
         grace = self.options.stop_grace_s
         try:
-            next_beat = loop.time() + HEARTBEAT_S
-            while not self.stop.is_set():
+            next_beat = next_activity = loop.time()
+            next_beat += HEARTBEAT_S
+            while not self._stop_due():
                 # Polled: a stop file has no event to wait on, and STOP_POLL_S is cheap.
                 done, _ = await asyncio.wait({task}, timeout=STOP_POLL_S)
                 if done:
-                    return task.result()
+                    return self._result(task, what)
                 if loop.time() >= next_beat:
                     self._beat()
                     next_beat = loop.time() + HEARTBEAT_S
-            self.progress(
-                "note", {"text": f"stop requested: giving {what} up to {grace:g} s to finish"}
-            )
+                if loop.time() >= next_activity:
+                    self._report_activity()
+                    next_activity = loop.time() + ACTIVITY_S
+            # Work that can stop cleanly at once (a training run) hears of it now.
+            self.deps.stopping.set()
+            why = "stop requested" if self.stop.is_set() else "time limit (--max-seconds) reached"
+            self.progress("note", {"text": f"{why}: giving {what} up to {grace:g} s to finish"})
             done, _ = await asyncio.wait({task}, timeout=grace)
             if done:
-                return task.result()
+                return self._result(task, what)
             self.progress("note", {"text": f"cancelling {what} and its model calls in flight"})
         finally:
             if not task.done():
                 task.cancel()
-                # Cancelled code cleans up at its next await; a thread it waits on (a local
-                # model's generate) is not waited for beyond the grace: the daemon is leaving.
+                # Cancelled code cleans up at its next await; a local model's generate thread
+                # stops at its next token (agents.models.cancel), a trainer at its next
+                # micro-batch; what does not within the grace is not waited for.
                 await asyncio.wait({task}, timeout=grace)
         raise Stopped(what)
+
+    def _result(self, task: asyncio.Future[T], what: str) -> T:
+        try:
+            return task.result()
+        except Interrupted:
+            raise Stopped(what) from None
+
+    def _note_stop(self, result: DaemonResult, *, cut_short: bool) -> None:
+        """Why the daemon stopped early, if it did: a request, or the time limit (which counts
+        only when it cut a round short or left asked-for rounds unrun)."""
+        if self.stop.is_set():
+            result.stopped_by_signal = True
+        elif cut_short and self._out_of_time():
+            result.stopped_by_time = True
+
+    def _stop_due(self) -> bool:
+        return self.stop.is_set() or self._out_of_time()
+
+    def _report_activity(self) -> None:
+        """Calls in flight and done, tokens and tokens/s of the models, every ACTIVITY_S."""
+        activity = getattr(self.deps.models, "activity", None)
+        if activity is not None:
+            event = {"round": self._round, "stage": self._stage}
+            self.progress("activity", {**event, **activity.snapshot().to_dict()})
 
     def _out_of_time(self) -> bool:
         limit = self.options.max_seconds
@@ -295,6 +329,9 @@ class Daemon:
     def _more_rounds(self, result: DaemonResult) -> bool:
         if self.stop.is_set() or self._out_of_time():
             return False
+        return self._rounds_left(result)
+
+    def _rounds_left(self, result: DaemonResult) -> bool:
         if self.options.forever:
             return True
         fresh = len(result.rounds_run) - (1 if result.resumed is not None else 0)

@@ -1,0 +1,113 @@
+"""In-process models stop within a token: a cancelled generate ends its worker thread at the
+next decoding step, keeps nothing it decoded, and frees the model; the live activity counts
+the tokens as they are decoded. The tiny model is slowed to one token per 100 ms, so the
+bounds below are a few tokens, whatever the machine's speed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evoinstruct.agents.models.activity import Activity, MeteredModel
+from evoinstruct.agents.models.base import ChatRequest, Generation
+from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.agents.models.transformers_backend import TransformersModel
+
+TOKEN_S = 0.1
+
+
+def slowed(model: TransformersModel, seconds: float = TOKEN_S) -> TransformersModel:
+    """Every forward pass (one decoding step) takes at least `seconds`."""
+    forward = model.model.forward
+
+    def slow_forward(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(seconds)
+        return forward(*args, **kwargs)
+
+    model.model.forward = slow_forward
+    return model
+
+
+@pytest.fixture
+def slow_model(tiny_model_dir: Path) -> TransformersModel:
+    config = ModelConfig(backend="transformers", path=str(tiny_model_dir), device="cpu")
+    return slowed(TransformersModel(config))
+
+
+async def until(
+    predicate: Any, what: str, hang_guard_s: float = 60.0, detail: Any = lambda: ""
+) -> None:
+    """Wait on observed progress; the bound only guards a hang (`detail()` says where it was)."""
+    deadline = time.monotonic() + hang_guard_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {detail()}"
+        await asyncio.sleep(0.01)
+
+
+def _long_request(n: int = 1) -> ChatRequest:
+    # 400 tokens at 100 ms each: 40 s if nothing stopped it.
+    return ChatRequest(
+        [{"role": "user", "content": "Write a short poem about the sea."}],
+        temperature=0.8,
+        max_tokens=400,
+        n=n,
+        seed=1,
+    )
+
+
+async def test_a_cancelled_generate_stops_within_a_token_and_frees_the_model(
+    slow_model: TransformersModel,
+) -> None:
+    activity = Activity()
+    model = MeteredModel(slow_model, activity)
+    call = asyncio.create_task(model.generate([_long_request(n=2)] * 3))
+    await until(lambda: activity.snapshot().tokens >= 12, "tokens decoded")
+    assert activity.snapshot().in_flight == 3
+    cancelled_at = time.monotonic()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    # The call returns only once its thread has stopped: a decoding step or two, not 40 s.
+    assert time.monotonic() - cancelled_at < 10 * TOKEN_S
+    tokens = activity.snapshot().tokens
+    assert slow_model._lock.acquire(blocking=False), "the worker thread still holds the model"
+    slow_model._lock.release()
+    await asyncio.sleep(3 * TOKEN_S)
+    after = activity.snapshot()
+    assert after.tokens == tokens, "the thread kept decoding after the call was cancelled"
+    assert (after.in_flight, after.done) == (0, 0)  # a cancelled call answered nothing
+
+    # The model serves the next call as usual.
+    short = ChatRequest([{"role": "user", "content": "Hi"}], temperature=0.0, max_tokens=3)
+    (answer,) = await model.generate([short])
+    assert isinstance(answer, Generation)
+    snapshot = activity.snapshot()
+    assert snapshot.done == 1 and snapshot.tokens == tokens + answer.completion_tokens
+
+
+async def test_the_live_count_gives_way_to_the_answers_count(
+    slow_model: TransformersModel,
+) -> None:
+    """While decoding, tokens are counted step by step; when the call returns, the count is
+    its answers' completion tokens (no double counting)."""
+    activity = Activity()
+    model = MeteredModel(slow_model, activity)
+    request = ChatRequest(
+        [{"role": "user", "content": "List three ways to save water."}],
+        temperature=0.0,
+        max_tokens=12,
+    )
+    seen: list[int] = []
+    call = asyncio.create_task(model.generate([request, request]))
+    while not call.done():
+        seen.append(activity.snapshot().tokens)
+        await asyncio.sleep(TOKEN_S / 2)
+    answers = await call
+    assert any(n > 0 for n in seen), seen  # counted while it ran
+    total = sum(a.completion_tokens for a in answers if isinstance(a, Generation))
+    snapshot = activity.snapshot()
+    assert snapshot.tokens == total and snapshot.done == 2 and snapshot.in_flight == 0
