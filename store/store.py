@@ -10,9 +10,10 @@ from evoinstruct.store.evals import EvalsMixin
 from evoinstruct.store.pool import PoolMixin
 from evoinstruct.store.registry import RegistryMixin
 from evoinstruct.store.runs import RunsMixin
+from evoinstruct.store.starts import StartsMixin
 
 
-class Store(PoolMixin, RunsMixin, RegistryMixin, CacheMixin, EvalsMixin):
+class Store(PoolMixin, RunsMixin, StartsMixin, RegistryMixin, CacheMixin, EvalsMixin):
     """The one object other packages use to read and write the pool."""
 
     def __init__(self, path: str | Path) -> None:

@@ -177,8 +177,15 @@ def status(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
     if daemon and daemon.get("running"):
         console.print(
             f"Daemon: running, pid {daemon['pid']}, round {daemon['round']}, stage {daemon['stage']}, "
-            f"last heartbeat {daemon['heartbeat_at']}"
+            f"last heartbeat {daemon['heartbeat_at']}",
+            markup=False,
         )
+        if daemon.get("activity"):
+            from evoinstruct.graph.cli.progress import activity_text
+
+            # Since this daemon started, the step running now included (its tokens reach the
+            # Tokens line above when the step ends).
+            console.print(f"Daemon {activity_text(daemon['activity'])}", markup=False)
     else:
         console.print("Daemon: not running")
 

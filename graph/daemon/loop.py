@@ -41,6 +41,7 @@ from evoinstruct.graph.daemon.liveness import with_liveness
 from evoinstruct.graph.project import Project
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.store.errors import EvoError, Interrupted, ProjectError
+from evoinstruct.store.starts import describe_start
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
@@ -352,7 +353,9 @@ class Daemon:
         # Sampled calls of this round get their own cache entries; a resume finds them again.
         self.deps.models.set_cache_namespace(thread_id(number))
         payload: dict[str, Any] | None = first_input
-        step = _step_of(await graph.aget_state(config), payload)
+        snapshot = await graph.aget_state(config)
+        step = _step_of(snapshot, payload)
+        start = self._record_start(number, step, snapshot)
 
         async def one_step(payload: dict[str, Any] | None) -> None:
             async for mode, chunk in graph.astream(
@@ -380,6 +383,10 @@ class Daemon:
                 raise plain from exc
             self.deps.store.clear_step_failure(number)
             snapshot = await graph.aget_state(config)
+            if step != "start":
+                self.deps.store.record_start_step(number, start, step)
+                # The finished steps' calls and tokens, for `status` before the round ends.
+                self.deps.store.record_stage_counts(number, snapshot.values.get("counts", {}))
             if not snapshot.next:
                 self.progress(
                     "round_done", {"round": number, "counts": snapshot.values.get("counts", {})}
@@ -393,6 +400,34 @@ class Daemon:
                 return False
             payload = None
 
+    def _record_start(self, number: int, step: str, snapshot: Any) -> int:
+        """Record this start of the round with the config it runs with; a resumed round's
+        live view hears what changed since its last start, and what it keeps from it."""
+        config = self.deps.config.model_dump(mode="json")
+        start = self.deps.store.record_round_start(number, config, step, self._active_version())
+        if start == 1:
+            return start
+        changes = self.deps.store.round_starts(number)[-1]["changes"]
+        if changes:
+            self.progress(
+                "note",
+                {
+                    "text": f"round {number}, {describe_start({'start': start, 'step': step, 'changes': changes})}"
+                },
+            )
+        done_plan = step not in ("start", "plan")
+        planned = (snapshot.values.get("counts") or {}).get("plan", {}).get("parents")
+        if done_plan and planned is not None and any(k.startswith("loop.") for k in changes):
+            # The plan chose this round's parents; a changed evolve_per_round cannot undo it.
+            self.progress(
+                "note",
+                {
+                    "text": f"round {number} keeps the plan an earlier start made ({planned} "
+                    "parents to evolve); changed loop settings apply from the next round"
+                },
+            )
+        return start
+
     def _on_chunk(self, number: int, mode: str, chunk: Any) -> None:
         if mode == "custom" and isinstance(chunk, dict):
             self._stage = chunk.get("stage", self._stage)
@@ -405,8 +440,13 @@ class Daemon:
         self._beat()
 
     def _beat(self, state: str = "running") -> None:
+        activity = getattr(self.deps.models, "activity", None)
         self.deps.store.heartbeat(
-            pid=os.getpid(), round=self._round, stage=self._stage, state=state
+            pid=os.getpid(),
+            round=self._round,
+            stage=self._stage,
+            state=state,
+            activity=activity.snapshot().to_dict() if activity is not None else None,
         )
 
     async def _prune(self, saver: Any, finished: int) -> None:
