@@ -12,6 +12,7 @@ from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
 from evoinstruct.graph.inspect import rounds_report
 from evoinstruct.graph.report.config import ReportConfig
 from evoinstruct.graph.report.data import collect
+from evoinstruct.graph.status import status_report
 from evoinstruct.store.export import CardOptions, export_dataset
 from evoinstruct.store.starts import config_changes, describe_starts
 
@@ -32,6 +33,10 @@ async def test_a_resumed_round_records_each_starts_settings(
     first.progress = stop_after_generate
     result = await first.run()
     assert result.stopped_by_signal and result.rounds_run == []
+    # The unfinished round's tokens count already: those of the steps it finished.
+    stages = deps.store.round(1)["counts"]["stages"]
+    assert set(stages) == {"plan", "generate"} and stages["generate"]["tokens"] > 0
+    assert status_report(deps.project)["cost"]["tokens"] == stages["generate"]["tokens"]
 
     # The next start runs with other settings, as `run --set ...` would.
     deps.config = with_overrides(
