@@ -47,7 +47,7 @@ def activity_text(event: dict[str, Any]) -> str:
     tokens = f"{event.get('tokens', 0):,} tokens"
     rate = event.get("tokens_per_s")
     if rate is not None:
-        tokens += f" ({rate:.0f}/s)"
+        tokens += f" ({rate:.1f}/s)" if rate < 10 else f" ({rate:.0f}/s)"
     return "models: " + ", ".join(parts) + f"; {tokens}"
 
 
