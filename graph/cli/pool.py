@@ -179,13 +179,16 @@ def status(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
             f"Daemon: running, pid {daemon['pid']}, round {daemon['round']}, stage {daemon['stage']}, "
             f"last heartbeat {daemon['heartbeat_at']}",
             markup=False,
+            soft_wrap=True,
         )
         if daemon.get("activity"):
             from evoinstruct.graph.cli.progress import activity_text
 
             # Since this daemon started, the step running now included (its tokens reach the
             # Tokens line above when the step ends).
-            console.print(f"Daemon {activity_text(daemon['activity'])}", markup=False)
+            console.print(
+                f"Daemon {activity_text(daemon['activity'])}", markup=False, soft_wrap=True
+            )
     else:
         console.print("Daemon: not running")
 
