@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from evoinstruct.graph.cli.common import ProjectOpt, SetOpt, inherit_project
@@ -44,8 +45,11 @@ def check_command(models: dict[str, ModelConfig], as_json: bool) -> int:
         for column in ("name", "backend", "model", "where", "status", "latency"):
             table.add_column(column)
         for r in results:
-            status = "[green]ok[/green]" if r.ok else f"[red]failed[/red]: {r.error}"
-            table.add_row(r.name, r.backend, r.model, r.where, status, _ms(r.latency_s))
+            # Names, paths and errors are the user's and the servers' words ("[Errno 111]"):
+            # escaped, so rich prints their brackets instead of reading them as markup.
+            status = "[green]ok[/green]" if r.ok else f"[red]failed[/red]: {escape(r.error or '')}"
+            cells = (escape(r.name), r.backend, escape(r.model), escape(r.where))
+            table.add_row(*cells, status, _ms(r.latency_s))
         Console().print(table)
     return 0 if all(r.ok for r in results) else 1
 
@@ -74,6 +78,7 @@ def bench_command(
     else:
         table = Table(title=f"models bench {name}", show_header=False)
         failures = ", ".join(f"{k}: {v}" for k, v in sorted(result.failures.items())) or "none"
+        failures = escape(failures)
         rows = [
             ("requests (ok / sent)", f"{result.ok} / {result.requests}"),
             ("concurrency", str(result.concurrency)),

@@ -68,7 +68,7 @@ def run(
         for item in set_ or []:
             args += ["--set", item]
         pid = start_detached(proj, args)
-        console.print(f"Daemon started, pid {pid}; log: {proj.log_path}")
+        console.print(f"Daemon started, pid {pid}; log: {proj.log_path}", markup=False)
         console.print("Follow it with `evoinstruct status`; stop it with `evoinstruct stop`.")
         return
     options = DaemonOptions(rounds=rounds, forever=forever, max_seconds=max_seconds)
