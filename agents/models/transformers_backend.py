@@ -216,25 +216,29 @@ class TransformersModel:
             )
         return results
 
-    def _generate_sync(self, requests: Sequence[ChatRequest], cancel: CancelFlag) -> list[Result]:
+    def batch_plan(self, requests: Sequence[ChatRequest]) -> list[list[int]]:
+        """Which requests decode together: those of the same sampling settings, batch_size at
+        a time (the response cache stores each batch's answers as it finishes)."""
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(_sampling_key(request), []).append(i)
+        size = self.cfg.batch_size
+        return [ids[s : s + size] for ids in groups.values() for s in range(0, len(ids), size)]
+
+    def _generate_sync(self, requests: Sequence[ChatRequest], cancel: CancelFlag) -> list[Result]:
         results: list[Result | None] = [None] * len(requests)
         with self._lock:
-            for indices in groups.values():
-                for s in range(0, len(indices), self.cfg.batch_size):
-                    cancel.check()
-                    chunk = indices[s : s + self.cfg.batch_size]
-                    try:
-                        answers: list[Result] = list(
-                            self._generate_chunk([requests[i] for i in chunk], cancel)
-                        )
-                    except (RuntimeError, ValueError, IndexError) as exc:
-                        failure = Failure("other", f"{type(exc).__name__}: {exc}")
-                        answers = [failure] * len(chunk)
-                    for i, answer in zip(chunk, answers, strict=True):
-                        results[i] = answer
+            for chunk in self.batch_plan(requests):
+                cancel.check()
+                try:
+                    answers: list[Result] = list(
+                        self._generate_chunk([requests[i] for i in chunk], cancel)
+                    )
+                except (RuntimeError, ValueError, IndexError) as exc:
+                    failure = Failure("other", f"{type(exc).__name__}: {exc}")
+                    answers = [failure] * len(chunk)
+                for i, answer in zip(chunk, answers, strict=True):
+                    results[i] = answer
         return [r for r in results if r is not None]
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:
