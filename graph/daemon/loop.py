@@ -5,17 +5,23 @@ One round is one LangGraph thread (`round-000123`) checkpointed to
 every node, so the daemon regains control at each step boundary. On start an
 unfinished round is resumed with input `None` before any new round begins.
 
-A stop request (SIGTERM, Ctrl-C, `evoinstruct stop`'s stop file) takes effect at
-once, whatever the daemon waits on: each step (and the model check before a
-round) runs as a task the daemon watches. The step in flight gets
-`stop_grace_s` to finish and reach its checkpoint; after that it is cancelled,
-with its model calls in flight. A cancelled node leaves its checkpoint where it
+A stop request (SIGTERM, Ctrl-C, `evoinstruct stop`'s stop file, or the end of
+`--max-seconds`) takes effect at once, whatever the daemon waits on: each step
+(and the model check before a round) runs as a task the daemon watches. The step
+in flight gets `stop_grace_s` to finish and reach its checkpoint; after that it
+is cancelled, with its model calls in flight: an in-process model's thread stops
+at its next token (agents.models.cancel). Work that can stop cleanly hears of the
+request at once (`Deps.stopping`): a training run checkpoints within a
+micro-batch and exits, and its node raises Interrupted. A cancelled node leaves its checkpoint where it
 was, before the node: the stage drivers write each batch in one transaction
 after its calls, so the batch in flight is not written, and the next start runs
 the node again (what its earlier batches finished is marked done, and its
 finished calls are in the response cache). While a step runs the heartbeat is
 renewed every `HEARTBEAT_S`, so `status` tells a daemon waiting on a slow server
 from a dead one.
+
+Each start of a round is recorded with the config it runs with (store.starts),
+and the steps it finished; a resumed start with other settings says so.
 
 A step that raises is recorded on its round (step, attempts in a row, error) and
 the exception ends the process with one plain line. A step that has failed
@@ -51,6 +57,8 @@ T = TypeVar("T")
 HEARTBEAT_S = 5.0
 STOP_POLL_S = 0.2
 ACTIVITY_S = 2.0
+# Settings the plan step reads: a resumed round whose plan is made keeps it.
+PLAN_KEYS = {"loop.evolve_per_round", "loop.max_depth"}
 
 
 def thread_id(round: int) -> str:
@@ -405,25 +413,19 @@ class Daemon:
         live view hears what changed since its last start, and what it keeps from it."""
         config = self.deps.config.model_dump(mode="json")
         start = self.deps.store.record_round_start(number, config, step, self._active_version())
-        if start == 1:
-            return start
-        changes = self.deps.store.round_starts(number)[-1]["changes"]
+        changes = self.deps.store.round_starts(number)[-1]["changes"] if start > 1 else {}
         if changes:
-            self.progress(
-                "note",
-                {
-                    "text": f"round {number}, {describe_start({'start': start, 'step': step, 'changes': changes})}"
-                },
-            )
-        done_plan = step not in ("start", "plan")
+            described = describe_start({"start": start, "step": step, "changes": changes})
+            self.progress("note", {"text": f"round {number}, {described}"})
         planned = (snapshot.values.get("counts") or {}).get("plan", {}).get("parents")
-        if done_plan and planned is not None and any(k.startswith("loop.") for k in changes):
-            # The plan chose this round's parents; a changed evolve_per_round cannot undo it.
+        if planned is not None and step not in ("start", "plan") and PLAN_KEYS & set(changes):
+            # The plan chose this round's parents; changing how many cannot undo it.
             self.progress(
                 "note",
                 {
                     "text": f"round {number} keeps the plan an earlier start made ({planned} "
-                    "parents to evolve); changed loop settings apply from the next round"
+                    f"parents to evolve); {', '.join(sorted(PLAN_KEYS & set(changes)))} "
+                    "applies from the next round"
                 },
             )
         return start
