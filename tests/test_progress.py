@@ -80,10 +80,24 @@ def test_without_a_terminal_a_running_step_writes_a_line_every_ten_seconds() -> 
                 view("activity", {**activity, "tokens": 5120 + 40 * second})
         view("event", {"round": 1, "stage": "train", "done": 3, "total": 30, "loss": 1.25})
     lines = out.getvalue().splitlines()
-    assert len(lines) == 30 // int(PLAIN_EVERY_S)
+    gaps = [8, 16, 24]  # activity every 2 s, a line once PLAIN_EVERY_S have passed
+    assert PLAIN_EVERY_S == 8.0 and len(lines) == len(gaps)
     assert lines[0] == (
         "round 1 respond: 16/64; models: 16 calls in flight, 32 done, 4 from the cache; "
-        "5,520 tokens (41/s)"
+        "5,440 tokens (41/s)"
+    )
+
+
+def test_a_step_that_has_reported_nothing_yet_is_named_in_the_log() -> None:
+    now = {"t": 0.0}
+    out = io.StringIO()
+    with ProgressView(out, live=False, clock=lambda: now["t"]) as view:
+        view("event", {"round": 1, "stage": "evolve", "done": 8, "total": 8, "final": True})
+        now["t"] = 9.0
+        view("activity", {"round": 1, "stage": "respond", "in_flight": 8, "done": 3,
+                          "tokens": 173, "tokens_per_s": 2.25})  # fmt: skip
+    assert out.getvalue().splitlines()[-1] == (
+        "round 1 respond: running; models: 8 calls in flight, 3 done; 173 tokens (2.2/s)"
     )
 
 

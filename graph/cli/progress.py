@@ -32,9 +32,10 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 
 
-# Without a terminal (a log file, a pipe), a step in progress writes a line at most this often:
-# its progress so far and what the models are doing.
-PLAIN_EVERY_S = 10.0
+# Without a terminal (a log file, a pipe), a step in progress writes a line this often: its
+# progress so far and what the models are doing. Activity arrives every 2 s, so lines are at
+# most 10 s apart.
+PLAIN_EVERY_S = 8.0
 
 
 def activity_text(event: dict[str, Any]) -> str:
@@ -171,8 +172,10 @@ class ProgressView:
             self._plain(event)
 
     def _stage_text(self, event: dict[str, Any]) -> str:
-        done, total = event.get("done", 0), event.get("total")
         where = f"round {event.get('round', 0)} {event.get('stage', '?')}"
+        if event.get("running"):
+            return f"{where}: running"
+        done, total = event.get("done", 0), event.get("total")
         return f"{where}: {done}/{'?' if total is None else total} {self.summary(event)}".rstrip()
 
     def _activity(self, event: dict[str, Any]) -> None:
@@ -186,7 +189,11 @@ class ProgressView:
                 )
             self.progress.update(self.activity_task, summary=text, round=event.get("round") or "-")
         elif self.clock() - self.last_plain >= PLAIN_EVERY_S:
-            self._plain(self.last_event, event)
+            stage = self.last_event
+            if stage.get("stage") != event.get("stage") or stage.get("round") != event.get("round"):
+                # The step running now has reported nothing yet: name it, not the one before.
+                stage = {"round": event.get("round"), "stage": event.get("stage"), "running": True}
+            self._plain(stage, event)
 
     def _plain(self, stage: dict[str, Any], activity: dict[str, Any] | None = None) -> None:
         parts = [self._stage_text(stage)] if stage else []

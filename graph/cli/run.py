@@ -72,6 +72,15 @@ def run(
         console.print("Follow it with `evoinstruct status`; stop it with `evoinstruct stop`.")
         return
     options = DaemonOptions(rounds=rounds, forever=forever, max_seconds=max_seconds)
+    # A first line before libraries and models load (seconds on a busy CPU).
+    what = "rounds until stopped" if forever else f"{rounds} round{'s' if rounds != 1 else ''}"
+    limit = f", at most {max_seconds:g} s" if max_seconds is not None else ""
+    console.print(
+        f"evoinstruct run: {what}{limit} on {proj.root} (an unfinished round is resumed "
+        "first); Ctrl-C or `evoinstruct stop` stops within seconds",
+        markup=False,
+        soft_wrap=True,
+    )
     quiet_libraries()
     with ProgressView() as view:
         result = asyncio.run(
