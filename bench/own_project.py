@@ -74,6 +74,10 @@ class Daemon:
     def text(self) -> str:
         return "\n".join(line for _, line in self.lines)
 
+    def timed_text(self) -> str:
+        """The output with each line's arrival, in seconds since the daemon started."""
+        return "\n".join(f"{at:8.2f}  {line}" for at, line in self.lines)
+
     def wait(self) -> int:
         code = self.process.wait(timeout=HANG_GUARD_S)
         self.reader.join(timeout=10)
@@ -122,6 +126,7 @@ def stop_with_command(daemon: Daemon) -> dict[str, Any]:
     return {
         "how": "evoinstruct stop",
         "seconds": round(time.monotonic() - asked, 2),
+        "asked_at_s": round(asked - daemon.started, 2),  # on the daemon's log's clock
         "stop_exit": done.returncode,
         "daemon_exit": code,
     }
@@ -131,7 +136,12 @@ def stop_with_ctrl_c(daemon: Daemon) -> dict[str, Any]:
     asked = time.monotonic()
     os.killpg(daemon.process.pid, signal.SIGINT)  # what a terminal sends its foreground job
     code = daemon.wait()
-    return {"how": "Ctrl-C", "seconds": round(time.monotonic() - asked, 2), "daemon_exit": code}
+    return {
+        "how": "Ctrl-C",
+        "seconds": round(time.monotonic() - asked, 2),
+        "asked_at_s": round(asked - daemon.started, 2),
+        "daemon_exit": code,
+    }
 
 
 def resumed_at(daemon: Daemon) -> str | None:
@@ -146,7 +156,7 @@ def the_round(out: Path) -> dict[str, Any]:
     cli("seed", "add", str(project / "seeds" / "seed_tasks_en.jsonl"), "--project", str(project))
     daemon = Daemon(project, "--rounds", "1")
     code = daemon.wait()
-    (out / "round.log").write_text(daemon.text() + "\n", encoding="utf-8")
+    (out / "round.log").write_text(daemon.timed_text() + "\n", encoding="utf-8")
     return {
         "exit": code,
         "seconds": round(time.monotonic() - daemon.started, 1),
@@ -165,7 +175,7 @@ def stops(out: Path, max_seconds: float) -> dict[str, Any]:
     logs: list[str] = []
 
     def log(name: str, daemon: Daemon) -> None:
-        logs.append(f"--- {name} ---\n{daemon.text()}")
+        logs.append(f"--- {name} ---\n{daemon.timed_text()}")
         (out / "stops.log").write_text("\n".join(logs) + "\n", encoding="utf-8")
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {json.dumps(results.get(name))}", flush=True)
 
@@ -187,7 +197,7 @@ def stops(out: Path, max_seconds: float) -> dict[str, Any]:
         "past_the_limit_s": round(took - max_seconds, 2),
         "daemon_exit": code,
     }
-    log("max-seconds", daemon)
+    log("max_seconds", daemon)
 
     for name, stop in (("train_ctrl_c", stop_with_ctrl_c), ("train", stop_with_command)):
         daemon = Daemon(project, "--rounds", "0", *sets)

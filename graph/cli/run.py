@@ -49,6 +49,7 @@ def run(
     Example: evoinstruct run --rounds 3 --set loop.generate_calls=4
     """
     import asyncio
+    import gc
 
     from evoinstruct.graph.cli.progress import ProgressView, quiet_libraries
     from evoinstruct.graph.daemon.loop import DaemonOptions
@@ -86,6 +87,10 @@ def run(
         result = asyncio.run(
             run_daemon(proj, list(set_ or []), options, view, check_models=not no_check)
         )
+    # Everything is written and closed. The interpreter's last garbage collection walks
+    # every object the models left (5 s measured on a busy 2-core machine, after a stop that
+    # took 2): untracking them makes leaving take no longer than stopping.
+    gc.freeze()
     n = len(result.rounds_run)
     which = f" ({', '.join(map(str, result.rounds_run))})" if n else ""
     closed = result.closed_as_failed
