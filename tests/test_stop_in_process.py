@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from evoinstruct.agents.models.activity import Activity, MeteredModel
 from evoinstruct.agents.models.base import ChatRequest, Generation
@@ -142,3 +143,29 @@ async def test_a_stop_mid_call_keeps_the_batches_already_finished(tiny_model_dir
     again = await model.generate(requests)
     assert all(isinstance(a, Generation) for a in again)
     assert [a.cached for a in again] == [True, True, False, False]
+
+
+async def test_a_stop_ends_the_forward_pass_in_flight_between_two_layers(
+    tiny_model_dir: Path,
+) -> None:
+    """One decoding step of a large batch takes seconds on a busy CPU: the cancel flag is also
+    checked before every decoder layer, so a stop does not wait for the step to end."""
+    config = ModelConfig(backend="transformers", path=str(tiny_model_dir), device="cpu")
+    model = TransformersModel(config)
+    layers = next(m for m in model.model.modules() if isinstance(m, torch.nn.ModuleList))
+    assert len(layers) >= 2
+    # After the backend's own check, the first layer takes 0.4 s and the last 3 s.
+    first_s, last_s = 0.4, 3.0
+    layers[0].register_forward_pre_hook(lambda module, args: time.sleep(first_s))
+    layers[-1].register_forward_pre_hook(lambda module, args: time.sleep(last_s))
+    activity = Activity()
+    metered = MeteredModel(model, activity)
+    call = asyncio.create_task(metered.generate([_long_request()]))
+    await until(lambda: activity.snapshot().tokens >= 2, "tokens decoded")
+    # Cancelled while a step runs its layers: it ends at the next layer's check, before the
+    # last layer's 3 s, not after the rest of the step.
+    cancelled_at = time.monotonic()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert time.monotonic() - cancelled_at < last_s / 2

@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,11 @@ class TransformersModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._adapters: dict[str, str] = {}  # version -> peft adapter name
         self._lock = threading.Lock()
+        self._cancel: CancelFlag | None = None  # the flag of the call holding the lock
         self._batches = 0
+        from evoinstruct.agents.models.transformers_hooks import check_between_layers
+
+        check_between_layers(self.model, lambda: self._cancel)
         if cfg.adapter:
             self.load_adapter(cfg.adapter)
 
@@ -225,9 +230,19 @@ class TransformersModel:
         size = self.cfg.batch_size
         return [ids[s : s + size] for ids in groups.values() for s in range(0, len(ids), size)]
 
+    @contextmanager
+    def _running(self, cancel: CancelFlag) -> Iterator[None]:
+        """The model for one call: its lock, and its cancel flag for the layer checks."""
+        with self._lock:
+            self._cancel = cancel
+            try:
+                yield
+            finally:
+                self._cancel = None
+
     def _generate_sync(self, requests: Sequence[ChatRequest], cancel: CancelFlag) -> list[Result]:
         results: list[Result | None] = [None] * len(requests)
-        with self._lock:
+        with self._running(cancel):
             for chunk in self.batch_plan(requests):
                 cancel.check()
                 try:
@@ -263,7 +278,7 @@ class TransformersModel:
             )
             rows.append((context, tok(answer, add_special_tokens=False)["input_ids"]))
         losses: list[list[float]] = []
-        with self._lock, torch.inference_mode():
+        with self._running(cancel), torch.inference_mode():
             for s in range(0, len(rows), self.cfg.batch_size):
                 cancel.check()
                 chunk = rows[s : s + self.cfg.batch_size]
@@ -291,7 +306,7 @@ class TransformersModel:
         import torch
 
         vectors: list[list[float]] = []
-        with self._lock, torch.inference_mode():
+        with self._running(cancel), torch.inference_mode():
             self.tokenizer.padding_side = "right"  # under the lock: generation sets "left"
             for s in range(0, len(texts), self.cfg.batch_size):
                 cancel.check()
@@ -320,7 +335,7 @@ class TransformersModel:
 
         option_ids = self._option_ids(options)
         probs: list[list[float]] = []
-        with self._lock, torch.inference_mode():
+        with self._running(cancel), torch.inference_mode():
             for s in range(0, len(prompts), self.cfg.batch_size):
                 cancel.check()
                 chunk = prompts[s : s + self.cfg.batch_size]

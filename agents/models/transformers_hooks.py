@@ -1,14 +1,17 @@
-"""What the in-process backend hands `model.generate` to hear from it between tokens.
+"""How the in-process backend hears from a running model: between tokens and between layers.
 
 `StopOnCancel` is a transformers StoppingCriteria called after every decoding step: it counts
 the new tokens of rows still generating on the call's activity ticket (the live view's
-tokens/s) and ends generation at once when the call's cancel flag is set (a stop request:
-the daemon cancelled the step). Imported by the backend only when it generates, since it
-imports transformers.
+tokens/s) and ends generation when the call's cancel flag is set (a stop request: the daemon
+cancelled the step). One decoding step of a large batch can take seconds on a busy CPU, so
+`check_between_layers` also checks the flag before every layer of the model's stack: a set
+flag ends the forward pass in flight within a layer. Imported by the backend when it loads a
+model, since it imports transformers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,3 +45,17 @@ class StopOnCancel(StoppingCriteria):
 def stop_on_cancel(cancel: CancelFlag, eos_token_id: int | None) -> StoppingCriteriaList:
     """`stopping_criteria` for one generate call: this call's cancel flag and ticket."""
     return StoppingCriteriaList([StopOnCancel(cancel, current_ticket(), eos_token_id)])
+
+
+def check_between_layers(model: torch.nn.Module, current: Callable[[], CancelFlag | None]) -> None:
+    """Before each layer of the model's stacks (the items of its ModuleLists: a transformer's
+    decoder layers), raise Cancelled if the flag of the call running now is set."""
+
+    def check(module: torch.nn.Module, args: Any) -> None:
+        flag = current()
+        if flag is not None:
+            flag.check()
+
+    for stack in [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]:
+        for layer in stack:
+            layer.register_forward_pre_hook(check)
