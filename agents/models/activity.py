@@ -106,7 +106,8 @@ class Activity:
         while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
             samples.popleft()
         first_at, first_tokens = samples[0]
-        rate = (counts[4] - first_tokens) / (now - first_at) if now > first_at else None
+        # A finished call's count replaces its live estimate, which may have run ahead.
+        rate = max(0.0, (counts[4] - first_tokens) / (now - first_at)) if now > first_at else None
         return ActivitySnapshot(*counts, tokens_per_s=rate)
 
 

@@ -85,6 +85,15 @@ class ModelSet:
             self._apply_namespace(self._built[name])
         return self._built[name]
 
+    def load(self, roles: Sequence[str]) -> list[str]:
+        """Build now every configured model serving `roles` (a model loads in seconds to
+        minutes; the daemon does this in a worker thread, where it blocks nothing); returns
+        their names. Built models are kept, so a later `for_role` finds them ready."""
+        names = sorted({n for r in roles if (n := getattr(self.roles, r, None)) in self.configs})
+        for name in names:
+            self.get(name)
+        return names
+
     def fresh(self, name: str) -> ChatModel:
         """A new, uncached instance of a configured model, owned (and closed) by the caller."""
         if name not in self.configs:

@@ -57,6 +57,9 @@ T = TypeVar("T")
 HEARTBEAT_S = 5.0
 STOP_POLL_S = 0.2
 ACTIVITY_S = 2.0
+# The roles a round's pipeline calls: their models are checked (HTTP) and loaded (in-process)
+# before a round starts.
+PIPELINE_ROLES = ("generator", "evolver", "responder", "critic", "rewriter")
 # Settings the plan step reads: a resumed round whose plan is made keeps it.
 PLAN_KEYS = {"loop.evolve_per_round", "loop.max_depth"}
 
@@ -144,6 +147,7 @@ class Daemon:
         self.started = deps.clock()
         self._stage = "starting"
         self._round: int | None = None
+        self._models_loaded = False
 
     # --- lifecycle -----------------------------------------------------------------
     async def run(self) -> DaemonResult:
@@ -265,9 +269,16 @@ class Daemon:
 
     async def _check_models(self) -> None:
         """Before every round: a model that stopped answering ends the daemon with its reason,
-        instead of rounds that only record failed calls. Raises Stopped on a stop request."""
+        instead of rounds that only record failed calls; in-process models load in a worker
+        thread, so the live view and a stop request are heard meanwhile. Raises Stopped on a
+        stop request."""
         if self.preflight is not None:
             await self._stoppable(self.preflight(), "the model check")
+        load = getattr(self.deps.models, "load", None)
+        if load is not None and not self._models_loaded:
+            self._stage = "loading models"
+            await self._stoppable(asyncio.to_thread(load, PIPELINE_ROLES), "loading the models")
+            self._models_loaded = True
 
     async def _stoppable(self, work: Awaitable[T], what: str) -> T:
         """Await `work` as a task, renewing the heartbeat and reporting model activity; on a
@@ -363,6 +374,7 @@ class Daemon:
         payload: dict[str, Any] | None = first_input
         snapshot = await graph.aget_state(config)
         step = _step_of(snapshot, payload)
+        self._stage = step if step != "start" else "plan"
         start = self._record_start(number, step, snapshot)
 
         async def one_step(payload: dict[str, Any] | None) -> None:

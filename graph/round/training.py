@@ -152,7 +152,8 @@ class TrainerSteps:
         suite = uses_suite(store, cfg)
         if not (suite or cfg.pairwise.enabled):
             return await evaluate_version(store, version, cfg, progress=progress)
-        student = models.fresh(models.roles.student)
+        # Loading a model takes seconds: in a thread, so heartbeats and stops go on meanwhile.
+        student = await asyncio.to_thread(models.fresh, models.roles.student)
         try:
             await hand_off(student, store.model_version(version))
             pairwise = cfg.pairwise.enabled
