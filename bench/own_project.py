@@ -12,7 +12,9 @@ trains) is stopped in each phase, and every next `run` must resume the step that
             `evoinstruct stop`, each once training steps are running;
   evaluate  `evoinstruct stop` while the suite is being answered;
 then a last `run` finishes the round. Each stop is timed from the request until the daemon
-has exited (`stop` returns then), with the exit codes of both.
+has exited (`exited_after_s`; `seconds`: until `evoinstruct stop` returned, which it does
+then), with when the daemon heard it (`heard_after_s`: a `stop` command's own start-up) and
+the exit codes.
 
 Writes `results.json` in --out and prints a summary. A benchmark, not a test: it takes the
 better part of an hour on a 2-core CPU; say what else ran beside it when quoting it.
@@ -63,13 +65,31 @@ class Daemon:
             start_new_session=True,  # a process group of its own, as a terminal's job is
         )
         self.lines: list[tuple[float, str]] = []
+        self.exited_at: float | None = None
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        # Reaped the moment it exits, as a shell would: `evoinstruct stop` waits until the pid
+        # is gone, and that exit time is what is measured.
+        self.reaper = threading.Thread(target=self._reap, daemon=True)
+        self.reaper.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append((time.monotonic() - self.started, line.rstrip("\n")))
+
+    def _reap(self) -> None:
+        self.process.wait()
+        self.exited_at = time.monotonic()
+
+    def heard_stop_at(self) -> float | None:
+        """When the daemon wrote that it heard the request (its log's clock)."""
+        heard = [
+            at
+            for at, line in self.lines
+            if "reached: giving" in line or "requested: giving" in line
+        ]
+        return heard[0] if heard else None
 
     def text(self) -> str:
         return "\n".join(line for _, line in self.lines)
@@ -79,9 +99,9 @@ class Daemon:
         return "\n".join(f"{at:8.2f}  {line}" for at, line in self.lines)
 
     def wait(self) -> int:
-        code = self.process.wait(timeout=HANG_GUARD_S)
+        self.reaper.join(timeout=HANG_GUARD_S)
         self.reader.join(timeout=10)
-        return code
+        return self.process.wait()
 
     def longest_silence(self) -> float:
         times = [0.0, *(t for t, _ in self.lines), time.monotonic() - self.started]
@@ -122,13 +142,25 @@ def stop_with_command(daemon: Daemon) -> dict[str, Any]:
     done = subprocess.run(
         [*CLI, "stop", "--project", str(daemon.project)], capture_output=True, text=True
     )
+    returned = time.monotonic()
     code = daemon.wait()
     return {
         "how": "evoinstruct stop",
-        "seconds": round(time.monotonic() - asked, 2),
-        "asked_at_s": round(asked - daemon.started, 2),  # on the daemon's log's clock
+        "seconds": round(returned - asked, 2),  # until `evoinstruct stop` returned
+        **_stop_times(daemon, asked),
         "stop_exit": done.returncode,
         "daemon_exit": code,
+    }
+
+
+def _stop_times(daemon: Daemon, asked: float) -> dict[str, Any]:
+    """When the request was made and heard, and the daemon's exit, on its log's clock."""
+    assert daemon.exited_at is not None
+    heard = daemon.heard_stop_at()
+    return {
+        "asked_at_s": round(asked - daemon.started, 2),
+        "heard_after_s": None if heard is None else round(heard - (asked - daemon.started), 2),
+        "exited_after_s": round(daemon.exited_at - asked, 2),
     }
 
 
@@ -136,12 +168,7 @@ def stop_with_ctrl_c(daemon: Daemon) -> dict[str, Any]:
     asked = time.monotonic()
     os.killpg(daemon.process.pid, signal.SIGINT)  # what a terminal sends its foreground job
     code = daemon.wait()
-    return {
-        "how": "Ctrl-C",
-        "seconds": round(time.monotonic() - asked, 2),
-        "asked_at_s": round(asked - daemon.started, 2),
-        "daemon_exit": code,
-    }
+    return {"how": "Ctrl-C", **_stop_times(daemon, asked), "daemon_exit": code}
 
 
 def resumed_at(daemon: Daemon) -> str | None:
@@ -189,7 +216,8 @@ def stops(out: Path, max_seconds: float) -> dict[str, Any]:
 
     daemon = Daemon(project, "--rounds", "0", "--max-seconds", str(max_seconds), *sets)
     code = daemon.wait()
-    took = time.monotonic() - daemon.started
+    assert daemon.exited_at is not None
+    took = daemon.exited_at - daemon.started
     results["max_seconds"] = {
         "how": f"--max-seconds {max_seconds:g}",
         "resumed_at": resumed_at(daemon),
