@@ -25,6 +25,7 @@ Run: .venv/bin/python bench/own_project.py [--out DIR] [--skip-round] [--skip-st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -139,10 +140,8 @@ class Daemon:
 
 def _as_typed() -> None:
     """The priority a command typed in a shell has, when the bench runs under `nice`."""
-    try:
+    with contextlib.suppress(PermissionError):  # not allowed to: timed as niced
         os.setpriority(os.PRIO_PROCESS, 0, 0)
-    except PermissionError:
-        pass  # not allowed to raise it back: timed as niced
 
 
 def stop_with_command(daemon: Daemon) -> dict[str, Any]:
