@@ -172,7 +172,9 @@ class ProgressView:
             self._plain(event)
 
     def _stage_text(self, event: dict[str, Any]) -> str:
-        where = f"round {event.get('round', 0)} {event.get('stage', '?')}"
+        number = event.get("round")
+        stage = event.get("stage", "?")
+        where = stage if number is None else f"round {number} {stage}"
         if event.get("running"):
             return f"{where}: running"
         done, total = event.get("done", 0), event.get("total")

@@ -277,6 +277,7 @@ class Daemon:
         load = getattr(self.deps.models, "load", None)
         if load is not None and not self._models_loaded:
             self._stage = "loading models"
+            self.progress("note", {"text": "loading the models the round uses"})
             await self._stoppable(asyncio.to_thread(load, PIPELINE_ROLES), "loading the models")
             self._models_loaded = True
 
