@@ -50,11 +50,14 @@ def run(
     """
     import asyncio
     import gc
+    import time
 
     from evoinstruct.graph.cli.progress import ProgressView, quiet_libraries
     from evoinstruct.graph.daemon.loop import DaemonOptions
     from evoinstruct.graph.daemon.runner import check_models_answer, run_daemon
     from evoinstruct.graph.daemon.runner import detach as start_detached
+
+    invoked = time.monotonic()  # --max-seconds counts from here: loading libraries counts
 
     proj = open_project(project)
     proj.load_config(set_ or [])  # a bad config fails here, before anything starts
@@ -72,7 +75,9 @@ def run(
         console.print(f"Daemon started, pid {pid}; log: {proj.log_path}", markup=False)
         console.print("Follow it with `evoinstruct status`; stop it with `evoinstruct stop`.")
         return
-    options = DaemonOptions(rounds=rounds, forever=forever, max_seconds=max_seconds)
+    options = DaemonOptions(
+        rounds=rounds, forever=forever, max_seconds=max_seconds, started_at=invoked
+    )
     # A first line before libraries and models load (seconds on a busy CPU).
     what = "rounds until stopped" if forever else f"{rounds} round{'s' if rounds != 1 else ''}"
     limit = f", at most {max_seconds:g} s" if max_seconds is not None else ""

@@ -47,7 +47,6 @@ from evoinstruct.graph.daemon.liveness import with_liveness
 from evoinstruct.graph.project import Project
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.store.errors import EvoError, Interrupted, ProjectError
-from evoinstruct.store.starts import describe_start
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
@@ -80,6 +79,9 @@ class DaemonOptions:
     # After a stop request, how long the step in flight may go on before it is cancelled:
     # long enough for a batch about to finish, short enough that SIGTERM stops in seconds.
     stop_grace_s: float = 3.0
+    # When `max_seconds` started counting, on the deps' clock (`run` passes when it was
+    # invoked, so loading libraries counts too); None: when the daemon is created.
+    started_at: float | None = None
 
 
 @dataclass
@@ -144,7 +146,7 @@ class Daemon:
         self.options = options
         self.progress = progress or (lambda kind, event: None)
         self.stop = StopFlag(project)
-        self.started = deps.clock()
+        self.started = options.started_at if options.started_at is not None else deps.clock()
         self._stage = "starting"
         self._round: int | None = None
         self._models_loaded = False
@@ -424,6 +426,8 @@ class Daemon:
     def _record_start(self, number: int, step: str, snapshot: Any) -> int:
         """Record this start of the round with the config it runs with; a resumed round's
         live view hears what changed since its last start, and what it keeps from it."""
+        from evoinstruct.store.starts import describe_start
+
         config = self.deps.config.model_dump(mode="json")
         start = self.deps.store.record_round_start(number, config, step, self._active_version())
         changes = self.deps.store.round_starts(number)[-1]["changes"] if start > 1 else {}
