@@ -285,7 +285,7 @@ def main() -> int:
         parser.error("--resume runs rounds, --report-only runs none: pick one")
     from evoinstruct.agents.models.smollm2 import fetch_smollm2
 
-    fetch_smollm2(dtype="bfloat16", progress=print)  # once, before the arms start
+    fetch_smollm2(progress=print)  # once, before the arms start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]

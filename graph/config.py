@@ -225,6 +225,18 @@ def load_config(
             _set_path(data, name[len(ENV_PREFIX) :].lower().replace("__", "."), _parse_value(value))
     for key, value in parse_overrides(overrides):
         _set_path(data, key, value)
+    return _validated(data, file)
+
+
+def with_overrides(config: RunConfig, overrides: Sequence[str]) -> RunConfig:
+    """`config` with `--set`-style overrides applied, validated as a whole."""
+    data = config.model_dump(mode="json")
+    for key, value in parse_overrides(overrides):
+        _set_path(data, key, value)
+    return _validated(data, None)
+
+
+def _validated(data: dict[str, Any], file: Path | None) -> RunConfig:
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:

@@ -6,6 +6,7 @@ reference) is made from the same walk, so neither drifts from the code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, get_args, get_origin
 
 import tomli_w
@@ -26,7 +27,13 @@ def _key(key: str) -> str:
     return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else _value(key)
 
 
-def _table(lines: list[str], name: str, model: BaseModel, doc: str | None) -> None:
+def _table(
+    lines: list[str],
+    name: str,
+    model: BaseModel,
+    doc: str | None,
+    notes: Mapping[str, str],
+) -> None:
     lines.append("")
     if doc:
         lines.extend(f"# {line}".rstrip() for line in doc.strip().splitlines())
@@ -39,22 +46,28 @@ def _table(lines: list[str], name: str, model: BaseModel, doc: str | None) -> No
             continue
         if field.description:
             lines.append(f"# {field.description}")
+        if (note := notes.get(f"{name}.{key}")) is not None:
+            lines.append(f"# {note}")
         if value is None:
             lines.append(f"# {key} = ")
         else:
             dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
             lines.append(f"{key} = {_value(dumped)}")
     for sub_name, sub_model, sub_doc in nested:
-        _table(lines, sub_name, sub_model, sub_doc)
+        _table(lines, sub_name, sub_model, sub_doc, notes)
 
 
-def render_toml(config: BaseModel, header: str = "") -> str:
-    """The whole config as commented TOML that loads back to an equal config."""
+def render_toml(config: BaseModel, header: str = "", notes: Mapping[str, str] | None = None) -> str:
+    """The whole config as commented TOML that loads back to an equal config.
+
+    `notes` maps dotted keys to a comment shown above the key, after its description
+    (why a profile sets it)."""
+    notes = notes or {}
     lines = [f"# {line}".rstrip() for line in header.strip().splitlines()] if header else []
     for key, field in type(config).model_fields.items():
         value = getattr(config, key)
         if isinstance(value, BaseModel):
-            _table(lines, key, value, field.description or type(value).__doc__)
+            _table(lines, key, value, field.description or type(value).__doc__, notes)
         elif isinstance(value, dict):
             for name, item in value.items():
                 _table(
@@ -62,6 +75,7 @@ def render_toml(config: BaseModel, header: str = "") -> str:
                     f"{key}.{name}",
                     item,
                     type(item).__doc__ if name == next(iter(value)) else None,
+                    notes,
                 )
     return "\n".join(lines).lstrip("\n") + "\n"
 

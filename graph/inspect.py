@@ -13,7 +13,8 @@ from evoinstruct.graph.project import Project
 
 
 def rounds_report(store: Any, prices: Mapping[str, Price] | None = None) -> list[dict[str, Any]]:
-    """Per round: phase, timings, counts per stage, notes, and the resolved config it ran with.
+    """Per round: phase, timings, counts per stage, notes, and the resolved config it ran with
+    (its last start's; `starts` says where each start began and what it changed).
 
     `failed` is why a round was closed as failed (phase "failed"); `step_failure` is the
     step that failed last, how many starts in a row, and its error and traceback. `usage`
@@ -45,9 +46,19 @@ def rounds_report(store: Any, prices: Mapping[str, Price] | None = None) -> list
                 "cost_per_accepted": cost.cost_per_accepted,
                 "usage": [dataclasses.asdict(s) for s in cost.stages],
                 "config": row["config"],
+                "starts": _starts(store, row["number"]),
             }
         )
     return out
+
+
+def _starts(store: Any, number: int) -> list[dict[str, Any]]:
+    """Each start of the round: where it began, the steps it finished, and what its config
+    changed from the start before (`config` above is the last start's)."""
+    return [
+        {k: start[k] for k in ("start", "started_at", "step", "steps", "model_version", "changes")}
+        for start in store.round_starts(number)
+    ]
 
 
 async def checkpoints_report(project: Project, round: int) -> list[dict[str, Any]]:
@@ -99,14 +110,17 @@ def rejections_report(
     store: Any, *, stage: str | None, reason: str | None, samples: int = 3
 ) -> list[dict[str, Any]]:
     """Rejections grouped by stage and reason, largest first, with a few samples each."""
-    rows = store.rejections(stage=stage, reason=reason)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["stage"], row["reason"]), []).append(row)
-    counts = Counter({key: len(items) for key, items in groups.items()})
+    counts = Counter(
+        {
+            (group_stage, group_reason): n
+            for group_stage, reasons in store.rejection_counts(stage=stage).items()
+            for group_reason, n in reasons.items()
+            if reason is None or group_reason == reason
+        }
+    )
     out = []
     for (group_stage, group_reason), n in counts.most_common():
-        picked = groups[(group_stage, group_reason)][:samples]
+        picked = store.rejections(stage=group_stage, reason=group_reason, limit=samples)
         out.append(
             {
                 "stage": group_stage,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -109,10 +110,13 @@ def init_project(
     *,
     force: bool = False,
     language: str | None = None,
+    header: str = CONFIG_HEADER,
+    notes: Mapping[str, str] | None = None,
 ) -> Project:
     """Write a commented config and example seeds (English and Chinese) into `root`.
 
-    `language` sets `project.language` in the written config (`en` or `zh`).
+    `language` sets `project.language` in the written config (`en` or `zh`); `notes`
+    are comments above single keys (why a profile sets them), `header` the file's opening.
     """
     from evoinstruct.graph.config import RunConfig
     from evoinstruct.graph.config_toml import render_toml
@@ -135,7 +139,7 @@ def init_project(
         )
     project.root.mkdir(parents=True, exist_ok=True)
     project.config_path.write_text(
-        render_toml(config or RunConfig(), CONFIG_HEADER), encoding="utf-8"
+        render_toml(config or RunConfig(), header, notes), encoding="utf-8"
     )
     seeds_dir = project.root / "seeds"
     seeds_dir.mkdir(exist_ok=True)

@@ -1,11 +1,12 @@
 """The loop on a real model, offline: SmolLM2-135M-Instruct as teacher and student.
 
-`evoinstruct demo --real` and `bench/evolution.py` share these settings: what makes a weak
-model produce something worth keeping. Sampled decoding; verifiable constraints attached by
-the evolver and checked in code, so no capable judge is needed (a 135M judge parses as a
-score about one time in ten); rejection sampling by the responder, with format constraints
-repaired in code when no answer meets them; a LoRA version trained every round; and the
-promotion gate deciding on the project's held-out verifiable suite.
+`evoinstruct demo --real` and `bench/evolution.py` run on the project `evoinstruct init
+--model smollm2` makes: the weak-model profile (graph.profiles) is what makes a weak model
+produce something worth keeping. Verifiable constraints attached by the evolver and checked
+in code, so no capable judge is needed (a 135M judge parses as a score about one time in
+ten); rejection sampling by the responder, with format constraints repaired in code when no
+answer meets them; a LoRA version trained every round; and the promotion gate deciding on
+the project's held-out verifiable suite. The demo and the bench only size their runs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from evoinstruct.graph.daemon.loop import DaemonOptions, ProgressSink
+from evoinstruct.graph.profiles import WEAK_MODEL
 from evoinstruct.graph.project import Project, init_project
 
 # Plain English task prompts for the seeds (a packaged text file: 98 short tasks and 420 of
@@ -30,82 +32,60 @@ REAL_TASKS_FILE = "real_demo_tasks_en.txt"
 
 @dataclass
 class RealSettings:
-    """How much one round does; the demo uses small numbers, the benchmark larger ones."""
+    """How much one round does: the weak-model profile's values (graph.profiles), or others.
 
-    evolve: int = 16  # evolutions per round
-    samples: int = 4  # answers drawn per constrained task (rejection sampling)
-    steps: int = 30  # LoRA optimizer steps per version
+    A field left None keeps the profile's value; the demo keeps them all, the benchmark sizes
+    its runs with its own flags.
+    """
+
+    evolve: int | None = None  # evolutions per round
+    samples: int | None = None  # answers drawn per constrained task (rejection sampling)
+    steps: int | None = None  # LoRA optimizer steps per version
     # New accepted examples a version waits for: 60 steps on a couple of dozen examples is
     # twenty epochs, and such a version mostly unlearns (measured: v1 on 23 examples).
-    min_new: int = 10
-    # Held-out English suite tasks (None: all packaged ones), split into in-distribution,
+    min_new: int | None = None
+    # Held-out English suite tasks (None: the profile's), split into in-distribution,
     # held-out phrasing and held-out type (trainer.suite.parts).
-    suite: int | None = 40
-    max_constraints: int = 3  # registry constraints attached per child, at most
+    suite: int | None = None
+    max_constraints: int | None = None  # registry constraints attached per child, at most
     # A 135M model rambles past any token limit; its cut answers still pass some constraints
     # (no commas, lowercase, keywords), so a weak model may keep and check them.
-    keep_truncated: bool = False
-    # The suite reads answers cut at its own token limit, so answers that end well inside a
-    # budget near it are what the student should learn; a longer budget mostly buys rambling.
-    answer_tokens: int = 320
-    # Which passing answer the responder keeps: the shortest trains the student on its own
-    # answers that end early, against the truncation that fails most suite answers (the run
-    # whose v1 the gate promoted at +10.2 points used it).
-    pick: Literal["first", "shortest"] = "shortest"
+    keep_truncated: bool | None = None
+    answer_tokens: int | None = None  # the responder's token limit
+    pick: Literal["first", "shortest"] | None = None  # which passing answer is kept
+    operations: Sequence[str] | None = None  # the evolver's operations
+    # Roles the promoted student takes over (not a profile setting: the loop's default).
     student_serves: Sequence[str] = ("generator",)
-    # How many of the packaged task prompts seed the project (None: all ~100). Round 1
-    # answers every seed without an output, so fewer make a quicker first round.
+    # How many of the packaged task prompts seed the project (None: all). Round 1 answers
+    # every seed without an output, so fewer make a quicker first round.
     seed_tasks: int | None = None
-    # Half the children need no rewrite by the model (a 135M model copies the template's
-    # words into most rewrites, which rule 4 rejects); add_verifiable alone spends every
-    # model call of a round on answers.
-    operations: Sequence[str] = ("add_verifiable", "add_constraints")
+
+    def replacements(self) -> dict[str, Any]:
+        """The profile keys this run sets to other values."""
+        values = {
+            "loop.evolve_per_round": self.evolve,
+            "responder.verifiable_samples": self.samples,
+            "trainer.max_steps": self.steps,
+            "trainer.train_min_new": self.min_new,
+            "trainer.suite.tasks_per_language": self.suite,
+            "evolver.verifiable.max_count": self.max_constraints,
+            "responder.on_truncated": None
+            if self.keep_truncated is None
+            else ("keep" if self.keep_truncated else "reject"),
+            "responder.max_tokens": self.answer_tokens,
+            "responder.pick": self.pick,
+            "evolver.operations": None if self.operations is None else list(self.operations),
+        }
+        return {key: value for key, value in values.items() if value is not None}
 
 
-def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
-    """`--set` overrides that run the loop on the converted SmolLM2 folder."""
-    from evoinstruct.agents.models.smollm2 import config_overrides
-
+def real_overrides(settings: RealSettings) -> list[str]:
+    """`--set` overrides of a SmolLM2 project (`graph.real_project.smollm2_config`) for a run
+    sized by `settings`: the profile's keys it replaces, and the roles the student serves."""
     serves = json.dumps(list(settings.student_serves))
     return [
-        *config_overrides(model_dir),
-        "models.teacher.batch_size=16",
-        "models.student.batch_size=16",
+        *WEAK_MODEL.overrides(replace=settings.replacements()),
         f"roles.student_serves={serves}",
-        # Few new tasks (the weak generator writes little that survives), many constrained
-        # evolutions, each answered by rejection sampling.
-        "loop.generate_calls=1",
-        f"loop.evolve_per_round={settings.evolve}",
-        "loop.rewrite=false",
-        f"evolver.operations={json.dumps(list(settings.operations))}",
-        "evolver.equality_check=false",
-        "evolver.max_tokens=320",
-        "generator.self_instruct_decoding.max_tokens=400",
-        "generator.instance_decoding.max_tokens=200",
-        f"responder.verifiable_samples={settings.samples}",
-        f"evolver.verifiable.max_count={settings.max_constraints}",
-        f"responder.on_truncated={json.dumps('keep' if settings.keep_truncated else 'reject')}",
-        "responder.verifiable_temperature=0.8",
-        # A 135M model never writes all-lowercase or wraps an answer in quotes by chance; the
-        # repaired, re-verified answers are what teach it those formats.
-        "responder.repair=true",
-        f"responder.max_tokens={settings.answer_tokens}",
-        f"responder.pick={json.dumps(settings.pick)}",
-        "critic.judge.enabled=false",
-        "critic.ifd.enabled=false",
-        'selector.steps=["exact_dedup", "near_dedup", "novelty", "thresholds"]',
-        "trainer.train_every=1",
-        f"trainer.train_min_new={settings.min_new}",
-        f"trainer.max_steps={settings.steps}",
-        "trainer.batch_size=4",
-        "trainer.grad_accumulation=2",
-        "trainer.learning_rate=0.0005",
-        "trainer.max_length=384",
-        'trainer.gate.metric="verifiable"',
-        'trainer.suite.languages=["en"]',
-        *([f"trainer.suite.tasks_per_language={settings.suite}"] if settings.suite else []),
-        "trainer.suite.max_tokens=160",
-        "trainer.suite.batch_size=16",
     ]
 
 
@@ -128,18 +108,18 @@ class RealResult:
 def prepare_real_project(
     directory: Path, settings: RealSettings, *, force: bool = False, cache_dir: Path | None = None
 ) -> Project:
-    """A project on SmolLM2 (fetched and converted once), seeded in English, its config written."""
-    from evoinstruct.agents.models.smollm2 import fetch_smollm2
-    from evoinstruct.graph.config_toml import render_toml
-    from evoinstruct.graph.project import CONFIG_HEADER
+    """A project on SmolLM2 (fetched and converted once) with the weak-model profile, sized
+    by `settings`, seeded in English, its config written."""
+    from evoinstruct.graph.config import with_overrides
+    from evoinstruct.graph.real_project import smollm2_config
     from evoinstruct.store.seeds import add_seed_file
 
-    model_dir = fetch_smollm2(cache_dir, dtype="bfloat16")
-    project = init_project(directory, force=force)
-    overrides = real_overrides(model_dir, settings)
-    config = project.load_config(overrides)
+    setup = smollm2_config(cache_dir=cache_dir)
+    setup.config = with_overrides(setup.config, real_overrides(settings))
     # The project's own file holds the settings, so every later command agrees with the run.
-    project.config_path.write_text(render_toml(config, CONFIG_HEADER), encoding="utf-8")
+    project = init_project(
+        directory, setup.config, force=force, header=setup.header, notes=setup.notes
+    )
     extra = project.root / "seeds" / REAL_TASKS_FILE
     packaged = resources.files("evoinstruct.prompts") / "seeds" / REAL_TASKS_FILE
     text = packaged.read_text(encoding="utf-8")

@@ -10,7 +10,9 @@ from evoinstruct.graph.project import Project
 def status_report(proj: Project) -> dict[str, Any]:
     """What `status --json` prints; plain sqlite3 reads, so it is fast on a large pool.
 
-    `cost` totals every round's tokens and, where models have prices, cost (see graph.costs).
+    `cost` totals every round's tokens and, where models have prices, cost (see graph.costs):
+    a running round's finished steps included; `daemon.activity` adds what the models of
+    the step running now have done (calls, tokens), in-process models' tokens as decoded.
     """
     from evoinstruct.graph import costs
     from evoinstruct.graph.daemon.liveness import with_liveness
@@ -41,6 +43,18 @@ def status_report(proj: Project) -> dict[str, Any]:
         "rounds": pool["rounds_finished"],
         "rejections": pool["rejections"],
         "active_model": active,
-        "daemon": with_liveness(daemon),
+        "daemon": _with_activity(with_liveness(daemon)),
         "cost": summary,
     }
+
+
+def _with_activity(daemon: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The heartbeat's `activity` (the models' calls and tokens in the step running now) as
+    an object, and only while that daemon runs: a dead daemon's last figures say nothing."""
+    import json
+
+    if daemon is None:
+        return None
+    raw = daemon.get("activity")
+    activity = json.loads(raw) if isinstance(raw, str) and raw else None
+    return {**daemon, "activity": activity if daemon.get("running") else None}

@@ -182,12 +182,13 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
-    # m005 and m006 register when their modules are imported. Imported at the end of this
+    # m005-m007 register when their modules are imported. Imported at the end of this
     # module they could register before m004 (when selector_log is the first importer of
     # this module); imported here, after every import has finished, they always come last.
     from evoinstruct.store import (
         eval_parts,  # noqa: F401  (m006_eval_item_parts)
         preferences,  # noqa: F401  (m005_preference_pairs)
+        starts,  # noqa: F401  (m007_round_starts)
     )
 
     migrations.apply(db)

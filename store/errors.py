@@ -53,6 +53,13 @@ class UnsupportedError(EvoError):
     """A backend cannot do what was asked (loss on an HTTP server, QLoRA without CUDA...)."""
 
 
+class Interrupted(EvoError):
+    """Work that ended early because a stop was requested (a training run that checkpointed
+    and exited): not a failure; the step resumes on the next start. Exit code 0."""
+
+    exit_code = 0
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a recorded failure: an EvoError is already worded for the user; anything
     else (a ValueError from peft) needs its type to be recognisable."""

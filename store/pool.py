@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -323,24 +324,58 @@ class PoolMixin(SelectorLogMixin):
             "SELECT source, status, count(*) AS n FROM examples WHERE round = ? GROUP BY source, status",
             [round],
         )
-        rejected = self._query(
-            "SELECT stage, reason, count(*) AS n FROM rejections WHERE round = ? GROUP BY stage, reason",
-            [round],
-        )
         by_status: dict[str, int] = {}
         by_source: dict[str, int] = {}
         for row in created:
             by_status[row["status"]] = by_status.get(row["status"], 0) + row["n"]
             by_source[row["source"]] = by_source.get(row["source"], 0) + row["n"]
-        rejections: dict[str, dict[str, int]] = {}
-        for row in rejected:
-            rejections.setdefault(row["stage"], {})[row["reason"]] = row["n"]
         return {
             "created": sum(by_status.values()),
             "by_status": by_status,
             "by_source": by_source,
-            "rejections": rejections,
+            "rejections": self.rejection_counts(round),
         }
+
+    def rejection_counts(
+        self, round: int | None = None, stage: str | None = None, *, verdicts_only: bool = False
+    ) -> dict[str, dict[str, int]]:
+        """Rows of `rejections` by stage and reason (largest first), for a round and stage or
+        all: the one count of drops the live view, `inspect`, the report and the card show.
+
+        `verdicts_only` leaves out failed model calls (`model_failure:*`), which drop nothing.
+        """
+        where, params = [], []
+        if round is not None:
+            where.append("round = ?")
+            params.append(round)
+        if stage is not None:
+            where.append("stage = ?")
+            params.append(stage)
+        if verdicts_only:
+            where.append("reason NOT LIKE 'model_failure:%'")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._query(
+            f"SELECT stage, reason, count(*) AS n FROM rejections {clause} "
+            "GROUP BY stage, reason ORDER BY stage, n DESC, reason",
+            params,
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for row in rows:
+            counts.setdefault(row["stage"], {})[row["reason"]] = row["n"]
+        return counts
+
+    def elimination_counts(self, round: int) -> dict[str, int]:
+        """Verdicts of Evol-Instruct's elimination rules in `round`, per reason: they are
+        recorded under the evolver's stage ("evolve"), on the round's evolved children (a
+        failed evolution is recorded on its parent)."""
+        rows = self._query(
+            "SELECT r.reason, count(*) AS n FROM rejections AS r "
+            "JOIN examples AS e ON e.id = r.example_id "
+            "WHERE r.round = ? AND r.stage = 'evolve' AND e.source = 'evolved' AND e.round = ? "
+            "AND r.reason NOT LIKE 'model_failure:%' GROUP BY r.reason",
+            [round, round],
+        )
+        return {row["reason"]: row["n"] for row in rows}
 
     def tag_counts(self, status: str = "accepted") -> dict[str, int]:
         """InsTag tag → how many examples of `status` carry it, from the tags in `meta`.
@@ -419,15 +454,26 @@ class PoolMixin(SelectorLogMixin):
         return found
 
     def record_rejections(self, rejections: Sequence[Rejection], round: int) -> None:
-        """Keep every rejection with its evidence and raw output; re-recording is a no-op."""
+        """Keep every rejection with its evidence and raw output; re-recording is a no-op.
+
+        Each rejection in `rejections` is one row, identical ones too: a weak generator that
+        writes the same task seven times has seven drafts dropped as too similar, and every
+        count (the live view, `inspect rejections`, the report, the card) says seven. A
+        re-run (after a crash) records the same list again, and finds each row already there.
+        """
         rows = []
+        seen: Counter[str] = Counter()
         for r in rejections:
             # Two distinct failures of one stage (two failed calls with no example yet)
-            # differ in their raw output or evidence; the same rejection recorded twice does not.
+            # differ in their raw output or evidence; repeats of one are told apart by their
+            # place among the equal ones (the first keeps the id it always had).
             key = [r.stage, r.reason, r.example_id, r.text, round, r.raw_output, dumps(r.evidence)]
+            base = stable_hash(key)
+            repeat = seen[base]
+            seen[base] += 1
             rows.append(
                 {
-                    "id": stable_hash(key)[:24],
+                    "id": (stable_hash([*key, repeat]) if repeat else base)[:24],
                     "example_id": r.example_id,
                     "text": r.text,
                     "stage": r.stage,

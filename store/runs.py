@@ -88,7 +88,16 @@ class RunsMixin(StoreBase):
         return {**row, "counts": loads(row["counts"], {}), "config": loads(row["config"], {})}
 
     # --- daemon heartbeat -------------------------------------------------------------
-    def heartbeat(self, *, pid: int, round: int | None, stage: str, state: str = "running") -> None:
+    def heartbeat(
+        self,
+        *,
+        pid: int,
+        round: int | None,
+        stage: str,
+        state: str = "running",
+        activity: dict[str, Any] | None = None,
+    ) -> None:
+        """The daemon is alive, where it is, and (`activity`) what its models are doing."""
         with self.transaction() as db:
             current = self.daemon_info()
             started = current["started_at"] if current and current["pid"] == pid else now()
@@ -101,6 +110,7 @@ class RunsMixin(StoreBase):
                     "started_at": started,
                     "heartbeat_at": now(),
                     "state": state,
+                    "activity": None if activity is None else dumps(activity),
                 },
                 replace=True,
             )

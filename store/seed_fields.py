@@ -66,22 +66,53 @@ def misspelling_of(key: str, known: Sequence[str]) -> str | None:
     return None
 
 
+def _meant_field(key: str, have: set[str], known: Sequence[str]) -> tuple[str, bool] | None:
+    """(the known field `key` stands for, whether by another dataset's name) when that field
+    is absent from `have` (the lower-cased keys holding a value), else None."""
+    name = key.strip().lower()
+    if name in known:
+        return None
+    target = RENAMED.get(name)
+    if target is not None and target in known and target not in have:
+        return target, True
+    near = misspelling_of(name, known)
+    if near is not None and near not in have:
+        return near, False
+    return None
+
+
 def unread_key_problem(key: str, present: Iterable[str], known: Sequence[str]) -> str | None:
     """Why `key` must not be skipped over, or None when it may be kept as an extra.
 
     `present` are the row's (or header's) keys that hold a value.
     """
-    name = key.strip().lower()
-    if name in known:
+    meant = _meant_field(key, {k.strip().lower() for k in present}, known)
+    if meant is None:
         return None
-    have = {k.strip().lower() for k in present}
-    target = RENAMED.get(name)
-    if target is not None and target not in have:
+    target, renamed = meant
+    if renamed:
         return f"unknown key {key!r}: this format reads {target!r}; rename the key to {target!r}"
-    near = misspelling_of(name, known)
-    if near is not None and near not in have:
-        return f"unknown key {key!r}: did you mean {near!r}?"
-    return None
+    return f"unknown key {key!r}: did you mean {target!r}?"
+
+
+def missing_field_hint(
+    field: str, present: Iterable[str], known: Sequence[str], *, noun: str = "key"
+) -> str:
+    """What to say after "`field` is missing" when a present key looks like it misspelt or
+    renamed (`instrution`, `prompt`): the same did-you-mean a misspelt extra key gets.
+
+    `known` are the fields the format reads (a misspelling is matched against all of them,
+    so `inputs` is taken for `input`, never for a missing `instruction`); "" when no key fits.
+    """
+    keys = list(present)
+    have = {k.strip().lower() for k in keys}
+    for key in keys:
+        meant = _meant_field(key, have, known)
+        if meant is not None and meant[0] == field:
+            if meant[1]:
+                return f"; rename the {noun} {key!r} to {field!r}"
+            return f"; found {key!r}: did you mean {field!r}?"
+    return ""
 
 
 def extra_fields(values: Mapping[str, Any], known: Sequence[str]) -> dict[str, Any]:

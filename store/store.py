@@ -11,9 +11,12 @@ from evoinstruct.store.pool import PoolMixin
 from evoinstruct.store.preferences import PreferencesMixin
 from evoinstruct.store.registry import RegistryMixin
 from evoinstruct.store.runs import RunsMixin
+from evoinstruct.store.starts import StartsMixin
 
 
-class Store(PoolMixin, RunsMixin, RegistryMixin, CacheMixin, EvalsMixin, PreferencesMixin):
+class Store(
+    PoolMixin, RunsMixin, StartsMixin, RegistryMixin, CacheMixin, EvalsMixin, PreferencesMixin
+):
     """The one object other packages use to read and write the pool."""
 
     def __init__(self, path: str | Path) -> None:

@@ -36,10 +36,12 @@ class PromoteCrashes:
     def due(self, store: Any, round_number: int) -> tuple[bool, str]:
         return round_number == 1, "due in round 1 only"
 
-    async def train(self) -> dict[str, Any]:
+    async def train(self, stopping: Any = None) -> dict[str, Any]:
         return {"version": "v1"}
 
-    async def evaluate(self, store: Any, version: str, models: Any, prompts: Any) -> Any:
+    async def evaluate(
+        self, store: Any, version: str, models: Any, prompts: Any, progress: Any = None
+    ) -> Any:
         from evoinstruct.trainer.evaluate import GateDecision
 
         class Evaluation:

@@ -34,3 +34,24 @@ def test_a_stale_heartbeat_is_not_named_as_the_running_daemon(deps) -> None:
 def test_the_lock_holder_is_named(deps) -> None:
     deps.store.heartbeat(pid=os.getpid(), round=1, stage="plan", state="starting")
     assert f"pid {os.getpid()}" in _refusal(deps)
+
+
+def test_an_exited_process_not_yet_reaped_is_not_alive() -> None:
+    """`evoinstruct stop` polls the daemon's pid: a zombie (exited, its parent not yet
+    reaping it) must count as stopped, or stop would wait its whole timeout."""
+    import subprocess
+    import sys
+    import time
+
+    from evoinstruct.graph.daemon.liveness import pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 60  # a hang guard: exiting takes a moment
+        while pid_alive(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(child.pid)  # exited, and not reaped: a zombie
+        assert child.returncode is None
+    finally:
+        child.wait()
+    assert pid_alive(os.getpid())

@@ -105,6 +105,39 @@ async def test_a_stop_cancels_a_hung_step_and_the_next_start_runs_it_again(
     assert _count(project, orphans) == 0
 
 
+async def test_max_seconds_cuts_a_step_in_flight_like_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-seconds used to wait for the next step boundary (one CPU step can take ten
+    minutes); now the step in flight gets the grace and is cancelled, and resumes next time."""
+    monkeypatch.setenv("EVO_TEST_KEY", KEY)
+    with OpenAITestServer(reply=server_reply, api_key=KEY) as server:
+        project = _project(tmp_path, server.url)
+        deps = deps_for_project(project, project.load_config())
+        clock = {"now": 0.0}
+        deps.clock = lambda: clock["now"]
+        events: list[tuple[str, dict[str, Any]]] = []
+        daemon = Daemon(
+            project,
+            deps,
+            DaemonOptions(rounds=1, max_seconds=60, stop_grace_s=0.5),
+            lambda kind, event: events.append((kind, event)),
+        )
+        server.pause()  # the generate step hangs on its first batch
+        run = asyncio.create_task(daemon.run())
+        await eventually(lambda: server.in_flight > 0, "the generate step's calls in flight")
+        clock["now"] = 61.0  # the time limit passes while the step is in flight
+        async with asyncio.timeout(60):  # hang guard
+            result = await run
+        server.resume()
+        await deps.models.aclose()
+        deps.store.close()
+    assert result.stopped_by_time and not result.stopped_by_signal and result.rounds_run == []
+    notes = [e["text"] for kind, e in events if kind == "note"]
+    assert any(n.startswith("time limit (--max-seconds) reached") for n in notes), notes
+    assert await _next_step(project, 1) == ("generate",)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["model check", "step"])
 def test_sigterm_stops_a_daemon_on_a_dripping_teacher_within_seconds(

@@ -103,11 +103,11 @@ class RecordingTrainer:
     def due(self, store, round_number: int) -> tuple[bool, str]:
         return round_number % self.every == 0, f"every {self.every}"
 
-    async def train(self) -> dict:
+    async def train(self, stopping=None) -> dict:
         self.trained.append(len(self.trained) + 1)
         return {"version": f"v{len(self.trained)}"}
 
-    async def evaluate(self, store, version, models, prompts):
+    async def evaluate(self, store, version, models, prompts, progress=None):
         from evoinstruct.trainer.evaluate import GateDecision
 
         class Evaluation:
@@ -261,7 +261,7 @@ async def test_project_prompt_overrides_reach_the_agents(deps) -> None:
 
 
 class FailingTrainer(RecordingTrainer):
-    async def train(self) -> dict:
+    async def train(self, stopping=None) -> dict:
         from evoinstruct.store.errors import EvoError
 
         raise EvoError("no base model to train: set trainer.base_model")

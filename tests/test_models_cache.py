@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from evoinstruct.agents.models.activity import MeteredModel
 from evoinstruct.agents.models.base import ChatRequest, Failure, Generation
 from evoinstruct.agents.models.cache import CachedModel, cache_key
 from evoinstruct.agents.models.config import ModelConfig, RolesConfig
@@ -159,7 +160,9 @@ async def test_roles_build_each_model_once(server: OpenAITestServer) -> None:
     assert models.for_role("tagger") is judge and judge is not teacher
     assert models.for_role("scorer") is judge  # unset scorer falls back to the critic
     assert models.for_role("embedder") is None  # no embedder, no student yet
-    assert isinstance(teacher, CachedModel) and isinstance(judge, OpenAIChatModel)
+    # Every model the set builds is metered for the live view, around what the builder made.
+    assert isinstance(teacher, MeteredModel) and isinstance(judge, MeteredModel)
+    assert isinstance(teacher.inner, CachedModel) and isinstance(judge.inner, OpenAIChatModel)
     assert len(built) == 2
     student = ScriptedModel(default="from the student", model_id="student-1")
     models.use_student(student)

@@ -227,3 +227,23 @@ async def test_a_garbled_answer_does_not_fail_the_check(
     server.inject("malformed", times=10)
     (broken,) = await check_models({"teacher": _cfg(server.url, api_key_env="GOOD_KEY")})
     assert not broken.ok and "not a valid chat completion" in broken.error
+
+
+def test_the_check_table_prints_brackets_in_errors_and_names(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """rich reads "[Errno 111]" or "[models.teacher]" as markup and drops it unless escaped."""
+    from evoinstruct.agents.models import check as check_module
+    from evoinstruct.agents.models.check import CheckResult
+    from evoinstruct.graph.cli.models import check_command
+
+    failed = CheckResult("teacher", "openai", "org/[x]-model", "http://127.0.0.1:9/v1", ok=False)
+    failed.error = "cannot connect: [Errno 111] Connection refused"
+
+    async def fake_check(models):
+        return [failed]
+
+    monkeypatch.setattr(check_module, "check_models", fake_check)
+    assert check_command({}, as_json=False) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "[Errno 111]" in out and "org/[x]-model" in out

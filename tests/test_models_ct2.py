@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from evoinstruct.agents.models.base import ChatRequest, Generation
+from evoinstruct.agents.models.cancel import Cancelled
 from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.ct2_engine import CACHE_SUBDIR, GenerationStopped
+from evoinstruct.agents.models.ct2_engine import CACHE_SUBDIR
 from evoinstruct.agents.models.smollm2 import CACHE_ENV
 from evoinstruct.agents.models.transformers_backend import TransformersModel
 from tests.test_models_transformers import PROMPTS, _make_adapter
@@ -178,7 +179,7 @@ def test_the_engine_stops_the_batch_at_the_next_step(pair) -> None:
 
     request = _sampled(PROMPTS[0], n=rows, max_tokens=500)
     text = ct2_model._prompt_text(request.messages)
-    with pytest.raises(GenerationStopped):
+    with pytest.raises(Cancelled):
         engine.generate(
             [request],
             [text],

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.store.seed_fields import FLAT_FIELDS, edit_distance, misspelling_of
+from evoinstruct.store.seed_fields import (
+    FLAT_FIELDS,
+    edit_distance,
+    missing_field_hint,
+    misspelling_of,
+)
 from evoinstruct.store.seeds import read_seed_file
 
 
@@ -31,6 +36,25 @@ from evoinstruct.store.seeds import read_seed_file
 )
 def test_misspellings(key: str, expected: str | None) -> None:
     assert misspelling_of(key, FLAT_FIELDS) == expected
+
+
+@pytest.mark.parametrize(
+    ("present", "expected"),
+    [
+        (["instrution", "output"], "; found 'instrution': did you mean 'instruction'?"),
+        (["Instruciton"], "; found 'Instruciton': did you mean 'instruction'?"),
+        (["prompt", "response"], "; rename the key 'prompt' to 'instruction'"),
+        (["指令", "输出"], "; rename the key '指令' to 'instruction'"),
+        (["inputs", "output"], ""),  # a misspelt input, not an instruction
+        (["instruction_id", "output"], ""),  # a column of its own
+        (["text"], ""),
+        ([], ""),
+    ],
+)
+def test_a_missing_field_names_the_key_that_looks_like_it(
+    present: list[str], expected: str
+) -> None:
+    assert missing_field_hint("instruction", present, FLAT_FIELDS) == expected
 
 
 def test_edit_distance_counts_a_transposition_once() -> None:

@@ -533,6 +533,32 @@ MALFORMED: dict[str, tuple[str, bytes, str]] = {
         b"question,answer\nName a river.,The Nile.\n",
         "q.csv:1, field 'instruction': no 'instruction' column (columns: question, answer); rename the column 'question' to 'instruction'",
     ),
+    # A missing required field gets the did-you-mean a misspelt extra key gets.
+    "alpaca_misspelt_instruction": (
+        "a.jsonl",
+        b'{"instrution": "Name a river.", "output": "The Nile."}\n',
+        "a.jsonl:1: unrecognized record shape (expected instruction, instances, conversations "
+        "or messages; found keys: 'instrution', 'output'); pass --format to force one; found "
+        "'instrution': did you mean 'instruction'?",
+    ),
+    "alpaca_misspelt_instruction_forced": (
+        "c.jsonl",
+        '{"instruction": "ok"}\n{"指令x": "", "Instrucion": "列出三种水果。"}\n'.encode(),
+        "c.jsonl:2, field 'instruction': record 2: missing; found 'Instrucion': did you mean "
+        "'instruction'?",
+    ),
+    "csv_misspelt_instruction_column": (
+        "m.csv",
+        b"instrution,output\nName a river.,The Nile.\n",
+        "m.csv:1, field 'instruction': no 'instruction' column (columns: instrution, output); "
+        "found 'instrution': did you mean 'instruction'?",
+    ),
+    "qna_misspelt_answer": (
+        "qna.yaml",
+        "version: 2\nseed_examples:\n  - question: 列出三种水果。\n    anwser: 苹果\n".encode(),
+        "field 'seed_examples[0].anwser': unknown key 'anwser': did you mean 'answer'? "
+        "(expected question, answer, context)",
+    ),
     "qna_python_tag": (
         "qna.yaml",
         b"version: 2\nseed_examples: !!python/object/apply:os.getcwd []\n",
@@ -551,7 +577,7 @@ def test_malformed_input_is_rejected_and_pool_unchanged(
     path.write_bytes(content)
     before = pool_snapshot(project_dir)
     args = ["seed", "add", good, path, "-p", project_dir]
-    if case == "missing_instruction_forced":
+    if case in ("missing_instruction_forced", "alpaca_misspelt_instruction_forced"):
         args += ["--format", "alpaca"]
     result = run_cli(capsys, *args)
     assert result.code == 2, (result.out, result.err)

@@ -113,7 +113,7 @@ def test_config_lines_and_overrides_are_valid_run_configs(
 ) -> None:
     from evoinstruct.graph.config import load_config
 
-    path = model_dir(tmp_path, "bfloat16")
+    path = model_dir(tmp_path)
     file = tmp_path / "evoinstruct.toml"
     file.write_text("\n".join(config_lines(path)) + "\n", encoding="utf-8")
     # A freshly initialised config already has these tables: overrides, not pasted lines.
@@ -141,13 +141,14 @@ def test_the_real_runs_settings_are_a_valid_run_config(tmp_path: Path, project_d
     from evoinstruct.graph.config import load_config
     from evoinstruct.graph.real_demo import RealSettings, real_overrides
 
-    path = model_dir(tmp_path, "bfloat16")
-    settings = RealSettings(pick="shortest", min_new=60, samples=6, answer_tokens=160)
-    config = load_config(
-        project_dir / "evoinstruct.toml", real_overrides(path, settings), environ={}
-    )
-    assert (config.responder.pick, config.responder.verifiable_samples) == ("shortest", 6)
+    path = model_dir(tmp_path)
+    settings = RealSettings(pick="first", min_new=60, samples=6, answer_tokens=160)
+    overrides = config_overrides(path) + real_overrides(settings)
+    config = load_config(project_dir / "evoinstruct.toml", overrides, environ={})
+    assert (config.responder.pick, config.responder.verifiable_samples) == ("first", 6)
     assert (config.responder.max_tokens, config.trainer.train_min_new) == (160, 60)
+    # What the run does not size comes from the weak-model profile.
+    assert config.loop.evolve_per_round == 16 and not config.critic.judge.enabled
     assert config.trainer.gate.metric == "verifiable" and config.models["student"].path == str(path)
 
 

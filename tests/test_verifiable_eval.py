@@ -343,7 +343,9 @@ def test_packaged_tasks_are_bilingual_distinct_and_unlike_the_seeds(store: Store
     assert counts == {"en": 720, "zh": 360}
     # Tasks as users write them: many kinds, most of several sentences.
     assert len({t["kind"] for t in tasks}) >= 15
-    several = [t for t in tasks if len(re.findall(r"[.!?。！？]", t["task"].rstrip(".!?。！？"))) >= 1]
+    several = [
+        t for t in tasks if len(re.findall(r"[.!?。！？]", t["task"].rstrip(".!?。！？"))) >= 1
+    ]
     assert len(several) > len(tasks) / 2
     assert len({t["id"] for t in tasks}) == len({t["task"] for t in tasks}) == len(tasks)
     for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):

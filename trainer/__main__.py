@@ -12,16 +12,19 @@ error's exit code.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import signal
 import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from evoinstruct.store.errors import ConfigError, EvoError
+from evoinstruct.store.errors import ConfigError, EvoError, Interrupted
 from evoinstruct.trainer.config import TrainerConfig
 
 
@@ -69,6 +72,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM (the daemon stopping, or dying: see PR_SET_PDEATHSIG) and SIGINT (Ctrl-C reaches
+    the whole process group) ask the run to checkpoint and stop, instead of killing it."""
+    stop = threading.Event()
+
+    def request(signum: int, frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: leave now
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request)
+    return stop
+
+
 def _rank() -> int:
     """This process's rank as the launcher set it; read without joining the others, which
     may be what failed."""
@@ -77,8 +95,15 @@ def _rank() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from evoinstruct.trainer.progress import StepReporter, report_failure
+    from evoinstruct.trainer.progress import (
+        STOPPED_EXIT,
+        StepReporter,
+        StopOnRequest,
+        report_failure,
+        report_stopped,
+    )
 
+    stop = _stop_on_signals()
     try:
         from evoinstruct.trainer.preference import brief
         from evoinstruct.trainer.train import train
@@ -89,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
             "max_steps": args.max_steps,
         }
         cfg = load_config(args.project, args.config, overrides)
-        result = train(cfg, args.project, fresh=args.fresh, callbacks=[StepReporter()])
+        callbacks = [StepReporter(), StopOnRequest(stop)]
+        result = train(cfg, args.project, fresh=args.fresh, callbacks=callbacks, stop=stop)
+    except Interrupted as exc:
+        # Before EvoError: a stop on request is no failure, and the daemon must tell them apart.
+        report_stopped(str(exc), rank=_rank())
+        print(f"stopped: {exc}", file=sys.stderr)
+        gc.freeze()  # the last collection would walk the model's objects: seconds on a CPU
+        return STOPPED_EXIT
     except EvoError as exc:
         report_failure(str(exc), kind=type(exc).__name__, exit_code=exc.exit_code, rank=_rank())
         print(f"error: {exc}", file=sys.stderr)

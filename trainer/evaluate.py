@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure
+from evoinstruct.agents.models.cancel import CancelFlag, run_in_thread
 from evoinstruct.store.errors import InputError, UnsupportedError
 from evoinstruct.store.records import Example
 from evoinstruct.trainer.config import GateConfig, PairwiseConfig, TrainerConfig
@@ -67,9 +68,14 @@ class LossResult:
 
 
 def heldout_loss(
-    model: Any, tokenizer: Any, examples: Sequence[Example], cfg: TrainerConfig
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    cfg: TrainerConfig,
+    cancel: CancelFlag | None = None,
 ) -> LossResult:
-    """Token-weighted mean loss of `model` on the responses of `examples` (None if empty)."""
+    """Token-weighted mean loss of `model` on the responses of `examples` (None if empty);
+    `cancel` is checked between batches."""
     import torch
 
     from evoinstruct.trainer.data import Collator, pad_token_id
@@ -85,6 +91,8 @@ def heldout_loss(
     total, tokens = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(rows), cfg.eval_batch_size):
+            if cancel is not None:
+                cancel.check()
             batch = collate(rows[start : start + cfg.eval_batch_size])
             batch = {k: v.to(device) for k, v in batch.items()}
             # The model's loss is the mean over predicted tokens; weight it back to a sum.
@@ -99,7 +107,11 @@ def heldout_loss(
 
 
 def version_loss(
-    base_model: str, version_dir: str | None, examples: Sequence[Example], cfg: TrainerConfig
+    base_model: str,
+    version_dir: str | None,
+    examples: Sequence[Example],
+    cfg: TrainerConfig,
+    cancel: CancelFlag | None = None,
 ) -> LossResult:
     """Load a version (or the bare base model when `version_dir` is None) and measure it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,7 +128,9 @@ def version_loss(
     if cfg.device != "cpu" and torch.cuda.is_available():
         model.to("cuda")
     try:
-        return heldout_loss(model, tokenizer, examples, cfg)
+        if cancel is not None:
+            cancel.check()
+        return heldout_loss(model, tokenizer, examples, cfg, cancel)
     finally:
         del model
 
@@ -629,9 +643,9 @@ async def evaluate_version(
     active = store.active_model()
     baseline_version = active["version"] if active and active["version"] != version else None
     examples = store.get_many(store.training_manifest(version, role="heldout"))
-    new = await asyncio.to_thread(version_loss, row["base"], row["path"], examples, cfg)
+    new = await run_in_thread(version_loss, row["base"], row["path"], examples, cfg)
     baseline_dir = active["path"] if baseline_version else None
-    old = await asyncio.to_thread(version_loss, row["base"], baseline_dir, examples, cfg)
+    old = await run_in_thread(version_loss, row["base"], baseline_dir, examples, cfg)
     evidence, note = None, None
     if uses_suite(store, cfg):
         if student is None:

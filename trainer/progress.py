@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,12 +20,21 @@ from transformers import TrainerCallback
 
 PROGRESS_KEY = "progress"
 ERROR_KEY = "error"
+STOPPED_KEY = "stopped"
+# A run stopped on request (SIGTERM, SIGINT) exits with this, after its checkpoint: it is not
+# a failure, and the next start resumes it (EX_TEMPFAIL: "try again later").
+STOPPED_EXIT = 75
 
 
 def _emit(value: dict[str, Any]) -> None:
     # One write per line: processes that share the pipe never split each other's lines.
     sys.stdout.write(json.dumps(value) + "\n")
     sys.stdout.flush()
+
+
+def report_stopped(message: str, *, rank: int) -> None:
+    """`{"stopped": {"message", "rank"}}`: the run stopped on request after its checkpoint."""
+    _emit({STOPPED_KEY: {"message": message, "rank": rank}})
 
 
 def report_failure(message: str, *, kind: str, exit_code: int, rank: int) -> None:
@@ -62,3 +72,29 @@ class StepReporter(TrainerCallback):
                 "phase": self.phase,
             }
             _emit({PROGRESS_KEY: line})
+
+
+class StopOnRequest(TrainerCallback):
+    """Stops training within a micro-batch of `requested` being set (the process's SIGTERM or
+    SIGINT handler sets it), saving a checkpoint of the last finished optimizer step first.
+
+    Between optimizer steps alone would not do on a CPU, where one step of a few micro-batches
+    takes longer than a stop may: the gradients of a step cut short are dropped (they changed
+    no weight yet), and the resumed run does that step again.
+    """
+
+    def __init__(self, requested: threading.Event) -> None:
+        self.requested = requested
+
+    def _stop(self, state: Any, control: Any) -> Any:
+        if self.requested.is_set():
+            control.should_training_stop = True
+            # The Trainer saves at the step's end, or at the epoch's end after a cut-short step.
+            control.should_save = state.global_step > 0
+        return control
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any):
+        return self._stop(state, control)
+
+    def on_substep_end(self, args: Any, state: Any, control: Any, **kw: Any):
+        return self._stop(state, control)

@@ -34,12 +34,13 @@ import json
 import os
 import random
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from evoinstruct.store.errors import ConfigError, EvoError, InputError
+from evoinstruct.store.errors import ConfigError, EvoError, InputError, Interrupted
 from evoinstruct.trainer.config import TrainerConfig
 from evoinstruct.trainer.data import (
     Collator,
@@ -325,8 +326,14 @@ def train(
     store: Any | None = None,
     fresh: bool = False,
     callbacks: list[Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> TrainResult:
-    """Train the next student version from the project's pool; resume a killed run first."""
+    """Train the next student version from the project's pool; resume a killed run first.
+
+    `stop`, once set, ends the run early (callbacks should include `StopOnRequest` on the
+    same event, which checkpoints the last finished step): it raises Interrupted, and the
+    next run resumes from that checkpoint.
+    """
     from accelerate import PartialState
     from filelock import FileLock, Timeout
 
@@ -359,7 +366,7 @@ def train(
             if state.is_main_process:
                 _register_orphans(store, models_dir)
             plan = prepare_plan(store, cfg, models_dir, fresh=fresh and state.is_main_process)
-        return _run(cfg, store, plan, models_dir, state, tokenizer, callbacks or [])
+        return _run(cfg, store, plan, models_dir, state, tokenizer, callbacks or [], stop)
     finally:
         if lock.is_locked:
             lock.release()
@@ -375,9 +382,16 @@ def _run(
     state: Any,
     tokenizer: Any,
     callbacks: list[Any],
+    stop: threading.Event | None = None,
 ) -> TrainResult:
     from evoinstruct.trainer.evaluate import heldout_loss
-    from evoinstruct.trainer.preference import finished_sft, save_sft, skipped, train_dpo
+    from evoinstruct.trainer.preference import (
+        DPO_CHECKPOINTS,
+        finished_sft,
+        save_sft,
+        skipped,
+        train_dpo,
+    )
 
     version = plan["version"]
     work = partial_dir(models_dir, version)
@@ -392,13 +406,15 @@ def _run(
     # A restart whose SFT stage finished goes straight on to the DPO stage.
     metrics = finished_sft(work) if with_dpo else None
     if metrics is None:
-        trainer, metrics = _train_sft(cfg, store, plan, work, state, tokenizer, callbacks)
+        trainer, metrics = _train_sft(cfg, store, plan, work, state, tokenizer, callbacks, stop)
         if with_dpo:
             save_sft(trainer, work, metrics, state)
             del trainer  # the stage loads the SFT result afresh, as a restart does
     if with_dpo:
         assert pairs is not None
         trainer, metrics["dpo"] = train_dpo(cfg, store, pairs, work, tokenizer, callbacks)
+        # The DPO stage stops on the same request; its checkpoint is where the next start resumes.
+        _check_stop(stop, version, last_complete_checkpoint(work / DPO_CHECKPOINTS))
         if trainer.args.world_size == 1:
             metrics["dpo"]["sft_heldout_loss"] = metrics.get("heldout_loss")
             heldout = store.get_many(manifest["heldout"])
@@ -441,6 +457,7 @@ def _train_sft(
     state: Any,
     tokenizer: Any,
     callbacks: list[Any],
+    stop: threading.Event | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The SFT stage (resumed from its last checkpoint): the trainer and its metrics."""
     from transformers import PrinterCallback, Trainer, set_seed
@@ -469,7 +486,9 @@ def _train_sft(
     # Without tqdm the Trainer prints every log dict to stdout; the CLI prints, not the library.
     trainer.remove_callback(PrinterCallback)
     resume = last_complete_checkpoint(work / "checkpoints")
+    _check_stop(stop, version, resume)
     output = trainer.train(resume_from_checkpoint=resume)
+    _check_stop(stop, version, last_complete_checkpoint(work / "checkpoints"))
     metrics = _metrics(trainer, output, plan, stats)
     metrics["resumed_from"] = Path(resume).name if resume else None
     metrics["parent_version"] = parent.get("version")
@@ -478,6 +497,14 @@ def _train_sft(
         heldout = store.get_many(manifest["heldout"])
         metrics["heldout_loss"] = heldout_loss(trainer.model, tokenizer, heldout, cfg).loss
     return trainer, metrics
+
+
+def _check_stop(stop: threading.Event | None, version: str, checkpoint: str | None) -> None:
+    if stop is not None and stop.is_set():
+        at = Path(checkpoint).name if checkpoint else "its start"
+        raise Interrupted(
+            f"training {version} stopped on request; the next start resumes it at {at}"
+        )
 
 
 def training_due(store: Any, cfg: TrainerConfig, round_number: int) -> tuple[bool, str]:

@@ -9,7 +9,9 @@ holds is request-derived only, never credentials.
 
 Identical requests inside one batch (an agent asking several times for fresh
 samples) get distinct keys by their occurrence number, so a resumed batch gets
-back the same several answers rather than one answer several times.
+back the same several answers rather than one answer several times. An
+in-process model's answers are stored batch by batch as it computes them, so a
+stop in the middle of a long call keeps the batches it finished.
 """
 
 from __future__ import annotations
@@ -131,13 +133,22 @@ class CachedModel:
         missing = [i for i, r in enumerate(results) if r is None]
         self.hits += len(requests) - len(missing)
         self.misses += len(missing)
-        if missing:
-            fresh = await self.inner.generate([requests[i] for i in missing])
-            for i, result in zip(missing, fresh, strict=True):
+        for part in self._parts(requests, missing):
+            fresh = await self.inner.generate([requests[i] for i in part])
+            for i, result in zip(part, fresh, strict=True):
                 results[i] = result
                 if isinstance(result, Generation):
                     self.cache.cache_put(keys[i], to_record(result))
         return [r for r in results if r is not None]
+
+    def _parts(self, requests: Sequence[ChatRequest], missing: list[int]) -> list[list[int]]:
+        """The missing requests in the batches the model computes one after another (an
+        in-process model's `batch_plan`), so each batch's answers are stored as it finishes
+        and a stop mid-call loses only the batch in flight; one part for any other model."""
+        plan = getattr(self.inner, "batch_plan", None)
+        if not missing or plan is None:
+            return [missing] if missing else []
+        return [[missing[j] for j in batch] for batch in plan([requests[i] for i in missing])]
 
     async def loss(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
         return await self.inner.loss(pairs)

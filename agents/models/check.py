@@ -30,6 +30,7 @@ from evoinstruct.agents.models.base import (
 from evoinstruct.agents.models.config import ModelConfig
 from evoinstruct.agents.models.factory import build_model
 from evoinstruct.store.errors import EvoError
+from evoinstruct.store.export.names import model_label
 
 
 @dataclass
@@ -107,7 +108,8 @@ async def check_model(
     """One tiny request (retrying transient errors a few times); never raises for a model
     that cannot be reached."""
     quick = cfg.for_probe()
-    result = CheckResult(name, cfg.backend, str(cfg.model or cfg.path), _where(cfg), ok=False)
+    label = model_label(cfg.model_dump())
+    result = CheckResult(name, cfg.backend, label, _where(cfg), ok=False)
     missing = _not_on_disk(cfg)
     if missing:
         result.error = missing

@@ -31,7 +31,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from evoinstruct.agents.models.activity import current_ticket
 from evoinstruct.agents.models.base import ChatRequest, Choice, Generation
+from evoinstruct.agents.models.cancel import Cancelled
 from evoinstruct.store.errors import ModelError
 
 ComputeType = Literal["float32", "int8", "int8_float32"]
@@ -241,9 +243,12 @@ class Ct2Engine:
         # The callback must not reach the engine: CTranslate2's worker thread drops it last,
         # and a generator freed from its own worker thread aborts the process.
         counter = self._counter
+        ticket = current_ticket()  # the live view's tokens/s; read here, in the call's context
 
         def step(result: Any) -> bool:
             counter.tokens += 1
+            if ticket is not None:
+                ticket.add_tokens(1)
             if stop_requested():
                 return True
             if not stops:
@@ -266,7 +271,7 @@ class Ct2Engine:
         )
         latency = time.monotonic() - start
         if stop_requested():
-            raise GenerationStopped
+            raise Cancelled  # rows cut short by a stop request are no answers
         out = []
         for i, request in enumerate(requests):
             decoded = [
@@ -287,7 +292,3 @@ class Ct2Engine:
 
 class _TokenCounter:
     tokens = 0
-
-
-class GenerationStopped(Exception):
-    """A stop request ended the batch: its rows are cut short and not answers."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+from evoinstruct.agents.models.activity import Activity, MeteredModel
 from evoinstruct.agents.models.base import ChatModel, Failure, Result, probe
 from evoinstruct.agents.models.cache import CachedModel, ResponseCache
 from evoinstruct.agents.models.config import ROLES, ModelConfig, RolesConfig
@@ -54,6 +55,7 @@ class ModelSet:
         *,
         cache: ResponseCache | None = None,
         builder: Builder = build_model,
+        activity: Activity | None = None,
     ) -> None:
         for role in ROLES:
             name = getattr(roles, role)
@@ -67,6 +69,8 @@ class ModelSet:
         self.roles = roles
         self._cache = cache
         self._builder = builder
+        # Every call of every model built here is counted, for the live view.
+        self.activity = activity or Activity()
         self._built: dict[str, ChatModel] = {}
         self.student: ChatModel | None = None
         self._namespace: str | None = None
@@ -76,15 +80,25 @@ class ModelSet:
         if name not in self._built:
             if name not in self.configs:
                 raise ConfigError(f"no model named {name!r} is configured", field=f"models.{name}")
-            self._built[name] = self._builder(self.configs[name], cache=self._cache)
+            built = self._builder(self.configs[name], cache=self._cache)
+            self._built[name] = MeteredModel(built, self.activity)
             self._apply_namespace(self._built[name])
         return self._built[name]
+
+    def load(self, roles: Sequence[str]) -> list[str]:
+        """Build now every configured model serving `roles` (a model loads in seconds to
+        minutes; the daemon does this in a worker thread, where it blocks nothing); returns
+        their names. Built models are kept, so a later `for_role` finds them ready."""
+        names = sorted({n for r in roles if (n := getattr(self.roles, r, None)) in self.configs})
+        for name in names:
+            self.get(name)
+        return names
 
     def fresh(self, name: str) -> ChatModel:
         """A new, uncached instance of a configured model, owned (and closed) by the caller."""
         if name not in self.configs:
             raise ConfigError(f"no model named {name!r} is configured", field=f"models.{name}")
-        return self._builder(self.configs[name])
+        return MeteredModel(self._builder(self.configs[name]), self.activity)
 
     def use_student(self, model: ChatModel | None) -> None:
         """The promoted student (None to go back to the configured generator)."""

@@ -60,6 +60,8 @@ DTYPES: tuple[str, ...] = ("bfloat16", "float32")
 # and float32 generation ran ~4x faster; CTranslate2 in float32 gives transformers' float32
 # greedy answers and drops finished rows from a batch.
 CPU_DTYPE: Dtype = "float32"
+# The dtype `models fetch` converts to unless told otherwise.
+FOLDER_DTYPE: Dtype = "bfloat16"
 CPU_ENGINE = "ctranslate2"
 CPU_COMPUTE_TYPE = "float32"
 CPU_BATCH_SIZE = 16
@@ -88,7 +90,7 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "evoinstruct" / "models"
 
 
-def model_dir(cache_dir: Path | None = None, dtype: Dtype = "bfloat16") -> Path:
+def model_dir(cache_dir: Path | None = None, dtype: Dtype = FOLDER_DTYPE) -> Path:
     """Where the converted folder for `dtype` lives (whether or not it exists yet)."""
     return (cache_dir or default_cache_dir()).expanduser().resolve() / f"{MODEL_NAME}-{dtype}"
 
@@ -96,7 +98,7 @@ def model_dir(cache_dir: Path | None = None, dtype: Dtype = "bfloat16") -> Path:
 def fetch_smollm2(
     cache_dir: Path | None = None,
     *,
-    dtype: Dtype = "bfloat16",
+    dtype: Dtype = FOLDER_DTYPE,
     progress: Progress | None = None,
 ) -> Path:
     """The converted SmolLM2-135M-Instruct folder for `dtype`, fetched and converted if missing.

@@ -10,24 +10,25 @@ forward pass. Heavy imports happen inside functions.
 
 Generation runs on transformers' `generate` or, with `engine = "ctranslate2"`, on
 CTranslate2 (ct2_engine.py: faster on a CPU, each adapter version merged and
-converted once); everything else stays on torch. A cancelled generate() call
-sets a flag its worker thread checks between batches and the engine checks at
-every decoding step.
+converted once); everything else stays on torch. The worker thread checks a cancel
+flag between batches and tokens (between decoding steps on CTranslate2), so a stop
+request ends it within a token (agents.models.cancel).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
+from evoinstruct.agents.models.cancel import CancelFlag, run_in_thread
 from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.ct2_engine import Ct2Engine, GenerationStopped
+from evoinstruct.agents.models.ct2_engine import Ct2Engine
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
 # For base models without a chat template: the Alpaca layout the trainer also uses.
@@ -97,8 +98,12 @@ class TransformersModel:
         self._adapters: dict[str, str] = {}  # version -> peft adapter name
         self._adapter_dirs: dict[str, Path] = {}  # version -> its directory (merged by engines)
         self._lock = threading.Lock()
+        self._cancel: CancelFlag | None = None  # the flag of the call holding the lock
         self._batches = 0
         self._engine = self._make_engine(path) if cfg.engine == "ctranslate2" else None
+        from evoinstruct.agents.models.transformers_hooks import check_between_layers
+
+        check_between_layers(self.model, lambda: self._cancel)
         if cfg.adapter:
             self.load_adapter(cfg.adapter)
 
@@ -198,21 +203,23 @@ class TransformersModel:
         self._batches += 1
         return seed
 
-    def _generate_chunk(
-        self, requests: list[ChatRequest], stop: threading.Event
-    ) -> list[Generation]:
+    def _generate_chunk(self, requests: list[ChatRequest], cancel: CancelFlag) -> list[Generation]:
         if self._engine is not None:
             return self._engine.generate(
                 requests,
                 [self._prompt_text(r.messages) for r in requests],
                 seed=self._next_seed(requests[0]),
                 decode=self._decode,
-                stop_requested=stop.is_set,
+                stop_requested=cancel.is_set,
             )
-        return self._generate_chunk_torch(requests)
+        return self._generate_chunk_torch(requests, cancel)
 
-    def _generate_chunk_torch(self, requests: list[ChatRequest]) -> list[Generation]:
+    def _generate_chunk_torch(
+        self, requests: list[ChatRequest], cancel: CancelFlag
+    ) -> list[Generation]:
         import torch
+
+        from evoinstruct.agents.models.transformers_hooks import stop_on_cancel
 
         first = requests[0]
         greedy = first.temperature <= 0
@@ -223,6 +230,8 @@ class TransformersModel:
             "num_return_sequences": n_rows,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.tokenizer.eos_token_id,
+            # Between tokens: end at once on a stop request; count tokens for the live view.
+            "stopping_criteria": stop_on_cancel(cancel, self.tokenizer.eos_token_id),
         }
         if not greedy:
             kwargs.update(temperature=first.temperature, top_p=first.top_p, top_k=0)
@@ -239,6 +248,7 @@ class TransformersModel:
         ):
             torch.manual_seed(seed)
             out = self.model.generate(**enc, **kwargs)
+        cancel.check()  # rows cut short by a stop request are no answers
         latency = time.monotonic() - start
         new = out[:, enc["input_ids"].shape[1] :].tolist()
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
@@ -256,43 +266,48 @@ class TransformersModel:
             )
         return results
 
-    def _generate_sync(
-        self, requests: Sequence[ChatRequest], stop: threading.Event | None = None
-    ) -> list[Result]:
-        stop = stop or threading.Event()
+    def batch_plan(self, requests: Sequence[ChatRequest]) -> list[list[int]]:
+        """Which requests decode together: those of the same sampling settings, batch_size at
+        a time (the response cache stores each batch's answers as it finishes)."""
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(_sampling_key(request), []).append(i)
-        results: list[Result | None] = [None] * len(requests)
+        size = self.cfg.batch_size
+        return [ids[s : s + size] for ids in groups.values() for s in range(0, len(ids), size)]
+
+    @contextmanager
+    def _running(self, cancel: CancelFlag) -> Iterator[None]:
+        """The model for one call: its lock, and its cancel flag for the layer checks."""
         with self._lock:
-            for indices in groups.values():
-                for s in range(0, len(indices), self.cfg.batch_size):
-                    if stop.is_set():
-                        raise GenerationStopped
-                    chunk = indices[s : s + self.cfg.batch_size]
-                    try:
-                        answers: list[Result] = list(
-                            self._generate_chunk([requests[i] for i in chunk], stop)
-                        )
-                    except (RuntimeError, ValueError, IndexError) as exc:
-                        failure = Failure("other", f"{type(exc).__name__}: {exc}")
-                        answers = [failure] * len(chunk)
-                    for i, answer in zip(chunk, answers, strict=True):
-                        results[i] = answer
+            self._cancel = cancel
+            try:
+                yield
+            finally:
+                self._cancel = None
+
+    def _generate_sync(self, requests: Sequence[ChatRequest], cancel: CancelFlag) -> list[Result]:
+        results: list[Result | None] = [None] * len(requests)
+        with self._running(cancel):
+            for chunk in self.batch_plan(requests):
+                cancel.check()
+                try:
+                    answers: list[Result] = list(
+                        self._generate_chunk([requests[i] for i in chunk], cancel)
+                    )
+                except (RuntimeError, ValueError, IndexError) as exc:
+                    failure = Failure("other", f"{type(exc).__name__}: {exc}")
+                    answers = [failure] * len(chunk)
+                for i, answer in zip(chunk, answers, strict=True):
+                    results[i] = answer
         return [r for r in results if r is not None]
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:
-        # A cancelled call cannot stop its worker thread; the flag ends the thread's
-        # generation within a decoding step (engines check it per step), freeing the lock.
-        stop = threading.Event()
-        try:
-            return await asyncio.to_thread(self._generate_sync, list(requests), stop)
-        except asyncio.CancelledError:
-            stop.set()
-            raise
+        return await run_in_thread(self._generate_sync, list(requests))
 
     # -- model-internal quantities -------------------------------------------
-    def _loss_sync(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
+    def _loss_sync(
+        self, pairs: Sequence[tuple[Sequence[Message], str]], cancel: CancelFlag
+    ) -> list[list[float]]:
         import torch
 
         tok = self.tokenizer
@@ -308,8 +323,9 @@ class TransformersModel:
             )
             rows.append((context, tok(answer, add_special_tokens=False)["input_ids"]))
         losses: list[list[float]] = []
-        with self._lock, torch.inference_mode():
+        with self._running(cancel), torch.inference_mode():
             for s in range(0, len(rows), self.cfg.batch_size):
+                cancel.check()
                 chunk = rows[s : s + self.cfg.batch_size]
                 width = max(len(c) + len(a) for c, a in chunk)
                 ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
@@ -329,15 +345,16 @@ class TransformersModel:
         return losses
 
     async def loss(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
-        return await asyncio.to_thread(self._loss_sync, list(pairs))
+        return await run_in_thread(self._loss_sync, list(pairs))
 
-    def _embed_sync(self, texts: list[str]) -> list[list[float]]:
+    def _embed_sync(self, texts: list[str], cancel: CancelFlag) -> list[list[float]]:
         import torch
 
         vectors: list[list[float]] = []
-        with self._lock, torch.inference_mode():
+        with self._running(cancel), torch.inference_mode():
             self.tokenizer.padding_side = "right"  # under the lock: generation sets "left"
             for s in range(0, len(texts), self.cfg.batch_size):
+                cancel.check()
                 enc = self.tokenizer(
                     texts[s : s + self.cfg.batch_size], padding=True, return_tensors="pt"
                 ).to(self.device)
@@ -348,7 +365,7 @@ class TransformersModel:
         return vectors
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return await asyncio.to_thread(self._embed_sync, list(texts))
+        return await run_in_thread(self._embed_sync, list(texts))
 
     def _option_ids(self, options: Sequence[str]) -> list[int]:
         ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"][0] for o in options]
@@ -357,14 +374,15 @@ class TransformersModel:
         return ids
 
     def _option_probs_sync(
-        self, prompts: list[Sequence[Message]], options: Sequence[str]
+        self, prompts: list[Sequence[Message]], options: Sequence[str], cancel: CancelFlag
     ) -> list[list[float]]:
         import torch
 
         option_ids = self._option_ids(options)
         probs: list[list[float]] = []
-        with self._lock, torch.inference_mode():
+        with self._running(cancel), torch.inference_mode():
             for s in range(0, len(prompts), self.cfg.batch_size):
+                cancel.check()
                 chunk = prompts[s : s + self.cfg.batch_size]
                 enc = self._encode_left([self._prompt_text(p) for p in chunk])
                 last = self.model(**enc).logits[:, -1, :].float()  # left padding: last is real
@@ -374,7 +392,7 @@ class TransformersModel:
     async def option_probs(
         self, prompts: Sequence[Sequence[Message]], options: Sequence[str]
     ) -> list[list[float]]:
-        return await asyncio.to_thread(self._option_probs_sync, list(prompts), options)
+        return await run_in_thread(self._option_probs_sync, list(prompts), options)
 
     async def aclose(self) -> None:
         return None

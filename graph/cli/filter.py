@@ -66,9 +66,9 @@ def _summary(report: FilterReport) -> None:
             for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
                 table.add_row(stage, reason, str(n))
         console.print(table)
-    console.print(f"Wrote {report.out_path} ({report.format})")
-    console.print(f"Rejection report: {report.report_path}")
-    console.print(f"Work store (resume, response cache): {report.work_dir}")
+    console.print(f"Wrote {report.out_path} ({report.format})", markup=False)
+    console.print(f"Rejection report: {report.report_path}", markup=False)
+    console.print(f"Work store (resume, response cache): {report.work_dir}", markup=False)
     if report.unfinished:
         reasons = ", ".join(f"{r} {n}" for r, n in report.unfinished.items())
         console.print(

@@ -35,6 +35,7 @@ def inspect_rounds(project: ProjectOpt = Path("."), as_json: JsonOpt = False) ->
     """
     from evoinstruct.graph.costs import human_cost, human_tokens, load_prices
     from evoinstruct.graph.inspect import rounds_report
+    from evoinstruct.store.starts import describe_starts
 
     proj = open_project(project)
     prices = load_prices(proj.config_path)
@@ -69,6 +70,8 @@ def inspect_rounds(project: ProjectOpt = Path("."), as_json: JsonOpt = False) ->
     for r in rows:
         if r.get("failed"):
             console.print(f"round {r['round']} failed: {r['failed']}", markup=False, soft_wrap=True)
+        for line in describe_starts(r["starts"]):
+            console.print(f"round {r['round']} {line}", markup=False, soft_wrap=True)
 
 
 TEXT_COLUMNS = {"started", "took", "generator", "node run", "what changed", "next", "time"}

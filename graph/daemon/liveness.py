@@ -7,6 +7,9 @@ from typing import Any
 
 
 def pid_alive(pid: int | None) -> bool:
+    """Whether process `pid` runs: it exists and (where /proc tells) is not a zombie, an
+    exited process its parent has not reaped yet (a supervisor that reaps late must not make
+    `evoinstruct stop` wait for a daemon that is gone)."""
     if not pid:
         return False
     try:
@@ -15,7 +18,12 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): existing is all we know
+    return state not in ("Z", "X")
 
 
 def with_liveness(info: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -5,17 +5,23 @@ One round is one LangGraph thread (`round-000123`) checkpointed to
 every node, so the daemon regains control at each step boundary. On start an
 unfinished round is resumed with input `None` before any new round begins.
 
-A stop request (SIGTERM, Ctrl-C, `evoinstruct stop`'s stop file) takes effect at
-once, whatever the daemon waits on: each step (and the model check before a
-round) runs as a task the daemon watches. The step in flight gets
-`stop_grace_s` to finish and reach its checkpoint; after that it is cancelled,
-with its model calls in flight. A cancelled node leaves its checkpoint where it
+A stop request (SIGTERM, Ctrl-C, `evoinstruct stop`'s stop file, or the end of
+`--max-seconds`) takes effect at once, whatever the daemon waits on: each step
+(and the model check before a round) runs as a task the daemon watches. The step
+in flight gets `stop_grace_s` to finish and reach its checkpoint; after that it
+is cancelled, with its model calls in flight: an in-process model's thread stops
+at its next token (agents.models.cancel). Work that can stop cleanly hears of the
+request at once (`Deps.stopping`): a training run checkpoints within a
+micro-batch and exits, and its node raises Interrupted. A cancelled node leaves its checkpoint where it
 was, before the node: the stage drivers write each batch in one transaction
 after its calls, so the batch in flight is not written, and the next start runs
 the node again (what its earlier batches finished is marked done, and its
 finished calls are in the response cache). While a step runs the heartbeat is
 renewed every `HEARTBEAT_S`, so `status` tells a daemon waiting on a slow server
 from a dead one.
+
+Each start of a round is recorded with the config it runs with (store.starts),
+and the steps it finished; a resumed start with other settings says so.
 
 A step that raises is recorded on its round (step, attempts in a row, error) and
 the exception ends the process with one plain line. A step that has failed
@@ -40,14 +46,21 @@ from filelock import FileLock, Timeout
 from evoinstruct.graph.daemon.liveness import with_liveness
 from evoinstruct.graph.project import Project
 from evoinstruct.graph.round.deps import Deps
-from evoinstruct.store.errors import EvoError, ProjectError
+from evoinstruct.store.errors import EvoError, Interrupted, ProjectError
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
 
-# How often a running step renews the heartbeat, and how soon a stop file is noticed.
+# How often a running step renews the heartbeat, how soon a stop file is noticed, and how
+# often the models' activity (calls, tokens, tokens/s) goes to the live view.
 HEARTBEAT_S = 5.0
 STOP_POLL_S = 0.2
+ACTIVITY_S = 2.0
+# The roles a round's pipeline calls: their models are checked (HTTP) and loaded (in-process)
+# before a round starts.
+PIPELINE_ROLES = ("generator", "evolver", "responder", "critic", "rewriter")
+# Settings the plan step reads: a resumed round whose plan is made keeps it.
+PLAN_KEYS = {"loop.evolve_per_round", "loop.max_depth"}
 
 
 def thread_id(round: int) -> str:
@@ -66,13 +79,17 @@ class DaemonOptions:
     # After a stop request, how long the step in flight may go on before it is cancelled:
     # long enough for a batch about to finish, short enough that SIGTERM stops in seconds.
     stop_grace_s: float = 3.0
+    # When `max_seconds` started counting, on the deps' clock (`run` passes when it was
+    # invoked, so loading libraries counts too); None: when the daemon is created.
+    started_at: float | None = None
 
 
 @dataclass
 class DaemonResult:
     rounds_run: list[int] = field(default_factory=list)
     resumed: int | None = None
-    stopped_by_signal: bool = False
+    stopped_by_signal: bool = False  # SIGTERM, Ctrl-C or `evoinstruct stop`
+    stopped_by_time: bool = False  # --max-seconds ran out before the rounds asked for
     closed_as_failed: int | None = None  # the unfinished round this start gave up on
 
 
@@ -129,9 +146,10 @@ class Daemon:
         self.options = options
         self.progress = progress or (lambda kind, event: None)
         self.stop = StopFlag(project)
-        self.started = deps.clock()
+        self.started = options.started_at if options.started_at is not None else deps.clock()
         self._stage = "starting"
         self._round: int | None = None
+        self._models_loaded = False
 
     # --- lifecycle -----------------------------------------------------------------
     async def run(self) -> DaemonResult:
@@ -150,6 +168,7 @@ class Daemon:
         # The holder of the lock says so at once, so a second daemon names the right pid.
         self._beat(state="starting")
         self.project.stop_path.unlink(missing_ok=True)
+        self.deps.stopping.clear()  # a stop of an earlier run on these deps is not this one's
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.request)
@@ -174,10 +193,9 @@ class Daemon:
                 await self._rounds(graph, saver, result)
             except Stopped:
                 # The model check (or a step) in flight was cancelled; nothing of it is written.
-                result.stopped_by_signal = True
+                self._note_stop(result, cut_short=True)
                 return result
-        if self.stop.is_set():
-            result.stopped_by_signal = True
+        self._note_stop(result, cut_short=self._rounds_left(result))
         gave_up = result.closed_as_failed
         if gave_up is not None and not result.rounds_run and not result.stopped_by_signal:
             # Nothing ran after the give-up (--rounds used up, or out of time): a plain
@@ -205,7 +223,7 @@ class Daemon:
                     None if snapshot.next else self._initial(last["number"]),
                 )
                 if not done:
-                    result.stopped_by_signal = True
+                    self._note_stop(result, cut_short=True)
                     return
                 result.rounds_run.append(last["number"])
                 await self._prune(saver, last["number"])
@@ -253,40 +271,79 @@ class Daemon:
 
     async def _check_models(self) -> None:
         """Before every round: a model that stopped answering ends the daemon with its reason,
-        instead of rounds that only record failed calls. Raises Stopped on a stop request."""
+        instead of rounds that only record failed calls; in-process models load in a worker
+        thread, so the live view and a stop request are heard meanwhile. Raises Stopped on a
+        stop request."""
         if self.preflight is not None:
             await self._stoppable(self.preflight(), "the model check")
+        load = getattr(self.deps.models, "load", None)
+        if load is not None and not self._models_loaded:
+            self._stage = "loading models"
+            self.progress("note", {"text": "loading the models the round uses"})
+            await self._stoppable(asyncio.to_thread(load, PIPELINE_ROLES), "loading the models")
+            self._models_loaded = True
 
     async def _stoppable(self, work: Awaitable[T], what: str) -> T:
-        """Await `work` as a task, renewing the heartbeat; on a stop request give it
-        `stop_grace_s` to finish, then cancel it and raise Stopped."""
+        """Await `work` as a task, renewing the heartbeat and reporting model activity; on a
+        stop request (or the time limit) give it `stop_grace_s` to finish, then cancel it and
+        raise Stopped. Work that stops early on its own (Interrupted) raises Stopped too."""
         task: asyncio.Future[T] = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
         grace = self.options.stop_grace_s
         try:
-            next_beat = loop.time() + HEARTBEAT_S
-            while not self.stop.is_set():
+            next_beat = next_activity = loop.time()
+            next_beat += HEARTBEAT_S
+            while not self._stop_due():
                 # Polled: a stop file has no event to wait on, and STOP_POLL_S is cheap.
                 done, _ = await asyncio.wait({task}, timeout=STOP_POLL_S)
                 if done:
-                    return task.result()
+                    return self._result(task, what)
                 if loop.time() >= next_beat:
                     self._beat()
                     next_beat = loop.time() + HEARTBEAT_S
-            self.progress(
-                "note", {"text": f"stop requested: giving {what} up to {grace:g} s to finish"}
-            )
+                if loop.time() >= next_activity:
+                    self._report_activity()
+                    next_activity = loop.time() + ACTIVITY_S
+            # Work that can stop cleanly at once (a training run) hears of it now.
+            self.deps.stopping.set()
+            why = "stop requested" if self.stop.is_set() else "time limit (--max-seconds) reached"
+            self.progress("note", {"text": f"{why}: giving {what} up to {grace:g} s to finish"})
             done, _ = await asyncio.wait({task}, timeout=grace)
             if done:
-                return task.result()
+                return self._result(task, what)
             self.progress("note", {"text": f"cancelling {what} and its model calls in flight"})
         finally:
             if not task.done():
                 task.cancel()
-                # Cancelled code cleans up at its next await; a thread it waits on (a local
-                # model's generate) is not waited for beyond the grace: the daemon is leaving.
+                # Cancelled code cleans up at its next await; a local model's generate thread
+                # stops at its next token (agents.models.cancel), a trainer at its next
+                # micro-batch; what does not within the grace is not waited for.
                 await asyncio.wait({task}, timeout=grace)
         raise Stopped(what)
+
+    def _result(self, task: asyncio.Future[T], what: str) -> T:
+        try:
+            return task.result()
+        except Interrupted:
+            raise Stopped(what) from None
+
+    def _note_stop(self, result: DaemonResult, *, cut_short: bool) -> None:
+        """Why the daemon stopped early, if it did: a request, or the time limit (which counts
+        only when it cut a round short or left asked-for rounds unrun)."""
+        if self.stop.is_set():
+            result.stopped_by_signal = True
+        elif cut_short and self._out_of_time():
+            result.stopped_by_time = True
+
+    def _stop_due(self) -> bool:
+        return self.stop.is_set() or self._out_of_time()
+
+    def _report_activity(self) -> None:
+        """Calls in flight and done, tokens and tokens/s of the models, every ACTIVITY_S."""
+        activity = getattr(self.deps.models, "activity", None)
+        if activity is not None:
+            event = {"round": self._round, "stage": self._stage}
+            self.progress("activity", {**event, **activity.snapshot().to_dict()})
 
     def _out_of_time(self) -> bool:
         limit = self.options.max_seconds
@@ -295,6 +352,9 @@ class Daemon:
     def _more_rounds(self, result: DaemonResult) -> bool:
         if self.stop.is_set() or self._out_of_time():
             return False
+        return self._rounds_left(result)
+
+    def _rounds_left(self, result: DaemonResult) -> bool:
         if self.options.forever:
             return True
         fresh = len(result.rounds_run) - (1 if result.resumed is not None else 0)
@@ -315,7 +375,10 @@ class Daemon:
         # Sampled calls of this round get their own cache entries; a resume finds them again.
         self.deps.models.set_cache_namespace(thread_id(number))
         payload: dict[str, Any] | None = first_input
-        step = _step_of(await graph.aget_state(config), payload)
+        snapshot = await graph.aget_state(config)
+        step = _step_of(snapshot, payload)
+        self._stage = step if step != "start" else "plan"
+        start = self._record_start(number, step, snapshot)
 
         async def one_step(payload: dict[str, Any] | None) -> None:
             async for mode, chunk in graph.astream(
@@ -343,6 +406,10 @@ class Daemon:
                 raise plain from exc
             self.deps.store.clear_step_failure(number)
             snapshot = await graph.aget_state(config)
+            if step != "start":
+                self.deps.store.record_start_step(number, start, step)
+                # The finished steps' calls and tokens, for `status` before the round ends.
+                self.deps.store.record_stage_counts(number, snapshot.values.get("counts", {}))
             if not snapshot.next:
                 self.progress(
                     "round_done", {"round": number, "counts": snapshot.values.get("counts", {})}
@@ -356,6 +423,30 @@ class Daemon:
                 return False
             payload = None
 
+    def _record_start(self, number: int, step: str, snapshot: Any) -> int:
+        """Record this start of the round with the config it runs with; a resumed round's
+        live view hears what changed since its last start, and what it keeps from it."""
+        from evoinstruct.store.starts import describe_start
+
+        config = self.deps.config.model_dump(mode="json")
+        start = self.deps.store.record_round_start(number, config, step, self._active_version())
+        changes = self.deps.store.round_starts(number)[-1]["changes"] if start > 1 else {}
+        if changes:
+            described = describe_start({"start": start, "step": step, "changes": changes})
+            self.progress("note", {"text": f"round {number}, {described}"})
+        planned = (snapshot.values.get("counts") or {}).get("plan", {}).get("parents")
+        if planned is not None and step not in ("start", "plan") and PLAN_KEYS & set(changes):
+            # The plan chose this round's parents; changing how many cannot undo it.
+            self.progress(
+                "note",
+                {
+                    "text": f"round {number} keeps the plan an earlier start made ({planned} "
+                    f"parents to evolve); {', '.join(sorted(PLAN_KEYS & set(changes)))} "
+                    "applies from the next round"
+                },
+            )
+        return start
+
     def _on_chunk(self, number: int, mode: str, chunk: Any) -> None:
         if mode == "custom" and isinstance(chunk, dict):
             self._stage = chunk.get("stage", self._stage)
@@ -368,8 +459,13 @@ class Daemon:
         self._beat()
 
     def _beat(self, state: str = "running") -> None:
+        activity = getattr(self.deps.models, "activity", None)
         self.deps.store.heartbeat(
-            pid=os.getpid(), round=self._round, stage=self._stage, state=state
+            pid=os.getpid(),
+            round=self._round,
+            stage=self._stage,
+            state=state,
+            activity=activity.snapshot().to_dict() if activity is not None else None,
         )
 
     async def _prune(self, saver: Any, finished: int) -> None:

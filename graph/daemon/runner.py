@@ -10,7 +10,13 @@ import time
 from typing import Any
 
 from evoinstruct.graph.daemon.liveness import pid_alive, with_liveness
-from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions, DaemonResult, ProgressSink
+from evoinstruct.graph.daemon.loop import (
+    PIPELINE_ROLES,
+    Daemon,
+    DaemonOptions,
+    DaemonResult,
+    ProgressSink,
+)
 from evoinstruct.graph.project import Project
 from evoinstruct.store.errors import EvoError, ModelError, ProjectError
 
@@ -56,9 +62,6 @@ async def _activate(deps: Any) -> None:
             f"cannot load the active student {version}: {describe_error(exc)}; "
             "`evoinstruct rollback` goes back to the previous version"
         ) from exc
-
-
-PIPELINE_ROLES = ("generator", "evolver", "responder", "critic", "rewriter")
 
 
 async def _preflight(deps: Any) -> None:

@@ -24,6 +24,7 @@ from evoinstruct.graph.report.diversity import Diversity, Embedder, measure_dive
 from evoinstruct.graph.report.funnel import RoundFunnel, build_funnels
 from evoinstruct.graph.report.thresholds import Threshold, length_thresholds, score_thresholds
 from evoinstruct.store.records import Example
+from evoinstruct.store.starts import describe_starts
 from evoinstruct.trainer.config import part_order
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class RoundRow:
     rejections: dict[str, dict[str, int]]
     calls: dict[str, float]  # stage -> model calls
     tokens: dict[str, float]  # stage -> tokens
+    # A resumed round: where each later start began and what its config changed.
+    starts: list[str] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
@@ -393,6 +396,7 @@ def collect(
                 sql["rejections"],
                 _stage_counters(counts, "calls"),
                 _stage_counters(counts, "tokens"),
+                describe_starts(store.round_starts(n)),
             )
         )
     configs = {

@@ -168,6 +168,14 @@ def _summary_html(data: ReportData) -> str:
     if with_diversity:
         head += ["distinct-2 (seeds)", "spread (seeds)", "diversity"]
     table = _table(head, rows, left=2, compact=True) if rows else "<p>No rounds yet.</p>"
+    resumed = [
+        f"<li>round {_e(r.number)}, {_e(line)}</li>" for r in data.rounds for line in r.starts
+    ]
+    if resumed:
+        table += (
+            "<p>Resumed rounds: each later start ran the remaining steps with its own "
+            f"settings.</p><ul>{''.join(resumed)}</ul>"
+        )
     return "\n".join(lines) + table
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ class Deps:
     clock: Callable[[], float] = time.monotonic
     trainer: Any = None  # graph.training.TrainerSteps when the training branch is on
     extras: dict[str, Any] = field(default_factory=dict)
+    # Set by the daemon the moment a stop is requested: work that can stop cleanly at once (a
+    # training run, which checkpoints) need not wait for the grace before its cancellation.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def rng(self, round: int, stage: str) -> random.Random:
         """One generator per (round, stage): a node re-run after a crash makes the same choices."""

@@ -23,7 +23,7 @@ from evoinstruct.agents.models.base import model_version
 from evoinstruct.graph.round import stages
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.indexes import selection_indexes
-from evoinstruct.graph.round.stages import StageContext, progress_event, verdict_reasons
+from evoinstruct.graph.round.stages import StageContext, progress_event, recorded_drops
 from evoinstruct.graph.round.state import RoundState
 from evoinstruct.store.ids import language_of
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
@@ -86,7 +86,7 @@ async def generate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
             calls,
             calls,
             accepted=added.inserted,
-            rejected=verdict_reasons(rejections),
+            rejected=recorded_drops(deps.store, n, "generate"),
             calls=usage["calls"],
             tokens=usage["tokens"],
             final=True,
@@ -142,7 +142,7 @@ async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
             len(parents),
             len(parents),
             accepted=added.inserted,
-            rejected=verdict_reasons(outcome.rejections),
+            rejected=recorded_drops(deps.store, n, "evolve"),
             calls=outcome.calls,
             tokens=outcome.tokens,
             final=True,

@@ -43,6 +43,21 @@ def verdict_reasons(rejections: Iterable[Rejection]) -> Counter[str]:
     return Counter(r.reason for r in rejections if r.is_verdict)
 
 
+def recorded_drops(store: Store, round: int, stage: str) -> Counter[str]:
+    """What `stage` has dropped in `round`, per reason, as the store holds it: the live view
+    shows the count `inspect rejections`, the report and the card read (a step re-run after
+    a stop included), not a tally of its own."""
+    counts = Counter(store.rejection_counts(round, stage, verdicts_only=True).get(stage, {}))
+    if stage in ("evolve", "eliminate"):
+        # Elimination verdicts are recorded under "evolve"; the live view shows them apart.
+        eliminated = Counter(store.elimination_counts(round))
+        if stage == "eliminate":
+            return eliminated
+        counts.subtract(eliminated)
+        return +counts
+    return counts
+
+
 def progress_event(
     stage: str,
     done: int,
@@ -147,14 +162,15 @@ async def run_batches(
                 books.tried,
                 total,
                 accepted=books.accepted,
-                rejected=books.rejected,
+                rejected=recorded_drops(ctx.store, ctx.round, stage),
                 calls=outcome.calls,
                 tokens=outcome.tokens,
             )
         )
+    drops = recorded_drops(ctx.store, ctx.round, stage)
     ctx.send(
         progress_event(
-            stage, books.tried, total, accepted=books.accepted, rejected=books.rejected, final=True
+            stage, books.tried, total, accepted=books.accepted, rejected=drops, final=True
         )
     )
     return books
@@ -328,7 +344,7 @@ async def select(
             len(candidates),
             len(candidates),
             accepted=len(selection.accepted),
-            rejected=verdict_reasons(outcome.rejections),
+            rejected=recorded_drops(ctx.store, ctx.round, label),
             final=True,
         )
     )

@@ -16,17 +16,23 @@ import json
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evoinstruct.store.errors import EvoError
+from evoinstruct.store.errors import EvoError, Interrupted
 from evoinstruct.trainer.config import TrainerConfig
 from evoinstruct.trainer.evaluate import Evaluation, evaluate_version, uses_suite
 from evoinstruct.trainer.launch import trainer_command
 from evoinstruct.trainer.promote import hand_off
 from evoinstruct.trainer.targets import teacher_model
 from evoinstruct.trainer.train import training_due
+
+# How often a running training looks for a stop request, and how long a trainer told to stop
+# may take to checkpoint and exit before it is killed (a micro-batch and a save, on a CPU).
+STOP_POLL_S = 0.2
+TRAINER_STOP_S = 8.0
 
 
 def _die_with_parent() -> None:
@@ -48,11 +54,16 @@ class TrainerSteps:
             return False, "trainer.base_model is not set"
         return training_due(store, self.config, round_number)
 
-    async def train(self, *, fresh: bool = False) -> dict[str, Any]:
+    async def train(
+        self, *, fresh: bool = False, stopping: threading.Event | None = None
+    ) -> dict[str, Any]:
         """Run the trainer process(es) to completion; returns the main process's JSON summary.
 
-        `fresh` discards a killed run instead of resuming it."""
-        from evoinstruct.trainer.progress import ERROR_KEY, PROGRESS_KEY
+        `fresh` discards a killed run instead of resuming it. Once `stopping` is set (a stop
+        request) the trainer gets SIGTERM at once, checkpoints within a micro-batch and
+        exits; this raises Interrupted, and the next start resumes from that checkpoint.
+        """
+        from evoinstruct.trainer.progress import ERROR_KEY, PROGRESS_KEY, STOPPED_EXIT, STOPPED_KEY
 
         config_file = self.project_root / "models" / "resolved_trainer_config.json"
         config_file.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +82,7 @@ class TrainerSteps:
         assert process.stdout is not None and process.stderr is not None
         lines: list[str] = []
         failures: list[dict[str, Any]] = []
+        stopped: list[dict[str, Any]] = []
 
         async def follow_steps() -> None:
             # Step lines go to the live view as they come; failures are kept for the reason.
@@ -83,29 +95,45 @@ class TrainerSteps:
                 failure = _reported(line, ERROR_KEY)
                 if failure is not None:
                     failures.append(failure)
+                elif (stop := _reported(line, STOPPED_KEY)) is not None:
+                    stopped.append(stop)
                 elif step is None:
                     lines.append(line)
                 elif writer is not None:
                     writer(step_event(step))
 
+        async def pass_on_a_stop() -> None:
+            while stopping is not None and process.returncode is None:
+                if stopping.is_set():
+                    _signal(process, signal.SIGTERM)
+                    return
+                await asyncio.sleep(STOP_POLL_S)
+
+        watcher = asyncio.ensure_future(pass_on_a_stop())
         try:
             # stderr is drained at the same time, or a chatty trainer would block on a full pipe.
             _, err = await asyncio.gather(follow_steps(), process.stderr.read())
             await process.wait()
         except BaseException:
-            # A cancelled node (a stop past its grace time) stops training with it, as the
-            # daemon's death would: the next start resumes from the last checkpoint. Under
+            # A cancelled node (a stop past its grace time): the trainer checkpoints and exits
+            # on SIGTERM, as when the daemon dies; one that does not is killed. Under
             # accelerate the launcher passes the signal on to the processes it started.
-            if process.returncode is None:
-                process.terminate()
+            await _stop_trainer(process)
             raise
+        finally:
+            watcher.cancel()
+        if process.returncode == STOPPED_EXIT or stopped:
+            reason = (stopped or [{}])[0].get("message") or "training stopped on request"
+            raise Interrupted(reason)
         if process.returncode != 0:
             raise EvoError(
                 f"training failed (exit {process.returncode}): {_failure_reason(failures, err)}"
             )
         return _summary_of(lines)
 
-    async def evaluate(self, store: Any, version: str, models: Any, prompts: Any) -> Evaluation:
+    async def evaluate(
+        self, store: Any, version: str, models: Any, prompts: Any, progress: Any = None
+    ) -> Evaluation:
         """The gate's evidence for `version` against the incumbent.
 
         When the gate uses the held-out suite, or the pairwise judge is on, a fresh
@@ -116,8 +144,9 @@ class TrainerSteps:
         cfg = self.config
         suite = uses_suite(store, cfg)
         if not (suite or cfg.pairwise.enabled):
-            return await evaluate_version(store, version, cfg)
-        student = models.fresh(models.roles.student)
+            return await evaluate_version(store, version, cfg, progress=progress)
+        # Loading a model takes seconds: in a thread, so heartbeats and stops go on meanwhile.
+        student = await asyncio.to_thread(models.fresh, models.roles.student)
         try:
             await hand_off(student, store.model_version(version))
             pairwise = cfg.pairwise.enabled
@@ -131,6 +160,7 @@ class TrainerSteps:
                 library=prompts if pairwise else None,
                 student=student if suite else None,
                 teacher=teacher_model(models) if suite and cfg.gate.teacher_reference else None,
+                progress=progress,
             )
         finally:
             await student.aclose()
@@ -169,6 +199,24 @@ def step_event(step: dict[str, Any]) -> dict[str, Any]:
         "total": step["max_steps"],
         "loss": step.get("loss"),
     }
+
+
+async def _stop_trainer(process: Any) -> None:
+    """SIGTERM, up to TRAINER_STOP_S for the checkpoint and exit, then SIGKILL."""
+    try:
+        if process.returncode is None:
+            _signal(process, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), TRAINER_STOP_S)
+    finally:
+        # Also when this wait is itself cancelled (the daemon is leaving): no orphan trains on.
+        if process.returncode is None:
+            _signal(process, signal.SIGKILL)
+
+
+def _signal(process: Any, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signum)
 
 
 def _stream_writer() -> Any:

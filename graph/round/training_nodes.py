@@ -13,7 +13,7 @@ from langgraph.runtime import Runtime
 from evoinstruct.graph.round import nodes
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.state import RoundState
-from evoinstruct.store.errors import describe_error
+from evoinstruct.store.errors import Interrupted, describe_error
 
 # The training branch catches Exception, not only EvoError: whatever a library raises
 # there, a re-run of the same node would raise it again, and a resumed round would crash
@@ -27,9 +27,12 @@ async def train(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     daemon goes on with the current generator instead of retrying forever.
     """
     deps = runtime.context
-    nodes.emit(runtime, "train", done=0, total=1)
+    steps = deps.config.trainer.max_steps
+    nodes.emit(runtime, "train", done=0, total=steps if steps > 0 else None)
     try:
-        summary = await deps.trainer.train()
+        summary = await deps.trainer.train(stopping=deps.stopping)
+    except Interrupted:
+        raise  # stopped on request: the next start runs this node again and resumes
     except Exception as exc:
         return _branch_ended(deps, state["round"], f"training failed: {describe_error(exc)}")
     steps = summary.get("global_step") or 1
@@ -44,7 +47,9 @@ async def evaluate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     deps = runtime.context
     version = state["trained_version"]
     try:
-        evaluation = await deps.trainer.evaluate(deps.store, version, deps.models, deps.prompts)
+        evaluation = await deps.trainer.evaluate(
+            deps.store, version, deps.models, deps.prompts, progress=_eval_progress(runtime)
+        )
     except Exception as exc:
         reason = f"evaluating {version} failed: {describe_error(exc)}"
         return _branch_ended(deps, state["round"], reason)
@@ -79,6 +84,15 @@ async def _restore_generator(deps: Deps) -> str:
     except Exception as exc:
         return f"; restoring the active generator failed too: {describe_error(exc)}"
     return ""
+
+
+def _eval_progress(runtime: Runtime[Deps]) -> Any:
+    """Suite answers done of the run in progress (the incumbent's, then the candidate's)."""
+
+    def report(done: int, total: int) -> None:
+        nodes.emit(runtime, "evaluate", done=done, total=total)
+
+    return report
 
 
 def _branch_ended(deps: Deps, round: int, reason: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from evoinstruct.store.export.pairs import COLUMNS as PAIR_COLUMNS
 from evoinstruct.store.export.pairs import LINEAGE_COLUMNS as PAIR_LINEAGE_COLUMNS
 from evoinstruct.store.export.pairs import PairStats
 from evoinstruct.store.export.selection import ExportFilter, ExportStats
+from evoinstruct.store.starts import describe_starts
 
 CARD_NAME = "README.md"
 # Written at the end of every card: a README.md carrying it is ours to replace.
@@ -99,6 +100,11 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()}
     return value
+
+
+def _scrub_line(line: str) -> str:
+    """A described setting change with local paths by name only, as every card value."""
+    return " ".join(model_name(word) if is_local_path(word) else word for word in line.split(" "))
 
 
 def _short(value: Any) -> str:
@@ -358,6 +364,17 @@ def _provenance(card: CardData) -> list[str]:
         lines.append(
             f"- Student {v['version']}: {v.get('method')} on {base}, round {v.get('round')}, {state}"
         )
+    resumed = [(r["number"], describe_starts(r.get("starts") or [])) for r in card.rounds]
+    resumed = [(n, lines) for n, lines in resumed if lines]
+    if resumed:
+        lines += ["", "### Resumed rounds", ""]
+        lines.append(
+            "Each later start ran the round's remaining steps with its own settings; the steps "
+            "before it kept what the earlier start made."
+        )
+        lines.append("")
+        for number, described in resumed:
+            lines += [f"- Round {number}, {_scrub_line(line)}" for line in described]
     sections = [(key, config.get(key)) for key in ("critic", "selector")]
     if any(isinstance(section, dict) for _, section in sections):
         changed = [

@@ -55,16 +55,10 @@ def split_of(out: Path) -> str:
 def _pool_summary(store: Any) -> tuple[dict[str, Any], list[tuple[str, str, int]]]:
     """Pool counts and rejections by stage and reason (a read-only aggregate)."""
     pool = store.pool_stats() if hasattr(store, "pool_stats") else {}
-    rows: list[tuple[str, str, int]] = []
-    db = getattr(store, "db", None)
-    if db is not None:
-        rows = [
-            (r[0], r[1], r[2])
-            for r in db.conn.execute(
-                "SELECT stage, reason, count(*) FROM rejections GROUP BY stage, reason "
-                "ORDER BY stage, count(*) DESC, reason"
-            )
-        ]
+    counts = store.rejection_counts() if hasattr(store, "rejection_counts") else {}
+    rows = [
+        (stage, reason, n) for stage, reasons in counts.items() for reason, n in reasons.items()
+    ]
     return pool, rows
 
 
@@ -155,6 +149,8 @@ def export_dataset(
     _check_card_paths(out, card)
     stats: ExportStats | PairStats = PairStats() if fmt == PAIRS_FORMAT else ExportStats()
     rounds = store.rounds() if hasattr(store, "rounds") else []
+    if hasattr(store, "round_starts"):  # what each start of a resumed round ran with
+        rounds = [{**r, "starts": store.round_starts(r["number"])} for r in rounds]
     names: dict[str, str] = {}
     for row in rounds:
         names.update(model_aliases(row["config"].get("models") or {}))

@@ -34,9 +34,16 @@ def model_name(value: str | None, aliases: Mapping[str, str] | None = None) -> s
     return name or "local model"
 
 
+# What a backend loads or asks for, first: a server gets `model`; an in-process backend
+# (transformers, vLLM) loads `path or model`, so a `model` left beside a path names nothing.
+_LOADS_PATH = ("transformers", "vllm")
+
+
 def model_label(config: Mapping[str, Any]) -> str:
-    """How a model's config names it: the model sent to its server, else its path's name."""
-    for key in ("model", "path"):
+    """How a model's config names it: what its backend loads (a server's model name, or
+    a local model's directory name), so the label is the model that answered."""
+    keys = ("path", "model") if config.get("backend") in _LOADS_PATH else ("model", "path")
+    for key in keys:
         value = config.get(key)
         if isinstance(value, str) and value:
             return model_name(value) or value

@@ -13,7 +13,12 @@ from pathlib import Path
 
 from evoinstruct.store.errors import InputError
 from evoinstruct.store.records import ExampleDraft
-from evoinstruct.store.seed_fields import FLAT_FIELDS, RENAMED, extra_fields, unread_key_problem
+from evoinstruct.store.seed_fields import (
+    FLAT_FIELDS,
+    extra_fields,
+    missing_field_hint,
+    unread_key_problem,
+)
 from evoinstruct.store.seeds.limits import MAX_FILE_BYTES, _too_big
 
 DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -47,13 +52,10 @@ def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[Example
             )
         seen[column] = i
     if "instruction" not in seen:
-        hint = ""
-        renamed = [c for c in columns if RENAMED.get(c) == "instruction"]
-        if renamed:
-            hint = f"; rename the column {renamed[0]!r} to 'instruction'"
-        elif delimiter == "," and any("\t" in c for c in columns):
+        hint = missing_field_hint("instruction", columns, FLAT_FIELDS, noun="column")
+        if not hint and delimiter == "," and any("\t" in c for c in columns):
             hint = "; the header holds tabs: if this is TSV, name it .tsv or pass --format tsv"
-        elif delimiter == "\t" and any("," in c for c in columns):
+        elif not hint and delimiter == "\t" and any("," in c for c in columns):
             hint = "; the header holds commas: if this is CSV, name it .csv or pass --format csv"
         raise InputError(
             f"no 'instruction' column (columns: {', '.join(columns) or 'none'}){hint}",

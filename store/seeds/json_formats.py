@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from evoinstruct.store.records import ExampleDraft
-from evoinstruct.store.seed_fields import FLAT_FIELDS, extra_fields, unread_key_problem
+from evoinstruct.store.seed_fields import (
+    FLAT_FIELDS,
+    extra_fields,
+    missing_field_hint,
+    unread_key_problem,
+)
 from evoinstruct.store.seeds.errors import Record, _brief, _fail, _json_type
 
 SHAREGPT_ROLES = {
@@ -34,7 +39,9 @@ def _string(path: Path, record: Record, obj: dict[str, Any], field: str, *, requ
     value = obj.get(field)
     if value is None:
         if required:
-            raise _fail(path, record, field, "missing")
+            present = [k for k, v in obj.items() if v not in ("", None)]
+            hint = missing_field_hint(field, present, FLAT_FIELDS)
+            raise _fail(path, record, field, "missing" + hint)
         return ""
     if not isinstance(value, str):
         raise _fail(path, record, field, f"expected a string, found {_json_type(value)}")

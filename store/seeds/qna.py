@@ -13,6 +13,7 @@ from typing import Any
 
 from evoinstruct.store.errors import InputError
 from evoinstruct.store.records import ExampleDraft
+from evoinstruct.store.seed_fields import misspelling_of
 from evoinstruct.store.seeds.errors import (
     _SURROGATE,
     QnaPath,
@@ -66,8 +67,11 @@ class _Qna:
         # otherwise drop the context without a word.
         for key in value:
             if key not in allowed:
+                near = misspelling_of(str(key), allowed)
+                guess = f": did you mean {near!r}?" if near is not None else ""
                 raise self.fail(
-                    (*at, str(key)), f"unknown key {key!r} (expected {', '.join(allowed)})"
+                    (*at, str(key)),
+                    f"unknown key {key!r}{guess} (expected {', '.join(allowed)})",
                 )
         self.unique_keys(at)
         return value

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evoinstruct.store.errors import InputError
+from evoinstruct.store.seed_fields import missing_field_hint
 from evoinstruct.store.seeds.errors import (
     _SURROGATE,
     QnaPath,
@@ -204,10 +205,14 @@ def _json_shape(path: Path, text: str) -> str:
             return "openai"
         if "instruction" in value:
             return "alpaca"
+        present = [k for k, v in value.items() if v not in ("", None)]
+        hint = next(
+            (h for key in _RECORD_KEYS if (h := missing_field_hint(key, present, _RECORD_KEYS))), ""
+        )
         raise InputError(
             "unrecognized record shape (expected instruction, instances, conversations or "
-            f"messages; found keys: {_keys(value)}){_nested_hint(value)}; "
-            "pass --format to force one",
+            f"messages; found keys: {_keys(value)}){'' if hint else _nested_hint(value)}; "
+            f"pass --format to force one{hint}",
             file=str(path),
             line=first.line,
         )
