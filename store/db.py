@@ -185,9 +185,9 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
     # m005-m007 register when their modules are imported. Imported at the end of this
     # module they could register before m004 (when selector_log is the first importer of
     # this module); imported here, after every import has finished, they always come last.
-    from evoinstruct.store import (
-        eval_parts,  # noqa: F401  (m006_eval_item_parts)
+    from evoinstruct.store import (  # noqa: I001  (registration order is application order)
         preferences,  # noqa: F401  (m005_preference_pairs)
+        eval_parts,  # noqa: F401  (m006_eval_item_parts)
         starts,  # noqa: F401  (m007_round_starts)
     )
 
