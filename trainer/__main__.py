@@ -66,6 +66,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fresh", action="store_true", help="discard a killed run instead of resuming"
     )
+    w2s = sub.add_parser(
+        "weak-to-strong",
+        help="train the two students of a planned weak-to-strong experiment",
+        description=(
+            "Trains strong_on_weak (on the weak labels) and ceiling (on the verified answers) "
+            "of an experiment the loop planned and labelled; resumes a killed run. "
+            "Example: python -m evoinstruct.trainer weak-to-strong --project ./myproj "
+            "--experiment w2s-1"
+        ),
+    )
+    w2s.add_argument("--project", type=Path, default=Path("."), help="project directory")
+    w2s.add_argument("--config", type=Path, default=None, help="TOML/JSON trainer config")
+    w2s.add_argument("--experiment", required=True, help="the experiment's name (w2s-K)")
+    w2s.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -80,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     from evoinstruct.trainer.progress import StepReporter, report_failure
 
     try:
+        if args.command == "weak-to-strong":
+            return _weak_to_strong(args)
         from evoinstruct.trainer.train import train
 
         overrides = {
@@ -109,6 +125,27 @@ def main(argv: list[str] | None = None) -> int:
     }
     from accelerate import PartialState
 
+    if PartialState().is_main_process:
+        print(json.dumps(summary))
+    return 0
+
+
+def _weak_to_strong(args: argparse.Namespace) -> int:
+    """Train an experiment's two students; the main process prints one JSON summary line."""
+    from accelerate import PartialState
+
+    from evoinstruct.trainer.progress import StepReporter
+    from evoinstruct.trainer.weak_to_strong import train_arms
+
+    cfg = load_config(args.project, args.config, {})
+    arms = train_arms(cfg, args.project, args.experiment, callbacks=[StepReporter()])
+    summary = {
+        "experiment": args.experiment,
+        "arms": {
+            arm: {"train_loss": m.get("train_loss"), "global_step": m.get("global_step")}
+            for arm, m in arms.items()
+        },
+    }
     if PartialState().is_main_process:
         print(json.dumps(summary))
     return 0
