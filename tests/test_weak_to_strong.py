@@ -280,3 +280,140 @@ def test_the_trainer_entry_trains_a_labelled_experiment(
     assert {a: s["global_step"] for a, s in summary["arms"].items()} == dict.fromkeys(ARMS, 2)
     assert main([*args, "--experiment", "w2s-9"]) == 2
     assert "no weak-to-strong experiment 'w2s-9'" in capsys.readouterr().err
+
+
+# --- the loop ----------------------------------------------------------------------------------
+def test_branch_routes_to_the_experiment_in_its_mode() -> None:
+    from langgraph.graph import END
+
+    from evoinstruct.graph.round.build import route_after_commit
+
+    assert route_after_commit({"train": False, "weak_to_strong": True}) == END
+    assert route_after_commit({"train": True, "weak_to_strong": True}) == "weak_to_strong"
+    assert route_after_commit({"train": True}) == "train"  # a round checkpointed before the mode
+
+
+def test_the_mode_needs_a_weak_model(tmp_path: Path) -> None:
+    from evoinstruct.graph.project import init_project
+
+    project = init_project(tmp_path / "proj")
+    with pytest.raises(ConfigError, match=r"roles\.weak"):
+        project.load_config(["weak_to_strong.enabled=true"]).check_consistency()
+    with pytest.raises(ConfigError, match=r"not under \[models\]"):
+        project.load_config(['roles.weak="weak"']).check_consistency()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_a_round_runs_the_experiment_and_promotes_nothing(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The loop's path: the commit finds verified prompts waiting, the branch labels them with
+    the weak model, trains both students in the trainer's own process, scores the four and
+    records PGR on the round."""
+    from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
+    from evoinstruct.graph.project import init_project
+    from evoinstruct.graph.round.deps import deps_for_project
+    from tests.fake_teacher import scripted_teacher
+
+    project = init_project(tmp_path / "proj")
+    tiny = json.dumps(str(tiny_model_dir))
+    config = project.load_config(
+        [
+            f"models.student.path={tiny}",
+            'models.student.device="cpu"',
+            'models.weak.backend="transformers"',
+            f"models.weak.path={tiny}",
+            'models.weak.device="cpu"',
+            'roles.weak="weak"',
+            f"trainer.base_model={tiny}",
+            'trainer.device="cpu"',
+            "trainer.max_steps=2",
+            "trainer.batch_size=4",
+            "trainer.grad_accumulation=1",
+            "trainer.max_length=384",
+            "trainer.heldout_fraction=0.0",
+            "trainer.suite.tasks_per_language=1",
+            "trainer.suite.max_tokens=4",
+            "trainer.suite.bootstrap_samples=200",
+            "weak_to_strong.enabled=true",
+            "weak_to_strong.min_prompts=3",
+            "weak_to_strong.max_tokens=8",
+            "loop.generate_calls=0",
+            "loop.evolve_per_round=0",
+        ]
+    )
+    teacher = scripted_teacher()
+
+    def builder(cfg: ModelConfig, cache: Any = None) -> Any:
+        return build_model(cfg) if cfg.backend == "transformers" else teacher
+
+    models = ModelSet(config.models, config.roles, builder=builder)
+    deps = deps_for_project(project, config, models=models)
+    fill(deps.store, verified_topics=3)
+    events: list[dict[str, Any]] = []
+    await Daemon(project, deps, DaemonOptions(rounds=1), lambda kind, e: events.append(e)).run()
+    experiment = deps.store.experiment("w2s-1")
+    assert experiment is not None and experiment["round"] == 1
+    assert experiment["result"]["labels"]["answered"] == 3
+    record = deps.store.round(1)["counts"]
+    assert record["weak_to_strong"] == "w2s-1" and record["training"].startswith("w2s-1: PGR ")
+    assert deps.store.model_versions() == [] and deps.store.active_model() is None
+    directory = experiments_dir(project.root) / "w2s-1"
+    assert all((directory / arm / "adapter_config.json").is_file() for arm in ARMS)
+    mine = [e for e in events if e.get("stage") == "weak_to_strong"]
+    assert mine[-1].get("final") and any(e.get("step") == "weak labels" for e in mine)
+    deps.store.close()
+
+
+# --- the data and the weak model's recipe -----------------------------------------------------
+def test_verified_data_keeps_only_answers_that_pass(store: Store) -> None:
+    from evoinstruct.agents.responder import ResponderConfig
+    from evoinstruct.trainer.verified_data import add_verified, read_tasks
+
+    tasks = read_tasks("# a comment\nDescribe a river.\n\nName three birds.\n")
+    assert tasks == ["Describe a river.", "Name three birds."]
+    # Every constrained prompt is answered with one reply that passes lowercase and no-comma
+    # constraints and fails most others, so some children verify and some do not.
+    model = ScriptedModel(default=PASSING, model_id="full")
+    counts = asyncio.run(
+        add_verified(
+            store, tasks, model, PromptLibrary("en"), ResponderConfig(verifiable_samples=2),
+            draws=3, max_constraints=1, seed=1,
+        )
+    )  # fmt: skip
+    assert counts["prompts"] == 6
+    assert counts["verified"] + counts["failed_constraints"] + counts["rejected"] == 6
+    kept = [e for e in store.iter_examples(status="accepted") if e.source != "seed"]
+    assert len(kept) == len({e.id for e in kept}) <= counts["verified"]
+    assert kept and all(verified(e) for e in kept)
+    assert {e.round for e in kept} <= {1, 2, 3}
+
+
+def test_truncated_copy_keeps_the_layers_asked_for(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evoinstruct.trainer.weak_model import WeakRecipe, split_tasks, truncate
+
+    full = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    last = full.config.num_hidden_layers - 1
+    assert last >= 1
+    count_cut = truncate(tiny_model_dir, [last], tmp_path / "cut")
+    cut = AutoModelForCausalLM.from_pretrained(tmp_path / "cut", dtype=torch.float32)
+    assert cut.config.num_hidden_layers == 1
+    assert count_cut == sum(p.numel() for p in cut.parameters())
+    assert count_cut < sum(p.numel() for p in full.parameters())
+    # The kept block is the full model's last, renumbered.
+    kept = cut.state_dict()["model.layers.0.mlp.up_proj.weight"]
+    assert torch.equal(kept, full.state_dict()[f"model.layers.{last}.mlp.up_proj.weight"])
+    # It generates with its KV cache (indexed by the renumbered layers).
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "cut")
+    ids = tokenizer("hello there", return_tensors="pt")
+    out = cut.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 5
+    with pytest.raises(ValueError, match="distinct indexes"):
+        truncate(tiny_model_dir, [0, 0], tmp_path / "bad")
+    weak, other = split_tasks([f"task {i}" for i in range(7)])
+    assert weak == ["task 0", "task 2", "task 4", "task 6"] and not set(weak) & set(other)
+    assert WeakRecipe().tag() == WeakRecipe().tag() != WeakRecipe(steps=1).tag()

@@ -80,6 +80,18 @@ def _parser() -> argparse.ArgumentParser:
     w2s.add_argument("--config", type=Path, default=None, help="TOML/JSON trainer config")
     w2s.add_argument("--experiment", required=True, help="the experiment's name (w2s-K)")
     w2s.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)
+    weak = sub.add_parser(
+        "weak-model",
+        help="make the weak SmolLM2 of weak-to-strong experiments (once; cached)",
+        description=(
+            "Cuts SmolLM2-135M-Instruct to a few of its layers and heals it briefly on the full "
+            "model's verified answers (the recipe in evoinstruct.trainer.weak_model); prints the "
+            "folder. A second call returns it at once. "
+            "Example: python -m evoinstruct.trainer weak-model --threads 1"
+        ),
+    )
+    weak.add_argument("--cache-dir", type=Path, default=None, help="model cache directory")
+    weak.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     return parser
 
 
@@ -96,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "weak-to-strong":
             return _weak_to_strong(args)
+        if args.command == "weak-model":
+            return _weak_model(args)
         from evoinstruct.trainer.train import train
 
         overrides = {
@@ -148,6 +162,18 @@ def _weak_to_strong(args: argparse.Namespace) -> int:
     }
     if PartialState().is_main_process:
         print(json.dumps(summary))
+    return 0
+
+
+def _weak_model(args: argparse.Namespace) -> int:
+    from evoinstruct.trainer.weak_model import make_weak_smollm2
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    path = make_weak_smollm2(cache_dir=args.cache_dir, progress=lambda m: print(m, flush=True))
+    print(json.dumps({"path": str(path)}))
     return 0
 
 

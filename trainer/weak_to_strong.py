@@ -47,6 +47,7 @@ from evoinstruct.trainer.weak_to_strong_config import KIND, WeakToStrongConfig
 if TYPE_CHECKING:
     from evoinstruct.prompts.library import PromptLibrary
     from evoinstruct.store import Store
+    from evoinstruct.trainer.suite import Suite
     from evoinstruct.trainer.verifiable import SuiteResult
 
 ARMS: tuple[str, ...] = ("strong_on_weak", "ceiling")
@@ -59,6 +60,13 @@ SOURCES = {
     "ceiling": "the pool's verified answers to the same prompts",
 }
 Progress = Callable[[str, int, int], None]  # stage, done, total
+# Paired comparisons kept with the result: the gap PGR divides by, and what each step gave.
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("strong_base", "weak"),
+    ("ceiling", "weak"),
+    ("strong_on_weak", "weak"),
+    ("strong_on_weak", "strong_base"),
+)
 
 
 def experiments_dir(project_root: str | Path) -> Path:
@@ -411,6 +419,7 @@ async def score_models(
     store: Store,
     models: Any,
     weak: Any,
+    suite: Suite,
     cfg: TrainerConfig,
     name: str,
     directory: Path,
@@ -418,11 +427,9 @@ async def score_models(
 ) -> dict[str, SuiteResult]:
     """The weak model, the untuned strong model and both students on the held-out suite."""
     from evoinstruct.trainer.promote import hand_off
-    from evoinstruct.trainer.suite import ensure_suite
     from evoinstruct.trainer.targets import evaluate_target
     from evoinstruct.trainer.verifiable import run_suite
 
-    suite = ensure_suite(store, cfg.suite).suite
     say = progress or (lambda stage, done, total: None)
 
     def step(label: str) -> Callable[[int, int], None]:
@@ -470,24 +477,28 @@ async def run_weak_to_strong(
     """Plan (or resume), label, train both students (`train(name)`), score all four on the
     suite and store the result; returns it."""
     from evoinstruct.trainer.pgr import recovered_on_suite
+    from evoinstruct.trainer.suite import ensure_suite
+    from evoinstruct.trainer.verifiable import compare
 
     started = time.monotonic()
     weak_name = models.roles.weak
+    if weak_name is None:
+        raise ConfigError("no weak model: name a [models] entry in roles.weak", field="roles.weak")
     weak = models.get(weak_name)  # a ConfigError naming models.<name> when it is not configured
+    # Built first, so no planned prompt copies a suite prompt (the trainer's guard).
+    suite = ensure_suite(store, cfg.suite).suite
     plan = plan_experiment(store, cfg, w2s, weak_name, round=round)
     name = plan["name"]
     directory = experiments_dir(project_root) / name
     labels = await label_prompts(store, plan, weak, prompts, w2s, directory, progress)
     await train(name)
-    results = await score_models(store, models, weak, cfg, name, directory, progress)
-    suite = cfg.suite
-    pgr = recovered_on_suite(
-        results,
-        w2s.metric,
-        samples=suite.bootstrap_samples,
-        seed=suite.seed,
-        confidence=cfg.gate.confidence,
-    )
+    results = await score_models(store, models, weak, suite, cfg, name, directory, progress)
+    boot = {
+        "samples": cfg.suite.bootstrap_samples,
+        "seed": cfg.suite.seed,
+        "confidence": cfg.gate.confidence,
+    }
+    pgr = recovered_on_suite(results, w2s.metric, **boot)
     outputs = [row for row in labels.values() if "output" in row]
     trained = {arm: _read_json(directory / arm / METRICS) for arm in ARMS}
     result = {
@@ -510,6 +521,10 @@ async def run_weak_to_strong(
             for key, r in results.items()
         },
         "pgr": pgr,
+        "paired": {
+            f"{a} - {b}": compare(results[a], results[b], w2s.metric, **boot).to_dict()
+            for a, b in PAIRS
+        },
         "seconds": time.monotonic() - started,
     }
     store.finish_experiment(name, result)
