@@ -74,6 +74,8 @@ def overrides(weak_dir: Path, strong_dir: Path, args: argparse.Namespace) -> lis
         "trainer.learning_rate=0.0005",
         "trainer.max_length=384",
         "trainer.save_steps=20",
+        # No version is trained here: every verified prompt may serve the experiment.
+        "trainer.heldout_fraction=0.0",
         'trainer.suite.languages=["en"]',
         f"trainer.suite.tasks_per_language={args.suite}",
         "trainer.suite.max_tokens=160",
@@ -111,7 +113,7 @@ async def fill_pool(deps: Any, args: argparse.Namespace, started: float) -> dict
     done = args.out / "pool.json"  # written once the pool is complete
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
-    _, tasks = split_tasks(packaged_tasks())
+    tasks = split_tasks(packaged_tasks())[1][: args.tasks]
     say(f"pool: {len(tasks)} tasks x {args.draws} constraint draws, answered by the full model",
         started)  # fmt: skip
     counts = await add_verified(
@@ -158,6 +160,7 @@ def _interval(found: dict[str, float]) -> str:
 
 def print_result(result: dict[str, Any]) -> None:
     from evoinstruct.trainer.pgr import pgr_text
+    from evoinstruct.trainer.weak_to_strong import PAIRS
 
     metric = result["metric"]
     everything = result["pgr"]["all"]
@@ -165,7 +168,8 @@ def print_result(result: dict[str, Any]) -> None:
     for key, label in MODELS_SHOWN.items():
         print(f"  {label:28} {_interval(everything['accuracy'][key])}")
     print(f"  {'PGR':28} {pgr_text(everything)}")
-    for name, paired in result["paired"].items():
+    for a, b in PAIRS:
+        name, paired = f"{a} - {b}", result["paired"][f"{a} - {b}"]
         print(
             f"  {name:28} {100 * paired['diff']:+5.1f} points "
             f"[{100 * paired['low']:+.1f}, {100 * paired['high']:+.1f}], p={paired['p_value']:.3g}"
@@ -193,6 +197,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="working directory (resumable)")
     parser.add_argument("--suite", type=int, default=100, help="English suite tasks")
+    parser.add_argument(
+        "--tasks", type=int, default=None, help="pool tasks (default: all of the other half)"
+    )
     parser.add_argument("--draws", type=int, default=2, help="constraint draws per pool task")
     parser.add_argument("--samples", type=int, default=4, help="answers drawn per prompt")
     parser.add_argument("--max-constraints", type=int, default=2)
@@ -214,7 +221,7 @@ def main() -> None:
     result = done["result"]
     print_result(result)
     args.out.joinpath("weak_to_strong.json").write_text(
-        json.dumps({**done, "settings": vars(args) | {"out": str(args.out)}}, indent=2),
+        json.dumps({**done, "settings": vars(args)}, indent=2, default=str),
         encoding="utf-8",
     )
     plot(result, args.out / "weak_to_strong.png")

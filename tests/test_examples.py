@@ -14,7 +14,12 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 @pytest.mark.parametrize(
     "name",
-    ["vllm-server.toml", "openai-teacher-hf-student.toml", "cpu-laptop.toml", "weak-to-strong.toml"],
+    [
+        "vllm-server.toml",
+        "openai-teacher-hf-student.toml",
+        "cpu-laptop.toml",
+        "weak-to-strong.toml",
+    ],
 )
 def test_example_config_is_valid(name: str) -> None:
     config = load_config(EXAMPLES / name, environ={})

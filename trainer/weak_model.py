@@ -19,9 +19,12 @@ transformers folder beside the fetched model, in the same cache and written the 
     smollm2-135m-instruct-weak-l<kept>-<hash>-float32/
         config.json, model.safetensors, tokenizer files, evoinstruct_source.json (the recipe,
         the data counts, the training loss)
+    smollm2-135m-instruct-weak-data-<hash>/
+        pool.db (the verified healing data), counts.json — shared by recipes that differ
+        only in how they cut and heal (`WeakRecipe.data_tag`)
 
-`python -m evoinstruct.trainer weak-model` makes it (about 20 minutes on 2 busy cores);
-a second call returns the folder at once.
+`python -m evoinstruct.trainer weak-model` makes it; a second call returns the folder at
+once. The healing data is the slow part (the full model drawing answers on the CPU).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Any
 from evoinstruct.store.errors import ModelError
 
 TASKS_FILE = "real_demo_tasks_en.txt"  # prompts/seeds/: ~100 short English tasks
+COUNTS = "counts.json"
 Say = Callable[[str], None]
 
 
@@ -52,7 +56,7 @@ class WeakRecipe:
     layers: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 28, 29)
     draws: int = 2  # constraint draws per task of the weak half
     samples: int = 4  # answers drawn per constrained prompt by the full model
-    answer_tokens: int = 320
+    answer_tokens: int = 160
     max_constraints: int = 2
     steps: int = 80  # full fine-tuning steps
     learning_rate: float = 1e-4
@@ -62,8 +66,20 @@ class WeakRecipe:
     extra: dict[str, Any] = field(default_factory=dict)  # recorded, hashed, not interpreted
 
     def tag(self) -> str:
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-        return f"l{len(self.layers)}-{digest[:8]}"
+        return f"l{len(self.layers)}-{_digest(asdict(self))}"
+
+    def data_tag(self) -> str:
+        """The hash of what the healing data depends on: recipes that differ only in how
+        they cut and heal share it."""
+        return _digest({k: getattr(self, k) for k in DATA_FIELDS})
+
+
+# The fields the healing data depends on (the rest say how the model is cut and trained).
+DATA_FIELDS = ("draws", "samples", "answer_tokens", "max_constraints", "seed")
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def split_tasks(tasks: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -78,11 +94,23 @@ def packaged_tasks() -> list[str]:
     return read_tasks(text)
 
 
-def weak_model_dir(cache_dir: Path | None, recipe: WeakRecipe) -> Path:
-    from evoinstruct.agents.models.smollm2 import MODEL_NAME, default_cache_dir
+def _cache_root(cache_dir: Path | None) -> Path:
+    from evoinstruct.agents.models.smollm2 import default_cache_dir
 
-    root = (cache_dir or default_cache_dir()).expanduser().resolve()
-    return root / f"{MODEL_NAME}-weak-{recipe.tag()}-float32"
+    return (cache_dir or default_cache_dir()).expanduser().resolve()
+
+
+def weak_model_dir(cache_dir: Path | None, recipe: WeakRecipe) -> Path:
+    from evoinstruct.agents.models.smollm2 import MODEL_NAME
+
+    return _cache_root(cache_dir) / f"{MODEL_NAME}-weak-{recipe.tag()}-float32"
+
+
+def heal_data_dir(cache_dir: Path | None, recipe: WeakRecipe) -> Path:
+    """Where the healing data is kept (a pool.db of verified examples and counts.json)."""
+    from evoinstruct.agents.models.smollm2 import MODEL_NAME
+
+    return _cache_root(cache_dir) / f"{MODEL_NAME}-weak-data-{recipe.data_tag()}"
 
 
 def truncate(source: Path, layers: Sequence[int], out: Path) -> int:
@@ -131,17 +159,43 @@ def make_weak_smollm2(
     with FileLock(str(out.parent / f".{out.name}.lock")):
         if out.is_dir():
             return out
-        for stale in out.parent.glob(f".{out.name}.*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)  # under the lock: a killed build's
         strong = fetch_smollm2(cache_dir, dtype="float32", progress=say)
-        work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+        data = _heal_data(heal_data_dir(cache_dir, recipe), strong, recipe, say)
+        work = _temporary(out)
         try:
-            made = _make(recipe, strong, work, say)
+            made = _make(recipe, strong, data, work, say)
             _share(made)
             os.rename(made, out)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     say(f"ready: {out}")
+    return out
+
+
+def _temporary(final: Path) -> Path:
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)  # under the lock: a killed build's
+    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+
+
+def _heal_data(out: Path, strong: Path, recipe: WeakRecipe, say: Say) -> Path:
+    """The healing data's folder, made if missing (the slow part: the full model answers)."""
+    if out.is_dir():
+        return out
+    work = _temporary(out)
+    try:
+        from evoinstruct.store import open_store
+
+        with open_store(work / "pool.db") as store:
+            counts = asyncio.run(_verified(store, strong, recipe, say))
+            store.checkpoint_wal()
+        (work / COUNTS).write_text(json.dumps(counts) + "\n", encoding="utf-8")
+        for leftover in work.glob("pool.db-*"):  # the WAL, folded in above
+            leftover.unlink()
+        _share(work)
+        os.rename(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -151,7 +205,7 @@ def _share(folder: Path) -> None:
         path.chmod(0o644)
 
 
-def _make(recipe: WeakRecipe, strong: Path, work: Path, say: Say) -> Path:
+def _make(recipe: WeakRecipe, strong: Path, data: Path, work: Path, say: Say) -> Path:
     from evoinstruct.agents.models.smollm2 import SOURCE_FILE
     from evoinstruct.store import open_store
     from evoinstruct.trainer.config import TrainerConfig
@@ -160,10 +214,12 @@ def _make(recipe: WeakRecipe, strong: Path, work: Path, say: Say) -> Path:
     truncated = work / "truncated"
     parameters = truncate(strong, recipe.layers, truncated)
     say(f"kept layers {list(recipe.layers)} of the full model: {parameters / 1e6:.1f}M parameters")
+    counts = json.loads((data / COUNTS).read_text(encoding="utf-8"))
     project = work / "heal"
+    project.mkdir()
+    shutil.copyfile(data / "pool.db", project / "pool.db")  # the trainer writes beside it
     store = open_store(project / "pool.db")
     try:
-        counts = asyncio.run(_verified(store, strong, recipe, say))
         if counts["verified"] == 0:
             raise ModelError("the full model passed no constraint: nothing to heal the weak one on")
         say(

@@ -68,13 +68,19 @@ def _panel(ax: Any, experiment: Mapping[str, Any]) -> None:
             ax.bar(x, value, width, color=COLORS[model], edgecolor="0.3", linewidth=0.5,
                    label=LABELS[model] if g == 0 else None)  # fmt: skip
             ax.errorbar(x, value, yerr=error, color="0.15", capsize=2, linewidth=0.8)
+            ax.annotate(
+                f"{value:.0f}", (x, 100 * acc["high"]), xytext=(0, 2), textcoords="offset points",
+                ha="center", va="bottom", fontsize="x-small",
+            )  # fmt: skip
             top = max(top, 100 * acc["high"])
+        tallest = max(100 * found["accuracy"][m]["high"] for m in MODELS)
         ax.annotate(
-            _pgr_label(found), (g, top), xytext=(0, 6), textcoords="offset points",
+            _pgr_label(found), (g, tallest), xytext=(0, 14), textcoords="offset points",
             ha="center", va="bottom", fontsize="small",
         )  # fmt: skip
     ax.set_xticks(range(len(groups)), [label for label, _ in groups])
-    ax.set_ylim(0, max(top * 1.45, 5))
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_ylim(0, max(top * 1.5, 5))
     ax.set_ylabel(f"suite accuracy, {experiment['metric'].replace('_', ' ')} (%)")
     labels = experiment.get("labels", {})
     ax.set_title(
@@ -87,14 +93,17 @@ def plot_weak_to_strong(experiments: Sequence[Mapping[str, Any]]) -> Figure:
     """The newest MAX_PANELS finished experiments (results as `store.finish_experiment` keeps
     them), one panel each."""
     shown = list(experiments)[-MAX_PANELS:]
-    fig, axes = _figure(9, 4.6 * max(len(shown), 1), nrows=max(len(shown), 1))
+    groups = max((1 + len(e["pgr"].get("by_part", {})) for e in shown), default=1)
+    fig, axes = _figure(
+        min(4 + 2.2 * groups, 12), 4.6 * max(len(shown), 1), nrows=max(len(shown), 1)
+    )
     if not shown:
         _empty(axes[0][0], "No weak-to-strong experiment has finished.")
         return fig
     for row, experiment in zip(axes, shown, strict=True):
         _panel(row[0], experiment)
     fig.legend(
-        *axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncols=4,
+        *axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncols=2,
         fontsize="small",
     )  # fmt: skip
     return fig
