@@ -192,4 +192,4 @@ from evoinstruct.store import counts as _counts  # noqa: E402, F401  (m003_statu
 from evoinstruct.store import selector_log as _selector_log  # noqa: E402, F401  (m004_selector_log)
 
 # isort: split
-from evoinstruct.store import experiments as _experiments  # noqa: E402, F401  (m005_experiments)
+from evoinstruct.store import experiments as _experiments  # noqa: E402, F401  (m008_experiments)

@@ -16,7 +16,7 @@ from evoinstruct.store.db import migrations
 
 
 @migrations()
-def m005_experiments(db: sqlite_utils.Database) -> None:
+def m008_experiments(db: sqlite_utils.Database) -> None:
     db["experiments"].create(
         {
             "name": str,
