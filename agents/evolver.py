@@ -14,13 +14,16 @@ Parents are never changed: a failed evolution leaves its parent in the pool.
 
 Verifiable constraints (METHODS 2.7): besides the free-text constraint the
 model writes, add_constraints attaches 1–3 registry constraints with concrete
-parameters (`evolver.verifiable`). Their sentences follow the rewritten
-instruction, so the responder's model reads them, and the constraints are
-stored in the child's `meta["constraints"]` for the responder, critic and
-selector to check. A parent's constraints are carried by its in-depth
-children (in-breadth makes a new prompt): the model is shown the parent
-without their sentences, which are appended again to the rewrite, so no
-rewrite can garble them.
+parameters (`evolver.verifiable`). Each is described by one of its training
+phrasings, placed before, after or inside the rewritten instruction
+(`agents.constraints.phrasing`), so the responder's model reads them; the
+constraints are stored in the child's `meta["constraints"]` for the responder,
+critic and selector to check, and the bare instruction with the phrasings used
+in `meta["constraint_layout"]`. Held-out types and suite-only phrasings
+(`trainer.suite.held_out`) are never drawn. A parent's constraints are carried
+by its in-depth children (in-breadth makes a new prompt): the model is shown
+the parent without their sentences, which are placed again around the
+rewrite, so no rewrite can garble them.
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ from evoinstruct.agents.constraints import (
     sample_constraint,
     sample_constraints,
 )
+from evoinstruct.agents.constraints.phrasing import (
+    LAYOUT_KEY,
+    layout,
+    layout_meta,
+    render_prompt,
+)
+from evoinstruct.agents.constraints.split import ConstraintSplit, default_split
 from evoinstruct.agents.generator import text_language
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, Result, model_version
 from evoinstruct.agents.outcome import AgentOutcome
@@ -125,7 +135,10 @@ class VerifiableConfig(BaseModel):
     )
     only: list[str] | None = Field(
         None,
-        description="Constraint ids to draw from; unset: every type sampleable in the language.",
+        description=(
+            "Constraint ids to draw from; unset: every type sampleable in the language. "
+            "Held-out types (trainer.suite.held_out.types) are never drawn."
+        ),
     )
     exclude: list[str] = Field(default_factory=list, description="Constraint ids never drawn.")
 
@@ -284,6 +297,7 @@ class _Plan:
     carried: list[Constraint]
     new: int
     rng: Random
+    split: ConstraintSplit
 
     @property
     def constrained(self) -> bool:
@@ -291,13 +305,19 @@ class _Plan:
 
 
 def without_constraints(item: Example | ExampleDraft, constraints: Sequence[Constraint]) -> str:
-    """`prompt_text` with the constraints' appended sentences taken off again.
+    """`prompt_text` with the constraints' sentences taken off again.
 
-    They are stripped in whichever language they were written; text that does
-    not end with them (an imported example) is left as it is.
+    An example that stored its layout gives back its bare instruction; for one
+    from before layouts, sentences appended in the canonical phrasing are
+    stripped in whichever language they were written; other text (an imported
+    example) is left as it is.
     """
     instruction = item.instruction.strip()
-    if constraints:
+    stored = item.meta.get(LAYOUT_KEY)
+    task = stored.get("task") if isinstance(stored, dict) else None
+    if constraints and isinstance(task, str) and task.strip():
+        instruction = task.strip()
+    elif constraints:
         for language in LANGUAGES:
             suffix = describe_all(constraints, language)
             if instruction.endswith(suffix):
@@ -307,7 +327,12 @@ def without_constraints(item: Example | ExampleDraft, constraints: Sequence[Cons
 
 
 def _plan(
-    parent: Example, op: str, config: VerifiableConfig, rng: Random, counters: Counter[str]
+    parent: Example,
+    op: str,
+    config: VerifiableConfig,
+    rng: Random,
+    counters: Counter[str],
+    split: ConstraintSplit,
 ) -> _Plan:
     try:
         carried = constraints_of(parent)
@@ -315,6 +340,12 @@ def _plan(
         counters["constraints_unreadable"] += 1
         carried = []
     text = without_constraints(parent, carried)
+    held_out = [c for c in carried if c.id in split.held_out_types]
+    if held_out:
+        # A parent from before the split (or an import) may carry a held-out type:
+        # its children must not, or they could never train.
+        counters["constraints_held_out"] += len(held_out)
+        carried = [c for c in carried if c.id not in split.held_out_types]
     if op == "in_breadth":  # a new prompt: the parent's rules on answers do not apply to it
         carried = []
     new = 0
@@ -323,7 +354,7 @@ def _plan(
     ):
         room = max(config.max_count - len(carried), 0)
         new = min(rng.randint(config.min_count, config.max_count), room)
-    return _Plan(parent, op, text, carried, new, rng)
+    return _Plan(parent, op, text, carried, new, rng, split)
 
 
 async def evolve(
@@ -332,13 +363,16 @@ async def evolve(
     prompts: PromptLibrary,
     config: EvolverConfig,
     rng: Random,
+    split: ConstraintSplit | None = None,
 ) -> EvolveOutcome:
     """Draw one operation per parent with `rng` and ask for all rewrites in one batch.
 
     Constraints are drawn from a generator per parent, seeded from `rng` once
     the operations are drawn: the same round gives the same children whatever
-    became of the other parents' calls.
+    became of the other parents' calls. `split` (default: the default
+    `HeldOutConfig`) says which types and phrasings training may carry.
     """
+    split = split or default_split()
     outcome = EvolveOutcome()
     markers = MARKERS.get(prompts.language, MARKERS["en"])
     ops = [rng.choice(config.operations) for _ in parents]
@@ -347,7 +381,7 @@ async def evolve(
     for parent, op in zip(parents, ops, strict=True):
         outcome.operations[op] += 1
         plan = _plan(
-            parent, op, config.verifiable, Random(f"{seed}:{parent.id}"), outcome.verifiable
+            parent, op, config.verifiable, Random(f"{seed}:{parent.id}"), outcome.verifiable, split
         )
         if op == ADD_VERIFIABLE:
             _take_verifiable(outcome, plan, prompts, config)
@@ -443,8 +477,9 @@ def _add_child(
 ) -> None:
     instruction, meta = text, {}
     if constraints:
-        instruction = f"{text}\n\n{describe_all(constraints, language)}"
-        meta = {META_KEY: dump_constraints(constraints)}
+        placed = layout(constraints, language, plan.rng, plan.split.training_choices(language))
+        instruction = render_prompt(text, placed, language)
+        meta = {META_KEY: dump_constraints(constraints), LAYOUT_KEY: layout_meta(text, placed)}
         outcome.verifiable["constrained"] += 1
     outcome.drafts.append(
         ExampleDraft(
@@ -481,6 +516,10 @@ def _attach(
                 continue
             constraint = again
         kept.append(constraint)
+    # Held-out types never reach training; a type without a training phrasing in this
+    # language (the files do not cover it) has no sentence to carry it either.
+    trainable = set(plan.split.training_choices(language))
+    exclude = set(config.exclude) | (set(REGISTRY) - trainable)
     for k in range(plan.new, 0, -1):
         try:
             added = sample_constraints(
@@ -490,7 +529,7 @@ def _attach(
                 evolved,
                 existing=kept,
                 only=config.only,
-                exclude=config.exclude,
+                exclude=exclude,
             )
         except ValueError:
             continue

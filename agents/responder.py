@@ -25,6 +25,9 @@ wrap it in quotes, append the end phrase...) are applied to each usable
 answer, best first (ties by `pick`), and the first that then passes every
 constraint is kept as repaired; the record lists the constraint ids repaired
 (`"repaired"`), and names the pick when it is not the first drawn (`"pick"`).
+
+Each draw also yields verified preference pairs (`pairs`, see `agents.preference`):
+an answer passing every constraint against one failing some, for DPO after SFT.
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ from evoinstruct.agents.models.base import (
     model_version,
 )
 from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.preference import PairsConfig, has_content, verified_pairs
 from evoinstruct.agents.verify import constraints_of
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
-from evoinstruct.store.records import Example, ExampleDraft
+from evoinstruct.store.records import Example, ExampleDraft, PreferencePair
 
 STAGE = "respond"
 TEMPLATE = "respond"
@@ -99,6 +103,7 @@ class ResponderConfig(BaseModel):
         False,
         description="Programmatic repair: when no drawn answer passes, apply the deterministic fixes of the failing constraints that have one to each usable answer, best first (ties by `pick`), and keep the first that then passes every constraint; meta records it.",
     )
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
 
     def sampling(self, constrained: bool) -> tuple[float, int]:
         """(temperature, n) of a request for an instruction with or without constraints."""
@@ -110,11 +115,13 @@ class ResponderConfig(BaseModel):
 
 @dataclass
 class RespondOutcome(AgentOutcome):
-    """Answered items (same type as given), items skipped because they had an output, rejections."""
+    """Answered items (same type as given), items skipped because they had an output, rejections,
+    and the verified preference pairs of the stored items' draws."""
 
     stage = STAGE
     answered: list[Any] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
+    pairs: list[PreferencePair] = field(default_factory=list)
 
 
 def load_bank(prompts: PromptLibrary, name: str) -> dict[str, Any]:
@@ -202,7 +209,7 @@ def _preference(
     if config.pick == "shortest":
         # "." passes no_comma and lowercase, and a cut answer (kept with on_truncated =
         # "keep") may be short: neither is what the student should learn to stop at.
-        return lambda i: (not _has_content(texts[i]), not complete[i], len(texts[i]), i)
+        return lambda i: (not has_content(texts[i]), not complete[i], len(texts[i]), i)
     return lambda i: (i,)
 
 
@@ -221,7 +228,7 @@ def _repaired_sample(
     # punctuation alone would become the repairs' own text (",," + no_comma + end phrase
     # is the end phrase), a passing example with nothing of the model's in it.
     usable = sorted(
-        (i for i, n in enumerate(passes) if n >= 0 and complete[i] and _has_content(texts[i])),
+        (i for i, n in enumerate(passes) if n >= 0 and complete[i] and has_content(texts[i])),
         key=lambda i: (-passes[i], *order(i)),
     )
     for i in usable:
@@ -230,10 +237,6 @@ def _repaired_sample(
         if repaired and all_passed(check_all(constraints, text)):
             return i, text, repaired
     return None
-
-
-def _has_content(text: str) -> bool:
-    return any(ch.isalnum() for ch in text)
 
 
 async def respond(
@@ -320,6 +323,18 @@ def _take_answer(
             outcome.counters["sampling_repaired"] += 1
         else:
             outcome.counters["sampling_failed"] += 1
+        if isinstance(item, Example):  # a pair belongs to a stored example
+            repaired = (index, answer, record["repaired"]) if record.get("repaired") else None
+            pairs = verified_pairs(
+                item.id,
+                result.choices,
+                constraints,
+                config.pairs,
+                model_version=provenance["response_model"],
+                repaired=repaired,
+            )
+            outcome.pairs.extend(pairs)
+            outcome.counters["preference_pairs"] += len(pairs)
     choice = result.choices[index]
     truncated = choice.finish_reason == "length"
     if truncated and config.on_truncated == "reject":

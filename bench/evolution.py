@@ -12,13 +12,17 @@ Arms:
   responder  it also answers (iterated rejection sampling: the student's own verified answers
              become the next version's training data).
 
-It prints, per arm and version, the strict prompt-level accuracy on the held-out suite with
-its 95% bootstrap interval, the gate's verdict, the last promoted version against the base
-model (paired bootstrap interval), and the teacher's score; writes `evolution.json` and plots
-`evolution.png` in --out. This is a benchmark, not a test: expect about 10-15 minutes a round
-on one CPU thread per arm.
+It prints, per arm and version, the strict prompt-level accuracy on each part of the held-out
+suite — in-distribution (training's constraint types and phrasings), held-out phrasing (trained
+types in sentences only the suite uses), held-out type (types no training example carries) —
+with 95% bootstrap intervals, the gate's verdict (it decides on the held-out parts and states
+its power), every version against the base model on the held-out parts (paired interval),
+and the teacher's score; IFEval-format files given with --ifeval are scored on their own,
+outside the project's suite, so the gate never selects on them. It writes `evolution.json`
+and plots `evolution.png` (one panel per part and file) in --out. This is a benchmark, not a
+test: expect about 10-15 minutes a round on one CPU thread per arm.
 
-Run: .venv/bin/python bench/evolution.py [--rounds 3] [--arms generator,responder]
+Run: .venv/bin/python bench/evolution.py [--rounds 3] [--arms generator,responder] [--ifeval F]
 (`--report-only` scores and plots the projects an earlier, perhaps interrupted, run left in --out;
 `--resume --rounds N` runs N more rounds on them first.)
 """
@@ -58,6 +62,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         keep_truncated=args.keep_truncated,
         answer_tokens=args.answer_tokens,
         pick=args.pick,
+        seed_tasks=args.seed_tasks,
         operations=tuple(args.operations.split(",")),
         student_serves=("generator", "responder") if arm == "responder" else ("generator",),
     )
@@ -87,7 +92,8 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     else:
         project = prepare_real_project(root, settings, force=True)
         rounds = args.rounds
-    result = asyncio.run(run_real(project, rounds, progress))
+    files = [Path(f) for f in args.ifeval]
+    result = asyncio.run(run_real(project, rounds, progress, files=files))
     promoted = [row["version"] for row in result.versions if row["promoted"]]
     for row in result.versions:
         say(f"{row['version']}: {row['accuracy']['prompt_strict']} vs base {row['vs_base']}")
@@ -96,7 +102,10 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         "seconds": result.seconds,
         "base": result.base,
         "teacher": result.teacher,
+        "base_parts": result.base_parts,
+        "teacher_parts": result.teacher_parts,
         "versions": result.versions,
+        "files": result.files,
         "last_promoted": promoted[-1] if promoted else None,
         # As the project's config has it: a resumed project keeps the settings it was made with.
         "pick": project.load_config().responder.pick,
@@ -108,62 +117,103 @@ def _brief(event: dict[str, Any]) -> dict[str, Any]:
     return {k: event[k] for k in keep if k in event}
 
 
+PARTS = ("in_distribution", "held_out_phrasing", "held_out_type")
+PART_TITLES = {
+    "in_distribution": "in-distribution\n(training's types and phrasings)",
+    "held_out_phrasing": "held-out phrasing\n(trained types, suite-only sentences)",
+    "held_out_type": "held-out type\n(types no training example carries)",
+}
+COLORS = {"generator": "#1f6f8b", "responder": "#b5651d"}
+
+
+def _panels(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(key, title) per panel: the suite's parts present, then each IFEval-format file."""
+    present = {p for r in results for p in r.get("base_parts", {})}
+    panels = [(p, PART_TITLES[p]) for p in PARTS if p in present]
+    files = sorted({name for r in results for name in r.get("files", {})})
+    return panels + [(f"file:{name}", f"IFEval-format file\n{name}") for name in files]
+
+
+def _series(result: dict[str, Any], key: str) -> tuple[list[dict[str, float] | None], int]:
+    """Prompt-strict intervals for base, v1, v2, ... on one panel, and its prompt count."""
+    if key.startswith("file:"):
+        found = result.get("files", {}).get(key[5:], {})
+        scores = found.get("results", {})
+        labels = ["base", *(row["version"] for row in result["versions"])]
+        return [
+            (scores.get(label) or {}).get("accuracy", {}).get("prompt_strict") for label in labels
+        ], found.get("prompts", 0)
+    base = result.get("base_parts", {}).get(key, {})
+    points = [base.get("accuracy", {}).get("prompt_strict")]
+    for row in result["versions"]:
+        points.append(row.get("by_part", {}).get(key, {}).get("accuracy", {}).get("prompt_strict"))
+    return points, base.get("n", 0)
+
+
 def plot(results: list[dict[str, Any]], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    colors = {"generator": "#1f6f8b", "responder": "#b5651d"}
+    panels = _panels(results)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.9 * len(panels) + 1.2, 4.6), dpi=110, sharey=True, squeeze=False
+    )
     # Two arms sit either side of each tick so their intervals do not hide each other.
-    shifts = (-0.08, 0.08) if len(results) > 1 else (0.0,)
-    for shift, result in zip(shifts, results, strict=False):
-        arm = result["arm"]
-        points = [("base", result["base"]["prompt_strict"], False)] + [
-            (row["version"], row["accuracy"]["prompt_strict"], row["promoted"])
-            for row in result["versions"]
-        ]
-        xs = [i + shift for i in range(len(points))]
-        ys = [100 * p[1]["value"] for p in points]
-        lows = [100 * (p[1]["value"] - p[1]["low"]) for p in points]
-        highs = [100 * (p[1]["high"] - p[1]["value"]) for p in points]
-        ax.errorbar(
-            xs,
-            ys,
-            yerr=[lows, highs],
-            fmt="-o",
-            capsize=3,
-            color=colors.get(arm),
-            label=f"arm: {arm}",
-        )
-        for i, (x, y, point) in enumerate(zip(xs, ys, points, strict=True)):
-            if i > 0:  # the gate's verdict on each trained version
-                ax.annotate(
-                    "promoted" if point[2] else "refused",
-                    (x, y),
-                    textcoords="offset points",
-                    xytext=(4, 6),
-                    fontsize=7,
-                    color=colors.get(arm),
+    shifts = (-0.09, 0.09) if len(results) > 1 else (0.0,)
+    width = max(len(r["versions"]) for r in results) + 1
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
+        counts = []
+        for shift, result in zip(shifts, results, strict=False):
+            color = COLORS.get(result["arm"])
+            points, n = _series(result, key)
+            counts.append(n)
+            xs = [i + shift for i, p in enumerate(points) if p]
+            shown = [p for p in points if p]
+            ys = [100 * p["value"] for p in shown]
+            err = [
+                [100 * (p["value"] - p["low"]) for p in shown],
+                [100 * (p["high"] - p["value"]) for p in shown],
+            ]
+            ax.errorbar(xs, ys, yerr=err, fmt="-", capsize=3, color=color, linewidth=1.2)
+            promoted = [False] + [row["promoted"] for row in result["versions"]]
+            kept = [f for f, p in zip(promoted, points, strict=True) if p]
+            for x, y, up, i in zip(xs, ys, kept, range(len(xs)), strict=True):
+                # Filled: the gate promoted it (or the base model); hollow: refused.
+                face = color if (up or i == 0) else "white"
+                ax.plot([x], [y], "o", color=color, markerfacecolor=face, markersize=6)
+            teacher = (result.get("teacher_parts", {}).get(key) or {}).get("accuracy", {})
+            if teacher.get("prompt_strict"):
+                ax.axhline(
+                    100 * teacher["prompt_strict"]["value"], linestyle=":", color=color, linewidth=1
                 )
-        teacher = 100 * result["teacher"]["prompt_strict"]["value"]
-        ax.axhline(
-            teacher,
-            linestyle=":",
-            color=colors.get(arm),
-            linewidth=1,
-            label=f"teacher ({arm} project)",
-        )
-    labels = ["base"] + [f"v{i}" for i in range(1, max(len(r["versions"]) for r in results) + 1)]
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlabel("student version, in training order")
-    ax.set_ylabel("held-out suite, prompt-level strict accuracy (%)")
-    ax.set_title("SmolLM2-135M-Instruct through the loop: accuracy with 95% bootstrap intervals")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+        ax.set_title(f"{title} (n={max(counts)})", fontsize=9)
+        ax.set_xticks(range(width), ["base"] + [f"v{i}" for i in range(1, width)])
+        ax.grid(alpha=0.3)
+        ax.set_xlim(-0.5, width - 0.5)
+    axes[0][0].set_ylabel("prompt-level strict accuracy (%)")
+    handles = [
+        Line2D([], [], color=COLORS.get(r["arm"]), label=f"arm: {r['arm']}") for r in results
+    ]
+    handles += [
+        Line2D([], [], marker="o", color="0.3", linestyle="", label="promoted by the gate"),
+        Line2D(
+            [], [], marker="o", color="0.3", markerfacecolor="white", linestyle="",
+            label="refused by the gate",
+        ),
+        Line2D([], [], color="0.3", linestyle=":", label="teacher"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
+    fig.suptitle(
+        "SmolLM2-135M-Instruct through the loop, per part of the held-out suite "
+        "(95% bootstrap intervals; the gate decides on the held-out parts)",
+        fontsize=10,
+    )
+    fig.supxlabel("student version, in training order", fontsize=9, y=0.09)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     path = out / "evolution.png"
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -179,7 +229,25 @@ def main() -> int:
     parser.add_argument(
         "--min-new", type=int, default=10, help="new accepted examples a version waits for"
     )
-    parser.add_argument("--suite", type=int, default=80, help="held-out English suite prompts")
+    parser.add_argument(
+        "--suite",
+        type=int,
+        default=None,
+        help="held-out English suite tasks (default: all packaged ones, split into parts)",
+    )
+    parser.add_argument(
+        "--ifeval",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an IFEval-format file every version also answers, on its own (repeatable)",
+    )
+    parser.add_argument(
+        "--seed-tasks",
+        type=int,
+        default=None,
+        help="seed the project with the first N packaged real-demo tasks only (default: all)",
+    )
     parser.add_argument("--max-constraints", type=int, default=3, help="constraints per child")
     parser.add_argument(
         "--operations",
@@ -229,24 +297,49 @@ def main() -> int:
     (out / "evolution.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\nall arms done in {time.monotonic() - started:.0f} s")
     for result in results:
-        base = result["base"]["prompt_strict"]["value"]
-        teacher = result["teacher"]["prompt_strict"]["value"]
-        print(f"\narm {result['arm']}: base {100 * base:.1f}%, teacher {100 * teacher:.1f}%")
-        for row in result["versions"]:
-            acc = row["accuracy"]["prompt_strict"]
-            paired = row["vs_base"]
-            print(
-                f"  {row['version']}: {100 * acc['value']:.1f}% "
-                f"[{100 * acc['low']:.1f}, {100 * acc['high']:.1f}] "
-                f"{'PROMOTED' if row['promoted'] else 'refused '} vs base "
-                f"{100 * paired['diff']:+.1f} points "
-                f"[{100 * paired['low']:+.1f}, {100 * paired['high']:+.1f}], "
-                f"McNemar p={paired['p_value']:.3g}"
-            )
-            print(f"      gate: {row['gate']}")
-        print(f"  last promoted: {result['last_promoted']}")
+        print_arm(result)
     print(f"\nplot: {plot(results, out)}")
     return 0
+
+
+def _interval(found: dict[str, float] | None) -> str:
+    if not found:
+        return "-"
+    return f"{100 * found['value']:.1f}% [{100 * found['low']:.1f}, {100 * found['high']:.1f}]"
+
+
+def _paired(found: dict[str, Any]) -> str:
+    return (
+        f"{100 * found['diff']:+.1f} [{100 * found['low']:+.1f}, {100 * found['high']:+.1f}] "
+        f"n={found['n']}"
+    )
+
+
+def print_arm(result: dict[str, Any]) -> None:
+    base = result["base"]["prompt_strict"]["value"]
+    teacher = result["teacher"]["prompt_strict"]["value"]
+    print(f"\narm {result['arm']}: base {100 * base:.1f}%, teacher {100 * teacher:.1f}%")
+    present = result.get("base_parts", {})
+    parts = [p for p in PARTS if p in present] + [p for p in present if p not in PARTS]
+    print("  base: " + "; ".join(
+        f"{p} {_interval(result['base_parts'][p]['accuracy']['prompt_strict'])}" for p in parts
+    ))  # fmt: skip
+    for row in result["versions"]:
+        verdict = "PROMOTED" if row["promoted"] else "refused "
+        print(f"  {row['version']} {verdict}: all {_interval(row['accuracy']['prompt_strict'])}")
+        for p in parts:
+            here = row.get("by_part", {}).get(p, {}).get("accuracy", {}).get("prompt_strict")
+            paired = row.get("vs_base_by_part", {}).get(p)
+            print(f"      {p}: {_interval(here)}; vs base {_paired(paired) if paired else '-'}")
+        print(f"      held-out parts vs base: {_paired(row['vs_base'])}")
+        print(f"      gate: {row['gate']}")
+    for name, found in result.get("files", {}).items():
+        print(f"  {name} ({found['prompts']} prompts, skipped {found['skipped']}):")
+        for label, entry in found["results"].items():
+            paired = entry.get("vs_base")
+            extra = f"; vs base {_paired(paired)}" if paired else ""
+            print(f"      {label}: {_interval(entry['accuracy']['prompt_strict'])}{extra}")
+    print(f"  last promoted: {result['last_promoted']}")
 
 
 if __name__ == "__main__":

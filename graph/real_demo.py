@@ -21,10 +21,10 @@ from typing import Any, Literal
 from evoinstruct.graph.daemon.loop import DaemonOptions, ProgressSink
 from evoinstruct.graph.project import Project, init_project
 
-# Plain English task prompts for the seeds (a packaged text file, ~100 lines): the packaged
-# seeds hold 8 English tasks, too few parents for rounds of evolution. The held-out suite
-# comes from another packaged list, and its builder drops any task sharing an n-gram with
-# the pool, so these cannot leak into it.
+# Plain English task prompts for the seeds (a packaged text file: 98 short tasks and 420 of
+# the length and kinds of the suite's): the packaged seeds hold 8 English tasks, too few
+# parents for rounds of evolution. The held-out suite comes from another packaged list, and
+# its builder drops any task sharing an n-gram with the pool, so these cannot leak into it.
 REAL_TASKS_FILE = "real_demo_tasks_en.txt"
 
 
@@ -38,7 +38,9 @@ class RealSettings:
     # New accepted examples a version waits for: 60 steps on a couple of dozen examples is
     # twenty epochs, and such a version mostly unlearns (measured: v1 on 23 examples).
     min_new: int = 10
-    suite: int = 40  # held-out English suite prompts
+    # Held-out English suite tasks (None: all packaged ones), split into in-distribution,
+    # held-out phrasing and held-out type (trainer.suite.parts).
+    suite: int | None = 40
     max_constraints: int = 3  # registry constraints attached per child, at most
     # A 135M model rambles past any token limit; its cut answers still pass some constraints
     # (no commas, lowercase, keywords), so a weak model may keep and check them.
@@ -51,6 +53,9 @@ class RealSettings:
     # whose v1 the gate promoted at +10.2 points used it).
     pick: Literal["first", "shortest"] = "shortest"
     student_serves: Sequence[str] = ("generator",)
+    # How many of the packaged task prompts seed the project (None: all ~100). Round 1
+    # answers every seed without an output, so fewer make a quicker first round.
+    seed_tasks: int | None = None
     # Half the children need no rewrite by the model (a 135M model copies the template's
     # words into most rewrites, which rule 4 rejects); add_verifiable alone spends every
     # model call of a round on answers.
@@ -63,7 +68,7 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
 
     serves = json.dumps(list(settings.student_serves))
     return [
-        *config_overrides(model_dir, dtype="bfloat16"),
+        *config_overrides(model_dir),
         "models.teacher.batch_size=16",
         "models.student.batch_size=16",
         f"roles.student_serves={serves}",
@@ -98,7 +103,7 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
         "trainer.max_length=384",
         'trainer.gate.metric="verifiable"',
         'trainer.suite.languages=["en"]',
-        f"trainer.suite.tasks_per_language={settings.suite}",
+        *([f"trainer.suite.tasks_per_language={settings.suite}"] if settings.suite else []),
         "trainer.suite.max_tokens=160",
         "trainer.suite.batch_size=16",
     ]
@@ -110,9 +115,13 @@ class RealResult:
     rounds: list[int] = field(default_factory=list)
     base: dict[str, Any] = field(default_factory=dict)  # suite accuracies of the base model
     teacher: dict[str, Any] = field(default_factory=dict)
-    versions: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # version, promoted, gate, accuracy
+    # Per suite part ("in_distribution", "held_out_phrasing", ...): {"n", "accuracy"}.
+    base_parts: dict[str, Any] = field(default_factory=dict)
+    teacher_parts: dict[str, Any] = field(default_factory=dict)
+    # version, promoted, gate, accuracy, by_part, vs_base (the gated held-out parts),
+    # vs_base_all, vs_base_by_part, files (IFEval-format files scored on their own)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> label -> accuracy
     seconds: float = 0.0
 
 
@@ -133,7 +142,11 @@ def prepare_real_project(
     project.config_path.write_text(render_toml(config, CONFIG_HEADER), encoding="utf-8")
     extra = project.root / "seeds" / REAL_TASKS_FILE
     packaged = resources.files("evoinstruct.prompts") / "seeds" / REAL_TASKS_FILE
-    extra.write_text(packaged.read_text(encoding="utf-8"), encoding="utf-8")
+    text = packaged.read_text(encoding="utf-8")
+    if settings.seed_tasks is not None:
+        tasks = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        text = "\n".join(tasks[: settings.seed_tasks]) + "\n"
+    extra.write_text(text, encoding="utf-8")
     with project.open_store() as store:
         add_seed_file(store, project.root / "seeds" / "seed_tasks_en.jsonl")
         add_seed_file(store, extra)
@@ -144,11 +157,18 @@ async def run_real(
     project: Project,
     rounds: int,
     progress: ProgressSink | None = None,
+    *,
+    files: Sequence[Path] = (),
 ) -> RealResult:
     """Build the held-out suite, score the base model and the teacher, run rounds (each one
-    trains a version the gate may promote), then score every version on the suite."""
+    trains a version the gate may promote), then score every version on the suite, per part.
+
+    `files` are IFEval-format files scored on their own (never part of the project's suite,
+    so the gate never selects on them): the base model and every version answer each.
+    """
     from evoinstruct.graph.daemon.runner import run_daemon
     from evoinstruct.graph.round.deps import deps_for_project
+    from evoinstruct.trainer.evaluate import gate_evidence
     from evoinstruct.trainer.suite import ensure_suite
     from evoinstruct.trainer.targets import evaluate_target
     from evoinstruct.trainer.verifiable import compare
@@ -160,10 +180,13 @@ async def run_real(
     deps = deps_for_project(project, config)
     try:
         suite = ensure_suite(deps.store, config.trainer.suite).suite
-        say("note", {"text": f"held-out suite: {len(suite.items)} prompts ({suite.hash[:12]})"})
+        parts = ", ".join(f"{k} {v}" for k, v in suite.part_counts().items())
+        say("note", {"text": f"held-out suite: {len(suite)} prompts ({parts}; {suite.short})"})
         base = await evaluate_target(deps.store, deps.models, suite, config.trainer, "base")
         teacher = await evaluate_target(deps.store, deps.models, suite, config.trainer, "teacher")
         result.base, result.teacher = base.metrics["accuracy"], teacher.metrics["accuracy"]
+        result.base_parts = base.metrics.get("by_part", {})
+        result.teacher_parts = teacher.metrics.get("by_part", {})
         say("note", {"text": f"base model on the suite: {accuracy_text(base.metrics)}"})
     finally:
         await deps.models.aclose()
@@ -177,7 +200,7 @@ async def run_real(
             scored = await evaluate_target(
                 deps.store, deps.models, suite, config.trainer, version["version"]
             )
-            paired = compare(scored, base, "prompt_strict")
+            evidence = gate_evidence(config.trainer, scored, base)
             gate = (version["metrics"].get("evaluation") or {}).get("gate") or {}
             result.versions.append(
                 {
@@ -185,14 +208,70 @@ async def run_real(
                     "promoted": bool(version.get("promoted")),
                     "gate": gate.get("reason") or version.get("promotion_reason"),
                     "accuracy": scored.metrics["accuracy"],
-                    "vs_base": paired.to_dict(),
+                    "by_part": scored.metrics.get("by_part", {}),
+                    "vs_base": evidence.comparison.to_dict(),
+                    "vs_base_all": compare(scored, base, "prompt_strict").to_dict(),
+                    "vs_base_by_part": {k: c.to_dict() for k, c in evidence.by_part.items()},
                 }
+            )
+        for path in files:
+            versions = ["base", *(row["version"] for row in result.versions)]
+            result.files[Path(path).name] = await score_file(
+                project, deps, config.trainer, Path(path), versions, say
             )
     finally:
         await deps.models.aclose()
         deps.store.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+async def score_file(
+    project: Project,
+    deps: Any,
+    cfg: Any,
+    path: Path,
+    targets: Sequence[str],
+    say: ProgressSink,
+) -> dict[str, Any]:
+    """Each target's accuracies on an IFEval-format file alone, kept in a store of its own
+    beside the project (`<project>/files.db`): the project's suite and gate never see it."""
+    from collections import Counter
+
+    from evoinstruct.store import open_store
+    from evoinstruct.trainer.suite import Suite, ifeval_items, suite_hash
+    from evoinstruct.trainer.targets import resolve_target
+    from evoinstruct.trainer.verifiable import compare, run_suite
+
+    skipped: Counter[str] = Counter()
+    items = tuple(ifeval_items(path, skipped))
+    suite = Suite(suite_hash(items), items)
+    out: dict[str, Any] = {"prompts": len(items), "skipped": dict(skipped), "results": {}}
+    with open_store(project.root / "files.db") as side:
+        side.save_eval_suite(suite.hash, [i.to_dict() for i in items], {"file": str(path)})
+        scored = {}
+        for target in targets:
+            chosen = await resolve_target(deps.store, deps.models, target)
+            try:
+                row = chosen.version_row
+                scored[target] = await run_suite(
+                    side,
+                    suite,
+                    chosen.model,
+                    cfg.suite,
+                    label=chosen.label,
+                    adapter_path=row["path"] if row else None,
+                    confidence=cfg.gate.confidence,
+                )
+            finally:
+                await chosen.close()
+            say("note", {"text": f"{path.name}, {target}: {accuracy_text(scored[target].metrics)}"})
+    for target, found in scored.items():
+        entry = {"accuracy": found.metrics["accuracy"]}
+        if target != "base":
+            entry["vs_base"] = compare(found, scored["base"], "prompt_strict").to_dict()
+        out["results"][target] = entry
+    return out
 
 
 def accuracy_text(metrics: dict[str, Any], metric: str = "prompt_strict") -> str:

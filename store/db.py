@@ -182,6 +182,17 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
+    # m005 and m006 register when their modules are imported. Imported at the end of this
+    # module they could register before m004 (when selector_log is the first importer of
+    # this module); imported here, after every import has finished, they always come last.
+    from evoinstruct.store import (
+        eval_parts,  # noqa: F401  (m006_eval_item_parts)
+        preferences,  # noqa: F401  (m005_preference_pairs)
+    )
+
+    # isort: split
+    from evoinstruct.store import experiments_table  # noqa: F401  (m008_experiments), last
+
     migrations.apply(db)
     return db
 
@@ -190,6 +201,3 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
 # of registration is the order they are applied in.
 from evoinstruct.store import counts as _counts  # noqa: E402, F401  (m003_status_counts)
 from evoinstruct.store import selector_log as _selector_log  # noqa: E402, F401  (m004_selector_log)
-
-# isort: split
-from evoinstruct.store import experiments as _experiments  # noqa: E402, F401  (m008_experiments)

@@ -60,6 +60,8 @@ class EvalsMixin(StoreBase):
                         "task": item.get("task"),
                         "prompt": item["prompt"],
                         "constraints": dumps(item["constraints"]),
+                        "part": item.get("part"),
+                        "phrasings": dumps(item.get("phrasings") or []),
                     }
                     for i, item in enumerate(items)
                 ),
@@ -81,7 +83,14 @@ class EvalsMixin(StoreBase):
         items = self._query(
             "SELECT * FROM eval_items WHERE suite = ? ORDER BY position", [suite["hash"]]
         )
-        suite["items"] = [{**r, "constraints": loads(r["constraints"], [])} for r in items]
+        suite["items"] = [
+            {
+                **r,
+                "constraints": loads(r["constraints"], []),
+                "phrasings": loads(r.get("phrasings"), []),
+            }
+            for r in items
+        ]
         return suite
 
     def eval_suites(self) -> list[dict[str, Any]]:

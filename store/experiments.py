@@ -9,28 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlite_utils
-
 from evoinstruct.store._base import StoreBase, dumps, loads, now
-from evoinstruct.store.db import migrations
-
-
-@migrations()
-def m008_experiments(db: sqlite_utils.Database) -> None:
-    db["experiments"].create(
-        {
-            "name": str,
-            "kind": str,
-            "round": int,
-            "created_at": str,
-            "finished_at": str,
-            "plan": str,
-            "result": str,
-        },
-        pk="name",
-        not_null={"kind", "created_at", "plan"},
-    )
-    db["experiments"].create_index(["kind", "created_at"])
 
 
 class ExperimentsMixin(StoreBase):

@@ -146,3 +146,22 @@ class Score:
     value: float | None
     raw_output: str | None = None
     explanation: str | None = None
+
+
+@dataclass
+class PreferencePair:
+    """Two answers drawn for one constrained prompt, told apart by the checkers alone.
+
+    `chosen` passes every constraint of example `example_id` strictly (as drawn, or once
+    repaired: `chosen_repaired` names the constraint ids fixed); `rejected` fails the
+    constraint ids in `rejected_failed` strictly. `model_version` is the model that drew
+    both; the prompt (instruction, input, system) is the example's.
+    """
+
+    example_id: str
+    chosen: str
+    rejected: str
+    rejected_failed: list[str]
+    chosen_repaired: list[str] = field(default_factory=list)
+    rejected_truncated: bool = False
+    model_version: str | None = None

@@ -9,11 +9,14 @@ from evoinstruct.store.db import open_store_db
 from evoinstruct.store.evals import EvalsMixin
 from evoinstruct.store.experiments import ExperimentsMixin
 from evoinstruct.store.pool import PoolMixin
+from evoinstruct.store.preferences import PreferencesMixin
 from evoinstruct.store.registry import RegistryMixin
 from evoinstruct.store.runs import RunsMixin
 
 
-class Store(PoolMixin, RunsMixin, RegistryMixin, CacheMixin, EvalsMixin, ExperimentsMixin):
+class Store(
+    PoolMixin, RunsMixin, RegistryMixin, CacheMixin, EvalsMixin, PreferencesMixin, ExperimentsMixin
+):
     """The one object other packages use to read and write the pool."""
 
     def __init__(self, path: str | Path) -> None:

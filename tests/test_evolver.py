@@ -10,7 +10,8 @@ from random import Random
 import pytest
 from pydantic import ValidationError
 
-from evoinstruct.agents.constraints import describe_all, load_constraints
+from evoinstruct.agents.constraints import load_constraints
+from evoinstruct.agents.constraints.phrasing import placed_from_meta, render_prompt
 from evoinstruct.agents.evolver import (
     MARKERS,
     OPERATIONS,
@@ -221,11 +222,13 @@ async def test_evolve_in_chinese_uses_chinese_markers() -> None:
     parent = example("请解释重力。")
     outcome = await evolve([parent], model, PromptLibrary("zh"), config, Random(0))
     [child] = outcome.drafts
-    # The model's rewrite, then the sentences of the registry constraints attached to it.
+    # The model's rewrite, with the sentences of the registry constraints placed around it
+    # in Chinese phrasings.
     rewrite = "请用三个生活中的例子解释重力，并说明原因。"
-    described = describe_all(load_constraints(child.meta["constraints"]), "zh")
-    assert child.instruction == f"{rewrite}\n\n{described}"
-    assert child.language == "zh" and not described.isascii()
+    constraints = load_constraints(child.meta["constraints"])
+    placed = placed_from_meta(constraints, child.meta["constraint_layout"])
+    assert child.instruction == render_prompt(rewrite, placed, "zh")
+    assert child.language == "zh" and {p.phrasing.language for p in placed} == {"zh"}
     plain = EvolverConfig(operations=["add_constraints"], verifiable={"enabled": False})
     outcome = await evolve([parent], model, PromptLibrary("zh"), plain, Random(0))
     assert [(d.instruction, d.meta) for d in outcome.drafts] == [(rewrite, {})]

@@ -55,6 +55,8 @@ ENGLISH: list[tuple[str, dict[str, Any], str, bool]] = [
     ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"}, "Start.\n\n\n\nThen we go.", False),
     ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "start"}, "Start.\n\n\n\nThen we go.", True),
     ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"}, "Start.\n \nThen we go.", False),
+    # Only straight quotes come off: "“Then" is not "then".
+    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"}, "Start.\n\n“Then we go.”", False),
     # keywords:existence: a case-insensitive search anywhere, inside longer words too.
     ("keywords:existence", {"keywords": ["art"]}, "Let us START now.", True),
     ("keywords:existence", {"keywords": ["art", "moon"]}, "Let us start now.", False),
@@ -90,6 +92,10 @@ ENGLISH: list[tuple[str, dict[str, Any], str, bool]] = [
     ("detectable_format:number_bullet_lists", {"num_bullets": 3}, "* one\n- two\n---", True),
     ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "*one\n  *two\n**bold**\n***", True),
     ("detectable_format:number_bullet_lists", {"num_bullets": 1}, "• one\n• two\n- three", True),
+    # A line of just "*" is a bullet whose text is the next line (the character after
+    # the star may be the line break).
+    ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "*\none\n- two", True),
+    ("detectable_format:number_bullet_lists", {"num_bullets": 1}, "*\n*\n", True),
     # constrained_response: one of the three exact sentences anywhere, case-sensitive.
     ("detectable_format:constrained_response", {}, "Well. My answer is no. Sorry.", True),
     ("detectable_format:constrained_response", {}, "My answer is No.", False),
@@ -158,12 +164,20 @@ CHINESE: list[tuple[str, dict[str, Any], str, bool]] = [
     ("length_constraints:number_sentences", {"relation": AL, "num_sentences": 3}, "下雨了。你带伞了吗？带了！", True),
     ("length_constraints:number_sentences", {"relation": LT, "num_sentences": 2}, "第一行\n第二行", True),
     ("length_constraints:number_sentences", {"relation": AL, "num_sentences": 2}, "他说：“走吧。”我们就走了。", True),
+    # Half-width . ! ? end one too where a CJK character follows directly (no space,
+    # so Punkt would not end it there).
+    ("length_constraints:number_sentences", {"relation": AL, "num_sentences": 3}, "下雨了?带伞了吗?带了!", True),
+    ("length_constraints:number_sentences", {"relation": LT, "num_sentences": 2}, "版本2.0很好用。", True),
     # A Chinese first word need only open the paragraph (no spaces follow it).
     ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "然后"}, "先烧水。\n\n然后泡茶。", True),
     ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "然后"}, "先烧水。\n\n最后泡茶。", False),
     # A Chinese forbidden word is a substring: \b never falls between two Han characters.
     ("keywords:forbidden_words", {"forbidden_words": ["好"]}, "天气很好。", False),
     ("keywords:forbidden_words", {"forbidden_words": ["好"]}, "天气晴朗。", True),
+    # A Latin forbidden word is found beside CJK characters (to `\b` they are word
+    # characters), still as a whole word.
+    ("keywords:forbidden_words", {"forbidden_words": ["AI"]}, "我们用AI写作。", False),
+    ("keywords:forbidden_words", {"forbidden_words": ["AI"]}, "我们用AIGC写作。", True),
     # Chinese phrases compare after NFKC: full-width and ASCII punctuation agree.
     ("startend:end_checker", {"end_phrase": "有问题吗？"}, "就这些。有问题吗?", True),
     ("combination:repeat_prompt", {"prompt_to_repeat": "写一首诗？"}, "写一首诗?\n春眠不觉晓。", True),

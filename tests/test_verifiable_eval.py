@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 
 from evoinstruct.agents.constraints import Constraint, describe_all
+from evoinstruct.agents.constraints.phrasing import get_phrasing
 from evoinstruct.agents.models.base import Failure
 from evoinstruct.store import Store, open_store
 from evoinstruct.store.records import ExampleDraft
@@ -26,6 +29,8 @@ from evoinstruct.trainer.evaluate import (
     SuiteEvidence,
     decide,
     evaluate_version,
+    gate_evidence,
+    gate_power,
 )
 from evoinstruct.trainer.suite import (
     Suite,
@@ -42,6 +47,7 @@ from evoinstruct.trainer.verifiable import (
     SuiteResult,
     bootstrap_ratio,
     compare,
+    detectable_gain,
     evaluate_suite,
     mcnemar_exact,
     paired_bootstrap,
@@ -152,7 +158,10 @@ def test_gate_refuses_a_worse_suite_score_even_with_a_lower_loss() -> None:
         GateConfig(), new_loss=1.0, baseline_loss=2.0, baseline_name="v1", verifiable=worse
     )
     assert not decision.promote
-    assert decision.reason.startswith("verifiable 60.0% vs 100.0% of v1 (-40.0 points, 95% CI")
+    # A suite without parts (built before them) is gated on all its prompts.
+    assert decision.reason.startswith(
+        "verifiable (all prompts) 60.0% vs 100.0% of v1 (-40.0 points, 95% CI"
+    )
     assert "the lower end is not above margin 0" in decision.reason
     assert "teacher 100.0%" in decision.reason
     assert "held-out loss 1.0000 < 2.0000 (diagnostic)" in decision.reason
@@ -171,6 +180,96 @@ def test_gate_promotes_a_clear_paired_win_and_honours_the_margin() -> None:
     assert mcnemar.promote and "one-sided p=0.000977 < 0.05" in mcnemar.reason  # 1 / 2**10
     tie = _evidence([True, False] * 10, [True, False] * 10)
     assert not decide(GateConfig(), new_loss=1.0, baseline_loss=2.0, verifiable=tie).promote
+
+
+def _parted(spec: dict[str, tuple[list[bool], list[bool]]]) -> tuple[SuiteResult, SuiteResult]:
+    """Candidate and baseline results on a suite whose parts hold the given pass/fail flags."""
+    items, cand, base = [], [], []
+    for part, (c_flags, b_flags) in spec.items():
+        for c, b in zip(c_flags, b_flags, strict=True):
+            key = f"{part}-{len(items)}"
+            items.append(SuiteItem(key, "tasks", "en", key, key, (NO_COMMA,), part))
+            cand.append(ItemOutcome(key, (c,), (c,), part=part))
+            base.append(ItemOutcome(key, (b,), (b,), part=part))
+    suite = Suite(suite_hash(items), tuple(items))
+    return (
+        SuiteResult(suite.hash, "v2", "v2", cand, summarize(suite, cand)),
+        SuiteResult(suite.hash, "v1", "v1", base, summarize(suite, base)),
+    )
+
+
+def test_gate_refuses_a_version_that_gains_only_in_distribution() -> None:
+    """+60 points on training's own phrasings and types, nothing on the held-out parts:
+    pooled over the whole suite that would pass; the gate decides on the held-out parts."""
+    same = [True] * 30 + [False] * 70
+    candidate, baseline = _parted(
+        {
+            "in_distribution": ([True] * 80 + [False] * 20, [True] * 20 + [False] * 80),
+            "held_out_phrasing": (same, same),
+            "held_out_type": (same[::-1], same[::-1]),
+        }
+    )
+    pooled = compare(candidate, baseline)
+    assert pooled.low > 0  # what a gate on every prompt would have promoted
+    cfg = TrainerConfig()
+    evidence = gate_evidence(cfg, candidate, baseline)
+    assert evidence.comparison.parts == ("held_out_phrasing", "held_out_type")
+    assert evidence.comparison.n == 200 and evidence.comparison.diff == 0
+    decision = decide(cfg.gate, new_loss=1.0, baseline_loss=2.0, verifiable=evidence)
+    assert not decision.promote
+    assert decision.reason.startswith(
+        "verifiable (held-out phrasing + held-out type) 30.0% vs 30.0% of the current generator"
+    )
+    assert "not gated: in-distribution +60.0 (CI" in decision.reason
+    # Identical answers on the gated parts: the power falls back on the assumed discordance.
+    assert "power: finds +" in decision.reason and "15% discordant, assumed" in decision.reason
+    assert set(evidence.by_part) == {"in_distribution", "held_out_phrasing", "held_out_type"}
+    stored = evidence.to_dict()
+    assert stored["comparison"]["parts"] == ["held_out_phrasing", "held_out_type"]
+    assert stored["by_part"]["in_distribution"]["diff"] == pytest.approx(0.6)
+    assert stored["candidate"]["by_part"]["in_distribution"]["n"] == 100
+
+
+def test_gate_promotes_a_gain_on_the_held_out_parts_and_states_its_power() -> None:
+    base = [True] * 20 + [False] * 80
+    better = [True] * 45 + [False] * 55  # +25 points, 25 discordant pairs of 100
+    candidate, baseline = _parted(
+        {
+            "in_distribution": (base, base),
+            "held_out_phrasing": (better, base),
+            "held_out_type": (better, base),
+        }
+    )
+    cfg = TrainerConfig()
+    evidence = gate_evidence(cfg, candidate, baseline)
+    decision = decide(cfg.gate, new_loss=2.0, baseline_loss=1.0, verifiable=evidence)
+    assert decision.promote
+    expected = gate_power(cfg.gate, 200, 0.25)
+    assert evidence.power == expected and expected["observed"]
+    assert f"finds +{expected['detectable_points']:.1f} points 80% of the time" in decision.reason
+    assert "(n=200, 25% discordant, observed)" in decision.reason
+    assert "not gated: in-distribution +0.0" in decision.reason
+    # Parts are config: gated on in-distribution alone, this version gained nothing.
+    only_id = TrainerConfig(gate=GateConfig(parts=["in_distribution"]))
+    evidence = gate_evidence(only_id, candidate, baseline)
+    assert not decide(only_id.gate, new_loss=None, baseline_loss=None, verifiable=evidence).promote
+
+
+def test_the_stated_power_is_the_power() -> None:
+    """Worked values (the issue's guide: 15-20% discordant pairs need ~500-600 prompts for a
+    5-point gain), and a simulation: at the detectable gain McNemar's one-sided exact test
+    rejects about 80% of the time."""
+    assert 100 * detectable_gain(197, 0.15, 0.025) == pytest.approx(7.68, abs=0.01)
+    assert 100 * detectable_gain(576, 0.15, 0.025) == pytest.approx(4.51, abs=0.01)
+    assert 100 * detectable_gain(576, 0.20, 0.025) == pytest.approx(5.21, abs=0.01)
+    assert detectable_gain(600, 0.2, 0.025) < detectable_gain(300, 0.2, 0.025)
+    assert detectable_gain(0, 0.2, 0.025) is None and detectable_gain(50, 0.001, 0.05) is None
+    n, d, alpha = 500, 0.18, 0.05
+    gain = detectable_gain(n, d, alpha)
+    rng = np.random.default_rng(0)
+    trials = rng.multinomial(n, [(d + gain) / 2, (d - gain) / 2, 1 - d], size=1500)
+    found = np.mean([mcnemar_exact(int(b), int(c))[1] < alpha for b, c, _ in trials])
+    assert 0.74 < found < 0.86, found
 
 
 def test_gate_without_suite_results() -> None:
@@ -192,7 +291,8 @@ def _gate_items(n: int = 12) -> list[SuiteItem]:
         task = f"Describe item number {i} of the held-out gate suite in a few words."
         constraints = shapes[i % 3]
         prompt = f"{task} {describe_all(constraints, 'en')}"
-        items.append(SuiteItem(f"g{i}", "tasks", "en", task, prompt, constraints))
+        part = ("in_distribution", "held_out_phrasing", "held_out_type")[i % 3]
+        items.append(SuiteItem(f"g{i}", "tasks", "en", task, prompt, constraints, part))
     return items
 
 
@@ -240,7 +340,11 @@ async def test_stored_results_are_reused_unless_calls_failed(store: Store) -> No
 def test_packaged_tasks_are_bilingual_distinct_and_unlike_the_seeds(store: Store) -> None:
     tasks = packaged_tasks()
     counts = Counter(t["language"] for t in tasks)
-    assert counts["en"] >= 100 and counts["zh"] >= 100
+    assert counts == {"en": 720, "zh": 360}
+    # Tasks as users write them: many kinds, most of several sentences.
+    assert len({t["kind"] for t in tasks}) >= 15
+    several = [t for t in tasks if len(re.findall(r"[.!?。！？]", t["task"].rstrip(".!?。！？"))) >= 1]
+    assert len(several) > len(tasks) / 2
     assert len({t["id"] for t in tasks}) == len({t["task"] for t in tasks}) == len(tasks)
     for name in ("seed_tasks_en.jsonl", "seed_tasks_zh.jsonl"):
         add_seed_file(store, PROMPTS_DIR / "seeds" / name)
@@ -248,17 +352,31 @@ def test_packaged_tasks_are_bilingual_distinct_and_unlike_the_seeds(store: Store
     assert build.created and len(build.suite) == len(tasks)
     assert build.skipped == {"overlaps_pool": 0}
     assert {len(i.constraints) for i in build.suite.items} == {1, 2, 3}
+    assert set(build.suite.part_counts()) == {
+        "in_distribution",
+        "held_out_phrasing",
+        "held_out_type",
+    }
     for item in build.suite.items:
-        assert item.prompt.startswith(item.task) and len(item.prompt) > len(item.task)
+        assert len(item.phrasings) == len(item.constraints)
+        # The prompt is the task, whole, and the constraints' sentences placed around it.
+        rest = item.prompt
+        for constraint, phrasing in zip(item.constraints, item.phrasings, strict=True):
+            sentence = get_phrasing(phrasing).render(constraint.params)
+            assert sentence in rest
+            rest = rest.replace(sentence, " ", 1)
+        assert re.sub(r"\s+", "", rest) == re.sub(r"\s+", "", item.task)
 
 
 def test_suite_is_stored_once_and_drops_tasks_the_pool_already_has(store: Store) -> None:
-    copied = "Describe a rainy morning in a small fishing village, with its boats and gulls."
+    first = packaged_tasks()[0]
+    # A pool example quoting a long run of the first task's words (not the whole task).
+    copied = " ".join(first["task"].split()[:12]) + " and keep it short."
     store.add_candidates([ExampleDraft(instruction=copied, output="Grey sky.")], 1)
     cfg = SuiteConfig(tasks_per_language=5)
     build = ensure_suite(store, cfg)
     assert build.skipped["overlaps_pool"] == 1
-    assert "en-001" not in {i.key for i in build.suite.items} and len(build.suite) == 9
+    assert first["id"] not in {i.key for i in build.suite.items} and len(build.suite) == 9
     again = ensure_suite(store, cfg)
     assert not again.created and again.suite == build.suite
     # The draw depends on the seed and the task only: the same config draws the same suite.
@@ -277,7 +395,7 @@ def test_training_never_sees_a_suite_prompt(store: Store) -> None:
         ExampleDraft(instruction=item.task + " Keep it short.", output="ok"),
         ExampleDraft(
             instruction="Plan a picnic for a rowing club on a windy spring day. "
-            + describe_all(item.constraints, "en"),
+            + describe_all([NO_COMMA, LOWER], "en"),
             output="ok",
         ),
         ExampleDraft(instruction="Name three rivers that flow through Germany.", output="ok"),
@@ -388,7 +506,11 @@ async def test_gate_refuses_v1_that_lowered_the_loss_but_follows_instructions_wo
     assert evaluation.heldout.loss < evaluation.baseline.loss  # the loss gate would promote
     assert not evaluation.decision.promote
     reason = evaluation.decision.reason
-    assert reason.startswith("verifiable 0.0% vs 100.0% of the base model (-100.0 points")
+    assert reason.startswith(
+        "verifiable (held-out phrasing + held-out type) 0.0% vs 100.0% of the base model "
+        "(-100.0 points"
+    )
+    assert "not gated: in-distribution -100.0" in reason and "power: " in reason
     assert "teacher 100.0%" in reason and "(diagnostic)" in reason
     assert student.adapter_version == "v1"  # left serving the candidate
     recorded = lora_store.model_version("v1")["metrics"]
@@ -412,9 +534,11 @@ async def test_gate_promotes_v1_that_clearly_follows_instructions_better(
     cfg = _verifiable(trained_lora.cfg, metric="verifiable", teacher_reference=False)
     evaluation = await evaluate_version(lora_store, "v1", cfg, student=student)
     assert evaluation.decision.promote, evaluation.decision.reason
-    assert evaluation.decision.reason.startswith("verifiable 100.0% vs 0.0% of the base model")
+    assert evaluation.decision.reason.startswith(
+        "verifiable (held-out phrasing + held-out type) 100.0% vs 0.0% of the base model"
+    )
     assert "teacher" not in evaluation.decision.reason
-    assert evaluation.verifiable.comparison.mcnemar["b"] == 12
+    assert evaluation.verifiable.comparison.mcnemar["b"] == 8  # the 8 held-out prompts
 
 
 async def test_gate_builds_the_suite_when_it_must_and_refuses_without_a_student(
@@ -472,6 +596,9 @@ def test_eval_cli_prints_and_stores(
         assert "built" in first.out and "unsupported:keywords:unknown_kind 1" in first.out
         assert "teacher: 4 of 4 prompts answered" in first.out  # the default: the generator
         assert "prompt-level strict" in first.out and "tasks/zh" in first.out
+        assert "by part of the suite" in first.out and "held-out phrasing" in first.out
+        # The gate's power on this suite, at the assumed discordance (nothing to compare yet).
+        assert "The gate decides on" in first.out and "discordant, assumed" in first.out
         requests = server.requests
         base = run_cli(capsys, "eval", "base", "-p", project, *args, "--json")
         assert base.code == 0, base.err
@@ -479,6 +606,9 @@ def test_eval_cli_prints_and_stores(
         assert data["result"]["label"] == "base" and data["result"]["n"] == 4
         assert data["suite"]["counts"] == {"tasks/en": 2, "tasks/zh": 2}
         assert [o["label"] for o in data["others"]] == ["teacher"]
+        assert sum(data["suite"]["parts"].values()) == 4  # the IFEval row was unsupported
+        assert set(data["result"]["by_part"]) == set(data["suite"]["parts"])
+        assert data["power"]["n"] == 4 - data["suite"]["parts"].get("in_distribution", 0)
         again = run_cli(capsys, "eval", "teacher", "-p", project, *args)
         assert again.code == 0 and "stored result" in again.out
         assert server.requests == requests  # the teacher answered this suite once

@@ -25,6 +25,8 @@ from evoinstruct.agents.constraints import (
     load_constraints,
     sample_constraint,
 )
+from evoinstruct.agents.constraints.phrasing import placed_from_meta, render_prompt
+from evoinstruct.agents.constraints.split import default_split
 from evoinstruct.agents.critic import CriticConfig, critique
 from evoinstruct.agents.evolver import EvolverConfig, evolve, without_constraints
 from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation
@@ -44,6 +46,18 @@ from evoinstruct.store.records import Example, ExampleDraft
 from evoinstruct.store.seeds import add_seed_file
 from tests.doubles import ScriptedModel
 from tests.fake_teacher import teacher_reply
+
+
+def from_layout(draft: Example | ExampleDraft, language: str) -> str:
+    """The prompt the stored layout describes; every phrasing in it may train."""
+    constraints = load_constraints(draft.meta["constraints"])
+    stored = draft.meta["constraint_layout"]
+    placed = placed_from_meta(constraints, stored)
+    split = default_split()
+    assert all(split.is_training_phrasing(p.phrasing) for p in placed)
+    assert all(p.phrasing.language == language for p in placed)
+    return render_prompt(stored["task"], placed, language)
+
 
 NO_COMMA = Constraint("punctuation:no_comma")
 LOWER = Constraint("change_case:english_lowercase")
@@ -101,9 +115,11 @@ async def test_add_constraints_attaches_compatible_registry_constraints(language
         constraints = load_constraints(draft.meta["constraints"])
         counts[len(constraints)] += 1
         assert find_conflicts(constraints) == []
-        # The text the responder's model reads states every constraint, after the rewrite.
-        described = describe_all(constraints, language)
-        assert draft.instruction == f"{REWRITES[language]}\n\n{described}"
+        # The text the responder's model reads states every constraint around the rewrite,
+        # in training phrasings only.
+        assert draft.meta["constraint_layout"]["task"] == REWRITES[language]
+        assert draft.instruction == from_layout(draft, language)
+        assert REWRITES[language] in draft.instruction
         assert draft.language == language
         assert without_constraints(draft, constraints) == REWRITES[language]
     assert set(counts) == {1, 2, 3}
@@ -125,7 +141,8 @@ async def test_add_verifiable_appends_constraints_without_a_model_call(language:
     for draft in outcome.drafts:
         constraints = load_constraints(draft.meta["constraints"])
         assert 1 <= len(constraints) <= 3 and find_conflicts(constraints) == []
-        assert draft.instruction == f"{PARENTS[language]}\n\n{describe_all(constraints, language)}"
+        assert draft.instruction == from_layout(draft, language)
+        assert draft.meta["constraint_layout"]["task"] == PARENTS[language]
         assert draft.operation == "add_verifiable" and draft.language == language
 
 
@@ -168,7 +185,10 @@ async def test_children_carry_their_parents_constraints() -> None:
     kept = load_constraints(deepened.meta["constraints"])
     # repeat_prompt quotes the instruction: it now asks for the rewrite to be repeated.
     assert kept == [NO_COMMA, Constraint(carried[1].id, {"prompt_to_repeat": rewrite})]
-    assert deepened.instruction == f"{rewrite}\n\n{describe_all(kept, 'en')}"
+    assert deepened.instruction == from_layout(deepened, "en")
+    assert deepened.meta["constraint_layout"]["task"] == rewrite
+    # repeat_prompt asks for the text before it: every sentence follows the request.
+    assert deepened.instruction.startswith(rewrite)
     added = await child("add_constraints", min_count=3, max_count=3)
     more = load_constraints(added.meta["constraints"])
     assert more[:2] == kept and len(more) == 3 and find_conflicts(more) == []
@@ -474,7 +494,7 @@ async def test_a_whole_round_accepts_constrained_verified_examples(tmp_path: Pat
         for e in accepted:
             constraints = load_constraints(e.meta["constraints"])
             assert 1 <= len(constraints) <= 3 and {c.id for c in constraints} <= set(EASY)
-            assert e.instruction.endswith(describe_all(constraints, "en"))
+            assert e.instruction == from_layout(e, "en")
             assert all_passed(check_all(constraints, e.output))
             record = e.meta["rejection_sampling"]
             assert record["drawn"] == 4 and record["passing"] == [1, 3] and record["kept"] == 1

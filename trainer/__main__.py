@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             return _weak_to_strong(args)
         if args.command == "weak-model":
             return _weak_model(args)
+        from evoinstruct.trainer.preference import brief
         from evoinstruct.trainer.train import train
 
         overrides = {
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_loss": result.metrics.get("heldout_loss"),
         "global_step": result.metrics.get("global_step"),
         "world_size": result.metrics.get("processes", {}).get("world_size"),
+        "objective": result.metrics.get("objective"),
+        "dpo": brief(result.metrics.get("dpo")),
     }
     from accelerate import PartialState
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from evoinstruct.agents.constraints.split import HeldOutConfig
 
 Method = Literal["lora", "full", "prefix", "prompt", "ia3", "qlora"]
 METHODS: tuple[str, ...] = ("lora", "full", "prefix", "prompt", "ia3", "qlora")
@@ -29,6 +31,18 @@ DEFAULT_LEARNING_RATES: dict[str, float] = {
 
 GateMetric = Literal["auto", "verifiable", "loss"]
 SuiteMetric = Literal["prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose"]
+# The suite's parts: packaged tasks in training's types and phrasings, in suite-only
+# phrasings of trained types, or with a held-out type; rows of IFEval-format files.
+Part = Literal["in_distribution", "held_out_phrasing", "held_out_type", "ifeval"]
+PART_NAMES: tuple[str, ...] = ("in_distribution", "held_out_phrasing", "held_out_type", "ifeval")
+TASK_PARTS: tuple[str, ...] = PART_NAMES[:3]
+IFEVAL_PART = PART_NAMES[3]
+HELD_OUT_PARTS: tuple[str, ...] = PART_NAMES[1:]
+
+
+def part_order(part: str) -> int:
+    """Parts in reading order: in-distribution, held-out phrasing, held-out type, ifeval."""
+    return PART_NAMES.index(part) if part in PART_NAMES else len(PART_NAMES)
 
 
 class GateConfig(BaseModel):
@@ -36,12 +50,14 @@ class GateConfig(BaseModel):
 
     With the verifiable metric the candidate and the incumbent (the active version,
     or the untuned base student before the first promotion) answer the same held-out
-    suite; the gate promotes only when the lower end of the two-sided `confidence`
-    interval of the paired difference (candidate - incumbent, in accuracy points)
-    is above `min_margin` (test = "bootstrap"), or when the difference is above
-    `min_margin` and McNemar's exact one-sided p-value is below 1 - `confidence`
-    (test = "mcnemar", prompt-level metrics only). Held-out loss is then a
-    diagnostic recorded beside the verdict.
+    suite; the gate compares them on the suite's held-out `parts` only, and promotes
+    only when the lower end of the two-sided `confidence` interval of the paired
+    difference (candidate - incumbent, in accuracy points) is above `min_margin`
+    (test = "bootstrap"), or when the difference is above `min_margin` and McNemar's
+    exact one-sided p-value is below 1 - `confidence` (test = "mcnemar", prompt-level
+    metrics only). A version that gains only in-distribution is refused. Every verdict
+    states the gate's power: the smallest gain it detects 80% of the time. Held-out
+    loss is then a diagnostic recorded beside the verdict.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -70,6 +86,25 @@ class GateConfig(BaseModel):
     )
     confidence: float = Field(
         0.95, gt=0.5, lt=1, description="Confidence level of the interval (or 1 - the p-value cut)."
+    )
+    parts: list[Part] = Field(
+        default_factory=lambda: list(HELD_OUT_PARTS),
+        min_length=1,
+        description=(
+            "Suite parts the gate decides on, pooled: held_out_phrasing, held_out_type and "
+            "ifeval (rows of IFEval-format files) by default; in_distribution is reported, "
+            "not gated (a suite without these parts is gated on all its prompts)."
+        ),
+    )
+    assumed_discordance: float = Field(
+        0.15,
+        gt=0,
+        le=1,
+        description=(
+            "Share of prompts two versions answer differently (one passes, one fails), "
+            "assumed for the power `eval` states before two versions are compared; the "
+            "gate's verdict uses the observed share."
+        ),
     )
     teacher_reference: bool = Field(
         True,
@@ -104,9 +139,12 @@ class SuiteConfig(BaseModel):
     """The held-out verifiable suite: task prompts the pool never trains on, with constraints.
 
     Built once per project from the packaged bilingual task list (prompts/eval_tasks.jsonl),
-    minus any task sharing an n-gram with the pool, each task given 1-3 constraints drawn
-    deterministically; `evoinstruct eval --ifeval FILE` adds IFEval-format rows. Changing
-    these settings later does not rebuild it (`evoinstruct eval --rebuild` does).
+    minus any task sharing an n-gram with the pool. Each task is drawn into one part
+    (`parts`): in_distribution (training's types and phrasings), held_out_phrasing
+    (trained types, described only in suite-only phrasings) or held_out_type (at least one
+    type of `held_out.types`), and given 1-3 constraints, all drawn with a generator seeded
+    by the task's id. `evoinstruct eval --ifeval FILE` adds IFEval-format rows (part
+    ifeval). Changing these settings later does not rebuild it (`eval --rebuild` does).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -141,6 +179,32 @@ class SuiteConfig(BaseModel):
     bootstrap_samples: int = Field(
         2000, ge=100, description="Bootstrap resamples for every interval."
     )
+    parts: dict[str, float] = Field(
+        default_factory=lambda: {
+            "in_distribution": 0.2,
+            "held_out_phrasing": 0.4,
+            "held_out_type": 0.4,
+        },
+        description=(
+            "Share of the packaged tasks drawn into each part (normalised; a part a "
+            "language cannot fill is left out). The gate decides on the held-out parts, so "
+            "they get most tasks; in_distribution is the diagnostic beside them."
+        ),
+    )
+    held_out: HeldOutConfig = Field(
+        default_factory=HeldOutConfig,
+        description="What no training example carries: held-out types, suite-only phrasings.",
+    )
+
+    @field_validator("parts")
+    @classmethod
+    def _known_parts(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(TASK_PARTS))
+        if unknown:
+            raise ValueError(f"unknown part(s) {unknown}; the task parts are {list(TASK_PARTS)}")
+        if any(share < 0 for share in value.values()) or not any(value.values()):
+            raise ValueError("part shares must be >= 0 and not all 0")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> SuiteConfig:
@@ -211,6 +275,56 @@ class LaunchConfig(BaseModel):
         return self.config_file is not None or (self.processes or 1) > 1
 
 
+Objective = Literal["sft", "sft+dpo"]
+# Methods whose trained weights TRL's DPOTrainer can copy into a frozen reference: a
+# second adapter beside the trained one, or (full) a second model.
+DPO_METHODS: tuple[str, ...] = ("lora", "qlora", "ia3", "full")
+
+
+class PreferenceConfig(BaseModel):
+    """The DPO stage after SFT (objective = "sft+dpo"): TRL's DPOTrainer on verified pairs.
+
+    The pairs are those of the version's own training examples (METHODS 4). The reference is the SFT model the stage starts from (TRL copies the SFT adapter into a
+    frozen second adapter); an SFT term on the chosen answers keeps the verified answers the
+    SFT stage learned likely, so the model does not drift from them (RPO).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float = Field(
+        0.1, gt=0, description="DPO's beta: how far the model may move from the SFT reference."
+    )
+    sft_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of the SFT (NLL) term on the chosen answers beside the DPO loss (TRL loss types sigmoid + sft); 0 is plain DPO.",
+    )
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak learning rate of the stage; unset: a tenth of the SFT one."
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the pairs.")
+    max_steps: int = Field(-1, description="Optimizer steps; overrides epochs when > 0.")
+    batch_size: int | None = Field(
+        None, ge=1, description="Pairs per device step; unset: trainer.batch_size."
+    )
+    grad_accumulation: int | None = Field(
+        None, ge=1, description="Steps accumulated per update; unset: trainer.grad_accumulation."
+    )
+    pairs_per_prompt: int = Field(
+        2,
+        ge=1,
+        description="Pairs taken per training example, the kept answer as chosen first, then the rejected answers that fail fewest constraints.",
+    )
+    min_pairs: int = Field(
+        8,
+        ge=1,
+        description="With fewer pairs in the version's training examples the stage is skipped: the version is the SFT model, and its metrics say why.",
+    )
+
+    def resolved_learning_rate(self, sft_rate: float) -> float:
+        return self.learning_rate or sft_rate / 10
+
+
 class TrainerConfig(BaseModel):
     """Everything one training run of the student needs; saved with every version."""
 
@@ -245,6 +359,11 @@ class TrainerConfig(BaseModel):
     )
     epochs: float = Field(3.0, gt=0, description="Passes over the training mix.")
     max_steps: int = Field(-1, description="Optimizer steps; overrides epochs when > 0.")
+    objective: Objective = Field(
+        "sft",
+        description="sft: supervised fine-tuning; sft+dpo: then a DPO stage on the verified preference pairs of the same examples ([trainer.dpo]).",
+    )
+    dpo: PreferenceConfig = Field(default_factory=PreferenceConfig)
     batch_size: int = Field(4, ge=1, description="Examples (or packed blocks) per device step.")
     grad_accumulation: int = Field(4, ge=1, description="Steps accumulated per optimizer update.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warm-up share of the steps.")
@@ -311,6 +430,11 @@ class TrainerConfig(BaseModel):
             raise ValueError(
                 f"packing does not work with {self.method} tuning: virtual tokens would be "
                 "shared across packed examples; set packing = false"
+            )
+        if self.objective == "sft+dpo" and self.method not in DPO_METHODS:
+            raise ValueError(
+                f"objective = 'sft+dpo' needs a method whose weights can serve as the DPO "
+                f"reference ({', '.join(DPO_METHODS)}), not {self.method}"
             )
         if self.seed_share + self.replay_share >= 1:
             raise ValueError("seed_share + replay_share must leave room for new examples (< 1)")

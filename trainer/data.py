@@ -8,8 +8,10 @@ from the active version's weights when their adapters have the same shape;
 accepted examples, chosen by a hash of the id, is held out: because the
 choice depends on the id alone, no version ever trains on a held-out example
 and every version is measured on comparable data. Examples that share an
-n-gram with a prompt of the held-out verifiable suite (`trainer.suite`) take
-no role at all: the suite measures what no version trained on.
+n-gram with a prompt of the held-out verifiable suite (`trainer.suite`), or
+carry a held-out constraint type or a suite-only phrasing
+(`trainer.suite.held_out`), take no role at all: the suite measures what no
+version trained on.
 
 Each example becomes prompt tokens (labels -100) followed by response tokens
 and EOS (learned), tokenized separately so the prompt is cut exactly where
@@ -154,20 +156,26 @@ class PoolSplit:
     old: list[Example] = field(default_factory=list)
     heldout: list[Example] = field(default_factory=list)
     suite_overlap: list[Example] = field(default_factory=list)
+    # Held back by the split: a held-out type or a suite-only phrasing.
+    held_out: list[Example] = field(default_factory=list)
 
 
 def _split_pool(store: Store, cfg: TrainerConfig, already: set[str]) -> PoolSplit:
-    from evoinstruct.trainer.suite import suite_guard
+    from evoinstruct.trainer.suite import held_back_kind, training_guard
 
-    # The held-out suite's prompts stay out of every role, seeds included: a version
-    # that saw one would be measured on its own training data.
-    guard = suite_guard(store, cfg.suite)
+    # The held-out suite's prompts, types and phrasings stay out of every role, seeds
+    # included: a version that saw one would be measured on its own training data.
+    guard = training_guard(store, cfg.suite)
     split = PoolSplit()
     for ex in store.iter_examples(status="accepted", has_output=True):
         if not (ex.output or "").strip():
             continue
-        if guard is not None and guard.hit(ex) is not None:
-            split.suite_overlap.append(ex)
+        reason = guard.hit(ex)
+        if reason is not None:
+            if held_back_kind(reason) == "suite":
+                split.suite_overlap.append(ex)
+            else:
+                split.held_out.append(ex)
         elif ex.source == "seed":
             split.seeds.append(ex)
         elif is_heldout(ex.id, cfg.heldout_fraction):
@@ -186,11 +194,13 @@ def select_mix(
 
     Starting from the base model (no parent) every accepted example is new.
     Examples that copy a held-out suite prompt are left out and counted in
-    `available["suite_overlap"]`.
+    `available["suite_overlap"]`, those carrying a held-out type or a suite-only
+    phrasing in `available["held_out"]`.
     """
     split = _split_pool(store, cfg, lineage_trained_ids(store, parent))
     mix = compose_mix(split.seeds, split.new, split.old, split.heldout, cfg, rng)
     mix.available["suite_overlap"] = len(split.suite_overlap)
+    mix.available["held_out"] = len(split.held_out)
     return mix
 
 

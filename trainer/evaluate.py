@@ -1,11 +1,16 @@
 """Evaluate a trained version before promoting it: the verifiable suite, held-out loss, the gate.
 
-The gate's evidence (METHODS 5.1) is the held-out verifiable suite
+The gate's evidence (METHODS 5.1, 5.2) is the held-out verifiable suite
 (`trainer.suite`, `trainer.verifiable`): the new version and the incumbent —
 the active version, or the untuned base student before the first promotion —
-answer the same suite prompts, and a paired test on their pass/fail pairs
-decides (`GateConfig` defines the rule). The teacher's score on the suite is
-shown beside the verdict, computed once per suite.
+answer the same suite prompts, and a paired test on their pass/fail pairs in
+the suite's held-out parts (held-out phrasing, held-out type, IFEval rows;
+`gate.parts`) decides (`GateConfig` defines the rule): a version that gains
+only on the phrasings and types it trained on is refused. Every part's paired
+difference is recorded beside the verdict, and so is the gate's power — the
+smallest gain it would find 80% of the time on this many prompts at the
+observed disagreement. The teacher's score on the suite is shown beside the
+verdict, computed once per suite.
 
 Held-out loss is measured on accepted examples no version trained on (the
 hash-chosen held-out set recorded in the version's manifest), for the new
@@ -31,10 +36,13 @@ from evoinstruct.store.records import Example
 from evoinstruct.trainer.config import GateConfig, PairwiseConfig, TrainerConfig
 from evoinstruct.trainer.data import IGNORE_INDEX, resolve_template, tokenize_examples, user_content
 from evoinstruct.trainer.verifiable import (
+    POWER,
     Comparison,
     Progress,
     SuiteResult,
     compare,
+    detectable_gain,
+    part_order,
     percent,
     run_suite,
     signed_points,
@@ -259,17 +267,22 @@ class GateDecision:
 
 @dataclass
 class SuiteEvidence:
-    """The candidate and the incumbent on the same suite, their paired comparison, the teacher."""
+    """The candidate and the incumbent on the same suite: the paired comparison the gate
+    decides on (its parts), one per part for the record, the teacher."""
 
     candidate: SuiteResult
     baseline: SuiteResult
     comparison: Comparison
     teacher: SuiteResult | None = None
+    by_part: dict[str, Comparison] = field(default_factory=dict)
+    power: dict[str, Any] | None = None  # gate_power() of the comparison
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "suite": self.candidate.suite,
             "comparison": self.comparison.to_dict(),
+            "by_part": {k: c.to_dict() for k, c in self.by_part.items()},
+            "power": self.power,
             "candidate": self.candidate.summary(),
             "baseline": self.baseline.summary(),
             "teacher": self.teacher.summary() if self.teacher else None,
@@ -280,18 +293,97 @@ def _points(value: float) -> str:
     return f"{value:g}"
 
 
+def gate_power(gate: GateConfig, n: int, discordance: float | None = None) -> dict[str, Any]:
+    """The smallest gain (accuracy points) the gate finds 80% of the time on n prompts of
+    which a share `discordance` two versions answer differently (None or 0: the
+    config's `assumed_discordance`).
+
+    The bootstrap rule (the interval's lower end above the margin) is a one-sided test
+    at (1 - confidence) / 2, McNemar's at 1 - confidence; either must also clear the margin.
+    The figure is for prompt-level pass/fail; with an instruction-level `suite_metric` it
+    is the prompt-level one, a guide only.
+    """
+    observed = bool(discordance)
+    share = discordance if observed else gate.assumed_discordance
+    alpha = (1 - gate.confidence) / (1 if gate.test == "mcnemar" else 2)
+    gain = detectable_gain(n, share, alpha, POWER)
+    return {
+        "n": n,
+        "discordance": share,
+        "observed": observed,
+        "power": POWER,
+        "alpha": alpha,
+        "detectable_points": None if gain is None else gate.min_margin + 100 * gain,
+    }
+
+
+def suite_power(
+    cfg: TrainerConfig, result: SuiteResult, reference: SuiteResult | None = None
+) -> dict[str, Any]:
+    """The gate's power on this suite, for `eval`: on the prompts of its gated parts, at the
+    discordance observed between `result` and `reference` (another model on the same
+    suite), else at `gate.assumed_discordance`."""
+    gated = set(cfg.gate.parts)
+    n = sum(1 for o in result.outcomes if o.part in gated) or len(result.outcomes)
+    discordance = None
+    if reference is not None and reference.suite == result.suite:
+        try:
+            found = compare(result, reference, "prompt_strict", parts=gated, samples=100)
+        except ValueError:
+            found = None
+        discordance = found.discordance if found is not None else None
+    power = gate_power(cfg.gate, n, discordance)
+    power["parts"] = [p for p in cfg.gate.parts if any(o.part == p for o in result.outcomes)]
+    power["reference"] = reference.label if discordance else None
+    return power
+
+
+def power_text(power: dict[str, Any]) -> str:
+    """'power: finds +4.9 points 80% of the time (n=480, 15% discordant, observed)'."""
+    how = "observed" if power.get("observed", True) else "assumed"
+    if power.get("reference"):
+        how += f" against {power['reference']}"
+    share = f"{power['discordance']:.0%} discordant, {how}"
+    points = power["detectable_points"]
+    if points is None:
+        return (
+            f"power: too few prompts to find any gain {power['power']:.0%} of the time "
+            f"(n={power['n']}, {share})"
+        )
+    return (
+        f"power: finds +{points:.1f} points {power['power']:.0%} of the time "
+        f"(n={power['n']}, {share})"
+    )
+
+
+PART_LABELS = {
+    "in_distribution": "in-distribution",
+    "held_out_phrasing": "held-out phrasing",
+    "held_out_type": "held-out type",
+    "ifeval": "IFEval rows",
+}
+
+
+def part_label(parts: tuple[str, ...]) -> str:
+    """'held-out phrasing + held-out type' for the parts a comparison covers."""
+    if not parts:
+        return "all prompts"
+    return " + ".join(PART_LABELS.get(p, p) for p in parts)
+
+
 def verifiable_verdict(
     gate: GateConfig, evidence: SuiteEvidence, baseline_name: str
 ) -> GateDecision:
-    """The rule of `GateConfig`: a paired win on the suite by more than the margin."""
+    """The rule of `GateConfig`: a paired win on the suite's held-out parts by more than
+    the margin; the other parts and the power are stated beside it."""
     c = evidence.comparison
     margin = gate.min_margin / 100
     name = "verifiable" if c.metric == "prompt_strict" else f"verifiable {c.metric}"
     ci = f"{c.confidence:.0%} CI {signed_points(c.low)}..{signed_points(c.high)}"
     p = f"McNemar p={c.mcnemar['p_two_sided']:.3g}, " if c.mcnemar else ""
     head = (
-        f"{name} {percent(c.candidate)} vs {percent(c.baseline)} of {baseline_name} "
-        f"({signed_points(c.diff)} points, {ci}, {p}n={c.n})"
+        f"{name} ({part_label(c.parts)}) {percent(c.candidate)} vs {percent(c.baseline)} "
+        f"of {baseline_name} ({signed_points(c.diff)} points, {ci}, {p}n={c.n})"
     )
     if gate.test == "mcnemar":
         assert c.mcnemar is not None  # the config allows mcnemar with prompt-level metrics only
@@ -309,6 +401,16 @@ def verifiable_verdict(
             else f"the lower end is not above margin {_points(gate.min_margin)}"
         )
     reason = f"{head} {rule}" if promote else f"{head}: {rule}"
+    if evidence.power is not None:
+        reason += f"; {power_text(evidence.power)}"
+    others = [
+        f"{part_label((part,))} {signed_points(o.diff)} "
+        f"(CI {signed_points(o.low)}..{signed_points(o.high)}, n={o.n})"
+        for part, o in evidence.by_part.items()
+        if c.parts and part not in c.parts
+    ]
+    if others:
+        reason += "; not gated: " + ", ".join(others)
     if evidence.teacher is not None:
         reason += f"; teacher {percent(evidence.teacher.accuracy(c.metric))}"
     return GateDecision(promote, reason)
@@ -467,15 +569,37 @@ async def suite_evidence(
     reference = None
     if teacher is not None and cfg.gate.teacher_reference:
         reference = await run(teacher, "teacher", None)
-    comparison = compare(
-        candidate,
-        baseline,
-        cfg.gate.suite_metric,
-        samples=cfg.suite.bootstrap_samples,
-        seed=cfg.suite.seed,
-        confidence=confidence,
-    )
-    return SuiteEvidence(candidate, baseline, comparison, reference)
+    return gate_evidence(cfg, candidate, baseline, reference)
+
+
+def gate_evidence(
+    cfg: TrainerConfig,
+    candidate: SuiteResult,
+    baseline: SuiteResult,
+    teacher: SuiteResult | None = None,
+) -> SuiteEvidence:
+    """The comparison the gate decides on — the suite's `gate.parts`, or every prompt of a
+    suite that has none of them — one comparison per part, and the gate's power."""
+    options = {
+        "samples": cfg.suite.bootstrap_samples,
+        "seed": cfg.suite.seed,
+        "confidence": cfg.gate.confidence,
+    }
+    metric = cfg.gate.suite_metric
+    present = sorted({o.part for o in candidate.outcomes if o.part}, key=part_order)
+    gated = [p for p in cfg.gate.parts if p in present]
+    by_part = {}
+    for part in present:
+        try:
+            by_part[part] = compare(candidate, baseline, metric, parts=[part], **options)
+        except ValueError:  # no prompt of this part answered by both
+            continue
+    try:
+        comparison = compare(candidate, baseline, metric, parts=gated or None, **options)
+    except ValueError:
+        comparison = compare(candidate, baseline, metric, **options)
+    power = gate_power(cfg.gate, comparison.n, comparison.discordance)
+    return SuiteEvidence(candidate, baseline, comparison, teacher, by_part, power)
 
 
 async def evaluate_version(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from transformers import TrainerCallback
@@ -31,11 +32,22 @@ def report_failure(message: str, *, kind: str, exit_code: int, rank: int) -> Non
     _emit({ERROR_KEY: {"message": message, "type": kind, "exit_code": exit_code, "rank": rank}})
 
 
+def begin_phase(callbacks: Sequence[Any], phase: str) -> None:
+    """Tell the step reporters among `callbacks` that a later training phase begins."""
+    for callback in callbacks:
+        if isinstance(callback, StepReporter):
+            callback.phase, callback.loss = phase, None
+
+
 class StepReporter(TrainerCallback):
-    """Prints `{"progress": {"step", "max_steps", "loss"}}` after each optimizer step."""
+    """Prints `{"progress": {"step", "max_steps", "loss", "phase"}}` after each optimizer step.
+
+    The phase is "sft", or "dpo" for the DPO stage that follows it (its steps count anew).
+    """
 
     def __init__(self) -> None:
         self.loss: float | None = None
+        self.phase = "sft"
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any):
         if logs and "loss" in logs:
@@ -43,5 +55,10 @@ class StepReporter(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any):
         if state.is_world_process_zero:
-            line = {"step": state.global_step, "max_steps": state.max_steps, "loss": self.loss}
+            line = {
+                "step": state.global_step,
+                "max_steps": state.max_steps,
+                "loss": self.loss,
+                "phase": self.phase,
+            }
             _emit({PROGRESS_KEY: line})

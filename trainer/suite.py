@@ -1,15 +1,19 @@
 """The held-out verifiable suite: building it once, storing it, and keeping it out of training.
 
 A suite is a fixed list of prompts whose answers a program can check
-(METHODS 2.7, 5.1). It is made of
+(METHODS 2.7, 5.1, 5.2). It is made of
 
 * the packaged bilingual task prompts (`prompts/eval_tasks.jsonl`), minus any
-  task that shares an n-gram with the pool, each given 1-3 compatible
-  constraints drawn with a generator seeded by the task's id (so one task's draw
-  never depends on which others were kept), and rendered as the task followed
-  by the constraints' descriptions;
-* rows of IFEval-format files the user adds (`evoinstruct eval --ifeval FILE`);
-  rows the registry cannot check are skipped, counted and named (key, id, why).
+  task that shares an n-gram with the pool. A generator seeded by the task's id
+  (so one task's draw never depends on which others were kept) puts each task
+  in one part and gives it 1-3 compatible constraints, each described by a
+  phrasing placed before, after or inside the task:
+  - in_distribution: trained types in training phrasings, as training data reads;
+  - held_out_phrasing: trained types, each in a phrasing only the suite uses;
+  - held_out_type: a type no training example carries comes first;
+* rows of IFEval-format files the user adds (`evoinstruct eval --ifeval FILE`,
+  part ifeval); rows the registry cannot check are skipped, counted and named
+  (key, id, why).
 
 `ifeval_suite` builds a suite of IFEval files alone (`eval --ifeval FILE --only`):
 stored and reused like the project's, kept out of training the same way, but
@@ -17,9 +21,10 @@ never the current suite, so the gate never decides on it.
 
 The suite is stored in the pool database under the hash of its content and never
 changes: adding rows stores a new suite, and results are kept per suite hash.
-`SuiteGuard` is the other half of "held out": the trainer drops every pool
-example that shares an n-gram with a suite prompt, so no version trains on one,
-whatever reaches the pool later.
+`TrainingGuard` is the other half of "held out": the trainer (and export) drops
+every pool example that shares an n-gram with a suite prompt, or carries a
+held-out type or a suite-only phrasing (`agents.constraints.split`), so no
+version trains on one, whatever reaches the pool later.
 """
 
 from __future__ import annotations
@@ -39,22 +44,30 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evoinstruct.agents.constraints import (
-    LANGUAGES,
     REGISTRY,
     Constraint,
     IFEvalRow,
-    describe_all,
     dump_constraints,
     from_ifeval,
     load_constraints,
     read_ifeval,
     sample_constraint,
     sample_constraints,
+    sampleable,
 )
+from evoinstruct.agents.constraints.phrasing import (
+    LAYOUT_KEY,
+    Phrasing,
+    all_phrasings,
+    layout,
+    phrasings_for,
+    render_prompt,
+)
+from evoinstruct.agents.constraints.split import ConstraintSplit
 from evoinstruct.agents.decontam import Decontaminator, ngram_hashes
 from evoinstruct.agents.text import tokenize
 from evoinstruct.store.errors import InputError
-from evoinstruct.trainer.config import SuiteConfig
+from evoinstruct.trainer.config import IFEVAL_PART, TASK_PARTS, SuiteConfig
 
 if TYPE_CHECKING:
     from evoinstruct.store import Store
@@ -62,6 +75,7 @@ if TYPE_CHECKING:
 
 TASKS_FILE = "eval_tasks.jsonl"
 TASKS_SOURCE = "tasks"
+UNSPLIT = "unsplit"  # a packaged item of a suite built before parts existed
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
@@ -75,6 +89,14 @@ class SuiteItem:
     task: str | None  # a packaged item's bare task: the text the pool must not contain
     prompt: str  # what the model is asked: the task and the constraints' descriptions
     constraints: tuple[Constraint, ...]
+    part: str | None = None  # a task part, "ifeval", or None for a suite from before parts
+    phrasings: tuple[str, ...] = ()  # per constraint, the phrasing id that describes it
+
+    @property
+    def part_name(self) -> str:
+        if self.part is not None:
+            return self.part
+        return UNSPLIT if self.source == TASKS_SOURCE else IFEVAL_PART
 
     def row(self) -> IFEvalRow:
         return IFEvalRow.from_constraints(self.key, self.prompt, self.constraints)
@@ -87,6 +109,8 @@ class SuiteItem:
             "task": self.task,
             "prompt": self.prompt,
             "constraints": dump_constraints(self.constraints),
+            "part": self.part,
+            "phrasings": list(self.phrasings),
         }
 
     @classmethod
@@ -98,6 +122,8 @@ class SuiteItem:
             data.get("task"),
             data["prompt"],
             tuple(load_constraints(data["constraints"])),
+            data.get("part"),
+            tuple(data.get("phrasings") or ()),
         )
 
 
@@ -124,6 +150,12 @@ class Suite:
             out[name] += 1
         return dict(sorted(out.items()))
 
+    def part_counts(self) -> dict[str, int]:
+        """Items per part, in the parts' order."""
+        found = Counter(item.part_name for item in self.items)
+        order = [*TASK_PARTS, IFEVAL_PART, UNSPLIT]
+        return {part: found[part] for part in order if found[part]}
+
 
 def suite_hash(items: Sequence[SuiteItem]) -> str:
     """Hash of the canonical JSON of the items: equal content, equal hash."""
@@ -149,18 +181,93 @@ def packaged_tasks() -> list[dict[str, str]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def task_item(task: dict[str, str], cfg: SuiteConfig) -> SuiteItem:
-    """A packaged task with its constraints; the draw depends on the seed and the task id only."""
-    language = task["language"]
+def part_choices(
+    split: ConstraintSplit, language: str
+) -> dict[str, dict[str, tuple[Phrasing, ...]]]:
+    """Per task part, the types it may draw in `language` and the phrasings of each.
+
+    in_distribution: training's types and phrasings. held_out_phrasing: trained types
+    that have a suite-only phrasing here, in those phrasings. held_out_type: the held-out
+    types, in any of their phrasings (training never carries one); a held-out-type item's
+    other constraints come from in_distribution's choices.
+    """
+    training = split.training_choices(language)
+    suite_only = {t: found for t in training if (found := split.suite_phrasings(t, language))}
+    held_out = {
+        t: found for t in sorted(split.held_out_types) if (found := phrasings_for(t, language))
+    }
+    return {
+        "in_distribution": training,
+        "held_out_phrasing": suite_only,
+        "held_out_type": held_out,
+    }
+
+
+def task_item(
+    task: dict[str, str], cfg: SuiteConfig, split: ConstraintSplit | None = None
+) -> SuiteItem:
+    """A packaged task in its part, with its constraints and their phrasings; the draw
+    depends on the seed, the task id and the split only."""
+    split = split or ConstraintSplit.from_config(cfg.held_out)
+    language, text = task["language"], task["task"]
     rng = Random(f"suite:{cfg.seed}:{task['id']}")
+    choices = part_choices(split, language)
+    part = _draw_part(rng, cfg, choices, language, text)
     k = rng.randint(cfg.min_constraints, cfg.max_constraints)
-    constraints = sample_constraints(rng, language, k, task["task"])
-    joiner = "" if language == "zh" else " "
-    prompt = task["task"] + joiner + describe_all(constraints, language)
-    return SuiteItem(task["id"], TASKS_SOURCE, language, task["task"], prompt, tuple(constraints))
+    if part == "held_out_type":
+        first = sample_constraints(rng, language, 1, text, only=choices[part])
+        rest = (
+            sample_constraints(
+                rng, language, k - 1, text, existing=first, only=choices["in_distribution"]
+            )
+            if k > 1
+            else []
+        )
+        constraints = first + rest
+        phrasings = {**choices["in_distribution"], **choices[part]}
+    else:
+        constraints = sample_constraints(rng, language, k, text, only=choices[part])
+        phrasings = choices[part]
+    placed = layout(constraints, language, rng, phrasings)
+    return SuiteItem(
+        task["id"],
+        TASKS_SOURCE,
+        language,
+        text,
+        render_prompt(text, placed, language),
+        tuple(constraints),
+        part,
+        tuple(p.phrasing.id for p in placed),
+    )
+
+
+def _draw_part(
+    rng: Random,
+    cfg: SuiteConfig,
+    choices: dict[str, dict[str, tuple[Phrasing, ...]]],
+    language: str,
+    text: str,
+) -> str:
+    # A part is open to a task when enough of its types can be sampled for it.
+    can = {t.id for t in sampleable(language, text)}
+    need = {"held_out_type": 1}
+    weights = {
+        part: share
+        for part, share in cfg.parts.items()
+        if share > 0 and len(can & set(choices[part])) >= need.get(part, cfg.max_constraints)
+    }
+    if not weights:
+        raise InputError(
+            f"no suite part can be drawn for a {language!r} task: check trainer.suite.parts "
+            "and trainer.suite.held_out",
+            field="trainer.suite.parts",
+        )
+    parts = list(weights)
+    return rng.choices(parts, weights=[weights[p] for p in parts])[0]
 
 
 def _task_items(store: Store, cfg: SuiteConfig, skipped: Counter[str]) -> list[SuiteItem]:
+    split = ConstraintSplit.from_config(cfg.held_out)
     chosen: list[dict[str, str]] = []
     per_language: Counter[str] = Counter()
     for task in packaged_tasks():
@@ -177,7 +284,7 @@ def _task_items(store: Store, cfg: SuiteConfig, skipped: Counter[str]) -> list[S
         chosen.append(task)
     overlapping = pool_overlaps(store, [(t["id"], t["task"]) for t in chosen], cfg.ngram)
     skipped["overlaps_pool"] += len(overlapping)
-    return [task_item(t, cfg) for t in chosen if t["id"] not in overlapping]
+    return [task_item(t, cfg, split) for t in chosen if t["id"] not in overlapping]
 
 
 # --- IFEval-format files -----------------------------------------------------------------
@@ -243,30 +350,37 @@ def ifeval_items(
                 named.append(SkippedRow(source, str(row.key), *fault))
             continue
         items.append(
-            SuiteItem(f"{path.stem}:{row.key}", source, None, None, row.prompt, tuple(constraints))
+            SuiteItem(
+                f"{path.stem}:{row.key}",
+                source,
+                None,
+                None,
+                row.prompt,
+                tuple(constraints),
+                IFEVAL_PART,
+            )
         )
     return items
 
 
 @lru_cache(maxsize=4)
 def boilerplate_hashes(n: int) -> np.ndarray:
-    """N-grams of our own constraint descriptions, in both languages.
+    """N-grams of our own constraint descriptions, every phrasing in both languages.
 
-    IFEval prompts phrase their constraints much as the registry's templates do,
+    IFEval prompts phrase their constraints much as the registry's phrasings do,
     and the evolver writes those very sentences into pool examples; a shared
     "your entire response should be in lowercase letters" is not contamination.
     """
     texts: list[str] = []
     rng = Random(f"boilerplate:{n}")
-    for ctype in REGISTRY.values():
-        for language in LANGUAGES:
-            texts.extend(_PLACEHOLDER.split(ctype.templates[language]))
-            for _ in range(12):
-                drawn = sample_constraint(
-                    ctype.id, rng, language, "Write a note about the weather."
-                )
-                if drawn is not None:
-                    texts.append(drawn.describe(language))
+    for phrasing in all_phrasings():
+        texts.extend(_PLACEHOLDER.split(phrasing.text))
+        for _ in range(4):
+            drawn = sample_constraint(
+                phrasing.type_id, rng, phrasing.language, "Write a note about the weather."
+            )
+            if drawn is not None:
+                texts.append(phrasing.render(drawn.params))
     hashes = [ngram_hashes(t, n) for t in texts]
     return np.unique(np.concatenate(hashes)) if hashes else np.zeros(0, dtype=np.uint64)
 
@@ -323,6 +437,41 @@ def suite_guard(store: Store, cfg: SuiteConfig) -> SuiteGuard | None:
     suites = [load_suite(store, row["hash"]) for row in store.eval_suites()]
     items = tuple(i for s in suites if s is not None for i in s.items)
     return SuiteGuard.for_suite(Suite("all", items), cfg) if items else None
+
+
+@dataclass
+class TrainingGuard:
+    """Everything no training example (and no export) may carry, in one check.
+
+    `hit(example)` says why an example is held back — "suite:<key>" (it copies a
+    suite prompt), "held_out_type:<id>" or "suite_phrasing:<id>" (by its stored
+    constraints and layout, or by its text) — or None when it may train.
+    """
+
+    split: ConstraintSplit
+    suite: SuiteGuard | None = None
+
+    def hit(self, example: Example) -> str | None:
+        if self.suite is not None:
+            found = self.suite.hit(example)
+            if found is not None:
+                return f"suite:{found}"
+        constraints = example.meta.get("constraints")
+        return self.split.violation(
+            _pool_texts(example),
+            constraints if isinstance(constraints, list) else (),
+            example.meta.get(LAYOUT_KEY),
+        )
+
+
+def training_guard(store: Store, cfg: SuiteConfig) -> TrainingGuard:
+    """The guard the trainer and export share: every stored suite, and `cfg.held_out`."""
+    return TrainingGuard(ConstraintSplit.from_config(cfg.held_out), suite_guard(store, cfg))
+
+
+def held_back_kind(reason: str) -> str:
+    """The kind of a guard's reason: suite, held_out_type or suite_phrasing."""
+    return reason.split(":", 1)[0]
 
 
 # --- building -------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 A run continues from the active (promoted) version's weights when its adapter
 has the same shape (`init_from = "active"`), else starts from the base model.
+With `objective = "sft+dpo"` a DPO stage on the verified preference pairs of the
+same examples follows SFT (`trainer.preference`); the result is still one version.
 
 A thin main over library calls (transformers' Trainer, not TRL's SFTTrainer:
 we tokenize prompt and response ourselves to get exact label masks and pack
@@ -13,6 +15,8 @@ packing would only have to be switched off again). The run is restartable:
   checkpoints) and `out/` (the final artifacts);
 * a restart finds the partial directory, rebuilds the same data from the plan
   and resumes from the last complete checkpoint;
+* with a DPO stage, the finished SFT result is written to `sft/` and the stage
+  keeps its checkpoints in `dpo_checkpoints/`: a restart after SFT resumes DPO;
 * only when everything is written does `out/` become `models/v{K}/` (one
   rename), and only then is the version registered — a killed run never
   registers a half-written version. A version directory that exists but was
@@ -145,6 +149,12 @@ def _new_plan(store: Any, cfg: TrainerConfig, models_dir: Path) -> dict[str, Any
         number += 1
     version = f"v{number}"
     manifest = mix.manifest()
+    if cfg.objective == "sft+dpo":
+        from evoinstruct.trainer.preference import plan_pairs
+
+        # Fixed with the examples: a restart, and a bench training the same plan both
+        # ways, see the same pairs.
+        manifest["pairs"] = plan_pairs(store, mix.train, cfg.dpo)
     rounds = [e.round for e in mix.train]
     return {
         "version": version,
@@ -185,10 +195,15 @@ def prepare_plan(
 def training_arguments(cfg: TrainerConfig, output_dir: Path) -> Any:
     from transformers import TrainingArguments
 
+    return TrainingArguments(**training_kwargs(cfg, output_dir))
+
+
+def training_kwargs(cfg: TrainerConfig, output_dir: Path) -> dict[str, Any]:
+    """The SFT stage's TrainingArguments; the DPO stage starts from the same ones."""
     from evoinstruct.trainer.methods import resolve_precision
 
     precision = resolve_precision(cfg)
-    return TrainingArguments(
+    return dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accumulation,
@@ -361,13 +376,79 @@ def _run(
     tokenizer: Any,
     callbacks: list[Any],
 ) -> TrainResult:
+    from evoinstruct.trainer.evaluate import heldout_loss
+    from evoinstruct.trainer.preference import finished_sft, save_sft, skipped, train_dpo
+
+    version = plan["version"]
+    work = partial_dir(models_dir, version)
+    manifest = plan["manifest"]
+    pairs = manifest.get("pairs") if cfg.objective == "sft+dpo" else None
+    skip = None
+    if pairs is not None and len(pairs) < cfg.dpo.min_pairs:
+        skip = skipped(
+            f"{len(pairs)} preference pairs, fewer than min_pairs={cfg.dpo.min_pairs}", len(pairs)
+        )
+    with_dpo = pairs is not None and skip is None
+    # A restart whose SFT stage finished goes straight on to the DPO stage.
+    metrics = finished_sft(work) if with_dpo else None
+    if metrics is None:
+        trainer, metrics = _train_sft(cfg, store, plan, work, state, tokenizer, callbacks)
+        if with_dpo:
+            save_sft(trainer, work, metrics, state)
+            del trainer  # the stage loads the SFT result afresh, as a restart does
+    if with_dpo:
+        assert pairs is not None
+        trainer, metrics["dpo"] = train_dpo(cfg, store, pairs, work, tokenizer, callbacks)
+        if trainer.args.world_size == 1:
+            metrics["dpo"]["sft_heldout_loss"] = metrics.get("heldout_loss")
+            heldout = store.get_many(manifest["heldout"])
+            metrics["heldout_loss"] = heldout_loss(trainer.model, tokenizer, heldout, cfg).loss
+    elif skip is not None:
+        metrics["dpo"] = skip
+    metrics["objective"] = cfg.objective
+    out = work / "out"
+    if state.is_main_process and out.exists():
+        shutil.rmtree(out)  # left by a run killed while writing; rewritten whole below
+    state.wait_for_everyone()
+    # The Trainer turned the KV cache off for training; a saved full model must serve with it.
+    trainer.model.config.use_cache = True
+    trainer.save_model(str(out))  # adapter (or full weights) and tokenizer; all ranks for FSDP
+    final = models_dir / version
+    if state.is_main_process:
+        metrics["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        config = {
+            **cfg.model_dump(mode="json"),
+            "learning_rate": cfg.resolved_learning_rate,
+            "parent_version": (plan.get("parent") or {}).get(
+                "version"
+            ),  # the lineage "new" examples are new to
+        }
+        _write_json(out / METRICS, metrics)
+        _write_json(out / TRAIN_CONFIG, config)
+        _write_json(out / MANIFEST, {**manifest, "tokenization": metrics["tokenization"]})
+        os.replace(out, final)
+        shutil.rmtree(work)
+        register_version(store, final)
+    state.wait_for_everyone()
+    return TrainResult(version, final, metrics, metrics["resumed_from"])
+
+
+def _train_sft(
+    cfg: TrainerConfig,
+    store: Any,
+    plan: dict[str, Any],
+    work: Path,
+    state: Any,
+    tokenizer: Any,
+    callbacks: list[Any],
+) -> tuple[Any, dict[str, Any]]:
+    """The SFT stage (resumed from its last checkpoint): the trainer and its metrics."""
     from transformers import PrinterCallback, Trainer, set_seed
 
     from evoinstruct.trainer.evaluate import heldout_loss
     from evoinstruct.trainer.methods import prepare_model
 
     version = plan["version"]
-    work = partial_dir(models_dir, version)
     manifest = plan["manifest"]
     examples = store.get_many(manifest["new"] + manifest["seed"] + manifest["replay"])
     dataset, stats = build_dataset(examples, tokenizer, cfg)
@@ -396,29 +477,7 @@ def _run(
     if trainer.args.world_size == 1:
         heldout = store.get_many(manifest["heldout"])
         metrics["heldout_loss"] = heldout_loss(trainer.model, tokenizer, heldout, cfg).loss
-    out = work / "out"
-    if state.is_main_process and out.exists():
-        shutil.rmtree(out)  # left by a run killed while writing; rewritten whole below
-    state.wait_for_everyone()
-    # The Trainer turned the KV cache off for training; a saved full model must serve with it.
-    trainer.model.config.use_cache = True
-    trainer.save_model(str(out))  # adapter (or full weights) and tokenizer; all ranks for FSDP
-    final = models_dir / version
-    if state.is_main_process:
-        metrics["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        config = {
-            **cfg.model_dump(mode="json"),
-            "learning_rate": cfg.resolved_learning_rate,
-            "parent_version": parent.get("version"),  # the lineage "new" examples are new to
-        }
-        _write_json(out / METRICS, metrics)
-        _write_json(out / TRAIN_CONFIG, config)
-        _write_json(out / MANIFEST, {**manifest, "tokenization": stats.summary()})
-        os.replace(out, final)
-        shutil.rmtree(work)
-        register_version(store, final)
-    state.wait_for_everyone()
-    return TrainResult(version, final, metrics, metrics["resumed_from"])
+    return trainer, metrics
 
 
 def training_due(store: Any, cfg: TrainerConfig, round_number: int) -> tuple[bool, str]:

@@ -2,7 +2,8 @@
 
 A model answers every suite prompt greedily; the constraint registry checks
 each answer strictly and loosely (IFEval's four accuracies: prompt- and
-instruction-level, strict and loose), per constraint type and per source.
+instruction-level, strict and loose), per part of the suite (in-distribution,
+held-out phrasing, held-out type, IFEval rows), per constraint type and per source.
 Every accuracy comes with a percentile bootstrap interval over prompts
 (instruction-level figures resample whole prompts, whose instructions are not
 independent). Two models on the same suite are compared pairwise: a paired
@@ -14,6 +15,10 @@ left out of that model's accuracies and out of any pair it belongs to, and
 counted; a truncated answer is scored as it stands. Results are stored per
 (suite, model identity, generation settings) and reused: the incumbent and
 the teacher are answered once per suite, not once per candidate.
+
+`detectable_gain` states a paired test's power: the smallest gain it finds
+80% of the time, from the number of prompts and the share on which two
+versions disagree (one passes, the other fails).
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Result
-from evoinstruct.trainer.config import SuiteConfig
+from evoinstruct.trainer.config import SuiteConfig, part_order
 from evoinstruct.trainer.suite import Suite
 
 if TYPE_CHECKING:
@@ -43,6 +49,7 @@ ACCURACIES: tuple[str, ...] = (
 )
 Progress = Callable[[int, int], None]
 RESPONSE_CHARS = 4000  # kept per answer for inspection; checks ran on the whole text
+POWER = 0.8  # the power the gate's stated detectable gain refers to
 
 
 # --- statistics --------------------------------------------------------------------------
@@ -105,6 +112,32 @@ def mcnemar_exact(b: int, c: int) -> tuple[float, float]:
     return min(1.0, 2 * smaller / total), upper / total
 
 
+def detectable_gain(n: int, discordance: float, alpha: float, power: float = POWER) -> float | None:
+    """The smallest prompt-level gain (a fraction) a one-sided paired test at level `alpha`
+    finds with probability `power`, on n prompts of which a share `discordance` is
+    answered differently by the two versions.
+
+    Connor's normal approximation for paired proportions (1987): a gain D is found when
+    D * sqrt(n) = z_alpha * sqrt(d) + z_power * sqrt(d - D^2), solved for D. None when no
+    gain up to d itself (every disagreement won) is found that often, or n or d is 0.
+    """
+    if n <= 0 or discordance <= 0:
+        return None
+    d = min(discordance, 1.0)
+    z_a, z_b = NormalDist().inv_cdf(1 - alpha), NormalDist().inv_cdf(power)
+
+    def short(gain: float) -> float:  # > 0 while the gain is too small to be found
+        return z_a * math.sqrt(d) + z_b * math.sqrt(max(d - gain * gain, 0.0)) - gain * math.sqrt(n)
+
+    if short(d) > 0:
+        return None
+    low, high = 0.0, d
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if short(mid) > 0 else (low, mid)
+    return high
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Candidate minus baseline on the prompts both answered, in accuracy fractions."""
@@ -121,6 +154,12 @@ class Comparison:
     test: str  # how p_value was computed
     mcnemar: dict[str, Any] | None = None  # b, c, p_two_sided, p_one_sided
     excluded: int = 0  # prompts left out: one of the two could not answer
+    parts: tuple[str, ...] = ()  # the suite parts compared (empty: every prompt)
+    discordant: int = 0  # prompts one version passed and the other failed (prompt level)
+
+    @property
+    def discordance(self) -> float:
+        return self.discordant / self.n if self.n else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +175,8 @@ class Comparison:
             "test": self.test,
             "mcnemar": self.mcnemar,
             "excluded": self.excluded,
+            "parts": list(self.parts),
+            "discordant": self.discordant,
         }
 
 
@@ -179,6 +220,7 @@ class ItemOutcome:
     failed: str | None = None  # the failure kind when the model gave no answer
     truncated: bool = False
     response: str = ""
+    part: str | None = None  # the suite part of the prompt (None: a result from before parts)
 
     @property
     def answered(self) -> bool:
@@ -192,6 +234,7 @@ class ItemOutcome:
             "failed": self.failed,
             "truncated": self.truncated,
             "response": self.response,
+            "part": self.part,
         }
 
     @classmethod
@@ -203,6 +246,7 @@ class ItemOutcome:
             data.get("failed"),
             bool(data.get("truncated")),
             data.get("response", ""),
+            data.get("part"),
         )
 
 
@@ -211,13 +255,21 @@ def score_answers(suite: Suite, answers: Sequence[Result]) -> list[ItemOutcome]:
     out = []
     for item, answer in zip(suite.items, answers, strict=True):
         if isinstance(answer, Failure):
-            out.append(ItemOutcome(item.key, (), (), failed=answer.kind))
+            out.append(ItemOutcome(item.key, (), (), failed=answer.kind, part=item.part_name))
             continue
         text = answer.text
         strict = tuple(c.check(text).passed for c in item.constraints)
         loose = tuple(c.check(text, loose=True).passed for c in item.constraints)
         out.append(
-            ItemOutcome(item.key, strict, loose, None, answer.truncated, text[:RESPONSE_CHARS])
+            ItemOutcome(
+                item.key,
+                strict,
+                loose,
+                None,
+                answer.truncated,
+                text[:RESPONSE_CHARS],
+                item.part_name,
+            )
         )
     return out
 
@@ -239,7 +291,8 @@ def summarize(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """The four accuracies, per source and per constraint type, each with its interval."""
+    """The four accuracies, overall, per part, per source and per constraint type, each
+    with its interval."""
     pairs = [(i, o) for i, o in zip(suite.items, outcomes, strict=True) if o.answered]
     answered = [o for _, o in pairs]
     boot = {"samples": samples, "seed": seed, "confidence": confidence}
@@ -249,6 +302,9 @@ def summarize(
         return found.to_dict() if found else None
 
     accuracy = {m: interval(*_counts(answered, m)) for m in ACCURACIES}
+    parts: dict[str, list[ItemOutcome]] = {}
+    for item, outcome in pairs:
+        parts.setdefault(item.part_name, []).append(outcome)
     sources: dict[str, list[ItemOutcome]] = {}
     types: dict[str, dict[str, list[float]]] = {}
     for item, outcome in pairs:
@@ -264,6 +320,13 @@ def summarize(
         "failed": len(outcomes) - len(answered),
         "truncated": sum(o.truncated for o in answered),
         "accuracy": accuracy,
+        "by_part": {
+            name: {
+                "n": len(group),
+                "accuracy": {m: interval(*_counts(group, m)) for m in ACCURACIES},
+            }
+            for name, group in sorted(parts.items(), key=lambda kv: part_order(kv[0]))
+        },
         "by_source": {
             name: {"n": len(group), "prompt_strict": interval(*_counts(group, "prompt_strict"))}
             for name, group in sorted(sources.items())
@@ -304,6 +367,7 @@ class SuiteResult:
             "suite": self.suite,
             "label": self.label,
             "accuracy": self.metrics["accuracy"],
+            "by_part": self.metrics.get("by_part", {}),
             "answered": self.metrics["answered"],
             "failed": self.metrics["failed"],
             "seconds": self.seconds,
@@ -327,20 +391,22 @@ def compare(
     baseline: SuiteResult,
     metric: str = "prompt_strict",
     *,
+    parts: Collection[str] | None = None,
     samples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> Comparison:
-    """Paired comparison on the prompts both answered (both must come from the same suite)."""
+    """Paired comparison on the prompts both answered (both must come from the same suite),
+    of the given suite `parts` only (None: every prompt)."""
     if candidate.suite != baseline.suite:
         raise ValueError(f"results of different suites ({candidate.suite}, {baseline.suite})")
-    pairs = [
-        (a, b)
-        for a, b in zip(candidate.outcomes, baseline.outcomes, strict=True)
-        if a.answered and b.answered
-    ]
+    both = list(zip(candidate.outcomes, baseline.outcomes, strict=True))
+    if parts is not None:
+        both = [(a, b) for a, b in both if a.part in parts]
+    pairs = [(a, b) for a, b in both if a.answered and b.answered]
     if not pairs:
-        raise ValueError("no prompt was answered by both models")
+        where = f" in parts {sorted(parts)}" if parts is not None else ""
+        raise ValueError(f"no prompt{where} was answered by both models")
     a_num, a_den = _counts([a for a, _ in pairs], metric)
     b_num, b_den = _counts([b for _, b in pairs], metric)
     diff, low, high, p_boot = paired_bootstrap(
@@ -348,6 +414,11 @@ def compare(
     )
     mcnemar = None
     p_value, test = p_boot, "paired bootstrap"
+    # Disagreement at the prompt level, whatever the metric: the power statement uses it.
+    level = "prompt_" + metric.split("_", 1)[1]
+    pa, _ = _counts([a for a, _ in pairs], level)
+    pb, _ = _counts([b for _, b in pairs], level)
+    discordant = int(np.sum(pa != pb))
     if metric.startswith("prompt_"):
         b = int(np.sum((a_num == 1) & (b_num == 0)))
         c = int(np.sum((a_num == 0) & (b_num == 1)))
@@ -366,7 +437,9 @@ def compare(
         p_value=p_value,
         test=test,
         mcnemar=mcnemar,
-        excluded=len(candidate.outcomes) - len(pairs),
+        excluded=len(both) - len(pairs),
+        parts=tuple(sorted(parts, key=part_order)) if parts is not None else (),
+        discordant=discordant,
     )
 
 
@@ -436,8 +509,11 @@ def stored_result(
     """A result stored earlier for exactly this suite, model and generation settings."""
     settings = {"max_tokens": cfg.max_tokens, "temperature": 0.0}
     row = store.eval_result(result_id(suite.hash, identity, settings))
-    if row is None:
-        return None
+    return None if row is None else result_from_row(row)
+
+
+def result_from_row(row: dict[str, Any]) -> SuiteResult:
+    """A stored result (a row of `store.eval_results(..., with_items=True)`) as it was."""
     return SuiteResult(
         suite=row["suite"],
         label=row["label"],

@@ -3,14 +3,18 @@
     from evoinstruct.agents.constraints import sample_constraints, check_all
 
     picks = sample_constraints(Random(7), "zh", 2, instruction)   # evolver
-    prompt = instruction + "\\n\\n" + describe_all(picks, "zh")
+    split = ConstraintSplit.from_config(held_out_config)          # what training may carry
+    placed = layout(picks, "zh", rng, split.training_choices("zh"))
+    prompt = render_prompt(instruction, placed, "zh")             # phrasings around the task
     results = check_all(picks, response)                          # responder / critic
     fixed, ids = repair_all(picks, response)                      # responder, then re-check
     meta["constraints"] = dump_constraints(picks)                 # store
 
 Ids and parameter names are IFEval's (`length_constraints:number_words`,
 `relation`, `num_words`...), so IFEval-format files load with `from_ifeval`
-/ `read_ifeval`. Importing this package registers every type.
+/ `read_ifeval`. Each type's descriptions are data (`phrasing`, several per
+language, split into training and suite-only ones by `split`). Importing
+this package registers every type.
 """
 
 from __future__ import annotations

@@ -75,10 +75,6 @@ def _check_lowercase(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="change_case:english_lowercase",
-        templates={
-            "en": "Your entire response should be in lowercase letters. No capital letters are allowed.",
-            "zh": "整个回答必须用英文写成，并且全部小写，不允许出现大写字母。",
-        },
         params=(),
         languages=ENGLISH,
         sampler=lambda ctx: {},
@@ -97,10 +93,6 @@ def _check_uppercase(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="change_case:english_capital",
-        templates={
-            "en": "Your entire response should be in capital letters only. No lowercase letters are allowed.",
-            "zh": "整个回答必须用英文写成，并且全部大写，不允许出现小写字母。",
-        },
         params=(),
         languages=ENGLISH,
         sampler=lambda ctx: {},
@@ -126,10 +118,6 @@ def _sample_capital_words(ctx: SampleContext) -> dict[str, Any]:
 register(
     ConstraintType(
         id="change_case:capital_word_frequency",
-        templates={
-            "en": "In your response, words written entirely in capital letters should appear {capital_relation} {capital_frequency} times.",
-            "zh": "回答中全部大写的英文单词应出现{capital_relation}{capital_frequency}次。",
-        },
         params=(
             Param("capital_frequency", "int", minimum=1),
             Param("capital_relation", "relation"),
@@ -169,10 +157,6 @@ def _repair_no_comma(response: str, p: Mapping[str, Any]) -> str:
 register(
     ConstraintType(
         id="punctuation:no_comma",
-        templates={
-            "en": "Do not use any commas in your response.",
-            "zh": "回答中不得使用任何逗号（包括“，”和“、”）。",
-        },
         params=(),
         languages=frozenset({"en", "zh"}),
         sampler=lambda ctx: {},

@@ -42,29 +42,28 @@ _PLACEHOLDER = re.compile(r"\[.*?\]")
 _JSON_OPENERS = ("```json", "```Json", "```JSON", "```")
 
 
-def is_bullet(line: str) -> bool:
-    """A markdown bullet line as IFEval counts them.
+# Markdown bullets as IFEval counts them, star and dash lines each in a search of
+# their own: a line whose first non-space character is "-" ("-5°C" and "---" too),
+# or "*" followed by anything but "*" ("*italic* words" is one, "**bold**" and
+# "***" are not). The white space may run over line breaks, and the character
+# after a lone "*" may be the line break itself: a line of just "*" is a bullet
+# whose text is the next line.
+_STAR_BULLET = re.compile(r"^\s*\*[^*].*$", re.MULTILINE)
+_DASH_BULLET = re.compile(r"^\s*-.*$", re.MULTILINE)
 
-    Any line whose first non-space character is "-" ("-5°C" and "---" too), or
-    "*" followed by something other than "*" (so "*italic* words" is one and
-    "**bold**" and "***" are not).
-    """
-    body = line.lstrip()
-    return body.startswith("-") or (len(body) > 1 and body[0] == "*" and body[1] != "*")
+
+def count_bullets(text: str) -> int:
+    """How many markdown bullet points IFEval finds in the text."""
+    return len(_STAR_BULLET.findall(text)) + len(_DASH_BULLET.findall(text))
 
 
 def _check_bullets(response: str, p: Mapping[str, Any]) -> CheckResult:
-    found = sum(1 for line in response.split("\n") if is_bullet(line))
-    return exactly(found, "bullet points", p["num_bullets"])
+    return exactly(count_bullets(response), "bullet points", p["num_bullets"])
 
 
 register(
     ConstraintType(
         id="detectable_format:number_bullet_lists",
-        templates={
-            "en": 'Your answer must contain exactly {num_bullets} bullet points, written as markdown bullets ("* " or "- ").',
-            "zh": "回答必须恰好包含{num_bullets}个要点，使用 Markdown 列表符号（“* ”或“- ”）。",
-        },
         params=(Param("num_bullets", "int", minimum=1),),
         languages=BOTH,
         sampler=lambda ctx: {"num_bullets": ctx.rng.randint(2, 6)},
@@ -81,10 +80,6 @@ def _check_numbered(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="detectable_format:numbered_list",
-        templates={
-            "en": 'Your answer must contain exactly {num_items} numbered items, written as "1.", "2.", and so on.',
-            "zh": "回答必须恰好包含{num_items}个编号条目，依次写作“1.”“2.”等。",
-        },
         params=(Param("num_items", "int", minimum=1),),
         languages=BOTH,
         sampler=lambda ctx: {"num_items": ctx.rng.randint(3, 7)},
@@ -110,10 +105,6 @@ def _check_highlights(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="detectable_format:number_highlighted_sections",
-        templates={
-            "en": "Highlight at least {num_highlights} sections in your answer with markdown, i.e. *highlighted section*.",
-            "zh": "回答中至少用 Markdown 突出显示{num_highlights}处内容，例如 *重点内容*。",
-        },
         params=(Param("num_highlights", "int", minimum=1),),
         languages=BOTH,
         sampler=lambda ctx: {"num_highlights": ctx.rng.randint(2, 4)},
@@ -143,10 +134,6 @@ def _sample_sections(ctx: SampleContext) -> dict[str, Any]:
 register(
     ConstraintType(
         id="detectable_format:multiple_sections",
-        templates={
-            "en": "Your response must have {num_sections} sections. Mark the beginning of each section with {section_spliter} X, such as: {section_spliter} 1.",
-            "zh": "回答必须分为{num_sections}个部分，每个部分以“{section_spliter} X”开头标明，例如：{section_spliter} 1。",
-        },
         params=(Param("section_spliter", "str"), Param("num_sections", "int", minimum=1)),
         languages=BOTH,
         sampler=_sample_sections,
@@ -175,10 +162,6 @@ def _check_json(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="detectable_format:json_format",
-        templates={
-            "en": "Your entire output should be wrapped in JSON format. You can use markdown ticks such as ```.",
-            "zh": "整个输出必须是 JSON 格式，可以用 Markdown 代码块标记（```）包裹。",
-        },
         params=(),
         languages=BOTH,
         sampler=lambda ctx: {},
@@ -212,10 +195,6 @@ def _check_title(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="detectable_format:title",
-        templates={
-            "en": "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>.",
-            "zh": "回答必须包含一个用双尖括号括起来的标题，例如<<春日之歌>>。",
-        },
         params=(),
         languages=BOTH,
         sampler=lambda ctx: {},
@@ -235,10 +214,6 @@ def _check_placeholders(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="detectable_content:number_placeholders",
-        templates={
-            "en": "The response must contain at least {num_placeholders} placeholders represented by square brackets, such as [address].",
-            "zh": "回答中至少包含{num_placeholders}个用方括号表示的占位符，例如[地址]。",
-        },
         params=(Param("num_placeholders", "int", minimum=1),),
         languages=BOTH,
         sampler=lambda ctx: {"num_placeholders": ctx.rng.randint(1, 4)},
@@ -294,10 +269,6 @@ def _sample_postscript(ctx: SampleContext) -> dict[str, Any]:
 register(
     ConstraintType(
         id="detectable_content:postscript",
-        templates={
-            "en": "Add a postscript starting with {postscript_marker} at the end of your response.",
-            "zh": "请在回答末尾明确添加一段以“{postscript_marker}”开头的附言。",
-        },
         params=(Param("postscript_marker", "str"),),
         languages=BOTH,
         sampler=_sample_postscript,
@@ -329,10 +300,6 @@ def _check_constrained(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="detectable_format:constrained_response",
-        templates={
-            "en": 'Answer with one of the following options: "My answer is yes.", "My answer is no.", "My answer is maybe."',
-            "zh": "只能用以下选项之一作答：“My answer is yes.”、“My answer is no.”、“My answer is maybe.”",
-        },
         params=(),
         languages=ENGLISH,
         sampler=lambda ctx: {},
@@ -368,10 +335,6 @@ def _check_two_responses(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="combination:two_responses",
-        templates={
-            "en": "Give two different responses. Responses and only responses should be separated by 6 asterisk symbols: ******.",
-            "zh": "给出两个不同的回答，两个回答之间用6个星号 ****** 分隔，其他地方不要使用这个分隔符。",
-        },
         params=(),
         languages=BOTH,
         sampler=lambda ctx: {},

@@ -43,10 +43,6 @@ def _sample_existence(ctx: SampleContext) -> dict[str, Any]:
 register(
     ConstraintType(
         id="keywords:existence",
-        templates={
-            "en": "Include the following keywords in your response: {keywords}.",
-            "zh": "回答中须包含以下关键词：{keywords}。",
-        },
         params=(Param("keywords", "words"),),
         languages=BOTH,
         sampler=_sample_existence,
@@ -70,10 +66,6 @@ def _sample_frequency(ctx: SampleContext) -> dict[str, Any]:
 register(
     ConstraintType(
         id="keywords:frequency",
-        templates={
-            "en": 'In your response, the word "{keyword}" should appear {relation} {frequency} times.',
-            "zh": "回答中“{keyword}”一词应出现{relation}{frequency}次。",
-        },
         params=(
             Param("keyword", "str"),
             Param("frequency", "int", minimum=1),
@@ -105,10 +97,6 @@ def _sample_forbidden(ctx: SampleContext) -> dict[str, Any]:
 register(
     ConstraintType(
         id="keywords:forbidden_words",
-        templates={
-            "en": "Do not include the following words in your response: {forbidden_words}.",
-            "zh": "回答中不得出现以下词语：{forbidden_words}。",
-        },
         params=(Param("forbidden_words", "words"),),
         languages=BOTH,
         sampler=_sample_forbidden,
@@ -148,10 +136,6 @@ def _sample_letter(ctx: SampleContext) -> dict[str, Any]:
 register(
     ConstraintType(
         id="keywords:letter_frequency",
-        templates={
-            "en": 'In your response, the letter "{letter}" (either case) should appear {let_relation} {let_frequency} times.',
-            "zh": "回答中字母“{letter}”（不区分大小写）应出现{let_relation}{let_frequency}次。",
-        },
         params=(
             Param("letter", "letter"),
             Param("let_frequency", "int", minimum=1),

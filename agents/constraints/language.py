@@ -39,10 +39,6 @@ def _check_language(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="language:response_language",
-        templates={
-            "en": "Your entire response should be in {language}; no other language is allowed.",
-            "zh": "整个回答必须使用{language}，不得使用其他语言。",
-        },
         params=(Param("language", "language"),),
         languages=frozenset({"en", "zh"}),
         sampler=lambda ctx: {"language": ctx.language},

@@ -83,10 +83,6 @@ def _check_words(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="length_constraints:number_words",
-        templates={
-            "en": "Answer with {relation} {num_words} words.",
-            "zh": "回答{relation}{num_words}个字。",
-        },
         params=(Param("relation", "relation"), Param("num_words", "int", minimum=1)),
         languages=BOTH,
         sampler=_sample_words,
@@ -112,10 +108,6 @@ def _check_chars(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="length_constraints:number_characters",
-        templates={
-            "en": "Answer with {relation} {num_chars} characters, not counting spaces.",
-            "zh": "回答{relation}{num_chars}个字符（不计空格）。",
-        },
         params=(Param("relation", "relation"), Param("num_chars", "int", minimum=1)),
         languages=BOTH,
         sampler=_sample_chars,
@@ -139,10 +131,6 @@ def _check_sentences(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="length_constraints:number_sentences",
-        templates={
-            "en": "Your response should contain {relation} {num_sentences} sentences.",
-            "zh": "回答应包含{relation}{num_sentences}个句子。",
-        },
         params=(Param("relation", "relation"), Param("num_sentences", "int", minimum=1)),
         languages=BOTH,
         sampler=_sample_sentences,
@@ -180,10 +168,6 @@ def _check_star_paragraphs(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="length_constraints:number_paragraphs",
-        templates={
-            "en": "There should be exactly {num_paragraphs} paragraphs. Paragraphs are separated by the markdown divider: ***",
-            "zh": "回答应恰好分为{num_paragraphs}段，段与段之间用 Markdown 分隔线 *** 隔开。",
-        },
         params=(Param("num_paragraphs", "int", minimum=1),),
         languages=BOTH,
         sampler=lambda ctx: {"num_paragraphs": ctx.rng.randint(2, 5)},
@@ -193,20 +177,22 @@ register(
 )
 
 # IFEval cuts a paragraph's first word at the first of these, after dropping
-# quotes in front of it; anything else (a colon, markdown stars) stays part of it.
+# straight quotes in front of it; anything else (a colon, markdown stars, a curly
+# quote) stays part of it.
 _WORD_STOPS = frozenset(".,?!'\"")
+# Quotes in front of a Chinese first word: straight ones and Chinese's own.
 _LEADING_QUOTES = "'\"“‘「『"
 
 
 def first_word(paragraph: str) -> str:
     """A paragraph's first word as IFEval reads it, lower-cased.
 
-    The first white-space separated token without leading quotes, cut at the
-    first of . , ? ! ' ": "First," reads "first", but "**First**" and "First:"
-    do not.
+    The first white-space separated token without leading ' and then " (IFEval
+    strips those two, in that order), cut at the first of . , ? ! ' ": "First,"
+    reads "first", but "**First**", "First:" and "“First" do not.
     """
     tokens = paragraph.split()
-    token = tokens[0].lstrip(_LEADING_QUOTES) if tokens else ""
+    token = tokens[0].lstrip("'").lstrip('"') if tokens else ""
     word = []
     for char in token:
         if char in _WORD_STOPS:
@@ -267,10 +253,6 @@ def _sample_nth(ctx: SampleContext) -> dict[str, Any]:
 register(
     ConstraintType(
         id="length_constraints:nth_paragraph_first_word",
-        templates={
-            "en": 'There should be exactly {num_paragraphs} paragraphs, separated from each other by one blank line. Paragraph {nth_paragraph} must start with the word "{first_word}".',
-            "zh": "回答应恰好分为{num_paragraphs}段，段与段之间空一行；第{nth_paragraph}段必须以“{first_word}”开头。",
-        },
         params=(
             Param("num_paragraphs", "int", minimum=1),
             Param("nth_paragraph", "int", minimum=1),

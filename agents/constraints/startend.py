@@ -44,10 +44,6 @@ def _check_start(response: str, p: Mapping[str, Any]) -> CheckResult:
 register(
     ConstraintType(
         id="startend:start_checker",
-        templates={
-            "en": 'Start your response with the exact phrase "{start_phrase}".',
-            "zh": "回答必须以“{start_phrase}”开头。",
-        },
         params=(Param("start_phrase", "str"),),
         languages=BOTH,
         sampler=lambda ctx: {"start_phrase": pick_phrase(ctx, START_PHRASES[ctx.language])},
@@ -95,10 +91,6 @@ def _repair_end(response: str, p: Mapping[str, Any]) -> str:
 register(
     ConstraintType(
         id="startend:end_checker",
-        templates={
-            "en": 'Finish your response with this exact phrase, with no other words after it: "{end_phrase}"',
-            "zh": "回答必须以“{end_phrase}”这句话结尾，其后不得再有任何内容。",
-        },
         params=(Param("end_phrase", "str"),),
         languages=BOTH,
         sampler=lambda ctx: {"end_phrase": pick_phrase(ctx, END_PHRASES[ctx.language])},
@@ -125,10 +117,6 @@ def _repair_quotation(response: str, p: Mapping[str, Any]) -> str:
 register(
     ConstraintType(
         id="startend:quotation",
-        templates={
-            "en": "Wrap your entire response with double quotation marks.",
-            "zh": "用双引号把整个回答括起来。",
-        },
         params=(),
         languages=BOTH,
         sampler=lambda ctx: {},
@@ -160,10 +148,6 @@ def _sample_repeat(ctx: SampleContext) -> dict[str, Any]:
 register(
     ConstraintType(
         id="combination:repeat_prompt",
-        templates={
-            "en": "First repeat the request word for word without change, then give your answer (1. do not say any words or characters before repeating the request; 2. the request you need to repeat does not include this sentence).",
-            "zh": "请先一字不差地重复上面的请求，再给出你的回答（1. 重复请求之前不要说任何话；2. 需要重复的请求不包括这句话）。",
-        },
         params=(Param("prompt_to_repeat", "str"),),
         languages=BOTH,
         sampler=_sample_repeat,

@@ -12,7 +12,8 @@ for it. The rules, which every checker counts through:
 * a sentence is what the Punkt sentence tokenizer finds with NLTK's English model
   (what IFEval counts with): `.`, `?` and `!` end one unless Punkt takes the
   period for an abbreviation, initial or number, and a line break alone ends
-  none. 。！？ end a sentence too, since Punkt knows no Chinese;
+  none. 。！？ end a sentence too, since Punkt knows no Chinese, and so do `.`, `?`
+  and `!` directly before a CJK character (Chinese puts no space after them);
 * paragraphs are pieces between `***` dividers, or between two newlines
   (`"\\n\\n"`, exactly as IFEval splits them);
 * phrases (end phrase, request to repeat, keywords, postscript marker) compare
@@ -41,8 +42,10 @@ _HAN_CHAR = re.compile(f"[{_HAN_CLASS}]")
 _WORD = re.compile(f"[{CJK_CLASS}]|[^\\W{CJK_CLASS}]+")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")
 _OTHER_WORD = re.compile(f"[^\\W\\d_A-Za-z\u00c0-\u024f{CJK_CLASS}]+")
-# A Chinese sentence ends at a run of 。！？ and any closing quotes or brackets after it.
-_CJK_SENTENCE_END = re.compile("[。！？]+[”’」』）》]*")
+# A Chinese sentence ends at a run of 。！？ and any closing quotes or brackets after it,
+# or at . ! ? written half-width right before the next CJK character: Chinese puts no
+# space after them, and Punkt ends a sentence only where white space follows.
+_CJK_SENTENCE_END = re.compile(f"[。！？]+[”’」』）》]*|[.!?]+[\"'”’」』）》)]*(?=[{CJK_CLASS}])")
 
 COMMAS = frozenset(",，、﹐﹑､︐")
 _WS = re.compile(r"\s+")
@@ -85,7 +88,8 @@ def _sentence_tokenizer() -> Any:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences: Punkt's English sentences, each also split after 。！？."""
+    """Sentences: Punkt's English sentences, each also split after 。！？ (and after
+    . ! ? that a CJK character follows directly)."""
     out: list[str] = []
     start = 0
     pieces: list[str] = []
@@ -162,7 +166,13 @@ def phrase_forms(text: str, phrase: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=512)
 def _keyword_regex(keyword: str, whole_word: bool) -> re.Pattern[str]:
     body = re.escape(keyword)
-    return re.compile(rf"\b{body}\b" if whole_word else body, re.IGNORECASE)
+    if not whole_word:
+        return re.compile(body, re.IGNORECASE)
+    # A CJK character next to the keyword is a boundary too: Han characters are word
+    # characters to `\b`, so "AI" would never be found in "用AI写作". Text without CJK
+    # meets IFEval's `\b...\b` exactly.
+    left, right = f"(?<=[{CJK_CLASS}])", f"(?=[{CJK_CLASS}])"
+    return re.compile(rf"(?:\b|{left}){body}(?:\b|{right})", re.IGNORECASE)
 
 
 def count_keyword(text: str, keyword: str, *, whole_word: bool = False) -> int:
@@ -171,7 +181,8 @@ def count_keyword(text: str, keyword: str, *, whole_word: bool = False) -> int:
     Anywhere in the text: "art" is found in "start" and "dream" in "daydream",
     as IFEval's search finds them. With `whole_word` only where a word boundary
     (`\\b`) stands on both sides, as in IFEval's forbidden-word check, so
-    forbidding "art" does not forbid "artist". A keyword with CJK characters
+    forbidding "art" does not forbid "artist"; a CJK character beside the keyword
+    counts as a boundary ("AI" is found in "用AI写作"). A keyword with CJK characters
     is a plain substring (after NFKC) either way: `\\b` never falls between
     two Han characters, so a forbidden 好 would never be found in 很好.
     """

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evoinstruct.agents.models.ct2_engine import ComputeType
+
 ROLES = ("generator", "evolver", "responder", "critic", "rewriter", "tagger", "scorer", "embedder")
 
 
@@ -46,6 +48,17 @@ class ModelConfig(BaseModel):
     device: str = Field("auto", description="auto | cpu | cuda | mps (transformers).")
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16 (transformers).")
     batch_size: int = Field(8, ge=1, description="Generation batch size (transformers).")
+    engine: Literal["torch", "ctranslate2"] = Field(
+        "torch",
+        description="What generates for a transformers model: torch (transformers' generate) or "
+        "ctranslate2 (a CPU engine, the `real` extra; the folder and each adapter version are "
+        "converted once and cached; loss, embeddings and option probabilities stay on torch).",
+    )
+    engine_compute_type: ComputeType = Field(
+        "float32",
+        description="ctranslate2's compute type: float32 gives transformers' float32 greedy "
+        "answers; int8 is faster and its answers differ.",
+    )
     max_lora_rank: int = Field(64, ge=1, description="vLLM --max-lora-rank.")
     cache: bool = Field(True, description="Keep answers in the store's response cache.")
     seed: int = 0

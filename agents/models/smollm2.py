@@ -54,6 +54,15 @@ MODEL_NAME = "smollm2-135m-instruct"
 CACHE_ENV = "EVOINSTRUCT_MODEL_CACHE"
 SOURCE_FILE = "evoinstruct_source.json"
 DTYPES: tuple[str, ...] = ("bfloat16", "float32")
+# How SmolLM2 computes on a CPU (bench/inference.py measures it; README "A real model,
+# offline"). The folder stays bfloat16 (half the disk); loading it as float32 is an exact
+# up-cast. On CPUs without native bfloat16 (AVX2, no AVX512-BF16/AMX) bfloat16 is emulated
+# and float32 generation ran ~4x faster; CTranslate2 in float32 gives transformers' float32
+# greedy answers and drops finished rows from a batch.
+CPU_DTYPE: Dtype = "float32"
+CPU_ENGINE = "ctranslate2"
+CPU_COMPUTE_TYPE = "float32"
+CPU_BATCH_SIZE = 16
 
 # SmolLM2's own template (ChatML with a default system turn); used only if a GGUF lacks one.
 CHATML_TEMPLATE = (
@@ -269,15 +278,16 @@ def config_tables(
     *,
     teacher: bool = True,
     student: bool = True,
-    dtype: Dtype = "bfloat16",
+    dtype: Dtype = CPU_DTYPE,
     device: Literal["cpu", "auto"] = "cpu",
 ) -> dict[str, dict[str, str | int]]:
     """The config tables ("models.teacher", "roles", "trainer", ...) that use the folder at `path`.
 
-    On a CPU both serving and LoRA training compute in `dtype`: bfloat16 halves
-    memory and, on CPUs with AVX512-BF16 or AMX, is about twice as fast; on CPUs
-    without them float32 is the faster choice. With device "auto" the backend and
-    the trainer pick the accelerator's own dtype.
+    On a CPU both serving and LoRA training compute in `dtype`, whatever the folder's:
+    float32 by default (bfloat16 halves memory and is faster only on CPUs with
+    AVX512-BF16 or AMX), and generation runs on CTranslate2 in float32 (the same greedy
+    answers as transformers in float32, faster). With device "auto" the backend and the
+    trainer pick the accelerator's own dtype and generate with transformers.
     """
     if not (teacher or student):
         raise ValueError("config_tables needs teacher, student or both")
@@ -287,8 +297,10 @@ def config_tables(
         "path": str(path),
         "device": device,
         "dtype": dtype if on_cpu else "auto",
-        "batch_size": 8,
+        "batch_size": CPU_BATCH_SIZE if on_cpu else 8,
     }
+    if on_cpu:
+        served.update(engine=CPU_ENGINE, engine_compute_type=CPU_COMPUTE_TYPE)
     tables: dict[str, dict[str, str | int]] = {}
     if teacher:
         tables["models.teacher"] = dict(served)
@@ -315,7 +327,7 @@ def config_lines(
     *,
     teacher: bool = True,
     student: bool = True,
-    dtype: Dtype = "bfloat16",
+    dtype: Dtype = CPU_DTYPE,
     device: Literal["cpu", "auto"] = "cpu",
 ) -> list[str]:
     """TOML lines to put into evoinstruct.toml in place of the tables of the same names."""
@@ -333,7 +345,7 @@ def config_overrides(
     *,
     teacher: bool = True,
     student: bool = True,
-    dtype: Dtype = "bfloat16",
+    dtype: Dtype = CPU_DTYPE,
     device: Literal["cpu", "auto"] = "cpu",
 ) -> list[str]:
     """The same values as `--set section.key=value` overrides, for a config that already

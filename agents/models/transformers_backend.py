@@ -7,6 +7,12 @@ needs — per-token loss (IFD), mean-pooled embeddings and option
 probabilities (Deita). All torch work runs in a worker thread under one lock,
 so the event loop stays responsive and adapter swaps never interleave with a
 forward pass. Heavy imports happen inside functions.
+
+Generation runs on transformers' `generate` or, with `engine = "ctranslate2"`, on
+CTranslate2 (ct2_engine.py: faster on a CPU, each adapter version merged and
+converted once); everything else stays on torch. A cancelled generate() call
+sets a flag its worker thread checks between batches and the engine checks at
+every decoding step.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
 from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.agents.models.ct2_engine import Ct2Engine, GenerationStopped
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
 # For base models without a chat template: the Alpaca layout the trainer also uses.
@@ -88,10 +95,27 @@ class TransformersModel:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._adapters: dict[str, str] = {}  # version -> peft adapter name
+        self._adapter_dirs: dict[str, Path] = {}  # version -> its directory (merged by engines)
         self._lock = threading.Lock()
         self._batches = 0
+        self._engine = self._make_engine(path) if cfg.engine == "ctranslate2" else None
         if cfg.adapter:
             self.load_adapter(cfg.adapter)
+
+    def _make_engine(self, path: str) -> Ct2Engine:
+        import torch
+
+        from evoinstruct.agents.models.smollm2 import default_cache_dir
+
+        if self.device != "cpu":
+            raise ModelError(f'engine = "ctranslate2" runs on the cpu here, not {self.device!r}')
+        return Ct2Engine(
+            path,
+            self.tokenizer,
+            compute_type=self.cfg.engine_compute_type,
+            threads=torch.get_num_threads(),
+            cache_dir=default_cache_dir(),
+        )
 
     def __repr__(self) -> str:
         return f"TransformersModel({self.model_id!r}, adapter={self.adapter_version!r}, device={self.device!r})"
@@ -109,6 +133,7 @@ class TransformersModel:
                 except (OSError, ValueError) as exc:
                     raise ModelError(f"cannot load the adapter {str(path)!r}: {exc}") from exc
                 self._adapters[version] = name
+                self._adapter_dirs[version] = Path(path)
             self._activate(version)
         return version
 
@@ -125,6 +150,8 @@ class TransformersModel:
         self.model.set_adapter(self._adapters[version])
         self.model.enable_adapters()
         self.adapter_version = version
+        if self._engine is not None:
+            self._engine.use_adapter(self._adapter_dirs[version])
 
     def remove_adapter(self, *, unload: bool = False) -> None:
         """Back to the base model; `unload` also frees every loaded adapter's weights."""
@@ -134,7 +161,10 @@ class TransformersModel:
                 if unload:
                     self.model.delete_adapter(list(self._adapters.values()))
                     self._adapters.clear()
+                    self._adapter_dirs.clear()
             self.adapter_version = None
+            if self._engine is not None:
+                self._engine.use_adapter(None)
 
     @property
     def loaded_adapters(self) -> list[str]:
@@ -163,7 +193,25 @@ class TransformersModel:
             text, finished = text[:cut], True
         return Choice(text, "stop" if finished else "length"), len(ids)
 
-    def _generate_chunk(self, requests: list[ChatRequest]) -> list[Generation]:
+    def _next_seed(self, request: ChatRequest) -> int:
+        seed = request.seed if request.seed is not None else self.cfg.seed + self._batches
+        self._batches += 1
+        return seed
+
+    def _generate_chunk(
+        self, requests: list[ChatRequest], stop: threading.Event
+    ) -> list[Generation]:
+        if self._engine is not None:
+            return self._engine.generate(
+                requests,
+                [self._prompt_text(r.messages) for r in requests],
+                seed=self._next_seed(requests[0]),
+                decode=self._decode,
+                stop_requested=stop.is_set,
+            )
+        return self._generate_chunk_torch(requests)
+
+    def _generate_chunk_torch(self, requests: list[ChatRequest]) -> list[Generation]:
         import torch
 
         first = requests[0]
@@ -181,8 +229,7 @@ class TransformersModel:
         if first.stop:
             kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
         enc = self._encode_left([self._prompt_text(r.messages) for r in requests])
-        seed = first.seed if first.seed is not None else self.cfg.seed + self._batches
-        self._batches += 1
+        seed = self._next_seed(first)
         start = time.monotonic()
         devices = [] if self.device == "cpu" else None
         device_type = None if self.device == "cpu" else self.device.split(":")[0]
@@ -209,7 +256,10 @@ class TransformersModel:
             )
         return results
 
-    def _generate_sync(self, requests: Sequence[ChatRequest]) -> list[Result]:
+    def _generate_sync(
+        self, requests: Sequence[ChatRequest], stop: threading.Event | None = None
+    ) -> list[Result]:
+        stop = stop or threading.Event()
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(_sampling_key(request), []).append(i)
@@ -217,10 +267,12 @@ class TransformersModel:
         with self._lock:
             for indices in groups.values():
                 for s in range(0, len(indices), self.cfg.batch_size):
+                    if stop.is_set():
+                        raise GenerationStopped
                     chunk = indices[s : s + self.cfg.batch_size]
                     try:
                         answers: list[Result] = list(
-                            self._generate_chunk([requests[i] for i in chunk])
+                            self._generate_chunk([requests[i] for i in chunk], stop)
                         )
                     except (RuntimeError, ValueError, IndexError) as exc:
                         failure = Failure("other", f"{type(exc).__name__}: {exc}")
@@ -230,7 +282,14 @@ class TransformersModel:
         return [r for r in results if r is not None]
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:
-        return await asyncio.to_thread(self._generate_sync, list(requests))
+        # A cancelled call cannot stop its worker thread; the flag ends the thread's
+        # generation within a decoding step (engines check it per step), freeing the lock.
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate_sync, list(requests), stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
 
     # -- model-internal quantities -------------------------------------------
     def _loss_sync(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:

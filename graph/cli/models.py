@@ -140,7 +140,10 @@ FETCHABLE = ("smollm2",)
 def fetch(
     name: str = typer.Argument(..., help="The model to fetch: smollm2 (SmolLM2-135M-Instruct)."),
     dtype: str = typer.Option(
-        "bfloat16", "--dtype", help="bfloat16 (fast on CPUs with bf16) or float32."
+        "bfloat16",
+        "--dtype",
+        help="The folder's dtype: bfloat16 (half the disk) or float32; either computes in "
+        "float32 on a CPU (an exact up-cast of bfloat16).",
     ),
     cache_dir: Path | None = typer.Option(
         None,
@@ -168,14 +171,11 @@ def fetch(
         soft_wrap=True,
     )
     console.print(
-        "\n".join(config_lines(path, dtype=dtype)),  # type: ignore[arg-type]
+        "\n".join(config_lines(path)),
         soft_wrap=True,
         markup=False,
     )
-    overrides = " ".join(
-        f"--set {item}"
-        for item in config_overrides(path, dtype=dtype)  # type: ignore[arg-type]
-    )
+    overrides = " ".join(f"--set {item}" for item in config_overrides(path))
     console.print(
         f"\nor try it on one run without editing: evoinstruct run {overrides}",
         soft_wrap=True,

@@ -153,7 +153,12 @@ def export(
         Path, typer.Option("--output", "-o", help="File to write (.json, .jsonl, .parquet).")
     ],
     format: Annotated[
-        str, typer.Option("--format", "-f", help="alpaca|sharegpt|openai|parquet.")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="alpaca|sharegpt|openai|parquet, or dpo: verified preference pairs (prompt/chosen/rejected).",
+        ),
     ] = "alpaca",
     status: Annotated[
         list[str] | None,
@@ -205,7 +210,9 @@ def export(
     """Export the pool for LLaMA-Factory, TRL or `datasets`, with a Hub dataset card.
 
     Beside the data go README.md (the card: the Hub's YAML header, provenance, filters,
-    acceptance by stage) and a dataset_info.json entry for LLaMA-Factory.
+    acceptance by stage) and a dataset_info.json entry for LLaMA-Factory. `--format dpo`
+    writes the verified preference pairs of the selected examples instead, for TRL's
+    DPOTrainer and LLaMA-Factory's preference training.
     Example: evoinstruct export --format sharegpt -o mydata/train.jsonl --min-score accuracy=4.5
     """
     from evoinstruct.store.errors import InputError
@@ -241,10 +248,22 @@ def export(
         check_hub_push(push_to_hub)  # before anything is written
     aliases = model_aliases({n: m.model_dump() for n, m in config.models.items()})
     with proj.open_store() as store:
+        from evoinstruct.trainer.suite import training_guard
+
+        # Nothing the held-out suite measures leaves the project, as nothing of it trains.
+        filt.withhold = training_guard(store, config.trainer.suite).hit
         result = export_dataset(
             store, format, out, filt, with_lineage=with_lineage, card=card, aliases=aliases
         )
-    console.print(f"Wrote {result.count} examples to {out} ({format})", markup=False)
+    what = "preference pairs" if format == "dpo" else "examples"
+    console.print(f"Wrote {result.count} {what} to {out} ({format})", markup=False)
+    withheld = sum(result.withheld.values())
+    if withheld:
+        console.print(
+            f"Withheld {withheld} examples the held-out suite measures "
+            "(its prompts, held-out constraint types, suite-only phrasings)",
+            markup=False,
+        )
     if result.card is not None and result.dataset_info is not None:
         console.print(
             f"Card: {result.card}; LLaMA-Factory: {result.dataset_info} (dataset {result.name!r})",

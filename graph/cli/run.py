@@ -217,8 +217,8 @@ def _real_demo(directory: Path, force: bool, rounds: int) -> None:
     for row in result.versions:
         paired = row["vs_base"]
         console.print(
-            f"{row['version']:<12} {accuracy_text(row['accuracy'])}; vs base "
-            f"{100 * paired['diff']:+.1f} points (95% CI {100 * paired['low']:+.1f}.."
+            f"{row['version']:<12} {accuracy_text(row['accuracy'])}; vs base on the held-out "
+            f"parts {100 * paired['diff']:+.1f} points (95% CI {100 * paired['low']:+.1f}.."
             f"{100 * paired['high']:+.1f}); "
             f"{'promoted' if row['promoted'] else 'not promoted'}: {row['gate']}",
             markup=False,

@@ -66,10 +66,14 @@ def train(
     if as_json:
         print_json(summary)
     else:
+        from evoinstruct.trainer.preference import describe
+
         console.print(
             f"Trained {summary['version']} in {summary.get('path')}: train loss "
             f"{summary.get('train_loss')}, held-out loss {summary.get('heldout_loss')}"
         )
+        if line := describe(summary.get("dpo")):
+            console.print(line, markup=False)
 
 
 def evaluate(
@@ -187,8 +191,11 @@ def eval_suite(
                 )
             )
         others = [
-            r for r in store.eval_results(build.suite.hash) if r["identity"] != result.identity
+            r
+            for r in store.eval_results(build.suite.hash, with_items=True)
+            if r["identity"] != result.identity
         ]
+    power = _power(cfg, result, others)
     if as_json:
         print_json(
             {
@@ -196,6 +203,7 @@ def eval_suite(
                     "hash": build.suite.hash,
                     "prompts": len(build.suite),
                     "counts": build.suite.counts(),
+                    "parts": build.suite.part_counts(),
                     "created": build.created,
                     "added": build.added,
                     "skipped": build.skipped,
@@ -203,6 +211,7 @@ def eval_suite(
                     "only": only,
                 },
                 "result": result.to_dict(),
+                "power": power,
                 "others": [
                     {"label": r["label"], "version": r["version"], **r["metrics"]["accuracy"]}
                     for r in others
@@ -211,6 +220,23 @@ def eval_suite(
         )
         return
     _print_result(result, others)
+    from evoinstruct.trainer.evaluate import part_label, power_text
+
+    console.print(
+        f"The gate decides on {part_label(tuple(power['parts']))}: {power_text(power)}, "
+        f"at {cfg.gate.confidence:.0%} confidence."
+    )
+
+
+def _power(cfg: Any, result: SuiteResult, others: list[dict[str, Any]]) -> dict[str, Any]:
+    """The gate's power on this suite, at the discordance against the base model's stored
+    result when there is one (else the assumed one)."""
+    from evoinstruct.trainer.evaluate import suite_power
+    from evoinstruct.trainer.verifiable import result_from_row
+
+    base = next((r for r in others if r["label"] == "base"), None)
+    reference = result_from_row(base) if base is not None and result.label != "base" else None
+    return suite_power(cfg, result, reference)
 
 
 def _suite_line(build: SuiteBuild) -> str:
@@ -218,6 +244,10 @@ def _suite_line(build: SuiteBuild) -> str:
     parts = ", ".join(f"{k} {v}" for k, v in suite.counts().items())
     state = "built" if build.created else "stored"
     line = f"suite {suite.short} ({state}): {len(suite)} prompts ({parts})"
+    from evoinstruct.trainer.evaluate import part_label
+
+    split = ", ".join(f"{part_label((k,))} {v}" for k, v in suite.part_counts().items())
+    line += f"; parts: {split}"
     if build.added:
         line += f"; {build.added} added"
     if build.skipped:
@@ -252,6 +282,8 @@ def _interval(found: dict[str, float] | None) -> tuple[str, str]:
 
 
 def _print_result(result: SuiteResult, others: list[dict[str, Any]]) -> None:
+    from evoinstruct.trainer.config import part_order
+    from evoinstruct.trainer.evaluate import part_label
     from evoinstruct.trainer.verifiable import percent
 
     m = result.metrics
@@ -267,6 +299,21 @@ def _print_result(result: SuiteResult, others: list[dict[str, Any]]) -> None:
     for name in ("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose"):
         table.add_row(name.replace("_", "-level ", 1), *_interval(m["accuracy"].get(name)))
     console.print(table)
+    parts = Table(title="by part of the suite (the gate decides on the held-out parts)")
+    for column in ("part", "prompts", "prompt strict", f"{confidence:.0%} interval"):
+        parts.add_column(column)
+    for column in ("instruction strict", f"{confidence:.0%} interval", "prompt loose"):
+        parts.add_column(column)
+    for name, entry in sorted(m.get("by_part", {}).items(), key=lambda kv: part_order(kv[0])):
+        accuracy = entry["accuracy"]
+        parts.add_row(
+            part_label((name,)),
+            str(entry["n"]),
+            *_interval(accuracy.get("prompt_strict")),
+            *_interval(accuracy.get("instruction_strict")),
+            _interval(accuracy.get("prompt_loose"))[0],
+        )
+    console.print(parts)
     sources = Table(title="prompt-level strict by source")
     for column in ("source", "prompts", "value", f"{confidence:.0%} interval"):
         sources.add_column(column)

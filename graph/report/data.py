@@ -24,6 +24,7 @@ from evoinstruct.graph.report.diversity import Diversity, Embedder, measure_dive
 from evoinstruct.graph.report.funnel import RoundFunnel, build_funnels
 from evoinstruct.graph.report.thresholds import Threshold, length_thresholds, score_thresholds
 from evoinstruct.store.records import Example
+from evoinstruct.trainer.config import part_order
 from evoinstruct.trainer.weak_to_strong_config import KIND as WEAK_TO_STRONG
 
 if TYPE_CHECKING:
@@ -70,9 +71,26 @@ class RoundRow:
         return self.accepted / decided if decided else None
 
 
+Interval = dict[str, float]  # {"value", "low", "high"}, fractions
+
+
+@dataclass
+class SuitePart:
+    """One part of the held-out suite as the gate saw it: both versions' prompt-level
+    strict accuracy with intervals, and their paired difference."""
+
+    part: str  # "in_distribution", "held_out_phrasing", ... or "all" for a suite without parts
+    n: int
+    candidate: Interval | None
+    baseline: Interval | None
+    diff: Interval | None = None  # candidate - baseline, paired
+    gated: bool = False
+
+
 @dataclass
 class StudentRow:
-    """A registered student version and its gate: held-out losses and the verdict with its reason."""
+    """A registered student version and its gate: the suite accuracy per part it decided on,
+    held-out losses (a diagnostic) and the verdict with its reason."""
 
     version: str
     method: str | None
@@ -87,6 +105,10 @@ class StudentRow:
     reason: str | None
     promoted: bool  # ever made active (by the gate or by hand)
     active: bool
+    suite: list[SuitePart] = field(default_factory=list)  # empty: not gated on the suite
+    gated: Interval | None = None  # the paired difference the gate decided on
+    gated_parts: tuple[str, ...] = ()
+    power: float | None = None  # the smallest gain (points) the gate found 80% of the time
 
     @property
     def baseline_name(self) -> str:
@@ -184,6 +206,12 @@ def student_rows(versions: Sequence[dict[str, Any]]) -> list[StudentRow]:
         pairwise = pairwise if isinstance(pairwise, dict) else {}
         verdict = gate.get("promote")
         count = _number(evaluation.get("heldout_examples"))
+        evidence = evaluation.get("verifiable")
+        evidence = evidence if isinstance(evidence, dict) else {}
+        comparison = (
+            evidence.get("comparison") if isinstance(evidence.get("comparison"), dict) else {}
+        )
+        power = evidence.get("power") if isinstance(evidence.get("power"), dict) else {}
         rows.append(
             StudentRow(
                 version=v["version"],
@@ -199,9 +227,61 @@ def student_rows(versions: Sequence[dict[str, Any]]) -> list[StudentRow]:
                 reason=gate.get("reason") if isinstance(gate.get("reason"), str) else None,
                 promoted=bool(v.get("promoted")),
                 active=bool(v.get("active")),
+                suite=suite_parts(evidence),
+                gated=_paired(comparison),
+                gated_parts=tuple(comparison.get("parts") or ()),
+                power=_number(power.get("detectable_points")),
             )
         )
     return rows
+
+
+def _paired(found: Any) -> Interval | None:
+    if not isinstance(found, dict) or _number(found.get("diff")) is None:
+        return None
+    return {"value": found["diff"], "low": found["low"], "high": found["high"]}
+
+
+def _prompt_strict(summary: Any) -> Interval | None:
+    found = (
+        (summary or {}).get("accuracy", {}).get("prompt_strict")
+        if isinstance(summary, dict)
+        else None
+    )
+    return found if isinstance(found, dict) and _number(found.get("value")) is not None else None
+
+
+def suite_parts(evidence: dict[str, Any]) -> list[SuitePart]:
+    """The suite as the gate saw a version: per part (or the whole suite, for evidence from
+    before parts), candidate and baseline accuracy and their paired difference."""
+    candidate, baseline = evidence.get("candidate"), evidence.get("baseline")
+    if not isinstance(candidate, dict) or not isinstance(baseline, dict):
+        return []
+    gated = set((evidence.get("comparison") or {}).get("parts") or ())
+    pairs = evidence.get("by_part") if isinstance(evidence.get("by_part"), dict) else {}
+    by_part = candidate.get("by_part") if isinstance(candidate.get("by_part"), dict) else {}
+    base_parts = baseline.get("by_part") if isinstance(baseline.get("by_part"), dict) else {}
+    if not by_part:
+        n = (evidence.get("comparison") or {}).get("n") or 0
+        paired = _paired(evidence.get("comparison"))
+        return [
+            SuitePart(
+                "all", int(n), _prompt_strict(candidate), _prompt_strict(baseline), paired, True
+            )
+        ]
+    return [
+        SuitePart(
+            part,
+            int(entry.get("n") or 0),
+            _prompt_strict(entry),
+            _prompt_strict(base_parts.get(part)),
+            _paired(pairs.get(part)),
+            part in gated,
+        )
+        # In reading order: the store keeps JSON keys sorted by name.
+        for part, entry in sorted(by_part.items(), key=lambda kv: part_order(kv[0]))
+        if isinstance(entry, dict)
+    ]
 
 
 def loss_curves(

@@ -67,9 +67,13 @@ _CAPTIONS = {
     "depth": "How many evolution steps separate each accepted example from its origin.",
     "cost": "Model calls and tokens the round's stages spent, divided by the examples the "
     "round accepted.",
-    "student": "Each registered student version's held-out loss (green: the gate promoted it; "
-    "red: it did not) next to the loss of the version it was compared with (grey; the base "
-    "model for the first) on the same held-out examples.",
+    "student": "What the gate decided on: per version, prompt-level strict accuracy on each "
+    "part of the held-out suite (ID in-distribution, HP held-out phrasing, HT held-out type, "
+    "IF IFEval rows) for the candidate (green: promoted; red: refused) and the version it was "
+    "compared with (grey; the base model for the first), with 95% bootstrap intervals; the "
+    "shaded parts are the ones the gate decides on, and the text above states the paired "
+    "difference there and the gate's power. Right: held-out loss on pool examples, a "
+    "diagnostic beside the suite.",
     "training": "Training loss each version's trainer logged, by optimizer step; the star is "
     "the version's held-out loss after training.",
     "weak_to_strong": "Weak-to-strong supervision, per experiment: the weak supervisor, the "
@@ -286,6 +290,7 @@ def _students_html(data: ReportData) -> str:
                 _e(s.version),
                 _e(s.method),
                 _e(s.round),
+                _gated_html(s),
                 _fmt(s.train_loss),
                 _e(s.baseline_name),
                 _fmt(s.baseline_loss),
@@ -298,7 +303,8 @@ def _students_html(data: ReportData) -> str:
             ]
         )
         notes.append(f"gate: {_e(s.reason)}" if s.reason else "")
-    head = ["version", "method", "round", "train loss", "baseline", "baseline loss",
+    head = ["version", "method", "round", "suite, gated parts: Δ (95% CI)", "train loss",
+            "baseline", "baseline loss",
             "held-out loss", "Δ held-out − baseline", "held-out examples", "winning score",
             "gate verdict", "now"]  # fmt: skip
     note = (
@@ -308,6 +314,19 @@ def _students_html(data: ReportData) -> str:
         "under each version is the gate's reason.</p>"
     )
     return note + _table(head, rows, notes=notes)
+
+
+def _gated_html(s: Any) -> str:
+    """'+6.5 (+3.0..+10.0), 22.0% vs 15.5%' for the paired difference the gate decided on."""
+    if s.gated is None:
+        return "–"
+    d = s.gated
+    parts = [p for p in s.suite if p.gated]
+    n = sum(p.n for p in parts)
+    text = f"{100 * d['value']:+.1f} ({100 * d['low']:+.1f}..{100 * d['high']:+.1f}), n={n}"
+    if s.power is not None:
+        text += f"; finds +{s.power:.1f} at 80%"
+    return _e(text)
 
 
 def _clip(text: str | None, limit: int) -> str:

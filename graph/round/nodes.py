@@ -18,6 +18,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from evoinstruct.agents import critic, evolver, generator, responder, rewriter, selector, verify
+from evoinstruct.agents.constraints.split import ConstraintSplit
 from evoinstruct.agents.models.base import model_version
 from evoinstruct.graph.round import stages
 from evoinstruct.graph.round.deps import Deps
@@ -130,6 +131,7 @@ async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         deps.prompts,
         deps.config.evolver,
         deps.rng(n, "evolve"),
+        ConstraintSplit.from_config(deps.config.trainer.suite.held_out),
     )
     added = deps.store.add_candidates(outcome.drafts, round=n)
     deps.store.record_rejections(outcome.rejections, n)

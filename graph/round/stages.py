@@ -174,7 +174,7 @@ async def respond(
     """Give answers to what has none; a rejected answer rejects its example (not a seed).
 
     The responder's record of how the answer was drawn (`RECORDED_META`) is
-    written with it.
+    written with it, and so are the verified preference pairs of the draw.
     """
 
     def write(batch: list[Example], outcome: RespondOutcome) -> None:
@@ -190,6 +190,7 @@ async def respond(
             recorded = {k: item.meta[k] for k in RECORDED_META if k in item.meta}
             if recorded:
                 ctx.store.update_meta(item.id, **recorded)
+        ctx.store.add_preference_pairs(outcome.pairs, ctx.round)
         ctx.store.reject(outcome.rejections, ctx.round)
 
     books = await run_batches(

@@ -106,14 +106,7 @@ class TrainerSteps:
                 elif step is None:
                     lines.append(line)
                 elif writer is not None:
-                    writer(
-                        {
-                            "stage": "train",
-                            "done": step["step"],
-                            "total": step["max_steps"],
-                            "loss": step.get("loss"),
-                        }
-                    )
+                    writer(step_event(step))
 
         try:
             # stderr is drained at the same time, or a chatty trainer would block on a full pipe.
@@ -184,6 +177,18 @@ async def activate_student(store: Any, models: Any) -> str | None:
     version = await hand_off(student, row)
     models.use_student(student)
     return version
+
+
+def step_event(step: dict[str, Any]) -> dict[str, Any]:
+    """A trainer's step line as the live view's progress event. The DPO stage after SFT
+    counts its steps anew, so it gets a bar of its own ("train dpo")."""
+    phase = step.get("phase", "sft")
+    return {
+        "stage": "train" if phase == "sft" else f"train {phase}",
+        "done": step["step"],
+        "total": step["max_steps"],
+        "loss": step.get("loss"),
+    }
 
 
 def _stream_writer() -> Any:

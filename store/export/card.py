@@ -12,11 +12,21 @@ from typing import Any
 from evoinstruct.store.export.containers import EXPORT_SUFFIXES
 from evoinstruct.store.export.dataset_info import DATASET_INFO, dataset_info_entry
 from evoinstruct.store.export.names import is_local_path, model_label, model_name
+from evoinstruct.store.export.pairs import COLUMNS as PAIR_COLUMNS
+from evoinstruct.store.export.pairs import LINEAGE_COLUMNS as PAIR_LINEAGE_COLUMNS
+from evoinstruct.store.export.pairs import PairStats
 from evoinstruct.store.export.selection import ExportFilter, ExportStats
 
 CARD_NAME = "README.md"
 # Written at the end of every card: a README.md carrying it is ours to replace.
 CARD_MARKER = "<!-- written by `evoinstruct export`: exporting here again replaces this file -->"
+
+# What each kind of withheld example is, as the card says it.
+WITHHELD = {
+    "suite": "copy a suite prompt",
+    "held_out_type": "carry a held-out constraint type",
+    "suite_phrasing": "carry a suite-only phrasing",
+}
 
 
 @dataclass
@@ -38,7 +48,7 @@ class CardData:
     container: str
     filt: ExportFilter
     with_lineage: bool
-    stats: ExportStats
+    stats: ExportStats | PairStats
     pool: dict[str, Any]
     rounds: list[dict[str, Any]]
     versions: list[dict[str, Any]]
@@ -171,6 +181,26 @@ LINEAGE_COLUMNS = [
 ]
 
 
+# For chat models: TRL applies the model's chat template to conversational rows only.
+PAIRS_TO_CONVERSATION = [
+    "",
+    "# TRL's conversational form, so DPOTrainer applies the model's chat template:",
+    "data = data.map(",
+    "    lambda r: {",
+    '        "prompt": ([{"role": "system", "content": r["system"]}] if r["system"] else [])',
+    '        + [{"role": "user", "content": r["prompt"]}],',
+    '        "chosen": [{"role": "assistant", "content": r["chosen"]}],',
+    '        "rejected": [{"role": "assistant", "content": r["rejected"]}],',
+    "    },",
+    '    remove_columns=["system"],',
+    ")",
+]
+PAIRS_TRL = (
+    "TRL: `DPOTrainer(model=..., args=DPOConfig(...), train_dataset=data)` reads the rows "
+    "as loaded (plain-text prompts) or as mapped above (chat messages)."
+)
+
+
 def render_card(
     card: CardData, data_files: Sequence[Mapping[str, str]], repo: str | None = None
 ) -> str:
@@ -198,7 +228,10 @@ def render_card(
         "pretty_name": opts.name,
         "configs": [{"config_name": "default", "data_files": [dict(d) for d in data_files]}],
     }
-    if stats.sources.get("rewritten"):
+    pairs = isinstance(stats, PairStats)
+    if pairs:
+        header["tags"] += ["dpo", "preference"]
+    elif stats.sources.get("rewritten"):
         header["tags"].append("realign")
     shape = "alpaca" if card.fmt == "parquet" else card.fmt
     container = EXPORT_SUFFIXES[f".{card.container}"]
@@ -229,9 +262,7 @@ def render_card(
         "",
         f"# {opts.name}",
         "",
-        f"{stats.count} instruction-tuning examples in {shape} rows ({container}), grown with "
-        "evoinstruct: LLM agents generate tasks (Self-Instruct), evolve them (Evol-Instruct), "
-        "answer, judge and filter them.",
+        _intro(stats, shape, container),
         "",
         "## Loading",
         "",
@@ -239,8 +270,10 @@ def render_card(
         "from datasets import load_dataset",
         "",
         load,
+        *(PAIRS_TO_CONVERSATION if pairs else []),
         "```",
         "",
+        *([PAIRS_TRL, ""] if pairs else []),
         factory,
         "",
         "## Columns",
@@ -248,9 +281,41 @@ def render_card(
         "| column | meaning |",
         "| --- | --- |",
     ]
-    columns = COLUMNS[shape] + (LINEAGE_COLUMNS if card.with_lineage else [])
+    if pairs:
+        columns = PAIR_COLUMNS + (PAIR_LINEAGE_COLUMNS if card.with_lineage else [])
+    else:
+        columns = COLUMNS[shape] + (LINEAGE_COLUMNS if card.with_lineage else [])
     lines += [f"| `{name}` | {meaning} |" for name, meaning in columns]
     lines += ["", "## Composition", ""]
+    if pairs:
+        lines += stats.lines()
+    else:
+        lines += _example_composition(stats)
+    lines.append(f"- Exported: {'; '.join(card.filt.describe())}")
+    lines += _provenance(card)
+    lines += ["", f"Exported by evoinstruct {opts.version} on {card.exported_at}.", "", CARD_MARKER]
+    return "\n".join(lines) + "\n"
+
+
+def _intro(stats: ExportStats | PairStats, shape: str, container: str) -> str:
+    if isinstance(stats, PairStats):
+        return (
+            f"{stats.count} preference pairs in prompt/chosen/rejected rows ({container}), "
+            "verified in code with no judge: evoinstruct's responder draws several answers to "
+            "one prompt with verifiable constraints (IFEval-style) and checks each. `chosen` "
+            "passes every constraint of the prompt strictly; `rejected` is an answer to the same "
+            "prompt, from the same draw, that fails at least one (SPaR, Tülu 3). No pair comes "
+            "from two prompts or from a draw where no answer passed."
+        )
+    return (
+        f"{stats.count} instruction-tuning examples in {shape} rows ({container}), grown with "
+        "evoinstruct: LLM agents generate tasks (Self-Instruct), evolve them (Evol-Instruct), "
+        "answer, judge and filter them."
+    )
+
+
+def _example_composition(stats: ExportStats) -> list[str]:
+    lines = []
     lines.append(f"- Languages: {_counts(stats.languages, stats.count) or 'none'}")
     lines.append(f"- Sources: {_counts(stats.sources, stats.count) or 'none'}")
     if stats.rounds:
@@ -265,10 +330,13 @@ def render_card(
         lines.append(
             f"- Verifiable constraints: {stats.with_constraints} examples carry them ({ids})"
         )
-    lines.append(f"- Exported: {'; '.join(card.filt.describe())}")
-    lines += _provenance(card)
-    lines += ["", f"Exported by evoinstruct {opts.version} on {card.exported_at}.", "", CARD_MARKER]
-    return "\n".join(lines) + "\n"
+    if stats.withheld:
+        kinds = ", ".join(f"{n} {WITHHELD.get(k, k)}" for k, n in sorted(stats.withheld.items()))
+        lines.append(
+            f"- Withheld: {sum(stats.withheld.values())} examples the project's held-out "
+            f"suite measures ({kinds})"
+        )
+    return lines
 
 
 def _provenance(card: CardData) -> list[str]:

@@ -69,12 +69,26 @@ def _arrow_schema(shape: str, with_lineage: bool) -> Any:
     elif shape == "sharegpt":
         turn = pa.struct([("from", text), ("value", text)])
         fields = [("conversations", pa.list_(turn)), ("system", text)]
+    elif shape == "dpo":
+        fields = [("prompt", text), ("chosen", text), ("rejected", text), ("system", text)]
     else:
         message = pa.struct([("role", text), ("content", text)])
         fields = [("messages", pa.list_(message))]
-    if with_lineage:
-        kinds = {"int": pa.int64(), "str": text, "words": pa.list_(text)}
-        params = pa.struct([(name, kinds[kind]) for name, kind in CONSTRAINT_PARAMS.items()])
+    kinds = {"int": pa.int64(), "str": text, "words": pa.list_(text)}
+    params = pa.struct([(name, kinds[kind]) for name, kind in CONSTRAINT_PARAMS.items()])
+    constraints = ("constraints", pa.list_(pa.struct([("id", text), ("params", params)])))
+    if with_lineage and shape == "dpo":
+        fields += [
+            ("id", text),
+            ("example_id", text),
+            ("round", pa.int64()),
+            ("model_version", text),
+            ("rejected_failed", pa.list_(text)),
+            ("chosen_repaired", pa.list_(text)),
+            ("rejected_truncated", pa.bool_()),
+            constraints,
+        ]
+    elif with_lineage:
         fields += [
             ("id", text),
             ("parent_id", text),
@@ -89,7 +103,7 @@ def _arrow_schema(shape: str, with_lineage: bool) -> Any:
                     pa.struct([("scorer", text), ("dimension", text), ("value", pa.float64())])
                 ),
             ),
-            ("constraints", pa.list_(pa.struct([("id", text), ("params", params)]))),
+            constraints,
         ]
     return pa.schema(fields)
 

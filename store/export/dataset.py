@@ -4,8 +4,8 @@ entry beside it (`export_dataset`)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,12 @@ from evoinstruct.store.export.dataset_info import (
 )
 from evoinstruct.store.export.files import OutputFiles
 from evoinstruct.store.export.names import model_aliases
+from evoinstruct.store.export.pairs import (
+    PAIRS_FORMAT,
+    PairStats,
+    check_filter,
+    iter_pair_export,
+)
 from evoinstruct.store.export.rows import _check_format
 from evoinstruct.store.export.selection import ExportFilter, ExportStats, iter_export
 
@@ -38,6 +44,7 @@ class ExportResult:
     card: Path | None = None
     dataset_info: Path | None = None
     card_data: CardData | None = None
+    withheld: dict[str, int] = field(default_factory=dict)  # held back by the filter, by kind
 
 
 def split_of(out: Path) -> str:
@@ -79,11 +86,32 @@ def export(
     _check_format(fmt)
     out = Path(out)
     output_container(out, fmt)
+    filt = filt or ExportFilter()
+    if fmt == PAIRS_FORMAT:
+        check_filter(filt)
     with OutputFiles() as files:
         files.target(out)
         files.make_parents(out)
-        records = iter_export(store, fmt, filt or ExportFilter(), with_lineage=with_lineage)
+        records = _records(store, fmt, filt, with_lineage)
         return _write_data(files, out, records, fmt, with_lineage)
+
+
+def _records(
+    store: Any,
+    fmt: str,
+    filt: ExportFilter,
+    with_lineage: bool,
+    aliases: Mapping[str, str] | None = None,
+    stats: ExportStats | PairStats | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The rows of one export: preference pairs for `dpo`, else one example each."""
+    if fmt == PAIRS_FORMAT:
+        assert stats is None or isinstance(stats, PairStats)
+        return iter_pair_export(
+            store, filt, with_lineage=with_lineage, aliases=aliases, stats=stats
+        )
+    assert stats is None or isinstance(stats, ExportStats)
+    return iter_export(store, fmt, filt, with_lineage=with_lineage, aliases=aliases, stats=stats)
 
 
 def _check_card_paths(out: Path, options: CardOptions | None) -> None:
@@ -122,8 +150,10 @@ def export_dataset(
     out = Path(out)
     container = output_container(out, fmt)
     filt = filt or ExportFilter()
+    if fmt == PAIRS_FORMAT:
+        check_filter(filt)
     _check_card_paths(out, card)
-    stats = ExportStats()
+    stats: ExportStats | PairStats = PairStats() if fmt == PAIRS_FORMAT else ExportStats()
     rounds = store.rounds() if hasattr(store, "rounds") else []
     names: dict[str, str] = {}
     for row in rounds:
@@ -139,10 +169,9 @@ def export_dataset(
             files.target(info_path, None)
             entries = read_dataset_info(info_path)
         files.make_parents(out)
-        records = iter_export(
-            store, fmt, filt, with_lineage=with_lineage, aliases=names, stats=stats
-        )
+        records = _records(store, fmt, filt, with_lineage, names, stats)
         result.count = _write_data(files, out, records, fmt, with_lineage)
+        result.withheld = dict(stats.withheld)
         if card is None:
             return result
         pool, rejections = _pool_summary(store)

@@ -24,6 +24,19 @@ def dataset_info_entry(fmt: str, file_name: str) -> dict[str, Any]:
                 "system": "system",
             },
         }
+    if fmt == "dpo":
+        # LLaMA-Factory's preference data: alpaca formatting with chosen/rejected strings.
+        return {
+            "file_name": file_name,
+            "formatting": "alpaca",
+            "ranking": True,
+            "columns": {
+                "prompt": "prompt",
+                "chosen": "chosen",
+                "rejected": "rejected",
+                "system": "system",
+            },
+        }
     if fmt == "sharegpt":
         return {
             "file_name": file_name,

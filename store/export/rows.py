@@ -9,7 +9,8 @@ from evoinstruct.store.errors import InputError
 from evoinstruct.store.export.names import model_name
 from evoinstruct.store.records import Example
 
-EXPORT_FORMATS = ("alpaca", "sharegpt", "openai", "parquet")
+# `dpo` rows are preference pairs (store.export.pairs), the others one example each.
+EXPORT_FORMATS = ("alpaca", "sharegpt", "openai", "parquet", "dpo")
 
 
 def _check_format(fmt: str) -> None:
@@ -19,10 +20,14 @@ def _check_format(fmt: str) -> None:
         )
 
 
+def user_text(example: Example) -> str:
+    """The user turn of a chat-shaped row: the instruction, then the input after a blank line."""
+    return example.instruction + (f"\n\n{example.input}" if example.input else "")
+
+
 def _messages(example: Example) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": example.system}] if example.system else []
-    user = example.instruction + (f"\n\n{example.input}" if example.input else "")
-    messages.append({"role": "user", "content": user})
+    messages.append({"role": "user", "content": user_text(example)})
     messages.append({"role": "assistant", "content": example.output or ""})
     messages.extend(example.meta.get("extra_turns", []))
     return messages

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,12 +16,19 @@ from evoinstruct.store.records import SOURCES, STATUSES, Example
 
 @dataclass
 class ExportFilter:
-    """Which examples to write. `statuses` empty means every status."""
+    """Which examples to write. `statuses` empty means every status.
+
+    `withhold(example)` returns why an example must not leave the project (the
+    trainer's guard: it copies a held-out suite prompt, or carries a held-out
+    constraint type or a suite-only phrasing), or None; the caller supplies it,
+    since the store does not know the suite.
+    """
 
     statuses: list[str] = field(default_factory=lambda: ["accepted"])
     sources: list[str] = field(default_factory=list)
     round: int | None = None
     min_scores: dict[str, float] = field(default_factory=dict)
+    withhold: Callable[[Example], str | None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.statuses == ["all"]:
@@ -77,6 +84,8 @@ class ExportStats:
     writers: Counter[str] = field(default_factory=Counter)
     constraint_ids: Counter[str] = field(default_factory=Counter)
     with_constraints: int = 0
+    # Held back by the filter's `withhold`, by the kind of its reason (suite, held_out_type...).
+    withheld: Counter[str] = field(default_factory=Counter)
 
     def add(self, example: Example, aliases: Mapping[str, str] | None) -> None:
         self.count += 1
@@ -120,6 +129,11 @@ def iter_export(
             if any(
                 by_dim.get(dim, float("-inf")) < bound for dim, bound in filt.min_scores.items()
             ):
+                continue
+            reason = filt.withhold(example) if filt.withhold is not None else None
+            if reason is not None:
+                if stats is not None:
+                    stats.withheld[reason.split(":", 1)[0]] += 1
                 continue
             if stats is not None:
                 stats.add(example, aliases)
