@@ -30,6 +30,7 @@ from evoinstruct.trainer.weak_to_strong import (
     plan_experiment,
     read_labels,
     run_weak_to_strong,
+    train_arms,
     train_in_process,
     verified,
     weak_to_strong_due,
@@ -417,3 +418,115 @@ def test_truncated_copy_keeps_the_layers_asked_for(tiny_model_dir: Path, tmp_pat
     weak, other = split_tasks([f"task {i}" for i in range(7)])
     assert weak == ["task 0", "task 2", "task 4", "task 6"] and not set(weak) & set(other)
     assert WeakRecipe().tag() == WeakRecipe().tag() != WeakRecipe(steps=1).tag()
+
+
+def test_the_weak_model_is_cut_healed_and_cached(
+    tiny_model_dir: Path, tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipe end to end on a tiny model standing in for the full SmolLM2: its healing
+    data is already cached (the slow part), so the cut and the healing run here; a second
+    call returns the folder without making anything."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    import evoinstruct.trainer.weak_model as weak_model
+    from evoinstruct.agents.models.smollm2 import SOURCE_FILE, model_dir
+    from evoinstruct.trainer.weak_model import (
+        COUNTS,
+        WeakRecipe,
+        heal_data_dir,
+        make_weak_smollm2,
+        weak_model_dir,
+    )
+
+    cache = tmp_path / "cache"
+    strong = model_dir(cache, "float32")
+    shutil.copytree(tiny_model_dir, strong)
+    (strong / SOURCE_FILE).write_text(json.dumps({"model": "tiny stand-in"}))
+    last = AutoConfig.from_pretrained(strong).num_hidden_layers - 1
+    recipe = WeakRecipe(layers=(last,), steps=2, batch_size=2, grad_accumulation=1)
+    data = heal_data_dir(cache, recipe)
+    data.mkdir(parents=True)
+    with open_store(data / "pool.db") as heal:
+        fill(heal)
+    (data / COUNTS).write_text(json.dumps({"prompts": 9, "verified": 6}))
+    said: list[str] = []
+    out = make_weak_smollm2(recipe, cache, progress=said.append)
+    assert out == weak_model_dir(cache, recipe) and out.name.endswith(f"-{recipe.tag()}-float32")
+    assert AutoConfig.from_pretrained(out).num_hidden_layers == 1
+    source = json.loads((out / SOURCE_FILE).read_text())
+    assert source["parent"] == {"model": "tiny stand-in"} and source["data"]["verified"] == 6
+    assert source["recipe"]["layers"] == [last] and source["global_step"] == 2
+    assert any(m.startswith("healing on 6 verified answers") for m in said)
+    assert not list(cache.glob(".*.tmp"))  # the work folder was renamed or removed
+    # Cached: nothing is cut, healed or answered again.
+    monkeypatch.setattr(weak_model, "truncate", lambda *a: pytest.fail("cut again"))
+    monkeypatch.setattr(weak_model, "_verified", lambda *a: pytest.fail("answered again"))
+    assert make_weak_smollm2(recipe, cache) == out
+    # Recipes that differ in how they cut and heal share the healing data; the data's
+    # own settings make other data.
+    assert heal_data_dir(cache, WeakRecipe(layers=(0,), steps=9)) == data
+    assert heal_data_dir(cache, WeakRecipe(draws=3)) != data
+
+
+def test_no_planned_prompt_is_a_suite_prompt_or_held_out(
+    store: Store, tiny_model_dir: Path
+) -> None:
+    """The students never train on what the suite measures: a verified pool example that
+    copies a suite task, or one in the trainer's held-out share, is never planned."""
+    from evoinstruct.trainer.data import is_heldout
+    from evoinstruct.trainer.suite import ensure_suite
+
+    good, _ = fill(store)
+    cfg = trainer_config(tiny_model_dir)
+    suite = ensure_suite(store, cfg.suite).suite
+    copied = [constrained(item.task, f"{PASSING} copy") for item in suite.items if item.task]
+    assert copied
+    copies = store.add_candidates(copied, 1, status="accepted").ids
+    w2s = WeakToStrongConfig(prompts=100, min_prompts=1)
+    plan = plan_experiment(store, cfg, w2s, "weak")
+    assert sorted(plan["prompts"]) == sorted(good) and not set(copies) & set(plan["prompts"])
+    store.finish_experiment(plan["name"], {"done": True})
+    # With a held-out share, the held-out examples are left out too.
+    held = cfg.model_copy(update={"heldout_fraction": 0.5})
+    kept = [i for i in good if not is_heldout(i, 0.5)]
+    assert 0 < len(kept) < len(good)
+    fresh = [constrained(f"{t} again", f"{PASSING} again") for t in TOPICS[:6]]
+    fresh_ids = store.add_candidates(fresh, 2, status="accepted").ids
+    second = plan_experiment(store, held, w2s, "weak")
+    assert sorted(second["prompts"]) == sorted(i for i in fresh_ids if not is_heldout(i, 0.5))
+
+
+def test_a_student_killed_mid_training_resumes_from_its_checkpoint(
+    store: Store, tiny_model_dir: Path, tmp_path: Path, one_thread: None
+) -> None:
+    from transformers import TrainerCallback
+
+    fill(store)
+    cfg = trainer_config(tiny_model_dir, max_steps=2, save_steps=1)
+    w2s = WeakToStrongConfig()
+    plan = plan_experiment(store, cfg, w2s, "weak")
+    root = tmp_path / "proj"
+    directory = experiments_dir(root) / plan["name"]
+    asyncio.run(label_prompts(store, plan, weak_double(), PromptLibrary("en"), w2s, directory))
+
+    class Killed(Exception):
+        pass
+
+    class KillAfterFirstSave(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step == 1:
+                raise Killed
+
+    with pytest.raises(Killed):
+        train_arms(cfg, root, plan["name"], store=store, callbacks=[KillAfterFirstSave()])
+    assert not (directory / "strong_on_weak").exists()
+    assert (directory / ".strong_on_weak.partial" / "checkpoints" / "checkpoint-1").is_dir()
+    arms = train_arms(cfg, root, plan["name"], store=store)
+    assert arms["strong_on_weak"]["resumed_from"] == "checkpoint-1"
+    assert arms["ceiling"]["resumed_from"] is None
+    assert {a: m["global_step"] for a, m in arms.items()} == dict.fromkeys(ARMS, 2)
+    assert not list(directory.glob(".*.partial"))
+    # Finished students are kept: a third call trains nothing.
+    assert train_arms(cfg, root, plan["name"], store=store) == arms
