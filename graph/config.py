@@ -26,6 +26,7 @@ from evoinstruct.agents.selector import SelectorConfig
 from evoinstruct.graph.report.config import ReportConfig
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.trainer.config import TrainerConfig
+from evoinstruct.trainer.weak_to_strong_config import WeakToStrongConfig
 
 ENV_PREFIX = "EVOINSTRUCT__"
 
@@ -123,10 +124,16 @@ class RunConfig(BaseModel):
     selector: SelectorConfig = Field(default_factory=SelectorConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    weak_to_strong: WeakToStrongConfig = Field(default_factory=WeakToStrongConfig)
 
     def check_consistency(self) -> None:
         """Settings that are valid alone but not together."""
         self.check_roles()
+        if self.weak_to_strong.enabled and self.roles.weak is None:
+            raise ConfigError(
+                "weak_to_strong.enabled needs a weak model: name a [models] entry in roles.weak",
+                field="roles.weak",
+            )
         require_tags_for_instag(
             self.selector.diversity.method,
             tagging=self.critic.instag.enabled,

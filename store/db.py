@@ -191,6 +191,9 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
         starts,  # noqa: F401  (m007_round_starts)
     )
 
+    # isort: split
+    from evoinstruct.store import experiments_table  # noqa: F401  (m008_experiments), last
+
     migrations.apply(db)
     return db
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from evoinstruct.store.cache import CacheMixin
 from evoinstruct.store.db import open_store_db
 from evoinstruct.store.evals import EvalsMixin
+from evoinstruct.store.experiments import ExperimentsMixin
 from evoinstruct.store.pool import PoolMixin
 from evoinstruct.store.preferences import PreferencesMixin
 from evoinstruct.store.registry import RegistryMixin
@@ -15,7 +16,14 @@ from evoinstruct.store.starts import StartsMixin
 
 
 class Store(
-    PoolMixin, RunsMixin, StartsMixin, RegistryMixin, CacheMixin, EvalsMixin, PreferencesMixin
+    PoolMixin,
+    RunsMixin,
+    StartsMixin,
+    RegistryMixin,
+    CacheMixin,
+    EvalsMixin,
+    PreferencesMixin,
+    ExperimentsMixin,
 ):
     """The one object other packages use to read and write the pool."""
 

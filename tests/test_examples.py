@@ -13,7 +13,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.mark.parametrize(
-    "name", ["vllm-server.toml", "openai-teacher-hf-student.toml", "cpu-laptop.toml"]
+    "name",
+    [
+        "vllm-server.toml",
+        "openai-teacher-hf-student.toml",
+        "cpu-laptop.toml",
+        "weak-to-strong.toml",
+    ],
 )
 def test_example_config_is_valid(name: str) -> None:
     config = load_config(EXAMPLES / name, environ={})
@@ -43,3 +49,13 @@ def test_cpu_example_runs_everything_in_process() -> None:
     config = load_config(EXAMPLES / "cpu-laptop.toml", environ={})
     assert {m.backend for m in config.models.values()} == {"transformers"}
     assert config.trainer.device == "cpu" and config.project.language == "zh"
+
+
+def test_weak_to_strong_example_names_a_weaker_supervisor() -> None:
+    config = load_config(EXAMPLES / "weak-to-strong.toml", environ={})
+    config.check_consistency()
+    assert config.weak_to_strong.enabled and config.roles.weak == "weak"
+    weak, student = config.models["weak"], config.models[config.roles.student]
+    assert weak.path == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert student.model == config.trainer.base_model == "Qwen/Qwen2.5-7B-Instruct"
+    assert "add_verifiable" in config.evolver.operations  # the experiment's prompts

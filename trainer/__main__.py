@@ -69,6 +69,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fresh", action="store_true", help="discard a killed run instead of resuming"
     )
+    w2s = sub.add_parser(
+        "weak-to-strong",
+        help="train the two students of a planned weak-to-strong experiment",
+        description=(
+            "Trains strong_on_weak (on the weak labels) and ceiling (on the verified answers) "
+            "of an experiment the loop planned and labelled; resumes a killed run. "
+            "Example: python -m evoinstruct.trainer weak-to-strong --project ./myproj "
+            "--experiment w2s-1"
+        ),
+    )
+    w2s.add_argument("--project", type=Path, default=Path("."), help="project directory")
+    w2s.add_argument("--config", type=Path, default=None, help="TOML/JSON trainer config")
+    w2s.add_argument("--experiment", required=True, help="the experiment's name (w2s-K)")
+    w2s.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)
+    weak = sub.add_parser(
+        "weak-model",
+        help="make the weak SmolLM2 of weak-to-strong experiments (once; cached)",
+        description=(
+            "Cuts SmolLM2-135M-Instruct to 18 of its 30 layers and heals it briefly on the full "
+            "model's verified answers (the recipe in evoinstruct.trainer.weak_model); prints the "
+            "folder. A second call returns it at once. "
+            "Example: python -m evoinstruct.trainer weak-model --threads 1"
+        ),
+    )
+    weak.add_argument("--cache-dir", type=Path, default=None, help="model cache directory")
+    weak.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     return parser
 
 
@@ -105,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = _stop_on_signals()
     try:
+        if args.command == "weak-to-strong":
+            return _weak_to_strong(args, stop)
+        if args.command == "weak-model":
+            return _weak_model(args)
         from evoinstruct.trainer.preference import brief
         from evoinstruct.trainer.train import train
 
@@ -146,6 +176,40 @@ def main(argv: list[str] | None = None) -> int:
 
     if PartialState().is_main_process:
         print(json.dumps(summary))
+    return 0
+
+
+def _weak_to_strong(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Train an experiment's two students; the main process prints one JSON summary line."""
+    from accelerate import PartialState
+
+    from evoinstruct.trainer.progress import StepReporter, StopOnRequest
+    from evoinstruct.trainer.weak_to_strong import train_arms
+
+    cfg = load_config(args.project, args.config, {})
+    callbacks = [StepReporter(), StopOnRequest(stop)]
+    arms = train_arms(cfg, args.project, args.experiment, callbacks=callbacks, stop=stop)
+    summary = {
+        "experiment": args.experiment,
+        "arms": {
+            arm: {"train_loss": m.get("train_loss"), "global_step": m.get("global_step")}
+            for arm, m in arms.items()
+        },
+    }
+    if PartialState().is_main_process:
+        print(json.dumps(summary))
+    return 0
+
+
+def _weak_model(args: argparse.Namespace) -> int:
+    from evoinstruct.trainer.weak_model import make_weak_smollm2
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    path = make_weak_smollm2(cache_dir=args.cache_dir, progress=lambda m: print(m, flush=True))
+    print(json.dumps({"path": str(path)}))
     return 0
 
 

@@ -7,6 +7,7 @@ The daemon builds it from `trainer.launch`; whichever form it takes, every proce
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from evoinstruct.store.errors import ConfigError
@@ -27,12 +28,20 @@ def accelerate_config_path(launch: LaunchConfig, project: Path) -> Path | None:
 
 
 def trainer_command(
-    python: str, launch: LaunchConfig, project: Path, config_file: Path, *, fresh: bool = False
+    python: str,
+    launch: LaunchConfig,
+    project: Path,
+    config_file: Path,
+    *,
+    fresh: bool = False,
+    command: Sequence[str] = ("train",),
 ) -> list[str]:
-    """argv of one training run of `project` with the trainer config in `config_file`."""
+    """argv of one training run of `project` with the trainer config in `config_file`;
+    `command` is the trainer's subcommand and its own arguments (`weak-to-strong
+    --experiment NAME` trains an experiment's two students)."""
     entry = [
         "evoinstruct.trainer",
-        "train",
+        *command,
         "--project",
         str(project),
         "--config",

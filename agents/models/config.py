@@ -131,3 +131,7 @@ class RolesConfig(BaseModel):
         "student",
         description="The configured model that serves promoted student versions (gets their adapters).",
     )
+    weak: str | None = Field(
+        None,
+        description="The configured model that supervises the student in the weak-to-strong experiment ([weak_to_strong]): its answers, unchecked, train the strong student.",
+    )

@@ -26,6 +26,7 @@ from evoinstruct.graph.report.thresholds import Threshold, length_thresholds, sc
 from evoinstruct.store.records import Example
 from evoinstruct.store.starts import describe_starts
 from evoinstruct.trainer.config import part_order
+from evoinstruct.trainer.weak_to_strong_config import KIND as WEAK_TO_STRONG
 
 if TYPE_CHECKING:
     from evoinstruct.store import Store
@@ -175,6 +176,8 @@ class ReportData:
     configs: dict[int, dict[str, Any]]  # round -> the resolved config it stored
     pool: dict[str, Any]
     config_round: int = -1  # whose config the lengths' thresholds come from (-1: none)
+    # Finished weak-to-strong experiments' results, oldest first (trainer.weak_to_strong).
+    weak_to_strong: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _stage_counters(counts: dict[str, Any], key: str) -> dict[str, float]:
@@ -426,4 +429,7 @@ def collect(
         configs=configs,
         pool=store.pool_stats(),
         config_round=config_round,
+        weak_to_strong=[
+            row["result"] for row in store.experiments(WEAK_TO_STRONG) if row["result"]
+        ],
     )

@@ -76,6 +76,12 @@ _CAPTIONS = {
     "diagnostic beside the suite.",
     "training": "Training loss each version's trainer logged, by optimizer step; the star is "
     "the version's held-out loss after training.",
+    "weak_to_strong": "Weak-to-strong supervision, per experiment: the weak supervisor, the "
+    "untuned strong model, the strong student trained on the weak model's answers (never "
+    "checked) and the one trained on verified answers to the same prompts (the ceiling), on "
+    "the held-out suite with 95% bootstrap intervals; above each group, PGR = (strong on weak "
+    "- weak) / (ceiling - weak) with its joint bootstrap interval (∞: the ceiling does not "
+    "clearly beat the weak model, so PGR is not meaningful).",
 }
 # Where each plot goes on the page.
 _SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -83,7 +89,7 @@ _SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Scores and lengths", ("scores", "lengths")),
     ("Diversity", ("diversity",)),
     ("Evolution and cost", ("depth", "cost")),
-    ("Student", ("student", "training")),
+    ("Student", ("student", "training", "weak_to_strong")),
 )
 
 

@@ -41,6 +41,7 @@ from evoinstruct.graph.report.plots_student import (
     plot_student,
     plot_training,
 )
+from evoinstruct.graph.report.plots_weak_to_strong import plot_weak_to_strong
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -54,6 +55,7 @@ __all__ = [
     "GROUP_COLORS",
     "GROUP_LABELS",
     "LENGTH_KEYS",
+    "OPTIONAL_PLOTS",
     "PLOTS",
     "SCORER_ORDER",
     "STAGE_COLORS",
@@ -67,6 +69,7 @@ __all__ = [
     "plot_scores",
     "plot_student",
     "plot_training",
+    "plot_weak_to_strong",
     "save_plots",
 ]
 
@@ -82,6 +85,7 @@ PLOTS: tuple[str, ...] = (
     "student",
     "training",
 )
+OPTIONAL_PLOTS: tuple[str, ...] = ("weak_to_strong",)
 
 
 def _save(fig: Figure, path: Path, dpi: int) -> Path:
@@ -90,7 +94,8 @@ def _save(fig: Figure, path: Path, dpi: int) -> Path:
 
 
 def save_plots(data: ReportData, config: ReportConfig, out_dir: Path) -> dict[str, Path]:
-    """Draw every plot of `PLOTS` into `out_dir/<name>.png`."""
+    """Draw every plot of `PLOTS` into `out_dir/<name>.png`, and those of `OPTIONAL_PLOTS`
+    the project has data for."""
     makers: dict[str, Callable[[], Figure]] = {
         "pool": lambda: plot_pool(data),
         "acceptance": lambda: plot_acceptance(data, config),
@@ -103,8 +108,12 @@ def save_plots(data: ReportData, config: ReportConfig, out_dir: Path) -> dict[st
         "student": lambda: plot_student(data),
         "training": lambda: plot_training(data),
     }
+    # Drawn only for a project that ran the experiment.
+    if data.weak_to_strong:
+        makers["weak_to_strong"] = lambda: plot_weak_to_strong(data.weak_to_strong)
     pngs = {}
     with _plotting():
-        for name in PLOTS:
-            pngs[name] = _save(makers[name](), out_dir / f"{name}.png", config.dpi)
+        for name in (*PLOTS, *OPTIONAL_PLOTS):
+            if name in makers:
+                pngs[name] = _save(makers[name](), out_dir / f"{name}.png", config.dpi)
     return pngs

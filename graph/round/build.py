@@ -11,16 +11,19 @@ from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 
-from evoinstruct.graph.round import nodes, training_nodes
+from evoinstruct.graph.round import nodes, training_nodes, weak_to_strong
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.state import RoundState
 
 PIPELINE = ("plan", "generate", "evolve", "respond", "critique", "rewrite", "select", "commit")
 
 
-def route_after_commit(state: RoundState) -> Literal["train", "__end__"]:
-    """Train when the commit node found the schedule due."""
-    return "train" if state.get("train") else END
+def route_after_commit(state: RoundState) -> Literal["train", "weak_to_strong", "__end__"]:
+    """Train (or, in that mode, run the weak-to-strong experiment) when the commit node found
+    the schedule due."""
+    if not state.get("train"):
+        return END
+    return "weak_to_strong" if state.get("weak_to_strong") else "train"
 
 
 def route_after_train(state: RoundState) -> Literal["evaluate", "__end__"]:
@@ -39,13 +42,15 @@ def build_graph() -> StateGraph:
     builder.add_node("train", training_nodes.train)
     builder.add_node("evaluate", training_nodes.evaluate)
     builder.add_node("promote", training_nodes.promote)
+    builder.add_node("weak_to_strong", weak_to_strong.weak_to_strong)
     builder.add_edge(START, PIPELINE[0])
     for a, b in pairwise(PIPELINE):
         builder.add_edge(a, b)
-    builder.add_conditional_edges("commit", route_after_commit, ["train", END])
+    builder.add_conditional_edges("commit", route_after_commit, ["train", "weak_to_strong", END])
     builder.add_conditional_edges("train", route_after_train, ["evaluate", END])
     builder.add_conditional_edges("evaluate", route_after_evaluate, ["promote", END])
     builder.add_edge("promote", END)
+    builder.add_edge("weak_to_strong", END)
     return builder
 
 

@@ -50,7 +50,7 @@ def deps_for_project(project: Project, config: RunConfig, *, models: Any = None)
     prompts = PromptLibrary(config.project.language, override_dir=project.prompts_dir)
     if models is None:
         models = ModelSet(config.models, config.roles, cache=store)
-    trainer = TrainerSteps(config.trainer, project.root)
+    trainer = TrainerSteps(config.trainer, project.root, weak_to_strong=config.weak_to_strong)
     return Deps(
         store=store, config=config, prompts=prompts, models=models, project=project, trainer=trainer
     )

@@ -306,4 +306,6 @@ async def commit(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         final=True,
         accepted=counts["by_status"].get("accepted", 0),
     )
-    return {"train": train, "notes": [f"round {n}: {reason}"]}
+    # In the weak-to-strong mode the branch runs the experiment instead of training a version.
+    experiment = train and deps.config.weak_to_strong.enabled
+    return {"train": train, "weak_to_strong": experiment, "notes": [f"round {n}: {reason}"]}

@@ -23,6 +23,7 @@ class RoundState(TypedDict, total=False):
     parent_ids: list[str]
     counts: Annotated[dict[str, dict[str, int]], merge_counts]
     train: bool
+    weak_to_strong: bool  # the training branch runs the weak-to-strong experiment instead
     trained_version: str | None
     promoted: bool
     notes: Annotated[list[str], operator.add]

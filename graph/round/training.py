@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from evoinstruct.trainer.launch import trainer_command
 from evoinstruct.trainer.promote import hand_off
 from evoinstruct.trainer.targets import teacher_model
 from evoinstruct.trainer.train import training_due
+from evoinstruct.trainer.weak_to_strong import weak_to_strong_due
+from evoinstruct.trainer.weak_to_strong_config import WeakToStrongConfig
 
 # How often a running training looks for a stop request, and how long a trainer told to stop
 # may take to checkpoint and exit before it is killed (a micro-batch and a save, on a CPU).
@@ -43,15 +45,18 @@ def _die_with_parent() -> None:
 
 @dataclass
 class TrainerSteps:
-    """What the train → evaluate → promote nodes call."""
+    """What the train → evaluate → promote nodes (or the weak_to_strong node) call."""
 
     config: TrainerConfig
     project_root: Path
     python: str = sys.executable
+    weak_to_strong: WeakToStrongConfig = field(default_factory=WeakToStrongConfig)
 
     def due(self, store: Any, round_number: int) -> tuple[bool, str]:
         if not self.config.base_model:
             return False, "trainer.base_model is not set"
+        if self.weak_to_strong.enabled:
+            return weak_to_strong_due(store, self.config, self.weak_to_strong, round_number)
         return training_due(store, self.config, round_number)
 
     async def train(
@@ -63,13 +68,37 @@ class TrainerSteps:
         request) the trainer gets SIGTERM at once, checkpoints within a micro-batch and
         exits; this raises Interrupted, and the next start resumes from that checkpoint.
         """
+        return await self._run_trainer(("train",), "version", fresh=fresh, stopping=stopping)
+
+    async def train_weak_to_strong(
+        self, name: str, *, stopping: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """Train the two students of weak-to-strong experiment `name` in the trainer's
+        process(es), as `train` does a version, stopping as it does."""
+        return await self._run_trainer(
+            ("weak-to-strong", "--experiment", name), "experiment", stopping=stopping
+        )
+
+    async def _run_trainer(
+        self,
+        subcommand: tuple[str, ...],
+        summary_key: str,
+        *,
+        fresh: bool = False,
+        stopping: threading.Event | None = None,
+    ) -> dict[str, Any]:
         from evoinstruct.trainer.progress import ERROR_KEY, PROGRESS_KEY, STOPPED_EXIT, STOPPED_KEY
 
         config_file = self.project_root / "models" / "resolved_trainer_config.json"
         config_file.parent.mkdir(parents=True, exist_ok=True)
         config_file.write_text(self.config.model_dump_json(indent=2), encoding="utf-8")
         command = trainer_command(
-            self.python, self.config.launch, self.project_root, config_file, fresh=fresh
+            self.python,
+            self.config.launch,
+            self.project_root,
+            config_file,
+            fresh=fresh,
+            command=subcommand,
         )
         process = await asyncio.create_subprocess_exec(
             *command,
@@ -129,7 +158,7 @@ class TrainerSteps:
             raise EvoError(
                 f"training failed (exit {process.returncode}): {_failure_reason(failures, err)}"
             )
-        return _summary_of(lines)
+        return _summary_of(lines, summary_key)
 
     async def evaluate(
         self, store: Any, version: str, models: Any, prompts: Any, progress: Any = None
@@ -239,15 +268,16 @@ def _reported(line: str, kind: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _summary_of(lines: list[str]) -> dict[str, Any]:
-    """The main process's closing summary: its last line naming a version. A launcher or
-    another process may print after it, so the last line alone is not enough."""
+def _summary_of(lines: list[str], key: str = "version") -> dict[str, Any]:
+    """The main process's closing summary: its last line with `key` (a version, or an
+    experiment). A launcher or another process may print after it, so the last line alone
+    is not enough."""
     for line in reversed(lines):
         try:
             found = json.loads(line)
         except ValueError:
             continue
-        if isinstance(found, dict) and "version" in found:
+        if isinstance(found, dict) and key in found:
             return found
     raise EvoError("training finished without printing its summary")
 
