@@ -28,10 +28,6 @@ counts, config and model version are followed.
 
 from __future__ import annotations
 
-import sqlite_utils
-
-from evoinstruct.store.db import migrations
-
 _ADD = {
     "status_source": (
         "INSERT INTO counts_status_source (status, source, n) VALUES ({p}.status, {p}.source, 1) "
@@ -160,14 +156,6 @@ CREATE TRIGGER round_usage_delete AFTER DELETE ON rounds BEGIN
     DELETE FROM round_stage_usage WHERE number = old.number;
 END;
 """
-
-
-@migrations()
-def m003_status_counts(db: sqlite_utils.Database) -> None:
-    # executescript would COMMIT the migration's transaction half-way: run statement by
-    # statement instead (sqlite3.complete_statement finds where each trigger body ends).
-    for statement in split_statements(SCHEMA):
-        db.execute(statement)
 
 
 def split_statements(script: str) -> list[str]:

@@ -17,10 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import sqlite_utils
-
 from evoinstruct.store._base import StoreBase, dumps, loads, now
-from evoinstruct.store.db import migrations
 from evoinstruct.store.ids import stable_hash
 from evoinstruct.store.records import Example, PreferencePair
 from evoinstruct.store.rows import EXAMPLE_COLUMNS, chunks, row_to_example
@@ -30,29 +27,6 @@ PAIR_COLUMNS = (
     "id, example_id, round, chosen, rejected, chosen_repaired, rejected_failed, "
     "rejected_truncated, model_version, created_at"
 )
-
-
-@migrations()
-def m005_preference_pairs(db: sqlite_utils.Database) -> None:
-    db[TABLE].create(
-        {
-            "id": str,
-            "example_id": str,
-            "round": int,
-            "chosen": str,
-            "rejected": str,
-            "chosen_repaired": str,
-            "rejected_failed": str,
-            "rejected_truncated": int,
-            "model_version": str,
-            "created_at": str,
-        },
-        pk="id",
-        not_null={"example_id", "chosen", "rejected", "rejected_failed"},
-        defaults={"chosen_repaired": "[]", "rejected_truncated": 0},
-    )
-    db[TABLE].create_index(["example_id"])
-    db[TABLE].create_index(["round"])
 
 
 def pair_id(example_id: str, chosen: str, rejected: str) -> str:

@@ -19,10 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from evoinstruct.store._base import StoreBase
-from evoinstruct.store.db import migrations
 from evoinstruct.store.records import Example
 from evoinstruct.store.rows import EXAMPLE_COLUMNS, chunks, row_to_example
 
@@ -48,14 +45,6 @@ SCHEMA = (
     f"CREATE TRIGGER selector_log_delete AFTER DELETE ON examples "
     f"WHEN old.status = 'accepted' BEGIN {_LOG.format(p='old')} END",
 )
-
-
-@migrations()
-def m004_selector_log(db: sqlite_utils.Database) -> None:
-    # Examples accepted before this migration are not logged: an index file that does
-    # not exist yet is built from the accepted rows, with the log's head as watermark.
-    for statement in SCHEMA:
-        db.execute(statement)
 
 
 @dataclass(frozen=True)

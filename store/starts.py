@@ -17,29 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import sqlite_utils
-
 from evoinstruct.store._base import StoreBase, dumps, loads, now
-from evoinstruct.store.db import migrations
-
-
-@migrations()
-def m007_round_starts(db: sqlite_utils.Database) -> None:
-    db["round_starts"].create(
-        {
-            "number": int,
-            "start": int,
-            "started_at": str,
-            "step": str,
-            "config": str,
-            "model_version": str,
-            "steps": str,
-        },
-        pk=("number", "start"),
-        not_null={"started_at", "step", "config"},
-        defaults={"steps": "[]"},
-    )
-    db["daemon"].add_column("activity", str)
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
