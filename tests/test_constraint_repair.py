@@ -30,7 +30,13 @@ PS_ZH = Constraint("detectable_content:postscript", {"postscript_marker": "附�
 REPEAT_EN = Constraint("combination:repeat_prompt", {"prompt_to_repeat": "Explain tides simply."})
 REPEAT_ZH = Constraint("combination:repeat_prompt", {"prompt_to_repeat": "请简单解释潮汐。"})
 
+MARKER_EN = Constraint("markup:paragraph_marker", {"marker": "§"})
+MARKER_ZH = Constraint("markup:paragraph_marker", {"marker": "▶"})
+PERIODS = Constraint("markup:bullet_periods")
+
 REPAIRABLE = {
+    "markup:paragraph_marker",
+    "markup:bullet_periods",
     "change_case:english_lowercase",
     "change_case:english_capital",
     "startend:quotation",
@@ -95,6 +101,22 @@ CASES: list[tuple[Constraint, str, str]] = [
         "Explain tides simply.\n\nTides come from the Moon.",
     ),
     (REPEAT_ZH, "潮汐来自月球。", "请简单解释潮汐。\n\n潮汐来自月球。"),
+    (
+        MARKER_EN,
+        "Tides come from the Moon.\n\n  § The Sun helps.\n***\nSpring tides\nare higher.",
+        "§ Tides come from the Moon.\n\n  § The Sun helps.\n***\n§ Spring tides\nare higher.",
+    ),
+    (MARKER_ZH, "潮汐来自月球。\n\n太阳也有影响。", "▶ 潮汐来自月球。\n\n▶ 太阳也有影响。"),
+    (
+        PERIODS,
+        "Tides:\n- rise twice a day,\n- follow the **Moon**\n- end.",
+        "Tides:\n- rise twice a day.\n- follow the **Moon.**\n- end.",
+    ),
+    (
+        PERIODS,
+        "潮汐：\n- 一天两次；\n- 跟随月球\n* Moon",
+        "潮汐：\n- 一天两次。\n- 跟随月球。\n* Moon.",
+    ),
 ]
 
 
@@ -121,6 +143,8 @@ def test_each_repair_makes_its_own_checker_pass(
         (PS_EN, "Tides come from the Moon.\n\nP. S. The Sun helps too."),
         (PS_ZH, "潮汐来自月球。\n附言：太阳也有影响。"),
         (REPEAT_EN, "explain tides simply.\nTides come from the Moon."),
+        (MARKER_EN, "§Tides come from the Moon.\n***\n  § The Sun helps."),
+        (PERIODS, "- Tides rise.\n- 潮汐退去。\n- Spring tides (higher)."),
     ],
 )
 def test_a_response_that_already_passes_is_left_as_it_is(constraint: Constraint, text: str) -> None:
@@ -135,6 +159,21 @@ def test_a_case_repair_leaves_an_answer_in_another_language_alone(constraint: Co
     drawn = "潮汐和 Moon 有关，也和 NASA 的数据一致。"
     assert repair(constraint, drawn) == drawn
     assert not constraint.check(drawn).passed
+
+
+def test_a_bullet_ending_in_a_question_or_exclamation_mark_is_left_alone() -> None:
+    # Its mark says something a period would not: the re-check fails the answer instead.
+    drawn = "- Why do tides rise?\n- Look at the Moon!\n- It pulls"
+    fixed = repair(PERIODS, drawn)
+    assert fixed == "- Why do tides rise?\n- Look at the Moon!\n- It pulls."
+    assert not PERIODS.check(fixed).passed
+
+
+def test_repairs_that_add_a_paragraph_come_before_the_marker() -> None:
+    fixed, repaired = repair_all([MARKER_EN, PS_EN, PERIODS], "Tides:\n- rise,\n- fall")
+    assert fixed == "§ Tides:\n- rise.\n- fall.\n\n§ P.S. I hope this helps."
+    assert repaired == [PERIODS.id, PS_EN.id, MARKER_EN.id]
+    assert all_passed(check_all([MARKER_EN, PS_EN, PERIODS], fixed))
 
 
 def test_end_phrase_goes_inside_wrapping_quotes() -> None:

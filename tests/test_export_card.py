@@ -293,7 +293,14 @@ def test_size_categories() -> None:
 def test_constraint_params_cover_the_registry() -> None:
     from evoinstruct.agents.constraints import REGISTRY
 
-    kinds = {"int": "int", "str": "str", "relation": "str", "language": "str", "letter": "str"}
+    kinds = {
+        "int": "int",
+        "str": "str",
+        "relation": "str",
+        "language": "str",
+        "letter": "str",
+        "choice": "str",
+    }
     found = {}
     for constraint_type in REGISTRY.values():
         for param in constraint_type.params:

@@ -123,7 +123,21 @@ CUES: dict[str, dict[str, list[str]]] = {
     "startend:end_checker": {"en": ["end|finish|last|conclude|final|sign off|closing"], "zh": ["结尾|结束|收尾|最后"]},
     "startend:quotation": {"en": ["double quot"], "zh": ["双引号"]},
     "language:response_language": {"en": [r"language|in \{language\}"], "zh": [r"用\{language\}|语言"]},
+    "style:max_sentence_words": {"en": ["sentence", r"\bwords\b"], "zh": ["句", "字"]},
+    "style:question_count": {"en": ["question"], "zh": ["问"]},
+    "style:varied_openings": {"en": ["sentence", "same|different", "word|open|start|begin"], "zh": ["句", "开头|起头|第一个字", "同"]},
+    "style:keyword_bookends": {"en": ["first|open", "last|final|clos"], "zh": ["第一句|开头", "最后一句|结尾"]},
+    "markup:paragraph_marker": {"en": ["paragraph"], "zh": ["段"]},
+    "markup:bullet_periods": {"en": ["bullet", "period|full stop", "two"], "zh": ["列表|要点", "句号", "两"]},
+    "markup:heading_count": {"en": ["heading", "markdown|#"], "zh": ["标题", "Markdown|#"]},
+    "markup:label_line": {"en": ["line", "start|begin|open|followed"], "zh": ["一行", "开头"]},
+    "markup:parentheses": {"en": ["parenthe|round brackets"], "zh": ["括号"]},
+    "content:distinct_numbers": {"en": ["number|figure", "digit"], "zh": ["数", "阿拉伯数字"]},
+    "content:date_format": {"en": ["date"], "zh": ["日期"]},
+    "content:emoji_count": {"en": ["emoji", "time"], "zh": ["表情", "次"]},
 }  # fmt: skip
+
+DATES = {"YYYY-MM-DD": "2024-03-15", "DD/MM/YYYY": "15/03/2024", "Month D, YYYY": "March 15, 2024", "YYYY年M月D日": "2024年3月15日"}  # fmt: skip
 
 
 def _filler(language: str, n: int, unit: str = "word") -> str:
@@ -229,6 +243,56 @@ def built(c: Constraint, language: str, passing: bool) -> str:
             chinese = "今天花园很安静，河水慢慢流过那座老磨坊，远处的山上还有一点雪。"
             wanted = p["language"] == "en"
             return english if wanted == passing else chinese
+    return _built_own(c, language, passing, body)
+
+
+def _built_own(c: Constraint, language: str, passing: bool, body: str) -> str:
+    """The builders of the project's own types (agents/constraints/style, markup, content)."""
+    p: dict[str, Any] = c.params
+    en = language == "en"
+    stop = "." if en else "。"
+    match c.id:
+        case "style:max_sentence_words":
+            return _filler(language, p["max_sentence_words"] + (0 if passing else 1)) + stop
+        case "style:question_count":
+            n = p["num_questions"] + (0 if passing else 1)
+            return ("Why? " if en else "为什么？") * n + body
+        case "style:varied_openings":
+            if en:
+                return "The tide rose. " + ("A gull cried." if passing else "The gull cried.")
+            return "潮水上涨。" + ("海鸥在叫。" if passing else "潮水退去。")
+        case "style:keyword_bookends":
+            kw = p["keyword"]
+            first = (f"I see {kw} here. " if en else f"{kw}很好。") if passing else ""
+            return (
+                first
+                + ("Nothing new. " if en else "一切照旧。")
+                + (f"I see {kw} again." if en else f"{kw}又来了。")
+            )
+        case "markup:paragraph_marker":
+            second = f"{p['marker']} {body}" if passing else body
+            return f"{p['marker']} {body}\n\n{second}"
+        case "markup:bullet_periods":
+            items = ["One point", "Two points"] if en else ["第一点", "第二点"]
+            return "\n".join(
+                f"- {item}{stop if passing or i == 0 else ''}" for i, item in enumerate(items)
+            )
+        case "markup:heading_count":
+            n = p["num_headings"] + (0 if passing else 1)
+            return "\n\n".join(f"## Part {i + 1}\n{body}" for i in range(n))
+        case "markup:label_line":
+            rest = (" all good." if en else "一切都好。") if passing else ""
+            return f"{body}\n{p['label']}{rest}"
+        case "markup:parentheses":
+            n = p["num_parentheticals"] + (0 if passing else 1)
+            return body + (" (an aside)" if en else "（补充）") * n
+        case "content:distinct_numbers":
+            n = p["num_numbers"] - (0 if passing else 1)
+            return " ".join(str(10 + i) for i in range(n)) + " " + body
+        case "content:date_format":
+            return f"{body} {DATES[p['date_format']] if passing else '15.03.2024'}"
+        case "content:emoji_count":
+            return body + p["emoji"] * (p["num_emoji"] + (0 if passing else 1))
     raise AssertionError(f"no response builder for {c.id}")
 
 

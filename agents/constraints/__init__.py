@@ -22,11 +22,14 @@ from __future__ import annotations
 # Imported for their side effect: each family module registers its types.
 from evoinstruct.agents.constraints import (  # noqa: F401
     case,
+    content,
     formats,
     keywords,
     language,
     length,
+    markup,
     startend,
+    style,
 )
 from evoinstruct.agents.constraints.ifeval import (
     IFEVAL_IDS,

@@ -11,8 +11,9 @@ a response meet them (lowercase it, wrap it in quotes, append the end
 phrase); `repair_all` applies those of the constraints a response fails, in
 `REPAIR_ORDER`, and the caller re-checks every constraint on the result.
 
-Family modules (length, keywords, formats, case, startend, language) register
-their types on import; importing `evoinstruct.agents.constraints` loads all.
+Family modules register their types on import: IFEval's (length, keywords,
+formats, case, startend, language) and the project's own beyond them (style,
+markup, content); importing `evoinstruct.agents.constraints` loads all.
 """
 
 from __future__ import annotations
@@ -133,16 +134,20 @@ Repair = Callable[[str, Mapping[str, Any]], str]
 
 # The order repairs run in when a response fails several constraints. Edits of the
 # content come first: commas go before any fixed text is added (a repeated request or an
-# end phrase must stay verbatim), and the end phrase follows the postscript so that it
-# stays last. Case changes come next so that the English text just added is in the
-# required case as well; the end, postscript and repeat checks ignore case, so a case
-# change cannot break them. Wrapping quotes go last: every later append would land
-# outside them, while the end check looks past them.
+# end phrase must stay verbatim), a bullet's period right after them (a trailing comma
+# becomes it), and the end phrase follows the postscript so that it stays last. The
+# paragraph marker follows every repair that adds a paragraph (the postscript), so that
+# the new one is marked too. Case changes come next so that the English text just added
+# is in the required case as well; the end, postscript and repeat checks ignore case, so
+# a case change cannot break them. Wrapping quotes go last: every later append would
+# land outside them, while the end check looks past them.
 REPAIR_ORDER: tuple[str, ...] = (
     "punctuation:no_comma",
+    "markup:bullet_periods",
     "combination:repeat_prompt",
     "detectable_content:postscript",
     "startend:end_checker",
+    "markup:paragraph_marker",
     "change_case:english_lowercase",
     "change_case:english_capital",
     "startend:quotation",

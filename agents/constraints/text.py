@@ -108,6 +108,46 @@ def count_sentences(text: str) -> int:
     return len(split_sentences(text))
 
 
+# A markdown line prefix that is no part of a sentence: a heading's #, a quote's >, a
+# bullet, a list number ("1." "2)" "3、"); and a line that only divides ("***", "- - -").
+_LINE_PREFIX = re.compile(r"^[ \t]*(?:#{1,6}[ \t]+|>[ \t]*|[-*+•][ \t]+|\d+[.)、．][ \t]+)+")
+# A half-width ? or ! right before a CJK character ends a Chinese sentence as ？ and ！
+# do (a Chinese input method in half-width mode types them).
+_HALF_WIDTH_END = re.compile(f"[?!](?=[{CJK_CLASS}])")
+_FULL_WIDTH = {"?": "？", "!": "！"}
+_DIVIDER_LINE = re.compile(r"[ \t]*([*\-_=])(?:[ \t]*\1){2,}[ \t]*")
+
+
+def without_code_blocks(text: str) -> str:
+    """The text with fenced code blocks (```...```, an unclosed one to the end) taken out."""
+    return _FENCED_CODE.sub("\n", text)
+
+
+def is_divider(line: str) -> bool:
+    """A line of three or more *, -, _ or = alone (a markdown rule, IFEval's *** divider)."""
+    return _DIVIDER_LINE.fullmatch(line) is not None
+
+
+def sentence_lines(text: str) -> list[str]:
+    """Sentences as a reader sees them in a formatted answer: `split_sentences` within
+    each line, so a line break ends a sentence too (a heading, a bullet without a
+    period is one of its own, not the start of the next line's sentence), and a
+    half-width ? or ! before a CJK character ends one as ？ and ！ do; markdown line
+    prefixes and fenced code are left out, and so are pieces with no word.
+
+    IFEval's own sentence count (`split_sentences`) lets a line break end none, which
+    suits counting sentences; rules about each sentence (its length, how it opens,
+    how it ends) read the lines the way the answer shows them.
+    """
+    out: list[str] = []
+    for line in without_code_blocks(text).split("\n"):
+        if not line.strip() or is_divider(line):
+            continue
+        body = _HALF_WIDTH_END.sub(lambda m: _FULL_WIDTH[m.group()], _LINE_PREFIX.sub("", line))
+        out.extend(s for s in split_sentences(body) if words(s))
+    return out
+
+
 _STAR_DIVIDER = re.compile(r"\s*\*\*\*\s*")
 
 

@@ -135,3 +135,18 @@ def pick_phrase(ctx: SampleContext, options: Sequence[str]) -> str:
     """One option that does not overlap reserved text (any option if none is free)."""
     free = [o for o in options if not overlaps(o, ctx.reserved)]
     return ctx.rng.choice(free or list(options))
+
+
+# Paragraph markers: symbols a keyboard or input method types, none of them a markdown
+# bullet ("-", "*", "+") or quote (">"), so a marked paragraph stays plain prose.
+PARAGRAPH_MARKERS = {
+    "en": ("§", "▶", "◆", "=>", "::"),
+    "zh": ("▶", "◆", "※", "§", "=>"),
+}
+# Labels a line may start with ("Summary: ..."); Chinese ones end in the full-width colon.
+LINE_LABELS = {
+    "en": ("Summary:", "Key takeaway:", "Bottom line:", "Next step:", "Action item:"),
+    "zh": ("总结：", "要点：", "结论：", "建议：", "一句话总结："),
+}
+# Single code points with an emoji presentation of their own (no variation selector needed).
+EMOJI = ("🌱", "✅", "🚀", "💡", "📌", "🎯", "🔑", "⭐", "🌊", "📚")
