@@ -27,6 +27,7 @@ strictly higher score.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -115,7 +116,13 @@ class PoolNovelty(PoolView):
         if m == 0:
             return None
         file = self.index.file
-        vocab = file.lookup_tokens(list(set(tokens)))
+        distinct = set(tokens)
+        if len(distinct) > 500:  # SQLite's variable limit is far above; long texts go in parts
+            vocab = {}
+            for part in _parts(list(distinct), 500):
+                vocab.update(file.token_stats(part))
+        else:
+            vocab = file.token_stats(list(distinct))
         masks: dict[int, int] = {}
         known: list[int] = []
         bit = 1
@@ -127,7 +134,8 @@ class PoolNovelty(PoolView):
             bit <<= 1
         if not known:
             return None
-        rank = dict(vocab.values()).__getitem__
+        rank = {tid: r for tid, r, _ in vocab.values()}.__getitem__
+        df = {tid: d for tid, _, d in vocab.values()}
         skip = file.item_state(exclude) if exclude is not None else None
         search = _Search(self._tau, tokens, masks, known, sorted(known, key=rank))
         if skip is not None:
@@ -137,7 +145,7 @@ class PoolNovelty(PoolView):
         for size in _BATCHES:
             # Lemma (5) at τ' = the best score so far: the prefix ends at m − t'(m).
             end = m - min_overlap(m, search.best)
-            batch = [(tid, i) for tid, i in probes[start : start + size] if i <= end]
+            batch = [(tid, i, df[tid]) for tid, i in probes[start : start + size] if i <= end]
             if not batch:
                 break
             search.probe(batch, file)
@@ -146,6 +154,10 @@ class PoolNovelty(PoolView):
             return None
         return search.best, self.index.earliest(file.ids_at(search.tied))
 
+
+# A window per length costs a B-tree seek, a row in a wider window a comparison: a
+# token with at most this many postings per length of its window is read in one range.
+_SEEK_ROWS = 16
 
 # Probes read per round trip: the rarest first, alone, so that a near copy found there
 # shortens and tightens the rest (a rising τ'), then the others together.
@@ -176,12 +188,12 @@ class _Search:
         self.q_tids = np.array(sorted(counts), dtype=np.int64)
         self.q_counts = np.array([counts[t] for t in self.q_tids.tolist()], dtype=np.int64)
 
-    def probe(self, batch: list[tuple[int, int]], file: IndexFile) -> None:
-        """Read the postings of (token id, position) probes, then verify what may match."""
+    def probe(self, batch: list[tuple[int, int, int]], file: IndexFile) -> None:
+        """Read the postings of (token id, position, document frequency) probes, then verify."""
         records = file.probe(self._windows(batch))
         if not len(records):
             return
-        tids = np.array([tid for tid, _ in batch], dtype=np.int64)
+        tids = np.array([tid for tid, _, _ in batch], dtype=np.int64)
         sorter = np.argsort(tids)
         k = sorter[np.searchsorted(tids, records["tid"], sorter=sorter)]  # probe, in rank order
         # The first record per item in probe (rank) order is at its smallest shared element.
@@ -195,28 +207,38 @@ class _Search:
         n = records["n"].astype(np.int64)
         slack = records["slack"].astype(np.int64)
         need = tau * (m + n) / 2.0 - _EPS
-        i = np.array([pos for _, pos in batch], dtype=np.int64)[k]
+        i = np.array([pos for _, pos, _ in batch], dtype=np.int64)[k]
         past = shared_after(records["sketch"], self.bits, self.positions > i[:, None])
-        # Bound (7): u itself, plus the elements after it whose bits the item's sketch holds.
-        keep = (2.0 * np.minimum(m, n) >= tau * (m + n) - _EPS) & (
-            1 + np.minimum(past, slack - 1) >= need
-        )
+        # Bound (6) item side (a window over several lengths asks the least slack of its
+        # shortest), then bound (7): u itself, plus the elements after it in the sketch.
+        keep = (slack >= need) & (1 + np.minimum(past, slack - 1) >= need)
         if keep.any():
             self._verify(file.tokens(ords[keep].tolist()))
 
-    def _windows(self, batch: list[tuple[int, int]]) -> list[list[int]]:
-        """[token id, n, least slack] per item length n bounds (1) and (6) allow."""
+    def _windows(self, batch: list[tuple[int, int, int]]) -> list[list[int]]:
+        """[token id, least n, most n, least slack] windows of the lengths bounds (1) and (6) allow.
+
+        The lengths form one interval. A token with few postings is read over all of it
+        at once (slack checked on the records); a frequent one per length, each with its
+        own least slack, so that no row below it is read.
+        """
         m, tau = self.m, self.best
         alpha = tau / (2.0 - tau)
         ns = np.arange(max(1, math.floor(alpha * m) - 1), math.ceil(m / alpha) + 2)
         need = tau * (m + ns) / 2.0 - _EPS
         least = np.maximum(1, np.ceil(need)).astype(np.int64)
         fits = (2.0 * np.minimum(m, ns) >= tau * (m + ns) - _EPS) & (least <= ns)
-        rows = []
-        for tid, i in batch:
-            ok = fits & (m - i >= need)
-            rows.append(np.column_stack([np.full(ok.sum(), tid), ns[ok], least[ok]]))
-        return np.concatenate(rows).tolist()
+        ns, need, least = ns[fits].tolist(), need[fits].tolist(), least[fits].tolist()
+        out: list[list[int]] = []
+        for tid, i, df in batch:
+            cut = bisect.bisect_right(need, m - i)  # bound (6), candidate side: m − i ≥ need
+            if not cut:
+                continue
+            if df <= _SEEK_ROWS * cut:
+                out.append([tid, ns[0], ns[cut - 1], least[0]])
+            else:
+                out += [[tid, n, n, s] for n, s in zip(ns[:cut], least[:cut], strict=False)]
+        return out
 
     def _verify(self, items: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Bound (3) with the exact multiset overlap for all items at once, then ROUGE-L."""
@@ -243,3 +265,7 @@ class _Search:
                 self.best, self.tied = f, [ord]
             elif f == self.best and self.tied:
                 self.tied.append(ord)
+
+
+def _parts(items: list[str], size: int) -> list[list[str]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -69,8 +69,8 @@ _BATCH = 500
 # beside it checks that none was cut (a blob passes through it as text of its bytes).
 _PROBE = (
     "SELECT count(*), CAST(group_concat(p.rec, '') AS BLOB) FROM json_each(?) AS w "
-    "CROSS JOIN postings AS p "
-    "ON p.tid = w.value ->> 0 AND p.n = w.value ->> 1 AND p.slack >= w.value ->> 2"
+    "CROSS JOIN postings AS p ON p.tid = w.value ->> 0 "
+    "AND p.n BETWEEN w.value ->> 1 AND w.value ->> 2 AND p.slack >= w.value ->> 3"
 )
 _TOKENS = (
     "SELECT group_concat(t.ord), group_concat(length(t.toks)), "
@@ -273,6 +273,16 @@ class IndexFile:
                 found[token] = (tid, rank)
         return found
 
+    def token_stats(self, tokens: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """token → (id, rank, document frequency) for the tokens already known."""
+        marks = ",".join("?" * len(tokens))
+        return {
+            token: (tid, rank, df)
+            for token, tid, rank, df in self.conn.execute(
+                f"SELECT token, tid, rank, df FROM vocab WHERE token IN ({marks})", list(tokens)
+            )
+        }
+
     def add_tokens(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
         """New (token, id, rank, document frequency) rows."""
         self.conn.executemany("INSERT INTO vocab (token, tid, rank, df) VALUES (?, ?, ?, ?)", rows)
@@ -328,7 +338,7 @@ class IndexFile:
         self.conn.execute(f"DROP TABLE temp.stage_{table}")
 
     def probe(self, windows: list[list[int]]) -> np.ndarray:
-        """The `RECORD`s of the postings in [token id, n, least slack] windows."""
+        """The `RECORD`s of the postings in [token id, least n, most n, least slack] windows."""
         if not windows:
             return np.zeros(0, dtype=RECORD)
         count, blob = self.conn.execute(_PROBE, [json.dumps(windows)]).fetchone()
