@@ -157,11 +157,14 @@ class PoolNovelty(PoolView):
 
 # A window per length costs a B-tree seek, a row in a wider window a comparison: a
 # token with at most this many postings per length of its window is read in one range.
-_SEEK_ROWS = 16
+_SEEK_ROWS = 64
+
+# Items whose tokens are read first, the likeliest by their score bound; then 4x as many.
+_FIRST_READ = 8
 
 # Probes read per round trip: the rarest first, alone, so that a near copy found there
 # shortens and tightens the rest (a rising τ'), then the others together.
-_BATCHES = (1, 2, 1 << 30)
+_BATCHES = (2, 1 << 30)
 
 
 class _Search:
@@ -211,11 +214,26 @@ class _Search:
         past = shared_after(records["sketch"], self.bits, self.positions > i[:, None])
         # Bound (6) item side (a window over several lengths asks the least slack of its
         # shortest), then bound (7): u itself, plus the elements after it in the sketch.
-        keep = (slack >= need) & (1 + np.minimum(past, slack - 1) >= need)
+        overlap = 1 + np.minimum(past, slack - 1)
+        keep = (slack >= need) & (overlap >= need)
         if keep.any():
-            self._verify(file.tokens(ords[keep].tolist()))
+            self._verify_best_first(ords[keep], 2.0 * overlap[keep] / (m + n[keep]), file)
 
-    def _windows(self, batch: list[tuple[int, int, int]]) -> list[list[int]]:
+    def _verify_best_first(self, ords: np.ndarray, ceiling: np.ndarray, file: IndexFile) -> None:
+        """Verify in order of the score bound (7) allows, a few first: once a high score is
+        found, the items whose bound falls below it are never read."""
+        order = np.argsort(-ceiling, kind="stable")
+        ords, ceiling = ords[order], ceiling[order]
+        start, size = 0, _FIRST_READ
+        while start < len(ords):
+            # Sorted by the bound: the first below the best score so far ends the search.
+            end = min(start + size, int(np.searchsorted(-ceiling, _EPS - self.best, "right")))
+            if end <= start:
+                return
+            self._verify(file.tokens(ords[start:end].tolist()))
+            start, size = end, size * 4
+
+    def _windows(self, batch: list[tuple[int, int, int]]) -> np.ndarray:
         """[token id, least n, most n, least slack] windows of the lengths bounds (1) and (6) allow.
 
         The lengths form one interval. A token with few postings is read over all of it
@@ -238,7 +256,7 @@ class _Search:
                 out.append([tid, ns[0], ns[cut - 1], least[0]])
             else:
                 out += [[tid, n, n, s] for n, s in zip(ns[:cut], least[:cut], strict=False)]
-        return out
+        return np.array(out, dtype=np.int64).reshape(-1, 4)
 
     def _verify(self, items: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Bound (3) with the exact multiset overlap for all items at once, then ROUGE-L."""
