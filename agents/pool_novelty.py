@@ -139,7 +139,7 @@ class PoolNovelty(PoolView):
         skip = file.item_state(exclude) if exclude is not None else None
         search = _Search(self._tau, tokens, masks, known, sorted(known, key=rank))
         if skip is not None:
-            search.seen = np.array([skip[0]], dtype=np.int64)
+            search.seen = np.array([skip[0]], dtype=np.int64)  # kept sorted
         probes = prefix_firsts(known, rank, self._tau, m - len(known))
         start = 0
         for size in _BATCHES:
@@ -199,13 +199,19 @@ class _Search:
         tids = np.array([tid for tid, _, _ in batch], dtype=np.int64)
         sorter = np.argsort(tids)
         k = sorter[np.searchsorted(tids, records["tid"], sorter=sorter)]  # probe, in rank order
-        # The first record per item in probe (rank) order is at its smallest shared element.
-        order = np.argsort(k, kind="stable")
-        ords = records["ord"].astype(np.int64)[order]
-        _, first = np.unique(ords, return_index=True)
-        first = first[~np.isin(ords[first], self.seen)]
-        self.seen = np.concatenate([self.seen, ords])
-        records, k, ords = records[order[first]], k[order[first]], ords[first]
+        # The first record per item in probe (rank) order is at its smallest shared element;
+        # items met by an earlier batch were dealt with there.
+        ords = records["ord"].astype(np.int64)
+        order = np.lexsort((k, ords))
+        ords = ords[order]
+        first = np.ones(len(ords), dtype=bool)
+        first[1:] = ords[1:] != ords[:-1]
+        if len(self.seen):
+            at = np.minimum(np.searchsorted(self.seen, ords), len(self.seen) - 1)
+            first &= self.seen[at] != ords
+        self.seen = np.union1d(self.seen, ords)
+        take = order[first]
+        records, k, ords = records[take], k[take], ords[first]
         m, tau = self.m, self.best
         n = records["n"].astype(np.int64)
         slack = records["slack"].astype(np.int64)
