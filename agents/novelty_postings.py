@@ -7,10 +7,11 @@ token's first occurrence, and the sketch is a 128-bit set of hashed token
 ids of the elements *after* position j. The file keeps each row's fields
 again as one fixed-size binary record (`store.selector_index.RECORD`), so
 that a probe reads thousands of rows as one string instead of thousands of
-Python tuples. A probe that meets the item at its
-smallest shared element u (position i in the candidate, j in the item) knows
-that every other shared element lies after i in the candidate and after j in
-the item, so
+Python tuples.
+
+A row met at the item's smallest shared element u (position i in the
+candidate, j in the item) has every other shared element after i in the
+candidate and after j in the item, so
 
     overlap ≤ 1 + #{candidate elements after i whose bit is in the sketch}   (7)
 
@@ -20,18 +21,16 @@ the file answers it with an index range instead of reading the rows.
 
 Ranks never change once given (a token first seen sorts before all others),
 so an item's rows are a function of its token ids and the ranks of the file:
-they are computed the same way when the item is added and when it leaves.
+they are computed the same way when the item is added and when it leaves,
+and the pool growing never rewrites the rows it has.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from evoinstruct.agents.novelty import min_overlap
 
-SKETCH_BITS = 128
 _GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: consecutive token ids spread over the bits
 _MASK64 = (1 << 64) - 1
 
@@ -63,15 +62,3 @@ def item_postings(
             rows.append((tid, n, n - j, after[j]))
             prev = tid
     return rows
-
-
-def shared_after(sketches: np.ndarray, bits: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Bound (7) without its 1, per record: candidate elements after u whose bit the sketch holds.
-
-    `sketches` is (records, 2) uint64, `bits` the candidate's element bits (one per
-    element, repeats included), `after` (records, elements) whether each element lies
-    after the record's u in the candidate.
-    """
-    words = sketches[:, bits >> 6]  # (records, elements): the word holding each element's bit
-    held = (words >> (bits & 63).astype(np.uint64)) & np.uint64(1)
-    return (held.astype(bool) & after).sum(axis=1)

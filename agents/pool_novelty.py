@@ -3,26 +3,32 @@
 The prefix filter of `NoveltyIndex` (read the proof in `agents.novelty`) with
 the postings in SQLite, searched for the best match with a rising threshold:
 
-* The candidate's prefix tokens are probed in rank order. Each probe reads,
-  per item length n its window allows (bound (1), and bound (6) candidate
-  side, m − i ≥ τ(m+n)/2), only the rows whose slack n − j reaches τ(m+n)/2
-  (bound (6), item side): one index range per length.
-* The first row met per item is at its smallest shared element, so bound (7)
-  of `agents.novelty_postings` (the sketch of the item's elements after it)
-  applies; then bound (3) and exact ROUGE-L on what is left.
+* The candidate's prefix tokens are probed in rank order, a few at a time.
+  A probe reads, per item length n its window allows (bound (1), and bound
+  (6) candidate side, m − i ≥ τ(m+n)/2), the rows whose slack n − j reaches
+  τ(m+n)/2 (bound (6), item side): an index range per length, or one range
+  over all lengths for a token with few postings.
+* Bound (7) of `agents.novelty_postings` (the sketch of the item's elements
+  after the probed one) is true for the row at the item's smallest shared
+  element u, and for a later row only counts fewer shared elements than there
+  are. So every row is judged as if it were at u: an item that can score
+  ≥ τ passes through its row at u, which the probe of u reads, and a later
+  row lets through at most an item that is then verified for nothing.
+* What passes is verified in the order of the score bound (7) allows: bound
+  (3) on the item's tokens, then exact ROUGE-L.
 * Every bound is derived from F ≥ τ, and holds for any τ' ≥ τ. Once a match of
   score F* is found, only items scoring ≥ F* can change the answer (a higher
   score, or an equal one earlier in the pool), so the search goes on with τ'
   = F*: the candidate's prefix shortens to its first m − t'(m) + 1 elements
   (lemma (5) at τ', whose item-side prefix lies within the posted one), and
-  windows, slacks and sketches tighten. An item passed over was shown to
-  score < τ' when it was met, and τ' only rises: nothing it skipped can win.
+  windows, slacks and bounds tighten. An item passed over was shown to score
+  < τ' when it was met, and τ' only rises: nothing it skipped can win.
 
-A near copy is usually found by the first probes, and what follows reads
-little. Among equal best scores the pool decides (`PoolIndex.earliest`: the
-lowest rowid, asked of the pool, as a rebuild in rowid order would); then
-the overlay of examples accepted ahead of the store, which wins only a
-strictly higher score.
+A near copy is usually found by the first probes and the bound-first order,
+and what follows reads little. Among equal best scores the pool decides
+(`PoolIndex.earliest`: the lowest rowid, asked of the pool, as a rebuild in
+rowid order would); then the overlay of examples accepted ahead of the store,
+which wins only a strictly higher score.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from evoinstruct.agents.novelty import (
     prefix_firsts,
     rouge_l_f1,
 )
-from evoinstruct.agents.novelty_postings import shared_after, token_bit
+from evoinstruct.agents.novelty_postings import token_bit
 from evoinstruct.agents.pool_index import PoolView
 from evoinstruct.agents.text import tokenize
 
@@ -139,7 +145,7 @@ class PoolNovelty(PoolView):
         skip = file.item_state(exclude) if exclude is not None else None
         search = _Search(self._tau, tokens, masks, known, sorted(known, key=rank))
         if skip is not None:
-            search.seen = np.array([skip[0]], dtype=np.int64)  # kept sorted
+            search.verified.add(skip[0])
         probes = prefix_firsts(known, rank, self._tau, m - len(known))
         start = 0
         for size in _BATCHES:
@@ -182,11 +188,11 @@ class _Search:
         self.tied: list[int] = []  # ords of the items scoring `best`
         self.m = m = len(tokens)
         self.masks = masks
-        self.seen = np.zeros(0, dtype=np.int64)  # items met by an earlier probe
-        # The known elements in rank order: their sketch bits and positions (after the
-        # never-indexed tokens, which sort first and match nothing).
-        self.bits = np.array([token_bit(t) for t in ordered], dtype=np.int64)
-        self.positions = np.arange(m - len(known), m)
+        self.verified: set[int] = set()  # items whose score is known (and the candidate)
+        # The sketch bits of the known elements in rank order; the never-indexed tokens
+        # sort before them (and match nothing).
+        self.bits = [token_bit(t) for t in ordered]
+        self.unknown = m - len(known)
         counts = Counter(known)
         self.q_tids = np.array(sorted(counts), dtype=np.int64)
         self.q_counts = np.array([counts[t] for t in self.q_tids.tolist()], dtype=np.int64)
@@ -198,38 +204,53 @@ class _Search:
             return
         tids = np.array([tid for tid, _, _ in batch], dtype=np.int64)
         sorter = np.argsort(tids)
-        k = sorter[np.searchsorted(tids, records["tid"], sorter=sorter)]  # probe, in rank order
-        # The first record per item in probe (rank) order is at its smallest shared element;
-        # items met by an earlier batch were dealt with there.
-        ords = records["ord"].astype(np.int64)
-        order = np.lexsort((k, ords))
-        ords = ords[order]
-        first = np.ones(len(ords), dtype=bool)
-        first[1:] = ords[1:] != ords[:-1]
-        if len(self.seen):
-            at = np.minimum(np.searchsorted(self.seen, ords), len(self.seen) - 1)
-            first &= self.seen[at] != ords
-        self.seen = np.union1d(self.seen, ords)
-        take = order[first]
-        records, k, ords = records[take], k[take], ords[first]
+        k = sorter[np.searchsorted(tids, records["tid"], sorter=sorter)]  # which probe
         m, tau = self.m, self.best
         n = records["n"].astype(np.int64)
         slack = records["slack"].astype(np.int64)
         need = tau * (m + n) / 2.0 - _EPS
-        i = np.array([pos for _, pos, _ in batch], dtype=np.int64)[k]
-        past = shared_after(records["sketch"], self.bits, self.positions > i[:, None])
-        # Bound (6) item side (a window over several lengths asks the least slack of its
-        # shortest), then bound (7): u itself, plus the elements after it in the sketch.
+        # Bound (7), each record judged as if at its item's smallest shared element u:
+        # true for the record at u, an undercount for a later one. An item that can
+        # reach τ' passes through its record at u, read in this batch or an earlier one.
+        past = np.zeros(len(records), dtype=np.int64)
+        sketches = records["sketch"]
+        for count, masks in self._after_masks(batch).items():
+            past += count * np.bitwise_count(sketches & masks[k]).sum(axis=1, dtype=np.int64)
         overlap = 1 + np.minimum(past, slack - 1)
+        # Bound (6) item side too: a window over several lengths asks the least slack of
+        # its shortest.
         keep = (slack >= need) & (overlap >= need)
-        if keep.any():
-            self._verify_best_first(ords[keep], 2.0 * overlap[keep] / (m + n[keep]), file)
-
-    def _verify_best_first(self, ords: np.ndarray, ceiling: np.ndarray, file: IndexFile) -> None:
-        """Verify in order of the score bound (7) allows, a few first: once a high score is
-        found, the items whose bound falls below it are never read."""
+        if not keep.any():
+            return
+        ords = records["ord"][keep].astype(np.int64)
+        ceiling = 2.0 * overlap[keep] / (m + n[keep])
+        # One entry per item, with its highest bound; items verified before are done.
         order = np.argsort(-ceiling, kind="stable")
         ords, ceiling = ords[order], ceiling[order]
+        _, first = np.unique(ords, return_index=True)
+        first.sort()
+        ords, ceiling = ords[first], ceiling[first]
+        if self.verified:
+            fresh = np.fromiter((o not in self.verified for o in ords.tolist()), bool, len(ords))
+            ords, ceiling = ords[fresh], ceiling[fresh]
+        self._verify_best_first(ords, ceiling, file)
+
+    def _after_masks(self, batch: list[tuple[int, int, int]]) -> dict[int, np.ndarray]:
+        """Per probe of the batch, the bits of the candidate's elements after its position,
+        as (probes, 2) uint64 masks, one array per how often a bit occurs there."""
+        groups: dict[int, np.ndarray] = {}
+        for p, (_, i, _) in enumerate(batch):
+            counts = Counter(self.bits[i - self.unknown + 1 :])
+            for bit, c in counts.items():
+                masks = groups.get(c)
+                if masks is None:
+                    masks = groups[c] = np.zeros((len(batch), 2), dtype=np.uint64)
+                masks[p, bit >> 6] |= np.uint64(1 << (bit & 63))
+        return groups
+
+    def _verify_best_first(self, ords: np.ndarray, ceiling: np.ndarray, file: IndexFile) -> None:
+        """Verify items sorted by the score bound (7) allows, a few first: once a high score
+        is found, the items whose bound falls below it are never read."""
         start, size = 0, _FIRST_READ
         while start < len(ords):
             # Sorted by the bound: the first below the best score so far ends the search.
@@ -267,6 +288,7 @@ class _Search:
     def _verify(self, items: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Bound (3) with the exact multiset overlap for all items at once, then ROUGE-L."""
         ords, lengths, flat = items
+        self.verified.update(ords.tolist())
         if not len(ords):
             return
         m, q_tids, width = self.m, self.q_tids, len(self.q_tids)
