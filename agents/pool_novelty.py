@@ -163,7 +163,7 @@ class PoolNovelty(PoolView):
 
 # A window per length costs a B-tree seek, a row in a wider window a comparison: a
 # token with at most this many postings per length of its window is read in one range.
-_SEEK_ROWS = 64
+_SEEK_ROWS = 16
 
 # Items whose tokens are read first, the likeliest by their score bound; then 4x as many.
 _FIRST_READ = 8
