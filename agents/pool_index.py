@@ -22,10 +22,12 @@ file itself, never by the pool's rowids, which a VACUUM or a dump and reload
 of `pool.db` may renumber: where the pool's order breaks a tie, the pool is
 asked (`earliest`). Token ranks, once given, never change (a token first
 seen sorts before all others), so the file is never re-ranked: growth costs
-each round only the rows of what it added. `select(commit=True)` adds accepted examples
-before the caller writes them to the store; they wait in an in-memory overlay
-(the in-memory indexes, holding one batch) that queries consult after the
-file, until the log reports them.
+each round only the rows of what it added.
+
+`select(commit=True)` adds accepted examples before the caller writes them
+to the store; they wait in an in-memory overlay (the in-memory indexes,
+holding one batch) that queries consult after the file, until the log
+reports them.
 """
 
 from __future__ import annotations
@@ -173,6 +175,16 @@ class PoolIndex:
     def has(self, example_id: str) -> bool:
         return self.file.item_state(example_id) is not None
 
+    def earliest(self, example_ids: list[str]) -> str:
+        """Of several indexed examples, the one first in the pool's order (ties go to it).
+
+        Should the pool hold none of them any more (deleted since the last sync, which
+        the next query applies), the smallest id answers.
+        """
+        if len(example_ids) == 1:
+            return example_ids[0]
+        return self.store.earliest_in_pool(example_ids) or min(example_ids)
+
     # --- following the store ---------------------------------------------------------
     def sync(self) -> None:
         """Apply the pool's logged changes past the watermark (one cheap query when there are none)."""
@@ -224,12 +236,6 @@ class PoolIndex:
             minhash_signature(dedup_text, self.config.dedup),
             tokenize(novelty_text),
         )
-
-    def earliest(self, example_ids: list[str]) -> str:
-        """Of several indexed examples, the one first in the pool's order (ties go to it)."""
-        if len(example_ids) == 1:
-            return example_ids[0]
-        return self.store.earliest_in_pool(example_ids) or min(example_ids)
 
     def _add(self, example_id: str, f: _Features, state: _State) -> None:
         distinct = list(dict.fromkeys(f.tokens))
