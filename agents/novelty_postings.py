@@ -49,11 +49,12 @@ def item_postings(
         return []
     ordered = sorted(tids, key=rank)
     end = n - min_overlap(n, threshold) + 1
-    after = [0] * n  # after[j]: bits of the elements past position j
+    after = [0] * end  # after[j]: the bits of the elements past position j
     bits = 0
     for j in range(n - 1, -1, -1):
-        after[j] = bits
-        bits |= 1 << token_bit(ordered[j])
+        if j < end:
+            after[j] = bits
+        bits |= 1 << (((ordered[j] * _GOLDEN) & _MASK64) >> 57)  # token_bit, inlined
     rows = []
     prev = None
     for j in range(end):

@@ -14,7 +14,7 @@ exact, near and novelty time (wall and CPU), RSS and file size.
 
     .venv/bin/python bench/store_scale.py --selector 100000 --baseline 6b8afaa
     nice -n 10 .venv/bin/python bench/store_scale.py --selector 1000000 --baseline 6b8afaa \
-        --grow-from 0.8 --round-size 2000
+        --grow-from 0.9 --round-size 2000 --no-rebuild
 """
 
 from __future__ import annotations
@@ -225,7 +225,13 @@ def _figure(result: dict, key: str) -> str:
 
 
 def bench_selector(
-    n: int, candidates: int, baseline: str | None, round_size: int, memory: bool, start: float
+    n: int,
+    candidates: int,
+    baseline: str | None,
+    round_size: int,
+    memory: bool,
+    start: float,
+    rebuild: bool,
 ) -> None:
     """The persistent selector indexes over a pool growing from start·n to n accepted examples.
 
@@ -236,7 +242,8 @@ def bench_selector(
     it at n and time again. The baseline re-ranks every posting when the pool has grown
     by `reindex_growth` (2, a doubling): it is set to 1/start, so that the re-rank of an
     n-example pool, the work a doubling to n costs, falls inside the run. With `memory`,
-    this tree's in-memory indexes too, built at every start (at start·n).
+    this tree's in-memory indexes too, built at every start (at start·n). Without
+    `rebuild`, no rebuild at n (at a million, the build at start·n already took long).
     """
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -265,7 +272,7 @@ def bench_selector(
             shutil.copy(pool, work / "pool.db")
             finder = "" if tree == ROOT else TREE_FINDER.format(tree=str(tree))
             results[label] = {}
-            phases = ["build", "grow", "query", "rebuild"]
+            phases = ["build", "grow", "query"] + (["rebuild"] if rebuild else [])
             if memory and tree == ROOT:
                 phases.insert(0, "memory")
             for phase in phases:
@@ -291,12 +298,14 @@ def bench_selector(
                 print(f"{label} {phase}: {json.dumps(result)}", flush=True)
         print(
             f"\nselector indexes, N = {n:,} (built at {start:g}·N, grown to N in rounds of "
-            f"{round_size:,}; the baseline re-ranks at {1 / start:g}x growth):"
+            f"{round_size:,}; the baseline re-ranks at {1 / start:.3g}x growth):"
         )
         width = max(len(label) for label, _, _ in FIGURES)
         header = "".join(f"{label:>22}" for label, _ in trees)
         print(f"{'':{width}}{header}")
         for label, phase, key in FIGURES:
+            if phase not in results[trees[0][0]]:
+                continue
             cells = "".join(f"{_figure(results[t][phase], key):>22}" for t, _ in trees)
             print(f"{label:{width}}{cells}")
 
@@ -319,6 +328,7 @@ def main() -> None:
     parser.add_argument(
         "--grow-from", type=float, default=0.5, help="the share of N the index is built on"
     )
+    parser.add_argument("--no-rebuild", action="store_true", help="no rebuild at N")
     args = parser.parse_args()
     if args.selector:
         bench_selector(
@@ -328,6 +338,7 @@ def main() -> None:
             args.round_size,
             args.memory,
             args.grow_from,
+            not args.no_rebuild,
         )
         return
     from evoinstruct.graph.project import init_project

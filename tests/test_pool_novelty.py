@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from evoinstruct.agents.novelty_postings import item_postings, token_bit
 from evoinstruct.agents.pool_index import PoolIndex, open_pool_indexes
 from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes
 from evoinstruct.agents.text import tokenize
@@ -184,6 +185,31 @@ def planted(rng: random.Random, pool: list[str], n: int) -> list[tuple[str, str]
 
 def accepted(store: Store, field: str = "instruction") -> list[tuple[str, str]]:
     return [(e.id, getattr(e, field)) for e in store.iter_examples(status="accepted")]
+
+
+def test_the_sketch_bound_holds_at_the_first_shared_element() -> None:
+    """Bound (7): 1 + the candidate's elements after u whose bit the item's row at u holds
+    is at least the multiset overlap, whatever the tokens, repeats and ranks."""
+    rng = random.Random(3)
+    checked = 0
+    for _ in range(3000):
+        x = [rng.randrange(60) for _ in range(rng.randint(1, 30))]
+        y = [rng.randrange(60) for _ in range(rng.randint(1, 30))]
+        ranks = rng.sample(range(60), 60)
+        rank = ranks.__getitem__
+        shared = Counter(x) & Counter(y)
+        if not shared:
+            continue
+        u = min(shared, key=rank)
+        rows = {tid: (slack, sketch) for tid, _, slack, sketch in item_postings(x, rank, 0.0)}
+        slack, sketch = rows[u]
+        assert sorted(x, key=rank)[len(x) - slack] == u  # the row is at u's first occurrence
+        after = sorted(y, key=rank)
+        after = after[after.index(u) + 1 :]
+        bound = 1 + sum(sketch >> token_bit(t) & 1 for t in after)
+        assert bound >= sum(shared.values())
+        checked += 1
+    assert checked > 1000
 
 
 @pytest.mark.slow  # ~1,100 candidates against every pool text, the exhaustive way
