@@ -187,6 +187,10 @@ else:
     out.update(ms_per_candidate=per, novelty_wall_mean=round(statistics.fmean(wall), 3),
                novelty_wall_p50=round(q[49], 3), novelty_wall_p99=round(q[98], 3),
                novelty_cpu_mean=round(statistics.fmean(cpu), 3))
+    if mode == "query":  # the file's LSH candidates against the banding rule on every item
+        from evoinstruct.agents.pool_dedup import check_lsh
+        check = check_lsh(index.index, [c.instruction for c in candidates[:200]])
+        out["lsh_mismatches"] = f"{{check.mismatches}} of {{check.probes}}"
 out["work"] = dict(getattr(index, "index", None) and index.index.work or {{}})
 out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
 out["rss_end_mib"] = proc.memory_info().rss >> 20
@@ -203,6 +207,7 @@ FIGURES = [
     ("  same, CPU mean", "query", "novelty_cpu_mean"),
     ("  same, wall p50 / p99", "query", "novelty_wall_p50/novelty_wall_p99"),
     ("exact / near ms/candidate at N", "query", "exact_dedup/near_dedup"),
+    ("LSH candidates unlike a full banding scan", "query", "lsh_mismatches"),
     ("restart at N, s", "query", "open_s"),
     ("RSS after restart / peak, MiB", "query", "rss_open_mib/peak_rss_mib"),
     ("pool.selector.db at N (grown), MiB", "query", "file_mib"),
