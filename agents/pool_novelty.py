@@ -165,6 +165,8 @@ class PoolNovelty(PoolView):
 # token with at most this many postings per length of its window is read in one range.
 _SEEK_ROWS = 16
 
+_MASK64 = (1 << 64) - 1
+
 # Items whose tokens are read first, the likeliest by their score bound; then 4x as many.
 _FIRST_READ = 8
 
@@ -214,8 +216,8 @@ class _Search:
         # reach τ' passes through its record at u, read in this batch or an earlier one.
         past = np.zeros(len(records), dtype=np.int64)
         sketches = records["sketch"]
-        for count, masks in self._after_masks(batch).items():
-            past += count * np.bitwise_count(sketches & masks[k]).sum(axis=1, dtype=np.int64)
+        for layer in self._after_masks(batch):
+            past += np.bitwise_count(sketches & layer[k]).sum(axis=1, dtype=np.int64)
         overlap = 1 + np.minimum(past, slack - 1)
         # Bound (6) item side too: a window over several lengths asks the least slack of
         # its shortest.
@@ -235,18 +237,29 @@ class _Search:
             ords, ceiling = ords[fresh], ceiling[fresh]
         self._verify_best_first(ords, ceiling, file)
 
-    def _after_masks(self, batch: list[tuple[int, int, int]]) -> dict[int, np.ndarray]:
-        """Per probe of the batch, the bits of the candidate's elements after its position,
-        as (probes, 2) uint64 masks, one array per how often a bit occurs there."""
-        groups: dict[int, np.ndarray] = {}
-        for p, (_, i, _) in enumerate(batch):
-            counts = Counter(self.bits[i - self.unknown + 1 :])
-            for bit, c in counts.items():
-                masks = groups.get(c)
-                if masks is None:
-                    masks = groups[c] = np.zeros((len(batch), 2), dtype=np.uint64)
-                masks[p, bit >> 6] |= np.uint64(1 << (bit & 63))
-        return groups
+    def _after_masks(self, batch: list[tuple[int, int, int]]) -> list[np.ndarray]:
+        """Per probe of the batch, the bits of the candidate's elements after its position, as
+        (probes, 2) uint64 layers: layer r holds the bits found at least r + 1 times there,
+        so summing a sketch's popcount over the layers counts those elements."""
+        wanted = {i: p for p, (_, i, _) in enumerate(batch)}
+        layers = [[[0, 0] for _ in batch]]
+        current: list[int] = []  # the layers of the suffix walked so far, as 128-bit ints
+        seen: Counter[int] = Counter()
+        # Walk the elements from the last one back, noting the suffix at each probe.
+        for pos in range(self.m - 1, self.unknown - 1, -1):
+            p = wanted.get(pos)
+            if p is not None:
+                while len(layers) < len(current):
+                    layers.append([[0, 0] for _ in batch])
+                for r, bits in enumerate(current):
+                    layers[r][p] = [bits & _MASK64, bits >> 64]
+            bit = self.bits[pos - self.unknown]
+            r = seen[bit]
+            seen[bit] += 1
+            if r == len(current):
+                current.append(0)
+            current[r] |= 1 << bit
+        return [np.array(rows, dtype=np.uint64) for rows in layers]
 
     def _verify_best_first(self, ords: np.ndarray, ceiling: np.ndarray, file: IndexFile) -> None:
         """Verify items sorted by the score bound (7) allows, a few first: once a high score
