@@ -366,3 +366,32 @@ def test_the_pool_doubling_rewrites_no_row_of_the_examples_already_indexed(
     )
     index.close()
     store.close()
+
+
+def test_texts_of_thousands_of_tokens_and_empty_ones_decide_as_the_exhaustive_check(
+    tmp_path: Path,
+) -> None:
+    """Windows past what one packed integer holds take the wide path; nothing is lost."""
+    rng = random.Random(13)
+    words = [f"w{k}" for k in range(400)]
+    long_en = [
+        " ".join(rng.choice(words) for _ in range(rng.randint(2500, 3200))) for _ in range(3)
+    ]
+    long_zh = "".join(rng.choice(HAN) for _ in range(3000))
+    store = open_store(tmp_path / "pool.db")
+    grow(store, rng, pool_texts(rng, 40) + long_en + [long_zh], round=0)
+    indexes = open_pool_indexes(store, CONFIG)
+    candidates = [
+        (f"long-{k}", near_copy(rng, text)) for k, text in enumerate(long_en + [long_zh])
+    ] + [
+        ("shuffled", " ".join(rng.sample(long_en[0].split(), 2400))),
+        ("unrelated", " ".join(rng.choice(words) for _ in range(3000))),
+        ("empty", ""),
+        ("punctuation", "!!! ？？ ..."),
+        ("unknown", "zzqx yyqx"),
+        ("short", near_copy(rng, accepted(store)[0][1])),
+    ]
+    expected = exhaustive.novelty(accepted(store), candidates)
+    assert indexes.novelty.filter(candidates, commit=False) == expected
+    assert sum(not d.accepted for d in expected) >= 4
+    store.close()
