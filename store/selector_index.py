@@ -164,9 +164,6 @@ class IndexFile:
         ).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def has_id(self, example_id: str) -> bool:
-        return self.item_state(example_id) is not None
-
     def add_item(
         self,
         example_id: str,
@@ -214,10 +211,6 @@ class IndexFile:
             "WHERE s.ord IN ({})",
             ords,
         )
-
-    def token_rows(self, ords: Sequence[int]) -> list[tuple[int, bytes]]:
-        """(ord, token ids) of these items, in ord order."""
-        return self._by_ord("SELECT ord, toks FROM toks WHERE ord IN ({})", ords)
 
     def _by_ord(self, sql: str, ords: Sequence[int]) -> list[Any]:
         rows: list[Any] = []
