@@ -55,7 +55,10 @@ others, which keeps existing items' orders unchanged); when the index has
 grown by `reindex_growth` the ranks are recomputed from document
 frequencies and the postings rebuilt. Re-indexing changes speed, never
 decisions. `agents.pool_novelty` applies the same argument to ranks and
-postings kept in SQLite beside the pool.
+postings kept in SQLite beside the pool, where ranks are never recomputed
+(a token first seen sorts before all others, for good: a pool of a million
+is never re-posted inside a round), and adds a sketch bound and a rising
+threshold.
 """
 
 from __future__ import annotations
@@ -87,10 +90,12 @@ class NoveltyConfig(BaseModel):
     reindex_growth: float = Field(
         2.0,
         gt=1.0,
-        description="Recompute token ranks and postings when the index has grown by this factor (speed only).",
+        description="In-memory index only: recompute token ranks and postings when it has grown by this factor (speed only; the index file beside the pool never re-ranks).",
     )
     reindex_min: int = Field(
-        256, ge=1, description="Do not re-index before the index holds this many texts."
+        256,
+        ge=1,
+        description="In-memory index only: do not re-index before it holds this many texts.",
     )
 
 

@@ -3,7 +3,8 @@
 Decides as `DedupIndex` built from the accepted pool in rowid order would:
 
 * exact: the same normalized-text hash; the twin named is the earliest
-  (lowest rowid) accepted example with it, None when that is `exclude`;
+  (lowest rowid, asked of the pool) accepted example with it, None when that
+  is `exclude`;
 * near: the LSH bands datasketch picks for these settings (`lsh_bands`), so
   the same candidates — each stored band key is a 32-bit hash, and a proposed
   item must agree on every value of one band (`shares_band`), so a key
@@ -48,7 +49,8 @@ class PoolDedup(PoolView):
     def exact(self, text: str, exclude: str | None = None) -> str | None:
         """Id of the earliest indexed text with the same normalized form (never `exclude`)."""
         self.index.sync()
-        found = self.index.file.first_with_hash(text_hash(text))
+        twins = self.index.file.ids_with_hash(text_hash(text))
+        found = self.index.earliest(twins) if twins else None
         if found is None:
             found = self.overlay.exact(text)
         return None if found == exclude else found

@@ -17,10 +17,17 @@ applying one twice changes nothing.
 
 Decisions are those of the in-memory `DedupIndex` and `NoveltyIndex` built
 from the accepted pool in rowid order, ties included (see `agents.pool_dedup`
-and `agents.pool_novelty`). `select(commit=True)` adds accepted examples
-before the caller writes them to the store; they wait in an in-memory overlay
-(the in-memory indexes, holding one batch) that queries consult after the
-file, until the log reports them.
+and `agents.pool_novelty`). Rows are keyed by example id and numbered by the
+file itself, never by the pool's rowids, which a VACUUM or a dump and reload
+of `pool.db` may renumber: where the pool's order breaks a tie, the pool is
+asked (`earliest`). Token ranks, once given, never change (a token first
+seen sorts before all others), so the file is never re-ranked: growth costs
+each round only the rows of what it added.
+
+`select(commit=True)` adds accepted examples before the caller writes them
+to the store; they wait in an in-memory overlay (the in-memory indexes,
+holding one batch) that queries consult after the file, until the log
+reports them.
 """
 
 from __future__ import annotations
@@ -38,24 +45,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evoinstruct.agents.dedup import DedupIndex, lsh_bands, minhash_signature, signature_dtype
-from evoinstruct.agents.novelty import NoveltyIndex, prefix_firsts
+from evoinstruct.agents.novelty import NoveltyIndex
+from evoinstruct.agents.novelty_postings import item_postings
 from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes, decontaminator, field_text
 from evoinstruct.agents.text import text_hash, tokenize
 from evoinstruct.store.records import Example
-from evoinstruct.store.selector_index import IndexFile, remove_file, sidecar_path
+from evoinstruct.store.selector_index import IndexFile, pack_record, remove_file, sidecar_path
 from evoinstruct.store.selector_log import PoolChange
 
 if TYPE_CHECKING:
     from evoinstruct.store import Store
 
 # Bump when tokenization, shingling or the file's layout changes: every index rebuilds once.
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 _BATCH = 2000
 _PRUNE_EVERY = 10_000  # log rows consumed between two prunings of the pool's log
 
 
 def fingerprint(config: SelectorConfig) -> dict[str, Any]:
-    """The settings that define the rows; re-ranking knobs (speed only) are left out."""
+    """The settings that define the rows (the in-memory index's re-ranking knobs are left out)."""
     return {
         "format": INDEX_FORMAT,
         "dedup_fields": list(config.dedup_fields),
@@ -90,14 +98,6 @@ def shares_band(a: np.ndarray, q: np.ndarray, bands: tuple[int, int]) -> bool:
     return bool((a[: b * r].reshape(b, r) == q[: b * r].reshape(b, r)).all(axis=1).any())
 
 
-def item_postings(
-    tids: list[int], ord: int, rank: Callable[[int], int], threshold: float
-) -> list[tuple[int, int, int, int]]:
-    """(token id, length, ord, position) for the distinct tokens of an item's prefix."""
-    n = len(tids)
-    return [(tid, n, ord, pos) for tid, pos in prefix_firsts(tids, rank, threshold)]
-
-
 @dataclass
 class _Features:
     content: str  # hash of the indexed texts: a changed text is re-indexed
@@ -114,7 +114,6 @@ class _State:
     next_tid: int
     next_rank: int
     alive: int
-    indexed_size: int
 
     @classmethod
     def read(cls, file: IndexFile) -> _State:
@@ -176,6 +175,16 @@ class PoolIndex:
     def has(self, example_id: str) -> bool:
         return self.file.item_state(example_id) is not None
 
+    def earliest(self, example_ids: list[str]) -> str:
+        """Of several indexed examples, the one first in the pool's order (ties go to it).
+
+        Should the pool hold none of them any more (deleted since the last sync, which
+        the next query applies), the smallest id answers.
+        """
+        if len(example_ids) == 1:
+            return example_ids[0]
+        return self.store.earliest_in_pool(example_ids) or min(example_ids)
+
     # --- following the store ---------------------------------------------------------
     def sync(self) -> None:
         """Apply the pool's logged changes past the watermark (one cheap query when there are none)."""
@@ -197,22 +206,21 @@ class PoolIndex:
         for example_id in settled:  # the store has spoken: the file answers for them now
             self.overlay_dedup.remove(example_id)
             self.overlay_novelty.remove(example_id)
-        self._maybe_reindex()
         if self._watermark - self._pruned >= _PRUNE_EVERY:
             self._prune()
 
     def _apply(self, change: PoolChange, state: _State) -> None:
         current = self.file.item_state(change.example_id)
-        if change.example is None or change.order is None:
+        if change.example is None:
             if current is not None:
                 self._remove(current[0], state)
             return
         texts = self._texts(change.example)
-        if current == (change.order, _content(*texts)):
+        if current is not None and current[1] == _content(*texts):
             return  # already indexed as it is (an entry consumed twice)
         if current is not None:
             self._remove(current[0], state)
-        self._add(change.order, change.example.id, self._features(*texts), state)
+        self._add(change.example.id, self._features(*texts), state)
 
     def _texts(self, example: Example) -> tuple[str, str]:
         """The (dedup, novelty) texts of an example."""
@@ -229,7 +237,7 @@ class PoolIndex:
             tokenize(novelty_text),
         )
 
-    def _add(self, ord: int, example_id: str, f: _Features, state: _State) -> None:
+    def _add(self, example_id: str, f: _Features, state: _State) -> None:
         distinct = list(dict.fromkeys(f.tokens))
         known = self.file.lookup_tokens(distinct)
         new = []
@@ -245,10 +253,10 @@ class PoolIndex:
         tids = [known[t][0] for t in f.tokens]
         rank = dict(known.values())
         sig = None if f.sig is None else f.sig.tobytes()
-        self.file.add_item(ord, example_id, f.content, f.exact, sig, array("i", tids).tobytes())
+        ord = self.file.add_item(example_id, f.content, f.exact, sig, array("i", tids).tobytes())
         if f.sig is not None:
             self.file.add_bands((key, ord) for key in band_keys(f.sig, self.bands))
-        self.file.add_postings(item_postings(tids, ord, rank.__getitem__, self._tau))
+        self.file.add_postings(_rows(tids, ord, rank.__getitem__, self._tau))
         state.alive += 1
         self.work["indexed"] += 1
 
@@ -263,10 +271,10 @@ class PoolIndex:
         tids = memoryview(toks).cast("i").tolist()
         distinct = list(set(tids))
         rank = self.file.ranks(distinct)
-        n = len(tids)
-        # Ranks are fixed between re-indexings, so this is the prefix that was posted.
+        # Ranks never change, so these are the rows that were posted.
         self.file.drop_postings(
-            (tid, n, ord) for tid, _, _, _ in item_postings(tids, ord, rank.__getitem__, self._tau)
+            (tid, n, slack, ord)
+            for tid, n, slack, _ in item_postings(tids, rank.__getitem__, self._tau)
         )
         self.file.change_df(distinct, -1)
         state.alive -= 1
@@ -280,27 +288,12 @@ class PoolIndex:
     def _sig_dtype(self) -> np.dtype:
         return signature_dtype(self.config.dedup)
 
-    def _maybe_reindex(self) -> None:
-        state = _State.read(self.file)
-        cfg = self.config.novelty
-        if state.alive >= max(cfg.reindex_min, cfg.reindex_growth * state.indexed_size):
-            self.reindex()
-
-    def reindex(self) -> None:
-        """Re-rank tokens rarest first and rewrite every posting (speed, never decisions)."""
-        with self.file.write():
-            state = _State.read(self.file)
-            self._post_all(self.file, self.file.rank_by_frequency())
-            state.next_rank, state.indexed_size = -1, state.alive
-            state.write(self.file)
-        self.work["reindexes"] += 1
-
     def _post_all(self, file: IndexFile, ranks: list[int]) -> None:
         for rows in file.iter_token_rows():
             postings = []
             for ord, toks in rows:
                 tids = memoryview(toks).cast("i").tolist()
-                postings += item_postings(tids, ord, ranks.__getitem__, self._tau)
+                postings += _rows(tids, ord, ranks.__getitem__, self._tau)
             file.stage("postings", postings)
         file.load_staged("postings")
 
@@ -359,7 +352,7 @@ class PoolIndex:
             self._post_all(file, ranks)
             alive = file.count_items()
             file.put_meta(fingerprint=self._fingerprint, pool=pool, rebuilt_because=reason)
-            _State(head, len(vocab), -1, alive, alive).write(file)
+            _State(head, len(vocab), -1, alive).write(file)
         file.finish_bulk()
         remove_file(self.path)
         os.replace(building, self.path)
@@ -369,18 +362,29 @@ class PoolIndex:
     def _load_items(self, file: IndexFile) -> tuple[dict[str, int], list[int]]:
         vocab: dict[str, int] = {}
         df: list[int] = []
-        for ord, example in self.store.iter_accepted_in_order():
+        for ord, example in enumerate(self.store.iter_examples(status="accepted"), start=1):
             f = self._features(*self._texts(example))
             tids = [vocab.setdefault(t, len(vocab)) for t in f.tokens]
             df.extend([0] * (len(vocab) - len(df)))
             for tid in set(tids):
                 df[tid] += 1
             sig = None if f.sig is None else f.sig.tobytes()
-            file.add_item(ord, example.id, f.content, f.exact, sig, array("i", tids).tobytes())
+            toks = array("i", tids).tobytes()
+            file.add_item(example.id, f.content, f.exact, sig, toks, ord=ord)
             if f.sig is not None:
                 file.stage("bands", [(key, ord) for key in band_keys(f.sig, self.bands)])
             self.work["indexed"] += 1
         return vocab, df
+
+
+def _rows(
+    tids: list[int], ord: int, rank: Callable[[int], int], threshold: float
+) -> list[tuple[int, ...]]:
+    """An item's posting rows as the file stores them (`agents.novelty_postings`)."""
+    return [
+        (tid, n, slack, ord, pack_record(tid, ord, n, slack, sketch))
+        for tid, n, slack, sketch in item_postings(tids, rank, threshold)
+    ]
 
 
 def _content(dedup_text: str, novelty_text: str) -> str:

@@ -1,12 +1,15 @@
 """The selector's index file beside the pool (`pool.selector.db`): SQL for rows derived from it.
 
-Per accepted example (`items`, keyed by the example's rowid in the pool, whose
-order breaks ties as a rebuild from the pool would): the exact-duplicate hash,
-the MinHash signature (`sigs`) and its LSH band keys (`bands`), the novelty
-filter's token ids (`toks`) and, per token of its prefix, a posting
-(`postings`). `vocab` holds
-token ids, their fixed ranks and document frequencies; `meta` the settings the
-rows were computed with and the pool change-log watermark they reflect.
+Per accepted example (`items`, keyed by the example's id; `ord` is the
+file's own number for it, which keeps the other tables' keys small): the
+exact-duplicate hash, the MinHash signature (`sigs`) and its LSH band keys
+(`bands`), the novelty filter's token ids (`toks`) and, per token of its
+prefix, a posting with its slack and sketch (`postings`, see
+`agents.novelty_postings`). `vocab` holds token ids, their fixed ranks and
+document frequencies; `meta` the settings the rows were computed with and
+the pool change-log watermark they reflect. Nothing here depends on the
+pool's rowids: a VACUUM, or a dump and reload, that renumbers them leaves
+the file valid (the pool's order, which breaks ties, is asked of the pool).
 
 Why a file of its own and not tables in pool.db: it is a cache, never a source
 of truth — deleting it costs one rebuild; copies and backups of the pool do
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,9 +34,12 @@ import numpy as np
 _TABLES = {
     "bands": "CREATE TABLE IF NOT EXISTS bands (key INTEGER NOT NULL, ord INTEGER NOT NULL, "
     "PRIMARY KEY (key, ord)) WITHOUT ROWID",
-    # (tid, n, ord): a probe reads one token's postings for a window of lengths.
+    # (tid, n, slack, ord): a probe reads, per item length n of its window, the rows
+    # whose slack reaches what that length needs (one range each, no row read in vain);
+    # rec holds the same fields and the sketch as one binary record.
     "postings": "CREATE TABLE IF NOT EXISTS postings (tid INTEGER NOT NULL, n INTEGER NOT NULL, "
-    "ord INTEGER NOT NULL, pos INTEGER NOT NULL, PRIMARY KEY (tid, n, ord)) WITHOUT ROWID",
+    "slack INTEGER NOT NULL, ord INTEGER NOT NULL, rec BLOB NOT NULL, "
+    "PRIMARY KEY (tid, n, slack, ord)) WITHOUT ROWID",
 }
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
@@ -48,10 +55,43 @@ _SCHEMA = (
     "rank INTEGER NOT NULL, df INTEGER NOT NULL) WITHOUT ROWID",
     _TABLES["postings"],
 )
+# A posting's fields and its 128-bit sketch as the fixed-size record a probe reads back.
+RECORD = np.dtype(
+    [("tid", "<u4"), ("ord", "<u4"), ("n", "<u4"), ("slack", "<u4"), ("sketch", "<u8", (2,))]
+)
+_RECORD = struct.Struct("<IIIIQQ")
+_MASK64 = (1 << 64) - 1
 _CACHE_KIB = 131_072  # SQLite's page cache: the bounded part of the daemon's memory this uses
 _BATCH = 500
-_COMPOUND = 200  # SELECTs per UNION ALL (SQLite allows 500)
-_KEYS = {"bands": "key, ord", "postings": "tid, n, ord, pos"}
+# One statement for any number of windows (a JSON array), so SQLite compiles it once;
+# json_each runs first and each window is one range of the primary key. The records
+# come back as one string: group_concat appends each value's bytes, and the count
+# beside it checks that none was cut (a blob passes through it as text of its bytes).
+# A window is one integer (token id, least n, most n, least slack in 27/12/12/12
+# bits): reading fields out of a JSON array per row costs three times the rest.
+_PROBE = (
+    "SELECT count(*), CAST(group_concat(p.rec, '') AS BLOB) FROM json_each(?) AS w "
+    "CROSS JOIN postings AS p ON p.tid = w.value >> 36 "
+    "AND p.n BETWEEN (w.value >> 24) & 4095 AND (w.value >> 12) & 4095 "
+    "AND p.slack >= w.value & 4095"
+)
+# Texts of thousands of tokens, or a vocabulary past 2^27 tokens, do not fit in one.
+_PROBE_WIDE = (
+    "SELECT count(*), CAST(group_concat(p.rec, '') AS BLOB) FROM json_each(?) AS w "
+    "CROSS JOIN postings AS p ON p.tid = w.value ->> 0 "
+    "AND p.n BETWEEN w.value ->> 1 AND w.value ->> 2 AND p.slack >= w.value ->> 3"
+)
+_TOKENS = (
+    "SELECT group_concat(t.ord), group_concat(length(t.toks)), "
+    "CAST(group_concat(t.toks, '') AS BLOB) FROM json_each(?) AS w "
+    "CROSS JOIN toks AS t ON t.ord = w.value"
+)
+_KEYS = {"bands": "key, ord", "postings": "tid, n, slack, ord, rec"}
+
+
+def pack_record(tid: int, ord: int, n: int, slack: int, sketch: int) -> bytes:
+    """One posting as `RECORD` bytes (the sketch a 128-bit int)."""
+    return _RECORD.pack(tid, ord, n, slack, sketch & _MASK64, sketch >> 64)
 
 
 def sidecar_path(pool_path: str | os.PathLike[str]) -> Path:
@@ -124,19 +164,24 @@ class IndexFile:
         ).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def has_id(self, example_id: str) -> bool:
-        return self.item_state(example_id) is not None
-
     def add_item(
-        self, ord: int, example_id: str, content: str, exact: str, sig: bytes | None, toks: bytes
-    ) -> None:
-        self.conn.execute(
+        self,
+        example_id: str,
+        content: str,
+        exact: str,
+        sig: bytes | None,
+        toks: bytes,
+        ord: int | None = None,
+    ) -> int:
+        """Store an item under `ord` (the next free number when None); returns its ord."""
+        ord = self.conn.execute(
             "INSERT INTO items (ord, id, content, exact) VALUES (?, ?, ?, ?)",
             [ord, example_id, content, exact],
-        )
+        ).lastrowid
         self.conn.execute("INSERT INTO toks (ord, toks) VALUES (?, ?)", [ord, toks])
         if sig is not None:
             self.conn.execute("INSERT INTO sigs (ord, sig) VALUES (?, ?)", [ord, sig])
+        return ord
 
     def take_item(self, ord: int) -> tuple[bytes | None, bytes] | None:
         """Delete an item; returns its (signature, token ids) so its keys can be deleted too."""
@@ -148,19 +193,16 @@ class IndexFile:
             self.conn.execute(f"DELETE FROM {table} WHERE ord = ?", [ord])
         return (None if sig is None else sig[0]), toks[0]
 
-    def id_at(self, ord: int) -> str | None:
-        row = self.conn.execute("SELECT id FROM items WHERE ord = ?", [ord]).fetchone()
-        return None if row is None else row[0]
+    def ids_at(self, ords: Sequence[int]) -> list[str]:
+        """The example ids of these items, in ord order."""
+        return [r[1] for r in self._by_ord("SELECT ord, id FROM items WHERE ord IN ({})", ords)]
 
     def count_items(self) -> int:
         return self.conn.execute("SELECT count(*) FROM items").fetchone()[0]
 
-    def first_with_hash(self, exact: str) -> str | None:
-        """The id of the earliest (lowest ord) item with this exact-duplicate hash."""
-        row = self.conn.execute(
-            "SELECT id FROM items WHERE exact = ? ORDER BY ord LIMIT 1", [exact]
-        ).fetchone()
-        return None if row is None else row[0]
+    def ids_with_hash(self, exact: str) -> list[str]:
+        """The ids of the items with this exact-duplicate hash."""
+        return [r[0] for r in self.conn.execute("SELECT id FROM items WHERE exact = ?", [exact])]
 
     def signatures(self, ords: Sequence[int]) -> list[tuple[int, str, bytes]]:
         """(ord, id, signature) of these items, in ord order."""
@@ -169,10 +211,6 @@ class IndexFile:
             "WHERE s.ord IN ({})",
             ords,
         )
-
-    def token_rows(self, ords: Sequence[int]) -> list[tuple[int, bytes]]:
-        """(ord, token ids) of these items, in ord order."""
-        return self._by_ord("SELECT ord, toks FROM toks WHERE ord IN ({})", ords)
 
     def _by_ord(self, sql: str, ords: Sequence[int]) -> list[Any]:
         rows: list[Any] = []
@@ -237,6 +275,16 @@ class IndexFile:
                 found[token] = (tid, rank)
         return found
 
+    def token_stats(self, tokens: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """token → (id, rank, document frequency) for the tokens already known."""
+        marks = ",".join("?" * len(tokens))
+        return {
+            token: (tid, rank, df)
+            for token, tid, rank, df in self.conn.execute(
+                f"SELECT token, tid, rank, df FROM vocab WHERE token IN ({marks})", list(tokens)
+            )
+        }
+
     def add_tokens(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
         """New (token, id, rank, document frequency) rows."""
         self.conn.executemany("INSERT INTO vocab (token, tid, rank, df) VALUES (?, ?, ?, ?)", rows)
@@ -256,27 +304,18 @@ class IndexFile:
             )
         return found
 
-    def rank_by_frequency(self) -> list[int]:
-        """Re-rank every token rarest first (ties by id); returns rank by token id."""
-        self.conn.execute(
-            "UPDATE vocab SET rank = r.rk FROM (SELECT tid, row_number() OVER "
-            "(ORDER BY df, tid) - 1 AS rk FROM vocab) AS r WHERE vocab.tid = r.tid"
-        )
-        size = self.conn.execute("SELECT coalesce(max(tid), -1) + 1 FROM vocab").fetchone()[0]
-        ranks = np.zeros(size, dtype=np.int64)
-        for tid, rank in self.conn.execute("SELECT tid, rank FROM vocab"):
-            ranks[tid] = rank
-        return ranks.tolist()
-
     # --- postings ---------------------------------------------------------------------
-    def add_postings(self, rows: Iterable[tuple[int, int, int, int]]) -> None:
-        """(token id, item length, ord, position) rows."""
+    def add_postings(self, rows: Iterable[tuple[int, int, int, int, bytes]]) -> None:
+        """(token id, item length, slack, ord, record) rows."""
         self.conn.executemany(
-            "INSERT OR IGNORE INTO postings (tid, n, ord, pos) VALUES (?, ?, ?, ?)", rows
+            "INSERT OR IGNORE INTO postings (tid, n, slack, ord, rec) VALUES (?, ?, ?, ?, ?)", rows
         )
 
-    def drop_postings(self, keys: Iterable[tuple[int, int, int]]) -> None:
-        self.conn.executemany("DELETE FROM postings WHERE tid = ? AND n = ? AND ord = ?", keys)
+    def drop_postings(self, keys: Iterable[tuple[int, int, int, int]]) -> None:
+        """(token id, item length, slack, ord) keys."""
+        self.conn.executemany(
+            "DELETE FROM postings WHERE tid = ? AND n = ? AND slack = ? AND ord = ?", keys
+        )
 
     def stage(self, table: str, rows: Iterable[tuple[int, ...]]) -> None:
         """Append rows for `table` to a scratch table; `load_staged` swaps them in."""
@@ -286,7 +325,7 @@ class IndexFile:
         self.conn.executemany(f"INSERT INTO temp.stage_{table} VALUES ({marks})", rows)
 
     def load_staged(self, table: str) -> None:
-        """Replace every row of `table` (bands or postings) by the staged ones (a re-index or a rebuild)."""
+        """Replace every row of `table` (bands or postings) by the staged ones (a rebuild)."""
         # Inserting the scratch rows sorted writes the B-tree in key order: far faster
         # than millions of inserts at random places.
         columns = _KEYS[table]
@@ -300,25 +339,33 @@ class IndexFile:
         )
         self.conn.execute(f"DROP TABLE temp.stage_{table}")
 
-    def postings(
-        self, probes: Sequence[tuple[int, int, int, int]], m: int, threshold: float
-    ) -> np.ndarray:
-        """(probe, ord, length, position) rows for probes (probe, token id, shortest, longest).
+    def probe(self, windows: np.ndarray) -> np.ndarray:
+        """The `RECORD`s of the postings in (token id, least n, most n, least slack) windows."""
+        if not len(windows):
+            return np.zeros(0, dtype=RECORD)
+        top = windows.max(axis=0)
+        if top[0] < 1 << 27 and top[1:].max() < 4096:
+            packed = windows[:, 0] << 36 | windows[:, 1] << 24 | windows[:, 2] << 12 | windows[:, 3]
+            count, blob = self.conn.execute(_PROBE, [json.dumps(packed.tolist())]).fetchone()
+        else:
+            count, blob = self.conn.execute(_PROBE_WIDE, [json.dumps(windows.tolist())]).fetchone()
+        records = np.frombuffer(blob or b"", dtype=RECORD)
+        if len(records) != count:
+            raise sqlite3.DatabaseError(f"{count} postings read as {len(records)} records")
+        return records
 
-        Only rows whose item still holds, after the position, the overlap a
-        ROUGE-L F1 ≥ threshold with a text of m tokens needs (bound (6) of
-        `agents.novelty`, item side; 1e-9 of slack against rounding).
-        """
-        branch = (
-            "SELECT ?, ord, n, pos FROM postings WHERE tid = ? AND n BETWEEN ? AND ? "
-            "AND n - pos >= ? * (? + n) / 2.0 - 1e-9"
-        )
-        rows: list[tuple[int, int, int, int]] = []
-        for start in range(0, len(probes), _COMPOUND):
-            chunk = probes[start : start + _COMPOUND]
-            params: list[float] = []
-            for probe in chunk:
-                params += [*probe, threshold, m]
-            sql = " UNION ALL ".join([branch] * len(chunk))
-            rows += self.conn.execute(sql, params).fetchall()
-        return np.array(rows, dtype=np.int64).reshape(-1, 4)
+    def tokens(self, ords: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ords, lengths, every token id end to end) of these items, as three arrays."""
+        if not len(ords):
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0, dtype=np.int32)
+        found, sizes, blob = self.conn.execute(_TOKENS, [json.dumps(list(ords))]).fetchone()
+        if found is None:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0, dtype=np.int32)
+        got = np.fromstring(found, dtype=np.int64, sep=",")
+        lengths = np.fromstring(sizes, dtype=np.int64, sep=",") // 4
+        flat = np.frombuffer(blob, dtype=np.int32)
+        if len(flat) != lengths.sum() or len(got) != len(lengths):
+            raise sqlite3.DatabaseError("token rows read short")
+        return got, lengths, flat

@@ -16,7 +16,7 @@ is noticed and rebuilt instead of trusted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from evoinstruct.store._base import StoreBase
@@ -52,7 +52,6 @@ class PoolChange:
     """The current state of a logged example: `example` is set when it is accepted now."""
 
     example_id: str
-    order: int | None  # examples.rowid, the order a rebuild reads the pool in; None: deleted
     example: Example | None
 
 
@@ -84,7 +83,7 @@ class SelectorLogMixin(StoreBase):
         for chunk in chunks(ids):
             marks = ",".join("?" * len(chunk))
             for row in self.db.query(
-                f"SELECT rowid AS _rowid, {EXAMPLE_COLUMNS} FROM examples WHERE id IN ({marks})",
+                f"SELECT {EXAMPLE_COLUMNS} FROM examples WHERE id IN ({marks})",
                 chunk,
             ):
                 rows[row["id"]] = row
@@ -92,29 +91,25 @@ class SelectorLogMixin(StoreBase):
         for example_id in ids:
             row = rows.get(example_id)
             accepted = row is not None and row["status"] == "accepted"
-            changes.append(
-                PoolChange(
-                    example_id,
-                    None if row is None else row["_rowid"],
-                    row_to_example(row) if accepted else None,
-                )
-            )
+            changes.append(PoolChange(example_id, row_to_example(row) if accepted else None))
         return logged[-1][0], changes
 
-    def iter_accepted_in_order(self, batch: int = 2000) -> Iterator[tuple[int, Example]]:
-        """(rowid, example) of every accepted example, in rowid order (the order ties follow)."""
-        last = 0
-        while True:
-            rows = self._query(
-                f"SELECT rowid AS _rowid, {EXAMPLE_COLUMNS} FROM examples "
-                "WHERE rowid > ? AND status = 'accepted' ORDER BY rowid LIMIT ?",
-                [last, batch],
-            )
-            for row in rows:
-                yield row["_rowid"], row_to_example(row)
-            if len(rows) < batch:
-                return
-            last = rows[-1]["_rowid"]
+    def earliest_in_pool(self, ids: Sequence[str]) -> str | None:
+        """Of these example ids, the first in the pool's order (rowid): the one ties go to.
+
+        Asked at the moment of the tie: whatever a VACUUM or a dump and reload did to
+        the rowids, ties follow the pool's order as it is now, as a rebuild would.
+        """
+        best: tuple[int, str] | None = None
+        for chunk in chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            row = self.db.execute(
+                f"SELECT rowid, id FROM examples WHERE id IN ({marks}) ORDER BY rowid LIMIT 1",
+                chunk,
+            ).fetchone()
+            if row is not None and (best is None or row[0] < best[0]):
+                best = (row[0], row[1])
+        return None if best is None else best[1]
 
     def prune_selector_log(self, through: int) -> None:
         """Drop log rows an index has durably consumed (sequence numbers ≤ `through`)."""

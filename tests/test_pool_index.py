@@ -118,14 +118,13 @@ async def test_decisions_match_the_in_memory_indexes_as_the_pool_grows_and_shrin
     tmp_path: Path, seed: int
 ) -> None:
     rng = random.Random(seed)
-    config = CONFIG.model_copy(
-        update={"novelty": CONFIG.novelty.model_copy(update={"reindex_min": 40})}
-    )
     store = open_store(tmp_path / "pool.db")
     texts = _texts(rng, 120, [])
     _grow(store, rng, texts, round=0)
-    persistent = open_pool_indexes(store, config)
+    persistent = open_pool_indexes(store, CONFIG)
     index: PoolIndex = persistent.dedup.index  # type: ignore[attr-defined]
+    ranks = dict(index.file.conn.execute("SELECT token, rank FROM vocab"))
+    first_size = len(index)
     for round in (1, 2, 3):
         texts += _texts(rng, 60, texts)
         _grow(store, rng, texts[-60:], round=round)
@@ -137,7 +136,10 @@ async def test_decisions_match_the_in_memory_indexes_as_the_pool_grows_and_shrin
         store.add_candidates([ExampleDraft(t, output="new") for t in probes], round=10 + round)
         _assert_same_answers(store, persistent, probes)
         await _assert_same_selection(store, persistent, 10 + round)
-    assert index.work["reindexes"] >= 1  # re-ranking happened between the checks
+    # The pool grew past twice its size and was never re-ranked: every token keeps its rank.
+    assert len(index) >= 2 * first_size
+    now = dict(index.file.conn.execute("SELECT token, rank FROM vocab"))
+    assert all(now[token] == rank for token, rank in ranks.items())
     assert index.work["rebuilds"] == 1  # only the first open built the file
     index.close()
     store.close()
