@@ -25,7 +25,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 bench: setup
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
