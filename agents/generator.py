@@ -16,6 +16,7 @@ import dataclasses
 import re
 import string
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from random import Random
@@ -25,13 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, model_version
 from evoinstruct.agents.outcome import AgentOutcome
-from evoinstruct.agents.textstats import count_words, find_phrase, is_punctuation
+from evoinstruct.agents.textstats import count_words, find_phrase, has_cjk, is_punctuation
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.ids import language_of
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
 
 Mode = Literal["self_instruct", "alpaca"]
 STAGE = "generate"
+CALL_KEY = "generation_call"  # a draft's meta key: the number of the call that wrote it
 
 # Markers a template writes and the parser reads: one definition for both.
 NO_INPUT = {"en": "<noinput>", "zh": "<无输入>"}
@@ -174,12 +176,31 @@ class Instance:
 
 
 @dataclass
+class CallRecord:
+    """One generation call as it was made: the prompt, its language, and what its tasks met.
+
+    `tasks` counts the tasks parsed from the answer; `drops` what the filters took of
+    them, per reason. Its drafts carry `meta[CALL_KEY] = index`.
+    """
+
+    index: int
+    prompt: str
+    first_index: int
+    language: str
+    template: str
+    model_version: str
+    tasks: int = 0
+    drops: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
 class GenerateOutcome(AgentOutcome):
-    """Kept drafts, rejections with reasons, and usage counters."""
+    """Kept drafts, rejections with reasons, usage counters, and one record per call."""
 
     stage = STAGE
 
     drafts: list[ExampleDraft] = field(default_factory=list)
+    call_records: list[CallRecord] = field(default_factory=list)
 
 
 # --- numbering -------------------------------------------------------------
@@ -189,6 +210,15 @@ def numbering(n_demos: int, count: int) -> tuple[int, int, tuple[str, ...]]:
     """First and last new task number and the stop markers, all from the one `count`."""
     first, last = n_demos + 1, n_demos + count
     return first, last, (f"\n{last + 1}.", f"\n{last + 1}、")
+
+
+def task_list(tasks: Sequence[str], first_index: int) -> str:
+    """Tasks as the numbered list a Self-Instruct answer is read from ("9. ...", one a line).
+
+    The trainer writes the accepted tasks of a call this way as the answer the student
+    learns for that call's prompt, so what it learns to write is what `parse_tasks` reads.
+    """
+    return "\n".join(f"{first_index + i}. {_one_line(t)}" for i, t in enumerate(tasks))
 
 
 def instance_stops(max_examples: int, language: str) -> tuple[str, ...]:
@@ -287,13 +317,23 @@ def _lead_is_task(lead: str, items: list[tuple[int, str]], first_index: int) -> 
 
 
 def parse_tasks(
-    text: str, finish_reason: str, *, mode: Mode, first_index: int, count: int
+    text: str,
+    finish_reason: str,
+    *,
+    mode: Mode,
+    first_index: int,
+    count: int,
+    demos: Sequence[str] = (),
 ) -> tuple[list[ParsedTask], list[Rejection]]:
     """Read the numbered list a generation call wrote.
 
     Handles "9.", "9)", "9、", "Task 9:" numbering, a first task written
     without its number, and preambles. When the call stopped on length the
-    last task is dropped as truncated; tasks past `count` are dropped too.
+    last task is dropped as truncated. A chat model often writes the demo list
+    out again before its own tasks, and a weak one repeats a task: a copy of a
+    demo (`echoed_demo`) or of an earlier task of the same answer (`repeated`)
+    is dropped and takes no place among the `count` tasks kept; tasks past
+    `count` are dropped too (`over_count`).
     """
     split = _split_alpaca if mode == "alpaca" else _split_self_instruct
     lead, items = split(text)
@@ -307,13 +347,20 @@ def parse_tasks(
         cut = blocks.pop()
         rejections.append(Rejection(STAGE, "truncated", "finish_reason=length", cut, None, cut))
     tasks: list[ParsedTask] = []
+    echoes = {_norm(d) for d in demos}
+    seen: set[str] = set()
     for block in blocks:
         task, problem = _read_task(block, mode)
+        key = _norm(task.instruction) if task is not None else ""
         if task is None:
             rejections.append(Rejection(STAGE, "malformed", problem, block, None, block))
+        elif key in echoes or key in seen:
+            reason = "echoed_demo" if key in echoes else "repeated"
+            rejections.append(Rejection(STAGE, reason, None, block, None, task.instruction))
         elif len(tasks) >= count:
             rejections.append(Rejection(STAGE, "over_count", count, block, None, task.instruction))
         else:
+            seen.add(key)
             tasks.append(task)
     return tasks, rejections
 
@@ -476,8 +523,10 @@ async def generate(
     """One generation call per demo set (shuffled with `rng`), all in one batch.
 
     Pick each set with `config.demo_counts()` (e.g. `store.sample_demos`).
-    Returns new tasks as drafts (Alpaca: with input and output) and a
-    rejection for every task dropped by parsing or a filter.
+    Returns new tasks as drafts (Alpaca: with input and output), a rejection
+    for every task dropped by parsing or a filter, and a `CallRecord` per call
+    (a draft names its call's number in `meta[CALL_KEY]`). A task written in
+    another language than the prompt's is dropped (`wrong_language`).
     """
     outcome = GenerateOutcome()
     plans = []
@@ -486,7 +535,19 @@ async def generate(
         rng.shuffle(shuffled)
         plans.append((shuffled, *_render_generation(shuffled, prompts, config)))
     results = await model.generate([plan[2] for plan in plans]) if plans else []
-    for call, ((demos, name, _, first), result) in enumerate(zip(plans, results, strict=True)):
+    version = model_version(model)
+    for call, ((demos, name, request, first), result) in enumerate(
+        zip(plans, results, strict=True)
+    ):
+        record = CallRecord(
+            call,
+            request.messages[0]["content"],
+            first,
+            prompts.language,
+            prompts.template_name(name),
+            version,
+        )
+        outcome.call_records.append(record)
         if not outcome.count(result):
             # No task exists yet to name the failure by: the call's number tells failures apart.
             outcome.fail(result, evidence={"call": call})
@@ -497,32 +558,51 @@ async def generate(
             mode=config.mode,
             first_index=first,
             count=config.call_size(),
+            demos=[d.instruction for d in demos],
         )
+        record.tasks = len(tasks)
         outcome.rejections.extend(problems)
+        record.drops.update(p.reason for p in problems)
         if not tasks and not problems:
             outcome.reject("no_tasks", raw_output=result.text)
+            record.drops["no_tasks"] += 1
         provenance = {
             "operation": config.mode,
-            "model_version": model_version(model),
-            "template": prompts.template_name(name),
+            "model_version": version,
+            "template": record.template,
         }
         demo_ids = [d.id for d in demos if isinstance(d, Example)]
         for task in tasks:
-            # The text's own language picks the blacklist: a Chinese task can come back
-            # from an English prompt (and the example seeds are in both languages).
+            # The text's own language picks the blacklist; a task in another language than
+            # the prompt's is dropped: the generator writes in the language it is asked in.
             language = text_language(task.instruction, prompts.language)
-            failed = check_task(task, language=language, config=config)
+            failed = (
+                check_task(task, language=language, config=config)
+                if written_in(task.instruction, prompts.language)
+                else ("wrong_language", language)
+            )
             if failed is not None:
                 outcome.reject(
                     failed[0], text=task.instruction, raw_output=task.raw, evidence=failed[1]
                 )
+                record.drops[failed[0]] += 1
                 continue
             draft = ExampleDraft(
                 task.instruction, task.input, task.output, language=language, **provenance
             )
             draft.meta["demo_ids"] = list(demo_ids)
+            draft.meta[CALL_KEY] = call
             outcome.drafts.append(draft)
     return outcome
+
+
+def written_in(text: str, language: str) -> bool:
+    """Whether a task is in `language`: a Chinese one has Chinese characters, an English one
+    is not mostly Chinese. A task may quote the other language ("把这句话翻译成中文：I am
+    here", "Translate 你好 into English") and still be the prompt's."""
+    if language == "zh":
+        return has_cjk(text)
+    return language_of(text) != "zh"
 
 
 def text_language(text: str, fallback: str) -> str:

@@ -190,3 +190,6 @@ def open_store_db(path: str | Path) -> sqlite_utils.Database:
 # of registration is the order they are applied in.
 from evoinstruct.store import counts as _counts  # noqa: E402, F401  (m003_status_counts)
 from evoinstruct.store import selector_log as _selector_log  # noqa: E402, F401  (m004_selector_log)
+
+# isort: split
+from evoinstruct.store import generation_calls as _generation_calls  # noqa: E402, F401  (m005)

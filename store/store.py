@@ -7,12 +7,13 @@ from pathlib import Path
 from evoinstruct.store.cache import CacheMixin
 from evoinstruct.store.db import open_store_db
 from evoinstruct.store.evals import EvalsMixin
+from evoinstruct.store.generation_calls import GenerationCallsMixin
 from evoinstruct.store.pool import PoolMixin
 from evoinstruct.store.registry import RegistryMixin
 from evoinstruct.store.runs import RunsMixin
 
 
-class Store(PoolMixin, RunsMixin, RegistryMixin, CacheMixin, EvalsMixin):
+class Store(PoolMixin, RunsMixin, RegistryMixin, CacheMixin, EvalsMixin, GenerationCallsMixin):
     """The one object other packages use to read and write the pool."""
 
     def __init__(self, path: str | Path) -> None:

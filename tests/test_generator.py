@@ -505,22 +505,43 @@ async def test_generate_instances_failures_are_rejections() -> None:
     assert "Example 1\nInput:" in model.calls[2].messages[0]["content"]  # unparsed → input-first
 
 
-async def test_a_chinese_task_from_an_english_prompt_meets_the_chinese_blacklist() -> None:
-    """The text's language, not the project's, picks the blacklist and the label."""
-    import random
-
-    from evoinstruct.agents.generator import GeneratorConfig, generate, numbering
-    from evoinstruct.prompts.library import PromptLibrary
-    from tests.doubles import ScriptedModel
-
+@pytest.mark.parametrize(
+    ("language", "reply", "kept", "dropped"),
+    [
+        # An English project's generator writes English: a Chinese task is dropped, whatever
+        # it says; an English one quoting Chinese is English.
+        (
+            "en",
+            "请解释为什么秋天的树叶会变成红色和黄色。\nTranslate 你好 into English and French.",
+            ["Translate 你好 into English and French."],
+            ["wrong_language"],
+        ),
+        # A Chinese project's: an English task is dropped; a Chinese one quoting English is
+        # Chinese, and the Chinese blacklist applies to it.
+        (
+            "zh",
+            "Explain why autumn leaves turn red and yellow.\n"
+            "请绘制一张显示中国主要城市的地图和流程图。\n"
+            "把这句话翻译成中文：The early bird catches the worm.",
+            ["把这句话翻译成中文：The early bird catches the worm."],
+            ["wrong_language", "blacklist:绘制"],
+        ),
+    ],
+)
+async def test_the_generator_keeps_the_prompt_language(
+    language: str, reply: str, kept: list[str], dropped: list[str]
+) -> None:
     config = GeneratorConfig(
-        mode="self_instruct", self_instruct_tasks_per_call=2, generate_instances=False
+        mode="self_instruct", self_instruct_tasks_per_call=3, generate_instances=False
     )
-    lib = PromptLibrary("en")
-    demos = [[]]
-    first, _last, _ = numbering(0, 2)
-    reply = f"{first}. 请绘制一张显示中国主要城市的地图和流程图。\n{first + 1}. 请解释为什么秋天的树叶会变成红色和黄色。"
-    outcome = await generate(demos, ScriptedModel([reply]), lib, config, random.Random(0))
-    assert [d.instruction for d in outcome.drafts] == ["请解释为什么秋天的树叶会变成红色和黄色。"]
-    assert outcome.drafts[0].language == "zh"
-    assert outcome.rejections[0].reason.startswith("blacklist")
+    first, _last, _ = numbering(0, 3)
+    lines = [f"{first + i}. {line}" for i, line in enumerate(reply.split("\n"))]
+    outcome = await generate(
+        [[]], ScriptedModel(["\n".join(lines)]), PromptLibrary(language), config, Random(0)
+    )
+    assert [d.instruction for d in outcome.drafts] == kept
+    assert all(d.language == language for d in outcome.drafts)
+    assert [r.reason for r in outcome.rejections] == dropped
+    (record,) = outcome.call_records
+    assert record.language == language and record.tasks == len(lines)
+    assert dict(record.drops) == {reason: 1 for reason in dropped}
