@@ -22,6 +22,7 @@ from evoinstruct.agents.textstats import count_words
 from evoinstruct.graph.report.config import ReportConfig
 from evoinstruct.graph.report.diversity import Diversity, Embedder, measure_diversity
 from evoinstruct.graph.report.funnel import RoundFunnel, build_funnels
+from evoinstruct.graph.report.generator_yield import GeneratorRow, generator_rows
 from evoinstruct.graph.report.thresholds import Threshold, length_thresholds, score_thresholds
 from evoinstruct.store.records import Example
 
@@ -150,6 +151,7 @@ class ReportData:
     configs: dict[int, dict[str, Any]]  # round -> the resolved config it stored
     pool: dict[str, Any]
     config_round: int = -1  # whose config the lengths' thresholds come from (-1: none)
+    generator: list[GeneratorRow] = field(default_factory=list)  # per version that generated
 
 
 def _stage_counters(counts: dict[str, Any], key: str) -> dict[str, float]:
@@ -342,4 +344,5 @@ def collect(
         configs=configs,
         pool=store.pool_stats(),
         config_round=config_round,
+        generator=generator_rows(store, config),
     )
