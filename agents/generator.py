@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, model_version
 from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.text import join_tokens, ngrams, tokenize
 from evoinstruct.agents.textstats import count_words, find_phrase, has_cjk, is_punctuation
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.ids import language_of
@@ -34,6 +35,8 @@ from evoinstruct.store.records import Example, ExampleDraft, Rejection
 Mode = Literal["self_instruct", "alpaca"]
 STAGE = "generate"
 CALL_KEY = "generation_call"  # a draft's meta key: the number of the call that wrote it
+# What parsing sets aside that was never a task: it counts in no call's tasks or drops.
+NOT_TASKS = frozenset({"preamble", "aside"})
 
 # Markers a template writes and the parser reads: one definition for both.
 NO_INPUT = {"en": "<noinput>", "zh": "<无输入>"}
@@ -179,8 +182,9 @@ class Instance:
 class CallRecord:
     """One generation call as it was made: the prompt, its language, and what its tasks met.
 
-    `tasks` counts the tasks parsed from the answer; `drops` what the filters took of
-    them, per reason. Its drafts carry `meta[CALL_KEY] = index`.
+    `tasks` counts the tasks the answer held (a preamble or an aside is none); `drops`
+    counts, per reason, those that parsing or a filter took. Its drafts carry
+    `meta[CALL_KEY] = index`.
     """
 
     index: int
@@ -286,32 +290,59 @@ def _fields(block: str, pattern: re.Pattern[str], implicit: str | None) -> dict[
     return found
 
 
-def _split_self_instruct(text: str) -> tuple[str, list[tuple[int, str]]]:
-    """Leading unnumbered text and the numbered items, continuation lines joined."""
+@dataclass
+class _Split:
+    """An answer cut into its parts: the text before the first item, the numbered items,
+    and unnumbered text set apart from the items by a blank line."""
+
+    lead: str
+    items: list[tuple[int, str]]
+    aside: str = ""
+    ends_aside: bool = False  # the answer's last line is aside: its last item was complete
+
+
+def _split_self_instruct(text: str) -> _Split:
+    """Continuation lines join their item; after a blank line, unnumbered text is an aside
+    (a chat model's closing remark, a second preamble), never part of a task."""
     lead: list[str] = []
     items: list[tuple[int, list[str]]] = []
+    aside: list[str] = []
+    joining = False
+    last = ""
     for line in text.splitlines():
         match = _ITEM_RE.match(line)
         if match:
             items.append((int(match[1]), [match[2]]))
-        elif items:
+            joining, last = True, "item"
+        elif not items:
+            lead.append(line)
+        elif not line.strip():
+            joining = False
+        elif joining:
             items[-1][1].append(line)
         else:
-            lead.append(line)
-    return "\n".join(lead).strip(), [(n, "\n".join(lines).strip()) for n, lines in items]
+            aside.append(line)
+            last = "aside"
+    return _Split(
+        "\n".join(lead).strip(),
+        [(n, "\n".join(lines).strip()) for n, lines in items],
+        "\n".join(aside).strip(),
+        last == "aside",
+    )
 
 
-def _split_alpaca(text: str) -> tuple[str, list[tuple[int, str]]]:
+def _split_alpaca(text: str) -> _Split:
     text = _SEPARATOR_RE.sub("", text)
     starts = list(_ALPACA_ITEM_RE.finditer(text))
     lead = text[: starts[0].start()] if starts else text
     items = [(int(m[1]), text[m.start() : end].strip()) for m, end in _spans(starts, len(text))]
-    return lead.strip(), items
+    return _Split(lead.strip(), items)
 
 
-def _lead_is_task(lead: str, items: list[tuple[int, str]], first_index: int) -> bool:
-    """A chat model may continue right after the "N." cue: the lead is task N unless N exists."""
-    if not lead or lead.rstrip().endswith((":", "：")):
+def _lead_is_task(lead: str, items: list[tuple[int, str]], first_index: int, cued: bool) -> bool:
+    """A chat model may continue right after a prompt's "N." cue: the lead is task N unless
+    N exists. Without a cue a lead is never a task ("Sure! I'm ready to help.")."""
+    if not cued or not lead or lead.rstrip().endswith((":", "：")):
         return False
     return all(number != first_index for number, _ in items)
 
@@ -324,26 +355,33 @@ def parse_tasks(
     first_index: int,
     count: int,
     demos: Sequence[str] = (),
+    cued: bool = True,
 ) -> tuple[list[ParsedTask], list[Rejection]]:
     """Read the numbered list a generation call wrote.
 
     Handles "9.", "9)", "9、", "Task 9:" numbering, a first task written
-    without its number, and preambles. When the call stopped on length the
-    last task is dropped as truncated. A chat model often writes the demo list
-    out again before its own tasks, and a weak one repeats a task: a copy of a
-    demo (`echoed_demo`) or of an earlier task of the same answer (`repeated`)
-    is dropped and takes no place among the `count` tasks kept; tasks past
-    `count` are dropped too (`over_count`).
+    without its number after a prompt that ends on the "N." cue (`cued`),
+    preambles, and asides (unnumbered text after a blank
+    line, such as a chat model's closing remark). When the call stopped on
+    length the last task is dropped as truncated, unless an aside followed it.
+    A chat model often writes the demo list out again before its own tasks,
+    and a weak one repeats a task: a copy of a demo (`echoed_demo`) or of an
+    earlier task of the same answer (`repeated`) is dropped and takes no place
+    among the `count` tasks kept; tasks past `count` are dropped too
+    (`over_count`).
     """
-    split = _split_alpaca if mode == "alpaca" else _split_self_instruct
-    lead, items = split(text)
+    split = (_split_alpaca if mode == "alpaca" else _split_self_instruct)(text)
+    lead, items = split.lead, split.items
     blocks = [block for _, block in items]
     rejections: list[Rejection] = []
-    if _lead_is_task(lead, items, first_index):
+    if _lead_is_task(lead, items, first_index, cued):
         blocks.insert(0, lead)
     elif lead:
         rejections.append(Rejection(STAGE, "preamble", None, lead, None, lead))
-    if finish_reason == "length" and blocks:
+    if split.aside:
+        rejections.append(Rejection(STAGE, "aside", None, split.aside, None, split.aside))
+    # Cut on length inside an aside, the last item was whole.
+    if finish_reason == "length" and blocks and not split.ends_aside:
         cut = blocks.pop()
         rejections.append(Rejection(STAGE, "truncated", "finish_reason=length", cut, None, cut))
     tasks: list[ParsedTask] = []
@@ -496,7 +534,11 @@ def _request(text: str, dec: Decoding, stop: tuple[str, ...] = ()) -> ChatReques
 def _render_generation(
     demos: Sequence[Example | ExampleDraft], prompts: PromptLibrary, config: GeneratorConfig
 ) -> tuple[str, ChatRequest, int]:
-    first, last, stops = numbering(len(demos), config.call_size())
+    # Alpaca's numbered blocks continue the demos' numbering. Self-Instruct's demos are a
+    # bulleted list and the new tasks a list of their own from 1: a chat model asked to
+    # continue a numbered list writes it out again from 1 (measured on SmolLM2-135M).
+    listed = len(demos) if config.mode == "alpaca" else 0
+    first, last, stops = numbering(listed, config.call_size())
     no_input = NO_INPUT[prompts.language]
     if config.mode == "alpaca":
         name = "generate_alpaca"
@@ -559,28 +601,31 @@ async def generate(
             first_index=first,
             count=config.call_size(),
             demos=[d.instruction for d in demos],
+            cued=record.prompt.rstrip().splitlines()[-1].startswith(f"{first}."),
         )
-        record.tasks = len(tasks)
+        dropped = [p.reason for p in problems if p.reason not in NOT_TASKS]
+        record.tasks = len(tasks) + len(dropped)
+        record.drops.update(dropped)
         outcome.rejections.extend(problems)
-        record.drops.update(p.reason for p in problems)
         if not tasks and not problems:
             outcome.reject("no_tasks", raw_output=result.text)
-            record.drops["no_tasks"] += 1
         provenance = {
             "operation": config.mode,
             "model_version": version,
             "template": record.template,
         }
         demo_ids = [d.id for d in demos if isinstance(d, Example)]
+        asked = prompt_ngrams(record.prompt, [_one_line(d.instruction) for d in demos])
         for task in tasks:
             # The text's own language picks the blacklist; a task in another language than
             # the prompt's is dropped: the generator writes in the language it is asked in.
             language = text_language(task.instruction, prompts.language)
-            failed = (
-                check_task(task, language=language, config=config)
-                if written_in(task.instruction, prompts.language)
-                else ("wrong_language", language)
-            )
+            if not written_in(task.instruction, prompts.language):
+                failed: tuple[str, Any] | None = ("wrong_language", language)
+            elif copied := asked & set(ngrams(tokenize(task.instruction), COPY_NGRAM)):
+                failed = ("copied_prompt", join_tokens(list(min(copied))))
+            else:
+                failed = check_task(task, language=language, config=config)
             if failed is not None:
                 outcome.reject(
                     failed[0], text=task.instruction, raw_output=task.raw, evidence=failed[1]
@@ -594,6 +639,18 @@ async def generate(
             draft.meta[CALL_KEY] = call
             outcome.drafts.append(draft)
     return outcome
+
+
+COPY_NGRAM = 6  # a task sharing this many tokens in a row with the prompt's own words copied them
+
+
+def prompt_ngrams(prompt: str, demos: Sequence[str]) -> set[tuple[str, ...]]:
+    """The COPY_NGRAM-grams of a generation prompt's own words (its demos taken out): a weak
+    model asked for tasks sometimes hands back the request itself ("Write 8 new tasks of
+    your own...") as one, which no novelty check against the pool would catch."""
+    for demo in demos:
+        prompt = prompt.replace(demo, "\n")
+    return set(ngrams(tokenize(prompt), COPY_NGRAM))
 
 
 def written_in(text: str, language: str) -> bool:

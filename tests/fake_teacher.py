@@ -112,10 +112,10 @@ def teacher_reply(messages: list[dict[str, str]]) -> str:
     """The teacher's answer to one chat request."""
     text = _user(messages)
     rng = _rng(text)
-    if text.startswith("Come up with a series of diverse tasks"):
-        first, last = (int(x) for x in re.search(r"numbered (\d+) to (\d+)", text).groups())
+    if text.startswith("Here are some example tasks"):
+        first, last = (int(x) for x in re.search(r"Number them (\d+) to (\d+)", text).groups())
         return "\n".join(f"{i}. {_task(rng)}" for i in range(first, last + 1))
-    if text.startswith("请构思一组多样的任务"):
+    if text.startswith("下面是一些只靠文字就能完成的示例任务"):
         first, last = (int(x) for x in re.search(r"编号从 (\d+) 到 (\d+)", text).groups())
         return "\n".join(f"{i}. {_zh_task(rng)}" for i in range(first, last + 1))
     if text.startswith("下面的任务是否属于分类任务"):

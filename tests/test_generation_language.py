@@ -46,12 +46,14 @@ def _generation_prompts(deps) -> list[str]:
     return [
         c.messages[0]["content"]
         for c in deps.extras["teacher"].calls
-        if c.messages[0]["content"].startswith(("Come up with", "请构思"))
+        if c.messages[0]["content"].startswith(
+            ("Here are some example tasks", "下面是一些只靠文字")
+        )
     ]
 
 
-def _demo_lines(prompt: str) -> list[str]:
-    return [line for line in prompt.splitlines() if line[:1].isdigit() and ". " in line][:-1]
+def _demos(prompt: str) -> list[str]:
+    return [line[2:] for line in prompt.splitlines() if line.startswith("- ")]
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])
@@ -64,8 +66,8 @@ async def test_a_one_language_project_generates_and_evolves_in_its_language(
     prompts = _generation_prompts(deps)
     assert len(prompts) == 3
     for prompt in prompts:
-        assert prompt.startswith("请构思" if language == "zh" else "Come up with")
-        demos = [line.split(". ", 1)[1] for line in _demo_lines(prompt)]
+        assert prompt.startswith("下面是一些" if language == "zh" else "Here are some")
+        demos = _demos(prompt)
         assert demos and all(has_cjk(d) == (language == "zh") for d in demos)
     made = list(deps.store.iter_examples(source="generated"))
     assert made and {e.language for e in made} == {language}
@@ -80,7 +82,7 @@ async def test_a_bilingual_project_takes_turns_and_evolves_each_parent_in_its_la
     deps = make_deps("en", bilingual=True, generate_calls=4, evolve_per_round=16)
     await nodes.generate({"round": 1}, Runtime(context=deps))
     prompts = _generation_prompts(deps)
-    assert [p.startswith("请构思") for p in prompts].count(True) == 2
+    assert [p.startswith("下面是一些") for p in prompts].count(True) == 2
     calls = deps.store.generation_calls(round=1)
     assert [c.language for c in calls] == ["en", "zh", "en", "zh"]
     for call in calls:
@@ -121,7 +123,7 @@ async def test_each_call_is_recorded_with_its_candidates_and_drops(make_deps) ->
     added = [i for c in calls for i in c.candidates]
     assert len(added) == update["counts"]["generate"]["new"] == len(set(added))
     for call in calls:
-        assert call.prompt.startswith("Come up with") and call.first_index > 1
+        assert call.prompt.startswith("Here are some example tasks") and call.first_index == 1
         assert call.model_version == "scripted" and call.tasks >= len(call.candidates)
         # Every task the answer held is a candidate or a counted drop.
         assert call.tasks == len(call.candidates) + sum(call.drops.values())
