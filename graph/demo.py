@@ -27,6 +27,8 @@ WARM_UP_STEPS = 60
 
 # Settings that make a round take seconds on tiny models; every key is a normal config key.
 DEMO_SETTINGS = [
+    # The demo seeds both languages and grows both: bilingual by choice.
+    "project.bilingual=true",
     "loop.generate_calls=2",
     "loop.evolve_per_round=4",
     "loop.batch_size=32",

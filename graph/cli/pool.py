@@ -42,14 +42,23 @@ def init(
 
     project = init_project(directory, force=force, language=language)
     console.print(f"Created {project.config_path}", markup=False)
-    console.print(f"Example seeds in {project.root / 'seeds'}; add them with:", markup=False)
-    seeds = " ".join(str(path) for path in example_seeds(project, language or "en"))
-    # Commands print whole, never wrapped, so they can be copied.
+    ours, *others = example_seeds(project, language or "en")
+    # The generator writes in project.language and takes its demos and parents in it only:
+    # seeds of another language would sit unused (or, bilingual, grow a second pool).
     console.print(
-        f"  evoinstruct seed add {seeds} --project {project.root}",
-        soft_wrap=True,
+        f"Example seeds in {project.root / 'seeds'}; add the project language's with:",
         markup=False,
     )
+    # Commands print whole, never wrapped, so they can be copied.
+    console.print(
+        f"  evoinstruct seed add {ours} --project {project.root}", soft_wrap=True, markup=False
+    )
+    for other in others:
+        console.print(
+            f"  (for a bilingual project set project.bilingual = true and add {other} too)",
+            soft_wrap=True,
+            markup=False,
+        )
     console.print(
         "Then point [models.teacher] in evoinstruct.toml at your model server and run:",
         markup=False,
