@@ -462,6 +462,8 @@ def check_instruction(
         return "too_short", words
     if words > config.max_words:
         return "too_long", words
+    if not any(ch.isalpha() for ch in text):
+        return "no_words", words  # numbers and marks only: a weak model's "1. 2. 3. 4."
     hit = find_phrase(text, config.blacklist.get(language, []))
     if hit is not None:
         return f"blacklist:{hit.lower()}", hit

@@ -291,6 +291,10 @@ FILTER_CASES = [
     ("zh", "《红楼梦》的作者是谁？请简单介绍他。", None),  # non-ASCII opener is fine
     ("zh", "用一句话总结下面这段文字的主要意思。", None),  # no ASCII-only rule
     ("en", "Übersetze den Satz ins Englische, bitte.", None),
+    # A weak model's numbering with nothing in it is no task; numbers inside a task are words.
+    ("en", "1. 2. 3. 4. 5. 6.", "no_words"),
+    ("zh", "1、 2、 3、 4、 5、", "no_words"),
+    ("en", "Add 12 and 30, then halve it.", None),
 ]
 
 
