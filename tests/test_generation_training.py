@@ -13,6 +13,8 @@ from evoinstruct.trainer.config import TrainerConfig
 from evoinstruct.trainer.data import is_heldout, select_mix
 from evoinstruct.trainer.generation_data import SOURCE, GenerationExample
 
+pytest_plugins = ["tests.conftest_trainer"]
+
 PROMPT = "Come up with a series of diverse tasks ...\n1. Write a haiku about rain.\n2."
 
 
@@ -122,3 +124,31 @@ def test_a_generation_example_round_trips_through_the_plan() -> None:
     example = g.as_example()
     assert example.id == "generation:3:1" and example.source == SOURCE
     assert (example.instruction, example.output) == ("prompt", "4. A task.")
+
+
+def test_a_version_trains_on_generation_examples(
+    store, tiny_model_dir, tmp_path, one_thread
+) -> None:
+    """The trainer's plan holds the generation examples' texts; the version's manifest and
+    metrics name them; the tokenized data set holds them beside the pool's examples."""
+    from evoinstruct.trainer.train import train
+    from tests.conftest_trainer import tiny_config
+
+    for call in range(6):
+        texts = [f"Describe a quiet morning in town number {call}, part {j}." for j in range(2)]
+        store.set_status(_call(store, 1, call, texts), "accepted")
+    cfg = tiny_config(
+        tiny_model_dir,
+        max_steps=2,
+        heldout_fraction=0.0,
+        seed_share=0.0,
+        replay_share=0.0,
+        generation_share=0.25,
+    )
+    result = train(cfg, tmp_path, store=store)
+    examples = result.metrics["examples"]
+    assert examples["new"] == 12 and examples["generation"] == 4  # 12 are 75% of 16
+    trained = store.training_manifest(result.version, role="generation")
+    assert len(trained) == 4 and all(i.startswith("generation:1:") for i in trained)
+    tokenized = result.metrics["tokenization"]
+    assert tokenized["examples"] == examples["new"] + examples["generation"]
