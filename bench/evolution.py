@@ -65,6 +65,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         answer_tokens=args.answer_tokens,
         pick=args.pick,
         operations=tuple(args.operations.split(",")),
+        generate_calls=args.generate_calls,
         student_serves=("generator", "responder") if arm == "responder" else ("generator",),
     )
     root = Path(args.out) / arm
@@ -225,6 +226,12 @@ def main() -> int:
     )
     parser.add_argument("--suite", type=int, default=80, help="held-out English suite prompts")
     parser.add_argument("--max-constraints", type=int, default=3, help="constraints per child")
+    parser.add_argument(
+        "--generate-calls",
+        type=int,
+        default=8,
+        help="generation calls per round (8 tasks asked each)",
+    )
     parser.add_argument(
         "--operations",
         default="add_verifiable,add_constraints",

@@ -51,6 +51,10 @@ class RealSettings:
     # whose v1 the gate promoted at +10.2 points used it).
     pick: Literal["first", "shortest"] = "shortest"
     student_serves: Sequence[str] = ("generator",)
+    # Generation calls per round: each asks for 8 new tasks on 4 demos and keeps about 1.5
+    # of them on the base model (measured), so the pool grows by model-written tasks too,
+    # which later rounds constrain and the student learns to write (trainer.generation_share).
+    generate_calls: int = 8
     # Half the children need no rewrite by the model (a 135M model copies the template's
     # words into most rewrites, which rule 4 rejects); add_verifiable alone spends every
     # model call of a round on answers.
@@ -67,16 +71,23 @@ def real_overrides(model_dir: Path, settings: RealSettings) -> list[str]:
         "models.teacher.batch_size=16",
         "models.student.batch_size=16",
         f"roles.student_serves={serves}",
-        # Few new tasks (the weak generator writes little that survives), many constrained
-        # evolutions, each answered by rejection sampling.
-        "loop.generate_calls=1",
+        # Model-written tasks beside many constrained evolutions (each answered by rejection
+        # sampling). What makes a 135M generator yield (bench figures in the README): few
+        # demos (it copies them into its list), nucleus 0.9 at temperature 0.7 (1.0 rambles,
+        # 0.5 repeats), a short answer, and no instances: it cannot write them (2 of 18
+        # novel tasks kept), so the responder answers its tasks as it answers the others.
+        f"loop.generate_calls={settings.generate_calls}",
+        "generator.demos_human=3",
+        "generator.demos_machine=1",
+        "generator.self_instruct_decoding.temperature=0.7",
+        "generator.self_instruct_decoding.top_p=0.9",
+        "generator.self_instruct_decoding.max_tokens=300",
+        "generator.generate_instances=false",
         f"loop.evolve_per_round={settings.evolve}",
         "loop.rewrite=false",
         f"evolver.operations={json.dumps(list(settings.operations))}",
         "evolver.equality_check=false",
         "evolver.max_tokens=320",
-        "generator.self_instruct_decoding.max_tokens=400",
-        "generator.instance_decoding.max_tokens=200",
         f"responder.verifiable_samples={settings.samples}",
         f"evolver.verifiable.max_count={settings.max_constraints}",
         f"responder.on_truncated={json.dumps('keep' if settings.keep_truncated else 'reject')}",
