@@ -51,7 +51,7 @@ class GeneratorScore:
             "yield_per_call": interval.to_dict() if interval else None,
             "per_call": self.per_call,
             "drops": dict(self.drops.most_common()),
-            "sample": self.kept[:8],
+            "instructions": list(self.kept),
         }
 
 
