@@ -236,6 +236,10 @@ _ITEM_RE = re.compile(
     r"^\s*(?:\*\*)?(?:(?:task|任务)\s*)?(\d{1,3})\s*(?:\*\*)?\s*[.)、:：](?!\d)\s*(?:\*\*)?\s*(.*)$",
     re.IGNORECASE,
 )
+# List markers a weak model stacks after an item's number ("1. 1. - A snail is..."), and the
+# bullet that starts a line of content under a task rather than the task's next line.
+_STACKED_MARKERS_RE = re.compile(r"^(?:(?:\d{1,3}\s*[.)、](?!\d)|[-*•])\s*)+")
+_BULLET_RE = re.compile(r"^\s*[-*•]\s")
 _ALPACA_ITEM_RE = re.compile(
     r"^[ \t]*(?:\*\*)?(\d{1,3})\s*[.)、]\s*(?:instruction|指令)\s*(?:\*\*)?\s*[:：]",
     re.IGNORECASE | re.MULTILINE,
@@ -303,7 +307,8 @@ class _Split:
 
 def _split_self_instruct(text: str) -> _Split:
     """Continuation lines join their item; after a blank line, unnumbered text is an aside
-    (a chat model's closing remark, a second preamble), never part of a task."""
+    (a chat model's closing remark, a second preamble), never part of a task; so is a
+    bulleted line under an item (the model writing content for it)."""
     lead: list[str] = []
     items: list[tuple[int, list[str]]] = []
     aside: list[str] = []
@@ -316,8 +321,12 @@ def _split_self_instruct(text: str) -> _Split:
             joining, last = True, "item"
         elif not items:
             lead.append(line)
-        elif not line.strip():
+        elif not line.strip() or _BULLET_RE.match(line):
+            # A blank line ends an item; a bulleted line under it is content, not the task.
             joining = False
+            if line.strip():
+                aside.append(line)
+                last = "aside"
         elif joining:
             items[-1][1].append(line)
         else:
@@ -405,7 +414,7 @@ def parse_tasks(
 
 def _read_task(block: str, mode: Mode) -> tuple[ParsedTask | None, str | None]:
     if mode == "self_instruct":
-        instruction = _one_line(block)
+        instruction = _STACKED_MARKERS_RE.sub("", _one_line(block))
         return (ParsedTask(instruction, raw=block), None) if instruction else (None, "empty task")
     fields = _fields(block, _ALPACA_FIELD_RE, "instruction")
     instruction = _one_line(fields.get("instruction", ""))

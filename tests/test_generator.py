@@ -167,6 +167,12 @@ SELF_INSTRUCT_CASES = [
     ("aside", "9. Name three rivers.\n\nI hope these help!", "stop", ["Name three rivers."], ["aside"]),
     ("cut in the aside", "9. Name three rivers.\n10. Explain tides.\n\nThese tasks are", "length",
      ["Name three rivers.", "Explain tides."], ["aside"]),
+    # Bullets under a task are content for it, not its next line; markers stacked after the
+    # item's number are no part of it.
+    ("bullets under a task", "9. How to care for a houseplant\n- To create a new task: water it.\n- Here is",
+     "stop", ["How to care for a houseplant"], ["aside"]),
+    ("stacked markers", "9. 9. 9. - A snail climbs 3 feet a day. How many days to climb 5?\n10. 10. Explain tides.",
+     "stop", ["A snail climbs 3 feet a day. How many days to climb 5?", "Explain tides."], []),
     ("second preamble", "9. A a a a.\n\nHere are more:\n10. B b b b.", "stop", ["A a a a.", "B b b b."], ["aside"]),
     # Copies of a demo and repeats take no place among the tasks kept.
     ("echoed demo", "1. Write a haiku about rain.\n2. Name three rivers.\n3. Explain tides.\n4. C c c c.", "stop",
