@@ -1,13 +1,17 @@
 """Instruction generation: Self-Instruct and the Alpaca variant, with their filters and instances.
 
-`generate` asks the model to continue a numbered list of tasks seeded with
-demos (human seeds plus accepted machine examples), parses the list and drops
-tasks that fail the cheap filters (length, blacklist, bad prefix, truncation).
-In Self-Instruct mode the tasks are instructions only; `generate_instances`
-then writes input/output instances for them, output-first for classification
-tasks. In Alpaca mode each task comes with its input and output.
+`generate` shows the model demos (human seeds plus accepted machine examples)
+and asks for a numbered list of new tasks (Alpaca: continuing the demos'
+numbered blocks), parses the list and drops tasks that fail the cheap filters
+(length, blacklist, bad prefix, truncation, another language than the
+prompt's, the request's own words); each call leaves a `CallRecord` of what
+its tasks met. In Self-Instruct mode the tasks are instructions only;
+`generate_instances` then writes input/output instances for them, output-first
+for classification tasks. In Alpaca mode each task comes with its input and
+output.
 
-ROUGE-L novelty against the pool is the selector's job, not done here.
+ROUGE-L novelty against the pool is done by the step around the agent
+(`agents.generation_step`), not here.
 """
 
 from __future__ import annotations
