@@ -96,7 +96,7 @@ class GeneratorConfig(BaseModel):
     self_instruct_tasks_per_call: int = Field(
         8,
         ge=1,
-        description="New tasks asked per Self-Instruct call (the list runs to demos + this).",
+        description="New tasks asked per Self-Instruct call (a list of its own, numbered from 1).",
     )
     tasks_per_call: int = Field(
         20,
