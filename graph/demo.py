@@ -109,10 +109,20 @@ def _samples(store: Any, n_accepted: int = 2, n_rejected: int = 1) -> list[DemoS
                 f"rejected at {row['stage']}: {row['reason']}",
                 text,
                 rejected.output if rejected else None,
-                [f"{k} = {v}" for k, v in (row.get("evidence") or {}).items()][:4],
+                _evidence_notes(row.get("evidence")),
             )
         )
     return samples
+
+
+def _evidence_notes(evidence: Any) -> list[str]:
+    """A rejection's evidence as note lines: a mapping's first entries, else the value itself
+    (the generate step records a finish reason, a parse problem or a count as is)."""
+    if isinstance(evidence, dict):
+        return [f"{k} = {v}" for k, v in evidence.items()][:4]
+    return [] if evidence is None else [str(evidence)]
+
+
 
 
 def _seed_texts() -> list[str]:
