@@ -546,6 +546,14 @@ def _request(text: str, dec: Decoding, stop: tuple[str, ...] = ()) -> ChatReques
     )
 
 
+def call_prompt(
+    demos: Sequence[Example | ExampleDraft], prompts: PromptLibrary, config: GeneratorConfig
+) -> tuple[str, int]:
+    """The prompt one generation call on these demos sends, and its first new task's number."""
+    _, request, first = _render_generation(demos, prompts, config)
+    return request.messages[-1]["content"], first
+
+
 def _render_generation(
     demos: Sequence[Example | ExampleDraft], prompts: PromptLibrary, config: GeneratorConfig
 ) -> tuple[str, ChatRequest, int]:
