@@ -215,6 +215,14 @@ class EvolveOutcome(AgentOutcome):
     # could supply, carried ones that could not be kept, parents whose constraints are unreadable.
     verifiable: Counter[str] = field(default_factory=Counter)
 
+    def merge(self, other: EvolveOutcome) -> None:
+        """Add another batch's outcome (a bilingual round evolves each language apart)."""
+        self.drafts += other.drafts
+        self.rejections += other.rejections
+        self.counters.update(other.counters)
+        self.operations.update(other.operations)
+        self.verifiable.update(other.verifiable)
+
 
 @dataclass
 class EliminateOutcome(AgentOutcome):

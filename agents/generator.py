@@ -1,13 +1,17 @@
 """Instruction generation: Self-Instruct and the Alpaca variant, with their filters and instances.
 
-`generate` asks the model to continue a numbered list of tasks seeded with
-demos (human seeds plus accepted machine examples), parses the list and drops
-tasks that fail the cheap filters (length, blacklist, bad prefix, truncation).
-In Self-Instruct mode the tasks are instructions only; `generate_instances`
-then writes input/output instances for them, output-first for classification
-tasks. In Alpaca mode each task comes with its input and output.
+`generate` shows the model demos (human seeds plus accepted machine examples)
+and asks for a numbered list of new tasks (Alpaca: continuing the demos'
+numbered blocks), parses the list and drops tasks that fail the cheap filters
+(length, blacklist, bad prefix, truncation, another language than the
+prompt's, the request's own words); each call leaves a `CallRecord` of what
+its tasks met. In Self-Instruct mode the tasks are instructions only;
+`generate_instances` then writes input/output instances for them, output-first
+for classification tasks. In Alpaca mode each task comes with its input and
+output.
 
-ROUGE-L novelty against the pool is the selector's job, not done here.
+ROUGE-L novelty against the pool is done by the step around the agent
+(`agents.generation_step`), not here.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import dataclasses
 import re
 import string
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from random import Random
@@ -25,13 +30,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, model_version
 from evoinstruct.agents.outcome import AgentOutcome
-from evoinstruct.agents.textstats import count_words, find_phrase, is_punctuation
+from evoinstruct.agents.text import join_tokens, ngrams, tokenize
+from evoinstruct.agents.textstats import count_words, find_phrase, has_cjk, is_punctuation
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.ids import language_of
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
 
 Mode = Literal["self_instruct", "alpaca"]
 STAGE = "generate"
+CALL_KEY = "generation_call"  # a draft's meta key: the number of the call that wrote it
+# What parsing sets aside that was never a task: it counts in no call's tasks or drops.
+NOT_TASKS = frozenset({"preamble", "aside"})
 
 # Markers a template writes and the parser reads: one definition for both.
 NO_INPUT = {"en": "<noinput>", "zh": "<无输入>"}
@@ -87,7 +96,7 @@ class GeneratorConfig(BaseModel):
     self_instruct_tasks_per_call: int = Field(
         8,
         ge=1,
-        description="New tasks asked per Self-Instruct call (the list runs to demos + this).",
+        description="New tasks asked per Self-Instruct call (a list of its own, numbered from 1).",
     )
     tasks_per_call: int = Field(
         20,
@@ -174,12 +183,32 @@ class Instance:
 
 
 @dataclass
+class CallRecord:
+    """One generation call as it was made: the prompt, its language, and what its tasks met.
+
+    `tasks` counts the tasks the answer held (a preamble or an aside is none); `drops`
+    counts, per reason, those that parsing or a filter took. Its drafts carry
+    `meta[CALL_KEY] = index`.
+    """
+
+    index: int
+    prompt: str
+    first_index: int
+    language: str
+    template: str
+    model_version: str
+    tasks: int = 0
+    drops: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
 class GenerateOutcome(AgentOutcome):
-    """Kept drafts, rejections with reasons, and usage counters."""
+    """Kept drafts, rejections with reasons, usage counters, and one record per call."""
 
     stage = STAGE
 
     drafts: list[ExampleDraft] = field(default_factory=list)
+    call_records: list[CallRecord] = field(default_factory=list)
 
 
 # --- numbering -------------------------------------------------------------
@@ -189,6 +218,15 @@ def numbering(n_demos: int, count: int) -> tuple[int, int, tuple[str, ...]]:
     """First and last new task number and the stop markers, all from the one `count`."""
     first, last = n_demos + 1, n_demos + count
     return first, last, (f"\n{last + 1}.", f"\n{last + 1}、")
+
+
+def task_list(tasks: Sequence[str], first_index: int) -> str:
+    """Tasks as the numbered list a Self-Instruct answer is read from ("9. ...", one a line).
+
+    The trainer writes the accepted tasks of a call this way as the answer the student
+    learns for that call's prompt, so what it learns to write is what `parse_tasks` reads.
+    """
+    return "\n".join(f"{first_index + i}. {_one_line(t)}" for i, t in enumerate(tasks))
 
 
 def instance_stops(max_examples: int, language: str) -> tuple[str, ...]:
@@ -202,6 +240,10 @@ _ITEM_RE = re.compile(
     r"^\s*(?:\*\*)?(?:(?:task|任务)\s*)?(\d{1,3})\s*(?:\*\*)?\s*[.)、:：](?!\d)\s*(?:\*\*)?\s*(.*)$",
     re.IGNORECASE,
 )
+# List markers a weak model stacks after an item's number ("1. 1. - A snail is..."), and the
+# bullet that starts a line of content under a task rather than the task's next line.
+_STACKED_MARKERS_RE = re.compile(r"^(?:(?:\d{1,3}\s*[.)、](?!\d)|[-*•])\s*)+")
+_BULLET_RE = re.compile(r"^\s*[-*•]\s")
 _ALPACA_ITEM_RE = re.compile(
     r"^[ \t]*(?:\*\*)?(\d{1,3})\s*[.)、]\s*(?:instruction|指令)\s*(?:\*\*)?\s*[:：]",
     re.IGNORECASE | re.MULTILINE,
@@ -256,71 +298,127 @@ def _fields(block: str, pattern: re.Pattern[str], implicit: str | None) -> dict[
     return found
 
 
-def _split_self_instruct(text: str) -> tuple[str, list[tuple[int, str]]]:
-    """Leading unnumbered text and the numbered items, continuation lines joined."""
+@dataclass
+class _Split:
+    """An answer cut into its parts: the text before the first item, the numbered items,
+    and unnumbered text set apart from the items by a blank line."""
+
+    lead: str
+    items: list[tuple[int, str]]
+    aside: str = ""
+    ends_aside: bool = False  # the answer's last line is aside: its last item was complete
+
+
+def _split_self_instruct(text: str) -> _Split:
+    """Continuation lines join their item; after a blank line, unnumbered text is an aside
+    (a chat model's closing remark, a second preamble), never part of a task; so is a
+    bulleted line under an item (the model writing content for it)."""
     lead: list[str] = []
     items: list[tuple[int, list[str]]] = []
+    aside: list[str] = []
+    joining = False
+    last = ""
     for line in text.splitlines():
         match = _ITEM_RE.match(line)
         if match:
             items.append((int(match[1]), [match[2]]))
-        elif items:
+            joining, last = True, "item"
+        elif not items:
+            lead.append(line)
+        elif not line.strip() or _BULLET_RE.match(line):
+            # A blank line ends an item; a bulleted line under it is content, not the task.
+            joining = False
+            if line.strip():
+                aside.append(line)
+                last = "aside"
+        elif joining:
             items[-1][1].append(line)
         else:
-            lead.append(line)
-    return "\n".join(lead).strip(), [(n, "\n".join(lines).strip()) for n, lines in items]
+            aside.append(line)
+            last = "aside"
+    return _Split(
+        "\n".join(lead).strip(),
+        [(n, "\n".join(lines).strip()) for n, lines in items],
+        "\n".join(aside).strip(),
+        last == "aside",
+    )
 
 
-def _split_alpaca(text: str) -> tuple[str, list[tuple[int, str]]]:
+def _split_alpaca(text: str) -> _Split:
     text = _SEPARATOR_RE.sub("", text)
     starts = list(_ALPACA_ITEM_RE.finditer(text))
     lead = text[: starts[0].start()] if starts else text
     items = [(int(m[1]), text[m.start() : end].strip()) for m, end in _spans(starts, len(text))]
-    return lead.strip(), items
+    return _Split(lead.strip(), items)
 
 
-def _lead_is_task(lead: str, items: list[tuple[int, str]], first_index: int) -> bool:
-    """A chat model may continue right after the "N." cue: the lead is task N unless N exists."""
-    if not lead or lead.rstrip().endswith((":", "：")):
+def _lead_is_task(lead: str, items: list[tuple[int, str]], first_index: int, cued: bool) -> bool:
+    """A chat model may continue right after a prompt's "N." cue: the lead is task N unless
+    N exists. Without a cue a lead is never a task ("Sure! I'm ready to help.")."""
+    if not cued or not lead or lead.rstrip().endswith((":", "：")):
         return False
     return all(number != first_index for number, _ in items)
 
 
 def parse_tasks(
-    text: str, finish_reason: str, *, mode: Mode, first_index: int, count: int
+    text: str,
+    finish_reason: str,
+    *,
+    mode: Mode,
+    first_index: int,
+    count: int,
+    demos: Sequence[str] = (),
+    cued: bool = True,
 ) -> tuple[list[ParsedTask], list[Rejection]]:
     """Read the numbered list a generation call wrote.
 
     Handles "9.", "9)", "9、", "Task 9:" numbering, a first task written
-    without its number, and preambles. When the call stopped on length the
-    last task is dropped as truncated; tasks past `count` are dropped too.
+    without its number after a prompt that ends on the "N." cue (`cued`),
+    preambles, and asides (unnumbered text after a blank
+    line, such as a chat model's closing remark). When the call stopped on
+    length the last task is dropped as truncated, unless an aside followed it.
+    A chat model often writes the demo list out again before its own tasks,
+    and a weak one repeats a task: a copy of a demo (`echoed_demo`) or of an
+    earlier task of the same answer (`repeated`) is dropped and takes no place
+    among the `count` tasks kept; tasks past `count` are dropped too
+    (`over_count`).
     """
-    split = _split_alpaca if mode == "alpaca" else _split_self_instruct
-    lead, items = split(text)
+    split = (_split_alpaca if mode == "alpaca" else _split_self_instruct)(text)
+    lead, items = split.lead, split.items
     blocks = [block for _, block in items]
     rejections: list[Rejection] = []
-    if _lead_is_task(lead, items, first_index):
+    if _lead_is_task(lead, items, first_index, cued):
         blocks.insert(0, lead)
     elif lead:
         rejections.append(Rejection(STAGE, "preamble", None, lead, None, lead))
-    if finish_reason == "length" and blocks:
+    if split.aside:
+        rejections.append(Rejection(STAGE, "aside", None, split.aside, None, split.aside))
+    # Cut on length inside an aside, the last item was whole.
+    if finish_reason == "length" and blocks and not split.ends_aside:
         cut = blocks.pop()
         rejections.append(Rejection(STAGE, "truncated", "finish_reason=length", cut, None, cut))
     tasks: list[ParsedTask] = []
+    echoes = {_norm(d) for d in demos}
+    seen: set[str] = set()
     for block in blocks:
         task, problem = _read_task(block, mode)
+        key = _norm(task.instruction) if task is not None else ""
         if task is None:
             rejections.append(Rejection(STAGE, "malformed", problem, block, None, block))
+        elif key in echoes or key in seen:
+            reason = "echoed_demo" if key in echoes else "repeated"
+            rejections.append(Rejection(STAGE, reason, None, block, None, task.instruction))
         elif len(tasks) >= count:
             rejections.append(Rejection(STAGE, "over_count", count, block, None, task.instruction))
         else:
+            seen.add(key)
             tasks.append(task)
     return tasks, rejections
 
 
 def _read_task(block: str, mode: Mode) -> tuple[ParsedTask | None, str | None]:
     if mode == "self_instruct":
-        instruction = _one_line(block)
+        instruction = _STACKED_MARKERS_RE.sub("", _one_line(block))
         return (ParsedTask(instruction, raw=block), None) if instruction else (None, "empty task")
     fields = _fields(block, _ALPACA_FIELD_RE, "instruction")
     instruction = _one_line(fields.get("instruction", ""))
@@ -377,6 +475,8 @@ def check_instruction(
         return "too_short", words
     if words > config.max_words:
         return "too_long", words
+    if not any(ch.isalpha() for ch in text):
+        return "no_words", words  # numbers and marks only: a weak model's "1. 2. 3. 4."
     hit = find_phrase(text, config.blacklist.get(language, []))
     if hit is not None:
         return f"blacklist:{hit.lower()}", hit
@@ -446,10 +546,22 @@ def _request(text: str, dec: Decoding, stop: tuple[str, ...] = ()) -> ChatReques
     )
 
 
+def call_prompt(
+    demos: Sequence[Example | ExampleDraft], prompts: PromptLibrary, config: GeneratorConfig
+) -> tuple[str, int]:
+    """The prompt one generation call on these demos sends, and its first new task's number."""
+    _, request, first = _render_generation(demos, prompts, config)
+    return request.messages[-1]["content"], first
+
+
 def _render_generation(
     demos: Sequence[Example | ExampleDraft], prompts: PromptLibrary, config: GeneratorConfig
 ) -> tuple[str, ChatRequest, int]:
-    first, last, stops = numbering(len(demos), config.call_size())
+    # Alpaca's numbered blocks continue the demos' numbering. Self-Instruct's demos are a
+    # bulleted list and the new tasks a list of their own from 1: a chat model asked to
+    # continue a numbered list writes it out again from 1 (measured on SmolLM2-135M).
+    listed = len(demos) if config.mode == "alpaca" else 0
+    first, last, stops = numbering(listed, config.call_size())
     no_input = NO_INPUT[prompts.language]
     if config.mode == "alpaca":
         name = "generate_alpaca"
@@ -476,8 +588,10 @@ async def generate(
     """One generation call per demo set (shuffled with `rng`), all in one batch.
 
     Pick each set with `config.demo_counts()` (e.g. `store.sample_demos`).
-    Returns new tasks as drafts (Alpaca: with input and output) and a
-    rejection for every task dropped by parsing or a filter.
+    Returns new tasks as drafts (Alpaca: with input and output), a rejection
+    for every task dropped by parsing or a filter, and a `CallRecord` per call
+    (a draft names its call's number in `meta[CALL_KEY]`). A task written in
+    another language than the prompt's is dropped (`wrong_language`).
     """
     outcome = GenerateOutcome()
     plans = []
@@ -486,7 +600,19 @@ async def generate(
         rng.shuffle(shuffled)
         plans.append((shuffled, *_render_generation(shuffled, prompts, config)))
     results = await model.generate([plan[2] for plan in plans]) if plans else []
-    for call, ((demos, name, _, first), result) in enumerate(zip(plans, results, strict=True)):
+    version = model_version(model)
+    for call, ((demos, name, request, first), result) in enumerate(
+        zip(plans, results, strict=True)
+    ):
+        record = CallRecord(
+            call,
+            request.messages[0]["content"],
+            first,
+            prompts.language,
+            prompts.template_name(name),
+            version,
+        )
+        outcome.call_records.append(record)
         if not outcome.count(result):
             # No task exists yet to name the failure by: the call's number tells failures apart.
             outcome.fail(result, evidence={"call": call})
@@ -497,32 +623,66 @@ async def generate(
             mode=config.mode,
             first_index=first,
             count=config.call_size(),
+            demos=[d.instruction for d in demos],
+            cued=record.prompt.rstrip().splitlines()[-1].startswith(f"{first}."),
         )
+        dropped = [p.reason for p in problems if p.reason not in NOT_TASKS]
+        record.tasks = len(tasks) + len(dropped)
+        record.drops.update(dropped)
         outcome.rejections.extend(problems)
         if not tasks and not problems:
             outcome.reject("no_tasks", raw_output=result.text)
         provenance = {
             "operation": config.mode,
-            "model_version": model_version(model),
-            "template": prompts.template_name(name),
+            "model_version": version,
+            "template": record.template,
         }
         demo_ids = [d.id for d in demos if isinstance(d, Example)]
+        asked = prompt_ngrams(record.prompt, [_one_line(d.instruction) for d in demos])
         for task in tasks:
-            # The text's own language picks the blacklist: a Chinese task can come back
-            # from an English prompt (and the example seeds are in both languages).
+            # The text's own language picks the blacklist; a task in another language than
+            # the prompt's is dropped: the generator writes in the language it is asked in.
             language = text_language(task.instruction, prompts.language)
-            failed = check_task(task, language=language, config=config)
+            if not written_in(task.instruction, prompts.language):
+                failed: tuple[str, Any] | None = ("wrong_language", language)
+            elif copied := asked & set(ngrams(tokenize(task.instruction), COPY_NGRAM)):
+                failed = ("copied_prompt", join_tokens(list(min(copied))))
+            else:
+                failed = check_task(task, language=language, config=config)
             if failed is not None:
                 outcome.reject(
                     failed[0], text=task.instruction, raw_output=task.raw, evidence=failed[1]
                 )
+                record.drops[failed[0]] += 1
                 continue
             draft = ExampleDraft(
                 task.instruction, task.input, task.output, language=language, **provenance
             )
             draft.meta["demo_ids"] = list(demo_ids)
+            draft.meta[CALL_KEY] = call
             outcome.drafts.append(draft)
     return outcome
+
+
+COPY_NGRAM = 6  # a task sharing this many tokens in a row with the prompt's own words copied them
+
+
+def prompt_ngrams(prompt: str, demos: Sequence[str]) -> set[tuple[str, ...]]:
+    """The COPY_NGRAM-grams of a generation prompt's own words (its demos taken out): a weak
+    model asked for tasks sometimes hands back the request itself ("Write 8 new tasks of
+    your own...") as one, which no novelty check against the pool would catch."""
+    for demo in demos:
+        prompt = prompt.replace(demo, "\n")
+    return set(ngrams(tokenize(prompt), COPY_NGRAM))
+
+
+def written_in(text: str, language: str) -> bool:
+    """Whether a task is in `language`: a Chinese one has Chinese characters, an English one
+    is not mostly Chinese. A task may quote the other language ("把这句话翻译成中文：I am
+    here", "Translate 你好 into English") and still be the prompt's."""
+    if language == "zh":
+        return has_cjk(text)
+    return language_of(text) != "zh"
 
 
 def text_language(text: str, fallback: str) -> str:

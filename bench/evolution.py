@@ -12,6 +12,13 @@ Arms:
   responder  it also answers (iterated rejection sampling: the student's own verified answers
              become the next version's training data).
 
+Both arms' students also learn the generation task (`trainer.generation_share`). After the
+rounds each arm measures its generator (`graph.generator_measure`): the yield per version as
+the run recorded it (accepted instructions per generate call, drops, distinct-2 against the
+seeds), and the base model against the last promoted version writing on the same
+`--generator-calls` demo sets, paired call by call.
+
+
 It prints, per arm and version, the strict prompt-level accuracy on each part of the held-out
 suite — in-distribution (training's constraint types and phrasings), held-out phrasing (trained
 types in sentences only the suite uses), held-out type (types no training example carries) —
@@ -64,6 +71,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         pick=args.pick,
         seed_tasks=args.seed_tasks,
         operations=tuple(args.operations.split(",")),
+        generate_calls=args.generate_calls,
         student_serves=("generator", "responder") if arm == "responder" else ("generator",),
     )
     root = Path(args.out) / arm
@@ -97,6 +105,16 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     promoted = [row["version"] for row in result.versions if row["promoted"]]
     for row in result.versions:
         say(f"{row['version']}: {row['accuracy']['prompt_strict']} vs base {row['vs_base']}")
+    generator: dict[str, Any] = {}
+    if args.generator_calls:
+        from evoinstruct.graph.generator_measure import measure_generators
+
+        say(f"generator: base vs {promoted[-1:] or 'no promoted version'} on shared demo sets")
+        generator = asyncio.run(
+            measure_generators(project, promoted[-1:], calls=args.generator_calls)
+        )
+        for paired in generator["paired"]:
+            say(f"generator paired: {json.dumps(paired)}")
     return {
         "arm": arm,
         "seconds": result.seconds,
@@ -109,7 +127,35 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         "last_promoted": promoted[-1] if promoted else None,
         # As the project's config has it: a resumed project keeps the settings it was made with.
         "pick": project.load_config().responder.pick,
+        "generator": generator,
     }
+
+
+def print_generator(generator: dict[str, Any]) -> None:
+    """The arm's generator: the run's record per version, then the paired measurement."""
+    for row in generator.get("record", []):
+        y = row["yield_per_call"]
+        d2, s2 = row["diversity"].get("distinct2"), row["seed_diversity"].get("distinct2")
+        drops = ", ".join(f"{k} {v}" for k, v in list(row["drops"].items())[:5])
+        print(
+            f"  generator {row['version']} (rounds {row['rounds']}): {row['accepted']} accepted "
+            f"in {row['calls']} calls, {y['value']:.2f}/call [{y['low']:.2f}, {y['high']:.2f}]"
+            + (f", distinct-2 {d2:.3f} vs seeds {s2:.3f}" if d2 is not None and s2 else "")
+            + f"; drops: {drops}"
+        )
+    for label, score in (generator.get("scores") or {}).items():
+        y = score["yield_per_call"] or {"value": 0.0, "low": 0.0, "high": 0.0}
+        print(
+            f"  same {score['calls']} demo sets, {label}: {score['kept']} kept of {score['tasks']} "
+            f"written, {y['value']:.2f}/call [{y['low']:.2f}, {y['high']:.2f}]"
+        )
+    for paired in generator.get("paired", []):
+        print(
+            f"  {paired['candidate']} - {paired['baseline']} as generator: "
+            f"{paired['diff']:+.2f} tasks/call [{paired['low']:+.2f}, {paired['high']:+.2f}] "
+            f"(calls better {paired['calls_better']}, worse {paired['calls_worse']}, "
+            f"p={paired['p_value']:.3g})"
+        )
 
 
 def _brief(event: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +296,12 @@ def main() -> int:
     )
     parser.add_argument("--max-constraints", type=int, default=3, help="constraints per child")
     parser.add_argument(
+        "--generate-calls",
+        type=int,
+        default=8,
+        help="generation calls per round (8 tasks asked each)",
+    )
+    parser.add_argument(
         "--operations",
         default="add_verifiable,add_constraints",
         help="evolver operations, comma-separated (add_verifiable needs no model call)",
@@ -279,6 +331,13 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per arm (one arm alone: 2 here)"
     )
+    parser.add_argument(
+        "--generator-calls",
+        type=int,
+        default=24,
+        help="shared demo sets on which the base model and the last promoted version generate "
+        "(paired yield); 0 skips the measurement",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "evolution"))
     args = parser.parse_args()
     if args.resume and args.report_only:
@@ -298,6 +357,7 @@ def main() -> int:
     print(f"\nall arms done in {time.monotonic() - started:.0f} s")
     for result in results:
         print_arm(result)
+        print_generator(result.get("generator") or {})
     print(f"\nplot: {plot(results, out)}")
     return 0
 

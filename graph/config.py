@@ -24,6 +24,7 @@ from evoinstruct.agents.responder import ResponderConfig
 from evoinstruct.agents.rewriter import RewriterConfig
 from evoinstruct.agents.selector import SelectorConfig
 from evoinstruct.graph.report.config import ReportConfig
+from evoinstruct.prompts.library import LANGUAGES
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.trainer.config import TrainerConfig
 from evoinstruct.trainer.weak_to_strong_config import WeakToStrongConfig
@@ -36,7 +37,21 @@ class ProjectConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    language: str = Field("en", description="Prompt language: en or zh.")
+    language: str = Field(
+        "en",
+        description=(
+            "Prompt language, en or zh: the generator writes in it, and only seeds and "
+            "examples in it are demos and parents (see bilingual)."
+        ),
+    )
+    bilingual: bool = Field(
+        False,
+        description=(
+            "Grow the pool in English and Chinese: generation calls alternate between the "
+            "languages (each call's demos and prompt in one), and every parent is evolved "
+            "with its own language's prompts. Off: project.language alone."
+        ),
+    )
     seed: int = Field(0, description="Seed of every random choice the loop makes.")
     license: str | None = Field(
         None,
@@ -46,6 +61,12 @@ class ProjectConfig(BaseModel):
             "unset: `unknown` in the dataset card. Mind the teacher model's terms."
         ),
     )
+
+    def languages(self) -> tuple[str, ...]:
+        """The languages the loop writes in, the project's first."""
+        if not self.bilingual:
+            return (self.language,)
+        return (self.language, *(lang for lang in LANGUAGES if lang != self.language))
 
 
 class LoopConfig(BaseModel):

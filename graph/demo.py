@@ -27,6 +27,8 @@ WARM_UP_STEPS = 60
 
 # Settings that make a round take seconds on tiny models; every key is a normal config key.
 DEMO_SETTINGS = [
+    # The demo seeds both languages and grows both: bilingual by choice.
+    "project.bilingual=true",
     "loop.generate_calls=2",
     "loop.evolve_per_round=4",
     "loop.batch_size=32",
@@ -107,10 +109,18 @@ def _samples(store: Any, n_accepted: int = 2, n_rejected: int = 1) -> list[DemoS
                 f"rejected at {row['stage']}: {row['reason']}",
                 text,
                 rejected.output if rejected else None,
-                [f"{k} = {v}" for k, v in (row.get("evidence") or {}).items()][:4],
+                _evidence_notes(row.get("evidence")),
             )
         )
     return samples
+
+
+def _evidence_notes(evidence: Any) -> list[str]:
+    """A rejection's evidence as note lines: a mapping's first entries, else the value itself
+    (the generate step records a finish reason, a parse problem or a count as is)."""
+    if isinstance(evidence, dict):
+        return [f"{k} = {v}" for k, v in evidence.items()][:4]
+    return [] if evidence is None else [str(evidence)]
 
 
 def _seed_texts() -> list[str]:
@@ -150,6 +160,41 @@ def _seed_examples(project: Project) -> list[Example]:
     return examples
 
 
+def _generation_examples(seeds: list[Example], config: Any, per_language: int = 1) -> list[Example]:
+    """The Self-Instruct prompt on some seeds, answered with the others as its numbered list.
+
+    The tiny teacher learns the answer's shape (a list from "1.", one task a line) so that
+    its nonsense still reaches the generator's filters as tasks, not as a preamble.
+    """
+    import random
+
+    from evoinstruct.agents.generator import call_prompt, task_list
+    from evoinstruct.prompts.library import PromptLibrary
+
+    rng = random.Random(0)
+    n_demos = config.generator.demo_counts()[0]
+    examples = []
+    for language in ("en", "zh"):
+        tasks = list(dict.fromkeys(s.instruction for s in seeds if s.language == language))
+        library = PromptLibrary(language)
+        for i in range(per_language):
+            rng.shuffle(tasks)
+            demos = [Example(id="demo", instruction=t) for t in tasks[:n_demos]]
+            prompt, first = call_prompt(demos, library, config.generator)
+            answer = task_list(tasks[n_demos:][: config.generator.call_size()], first)
+            examples.append(
+                Example(
+                    id=f"generation-{language}-{i}",
+                    instruction=prompt,
+                    output=answer,
+                    source="seed",
+                    status="accepted",
+                    language=language,
+                )
+            )
+    return examples
+
+
 def prepare_demo(
     directory: Path, *, force: bool = False, progress: ProgressSink | None = None
 ) -> tuple[Project, list[str]]:
@@ -174,15 +219,6 @@ def prepare_demo(
         directory / "tiny-models" / "student", corpus=corpus, seed=2, hidden_size=64
     )
     project = init_project(directory)
-    say = progress or (lambda kind, event: None)
-    say(
-        "note",
-        {
-            "text": f"built two tiny models in {directory / 'tiny-models'}; warming up the teacher ({WARM_UP_STEPS} steps on the seeds)"
-        },
-    )
-    loss = warm_up(teacher, _seed_examples(project), steps=WARM_UP_STEPS)
-    say("note", {"text": f"teacher warmed up: mean training loss {loss:.2f}"})
     settings = [
         'models.teacher.backend="transformers"',
         f'models.teacher.path="{teacher}"',
@@ -195,6 +231,22 @@ def prepare_demo(
         *DEMO_SETTINGS,
     ]
     config = project.load_config(settings)
+    say = progress or (lambda kind, event: None)
+    say(
+        "note",
+        {
+            "text": f"built two tiny models in {directory / 'tiny-models'}; warming up the teacher ({WARM_UP_STEPS} steps on the seeds and the generation prompt)"
+        },
+    )
+    seeds = _seed_examples(project)
+    # A generation prompt with its demos is some 500 of the tiny tokenizer's tokens.
+    loss = warm_up(
+        teacher,
+        [*seeds, *_generation_examples(seeds, config)],
+        steps=WARM_UP_STEPS,
+        max_length=768,
+    )
+    say("note", {"text": f"teacher warmed up: mean training loss {loss:.2f}"})
     # Keep the resolved settings in the project's own file, so every later command agrees.
     project.config_path.write_text(render_toml(config, CONFIG_HEADER), encoding="utf-8")
     RunConfig.model_validate(config.model_dump())

@@ -82,9 +82,24 @@ WEAK_MODEL = Profile(
     settings=_settings(
         (
             "loop.generate_calls",
-            1,
-            "one Self-Instruct call a round: a weak generator writes little that survives the "
-            "filters, and each call is minutes of CPU",
+            8,
+            "eight Self-Instruct calls a round: each asks for new tasks on 4 demos and keeps "
+            "about 1.5 on the base model (measured), so the pool also grows by model-written "
+            "tasks, which the student learns to write (trainer.generation_share)",
+        ),
+        ("generator.demos_human", 3, "few demos: a weak model copies them into its list"),
+        ("generator.demos_machine", 1, "one machine-written demo beside three human ones"),
+        (
+            "generator.self_instruct_decoding.temperature",
+            0.7,
+            "with nucleus 0.9: at 1.0 a 135M model rambles, at 0.5 it repeats",
+        ),
+        ("generator.self_instruct_decoding.top_p", 0.9, "nucleus sampling for new tasks"),
+        (
+            "generator.generate_instances",
+            False,
+            "a 135M model cannot write inputs and outputs (2 of 18 novel tasks kept); the "
+            "responder answers its tasks as it answers the others",
         ),
         (
             "loop.evolve_per_round",
@@ -111,7 +126,7 @@ WEAK_MODEL = Profile(
         ("evolver.verifiable.max_count", 3, "at most three registry constraints per child"),
         (
             "generator.self_instruct_decoding.max_tokens",
-            400,
+            300,
             "enough for a few numbered tasks; a weak model loops past that",
         ),
         ("generator.instance_decoding.max_tokens", 200, "inputs and outputs of short tasks"),

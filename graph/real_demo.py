@@ -59,10 +59,12 @@ class RealSettings:
     # How many of the packaged task prompts seed the project (None: all). Round 1 answers
     # every seed without an output, so fewer make a quicker first round.
     seed_tasks: int | None = None
+    generate_calls: int | None = None  # Self-Instruct calls per round
 
     def replacements(self) -> dict[str, Any]:
         """The profile keys this run sets to other values."""
         values = {
+            "loop.generate_calls": self.generate_calls,
             "loop.evolve_per_round": self.evolve,
             "responder.verifiable_samples": self.samples,
             "trainer.max_steps": self.steps,

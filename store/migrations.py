@@ -260,3 +260,28 @@ def m008_experiments(db: sqlite_utils.Database) -> None:
         not_null={"kind", "created_at", "plan"},
     )
     db["experiments"].create_index(["kind", "created_at"])
+
+
+@migrations()
+def m009_generation_calls(db: sqlite_utils.Database) -> None:
+    db["generation_calls"].create(
+        {
+            "id": str,
+            "round": int,
+            "call": int,
+            "model_version": str,
+            "language": str,
+            "template": str,
+            "prompt": str,
+            "first_index": int,
+            "tasks": int,
+            "candidates": str,
+            "drops": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"round", "call", "prompt", "first_index", "tasks"},
+        defaults={"tasks": 0, "candidates": "[]", "drops": "{}"},
+    )
+    db["generation_calls"].create_index(["round"])
+    db["generation_calls"].create_index(["model_version"])

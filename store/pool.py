@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,20 @@ class AddResult:
     ids: list[str] = field(default_factory=list)
     inserted: int = 0
     duplicates: int = 0
+
+
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
+
+
+def _in_languages(languages: Sequence[str]) -> str:
+    """An SQL condition on the language column (empty for any language). Only language codes
+    ("en", "zh") are accepted, so the values are safe to write into the SQL."""
+    for lang in languages:
+        if not _LANGUAGE_CODE.fullmatch(lang):
+            raise InputError(f"not a language code: {lang!r}", field="language")
+    if not languages:
+        return ""
+    return " AND language IN (" + ", ".join(f"'{lang}'" for lang in languages) + ")"
 
 
 class PoolMixin(SelectorLogMixin):
@@ -314,9 +329,13 @@ class PoolMixin(SelectorLogMixin):
         """Ids of up to `n` accepted examples, sampled reproducibly."""
         return self._sample_ids("status = 'accepted'", n, rng)
 
-    def sample_evolvable(self, n: int, max_depth: int, rng: random.Random) -> list[str]:
-        """Ids of accepted examples that may be evolved again (depth below `max_depth`)."""
-        return self._sample_ids(f"status = 'accepted' AND depth < {int(max_depth)}", n, rng)
+    def sample_evolvable(
+        self, n: int, max_depth: int, rng: random.Random, *, languages: Sequence[str] = ()
+    ) -> list[str]:
+        """Ids of accepted examples that may be evolved again (depth below `max_depth`), in
+        one of `languages` (any language when empty)."""
+        where = f"status = 'accepted' AND depth < {int(max_depth)}"
+        return self._sample_ids(where + _in_languages(languages), n, rng)
 
     def round_counts(self, round: int) -> dict[str, Any]:
         """What a round produced, counted with SQL (reducer counters undercount after a re-run)."""
@@ -562,12 +581,18 @@ class PoolMixin(SelectorLogMixin):
         return rows
 
     # --- demos, statistics, lineage -------------------------------------------------
-    def sample_demos(self, n_human: int, n_machine: int, rng: random.Random) -> list[Example]:
-        """Few-shot demos: human seeds plus accepted machine examples, shuffled (Self-Instruct)."""
-        machine = self._sample_ids("source != 'seed' AND status = 'accepted'", n_machine, rng)
+    def sample_demos(
+        self, n_human: int, n_machine: int, rng: random.Random, *, language: str | None = None
+    ) -> list[Example]:
+        """Few-shot demos: human seeds plus accepted machine examples, shuffled (Self-Instruct);
+        with `language`, only examples in that language (a call's demos share its language)."""
+        only = _in_languages([language] if language else [])
+        machine = self._sample_ids(
+            "source != 'seed' AND status = 'accepted'" + only, n_machine, rng
+        )
         # Too few machine examples yet (always, at the start): more human seeds fill the prompt.
         wanted = n_human + n_machine - len(machine)
-        human = self._sample_ids("source = 'seed' AND status = 'accepted'", wanted, rng)
+        human = self._sample_ids("source = 'seed' AND status = 'accepted'" + only, wanted, rng)
         demos = self.get_many(human + machine)
         rng.shuffle(demos)
         return demos

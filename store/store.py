@@ -8,6 +8,7 @@ from evoinstruct.store.cache import CacheMixin
 from evoinstruct.store.db import open_store_db
 from evoinstruct.store.evals import EvalsMixin
 from evoinstruct.store.experiments import ExperimentsMixin
+from evoinstruct.store.generation_calls import GenerationCallsMixin
 from evoinstruct.store.pool import PoolMixin
 from evoinstruct.store.preferences import PreferencesMixin
 from evoinstruct.store.registry import RegistryMixin
@@ -24,6 +25,7 @@ class Store(
     EvalsMixin,
     PreferencesMixin,
     ExperimentsMixin,
+    GenerationCallsMixin,
 ):
     """The one object other packages use to read and write the pool."""
 

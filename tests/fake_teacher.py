@@ -81,6 +81,24 @@ def _user(messages: list[dict[str, str]]) -> str:
     return users[-1] if users else ""
 
 
+ZH_VERBS = ["介绍", "解释", "比较", "总结", "评价", "列出", "规划", "分析"]
+ZH_TOPICS = [
+    "潮汐能",
+    "茶道",
+    "城市养蜂",
+    "古代历法",
+    "珊瑚礁",
+    "自行车保养",
+    "发酵食品",
+    "博物馆照明",
+]
+ZH_AUDIENCES = ["给中学生", "给社区居民", "给一年级大学生", "给小面包店店主", "给退休工程师"]
+
+
+def _zh_task(rng: random.Random) -> str:
+    return f"请{rng.choice(ZH_AUDIENCES)}{rng.choice(ZH_VERBS)}{rng.choice(ZH_TOPICS)}，重点谈谈{rng.choice(ZH_TOPICS)}。"
+
+
 def _task(rng: random.Random) -> str:
     return f"{rng.choice(VERBS)} {rng.choice(TOPICS)} {rng.choice(AUDIENCES)}, focusing on {rng.choice(TOPICS)}."
 
@@ -94,9 +112,16 @@ def teacher_reply(messages: list[dict[str, str]]) -> str:
     """The teacher's answer to one chat request."""
     text = _user(messages)
     rng = _rng(text)
-    if text.startswith("Come up with a series of diverse tasks"):
-        first, last = (int(x) for x in re.search(r"numbered (\d+) to (\d+)", text).groups())
+    if text.startswith("Here are some example tasks"):
+        first, last = (int(x) for x in re.search(r"Number them (\d+) to (\d+)", text).groups())
         return "\n".join(f"{i}. {_task(rng)}" for i in range(first, last + 1))
+    if text.startswith("下面是一些只靠文字就能完成的示例任务"):
+        first, last = (int(x) for x in re.search(r"编号从 (\d+) 到 (\d+)", text).groups())
+        return "\n".join(f"{i}. {_zh_task(rng)}" for i in range(first, last + 1))
+    if text.startswith("下面的任务是否属于分类任务"):
+        return "否"
+    if text.startswith("请为下面的任务编写示例"):
+        return f"示例 1\n输入：无\n输出：这是关于{rng.choice(ZH_TOPICS)}的一个认真的回答。"
     if text.startswith("Is the following task a classification task"):
         return "No"
     if text.startswith("Write examples for the task below"):

@@ -54,18 +54,20 @@ CONSTRAINED = example(
 # --- init --language ----------------------------------------------------------------------------
 
 
-def test_init_sets_the_language_and_lists_its_seeds_first(tmp_path: Path, capsys) -> None:
+def test_init_sets_the_language_and_suggests_seeding_it(tmp_path: Path, capsys) -> None:
+    """The generator writes in project.language: init's command seeds that language only, and
+    names the other language's seeds as the bilingual choice."""
     from evoinstruct.graph.project import Project
 
-    result = run_cli(capsys, "init", tmp_path / "p", "--language", "zh")
-    assert result.code == 0, result.err
-    config = Project(tmp_path / "p").load_config()
-    assert config.project.language == "zh"
-    command = next(line for line in result.out.splitlines() if "seed add" in line)
-    assert command.index("seed_tasks_zh.jsonl") < command.index("seed_tasks_en.jsonl")
-    default = run_cli(capsys, "init", tmp_path / "q")
-    command = next(line for line in default.out.splitlines() if "seed add" in line)
-    assert command.index("seed_tasks_en.jsonl") < command.index("seed_tasks_zh.jsonl")
+    for language, ours, other in (("zh", "zh", "en"), (None, "en", "zh")):
+        extra = ["--language", language] if language else []
+        result = run_cli(capsys, "init", tmp_path / f"p-{ours}", *extra)
+        assert result.code == 0, result.err
+        assert Project(tmp_path / f"p-{ours}").load_config().project.language == ours
+        command = next(line for line in result.out.splitlines() if "seed add" in line)
+        assert f"seed_tasks_{ours}.jsonl" in command and f"seed_tasks_{other}" not in command
+        hint = next(line for line in result.out.splitlines() if "bilingual" in line)
+        assert "project.bilingual = true" in hint and f"seed_tasks_{other}.jsonl" in hint
 
 
 def test_init_refuses_an_unknown_language(tmp_path: Path, capsys) -> None:

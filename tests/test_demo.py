@@ -80,3 +80,31 @@ def test_report_renders_on_the_demo_project(demo_project: Path, tmp_path: Path, 
     assert result.code == 0, result.err
     html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") >= 7
+
+
+def test_samples_show_any_rejections_evidence(store) -> None:
+    """The generate step records plain evidence (a finish reason, a count), not only mappings."""
+    from evoinstruct.graph.demo import _samples
+    from evoinstruct.store.records import Rejection
+
+    store.record_rejections(
+        [
+            Rejection(
+                "generate", "truncated", "finish_reason=length", "9. Write a", None, "Write a"
+            ),
+            Rejection("generate", "over_count", 9, "17. Name a river.", None, "Name a river."),
+            Rejection("generate", "too_similar", {"rouge_l": 0.8, "similar_to": "Name a lake."}),
+        ],
+        round=1,
+    )
+    samples = _samples(store, n_rejected=3)
+    assert [s.verdict for s in samples] == [
+        "rejected at generate: truncated",
+        "rejected at generate: over_count",
+        "rejected at generate: too_similar",
+    ]
+    assert [s.notes for s in samples] == [
+        ["finish_reason=length"],
+        ["9"],
+        ["rouge_l = 0.8", "similar_to = Name a lake."],
+    ]

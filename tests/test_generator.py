@@ -62,19 +62,19 @@ def test_template_has_header_comment(language: str, name: str) -> None:
 @pytest.mark.parametrize(
     ("language", "phrases"),
     [
-        ("en", ["Continue it with new tasks numbered 4 to 11", "one task per line"]),
-        ("zh", ["编号从 4 到 11 的新任务", "每行一个任务"]),
+        ("en", ["Write 8 new tasks", "Number them 1 to 8, one task per line"]),
+        ("zh", ["请写出 8 个你自己的新任务", "编号从 1 到 8，每行一个任务"]),
     ],
 )
 def test_render_self_instruct(language: str, phrases: list[str]) -> None:
+    """The demos are a bulleted list; the new tasks are asked for as a list of their own."""
     text = PromptLibrary(language).render(
         "generate_self_instruct", demos=["Tell a joke.", "写一首诗。", "Sort 3 numbers."],
-        first_index=4, last_index=11,
+        first_index=1, last_index=8,
     )  # fmt: skip
     for phrase in phrases:
         assert phrase in text
-    assert "1. Tell a joke.\n2. 写一首诗。\n3. Sort 3 numbers." in text
-    assert text.endswith("4.")
+    assert "- Tell a joke.\n- 写一首诗。\n- Sort 3 numbers." in text
     assert "{#" not in text
 
 
@@ -162,12 +162,36 @@ SELF_INSTRUCT_CASES = [
     ("empty item", "9.\n10. Explain tides.", "stop", ["Explain tides."], ["malformed"]),
     ("wrong format prose", "I cannot think of\nmore tasks", "stop", ["I cannot think of more tasks"], []),
     ("markdown bold", "**9.** Name three rivers.", "stop", ["Name three rivers."], []),
+    # A chat model's closing remark after a blank line is no part of the last task, and a
+    # cut inside it leaves that task whole.
+    ("aside", "9. Name three rivers.\n\nI hope these help!", "stop", ["Name three rivers."], ["aside"]),
+    ("cut in the aside", "9. Name three rivers.\n10. Explain tides.\n\nThese tasks are", "length",
+     ["Name three rivers.", "Explain tides."], ["aside"]),
+    # Bullets under a task are content for it, not its next line; markers stacked after the
+    # item's number are no part of it.
+    ("bullets under a task", "9. How to care for a houseplant\n- To create a new task: water it.\n- Here is",
+     "stop", ["How to care for a houseplant"], ["aside"]),
+    ("stacked markers", "9. 9. 9. - A snail climbs 3 feet a day. How many days to climb 5?\n10. 10. Explain tides.",
+     "stop", ["A snail climbs 3 feet a day. How many days to climb 5?", "Explain tides."], []),
+    ("second preamble", "9. A a a a.\n\nHere are more:\n10. B b b b.", "stop", ["A a a a.", "B b b b."], ["aside"]),
+    # Copies of a demo and repeats take no place among the tasks kept.
+    ("echoed demo", "1. Write a haiku about rain.\n2. Name three rivers.\n3. Explain tides.\n4. C c c c.", "stop",
+     ["Name three rivers.", "Explain tides."], ["echoed_demo", "over_count"]),
+    ("repeated", "9. Name three rivers.\n10. name three  rivers.\n11. Explain tides.", "stop",
+     ["Name three rivers.", "Explain tides."], ["repeated"]),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "text", "finish", "tasks", "reasons"), SELF_INSTRUCT_CASES)
 def test_parse_self_instruct(name, text, finish, tasks, reasons) -> None:
-    parsed, rejections = parse_tasks(text, finish, mode="self_instruct", first_index=9, count=2)
+    parsed, rejections = parse_tasks(
+        text,
+        finish,
+        mode="self_instruct",
+        first_index=9,
+        count=2,
+        demos=["Write a haiku about rain."],
+    )
     assert [t.instruction for t in parsed] == tasks, name
     assert [r.reason for r in rejections] == reasons, name
     assert all(t.output is None for t in parsed)
@@ -273,6 +297,10 @@ FILTER_CASES = [
     ("zh", "《红楼梦》的作者是谁？请简单介绍他。", None),  # non-ASCII opener is fine
     ("zh", "用一句话总结下面这段文字的主要意思。", None),  # no ASCII-only rule
     ("en", "Übersetze den Satz ins Englische, bitte.", None),
+    # A weak model's numbering with nothing in it is no task; numbers inside a task are words.
+    ("en", "1. 2. 3. 4. 5. 6.", "no_words"),
+    ("zh", "1、 2、 3、 4、 5、", "no_words"),
+    ("en", "Add 12 and 30, then halve it.", None),
 ]
 
 
@@ -326,11 +354,11 @@ MACHINE = [example(f"Machine task number {i}.", id=f"m{i}") for i in range(2)]
 
 async def test_generate_self_instruct_end_to_end() -> None:
     reply = (
-        "9. Name three rivers in Asia.\n"
-        "10. Describe the picture on the wall.\n"
-        "11. Tell a joke.\n"
-        "12. Write a program that prints primes.\n"
-        "13. Explain how tides work in detail."
+        "1. Name three rivers in Asia.\n"
+        "2. Describe the picture on the wall.\n"
+        "3. Tell a joke.\n"
+        "4. Write a program that prints primes.\n"
+        "5. Explain how tides work in detail."
     )
     model = ScriptedModel([reply, Failure("timeout", "read timed out")], model_id="teacher")
     config = GeneratorConfig()
@@ -360,16 +388,12 @@ async def test_generate_self_instruct_end_to_end() -> None:
     )
     request = model.calls[0]
     assert (request.temperature, request.top_p, request.presence_penalty) == (0.7, 0.5, 2.0)
-    assert "\n17." in request.stop
+    assert "\n9." in request.stop  # the new tasks are a list of their own: 1 to 8
     prompt = request.messages[0]["content"]
     assert all(e.instruction in prompt for e in HUMAN + MACHINE)
     expected = HUMAN + MACHINE
     Random(0).shuffle(expected)  # the agent shuffles each demo set with the injected rng
-    listed = [
-        line.split(". ", 1)[1]
-        for line in prompt.splitlines()
-        if line[:1].isdigit() and ". " in line
-    ]
+    listed = [line[2:] for line in prompt.splitlines() if line.startswith("- ")]
     assert listed == [e.instruction for e in expected] != [e.instruction for e in HUMAN + MACHINE]
 
 
@@ -505,22 +529,65 @@ async def test_generate_instances_failures_are_rejections() -> None:
     assert "Example 1\nInput:" in model.calls[2].messages[0]["content"]  # unparsed → input-first
 
 
-async def test_a_chinese_task_from_an_english_prompt_meets_the_chinese_blacklist() -> None:
-    """The text's language, not the project's, picks the blacklist and the label."""
-    import random
-
-    from evoinstruct.agents.generator import GeneratorConfig, generate, numbering
-    from evoinstruct.prompts.library import PromptLibrary
-    from tests.doubles import ScriptedModel
-
+@pytest.mark.parametrize(
+    ("language", "reply", "kept", "dropped"),
+    [
+        # An English project's generator writes English: a Chinese task is dropped, whatever
+        # it says; an English one quoting Chinese is English.
+        (
+            "en",
+            "请解释为什么秋天的树叶会变成红色和黄色。\nTranslate 你好 into English and French.",
+            ["Translate 你好 into English and French."],
+            ["wrong_language"],
+        ),
+        # A Chinese project's: an English task is dropped; a Chinese one quoting English is
+        # Chinese, and the Chinese blacklist applies to it.
+        (
+            "zh",
+            "Explain why autumn leaves turn red and yellow.\n"
+            "请绘制一张显示中国主要城市的地图和流程图。\n"
+            "把这句话翻译成中文：The early bird catches the worm.",
+            ["把这句话翻译成中文：The early bird catches the worm."],
+            ["wrong_language", "blacklist:绘制"],
+        ),
+    ],
+)
+async def test_the_generator_keeps_the_prompt_language(
+    language: str, reply: str, kept: list[str], dropped: list[str]
+) -> None:
     config = GeneratorConfig(
-        mode="self_instruct", self_instruct_tasks_per_call=2, generate_instances=False
+        mode="self_instruct", self_instruct_tasks_per_call=3, generate_instances=False
     )
-    lib = PromptLibrary("en")
-    demos = [[]]
-    first, _last, _ = numbering(0, 2)
-    reply = f"{first}. 请绘制一张显示中国主要城市的地图和流程图。\n{first + 1}. 请解释为什么秋天的树叶会变成红色和黄色。"
-    outcome = await generate(demos, ScriptedModel([reply]), lib, config, random.Random(0))
-    assert [d.instruction for d in outcome.drafts] == ["请解释为什么秋天的树叶会变成红色和黄色。"]
-    assert outcome.drafts[0].language == "zh"
-    assert outcome.rejections[0].reason.startswith("blacklist")
+    first, _last, _ = numbering(0, 3)
+    lines = [f"{first + i}. {line}" for i, line in enumerate(reply.split("\n"))]
+    outcome = await generate(
+        [[]], ScriptedModel(["\n".join(lines)]), PromptLibrary(language), config, Random(0)
+    )
+    assert [d.instruction for d in outcome.drafts] == kept
+    assert all(d.language == language for d in outcome.drafts)
+    assert [r.reason for r in outcome.rejections] == dropped
+    (record,) = outcome.call_records
+    assert record.language == language and record.tasks == len(lines)
+    assert dict(record.drops) == {reason: 1 for reason in dropped}
+
+
+async def test_a_task_that_copies_the_request_is_dropped() -> None:
+    """A weak model hands back the prompt's own words as a task; a task that merely shares a
+    few words with it (or copies a demo's, which the novelty filter judges) stays."""
+    config = GeneratorConfig(self_instruct_tasks_per_call=3, generate_instances=False)
+    demos = [example("Write a haiku about autumn leaves falling in the park.")]
+    first, _last, _ = numbering(1, 3)
+    reply = (
+        f"{first}. Write 3 new tasks of your own, each about a different topic.\n"
+        f"{first + 1}. Write a haiku about autumn leaves falling in the park.\n"
+        f"{first + 2}. Describe a series of diverse birds you might see in a city park."
+    )
+    outcome = await generate(
+        [demos], ScriptedModel([reply]), PromptLibrary("en"), config, Random(0)
+    )
+    assert sorted(r.reason for r in outcome.rejections) == ["copied_prompt", "echoed_demo"]
+    assert [d.instruction for d in outcome.drafts] == [
+        "Describe a series of diverse birds you might see in a city park."
+    ]
+    (record,) = outcome.call_records
+    assert record.tasks == 3 and dict(record.drops) == {"copied_prompt": 1, "echoed_demo": 1}

@@ -21,7 +21,7 @@ from tests.fake_teacher import scripted_teacher
 
 
 def _is_generation_prompt(request) -> bool:
-    return any(m["content"].startswith("Come up with a series") for m in request.messages)
+    return any(m["content"].startswith("Here are some example tasks") for m in request.messages)
 
 
 @dataclass

@@ -220,7 +220,7 @@ def test_mix_caps_new_and_takes_all_of_a_short_role() -> None:
     cfg = TrainerConfig(seed_share=0.2, replay_share=0.2, max_new_examples=60)
     mix = compose_mix(seeds, new, old, [], cfg, random.Random(0))
     assert (len(mix.new), len(mix.seeds), len(mix.replay)) == (60, 2, 3)
-    assert mix.available == {"new": 100, "seed": 2, "replay": 3, "heldout": 0}
+    assert mix.available == {"new": 100, "seed": 2, "replay": 3, "heldout": 0, "generation": 0}
     no_replay = compose_mix(seeds, new, old, [], TrainerConfig(replay_share=0.0), random.Random(0))
     assert no_replay.replay == []
 

@@ -400,6 +400,16 @@ class TrainerConfig(BaseModel):
         lt=1,
         description="Share of the mix replayed from examples earlier versions trained on.",
     )
+    generation_share: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description=(
+            "Share of the mix that teaches the generation task: a Self-Instruct call's prompt "
+            "answered with its tasks the loop accepted, so a student promoted as the generator "
+            "writes tasks that survive the filters (0: the student learns to answer only)."
+        ),
+    )
     heldout_fraction: float = Field(
         0.1,
         ge=0,
@@ -436,8 +446,11 @@ class TrainerConfig(BaseModel):
                 f"objective = 'sft+dpo' needs a method whose weights can serve as the DPO "
                 f"reference ({', '.join(DPO_METHODS)}), not {self.method}"
             )
-        if self.seed_share + self.replay_share >= 1:
-            raise ValueError("seed_share + replay_share must leave room for new examples (< 1)")
+        if self.seed_share + self.replay_share + self.generation_share >= 1:
+            raise ValueError(
+                "seed_share + replay_share + generation_share must leave room for new "
+                "examples (< 1)"
+            )
         return self
 
     @property

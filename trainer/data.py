@@ -2,7 +2,10 @@
 
 The mix (METHODS.md §4) is the new accepted examples plus a share of the
 human seeds plus a replay share of examples earlier versions trained on — a
-student trained only on its own newest data regresses. A version continues
+student trained only on its own newest data regresses — plus a share of
+generation-task examples: a generation call's prompt answered with its tasks
+the loop accepted (`trainer.generation_data`), so the student promoted as the
+generator has learned to write tasks that survive the filters (METHODS §5.3). A version continues
 from the active version's weights when their adapters have the same shape;
 "new" then means not seen by that version's lineage. A fixed fraction of
 accepted examples, chosen by a hash of the id, is held out: because the
@@ -25,11 +28,16 @@ import hashlib
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.records import Example
 from evoinstruct.trainer.config import TrainerConfig
+from evoinstruct.trainer.generation_data import (
+    GenerationExample,
+    generation_examples,
+    split_seen,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -37,6 +45,7 @@ if TYPE_CHECKING:
     from evoinstruct.store import Store
 
 IGNORE_INDEX = -100
+T = TypeVar("T")
 
 
 # --- the mix ------------------------------------------------------------------------
@@ -54,10 +63,12 @@ class TrainingMix:
     seeds: list[Example] = field(default_factory=list)
     replay: list[Example] = field(default_factory=list)
     heldout: list[Example] = field(default_factory=list)
+    generation: list[GenerationExample] = field(default_factory=list)
     available: dict[str, int] = field(default_factory=dict)
 
     @property
     def train(self) -> list[Example]:
+        """The pool examples trained on (generation examples are not pool rows)."""
         return [*self.new, *self.seeds, *self.replay]
 
     def manifest(self) -> dict[str, Any]:
@@ -67,6 +78,7 @@ class TrainingMix:
             "seed": [e.id for e in self.seeds],
             "replay": [e.id for e in self.replay],
             "heldout": [e.id for e in self.heldout],
+            "generation": [g.id for g in self.generation],
             "available": dict(self.available),
         }
 
@@ -78,33 +90,45 @@ def compose_mix(
     heldout: Sequence[Example],
     cfg: TrainerConfig,
     rng: random.Random,
+    generation: tuple[Sequence[GenerationExample], Sequence[GenerationExample]] = ((), ()),
 ) -> TrainingMix:
-    """Size the mix around the new examples: seeds and replay take their configured shares.
+    """Size the mix around the new examples: seeds, replay and generation take their shares.
 
-    With N new examples the mix holds N / (1 - seed_share - replay_share)
-    examples; a role with fewer examples than its share contributes all it has.
+    With N new examples the mix holds N / (1 - seed_share - replay_share -
+    generation_share) examples; a role with fewer examples than its share
+    contributes all it has (with none, its share takes no room). `generation` is
+    (fresh, seen): calls the lineage has not trained on are taken first.
     """
     chosen_new = list(new)
     if cfg.max_new_examples is not None and len(chosen_new) > cfg.max_new_examples:
         chosen_new = _sample_in_order(chosen_new, cfg.max_new_examples, rng)
-    total = len(chosen_new) / (1 - cfg.seed_share - cfg.replay_share)
+    fresh, seen = generation
+    # No generation example at all (Alpaca mode, nothing accepted yet): the share takes no
+    # room, and the mix is what it would be without it.
+    generation_share = cfg.generation_share if fresh or seen else 0.0
+    total = len(chosen_new) / (1 - cfg.seed_share - cfg.replay_share - generation_share)
     n_seed = min(len(seeds), round(total * cfg.seed_share))
     n_replay = min(len(replay_pool), round(total * cfg.replay_share))
+    n_generation = round(total * generation_share)
+    n_fresh = min(len(fresh), n_generation)
+    n_seen = min(len(seen), n_generation - n_fresh)
     return TrainingMix(
         new=chosen_new,
         seeds=_sample_in_order(seeds, n_seed, rng),
         replay=_sample_in_order(replay_pool, n_replay, rng),
         heldout=list(heldout),
+        generation=_sample_in_order(fresh, n_fresh, rng) + _sample_in_order(seen, n_seen, rng),
         available={
             "new": len(new),
             "seed": len(seeds),
             "replay": len(replay_pool),
             "heldout": len(heldout),
+            "generation": len(fresh) + len(seen),
         },
     )
 
 
-def _sample_in_order(items: Sequence[Example], k: int, rng: random.Random) -> list[Example]:
+def _sample_in_order(items: Sequence[T], k: int, rng: random.Random) -> list[T]:
     # Keep pool order so the manifest reads chronologically; the Trainer shuffles anyway.
     picked = set(rng.sample(range(len(items)), k))
     return [item for i, item in enumerate(items) if i in picked]
@@ -135,13 +159,14 @@ def starting_version(store: Store, cfg: TrainerConfig) -> dict[str, Any] | None:
     return active
 
 
-def lineage_trained_ids(store: Store, version: str | None) -> set[str]:
-    """Every example id `version` and the versions it continued from trained on."""
+def lineage_trained_ids(store: Store, version: str | None, role: str = "train") -> set[str]:
+    """Every id `version` and the versions it continued from trained on in `role` ("train":
+    pool examples; "generation": generation examples)."""
     ids: set[str] = set()
     seen: set[str] = set()
     while version and version not in seen:
         seen.add(version)
-        ids.update(store.training_manifest(version, role="train"))
+        ids.update(store.training_manifest(version, role=role))
         row = store.model_version(version)
         version = row["config"].get("parent_version") if row else None
     return ids
@@ -198,7 +223,14 @@ def select_mix(
     phrasing in `available["held_out"]`.
     """
     split = _split_pool(store, cfg, lineage_trained_ids(store, parent))
-    mix = compose_mix(split.seeds, split.new, split.old, split.heldout, cfg, rng)
+    generation: tuple[list[GenerationExample], list[GenerationExample]] = ([], [])
+    if cfg.generation_share > 0:
+        # Only tasks that may train at all make an answer: held-out and suite-overlapping
+        # ones stay out of the generation examples as they stay out of the pool's roles.
+        trainable = {e.id: e for e in (*split.new, *split.old)}
+        found = generation_examples(store.generation_calls(), trainable)
+        generation = split_seen(found, lineage_trained_ids(store, parent, role="generation"))
+    mix = compose_mix(split.seeds, split.new, split.old, split.heldout, cfg, rng, generation)
     mix.available["suite_overlap"] = len(split.suite_overlap)
     mix.available["held_out"] = len(split.held_out)
     return mix

@@ -51,6 +51,7 @@ from evoinstruct.trainer.data import (
     select_mix,
     starting_version,
 )
+from evoinstruct.trainer.generation_data import GenerationExample
 
 PLAN = "plan.json"
 METRICS = "metrics.json"
@@ -114,6 +115,8 @@ def register_version(store: Any, version_dir: Path) -> str:
     with store.transaction():
         store.record_training_manifest(version, trained, role="train")
         store.record_training_manifest(version, manifest["heldout"], role="heldout")
+        # An older version's manifest has no generation examples.
+        store.record_training_manifest(version, manifest.get("generation", []), role="generation")
         store.register_model_version(
             version,
             base=config["base_model"],
@@ -165,6 +168,9 @@ def _new_plan(store: Any, cfg: TrainerConfig, models_dir: Path) -> dict[str, Any
         "identity": cfg.identity(),
         "config": cfg.model_dump(mode="json"),
         "manifest": {"version": version, "round": max(rounds) if rounds else None, **manifest},
+        # The texts themselves: a resumed run trains on what was planned, whatever the pool
+        # decided since about the tasks they list.
+        "generation": [g.to_dict() for g in mix.generation],
     }
 
 
@@ -251,7 +257,10 @@ def _metrics(trainer: Any, output: Any, plan: dict[str, Any], stats: Any) -> dic
         "train_tokens_per_second": _rate(trainer.state.num_input_tokens_seen, runtime),
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "trainable_params": trainable,
-        "examples": {role: len(manifest[role]) for role in ("new", "seed", "replay", "heldout")},
+        "examples": {
+            role: len(manifest.get(role, []))
+            for role in ("new", "seed", "replay", "heldout", "generation")
+        },
         "tokenization": stats.summary(),
         "log_history": trainer.state.log_history,
     }
@@ -468,6 +477,7 @@ def _train_sft(
     version = plan["version"]
     manifest = plan["manifest"]
     examples = store.get_many(manifest["new"] + manifest["seed"] + manifest["replay"])
+    examples += [GenerationExample.from_dict(g).as_example() for g in plan.get("generation", [])]
     dataset, stats = build_dataset(examples, tokenizer, cfg)
     if len(dataset) == 0:
         raise InputError(f"every example of {version} was too long for max_length {cfg.max_length}")

@@ -23,6 +23,7 @@ def warm_up(
     *,
     steps: int = 80,
     learning_rate: float = 3e-3,
+    max_length: int = 256,
 ) -> float:
     """Fully fine-tune the model in `model_dir` in place; returns the last training loss."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer
@@ -38,7 +39,7 @@ def warm_up(
         learning_rate=learning_rate,
         batch_size=8,
         grad_accumulation=1,
-        max_length=256,
+        max_length=max_length,
         device="cpu",
         logging_steps=max(1, steps // 4),
         save_steps=steps + 1,

@@ -54,14 +54,23 @@ def init(
     else:
         project = _init_on_real_model(directory, model, force=force, language=language)
     console.print(f"Created {project.config_path}", markup=False)
-    console.print(f"Example seeds in {project.root / 'seeds'}; add them with:", markup=False)
-    seeds = " ".join(str(path) for path in example_seeds(project, language or "en"))
-    # Commands print whole, never wrapped, so they can be copied.
+    ours, *others = example_seeds(project, language or "en")
+    # The generator writes in project.language and takes its demos and parents in it only:
+    # seeds of another language would sit unused (or, bilingual, grow a second pool).
     console.print(
-        f"  evoinstruct seed add {seeds} --project {project.root}",
-        soft_wrap=True,
+        f"Example seeds in {project.root / 'seeds'}; add the project language's with:",
         markup=False,
     )
+    # Commands print whole, never wrapped, so they can be copied.
+    console.print(
+        f"  evoinstruct seed add {ours} --project {project.root}", soft_wrap=True, markup=False
+    )
+    for other in others:
+        console.print(
+            f"  (for a bilingual project set project.bilingual = true and add {other} too)",
+            soft_wrap=True,
+            markup=False,
+        )
     if model is not None:
         console.print("Then run a round (the README says how long one takes):", markup=False)
         console.print(

@@ -133,7 +133,9 @@ def stop(
 DEMO_INTRO = (
     "[bold]evoinstruct demo[/]: the whole loop on this machine, offline, in a few minutes. "
     "Two tiny llama-shaped models are built here with random weights; the teacher is warmed up "
-    "for a few steps on the 16 example seeds so that it learns to stop. [bold]They write nonsense.[/] "
+    "for a few steps on the 16 example seeds so that it learns to stop, and on a generation "
+    "prompt in each language so that it answers it with a numbered list. "
+    "[bold]They write nonsense.[/] "
     "Watch what every stage does with it: the filters, the store, the checkpoints, a LoRA training "
     "of the student, its evaluation and promotion, and a round with the student generating.\n"
 )

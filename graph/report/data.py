@@ -22,6 +22,7 @@ from evoinstruct.agents.textstats import count_words
 from evoinstruct.graph.report.config import ReportConfig
 from evoinstruct.graph.report.diversity import Diversity, Embedder, measure_diversity
 from evoinstruct.graph.report.funnel import RoundFunnel, build_funnels
+from evoinstruct.graph.report.generator_yield import GeneratorRow, generator_rows
 from evoinstruct.graph.report.thresholds import Threshold, length_thresholds, score_thresholds
 from evoinstruct.store.records import Example
 from evoinstruct.store.starts import describe_starts
@@ -178,6 +179,7 @@ class ReportData:
     config_round: int = -1  # whose config the lengths' thresholds come from (-1: none)
     # Finished weak-to-strong experiments' results, oldest first (trainer.weak_to_strong).
     weak_to_strong: list[dict[str, Any]] = field(default_factory=list)
+    generator: list[GeneratorRow] = field(default_factory=list)  # per version that generated
 
 
 def _stage_counters(counts: dict[str, Any], key: str) -> dict[str, float]:
@@ -432,4 +434,5 @@ def collect(
         weak_to_strong=[
             row["result"] for row in store.experiments(WEAK_TO_STRONG) if row["result"]
         ],
+        generator=generator_rows(store, config),
     )

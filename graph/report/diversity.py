@@ -129,9 +129,12 @@ class Diversity:
         return "\n".join(lines)
 
 
-def _distinct_at(
+def distinct_at(
     tokens: list[list[str]], n: int, k: int, repeats: int, rng: random.Random
 ) -> float | None:
+    """distinct-n of `k` texts: of all of them when there are no more, else the mean over
+    `repeats` random samples of k (distinct-n falls as a set grows, so sets are compared at
+    one size)."""
     if len(tokens) <= k:
         return distinct_n(tokens, n)
     values = [distinct_n(rng.sample(tokens, k), n) for _ in range(repeats)]
@@ -204,8 +207,8 @@ def measure_diversity(
     k_seeds = min(len(seeds), cap)
     rng = random.Random(f"{config.seed}:seeds:distinct")
     out.seed_values = {
-        "distinct1": _distinct_at(seed_tokens, 1, k_seeds, config.diversity_repeats, rng),
-        "distinct2": _distinct_at(seed_tokens, 2, k_seeds, config.diversity_repeats, rng),
+        "distinct1": distinct_at(seed_tokens, 1, k_seeds, config.diversity_repeats, rng),
+        "distinct2": distinct_at(seed_tokens, 2, k_seeds, config.diversity_repeats, rng),
         "spread": spread["seeds"],
     }
     for r in sorted(measured):
@@ -238,9 +241,9 @@ def _round_diversity(
     rng = random.Random(f"{config.seed}:{r}:distinct")
     seed_rng = random.Random(f"{config.seed}:{r}:seed-distinct")
     for n, name in ((1, "distinct1"), (2, "distinct2")):
-        row.values[name] = _distinct_at(tokens, n, k, config.diversity_repeats, rng)
+        row.values[name] = distinct_at(tokens, n, k, config.diversity_repeats, rng)
         row.seed_values[name] = (
-            _distinct_at(seed_tokens, n, k, config.diversity_repeats, seed_rng)
+            distinct_at(seed_tokens, n, k, config.diversity_repeats, seed_rng)
             if seed_tokens
             else None
         )

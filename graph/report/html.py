@@ -90,6 +90,7 @@ _SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Diversity", ("diversity",)),
     ("Evolution and cost", ("depth", "cost")),
     ("Student", ("student", "training", "weak_to_strong")),
+    ("Generator", ()),
 )
 
 
@@ -337,6 +338,40 @@ def _gated_html(s: Any) -> str:
     return _e(text)
 
 
+def _generator_html(data: ReportData, config: ReportConfig) -> str:
+    if not data.generator:
+        return "<p>No generation calls recorded yet.</p>"
+    rows, notes = [], []
+    for g in data.generator:
+        rows.append(
+            [
+                _e(g.version),
+                _e(", ".join(str(r) for r in g.rounds)),
+                _e(g.calls),
+                _e(g.tasks),
+                _e(g.accepted),
+                f"{g.per_call:.2f} [{g.low:.2f}, {g.high:.2f}]",
+                _e(g.pending),
+                _fmt(g.diversity.get("distinct2")),
+                _fmt(g.seed_diversity.get("distinct2")),
+                _reasons(g.drops, config.max_reasons),
+            ]
+        )
+        notes.append(
+            "accepted, e.g.: " + " | ".join(_e(_clip(t, 120)) for t in g.sample) if g.sample else ""
+        )
+    head = ["generator", "rounds", "calls", "tasks written", "accepted",
+            "accepted per call [95% CI]", "pending", "distinct-2", "distinct-2 (seeds)",
+            "drops (generate step; later stages as stage:reason)"]  # fmt: skip
+    note = (
+        "<p class=meta>Each generation call's tasks, by the model version that served the "
+        "generator: how many the answers held, how many the pool accepted (per call, with a "
+        "bootstrap interval over calls), and where the rest went. Distinct-2 of the accepted "
+        "instructions is measured next to the seed pool's at the same sample size.</p>"
+    )
+    return note + _table(head, rows, left=2, classes={9: "reason"}, notes=notes)
+
+
 def _clip(text: str | None, limit: int) -> str:
     text = text or ""
     return text if len(text) <= limit else text[:limit] + " …"
@@ -419,6 +454,8 @@ def render_html(store: Store, data: ReportData, pngs: dict[str, Path], config: R
             sections.append(_alerts_html(data))
         if heading == "Student":
             sections.append(_students_html(data))
+        if heading == "Generator":
+            sections.append(_generator_html(data, config))
         for name in (n for n in names if n in pngs):
             sections.append(figure(name))
             if name == "funnel":

@@ -32,6 +32,17 @@ class Deps:
     # training run, which checkpoints) need not wait for the grace before its cancellation.
     stopping: threading.Event = field(default_factory=threading.Event)
 
+    def prompts_for(self, language: str) -> PromptLibrary:
+        """The prompts of `language` (a bilingual project's other language too), overrides kept."""
+        if language == self.prompts.language:
+            return self.prompts
+        libraries = self.extras.setdefault("prompts", {})
+        if language not in libraries:
+            from evoinstruct.prompts.library import PromptLibrary
+
+            libraries[language] = PromptLibrary(language, override_dir=self.prompts.override_dir)
+        return libraries[language]
+
     def rng(self, round: int, stage: str) -> random.Random:
         """One generator per (round, stage): a node re-run after a crash makes the same choices."""
         return random.Random(f"{self.config.project.seed}:{round}:{stage}")

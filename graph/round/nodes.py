@@ -17,7 +17,16 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from evoinstruct.agents import critic, evolver, generator, responder, rewriter, selector, verify
+from evoinstruct.agents import (
+    critic,
+    evolver,
+    generation_step,
+    generator,
+    responder,
+    rewriter,
+    selector,
+    verify,
+)
 from evoinstruct.agents.constraints.split import ConstraintSplit
 from evoinstruct.agents.models.base import model_version
 from evoinstruct.graph.round import stages
@@ -25,8 +34,9 @@ from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.indexes import selection_indexes
 from evoinstruct.graph.round.stages import StageContext, progress_event, recorded_drops
 from evoinstruct.graph.round.state import RoundState
-from evoinstruct.store.ids import language_of
-from evoinstruct.store.records import Example, ExampleDraft, Rejection
+from evoinstruct.store.generation_calls import GenerationCall
+from evoinstruct.store.ids import example_id, language_of
+from evoinstruct.store.records import Example, ExampleDraft
 
 
 def emit(runtime: Runtime[Deps], stage: str, **event: Any) -> None:
@@ -41,15 +51,20 @@ async def plan(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     deps = runtime.context
     loop = deps.config.loop
     n = state["round"]
+    # Parents in the project's language(s) only: an English project evolves no Chinese seed.
     parents = deps.store.sample_evolvable(
-        loop.evolve_per_round, loop.max_depth, deps.rng(n, "plan")
+        loop.evolve_per_round,
+        loop.max_depth,
+        deps.rng(n, "plan"),
+        languages=deps.config.project.languages(),
     )
     emit(runtime, "plan", done=1, total=1, final=True, accepted=len(parents))
     return {"parent_ids": parents, "counts": {"plan": {"parents": len(parents)}}}
 
 
 async def generate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
-    """Self-Instruct: few-shot generation, heuristic filters, ROUGE-L novelty, then instances."""
+    """Self-Instruct: few-shot generation in the project's language(s), heuristic filters,
+    ROUGE-L novelty, then instances; each call is recorded with the candidates it added."""
     deps = runtime.context
     n, cfg = state["round"], deps.config.generator
     calls = deps.config.loop.generate_calls
@@ -59,25 +74,30 @@ async def generate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     model = deps.models.for_role("generator")
     emit(runtime, "generate", done=0, total=calls)
     human, machine = cfg.demo_counts()
-    demo_sets = [deps.store.sample_demos(human, machine, rng) for _ in range(calls)]
-    outcome = await generator.generate(demo_sets, model, deps.prompts, cfg, rng)
-    rejections = list(outcome.rejections)
-    drafts = _novel(outcome.drafts, deps, rejections)
-    usage = Counter(outcome.usage())
-    if cfg.mode == "self_instruct" and cfg.generate_instances and drafts:
-        instances = await generator.generate_instances(drafts, model, deps.prompts, cfg, rng)
-        drafts = instances.drafts
-        rejections.extend(instances.rejections)
-        usage.update(instances.usage())
+    languages = deps.config.project.languages()
+    plans = generation_step.plan_calls(
+        calls, languages, lambda lang: deps.store.sample_demos(human, machine, rng, language=lang)
+    )
+    step = await generation_step.generate_step(
+        plans, model, deps.prompts_for, cfg, rng, selection_indexes(deps).novelty
+    )
+    drafts = step.drafts
     for draft in drafts:
         draft.language = draft.language or language_of(f"{draft.instruction} {draft.input}")
-    added = deps.store.add_candidates(drafts, round=n)
-    deps.store.record_rejections(rejections, n)
+    with deps.store.transaction():
+        ids = [example_id(d.instruction, d.input, d.output, source=d.source) for d in drafts]
+        known = {e.id for e in deps.store.get_many(ids)}
+        added = deps.store.add_candidates(drafts, round=n)
+        records = _call_records(n, step, drafts, added.ids, known)
+        deps.store.record_generation_calls(records)
+        deps.store.record_rejections(step.rejections, n)
     counts = {
         "new": added.inserted,
         "duplicates": added.duplicates,
-        **usage,
-        **Counter(r.reason for r in rejections),
+        "calls_planned": calls,
+        "calls_without_demos": calls - len(plans),
+        **step.usage,
+        **Counter(r.reason for r in step.rejections),
     }
     emit(
         runtime,
@@ -87,34 +107,46 @@ async def generate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
             calls,
             accepted=added.inserted,
             rejected=recorded_drops(deps.store, n, "generate"),
-            calls=usage["calls"],
-            tokens=usage["tokens"],
+            calls=step.usage["calls"],
+            tokens=step.usage["tokens"],
             final=True,
         ),
     )
     return {"counts": {"generate": counts}}
 
 
-def _novel(
-    drafts: list[ExampleDraft], deps: Deps, rejections: list[Rejection]
-) -> list[ExampleDraft]:
-    """Self-Instruct's novelty filter: ROUGE-L against the pool, in order, within the batch too."""
-    indexes = selection_indexes(deps)
-    keyed = [(f"draft-{i}", d.instruction) for i, d in enumerate(drafts)]
-    decisions = indexes.novelty.filter(keyed, commit=False)
-    kept = []
-    for draft, decision in zip(drafts, decisions, strict=True):
-        if decision.accepted:
-            kept.append(draft)
+def _call_records(
+    n: int,
+    step: generation_step.StepResult,
+    drafts: list[ExampleDraft],
+    ids: list[str],
+    known: set[str],
+) -> list[GenerationCall]:
+    """The store's record of each call: the candidates it added (an example already in the
+    pool is a `duplicate` drop of the call, not a new candidate)."""
+    records = [
+        GenerationCall(
+            round=n,
+            call=c.index,
+            prompt=c.prompt,
+            first_index=c.first_index,
+            language=c.language,
+            model_version=c.model_version,
+            template=c.template,
+            tasks=c.tasks,
+            drops=dict(c.drops),
+        )
+        for c in step.calls
+    ]
+    added: set[str] = set()
+    for draft, eid in zip(drafts, ids, strict=True):
+        record = records[draft.meta[generator.CALL_KEY]]
+        if eid in known or eid in added:
+            record.drops["duplicate"] = record.drops.get("duplicate", 0) + 1
         else:
-            evidence = {
-                "rouge_l": round(decision.score or 0.0, 4),
-                "similar_to": decision.most_similar,
-            }
-            rejections.append(
-                Rejection("generate", "too_similar", evidence, text=draft.instruction)
-            )
-    return kept
+            added.add(eid)
+            record.candidates.append(eid)
+    return records
 
 
 async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
@@ -125,14 +157,20 @@ async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     if not parents:
         return {"counts": {"evolve": {"children": 0}}}
     emit(runtime, "evolve", done=0, total=len(parents))
-    outcome = await evolver.evolve(
-        parents,
-        deps.models.for_role("evolver"),
-        deps.prompts,
-        deps.config.evolver,
-        deps.rng(n, "evolve"),
-        ConstraintSplit.from_config(deps.config.trainer.suite.held_out),
-    )
+    outcome = evolver.EvolveOutcome()
+    rng = deps.rng(n, "evolve")
+    split = ConstraintSplit.from_config(deps.config.trainer.suite.held_out)
+    # Each parent with its own language's prompts (a bilingual project has two).
+    for language in dict.fromkeys(_language(p, deps) for p in parents):
+        part = await evolver.evolve(
+            [p for p in parents if _language(p, deps) == language],
+            deps.models.for_role("evolver"),
+            deps.prompts_for(language),
+            deps.config.evolver,
+            rng,
+            split,
+        )
+        outcome.merge(part)
     added = deps.store.add_candidates(outcome.drafts, round=n)
     deps.store.record_rejections(outcome.rejections, n)
     emit(
@@ -156,6 +194,12 @@ async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         **outcome.usage(),
     }
     return {"counts": {"evolve": counts}}
+
+
+def _language(example: Example, deps: Deps) -> str:
+    """The prompt language for an example: its own where the project writes in it."""
+    languages = deps.config.project.languages()
+    return example.language if example.language in languages else languages[0]
 
 
 def _stages(runtime: Runtime[Deps], n: int) -> StageContext:
