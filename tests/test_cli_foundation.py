@@ -25,7 +25,7 @@ def test_init_writes_a_config_that_loads(tmp_path: Path, capsys) -> None:
     result = run_cli(capsys, "init", tmp_path / "p")
     assert result.code == 0
     config_text = (tmp_path / "p" / "evoinstruct.toml").read_text()
-    assert "# Prompt language: en or zh." in config_text
+    assert "# Prompt language, en or zh" in config_text
     assert load_config(tmp_path / "p" / "evoinstruct.toml") == RunConfig()
     assert run_cli(capsys, "init", tmp_path / "p").code == 2  # no silent overwrite
 

@@ -99,7 +99,7 @@ async def test_round_trains_promotes_and_the_student_generates_next(
     assert [v["version"] for v in versions] == ["v1"]
     # The live view saw the trainer's steps as they came, with the logged loss.
     steps = [e for e in events if e.get("stage") == "train" and not e.get("final")]
-    assert [e["done"] for e in steps if e["total"] == 30][-1] == 30
+    assert [e["done"] for e in steps if e.get("total") == 30][-1] == 30
     assert any(e.get("loss") is not None for e in steps)
     metrics = deps.store.model_version("v1")["metrics"]
     assert metrics["evaluation"]["heldout_loss"] < metrics["evaluation"]["baseline_loss"]
