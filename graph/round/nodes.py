@@ -25,8 +25,8 @@ from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.indexes import selection_indexes
 from evoinstruct.graph.round.stages import StageContext, progress_event, recorded_drops
 from evoinstruct.graph.round.state import RoundState
-from evoinstruct.store.ids import language_of
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
+from evoinstruct.text.rules import language_of
 
 
 def emit(runtime: Runtime[Deps], stage: str, **event: Any) -> None:
