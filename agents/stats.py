@@ -21,6 +21,8 @@ from evoinstruct.store.records import Example, Rejection, Score
 from evoinstruct.text.rules import count_words, language_of
 
 SCORER = "stats"
+# The measures `measure` records, each a score dimension of scorer "stats".
+DIMENSIONS = ("instruction_words", "output_words", "mtld", "repetition", "refusal")
 
 DEFAULT_REFUSALS = [
     "as an ai",

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evoinstruct.agents.critic import CriticConfig
-from evoinstruct.agents.deita import KINDS as DEITA_DIMENSIONS
+from evoinstruct.agents.critic import CriticConfig, score_dimensions
 from evoinstruct.agents.rewriter import RewriterConfig
 from evoinstruct.agents.selector import ALL_STEPS as SELECTOR_STEPS
 from evoinstruct.agents.selector import SelectorConfig
@@ -28,7 +27,6 @@ from evoinstruct.store.errors import InputError
 if TYPE_CHECKING:
     from evoinstruct.graph.config import RunConfig
 
-STATS_DIMENSIONS = ("instruction_words", "output_words", "mtld", "repetition", "refusal")
 # The work store's layout, part of every fingerprint: a work directory an older layout
 # wrote starts a new generation (every decision made anew, model answers from the cache).
 # 2: inputs are "filter_input" (no longer seeds) and rewrites carry the daemon's marks.
@@ -97,18 +95,12 @@ class FilterPlan:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _dimensions(critic_cfg: CriticConfig, steps: Sequence[str]) -> set[str]:
-    """Score dimensions the enabled scorers produce (thresholds on others would reject all)."""
-    dims: set[str] = set(STATS_DIMENSIONS) if critic_cfg.stats.enabled else set()
-    if "judge" in steps:
-        dims.update(critic_cfg.judge.dimensions)
-    if "ifd" in steps:
-        dims.add("ifd")
-    if "deita" in steps:
-        dims.update((*DEITA_DIMENSIONS, "combined"))
-    if "tags" in steps:
-        dims.add("tag_count")
-    return dims
+def _dimensions(critic_cfg: CriticConfig) -> set[str]:
+    """Score dimensions the enabled scorers produce: the config's thresholds and ranking
+    on the others are left out (a step not chosen scores nothing; the config's own
+    keys were checked against every part's dimensions when it was loaded)."""
+    parts = score_dimensions(critic_cfg)
+    return {d for part, dims in parts.items() if getattr(critic_cfg, part).enabled for d in dims}
 
 
 def _rank_by(configured: list[str], dims: set[str], critic_cfg: CriticConfig, steps: Sequence[str]):
@@ -140,7 +132,7 @@ def plan_filter(config: RunConfig, steps: Sequence[str], budget: int | None) -> 
         s for s in ("novelty", "decontaminate") if s in steps
     ]
     cheap = base.model_copy(update={"steps": cheap_steps, "budget": None})
-    dims = _dimensions(critic_cfg, steps)
+    dims = _dimensions(critic_cfg)
     bounds = {
         "min_scores": {d: v for d, v in base.min_scores.items() if d in dims},
         "max_scores": {d: v for d, v in base.max_scores.items() if d in dims},
