@@ -529,6 +529,20 @@ def test_filter_command_prints_a_summary(capsys, tmp_path: Path, data: Path) -> 
     code = filter_command(data, tmp_path / "o.jsonl", "dedup", None, None, None, None, [], False)
     out = capsys.readouterr().out
     assert code == 0 and "Kept" in out and "exact_duplicate" in out
+    assert "Thresholds left out" not in out
+
+
+def test_filter_names_the_thresholds_its_steps_do_not_score(
+    capsys, tmp_path: Path, data: Path
+) -> None:
+    """A known dimension no chosen step scores is left out of the selection, and said."""
+    bounds = ["selector.min_scores.quality=4", "selector.max_scores.output_words=900"]
+    code = filter_command(
+        data, tmp_path / "o.jsonl", "dedup", None, None, None, None, bounds, False
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Thresholds left out, no chosen step scores them: selector.min_scores.quality\n" in out
 
 
 def _server_sets(url: str) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,6 +67,9 @@ class FilterPlan:
     cheap: SelectorConfig
     final: SelectorConfig
     rewriter: RewriterConfig | None
+    # The config's thresholds on dimensions no chosen step scores ("selector.min_scores.quality"),
+    # left out of the final selection and named in the summary.
+    unscored_thresholds: list[str] = field(default_factory=list)
 
     @property
     def critic_models(self) -> bool:
@@ -137,6 +140,12 @@ def plan_filter(config: RunConfig, steps: Sequence[str], budget: int | None) -> 
         "min_scores": {d: v for d, v in base.min_scores.items() if d in dims},
         "max_scores": {d: v for d, v in base.max_scores.items() if d in dims},
     }
+    unscored = [
+        f"selector.{bound}.{d}"
+        for bound in ("min_scores", "max_scores")
+        for d in getattr(base, bound)
+        if d not in dims
+    ]
     scored = any(s in steps for s in ("judge", "ifd", "tags", "deita"))
     final_steps = ["thresholds"] if scored and any(bounds.values()) else []
     if "diversity" in steps or "tags" in steps:
@@ -161,4 +170,4 @@ def plan_filter(config: RunConfig, steps: Sequence[str], budget: int | None) -> 
     rewrite_cfg = (
         config.rewriter.model_copy(update={"enabled": True}) if "rewrite" in steps else None
     )
-    return FilterPlan(list(steps), critic_cfg, cheap, final, rewrite_cfg)
+    return FilterPlan(list(steps), critic_cfg, cheap, final, rewrite_cfg, unscored)
