@@ -12,18 +12,22 @@ composes them and keeps the books.
 
 from __future__ import annotations
 
+import difflib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from evoinstruct.agents import ifd, instag, verify
+from evoinstruct.agents.deita import DIMENSIONS as DEITA_DIMENSIONS
 from evoinstruct.agents.deita import DeitaConfig, deita_scores
 from evoinstruct.agents.ifd import IFDConfig, ifd_scores
 from evoinstruct.agents.instag import InsTagConfig, tag_examples
 from evoinstruct.agents.judge import JudgeConfig, judge_examples
 from evoinstruct.agents.models.base import ChatModel, model_version
 from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.stats import DIMENSIONS as STATS_DIMENSIONS
 from evoinstruct.agents.stats import StatsConfig, run_stats
 from evoinstruct.agents.verify import VerifyConfig, verify_examples
 from evoinstruct.prompts.library import PromptLibrary
@@ -43,6 +47,33 @@ class CriticConfig(BaseModel):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     skip_rejected: bool = Field(
         True, description="Later (costlier) parts skip examples an earlier part rejected."
+    )
+
+
+def score_dimensions(config: CriticConfig) -> dict[str, tuple[str, ...]]:
+    """The dimensions each part of this critic scores, by part (its field name here),
+    enabled or not; verification's, one per constraint id, are `verify.is_dimension`'s."""
+    return {
+        "stats": STATS_DIMENSIONS,
+        "judge": tuple(config.judge.dimensions),
+        "ifd": (ifd.DIMENSION,),
+        "instag": (instag.DIMENSION,),
+        "deita": DEITA_DIMENSIONS,
+    }
+
+
+def unknown_dimension(name: str, config: CriticConfig) -> str | None:
+    """None when a part of this critic scores `name`; else one line saying so, with the
+    known names and the closest of them (a threshold on a dimension nothing scores
+    filters nothing, or everything)."""
+    known = sorted({d for dims in score_dimensions(config).values() for d in dims})
+    if name in known or verify.is_dimension(name):
+        return None
+    close = difflib.get_close_matches(name, [*known, verify.ALL, *verify.REGISTRY], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"no critic scores {name!r}; {hint}known: {', '.join(known)}, "
+        f"{verify.ALL} or a constraint id (each also with '{verify.LOOSE}')"
     )
 
 

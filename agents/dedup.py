@@ -1,6 +1,6 @@
 """Exact and near-duplicate detection over the whole pool, incremental as it grows.
 
-Exact: a hash of the normalized text (`agents.text.normalize`). Near: MinHash
+Exact: a hash of the normalized text (`agents.text.dedup_form`). Near: MinHash
 signatures of token k-gram shingles (word k-grams for Latin text, character
 k-grams for CJK, both from `agents.text.tokenize`) in a datasketch MinHashLSH
 index; a candidate is a near duplicate when its estimated Jaccard similarity

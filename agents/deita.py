@@ -24,6 +24,8 @@ from evoinstruct.store.records import Example, Rejection, Score
 
 SCORER = "deita"
 KINDS = ("complexity", "quality")
+COMBINED = "combined"
+DIMENSIONS = (*KINDS, COMBINED)
 
 
 class DeitaConfig(BaseModel):
@@ -115,7 +117,7 @@ def combined_scores(scores: Sequence[Score]) -> list[Score]:
         if score.value is not None and score.dimension in KINDS:
             by_example.setdefault(score.example_id, {})[score.dimension] = score.value
     return [
-        Score(example_id, SCORER, "combined", values["complexity"] * values["quality"])
+        Score(example_id, SCORER, COMBINED, values["complexity"] * values["quality"])
         for example_id, values in by_example.items()
         if len(values) == len(KINDS)
     ]

@@ -57,10 +57,11 @@ from evoinstruct.agents.constraints.split import ConstraintSplit, default_split
 from evoinstruct.agents.generator import text_language
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, Result, model_version
 from evoinstruct.agents.outcome import AgentOutcome
-from evoinstruct.agents.textstats import count_words, find_phrase, only_punctuation_and_stopwords
+from evoinstruct.agents.textstats import find_phrase, only_punctuation_and_stopwords
 from evoinstruct.agents.verify import META_KEY, constraints_of
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft
+from evoinstruct.text.rules import count_words, normalize
 
 STAGE = "evolve"
 # No model call: the parent's prompt as it is, with registry constraints appended (the
@@ -291,10 +292,6 @@ def parse_equality(text: str) -> bool | None:
     return match[2] is not None
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).lower()
-
-
 @dataclass
 class _Plan:
     """One parent's evolution: the operation, what the model is shown, the constraints."""
@@ -444,7 +441,7 @@ def _take_rewrite(
     if copied is not None:
         reject("copied_prompt_words", result.text, {"phrase": copied})
         return
-    if _norm(evolved) == _norm(plan.text):
+    if normalize(evolved) == normalize(plan.text):
         reject("no_information_gain", result.text, {"check": "identical"})
         return
     language = text_language(evolved, prompts.language)

@@ -31,10 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from evoinstruct.agents.models.base import ChatModel, ChatRequest, model_version
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.text import join_tokens, ngrams, tokenize
-from evoinstruct.agents.textstats import count_words, find_phrase, has_cjk, is_punctuation
+from evoinstruct.agents.textstats import find_phrase, is_punctuation
 from evoinstruct.prompts.library import PromptLibrary
-from evoinstruct.store.ids import language_of
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
+from evoinstruct.text.rules import count_words, has_cjk, language_of, normalize
 
 Mode = Literal["self_instruct", "alpaca"]
 STAGE = "generate"
@@ -398,11 +398,11 @@ def parse_tasks(
         cut = blocks.pop()
         rejections.append(Rejection(STAGE, "truncated", "finish_reason=length", cut, None, cut))
     tasks: list[ParsedTask] = []
-    echoes = {_norm(d) for d in demos}
+    echoes = {normalize(d) for d in demos}
     seen: set[str] = set()
     for block in blocks:
         task, problem = _read_task(block, mode)
-        key = _norm(task.instruction) if task is not None else ""
+        key = normalize(task.instruction) if task is not None else ""
         if task is None:
             rejections.append(Rejection(STAGE, "malformed", problem, block, None, block))
         elif key in echoes or key in seen:
@@ -499,10 +499,6 @@ def _bad_first_char(char: str) -> bool:
     return is_punctuation(char) and unicodedata.category(char) not in ("Ps", "Pi")
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).lower()
-
-
 def filter_instances(
     instances: Sequence[Instance],
 ) -> tuple[list[Instance], list[tuple[str, Instance]], bool]:
@@ -511,7 +507,7 @@ def filter_instances(
     dropped: list[tuple[str, Instance]] = []
     seen: set[tuple[str, str]] = set()
     for inst in instances:
-        key = (_norm(inst.input), _norm(inst.output))
+        key = (normalize(inst.input), normalize(inst.output))
         if not inst.output.strip():
             dropped.append(("empty_output", inst))
         elif key[0] == key[1]:
@@ -528,7 +524,7 @@ def filter_instances(
     outputs: dict[str, set[str]] = {}
     for inst in kept:
         if inst.input.strip():
-            outputs.setdefault(_norm(inst.input), set()).add(_norm(inst.output))
+            outputs.setdefault(normalize(inst.input), set()).add(normalize(inst.output))
     return kept, dropped, any(len(v) > 1 for v in outputs.values())
 
 

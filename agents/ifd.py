@@ -22,6 +22,7 @@ from evoinstruct.store.errors import UnsupportedError
 from evoinstruct.store.records import Example, Rejection, Score
 
 SCORER = "ifd"
+DIMENSION = "ifd"
 
 
 class IFDConfig(BaseModel):
@@ -87,7 +88,7 @@ async def ifd_scores(
         value = ifd_value(conditioned, alone)
         detail = {"loss_given_instruction": _mean(conditioned), "loss_alone": _mean(alone)}
         outcome.scores.append(
-            Score(example.id, SCORER, "ifd", value, explanation=_describe(detail))
+            Score(example.id, SCORER, DIMENSION, value, explanation=_describe(detail))
         )
         if value is None:
             counters["ifd_undefined"] += 1
@@ -117,7 +118,7 @@ def rank_by_ifd(scores: Sequence[Score], max_ifd: float = 1.0) -> list[str]:
         s
         for s in scores
         if s.scorer == SCORER
-        and s.dimension == "ifd"
+        and s.dimension == DIMENSION
         and s.value is not None
         and s.value <= max_ifd
     ]

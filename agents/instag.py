@@ -29,6 +29,7 @@ from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
 
 SCORER = "instag"
+DIMENSION = "tag_count"
 TAG_KEY, EXPLANATION_KEY = "tag", "explanation"  # the prompt asks for these keys
 
 
@@ -241,7 +242,7 @@ async def tag_examples(
         if not parsed.ok:
             counters["instag_unparseable"] += 1
             outcome.scores.append(
-                Score(example.id, SCORER, "tag_count", None, raw_output=result.text)
+                Score(example.id, SCORER, DIMENSION, None, raw_output=result.text)
             )
             continue
         normalized = [n for n in (normalize_tag(t.tag) for t in parsed.tags) if n]
@@ -251,7 +252,7 @@ async def tag_examples(
             Score(
                 example.id,
                 SCORER,
-                "tag_count",
+                DIMENSION,
                 float(len(tags)),
                 raw_output=result.text,
                 explanation=json.dumps(tags, ensure_ascii=False),

@@ -36,10 +36,10 @@ from evoinstruct.agents.models.base import (
     model_version,
 )
 from evoinstruct.agents.outcome import AgentOutcome
-from evoinstruct.agents.textstats import count_words
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.records import Example, ExampleDraft
+from evoinstruct.text.rules import count_words
 
 STAGE = "rewrite"
 DEFAULT_TYPE = "default"

@@ -122,7 +122,7 @@ class SelectorConfig(BaseModel):
     )
     min_scores: dict[str, float] = Field(
         default_factory=dict,
-        description="Keep only examples scoring at least this per dimension, for scorers other than the judge (e.g. {'quality': 4}); the judge's own bar is critic.judge.threshold.",
+        description="Keep only examples scoring at least this per dimension, for scorers other than the judge (e.g. {'quality': 4}); the judge's own bar is critic.judge.threshold. A dimension no critic part scores is refused when the config loads.",
     )
     max_scores: dict[str, float] = Field(
         default_factory=dict,
@@ -134,7 +134,7 @@ class SelectorConfig(BaseModel):
     )
     rank_by: list[str] = Field(
         default_factory=lambda: ["complexity", "quality"],
-        description="Dimensions multiplied into the ranking score (Deita: complexity × quality); unranked examples go last.",
+        description="Dimensions multiplied into the ranking score (Deita: complexity × quality); unranked examples go last. Each must be one a critic part scores.",
     )
     ifd_top_fraction: float = Field(
         1.0,

@@ -3,29 +3,26 @@
 These are the critic's cheap first pass (EasyInstruct's order: statistics
 before any model call). Every measure works on English and Chinese: a CJK
 character counts as one token, a run of other letters or digits as one word,
-so "用Python写代码" is 5 tokens. Lengths are words as `agents.textstats.count_words`
-counts them (shared with the generator's filters); MTLD, repetition and the
-language id use the selection filters' tokens (`agents.text.tokenize`).
+so "用Python写代码" is 5 tokens. Lengths are words and the language is en / zh / other
+as `evoinstruct.text.rules` counts and decides them (the constraint checkers' words:
+"GPT-4" is two); MTLD and repetition use the selection filters' tokens
+(`agents.text.tokenize`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from evoinstruct.agents.text import tokenize
-from evoinstruct.agents.textstats import count_words
 from evoinstruct.store.records import Example, Rejection, Score
+from evoinstruct.text.rules import count_words, language_of
 
 SCORER = "stats"
-
-# Han ideographs (unified, extension A, compatibility, supplementary planes).
-_HAN_CHAR = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
-_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_FENCED_CODE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
+# The measures `measure` records, each a score dimension of scorer "stats".
+DIMENSIONS = ("instruction_words", "output_words", "mtld", "repetition", "refusal")
 
 DEFAULT_REFUSALS = [
     "as an ai",
@@ -153,31 +150,6 @@ def find_refusal(text: str, phrases: Sequence[str], window: int | None = None) -
     return None
 
 
-def detect_language(text: str, zh_min_ratio: float = 0.3, en_min_ratio: float = 0.5) -> str:
-    """en, zh or other from the share of scripts among the tokens, code blocks ignored.
-
-    Han characters count one each, Latin words one each, runs of any other
-    script (kana, Hangul, Cyrillic...) one each; numbers are ignored. Kana or
-    Hangul beside Han characters mean Japanese or Korean, so not zh.
-    """
-    han = latin = other = 0
-    for token in tokenize(_FENCED_CODE.sub(" ", text)):
-        if _HAN_CHAR.fullmatch(token):
-            han += 1
-        elif _LATIN.search(token):
-            latin += 1
-        elif not token.isdigit():
-            other += 1
-    total = han + latin + other
-    if total == 0:
-        return "other"
-    if han >= zh_min_ratio * total and other < 0.1 * total:
-        return "zh"
-    if latin >= en_min_ratio * total:
-        return "en"
-    return "other"
-
-
 # --- the critic's statistics pass ----------------------------------------------------------
 
 
@@ -225,7 +197,7 @@ def measure(example: Example, config: StatsConfig) -> tuple[dict[str, float], st
         measures["repetition"] = repetition_ratio(tokens, config.repetition_n)
     refusal = find_refusal(output, config.refusal_phrases, config.refusal_window)
     measures["refusal"] = 1.0 if refusal else 0.0
-    language = detect_language(
+    language = language_of(
         f"{prompt_text(example)}\n{output}", config.zh_min_ratio, config.en_min_ratio
     )
     return measures, refusal, language

@@ -10,9 +10,10 @@ Dedup, novelty (ROUGE-L), diversity and decontamination must agree on what a
 * any other run of letters or digits is one word token ("gpt4", "naïve",
   "한국어"); punctuation, symbols, underscores and spaces only separate tokens.
 
-`normalize` is the form exact-duplicate hashing uses: NFKC, casefold, white
-space collapsed, punctuation stripped at both ends, so "写一首诗。" and
-"写一首诗" or "Hello!" and " hello " hash alike.
+`dedup_form` is the form exact-duplicate hashing uses: the shared normal form
+(`evoinstruct.text.rules.normalize`) with punctuation stripped at both ends too, so
+"写一首诗。" and "写一首诗" or "Hello!" and " hello " hash alike. What a CJK
+character is comes from `evoinstruct.text.rules` as well.
 """
 
 from __future__ import annotations
@@ -22,12 +23,9 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 
-# Han ideographs (unified, extension A, compatibility, supplementary planes)
-# plus hiragana and katakana: each character is one token.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
-_CJK_CHAR = re.compile(rf"[{_CJK}]")
-_WS = re.compile(r"\s+")
+from evoinstruct.text.rules import CJK_CLASS, is_cjk, normalize
+
+_TOKEN = re.compile(rf"[{CJK_CLASS}]|[^\W_{CJK_CLASS}]+")
 
 
 def tokenize(text: str) -> list[str]:
@@ -35,18 +33,13 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
-def has_cjk(text: str) -> bool:
-    """True when the text holds at least one CJK character."""
-    return _CJK_CHAR.search(text) is not None
-
-
 def _is_edge_noise(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch).startswith("P")
 
 
-def normalize(text: str) -> str:
-    """NFKC, casefold, collapse white space, strip punctuation at both ends."""
-    text = _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold())
+def dedup_form(text: str) -> str:
+    """The normal form with punctuation stripped at both ends as well."""
+    text = normalize(text)
     start, end = 0, len(text)
     while start < end and _is_edge_noise(text[start]):
         start += 1
@@ -57,7 +50,7 @@ def normalize(text: str) -> str:
 
 def text_hash(text: str) -> str:
     """Stable hex digest of the normalized text (the exact-duplicate key)."""
-    return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=16).hexdigest()
+    return hashlib.blake2b(dedup_form(text).encode("utf-8"), digest_size=16).hexdigest()
 
 
 def ngrams(tokens: Sequence[str], n: int) -> Iterator[tuple[str, ...]]:
@@ -83,7 +76,7 @@ def join_tokens(tokens: Sequence[str]) -> str:
     out: list[str] = []
     prev_cjk = True
     for tok in tokens:
-        cjk = _CJK_CHAR.fullmatch(tok) is not None
+        cjk = is_cjk(tok)
         if out and not cjk and not prev_cjk:
             out.append(" ")
         out.append(tok)

@@ -1,13 +1,11 @@
-"""Small text measures the agents' filters share: CJK detection, word counts, stop words.
+"""What the agents' filters share beyond the text rules: stop words, punctuation, phrases.
 
-Word counting must work for Chinese, which has no spaces. We count every
-CJK character (Han ideographs, kana) as one word and every whitespace-separated
-run of other text that holds a letter or digit as one word. Characters
-rather than a segmenter (jieba) because the count is deterministic, needs no
-dictionary load, handles mixed Chinese/English text, and matches the
-character-level CJK tokenization the novelty filter uses. A Chinese word is
-about 1.5 characters, so a limit of 150 "words" admits roughly 100 Chinese
-words: slightly stricter than for English, which suits instructions.
+Words are counted as everywhere else (`evoinstruct.text.rules.count_words`: each CJK
+character one word, as the constraint checkers count). Characters rather than a
+segmenter (jieba) because the count is deterministic, needs no dictionary load and
+handles mixed Chinese/English text. A Chinese word is about 1.5 characters, so a
+limit of 150 "words" admits roughly 100 Chinese words: slightly stricter than for
+English, which suits instructions.
 """
 
 from __future__ import annotations
@@ -18,18 +16,9 @@ import string
 import unicodedata
 from collections.abc import Iterable
 
-# Han (basic, extension A, compatibility, extensions B-F), CJK symbols excluded.
-_CJK_RANGES = (
-    ("\u3400", "\u4dbf"),
-    ("\u4e00", "\u9fff"),
-    ("\uf900", "\ufaff"),
-    ("\u3040", "\u30ff"),  # hiragana and katakana
-    ("\U00020000", "\U0002ffff"),
-)
-_CJK_CLASS = "".join(f"{lo}-{hi}" for lo, hi in _CJK_RANGES)
-_CJK_RE = re.compile(f"[{_CJK_CLASS}]")
-_CJK_RUN_RE = re.compile(f"[{_CJK_CLASS}]+")
-_WORDLIKE_RE = re.compile(r"[^\W_]", re.UNICODE)
+from evoinstruct.text.rules import CJK_CLASS, has_cjk
+
+_CJK_RUN_RE = re.compile(f"[{CJK_CLASS}]+")
 
 STOPWORDS_EN = frozenset(
     """a about above after again against all am an and any are as at be because been
@@ -52,22 +41,6 @@ STOPWORDS_ZH = frozenset(
 
 STOPWORDS = STOPWORDS_EN | STOPWORDS_ZH
 _MAX_ZH_STOPWORD = max(len(w) for w in STOPWORDS_ZH)
-
-
-def has_cjk(text: str) -> bool:
-    """True when the text holds at least one CJK character."""
-    return _CJK_RE.search(text) is not None
-
-
-def count_words(text: str) -> int:
-    """Words in mixed CJK/Latin text: each CJK character counts one, each other word one.
-
-    A whitespace token counts only if it holds a letter or digit, so a lone
-    "-" or Chinese punctuation does not inflate the count.
-    """
-    cjk = len(_CJK_RE.findall(text))
-    rest = _CJK_RUN_RE.sub(" ", text).split()
-    return cjk + sum(1 for token in rest if _WORDLIKE_RE.search(token))
 
 
 def is_punctuation(char: str) -> bool:
@@ -104,7 +77,7 @@ def only_punctuation_and_stopwords(text: str) -> bool:
 
 # A Latin-script word character: \w minus CJK, so "file" inside "打开file文件" still
 # counts as a whole word while "profile" does not match "file".
-_LATIN_WORD = f"[^\\W{_CJK_CLASS}]"
+_LATIN_WORD = f"[^\\W{CJK_CLASS}]"
 
 
 @functools.lru_cache(maxsize=256)

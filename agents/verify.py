@@ -28,7 +28,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evoinstruct.agents.constraints import CheckResult, Constraint, check_all, load_constraints
+from evoinstruct.agents.constraints import (
+    REGISTRY,
+    CheckResult,
+    Constraint,
+    check_all,
+    load_constraints,
+)
 from evoinstruct.agents.rewriter import RewriteOutcome
 from evoinstruct.store.records import Example, ExampleDraft, Score
 
@@ -95,6 +101,13 @@ def constraint_failure(example: Example, *, loose: bool = False) -> tuple[str, A
         return None
     evidence = {"failed": failed, "check": "loose" if loose else "strict"}
     return f"{FAILED}:{next(iter(failed))}", evidence
+
+
+def is_dimension(name: str) -> bool:
+    """Whether verification scores a dimension of this name: a constraint id or
+    `all_constraints`, strict or with ':loose'."""
+    base = name.removesuffix(LOOSE)
+    return base == ALL or base in REGISTRY
 
 
 def passes(example: Example) -> bool:

@@ -215,8 +215,8 @@ def build_pool(args: argparse.Namespace) -> dict[str, Any]:
 def _seed_drafts(texts: Texts, n: int, start: int) -> list[Any]:
     """Human seeds; one in a hundred a near copy and one in two hundred an exact-hash copy of an
     earlier seed of the batch (users' files hold both; the importer keeps them)."""
-    from evoinstruct.store.ids import language_of
     from evoinstruct.store.records import ExampleDraft
+    from evoinstruct.text.rules import language_of
 
     drafts: list[Any] = []
     for i in range(start, start + n):

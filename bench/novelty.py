@@ -18,7 +18,8 @@ import random
 import time
 
 from evoinstruct.agents.novelty import NoveltyConfig, NoveltyIndex, novelty_exhaustive
-from evoinstruct.agents.text import has_cjk, tokenize
+from evoinstruct.agents.text import tokenize
+from evoinstruct.text.rules import has_cjk
 
 EN_TEMPLATES = [
     "Write a {adj} {form} about {topic} for {audience}.",
@@ -100,7 +101,7 @@ def _fresh(rng: random.Random, en: list[str], zh: list[str]) -> str:
 
 def _near_copy(rng: random.Random, text: str, en: list[str], zh: list[str]) -> str:
     tokens = tokenize(text)
-    is_zh = any("\u4e00" <= t <= "\u9fff" for t in tokens)
+    is_zh = any(has_cjk(t) for t in tokens)
     for _ in range(rng.randint(1, 3)):
         op = rng.randrange(3)
         i = rng.randrange(len(tokens))

@@ -563,7 +563,7 @@ def integrity(project: Path) -> dict[str, Any]:
 
 
 def duplicates(project: Path) -> dict[str, int]:
-    from evoinstruct.store.ids import normalize
+    from evoinstruct.text.rules import normalize
 
     prompts = Counter(
         (normalize(i), normalize(x or ""))

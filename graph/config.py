@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from evoinstruct.agents.critic import CriticConfig
+from evoinstruct.agents.critic import CriticConfig, unknown_dimension
 from evoinstruct.agents.evolver import EvolverConfig
 from evoinstruct.agents.generator import GeneratorConfig
 from evoinstruct.agents.models.config import ModelConfig, RolesConfig
@@ -150,6 +150,7 @@ class RunConfig(BaseModel):
     def check_consistency(self) -> None:
         """Settings that are valid alone but not together."""
         self.check_roles()
+        self.check_score_dimensions()
         if self.weak_to_strong.enabled and self.roles.weak is None:
             raise ConfigError(
                 "weak_to_strong.enabled needs a weak model: name a [models] entry in roles.weak",
@@ -161,6 +162,21 @@ class RunConfig(BaseModel):
             diversity="diversity" in self.selector.steps,
             tagging_setting="critic.instag.enabled",
         )
+
+    def check_score_dimensions(self) -> None:
+        """Every threshold and rank key names a dimension some critic part scores: with
+        `missing_score = "pass"` a misspelt one would filter nothing, without a word."""
+
+        keys = [("min_scores", d) for d in self.selector.min_scores]
+        keys += [("max_scores", d) for d in self.selector.max_scores]
+        keys += [("rank_by", d) for d in self.selector.rank_by]
+        for setting, name in keys:
+            problem = unknown_dimension(name, self.critic)
+            if problem is not None:
+                key = (
+                    f"selector.{setting}" if setting == "rank_by" else f"selector.{setting}.{name}"
+                )
+                raise ConfigError(problem, field=key)
 
     def check_roles(self) -> None:
         for role, name in self.roles.model_dump().items():
@@ -281,5 +297,13 @@ def _validated(data: dict[str, Any], file: Path | None) -> RunConfig:
             line=_line_of(file, loc) if file else None,
             field=key,
         ) from None
-    config.check_consistency()
+    try:
+        config.check_consistency()
+    except ConfigError as exc:
+        if file is None or exc.file is not None:
+            raise
+        loc = exc.field.split(".") if exc.field else []
+        # A key inside an inline table (`min_scores = { qualty = 4 }`): its table's line.
+        line = _line_of(file, loc) or _line_of(file, loc[:-1])
+        raise ConfigError(exc.detail, file=str(file), line=line, field=exc.field) from None
     return config

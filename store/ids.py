@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import unicodedata
 from typing import Any
 
-_WS = re.compile(r"\s+")
-
-
-def normalize(text: str) -> str:
-    """NFKC, casefold and collapse white space: the form two copies of one text share."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+from evoinstruct.text.rules import normalize
 
 
 def _digest(*parts: str) -> str:
@@ -42,23 +35,3 @@ def stable_hash(value: Any) -> str:
     return hashlib.sha256(
         json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
     ).hexdigest()
-
-
-def _is_cjk(ch: str) -> bool:
-    code = ord(ch)
-    return (
-        0x4E00 <= code <= 0x9FFF
-        or 0x3400 <= code <= 0x4DBF
-        or 0x20000 <= code <= 0x2A6DF
-        or 0xF900 <= code <= 0xFAFF
-    )
-
-
-def language_of(text: str) -> str:
-    """'zh', 'en' or 'other' by script: enough to pick a prompt set and to count languages."""
-    cjk = sum(1 for ch in text if _is_cjk(ch))
-    latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
-    if cjk == 0 and latin == 0:
-        return "other"
-    # One CJK character carries about as much as a short English word.
-    return "zh" if cjk * 3 >= latin else "en"

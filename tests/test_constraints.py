@@ -39,13 +39,15 @@ from evoinstruct.agents.constraints import (
 )
 from evoinstruct.agents.constraints.text import (
     comma_count,
-    count_chars,
     count_keyword,
+    loose_variants,
+    split_on_double_newlines,
+)
+from evoinstruct.text.rules import (
+    count_chars,
     count_sentences,
     count_words,
-    loose_variants,
     script_shares,
-    split_on_double_newlines,
     split_sentences,
 )
 

@@ -413,6 +413,85 @@ def test_instag_diversity_without_tagging_is_refused_by_run_and_filter(
     assert not (project / "checkpoints.db").exists()
 
 
+def test_score_keys_are_checked_against_the_critics_dimensions() -> None:
+    """A threshold or rank key no critic part scores is refused at load, with the known
+    names and the closest one: with missing_score="pass" it would filter nothing."""
+    from evoinstruct.store.errors import ConfigError
+
+    for bad, field, meant in [
+        ("selector.min_scores.qualty=4", "selector.min_scores.qualty", "quality"),
+        ("selector.max_scores.ifdd=1.0", "selector.max_scores.ifdd", "ifd"),
+        ('selector.rank_by=["complexity","acuracy"]', "selector.rank_by", "accuracy"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [bad], environ={})
+        message = str(err.value)
+        assert err.value.field == field and err.value.exit_code == 2
+        assert f"did you mean {meant!r}?" in message and "known: accuracy, combined" in message
+        assert "\n" not in message
+    with pytest.raises(ConfigError, match="no critic scores 'zzz'; known: "):
+        load_config(None, ["selector.min_scores.zzz=1"], environ={})
+    # Every part's dimensions load, enabled or not; the judge's are the configured ones.
+    load_config(
+        None,
+        [
+            'critic.judge.dimensions=["creativity"]',
+            "selector.min_scores.creativity=4",
+            "selector.min_scores.output_words=20",
+            "selector.max_scores.ifd=1.0",
+            "selector.min_scores.tag_count=2",
+            "selector.min_scores.all_constraints=1",
+            "selector.min_scores.keywords:frequency:loose=1",
+            'selector.rank_by=["combined"]',
+        ],
+        environ={},
+    )
+    with pytest.raises(ConfigError, match="did you mean 'creativity'"):
+        load_config(
+            None,
+            ['critic.judge.dimensions=["creativity"]', "selector.min_scores.creativty=4"],
+            environ={},
+        )
+
+
+def _project_with_misspelt_threshold(tmp_path: Path) -> tuple[Path, int]:
+    from evoinstruct.graph.project import init_project
+
+    project = init_project(tmp_path / "proj").root
+    config = project / "evoinstruct.toml"
+    text = config.read_text(encoding="utf-8")
+    assert "\nmin_scores = {}\n" in text
+    config.write_text(text.replace("\nmin_scores = {}\n", "\nmin_scores = { qualty = 4 }\n"))
+    line = config.read_text(encoding="utf-8").splitlines().index("min_scores = { qualty = 4 }") + 1
+    return project, line
+
+
+def test_misspelt_score_key_stops_run_before_any_write(capsys, tmp_path: Path) -> None:
+    project, line = _project_with_misspelt_threshold(tmp_path)
+    pool = (project / "pool.db").read_bytes()
+    result = run_cli(capsys, "run", "--project", project, "--no-check")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert f"evoinstruct.toml:{line}, field 'selector.min_scores.qualty'" in result.err
+    assert "did you mean 'quality'?" in result.err
+    assert (project / "pool.db").read_bytes() == pool
+    assert not (project / "checkpoints.db").exists()
+
+
+def test_misspelt_score_key_stops_filter_before_any_write(
+    cli_app, capsys, tmp_path: Path, data: Path
+) -> None:
+    project, line = _project_with_misspelt_threshold(tmp_path)
+    out = tmp_path / "out.jsonl"
+    for args, said in (
+        (["--project", project], f"evoinstruct.toml:{line}, field 'selector.min_scores.qualty'"),
+        (["--set", "selector.max_scores.ifdd=1.0"], "did you mean 'ifd'?"),
+    ):
+        result = run_cli(capsys, "filter", data, "-o", out, "--steps", "dedup,ifd", *args)
+        assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+        assert said in result.err
+        assert not out.exists() and not Path(f"{out}.work").exists()
+
+
 @pytest.fixture
 def cli_app(monkeypatch: pytest.MonkeyPatch) -> None:
     """The root CLI's error handling around an app holding `filter`, registered as the lead will."""
@@ -450,6 +529,20 @@ def test_filter_command_prints_a_summary(capsys, tmp_path: Path, data: Path) -> 
     code = filter_command(data, tmp_path / "o.jsonl", "dedup", None, None, None, None, [], False)
     out = capsys.readouterr().out
     assert code == 0 and "Kept" in out and "exact_duplicate" in out
+    assert "Thresholds left out" not in out
+
+
+def test_filter_names_the_thresholds_its_steps_do_not_score(
+    capsys, tmp_path: Path, data: Path
+) -> None:
+    """A known dimension no chosen step scores is left out of the selection, and said."""
+    bounds = ["selector.min_scores.quality=4", "selector.max_scores.output_words=900"]
+    code = filter_command(
+        data, tmp_path / "o.jsonl", "dedup", None, None, None, None, bounds, False
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Thresholds left out, no chosen step scores them: selector.min_scores.quality\n" in out
 
 
 def _server_sets(url: str) -> list[str]:

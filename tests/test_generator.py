@@ -21,7 +21,7 @@ from evoinstruct.agents.generator import (
     parse_yes_no,
 )
 from evoinstruct.agents.models.base import Choice, Failure, Generation
-from evoinstruct.agents.textstats import count_words
+from evoinstruct.text.rules import count_words
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft
 from tests.doubles import ScriptedModel

@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 HIDE_DEPS = "EVO_INSTALL_TEST_HIDE_DEPS"
 SECRET = "sk-install-test-7c2e"
 OVERRIDE_MARK = "EVO-OVERRIDE-MARK-respond"
-BARE_NAMES = ("agents", "graph", "store", "trainer", "prompts")
+BARE_NAMES = ("agents", "graph", "store", "text", "trainer", "prompts")
 
 
 def _clean_env(**extra: str) -> dict[str, str]:

@@ -24,6 +24,8 @@ def _cfg(url: str, model: str = "tiny", **kw) -> ModelConfig:
     return ModelConfig(backend="openai", base_url=url, model=model, **kw)
 
 
+# Every failure kind, each retried: 9 s here under load.
+@pytest.mark.slow
 async def test_check_explains_each_failure_in_plain_words(
     server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -155,6 +157,8 @@ async def test_an_in_process_model_missing_locally_is_reported_without_a_downloa
     )
 
 
+# Sixteen attempts against a flaky server: 10 s here under load.
+@pytest.mark.slow
 async def test_a_flaky_server_passes_the_check_a_dead_one_does_not(
     server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,4 @@
-"""pyproject.toml lists every package of the five folders, so a built wheel carries all of them."""
+"""pyproject.toml lists every package of the six folders, so a built wheel carries all of them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = ("agents", "graph", "prompts", "store", "trainer")
+FOLDERS = ("agents", "graph", "prompts", "store", "text", "trainer")
 
 
 def test_every_package_folder_is_listed_under_its_evoinstruct_name() -> None:

@@ -31,9 +31,9 @@ from evoinstruct.agents.constraints.split import (
     HeldOutConfig,
     default_split,
 )
-from evoinstruct.agents.constraints.text import normalize_phrase
 from evoinstruct.agents.evolver import EvolverConfig
 from evoinstruct.agents.textstats import find_phrase
+from evoinstruct.text.rules import normalize
 
 TASK = {
     "en": "I keep a small vegetable garden behind the house. Write a note for my neighbour "
@@ -58,7 +58,7 @@ def test_every_type_has_several_phrasings_per_language(type_id: str) -> None:
             assert split.training_phrasings(type_id, language)
             assert split.suite_phrasings(type_id, language)
         # Varied in shape, not one sentence with synonyms: at least three openings.
-        openings = {normalize_phrase(p.text)[:4] for p in found}
+        openings = {normalize(p.text)[:4] for p in found}
         assert len(openings) >= 3, (type_id, language)
 
 
@@ -347,16 +347,16 @@ def test_every_phrasing_is_found_in_its_own_sentences_and_no_training_sentence_i
     held = [p for p in all_phrasings() if not split.is_training_phrasing(p)]
     assert len(held) == len(split.forbidden)
     for p, sentence in _renders(list(all_phrasings()), rng):
-        assert p.found_in(normalize_phrase(sentence)), (p.id, sentence)
+        assert p.found_in(normalize(sentence)), (p.id, sentence)
         expected = None if split.is_training_phrasing(p) else "held"
         found = split.violation([f"{TASK[p.language]} {sentence}"])
         assert (found is None) == (expected is None), (p.id, sentence, found)
     # No held-out sentence is a part of a training one, nor the other way round.
     for p, sentence in _renders(training, rng, 2):
-        text = normalize_phrase(sentence)
+        text = normalize(sentence)
         assert not [h.id for h in held if h.language == p.language and h.found_in(text)]
     for h, sentence in _renders(held, rng, 2):
-        text = normalize_phrase(sentence)
+        text = normalize(sentence)
         inside = [p.id for p in training if p.language == h.language and p.found_in(text)]
         assert not inside, (h.id, inside)
 

@@ -6,13 +6,13 @@ import pytest
 
 from evoinstruct.agents.stats import (
     StatsConfig,
-    detect_language,
     find_refusal,
     mtld,
     repetition_ratio,
     run_stats,
 )
 from evoinstruct.agents.text import tokenize
+from evoinstruct.text.rules import language_of
 from tests.conftest_critic import make_example
 
 GOOD_EN = (
@@ -75,8 +75,8 @@ def test_refusal_window_limits_the_search() -> None:
         ("", "other"),
     ],
 )
-def test_detect_language(text: str, expected: str) -> None:
-    assert detect_language(text) == expected
+def test_language_of(text: str, expected: str) -> None:
+    assert language_of(text) == expected
 
 
 def _reasons(outcome) -> dict[str, set[str]]:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EVOINSTRUCT = Path(sys.executable).with_name("evoinstruct")
 
 
@@ -18,6 +20,8 @@ def _rows(n: int, tag: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Nine CLI processes, each loading evoinstruct: 13 s here under load.
+@pytest.mark.slow
 def test_concurrent_seed_imports_all_succeed_without_duplicates(tmp_path: Path) -> None:
     project = tmp_path / "p"
     assert subprocess.run([EVOINSTRUCT, "init", project], capture_output=True).returncode == 0

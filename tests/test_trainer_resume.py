@@ -39,6 +39,8 @@ def _wait_for_checkpoint(proc: subprocess.Popen, checkpoints: Path, timeout: flo
     raise AssertionError("no checkpoint appeared")
 
 
+# A training subprocess killed after a checkpoint and run again: 11 s under load.
+@pytest.mark.slow
 def test_killed_run_registers_nothing_and_resumes(
     tiny_model_dir: Path, tmp_path: Path, one_thread
 ) -> None:

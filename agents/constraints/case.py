@@ -28,12 +28,7 @@ from evoinstruct.agents.constraints.registry import (
     counted,
     register,
 )
-from evoinstruct.agents.constraints.text import (
-    COMMAS,
-    capital_words,
-    comma_count,
-    is_language,
-)
+from evoinstruct.agents.constraints.text import COMMAS, capital_words, comma_count, is_language
 
 ENGLISH = frozenset({"en"})
 CASE = frozenset({"case"})

@@ -26,8 +26,9 @@ from evoinstruct.agents.constraints.registry import (
     exactly,
     register,
 )
-from evoinstruct.agents.constraints.text import has_cjk, phrase_forms, script_shares
+from evoinstruct.agents.constraints.text import phrase_forms
 from evoinstruct.agents.constraints.vocab import POSTSCRIPT_MARKERS, SECTION_SPLITERS, pick_phrase
+from evoinstruct.text.rules import has_cjk, script_shares
 
 BOTH = frozenset({"en", "zh"})
 ENGLISH = frozenset({"en"})

@@ -22,7 +22,8 @@ from evoinstruct.agents.constraints.registry import (
     Param,
     register,
 )
-from evoinstruct.agents.constraints.text import detect_language, is_language, script_shares
+from evoinstruct.agents.constraints.text import is_language
+from evoinstruct.text.rules import detect_language, script_shares
 
 
 def _check_language(response: str, p: Mapping[str, Any]) -> CheckResult:

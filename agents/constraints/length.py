@@ -26,15 +26,12 @@ from evoinstruct.agents.constraints.registry import (
     register,
 )
 from evoinstruct.agents.constraints.text import (
-    count_chars,
-    count_sentences,
-    count_words,
-    has_cjk,
     phrase_forms,
     split_on_double_newlines,
     split_on_stars,
 )
 from evoinstruct.agents.constraints.vocab import FIRST_WORDS, OPENING_WORDS, pick_phrase
+from evoinstruct.text.rules import count_chars, count_sentences, count_words, has_cjk
 
 BOTH = frozenset({"en", "zh"})
 LENGTH = frozenset({"length"})

@@ -27,14 +27,9 @@ from evoinstruct.agents.constraints.registry import (
     exactly,
     register,
 )
-from evoinstruct.agents.constraints.text import (
-    has_cjk,
-    is_divider,
-    normalize_phrase,
-    without_code_blocks,
-    words,
-)
+from evoinstruct.agents.constraints.text import is_divider
 from evoinstruct.agents.constraints.vocab import LINE_LABELS, PARAGRAPH_MARKERS, pick_phrase
+from evoinstruct.text.rules import has_cjk, normalize, without_code_blocks, words
 
 BOTH = frozenset({"en", "zh"})
 
@@ -241,9 +236,9 @@ def labelled_line(text: str, label: str) -> str | None:
     """The first line that starts with the label (case-insensitively, after NFKC, so
     "总结:" is "总结：") and goes on with a word on the same line; markdown emphasis
     and prefixes ("**Summary:**", "- Summary:") do not count against it."""
-    target = normalize_phrase(label)
+    target = normalize(label)
     for line in text.split("\n"):
-        body = normalize_phrase(_LABEL_PREFIX.sub("", line.replace("*", "")))
+        body = normalize(_LABEL_PREFIX.sub("", line.replace("*", "")))
         if body.startswith(target) and words(body[len(target) :]):
             return line
     return None

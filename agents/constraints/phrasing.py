@@ -35,7 +35,7 @@ from evoinstruct.agents.constraints.registry import (
     ParamKind,
     render_value,
 )
-from evoinstruct.agents.constraints.text import normalize_phrase
+from evoinstruct.text.rules import normalize
 
 Position = Literal["before", "after", "between"]
 POSITIONS: tuple[str, ...] = ("before", "after", "between")
@@ -84,7 +84,7 @@ class Phrasing:
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:
-        """Finds this phrasing, with any parameters, in text normalised by `normalize_phrase`."""
+        """Finds this phrasing, with any parameters, in text normalised by `normalize`."""
         kinds = {p.name: p.kind for p in REGISTRY[self.type_id].params}
         parts: list[str] = []
         for literal, name, _, _ in Formatter().parse(self.text):
@@ -101,7 +101,7 @@ class Phrasing:
         return max(pieces, key=len, default="")
 
     def found_in(self, normalized: str) -> bool:
-        """Whether text already passed through `normalize_phrase` contains this phrasing."""
+        """Whether text already passed through `normalize` contains this phrasing."""
         # The substring test first: a pool holds many examples and most carry none of these.
         if self.anchor not in normalized:
             return False
@@ -109,7 +109,7 @@ class Phrasing:
 
 
 def _normalize_piece(text: str) -> str:
-    # normalize_phrase without the strip: the spaces around a parameter are part of the text.
+    # normalize without the strip: the spaces around a parameter are part of the text.
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold())
 
 
@@ -118,7 +118,7 @@ def _value_pattern(kind: ParamKind, language: str) -> str:
     if kind == "int":
         return r"\d+"
     if kind == "relation":
-        options = (normalize_phrase(render_value(r, kind, language)) for r in RELATIONS)
+        options = (normalize(render_value(r, kind, language)) for r in RELATIONS)
         return "(?:" + "|".join(re.escape(o) for o in options) + ")"
     if kind == "letter":
         return "[a-z]"
@@ -338,5 +338,5 @@ def phrasing_ids(meta: Mapping[str, Any] | None) -> list[str]:
 
 def phrasings_in(text: str, candidates: Iterable[Phrasing]) -> list[Phrasing]:
     """The candidates whose sentence appears in `text` (any parameters)."""
-    normalized = normalize_phrase(text)
+    normalized = normalize(text)
     return [p for p in candidates if p.found_in(normalized)]

@@ -20,7 +20,7 @@ from evoinstruct.agents.constraints.registry import (
     SampleContext,
     get_type,
 )
-from evoinstruct.agents.constraints.text import normalize_phrase
+from evoinstruct.text.rules import normalize
 
 _ATTEMPTS = 8
 
@@ -70,7 +70,7 @@ def _reserved(chosen: Sequence[Constraint]) -> frozenset[str]:
                 texts.update(c.params[param.name])
             elif param.kind == "str":
                 texts.add(c.params[param.name])
-    return frozenset(n for n in (normalize_phrase(t) for t in texts) if n)
+    return frozenset(n for n in (normalize(t) for t in texts) if n)
 
 
 def sampleable(language: str, instruction: str = "") -> list[ConstraintType]:

@@ -36,7 +36,7 @@ from evoinstruct.agents.constraints.phrasing import (
     phrasings_for,
 )
 from evoinstruct.agents.constraints.registry import REGISTRY, Constraint
-from evoinstruct.agents.constraints.text import normalize_phrase
+from evoinstruct.text.rules import normalize
 
 # (held out, the trained type of the same family that teaches its skill)
 DEFAULT_HELD_OUT: dict[str, str] = {
@@ -141,7 +141,7 @@ class ConstraintSplit:
         for pid in phrasing_ids(layout):
             if pid in self.suite_only:
                 return f"suite_phrasing:{pid}"
-        normalized = [normalize_phrase(t) for t in texts if t]
+        normalized = [normalize(t) for t in texts if t]
         if not normalized:
             return None
         for phrasing in self.forbidden:

@@ -21,8 +21,9 @@ from evoinstruct.agents.constraints.registry import (
     SampleContext,
     register,
 )
-from evoinstruct.agents.constraints.text import has_cjk, phrase_forms
+from evoinstruct.agents.constraints.text import phrase_forms
 from evoinstruct.agents.constraints.vocab import END_PHRASES, START_PHRASES, pick_phrase
+from evoinstruct.text.rules import has_cjk
 
 BOTH = frozenset({"en", "zh"})
 START = frozenset({"start"})

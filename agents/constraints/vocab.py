@@ -13,8 +13,8 @@ import re
 from collections.abc import Sequence
 
 from evoinstruct.agents.constraints.registry import SampleContext
-from evoinstruct.agents.constraints.text import normalize_phrase
 from evoinstruct.agents.textstats import STOPWORDS_EN
+from evoinstruct.text.rules import normalize
 
 KEYWORDS = {
     "en": (
@@ -97,7 +97,7 @@ def instruction_words(instruction: str, language: str) -> list[str]:
 
 def overlaps(word: str, reserved: frozenset[str]) -> bool:
     """Whether a word shares text with a reserved word or phrase (either contains the other)."""
-    norm = normalize_phrase(word)
+    norm = normalize(word)
     return any(norm in r or r in norm for r in reserved)
 
 
@@ -127,7 +127,7 @@ def pick_words(
         if word is None:
             break
         out.append(word)
-        taken.add(normalize_phrase(word))
+        taken.add(normalize(word))
     return out
 
 

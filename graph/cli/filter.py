@@ -66,6 +66,12 @@ def _summary(report: FilterReport) -> None:
             for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
                 table.add_row(stage, reason, str(n))
         console.print(table)
+    if report.unscored_thresholds:
+        console.print(
+            "Thresholds left out, no chosen step scores them: "
+            + ", ".join(report.unscored_thresholds),
+            markup=False,
+        )
     console.print(f"Wrote {report.out_path} ({report.format})", markup=False)
     console.print(f"Rejection report: {report.report_path}", markup=False)
     console.print(f"Work store (resume, response cache): {report.work_dir}", markup=False)

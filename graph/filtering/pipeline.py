@@ -389,6 +389,7 @@ async def _execute(
         counts=count_reasons(fates),
         unfinished=unfinished,
         requests=run.requests,
+        unscored_thresholds=run.plan.unscored_thresholds,
     )
     kept_set = set(kept)
     kept_originals = Counter(

@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evoinstruct.agents.critic import CriticConfig
-from evoinstruct.agents.deita import KINDS as DEITA_DIMENSIONS
+from evoinstruct.agents.critic import CriticConfig, score_dimensions
 from evoinstruct.agents.rewriter import RewriterConfig
 from evoinstruct.agents.selector import ALL_STEPS as SELECTOR_STEPS
 from evoinstruct.agents.selector import SelectorConfig
@@ -28,7 +27,6 @@ from evoinstruct.store.errors import InputError
 if TYPE_CHECKING:
     from evoinstruct.graph.config import RunConfig
 
-STATS_DIMENSIONS = ("instruction_words", "output_words", "mtld", "repetition", "refusal")
 # The work store's layout, part of every fingerprint: a work directory an older layout
 # wrote starts a new generation (every decision made anew, model answers from the cache).
 # 2: inputs are "filter_input" (no longer seeds) and rewrites carry the daemon's marks.
@@ -69,6 +67,9 @@ class FilterPlan:
     cheap: SelectorConfig
     final: SelectorConfig
     rewriter: RewriterConfig | None
+    # The config's thresholds on dimensions no chosen step scores ("selector.min_scores.quality"),
+    # left out of the final selection and named in the summary.
+    unscored_thresholds: list[str] = field(default_factory=list)
 
     @property
     def critic_models(self) -> bool:
@@ -97,18 +98,12 @@ class FilterPlan:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _dimensions(critic_cfg: CriticConfig, steps: Sequence[str]) -> set[str]:
-    """Score dimensions the enabled scorers produce (thresholds on others would reject all)."""
-    dims: set[str] = set(STATS_DIMENSIONS) if critic_cfg.stats.enabled else set()
-    if "judge" in steps:
-        dims.update(critic_cfg.judge.dimensions)
-    if "ifd" in steps:
-        dims.add("ifd")
-    if "deita" in steps:
-        dims.update((*DEITA_DIMENSIONS, "combined"))
-    if "tags" in steps:
-        dims.add("tag_count")
-    return dims
+def _dimensions(critic_cfg: CriticConfig) -> set[str]:
+    """Score dimensions the enabled scorers produce: the config's thresholds and ranking
+    on the others are left out (a step not chosen scores nothing; the config's own
+    keys were checked against every part's dimensions when it was loaded)."""
+    parts = score_dimensions(critic_cfg)
+    return {d for part, dims in parts.items() if getattr(critic_cfg, part).enabled for d in dims}
 
 
 def _rank_by(configured: list[str], dims: set[str], critic_cfg: CriticConfig, steps: Sequence[str]):
@@ -140,11 +135,17 @@ def plan_filter(config: RunConfig, steps: Sequence[str], budget: int | None) -> 
         s for s in ("novelty", "decontaminate") if s in steps
     ]
     cheap = base.model_copy(update={"steps": cheap_steps, "budget": None})
-    dims = _dimensions(critic_cfg, steps)
+    dims = _dimensions(critic_cfg)
     bounds = {
         "min_scores": {d: v for d, v in base.min_scores.items() if d in dims},
         "max_scores": {d: v for d, v in base.max_scores.items() if d in dims},
     }
+    unscored = [
+        f"selector.{bound}.{d}"
+        for bound in ("min_scores", "max_scores")
+        for d in getattr(base, bound)
+        if d not in dims
+    ]
     scored = any(s in steps for s in ("judge", "ifd", "tags", "deita"))
     final_steps = ["thresholds"] if scored and any(bounds.values()) else []
     if "diversity" in steps or "tags" in steps:
@@ -169,4 +170,4 @@ def plan_filter(config: RunConfig, steps: Sequence[str], budget: int | None) -> 
     rewrite_cfg = (
         config.rewriter.model_copy(update={"enabled": True}) if "rewrite" in steps else None
     )
-    return FilterPlan(list(steps), critic_cfg, cheap, final, rewrite_cfg)
+    return FilterPlan(list(steps), critic_cfg, cheap, final, rewrite_cfg, unscored)

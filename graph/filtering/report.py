@@ -40,6 +40,7 @@ class FilterReport:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     unfinished: dict[str, int] = field(default_factory=dict)
     requests: int = 0
+    unscored_thresholds: list[str] = field(default_factory=list)
 
     @property
     def dropped_count(self) -> int:

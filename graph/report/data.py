@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from evoinstruct.agents.stats import prompt_text
-from evoinstruct.agents.textstats import count_words
 from evoinstruct.graph.report.config import ReportConfig
 from evoinstruct.graph.report.diversity import Diversity, Embedder, measure_diversity
 from evoinstruct.graph.report.funnel import RoundFunnel, build_funnels
@@ -26,6 +25,7 @@ from evoinstruct.graph.report.generator_yield import GeneratorRow, generator_row
 from evoinstruct.graph.report.thresholds import Threshold, length_thresholds, score_thresholds
 from evoinstruct.store.records import Example
 from evoinstruct.store.starts import describe_starts
+from evoinstruct.text.rules import count_words
 from evoinstruct.trainer.config import part_order
 from evoinstruct.trainer.weak_to_strong_config import KIND as WEAK_TO_STRONG
 

@@ -35,8 +35,9 @@ from evoinstruct.graph.round.indexes import selection_indexes
 from evoinstruct.graph.round.stages import StageContext, progress_event, recorded_drops
 from evoinstruct.graph.round.state import RoundState
 from evoinstruct.store.generation_calls import GenerationCall
-from evoinstruct.store.ids import example_id, language_of
+from evoinstruct.store.ids import example_id
 from evoinstruct.store.records import Example, ExampleDraft
+from evoinstruct.text.rules import language_of
 
 
 def emit(runtime: Runtime[Deps], stage: str, **event: Any) -> None:

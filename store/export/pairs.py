@@ -23,8 +23,8 @@ from evoinstruct.store.errors import InputError
 from evoinstruct.store.export.names import model_name
 from evoinstruct.store.export.rows import constraints_of, user_text
 from evoinstruct.store.export.selection import ExportFilter
-from evoinstruct.store.ids import language_of
 from evoinstruct.store.records import Example
+from evoinstruct.text.rules import language_of
 
 PAIRS_FORMAT = "dpo"
 COLUMNS = [

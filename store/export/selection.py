@@ -10,8 +10,8 @@ from typing import Any
 from evoinstruct.store.errors import InputError
 from evoinstruct.store.export.names import model_name
 from evoinstruct.store.export.rows import _lineage_fields, constraints_of, to_record
-from evoinstruct.store.ids import language_of
 from evoinstruct.store.records import SOURCES, STATUSES, Example
+from evoinstruct.text.rules import language_of
 
 
 @dataclass

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from evoinstruct.store.errors import InputError
-from evoinstruct.store.ids import language_of
 from evoinstruct.store.records import ExampleDraft
 from evoinstruct.store.seeds.delimited import DELIMITERS, _read_csv
 from evoinstruct.store.seeds.errors import QnaPath, Record, _one_line, _path_text
@@ -57,6 +56,7 @@ from evoinstruct.store.seeds.reading import (
     _read_text,
 )
 from evoinstruct.store.seeds.text_lines import _read_text_lines
+from evoinstruct.text.rules import language_of
 
 
 @dataclass
