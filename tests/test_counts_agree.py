@@ -81,9 +81,7 @@ async def test_the_live_view_status_inspect_report_and_card_count_the_same_drops
     summary = out.getvalue()
     generate_dropped = sum(n for (s, _), n in recorded.items() if s == "generate")
     line = next(x for x in summary.splitlines() if x.startswith("round 1 generate:"))
-    assert (
-        f"dropped {generate_dropped} (repeated {recorded[('generate', 'repeated')]}" in line
-    )
+    assert f"dropped {generate_dropped} (repeated {recorded[('generate', 'repeated')]}" in line
 
     everything = _flat(store.rejection_counts())
     # status: every recorded rejection, failed calls included.

@@ -21,9 +21,9 @@ from evoinstruct.agents.generator import (
     parse_yes_no,
 )
 from evoinstruct.agents.models.base import Choice, Failure, Generation
-from evoinstruct.text.rules import count_words
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft
+from evoinstruct.text.rules import count_words
 from tests.doubles import ScriptedModel
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
