@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from langgraph.runtime import Runtime
 
-from evoinstruct.agents.text import has_cjk
+from evoinstruct.text.rules import has_cjk
 from evoinstruct.graph.round import nodes
 from evoinstruct.store.seeds import add_seed_file
 

@@ -495,10 +495,7 @@ def _train_sft(
     )
     # Without tqdm the Trainer prints every log dict to stdout; the CLI prints, not the library.
     trainer.remove_callback(PrinterCallback)
-    resume = last_complete_checkpoint(work / "checkpoints")
-    _check_stop(stop, version, resume)
-    output = trainer.train(resume_from_checkpoint=resume)
-    _check_stop(stop, version, last_complete_checkpoint(work / "checkpoints"))
+    output, resume = train_resumably(trainer, work / "checkpoints", stop, version)
     metrics = _metrics(trainer, output, plan, stats)
     metrics["resumed_from"] = Path(resume).name if resume else None
     metrics["parent_version"] = parent.get("version")
@@ -507,6 +504,19 @@ def _train_sft(
         heldout = store.get_many(manifest["heldout"])
         metrics["heldout_loss"] = heldout_loss(trainer.model, tokenizer, heldout, cfg).loss
     return trainer, metrics
+
+
+def train_resumably(
+    trainer: Any, checkpoints: Path, stop: threading.Event | None, label: str
+) -> tuple[Any, str | None]:
+    """`trainer.train()` from the last complete checkpoint in `checkpoints`; raises Interrupted
+    (naming where the next start resumes) when `stop` is set before or during it. Returns the
+    train output and the checkpoint it resumed from."""
+    resume = last_complete_checkpoint(checkpoints)
+    _check_stop(stop, label, resume)
+    output = trainer.train(resume_from_checkpoint=resume)
+    _check_stop(stop, label, last_complete_checkpoint(checkpoints))
+    return output, resume
 
 
 def _check_stop(stop: threading.Event | None, version: str, checkpoint: str | None) -> None:

@@ -320,12 +320,7 @@ def train_arm(
 
     from evoinstruct.trainer.data import Collator, build_dataset, pad_token_id
     from evoinstruct.trainer.methods import prepare_model
-    from evoinstruct.trainer.train import (
-        _check_stop,
-        _write_json,
-        last_complete_checkpoint,
-        training_arguments,
-    )
+    from evoinstruct.trainer.train import _write_json, train_resumably, training_arguments
 
     final = directory / arm
     if (final / METRICS).is_file():
@@ -347,10 +342,7 @@ def train_arm(
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)
-    resume = last_complete_checkpoint(work / "checkpoints")
-    _check_stop(stop, arm, resume)
-    output = trainer.train(resume_from_checkpoint=resume)
-    _check_stop(stop, arm, last_complete_checkpoint(work / "checkpoints"))
+    output, resume = train_resumably(trainer, work / "checkpoints", stop, arm)
     metrics = _arm_metrics(trainer, output, stats, arm)
     metrics["resumed_from"] = Path(resume).name if resume else None
     out = work / "out"

@@ -18,7 +18,14 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Message, Result
+from evoinstruct.agents.models.base import (
+    ChatModel,
+    ChatRequest,
+    Failure,
+    Message,
+    ModelWrapper,
+    Result,
+)
 
 # The tokens per second shown are those of the last RATE_WINDOW_S seconds.
 RATE_WINDOW_S = 20.0
@@ -111,28 +118,12 @@ class Activity:
         return ActivitySnapshot(*counts, tokens_per_s=rate)
 
 
-class MeteredModel:
+class MeteredModel(ModelWrapper):
     """A ChatModel whose generate calls are counted on an Activity; all else passes through."""
 
     def __init__(self, inner: ChatModel, activity: Activity) -> None:
         object.__setattr__(self, "inner", inner)
         object.__setattr__(self, "activity", activity)
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def adapter_version(self) -> str | None:
-        return self.inner.adapter_version
-
-    def __repr__(self) -> str:
-        return f"MeteredModel({self.inner!r})"
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # The response cache's namespace and a server's hand-off set attributes of the model.

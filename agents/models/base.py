@@ -183,3 +183,27 @@ def model_version(model: ChatModel) -> str:
     from evoinstruct.store.export import model_name
 
     return model_name(model.model_id) or model.model_id
+
+
+class ModelWrapper:
+    """A ChatModel around another (`inner`): its identity is read live from the inner model
+    (an adapter swap changes it), and every backend extra (load_adapter, set_adapter, ...)
+    stays reachable through the wrapper. Subclasses override what they add to."""
+
+    inner: ChatModel
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def adapter_version(self) -> str | None:
+        return self.inner.adapter_version
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copying, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)

@@ -27,6 +27,7 @@ from evoinstruct.agents.models.base import (
     Choice,
     Generation,
     Message,
+    ModelWrapper,
     Result,
 )
 
@@ -82,7 +83,7 @@ def from_record(record: dict[str, Any]) -> Generation:
     )
 
 
-class CachedModel:
+class CachedModel(ModelWrapper):
     """Wraps a ChatModel; `generate` consults the cache first. Everything else passes through."""
 
     def __init__(self, inner: ChatModel, cache: ResponseCache) -> None:
@@ -91,24 +92,6 @@ class CachedModel:
         self.hits = 0
         self.misses = 0
         self.namespace: str | None = None
-
-    # The inner model's identity can change (an adapter swap), so read it live.
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def adapter_version(self) -> str | None:
-        return self.inner.adapter_version
-
-    def __repr__(self) -> str:
-        return f"CachedModel({self.inner!r})"
-
-    def __getattr__(self, name: str) -> Any:
-        # Backend extras (load_adapter, set_adapter, ...) stay reachable through the wrapper.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def _keys(self, requests: Sequence[ChatRequest]) -> list[str]:
         seen: dict[str, int] = {}
