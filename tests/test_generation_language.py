@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from langgraph.runtime import Runtime
 
-from evoinstruct.text.rules import has_cjk
 from evoinstruct.graph.round import nodes
 from evoinstruct.store.seeds import add_seed_file
+from evoinstruct.text.rules import has_cjk
 
 
 @pytest.fixture
