@@ -22,6 +22,7 @@ from typing import Any
 
 from evoinstruct.agents.constraints.registry import (
     AT_LEAST,
+    BOTH,
     CheckResult,
     ConstraintType,
     Param,
@@ -32,7 +33,6 @@ from evoinstruct.agents.constraints.registry import (
 )
 from evoinstruct.agents.constraints.vocab import EMOJI, pick_phrase
 
-BOTH = frozenset({"en", "zh"})
 _FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 
 

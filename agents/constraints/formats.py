@@ -18,6 +18,7 @@ from typing import Any
 
 from evoinstruct.agents.constraints.registry import (
     AT_LEAST,
+    BOTH,
     CheckResult,
     ConstraintType,
     Param,
@@ -30,7 +31,6 @@ from evoinstruct.agents.constraints.text import phrase_forms
 from evoinstruct.agents.constraints.vocab import POSTSCRIPT_MARKERS, SECTION_SPLITERS, pick_phrase
 from evoinstruct.text.rules import has_cjk, script_shares
 
-BOTH = frozenset({"en", "zh"})
 ENGLISH = frozenset({"en"})
 
 # "1." "2)" and the Chinese "1、"; "1.5 kg" is a number, not an item.

@@ -13,6 +13,7 @@ from typing import Any
 
 from evoinstruct.agents.constraints.registry import (
     AT_LEAST,
+    BOTH,
     LESS_THAN,
     CheckResult,
     ConstraintType,
@@ -23,8 +24,6 @@ from evoinstruct.agents.constraints.registry import (
 )
 from evoinstruct.agents.constraints.text import count_keyword
 from evoinstruct.agents.constraints.vocab import FILLERS, KEYWORDS, pick_words
-
-BOTH = frozenset({"en", "zh"})
 
 
 def _check_existence(response: str, p: Mapping[str, Any]) -> CheckResult:

@@ -15,6 +15,7 @@ from typing import Any
 
 from evoinstruct.agents.constraints.registry import (
     AT_LEAST,
+    BOTH,
     LESS_THAN,
     RELATIONS,
     CheckResult,
@@ -33,7 +34,6 @@ from evoinstruct.agents.constraints.text import (
 from evoinstruct.agents.constraints.vocab import FIRST_WORDS, OPENING_WORDS, pick_phrase
 from evoinstruct.text.rules import count_chars, count_sentences, count_words, has_cjk
 
-BOTH = frozenset({"en", "zh"})
 LENGTH = frozenset({"length"})
 LAYOUT = frozenset({"layout"})
 

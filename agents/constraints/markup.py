@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evoinstruct.agents.constraints.registry import (
+    BOTH,
     CheckResult,
     ConstraintType,
     Param,
@@ -27,16 +28,9 @@ from evoinstruct.agents.constraints.registry import (
     exactly,
     register,
 )
-from evoinstruct.agents.constraints.text import is_divider
+from evoinstruct.agents.constraints.text import excerpt, is_divider
 from evoinstruct.agents.constraints.vocab import LINE_LABELS, PARAGRAPH_MARKERS, pick_phrase
 from evoinstruct.text.rules import has_cjk, normalize, without_code_blocks, words
-
-BOTH = frozenset({"en", "zh"})
-
-
-def _excerpt(text: str, n: int = 30) -> str:
-    text = " ".join(text.split())
-    return repr(text[:n] + ("…" if len(text) > n else ""))
 
 
 # --- markup:paragraph_marker ------------------------------------------------------------------
@@ -71,7 +65,7 @@ def _check_marker(response: str, p: Mapping[str, Any]) -> CheckResult:
     return CheckResult(
         False,
         f"{len(missing)} of {count} paragraph(s) do not open with {marker!r}, first "
-        f"{_excerpt(missing[0])}",
+        f"{excerpt(missing[0])}",
     )
 
 
@@ -149,7 +143,7 @@ def _check_bullet_periods(response: str, p: Mapping[str, Any]) -> CheckResult:
     return CheckResult(
         False,
         f"{len(open_)} of {len(bullets)} bullets end without a period, first "
-        f"{_excerpt(open_[0].strip()[-30:])}",
+        f"{excerpt(open_[0].strip()[-30:])}",
     )
 
 
@@ -247,7 +241,7 @@ def labelled_line(text: str, label: str) -> str | None:
 def _check_label(response: str, p: Mapping[str, Any]) -> CheckResult:
     line = labelled_line(response, p["label"])
     if line is not None:
-        return CheckResult(True, f"line {_excerpt(line.strip())}")
+        return CheckResult(True, f"line {excerpt(line.strip())}")
     return CheckResult(False, f"no line starting with {p['label']!r} and text after it")
 
 

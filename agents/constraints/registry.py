@@ -29,6 +29,7 @@ from evoinstruct.agents.constraints.language_names import LANGUAGE_NAMES
 from evoinstruct.agents.constraints.text import named_loose_variants
 
 LANGUAGES: tuple[str, ...] = ("en", "zh")
+BOTH = frozenset(LANGUAGES)  # a type checked the same way in either language
 RELATIONS: tuple[str, ...] = ("less than", "at least")
 LESS_THAN, AT_LEAST = RELATIONS
 

@@ -15,31 +15,26 @@ from collections.abc import Mapping
 from typing import Any
 
 from evoinstruct.agents.constraints.registry import (
+    BOTH,
     CheckResult,
     ConstraintType,
     Param,
     SampleContext,
     register,
 )
-from evoinstruct.agents.constraints.text import phrase_forms
+from evoinstruct.agents.constraints.text import excerpt, phrase_forms
 from evoinstruct.agents.constraints.vocab import END_PHRASES, START_PHRASES, pick_phrase
 from evoinstruct.text.rules import has_cjk
 
-BOTH = frozenset({"en", "zh"})
 START = frozenset({"start"})
 END = frozenset({"end"})
-
-
-def _excerpt(text: str, n: int = 30) -> str:
-    text = " ".join(text.split())
-    return repr(text[:n] + ("…" if len(text) > n else ""))
 
 
 def _check_start(response: str, p: Mapping[str, Any]) -> CheckResult:
     body, phrase = phrase_forms(response.strip(), p["start_phrase"])
     if body.startswith(phrase):
         return CheckResult(True, "starts with the phrase")
-    return CheckResult(False, f"starts with {_excerpt(response.strip())}")
+    return CheckResult(False, f"starts with {excerpt(response.strip())}")
 
 
 register(
@@ -73,7 +68,7 @@ def _check_end(response: str, p: Mapping[str, Any]) -> CheckResult:
     body, phrase = phrase_forms(_without_quotes(response), p["end_phrase"])
     if body.endswith(phrase):
         return CheckResult(True, "ends with the phrase")
-    return CheckResult(False, f"ends with {_excerpt(response.strip()[-30:])}")
+    return CheckResult(False, f"ends with {excerpt(response.strip()[-30:])}")
 
 
 def _repair_end(response: str, p: Mapping[str, Any]) -> str:
@@ -132,7 +127,7 @@ def _check_repeat(response: str, p: Mapping[str, Any]) -> CheckResult:
     body, request = phrase_forms(response.strip(), p["prompt_to_repeat"])
     if body.startswith(request):
         return CheckResult(True, "starts by repeating the request")
-    return CheckResult(False, f"does not start with the request; starts {_excerpt(response)}")
+    return CheckResult(False, f"does not start with the request; starts {excerpt(response)}")
 
 
 def _repair_repeat(response: str, p: Mapping[str, Any]) -> str:

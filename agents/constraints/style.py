@@ -22,6 +22,7 @@ from itertools import pairwise
 from typing import Any
 
 from evoinstruct.agents.constraints.registry import (
+    BOTH,
     CheckResult,
     ConstraintType,
     Param,
@@ -29,17 +30,9 @@ from evoinstruct.agents.constraints.registry import (
     exactly,
     register,
 )
-from evoinstruct.agents.constraints.text import count_keyword, sentence_lines
+from evoinstruct.agents.constraints.text import count_keyword, excerpt, sentence_lines
 from evoinstruct.agents.constraints.vocab import KEYWORDS, pick_words
 from evoinstruct.text.rules import count_words, split_sentences, words
-
-BOTH = frozenset({"en", "zh"})
-
-
-def _excerpt(text: str, n: int = 40) -> str:
-    text = " ".join(text.split())
-    return repr(text[:n] + ("…" if len(text) > n else ""))
-
 
 # --- style:max_sentence_words ---------------------------------------------------------------
 # Limits a reader would name; a Chinese sentence counts characters, so its limits run higher.
@@ -67,7 +60,7 @@ def _check_max_words(response: str, p: Mapping[str, Any]) -> CheckResult:
     return CheckResult(
         False,
         f"{len(over)} sentence(s) over {limit} words; longest {count_words(worst)}: "
-        f"{_excerpt(worst, 30)}",
+        f"{excerpt(worst, 30)}",
     )
 
 
@@ -153,7 +146,7 @@ def _check_openings(response: str, p: Mapping[str, Any]) -> CheckResult:
     return CheckResult(
         False,
         f"{len(repeats)} sentence(s) open like the one before, first {word!r}: "
-        f"{_excerpt(sentence, 30)}",
+        f"{excerpt(sentence, 30)}",
     )
 
 
@@ -182,7 +175,7 @@ def _check_bookends(response: str, p: Mapping[str, Any]) -> CheckResult:
         return CheckResult(True, f'"{keyword}" in the first and the last sentence')
     where = " and ".join(name for name, ok in (("first", first), ("last", last)) if not ok)
     shown = sentences[0] if not first else sentences[-1]
-    return CheckResult(False, f'no "{keyword}" in the {where} sentence: {_excerpt(shown, 30)}')
+    return CheckResult(False, f'no "{keyword}" in the {where} sentence: {excerpt(shown, 30)}')
 
 
 def _sample_bookends(ctx: SampleContext) -> dict[str, Any]:

@@ -50,6 +50,12 @@ _FULL_WIDTH = {"?": "？", "!": "！"}
 _DIVIDER_LINE = re.compile(r"[ \t]*([*\-_=])(?:[ \t]*\1){2,}[ \t]*")
 
 
+def excerpt(text: str, n: int = 30) -> str:
+    """The first `n` characters of `text`, white space collapsed, quoted: a check's evidence."""
+    text = " ".join(text.split())
+    return repr(text[:n] + ("…" if len(text) > n else ""))
+
+
 def is_divider(line: str) -> bool:
     """A line of three or more *, -, _ or = alone (a markdown rule, IFEval's *** divider)."""
     return _DIVIDER_LINE.fullmatch(line) is not None

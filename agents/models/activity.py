@@ -22,7 +22,6 @@ from evoinstruct.agents.models.base import (
     ChatModel,
     ChatRequest,
     Failure,
-    Message,
     ModelWrapper,
     Result,
 )
@@ -139,17 +138,3 @@ class MeteredModel(ModelWrapper):
         finally:
             _TICKET.reset(token)
             ticket.close(results)
-
-    async def loss(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
-        return await self.inner.loss(pairs)
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return await self.inner.embed(texts)
-
-    async def option_probs(
-        self, prompts: Sequence[Sequence[Message]], options: Sequence[str]
-    ) -> list[list[float]]:
-        return await self.inner.option_probs(prompts, options)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

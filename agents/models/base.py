@@ -200,6 +200,20 @@ class ModelWrapper:
     def adapter_version(self) -> str | None:
         return self.inner.adapter_version
 
+    async def loss(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
+        return await self.inner.loss(pairs)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self.inner.embed(texts)
+
+    async def option_probs(
+        self, prompts: Sequence[Sequence[Message]], options: Sequence[str]
+    ) -> list[list[float]]:
+        return await self.inner.option_probs(prompts, options)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
 

@@ -26,7 +26,6 @@ from evoinstruct.agents.models.base import (
     ChatRequest,
     Choice,
     Generation,
-    Message,
     ModelWrapper,
     Result,
 )
@@ -132,17 +131,3 @@ class CachedModel(ModelWrapper):
         if not missing or plan is None:
             return [missing] if missing else []
         return [[missing[j] for j in batch] for batch in plan([requests[i] for i in missing])]
-
-    async def loss(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
-        return await self.inner.loss(pairs)
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return await self.inner.embed(texts)
-
-    async def option_probs(
-        self, prompts: Sequence[Sequence[Message]], options: Sequence[str]
-    ) -> list[list[float]]:
-        return await self.inner.option_probs(prompts, options)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
