@@ -37,7 +37,7 @@ import os
 import sqlite3
 from array import array
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +47,7 @@ import numpy as np
 from evoinstruct.agents.dedup import DedupIndex, lsh_bands, minhash_signature, signature_dtype
 from evoinstruct.agents.novelty import NoveltyIndex
 from evoinstruct.agents.novelty_postings import item_postings
-from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes, decontaminator, field_text
+from evoinstruct.agents.selector import SelectorConfig, field_text
 from evoinstruct.agents.text import text_hash, tokenize
 from evoinstruct.store.records import Example
 from evoinstruct.store.selector_index import IndexFile, pack_record, remove_file, sidecar_path
@@ -390,21 +390,3 @@ def _rows(
 def _content(dedup_text: str, novelty_text: str) -> str:
     """Hash of the indexed texts: an accepted example whose text changed is re-indexed."""
     return hashlib.blake2b(f"{dedup_text}\x00{novelty_text}".encode(), digest_size=16).hexdigest()
-
-
-def open_pool_indexes(
-    store: Store,
-    config: SelectorConfig,
-    tag_counts: Callable[[], Mapping[str, int]] | None = None,
-) -> SelectorIndexes:
-    """The selector's indexes over `store`'s accepted pool, read from its index file."""
-    from evoinstruct.agents.pool_dedup import PoolDedup
-    from evoinstruct.agents.pool_novelty import PoolNovelty
-
-    index = PoolIndex(store, config)
-    return SelectorIndexes(
-        dedup=PoolDedup(index),
-        novelty=PoolNovelty(index),
-        decontam=decontaminator(config),
-        tag_counts=tag_counts,
-    )

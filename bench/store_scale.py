@@ -135,7 +135,7 @@ import json, os, resource, statistics, sys, time
 sys.path.insert(0, {root!r})
 {finder}
 import psutil
-from evoinstruct.agents.pool_index import open_pool_indexes
+from evoinstruct.agents.pool_indexes import open_pool_indexes
 from evoinstruct.agents.selector import SelectorConfig, select
 from evoinstruct.store import open_store
 import asyncio

@@ -19,7 +19,8 @@ import pytest
 from evoinstruct.agents.dedup import DedupIndex
 from evoinstruct.agents.novelty import novelty_exhaustive
 from evoinstruct.agents.pool_dedup import check_lsh, file_candidates
-from evoinstruct.agents.pool_index import PoolIndex, open_pool_indexes
+from evoinstruct.agents.pool_index import PoolIndex
+from evoinstruct.agents.pool_indexes import open_pool_indexes
 from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes, field_text, select
 from evoinstruct.agents.text import tokenize
 from evoinstruct.store import Store, open_store

@@ -11,7 +11,7 @@ the store for the accepted pool's counts at each selection.
 
 from __future__ import annotations
 
-from evoinstruct.agents.pool_index import open_pool_indexes
+from evoinstruct.agents.pool_indexes import open_pool_indexes
 from evoinstruct.agents.selector import SelectorIndexes
 from evoinstruct.graph.round.deps import Deps
 
