@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from evoinstruct.graph.costs import Price, from_store_row, round_costs
-from evoinstruct.graph.daemon.loop import run_config
 from evoinstruct.graph.project import Project
+from evoinstruct.graph.round.threads import run_config
 
 
 def rounds_report(store: Any, prices: Mapping[str, Price] | None = None) -> list[dict[str, Any]]:

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions, run_config
+from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
 from evoinstruct.graph.project import Project, init_project
 from evoinstruct.graph.round.deps import deps_for_project
+from evoinstruct.graph.round.threads import run_config
 from evoinstruct.store.seeds import add_seed_file
 from evoinstruct.store.store import open_store
 from tests.daemon_helpers import configure_for_server, heartbeat, start_daemon, wait_for

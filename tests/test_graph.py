@@ -9,7 +9,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.runtime import Runtime
 
-from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions, run_config
+from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
 from evoinstruct.graph.project import Project
 from evoinstruct.graph.round import nodes
 from evoinstruct.graph.round.build import (
@@ -18,6 +18,7 @@ from evoinstruct.graph.round.build import (
     route_after_commit,
     route_after_evaluate,
 )
+from evoinstruct.graph.round.threads import run_config
 from evoinstruct.store.records import ExampleDraft, Rejection
 from evoinstruct.store.seeds import add_seed_file
 

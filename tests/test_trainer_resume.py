@@ -19,7 +19,8 @@ pytest.register_assert_rewrite("tests.conftest_trainer")
 from evoinstruct.store import open_store  # noqa: E402
 from evoinstruct.store.errors import ConfigError, Interrupted  # noqa: E402
 from evoinstruct.trainer.__main__ import load_config  # noqa: E402
-from evoinstruct.trainer.train import _register_orphans, last_complete_checkpoint, train  # noqa: E402
+from evoinstruct.trainer.arguments import last_complete_checkpoint  # noqa: E402
+from evoinstruct.trainer.train import _register_orphans, train  # noqa: E402
 from tests.conftest_trainer import fill_pool, tiny_config  # noqa: E402
 
 pytest_plugins = ["tests.conftest_trainer"]

@@ -199,7 +199,7 @@ def dpo_arguments(cfg: TrainerConfig, output_dir: Path) -> Any:
     """TRL's DPOConfig: the SFT stage's arguments, with the stage's own steps and loss."""
     from trl import DPOConfig
 
-    from evoinstruct.trainer.train import training_kwargs
+    from evoinstruct.trainer.arguments import training_kwargs
 
     dpo = cfg.dpo
     kwargs = training_kwargs(cfg, output_dir)
@@ -280,8 +280,8 @@ def train_dpo(
     model is the trained version without its reference adapter, and the stage's metrics."""
     from datasets import Dataset
 
+    from evoinstruct.trainer.arguments import last_complete_checkpoint
     from evoinstruct.trainer.progress import begin_phase
-    from evoinstruct.trainer.train import last_complete_checkpoint
 
     rows, stats = encode_pairs(store, pair_ids, tokenizer, cfg)
     if not rows:

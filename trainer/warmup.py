@@ -28,8 +28,8 @@ def warm_up(
     """Fully fine-tune the model in `model_dir` in place; returns the last training loss."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer
 
+    from evoinstruct.trainer.arguments import training_arguments
     from evoinstruct.trainer.data import Collator, build_dataset, pad_token_id
-    from evoinstruct.trainer.train import training_arguments
 
     model_dir = Path(model_dir)
     cfg = TrainerConfig(

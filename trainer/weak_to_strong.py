@@ -318,9 +318,10 @@ def train_arm(
     `StopOnRequest` among the callbacks), ends it at a checkpoint, never marked finished."""
     from transformers import AutoTokenizer, PrinterCallback, Trainer, set_seed
 
+    from evoinstruct.trainer.arguments import training_arguments
     from evoinstruct.trainer.data import Collator, build_dataset, pad_token_id
     from evoinstruct.trainer.methods import prepare_model
-    from evoinstruct.trainer.train import _write_json, train_resumably, training_arguments
+    from evoinstruct.trainer.train import _write_json, train_resumably
 
     final = directory / arm
     if (final / METRICS).is_file():

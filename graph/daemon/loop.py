@@ -46,6 +46,7 @@ from filelock import FileLock, Timeout
 from evoinstruct.graph.daemon.liveness import with_liveness
 from evoinstruct.graph.project import Project
 from evoinstruct.graph.round.deps import Deps
+from evoinstruct.graph.round.threads import run_config, thread_id
 from evoinstruct.store.errors import EvoError, Interrupted, ProjectError
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
@@ -61,14 +62,6 @@ ACTIVITY_S = 2.0
 PIPELINE_ROLES = ("generator", "evolver", "responder", "critic", "rewriter")
 # Settings the plan step reads: a resumed round whose plan is made keeps it.
 PLAN_KEYS = {"loop.evolve_per_round", "loop.max_depth"}
-
-
-def thread_id(round: int) -> str:
-    return f"round-{round:06d}"
-
-
-def run_config(round: int) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread_id(round)}, "metadata": {"round": round}}
 
 
 @dataclass

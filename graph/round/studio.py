@@ -183,7 +183,7 @@ class StudioGraph(CompiledStateGraph):
                     input = begin_round(deps, input)
                     number = input["round"]
                 if number is not None:
-                    from evoinstruct.graph.daemon.loop import thread_id
+                    from evoinstruct.graph.round.threads import thread_id
 
                     # Sampled calls get per-round cache entries, as in the daemon.
                     deps.models.set_cache_namespace(thread_id(number))
