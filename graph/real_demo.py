@@ -34,8 +34,8 @@ REAL_TASKS_FILE = "real_demo_tasks_en.txt"
 class RealSettings:
     """How much one round does: the weak-model profile's values (graph.profiles), or others.
 
-    A field left None keeps the profile's value; the demo keeps them all, the benchmark sizes
-    its runs with its own flags.
+    A field left None keeps the profile's value; the demo sets only a 40-prompt suite, the
+    benchmark sizes its runs with its own flags.
     """
 
     evolve: int | None = None  # evolutions per round

@@ -83,6 +83,26 @@ def test_generation_examples_hold_only_accepted_trainable_tasks(store) -> None:
     assert mix.available["generation"] == 2
 
 
+def test_a_call_that_showed_an_untrainable_demo_teaches_nothing(store) -> None:
+    """The generation example's prompt is the call's own, demos included: a call that showed
+    an example of the held-out-loss share (or a held-out or suite-overlapping one) is left out."""
+    cfg = TrainerConfig(heldout_fraction=0.4, generation_share=0.3, seed_share=0.0)
+    demos = [f"Summarise the plot of novel number {i} in two sentences." for i in range(40)]
+    demo_ids = store.add_candidates([ExampleDraft(t, output="ok") for t in demos], 1).ids
+    shown = next(store.get(i) for i in demo_ids if is_heldout(i, 0.4))
+    tasks = [f"List four uses of material number {i} at home." for i in range(4)]
+    ids = _call(store, 1, 0, tasks[:2]) + _call(store, 1, 1, tasks[2:])
+    # The second call's prompt showed the held-out example as a demo.
+    store.db.execute(
+        "UPDATE generation_calls SET prompt = ? WHERE call = 1",
+        [f"{PROMPT}\n- {shown.instruction}\n"],
+    )
+    store.set_status([*ids, *demo_ids], "accepted")
+    assert any(not is_heldout(i, 0.4) for i in ids[2:])  # the call would teach otherwise
+    mix = select_mix(store, cfg, random.Random(0))
+    assert [g.call for g in mix.generation] == ["1:0"]
+
+
 def test_the_share_sizes_the_generation_part(store) -> None:
     for call in range(10):
         texts = [f"Plan a {call}-day trip to city number {j} on a small budget." for j in range(3)]

@@ -155,7 +155,9 @@ class SuiteConfig(BaseModel):
         description="Languages of the packaged task prompts the suite takes.",
     )
     tasks_per_language: int | None = Field(
-        None, ge=1, description="Packaged tasks per language (about 100 each); unset takes all."
+        None,
+        ge=1,
+        description="Packaged tasks per language (720 English, 360 Chinese); unset takes all.",
     )
     min_constraints: int = Field(1, ge=1, le=3, description="Fewest constraints per task.")
     max_constraints: int = Field(3, ge=1, le=3, description="Most constraints per task.")

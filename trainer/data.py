@@ -228,7 +228,8 @@ def select_mix(
         # Only tasks that may train at all make an answer: held-out and suite-overlapping
         # ones stay out of the generation examples as they stay out of the pool's roles.
         trainable = {e.id: e for e in (*split.new, *split.old)}
-        found = generation_examples(store.generation_calls(), trainable)
+        untrainable = (*split.suite_overlap, *split.held_out, *split.heldout)
+        found = generation_examples(store.generation_calls(), trainable, untrainable)
         generation = split_seen(found, lineage_trained_ids(store, parent, role="generation"))
     mix = compose_mix(split.seeds, split.new, split.old, split.heldout, cfg, rng, generation)
     mix.available["suite_overlap"] = len(split.suite_overlap)

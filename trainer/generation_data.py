@@ -75,16 +75,24 @@ class GenerationExample:
 
 
 def generation_examples(
-    calls: Iterable[GenerationCall], trainable: dict[str, Example]
+    calls: Iterable[GenerationCall],
+    trainable: dict[str, Example],
+    untrainable: Iterable[Example] = (),
 ) -> list[GenerationExample]:
     """One example per Self-Instruct call with at least one task in `trainable` (id -> example).
 
     The answer lists those tasks in the order the call wrote them, numbered from the
-    call's first task number, as the prompt asked.
+    call's first task number, as the prompt asked. A call whose prompt shows an
+    `untrainable` example as a demo (a held-out or suite-overlapping one, or one of the
+    held-out-loss share) makes no example: the student would train on its text.
     """
+    shown = [" ".join(e.instruction.split()) for e in untrainable if e.instruction.strip()]
     out = []
     for call in calls:
         if not (call.template or "").endswith(SELF_INSTRUCT_TEMPLATE):
+            continue
+        prompt = " ".join(call.prompt.split())
+        if any(text in prompt for text in shown):
             continue
         targets = [trainable[i] for i in call.candidates if i in trainable]
         targets = [e for e in targets if e.source == "generated"]

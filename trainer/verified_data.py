@@ -15,6 +15,7 @@ from random import Random
 from typing import TYPE_CHECKING, Any
 
 from evoinstruct.agents.constraints import check_all
+from evoinstruct.agents.constraints.split import ConstraintSplit
 from evoinstruct.agents.evolver import ADD_VERIFIABLE, EvolverConfig, VerifiableConfig, evolve
 from evoinstruct.agents.responder import ResponderConfig, respond
 from evoinstruct.agents.verify import constraints_of
@@ -50,6 +51,7 @@ async def add_verified(
     seed: int,
     batch_size: int = 32,
     progress: Progress | None = None,
+    split: ConstraintSplit | None = None,
 ) -> dict[str, int]:
     """Store `tasks` as seeds and their verified constrained children as accepted examples.
 
@@ -69,7 +71,9 @@ async def add_verified(
     total = draws * len(parents)
     say("verified answers", 0, total)
     for draw in range(1, draws + 1):
-        drafts = (await evolve(parents, model, prompts, evolver, rng)).drafts
+        # The project's held-out types and suite-only phrasings stay out (default: the
+        # packaged split, what the weak model's cached recipe is made with).
+        drafts = (await evolve(parents, model, prompts, evolver, rng, split)).drafts
         for at in range(0, len(drafts), batch_size):
             batch = drafts[at : at + batch_size]
             answered = (await respond(batch, model, prompts, responder, rng)).answered

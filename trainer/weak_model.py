@@ -43,7 +43,7 @@ from typing import Any
 
 from evoinstruct.store.errors import ModelError
 
-TASKS_FILE = "real_demo_tasks_en.txt"  # prompts/seeds/: ~100 short English tasks
+TASKS_FILE = "real_demo_tasks_en.txt"  # prompts/seeds/: 518 English tasks (98 one-line, 420 longer)
 COUNTS = "counts.json"
 Say = Callable[[str], None]
 

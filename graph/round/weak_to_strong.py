@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from evoinstruct.graph.round import nodes
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.state import RoundState
-from evoinstruct.store.errors import describe_error
+from evoinstruct.store.errors import Interrupted, describe_error
 
 STAGE = "weak_to_strong"
 
@@ -44,6 +44,8 @@ async def weak_to_strong(state: RoundState, runtime: Runtime[Deps]) -> dict[str,
             round=state["round"],
             progress=progress,
         )
+    except Interrupted:
+        raise  # a stop request: the next start resumes the experiment at this step
     except Exception as exc:  # as the training branch: a re-run would fail the same way
         reason = f"weak-to-strong experiment failed: {describe_error(exc)}"
         deps.store.finish_round(state["round"], {"training": reason})
