@@ -306,13 +306,8 @@ def test_the_mode_needs_a_weak_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-async def test_a_round_runs_the_experiment_and_promotes_nothing(
-    tmp_path: Path, tiny_model_dir: Path
-) -> None:
-    """The loop's path: the commit finds verified prompts waiting, the branch labels them with
-    the weak model, trains both students in the trainer's own process, scores the four and
-    records PGR on the round."""
-    from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
+def _weak_to_strong_project(tmp_path: Path, tiny_model_dir: Path) -> Any:
+    """A project in weak-to-strong mode on the tiny model, three verified prompts waiting."""
     from evoinstruct.graph.project import init_project
     from evoinstruct.graph.round.deps import deps_for_project
     from tests.fake_teacher import scripted_teacher
@@ -352,6 +347,18 @@ async def test_a_round_runs_the_experiment_and_promotes_nothing(
     models = ModelSet(config.models, config.roles, builder=builder)
     deps = deps_for_project(project, config, models=models)
     fill(deps.store, verified_topics=3)
+    return project, deps
+
+
+async def test_a_round_runs_the_experiment_and_promotes_nothing(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The loop's path: the commit finds verified prompts waiting, the branch labels them with
+    the weak model, trains both students in the trainer's own process, scores the four and
+    records PGR on the round."""
+    from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
+
+    project, deps = _weak_to_strong_project(tmp_path, tiny_model_dir)
     events: list[dict[str, Any]] = []
     await Daemon(project, deps, DaemonOptions(rounds=1), lambda kind, e: events.append(e)).run()
     experiment = deps.store.experiment("w2s-1")
@@ -364,6 +371,36 @@ async def test_a_round_runs_the_experiment_and_promotes_nothing(
     assert all((directory / arm / "adapter_config.json").is_file() for arm in ARMS)
     mine = [e for e in events if e.get("stage") == "weak_to_strong"]
     assert mine[-1].get("final") and any(e.get("step") == "weak labels" for e in mine)
+    deps.store.close()
+
+
+@pytest.mark.slow
+async def test_a_stop_while_the_students_train_leaves_the_round_to_resume(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """A stop request that reaches the students' training (the trainer exits with Interrupted)
+    is a stop: the round is not closed as a failed experiment, and the next start resumes."""
+    from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
+    from evoinstruct.store.errors import Interrupted
+
+    project, deps = _weak_to_strong_project(tmp_path, tiny_model_dir)
+
+    async def stopped(name: str, *, stopping: Any = None) -> dict[str, Any]:
+        raise Interrupted(f"training {name} stopped on request")
+
+    deps.trainer.train_weak_to_strong = stopped
+    result = await Daemon(project, deps, DaemonOptions(rounds=1)).run()
+    assert result.rounds_run == [] and result.closed_as_failed is None
+    record = deps.store.round(1)
+    # What the schedule said of the round stands; no "experiment failed" replaces it.
+    assert record is not None and "failed" not in record["counts"].get("training", "")
+    experiment = deps.store.experiment("w2s-1")
+    assert experiment is not None and experiment["result"] is None
+    # The next start resumes the experiment where it stopped and finishes the round.
+    del deps.trainer.train_weak_to_strong
+    result = await Daemon(project, deps, DaemonOptions(rounds=1)).run()
+    assert result.rounds_run[0] == 1  # the stopped round first
+    assert deps.store.round(1)["counts"]["training"].startswith("w2s-1: PGR ")
     deps.store.close()
 
 
