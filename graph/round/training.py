@@ -106,6 +106,9 @@ class TrainerSteps:
             env={**os.environ, "PYTHONSAFEPATH": "1"},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            # A group of its own: a stop reaches the workers a launcher started too, and a
+            # kill leaves none of them training on as orphans.
+            start_new_session=True,
             preexec_fn=_die_with_parent,
         )
         assert process.stdout is not None and process.stderr is not None
@@ -231,21 +234,22 @@ def step_event(step: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _stop_trainer(process: Any) -> None:
-    """SIGTERM, up to TRAINER_STOP_S for the checkpoint and exit, then SIGKILL."""
+    """SIGTERM, up to TRAINER_STOP_S for the checkpoint and exit, then SIGKILL to what is left."""
     try:
         if process.returncode is None:
             _signal(process, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), TRAINER_STOP_S)
     finally:
-        # Also when this wait is itself cancelled (the daemon is leaving): no orphan trains on.
-        if process.returncode is None:
-            _signal(process, signal.SIGKILL)
+        # Also when this wait is itself cancelled (the daemon is leaving), and also when the
+        # launcher has gone but a worker has not: no orphan trains on.
+        _signal(process, signal.SIGKILL)
 
 
 def _signal(process: Any, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signum)
+    """Signal the trainer's process group: the trainer, or a launcher and its workers."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
 
 
 def _stream_writer() -> Any:
