@@ -22,6 +22,7 @@ from evoinstruct.agents.constraints import (
     accuracy,
     all_passed,
     check_all,
+    describe,
     describe_all,
     dump_constraints,
     find_conflicts,
@@ -484,14 +485,14 @@ def test_descriptions_read_naturally() -> None:
     words = Constraint(
         "length_constraints:number_words", {"relation": "less than", "num_words": 80}
     )
-    assert words.describe("en") == "Answer with fewer than 80 words."
-    assert words.describe("zh") == "回答少于80个字。"
+    assert describe(words, "en") == "Answer with fewer than 80 words."
+    assert describe(words, "zh") == "回答少于80个字。"
     keys = Constraint("keywords:existence", {"keywords": ["春天", "河流"]})
-    assert keys.describe("zh") == "回答中须包含以下关键词：“春天”、“河流”。"
+    assert describe(keys, "zh") == "回答中须包含以下关键词：“春天”、“河流”。"
     lang = Constraint("language:response_language", {"language": "zh"})
-    assert "Chinese" in lang.describe("en") and "中文" in lang.describe("zh")
+    assert "Chinese" in describe(lang, "en") and "中文" in describe(lang, "zh")
     with pytest.raises(ValueError, match="language"):
-        words.describe("fr")
+        describe(words, "fr")
 
 
 # --- sampling
@@ -524,9 +525,9 @@ def test_sampled_sets_respect_language_and_conflicts(language: str) -> None:
         for c in picks:
             seen.add(c.id)
             assert language in c.type.languages
-            description = c.describe(language)
+            description = describe(c, language)
             assert "{" not in description and "}" not in description
-            assert c.describe("en" if language == "zh" else "zh")
+            assert describe(c, "en" if language == "zh" else "zh")
             if c.id == "combination:repeat_prompt":
                 assert c.params["prompt_to_repeat"] == instruction
     # Every type sampleable for the language turns up.

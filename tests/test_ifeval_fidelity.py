@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from evoinstruct.agents.constraints import IFEVAL_IDS, Constraint, from_ifeval
+from evoinstruct.agents.constraints import IFEVAL_IDS, Constraint, describe, from_ifeval
 from evoinstruct.agents.constraints.language_names import LANGUAGE_NAMES
 from evoinstruct.agents.constraints.text import (
     capital_words,
@@ -269,8 +269,8 @@ def test_language_detection_is_deterministic_and_covers_every_named_language() -
 
 def test_any_langdetect_language_is_accepted_and_described() -> None:
     c = from_ifeval("language:response_language", {"language": "kn"})
-    assert "Kannada" in c.describe("en")
-    assert "卡纳达语" in c.describe("zh")
+    assert "Kannada" in describe(c, "en")
+    assert "卡纳达语" in describe(c, "zh")
     assert from_ifeval("language:response_language", {"language": "zh-TW"}).params == {
         "language": "zh"
     }

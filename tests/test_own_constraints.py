@@ -12,6 +12,7 @@ import pytest
 from evoinstruct.agents.constraints import (
     REGISTRY,
     Constraint,
+    describe,
     find_conflicts,
     incompatible,
     sample_constraint,
@@ -239,7 +240,7 @@ def test_own_types_are_sampled_with_natural_values(language: str) -> None:
         assert len(params) == 40, cid
         for p in params:
             Constraint(cid, p)  # validates
-            assert Constraint(cid, p).describe(language)
+            assert describe(Constraint(cid, p), language)
         values = {k: {p[k] for p in params} for k in params[0]}
         for name, seen in values.items():
             if isinstance(next(iter(seen)), int):

@@ -23,8 +23,8 @@ from filelock import FileLock
 from langgraph.checkpoint.memory import InMemorySaver
 
 from evoinstruct.graph.project import PROJECT_ENV, init_project
-from evoinstruct.graph.round.build import PIPELINE
-from evoinstruct.graph.round.studio import StudioError, StudioGraph, studio_graph
+from evoinstruct.graph.round.build import PIPELINE, studio_graph
+from evoinstruct.graph.round.studio import StudioError, StudioGraph
 from evoinstruct.store.seeds import add_seed_file
 from tests.daemon_helpers import ROOT, configure_for_server
 from tests.fake_teacher import server_reply

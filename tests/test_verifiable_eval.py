@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from evoinstruct.agents.constraints import Constraint, describe_all
+from evoinstruct.agents.constraints import Constraint, describe, describe_all
 from evoinstruct.agents.constraints.phrasing import get_phrasing
 from evoinstruct.agents.models.base import Failure
 from evoinstruct.store import Store, open_store
@@ -415,7 +415,7 @@ def test_training_never_sees_a_suite_prompt(store: Store) -> None:
 def test_ifeval_rows_join_the_suite_and_unsupported_ids_are_counted(
     store: Store, tmp_path: Path
 ) -> None:
-    lowercase = LOWER.describe("en")  # 13 tokens: one whole 13-gram of our own wording
+    lowercase = describe(LOWER, "en")  # 13 tokens: one whole 13-gram of our own wording
     rows = [
         {
             "key": 1,

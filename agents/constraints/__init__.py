@@ -43,6 +43,7 @@ from evoinstruct.agents.constraints.ifeval import (
     to_ifeval,
     write_ifeval,
 )
+from evoinstruct.agents.constraints.phrasing import describe, describe_all
 from evoinstruct.agents.constraints.registry import (
     LANGUAGES,
     REGISTRY,
@@ -55,7 +56,6 @@ from evoinstruct.agents.constraints.registry import (
     SampleContext,
     all_passed,
     check_all,
-    describe_all,
     dump_constraints,
     get_type,
     load_constraints,
@@ -85,6 +85,7 @@ __all__ = [
     "accuracy",
     "all_passed",
     "check_all",
+    "describe",
     "describe_all",
     "dump_constraints",
     "find_conflicts",

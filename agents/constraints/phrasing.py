@@ -236,6 +236,28 @@ def canonical(type_id: str, language: str) -> Phrasing | None:
     return next((p for p in found if p.key == CANONICAL_KEY), found[0] if found else None)
 
 
+def describe(constraint: Constraint, language: str) -> str:
+    """The constraint's instruction sentence in `language`: its type's canonical phrasing,
+    else the type's template."""
+    phrasing = canonical(constraint.id, language)
+    if phrasing is not None:
+        return phrasing.render(constraint.params)
+    return constraint.type.describe_by_template(constraint.params, language)
+
+
+def describe_all(constraints: Iterable[Constraint], language: str) -> str:
+    """The constraints' sentences joined as they would follow an instruction.
+
+    combination:repeat_prompt goes last, so "repeat the request" reads after
+    every other sentence; its checker only needs the response to start with
+    the original instruction, which holds whether or not the model also
+    repeats the other sentences.
+    """
+    items = sorted(constraints, key=lambda c: c.id == "combination:repeat_prompt")
+    sep = "" if language == "zh" else " "
+    return sep.join(describe(c, language) for c in items)
+
+
 # --- placing ------------------------------------------------------------------------------
 def layout(
     constraints: Sequence[Constraint],

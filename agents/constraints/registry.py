@@ -233,14 +233,8 @@ class ConstraintType:
             or self.id in other.conflicts
         )
 
-    def describe(self, params: Mapping[str, Any], language: str) -> str:
-        """The type's canonical sentence in `language` (its phrasing "a")."""
-        # Imported here: the phrasing module reads REGISTRY, which this module defines.
-        from evoinstruct.agents.constraints.phrasing import canonical
-
-        phrasing = canonical(self.id, language)
-        if phrasing is not None:
-            return phrasing.render(params)
+    def describe_by_template(self, params: Mapping[str, Any], language: str) -> str:
+        """The type's `templates` sentence; `phrasing.describe` falls back to it."""
         if language not in self.templates:
             raise ValueError(f"{self.id}: no description for language {language!r}")
         rendered = {p.name: render_value(params[p.name], p.kind, language) for p in self.params}
@@ -318,10 +312,6 @@ class Constraint:
     def type(self) -> ConstraintType:
         return REGISTRY[self.id]
 
-    def describe(self, language: str) -> str:
-        """The instruction sentence for this constraint, in 'en' or 'zh'."""
-        return self.type.describe(self.params, language)
-
     def check(self, response: str, *, loose: bool = False) -> CheckResult:
         """Strict check; with `loose`, pass if any of IFEval's loose variants passes."""
         if not response.strip():
@@ -392,19 +382,6 @@ def repair_all(constraints: Iterable[Constraint], response: str) -> tuple[str, l
             text = repair(text, constraint.params)
             repaired.append(constraint.id)
     return text, repaired
-
-
-def describe_all(constraints: Iterable[Constraint], language: str) -> str:
-    """The constraints' sentences joined as they would follow an instruction.
-
-    combination:repeat_prompt goes last, so "repeat the request" reads after
-    every other sentence; its checker only needs the response to start with
-    the original instruction, which holds whether or not the model also
-    repeats the other sentences.
-    """
-    items = sorted(constraints, key=lambda c: c.id == "combination:repeat_prompt")
-    sep = "" if language == "zh" else " "
-    return sep.join(c.describe(language) for c in items)
 
 
 def dump_constraints(constraints: Iterable[Constraint]) -> list[dict[str, Any]]:

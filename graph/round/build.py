@@ -7,13 +7,14 @@ The daemon compiles this builder with its SQLite checkpointer; LangGraph Studio
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Literal
 
 from langgraph.graph import END, START, StateGraph
 
 from evoinstruct.graph.round import nodes, training_nodes, weak_to_strong
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.state import RoundState
+from evoinstruct.graph.round.studio import StudioGraph
 
 PIPELINE = ("plan", "generate", "evolve", "respond", "critique", "rewrite", "select", "commit")
 
@@ -54,9 +55,7 @@ def build_graph() -> StateGraph:
     return builder
 
 
-def studio_graph() -> Any:
+def studio_graph() -> StudioGraph:
     """For `langgraph dev` (`langgraph.json`): this builder, compiled without a checkpointer (the
     server brings its own), opening the project's dependencies at every run (see `studio`)."""
-    from evoinstruct.graph.round.studio import studio_graph as served
-
-    return served()
+    return StudioGraph.from_compiled(build_graph().compile())

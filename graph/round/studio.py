@@ -205,10 +205,3 @@ class StudioGraph(CompiledStateGraph):
                 f"this thread already ran round {held}: start a new thread for a new round"
             )
         return held
-
-
-def studio_graph() -> StudioGraph:
-    """The factory `langgraph.json` names: the daemon's builder, served with Studio's context."""
-    from evoinstruct.graph.round.build import build_graph
-
-    return StudioGraph.from_compiled(build_graph().compile())
