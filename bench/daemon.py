@@ -70,6 +70,8 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
+from evoinstruct.graph.daemon.command import cli_command  # noqa: E402
+
 OUT = ROOT / "bench" / "out" / "daemon"
 # Bump when the pool the builder writes changes: cached pools of older versions are ignored.
 BUILD_VERSION = 1
@@ -927,17 +929,7 @@ def _reached(server: Any, wanted: int, process: subprocess.Popen) -> Any:
 def _daemon(project: Path, rounds: str, overrides: list[str], env: dict[str, str], log: Path):
     with log.open("ab") as out:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "evoinstruct.graph.cli.main",
-                "run",
-                "--project",
-                str(project),
-                "--rounds",
-                rounds,
-                *overrides,
-            ],
+            cli_command("run", "--project", str(project), "--rounds", rounds, *overrides),
             cwd=str(ROOT),
             env=env,
             stdout=out,

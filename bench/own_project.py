@@ -34,19 +34,19 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from evoinstruct.graph.daemon.command import cli_command
+
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "evoinstruct.graph.cli.main"]
 HANG_GUARD_S = 3 * 3600.0  # no wait below is meant to reach this
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, check=False)
+    done = subprocess.run(cli_command(*args), capture_output=True, text=True, cwd=cwd, check=False)
     if done.returncode != 0:
         raise SystemExit(f"evoinstruct {' '.join(args)} failed: {done.stderr.strip()}")
     return done
@@ -59,7 +59,7 @@ class Daemon:
         self.project = project
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [*CLI, "run", "--project", str(project), *args],
+            cli_command("run", "--project", str(project), *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -147,7 +147,7 @@ def _as_typed() -> None:
 def stop_with_command(daemon: Daemon) -> dict[str, Any]:
     asked = time.monotonic()
     done = subprocess.run(
-        [*CLI, "stop", "--project", str(daemon.project)],
+        cli_command("stop", "--project", str(daemon.project)),
         capture_output=True,
         text=True,
         preexec_fn=_as_typed,

@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evoinstruct.graph.daemon.command import cli_command
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -159,7 +161,7 @@ def build_project(workdir: Path, url: str, args: argparse.Namespace) -> Path:
 
 def cli(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "evoinstruct.graph.cli.main", *args, "-p", str(project)],
+        cli_command(*args, "-p", str(project)),
         cwd=str(ROOT),
         env=ENV,
         capture_output=True,
@@ -267,7 +269,7 @@ def start(project: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
     out = log.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "evoinstruct.graph.cli.main", "run", "-p", str(project), *args],
+            cli_command("run", "-p", str(project), *args),
             cwd=str(ROOT),
             env=ENV,
             stdout=out,
@@ -395,8 +397,7 @@ def run_imports(project: Path, files: list[Path], figures: Figures) -> None:
     say(f"{len(files)} concurrent seed imports start")
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "evoinstruct.graph.cli.main", "seed", "add", str(f)]
-            + ["--json", "-p", str(project)],
+            cli_command("seed", "add", str(f)) + ["--json", "-p", str(project)],
             cwd=str(ROOT),
             env=ENV,
             stdout=subprocess.PIPE,

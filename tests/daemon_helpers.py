@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from evoinstruct.graph.daemon.command import cli_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,15 +53,7 @@ def start_daemon(
     full_env = {**os.environ, **(env or {})}
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the process exit
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "evoinstruct.graph.cli.main",
-            "run",
-            "--project",
-            str(project),
-            *args,
-        ],
+        cli_command("run", "--project", str(project), *args),
         cwd=str(ROOT),
         env=full_env,
         stdout=out,

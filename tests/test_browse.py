@@ -8,7 +8,6 @@ import re
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +20,7 @@ pytest.importorskip("datasette")
 from evoinstruct.agents.models.factory import ModelSet
 from evoinstruct.graph.browse import DATABASE, make_datasette
 from evoinstruct.graph.cli.main import main
+from evoinstruct.graph.daemon.command import cli_command
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
 from evoinstruct.graph.project import init_project
 from evoinstruct.graph.round.deps import deps_for_project
@@ -189,8 +189,7 @@ def test_browse_command_serves_the_pool(pool: Path, tmp_path: Path) -> None:
     log = tmp_path / "browse.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "evoinstruct.graph.cli.main", "browse"]
-            + ["-p", str(pool.parent), "--port", str(port)],
+            cli_command("browse") + ["-p", str(pool.parent), "--port", str(port)],
             cwd=str(ROOT),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -8,11 +8,11 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from evoinstruct.graph.daemon.command import cli_command
 from evoinstruct.graph.project import init_project
 from evoinstruct.graph.round.build import PIPELINE
 from tests.daemon_helpers import (
@@ -36,16 +36,7 @@ def served_project(tmp_path: Path):
         configure_for_server(project, server.url)
         seeds = project / "seeds" / "seed_tasks_en.jsonl"
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "evoinstruct.graph.cli.main",
-                "seed",
-                "add",
-                str(seeds),
-                "-p",
-                str(project),
-            ],
+            cli_command("seed", "add", str(seeds), "-p", str(project)),
             cwd=str(ROOT),
             check=True,
             capture_output=True,
@@ -145,16 +136,7 @@ def test_sigkill_at_random_moments_loses_nothing(served_project) -> None:
     configure_for_server(clean, server.url)
     seeds = clean / "seeds" / "seed_tasks_en.jsonl"
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "evoinstruct.graph.cli.main",
-            "seed",
-            "add",
-            str(seeds),
-            "-p",
-            str(clean),
-        ],
+        cli_command("seed", "add", str(seeds), "-p", str(clean)),
         cwd=str(ROOT),
         check=True,
         capture_output=True,
@@ -226,19 +208,9 @@ def test_api_key_never_reaches_disk(served_project, tmp_path: Path) -> None:
     assert server.requests > 0  # the key was used: the server rejects requests without it
     export = tmp_path / "export.jsonl"
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "evoinstruct.graph.cli.main",
-            "export",
-            "-o",
-            str(export),
-            "--with-lineage",
-            "--status",
-            "all",
-            "-p",
-            str(project),
-        ],
+        cli_command(
+            "export", "-o", str(export), "--with-lineage", "--status", "all", "-p", str(project)
+        ),
         cwd=str(ROOT),
         check=True,
         capture_output=True,
@@ -260,7 +232,7 @@ def test_detached_daemon_shows_in_status_and_stops(served_project) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "evoinstruct.graph.cli.main", *args, "-p", str(project)],
+            cli_command(*args, "-p", str(project)),
             cwd=str(ROOT),
             env={**os.environ, **ENV},
             capture_output=True,

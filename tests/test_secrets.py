@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from evoinstruct.agents.models.config import ModelConfig
 from evoinstruct.agents.models.openai_backend import OpenAIChatModel
 from evoinstruct.agents.models.secret import SECRET_FRAGMENT, Secret
 from evoinstruct.agents.models.structured import SchemaFailure, generate_structured
+from evoinstruct.graph.daemon.command import cli_command
 from evoinstruct.graph.project import init_project
 from tests.daemon_helpers import ROOT, start_daemon
 from tests.fake_teacher import server_reply
@@ -110,7 +110,7 @@ batch_size = 8
 
 def _cli(project: Path, *args: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "evoinstruct.graph.cli.main", *args, "-p", str(project)],
+        cli_command(*args, "-p", str(project)),
         cwd=str(ROOT),
         check=True,
         capture_output=True,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
+from evoinstruct.graph.daemon.command import cli_command
 from evoinstruct.graph.daemon.liveness import pid_alive, with_liveness
 from evoinstruct.graph.daemon.loop import (
     PIPELINE_ROLES,
@@ -101,11 +101,8 @@ def detach(project: Project, argv: list[str]) -> int:
         )
     args = [a for a in argv if a != "--detach"]
     log = project.log_path.open("ab")
-    # -P: `python -m` would put the working directory, the project, first on sys.path, and a
-    # project file such as jinja2.py or openai.py would then shadow a library in the daemon
-    # only (the `evoinstruct` command never imports from its working directory).
     process = subprocess.Popen(
-        [sys.executable, "-P", "-m", "evoinstruct.graph.cli.main", *args],
+        cli_command(*args),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
