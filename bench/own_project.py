@@ -8,7 +8,8 @@ Part 2, stopping: a second project (`--set trainer.train_min_new=1`, so that rou
 trains) is stopped in each phase, and every next `run` must resume the step that was cut:
   generate  `evoinstruct stop` while the generate step's model is decoding;
   max-time  `run --max-seconds S` on the resumed round: how far past S the daemon exits;
-  train     Ctrl-C (SIGINT to the daemon's process group, the trainer included), then
+  train     Ctrl-C (SIGINT to the daemon's process group, as a terminal sends it; the
+            trainer has a group of its own and hears it from the daemon), then
             `evoinstruct stop`, each once training steps are running;
   evaluate  `evoinstruct stop` while the suite is being answered;
 then a last `run` finishes the round. Each stop is timed from the request until the daemon
