@@ -102,6 +102,10 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         rounds = args.rounds
     files = [Path(f) for f in args.ifeval]
     result = asyncio.run(run_real(project, rounds, progress, files=files))
+    if result.stopped:
+        raise SystemExit(
+            f"{arm}: stopped on request after rounds {result.rounds}; --resume goes on"
+        )
     promoted = [row["version"] for row in result.versions if row["promoted"]]
     for row in result.versions:
         say(f"{row['version']}: {row['accuracy']['prompt_strict']} vs base {row['vs_base']}")

@@ -105,6 +105,7 @@ class RealResult:
     versions: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> label -> accuracy
     seconds: float = 0.0
+    stopped: bool = False  # a stop (signal or `evoinstruct stop`) ended it before scoring
 
 
 def prepare_real_project(
@@ -176,6 +177,11 @@ async def run_real(
     for _ in range(rounds):
         done = await run_daemon(project, [], DaemonOptions(rounds=1), progress)
         result.rounds.extend(done.rounds_run)
+        if done.stopped_by_signal:
+            # The user asked to stop: no next round, and no hour of scoring either.
+            result.stopped = True
+            result.seconds = time.monotonic() - started
+            return result
     deps = deps_for_project(project, config)
     try:
         for version in deps.store.model_versions():

@@ -243,6 +243,9 @@ def _real_demo(directory: Path, force: bool, rounds: int) -> None:
     project = prepare_real_project(directory, RealSettings(suite=40), force=force)
     with ProgressView() as view:
         result = asyncio.run(run_real(project, rounds, view))
+    if result.stopped:
+        console.print(f"\nStopped on request after rounds {result.rounds}.", markup=False)
+        return
     console.print(f"\n[bold]Done in {result.seconds:.0f} s[/]: rounds {result.rounds}.")
     console.print(f"base model:  {accuracy_text(result.base)}", markup=False)
     console.print(f"teacher:     {accuracy_text(result.teacher)}", markup=False)
