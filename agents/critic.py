@@ -25,11 +25,11 @@ from evoinstruct.agents.deita import DeitaConfig, deita_scores
 from evoinstruct.agents.ifd import IFDConfig, ifd_scores
 from evoinstruct.agents.instag import InsTagConfig, tag_examples
 from evoinstruct.agents.judge import JudgeConfig, judge_examples
-from evoinstruct.agents.models.base import ChatModel, model_version
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.stats import DIMENSIONS as STATS_DIMENSIONS
 from evoinstruct.agents.stats import StatsConfig, run_stats
 from evoinstruct.agents.verify import VerifyConfig, verify_examples
+from evoinstruct.models.base import ChatModel, model_version
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evoinstruct.agents.judge import ScoreTask, llm_scores
-from evoinstruct.agents.models.base import ChatModel, Message, model_version
+from evoinstruct.models.base import ChatModel, Message, model_version
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import UnsupportedError
 from evoinstruct.store.records import Example, Rejection, Score

@@ -18,8 +18,8 @@ from typing import Protocol
 
 from evoinstruct.agents import generator
 from evoinstruct.agents.generator import CALL_KEY, CallRecord, GeneratorConfig
-from evoinstruct.agents.models.base import ChatModel
 from evoinstruct.agents.novelty import NoveltyDecision
+from evoinstruct.models.base import ChatModel
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
 

@@ -28,10 +28,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, model_version
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.text import join_tokens, ngrams, tokenize
 from evoinstruct.agents.textstats import find_phrase, is_punctuation
+from evoinstruct.models.base import ChatModel, ChatRequest, model_version
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
 from evoinstruct.text.rules import count_words, has_cjk, language_of, normalize

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evoinstruct.agents.models.base import ChatModel, Message
+from evoinstruct.models.base import ChatModel, Message
 from evoinstruct.store.errors import UnsupportedError
 from evoinstruct.store.records import Example, Rejection, Score
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evoinstruct.agents.diversity import RarePolicy
 from evoinstruct.agents.judge import failure_rejection, generate_counted
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure
+from evoinstruct.models.base import ChatModel, ChatRequest, Failure
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
 

@@ -19,9 +19,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Message, Result
-from evoinstruct.agents.models.structured import parse_json_as
 from evoinstruct.agents.outcome import count_call, failure_rejection
+from evoinstruct.models.base import ChatModel, ChatRequest, Failure, Message, Result
+from evoinstruct.models.structured import parse_json_as
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
 

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from evoinstruct.agents.models.base import Failure, Result
+from evoinstruct.models.base import Failure, Result
 from evoinstruct.store.records import Example, ExampleDraft, FailureKind, Rejection
 
 Item = Example | ExampleDraft

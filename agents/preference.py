@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from evoinstruct.agents.constraints import Constraint, check_all
-from evoinstruct.agents.models.base import Choice
+from evoinstruct.models.base import Choice
 from evoinstruct.store.records import PreferencePair
 
 

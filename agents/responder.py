@@ -41,7 +41,10 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from evoinstruct.agents.constraints import Constraint, all_passed, check_all, repair_all
-from evoinstruct.agents.models.base import (
+from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.preference import PairsConfig, has_content, verified_pairs
+from evoinstruct.agents.verify import constraints_of
+from evoinstruct.models.base import (
     ChatModel,
     ChatRequest,
     Choice,
@@ -49,9 +52,6 @@ from evoinstruct.agents.models.base import (
     Message,
     model_version,
 )
-from evoinstruct.agents.outcome import AgentOutcome
-from evoinstruct.agents.preference import PairsConfig, has_content, verified_pairs
-from evoinstruct.agents.verify import constraints_of
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.records import Example, ExampleDraft, PreferencePair

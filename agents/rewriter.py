@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field
 
 from evoinstruct.agents.judge import generate_counted
-from evoinstruct.agents.models.base import (
+from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.models.base import (
     ChatModel,
     ChatRequest,
     Failure,
     Generation,
     model_version,
 )
-from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.records import Example, ExampleDraft

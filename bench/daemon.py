@@ -407,11 +407,11 @@ class TimedTeacher:
 
 def run_rounds(project: Path, rounds: int) -> dict[str, Any]:
     """`rounds` rounds with `Daemon`; per-round wall time, model time and RSS."""
-    from evoinstruct.agents.models.cache import CachedModel
-    from evoinstruct.agents.models.factory import ModelSet
     from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
     from evoinstruct.graph.project import Project
     from evoinstruct.graph.round.deps import deps_for_project
+    from evoinstruct.models.cache import CachedModel
+    from evoinstruct.models.factory import ModelSet
 
     proj = Project(project)
     config = proj.load_config()

@@ -346,7 +346,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.resume and args.report_only:
         parser.error("--resume runs rounds, --report-only runs none: pick one")
-    from evoinstruct.agents.models.smollm2 import fetch_smollm2
+    from evoinstruct.models.smollm2 import fetch_smollm2
 
     fetch_smollm2(progress=print)  # once, before the arms start
     out = Path(args.out)

@@ -60,7 +60,7 @@ class Setup:
         return cls(name.strip(), engine, precision, int(batch))
 
     def model_config(self, path: Path) -> Any:
-        from evoinstruct.agents.models.config import ModelConfig
+        from evoinstruct.models.config import ModelConfig
 
         fields: dict[str, Any] = {"engine": self.engine, "batch_size": self.batch_size}
         if self.engine == "torch":
@@ -179,9 +179,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from evoinstruct.agents.models.smollm2 import fetch_smollm2
-    from evoinstruct.agents.models.transformers_backend import TransformersModel
     from evoinstruct.graph.cli.progress import quiet_libraries
+    from evoinstruct.models.smollm2 import fetch_smollm2
+    from evoinstruct.models.transformers_backend import TransformersModel
     from evoinstruct.trainer.verifiable import score_answers
 
     quiet_libraries()

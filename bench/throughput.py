@@ -38,9 +38,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evoinstruct.agents.models.check import bench_model, bench_prompt  # noqa: E402
-from evoinstruct.agents.models.config import ModelConfig  # noqa: E402
-from evoinstruct.agents.models.openai_backend import OpenAIChatModel  # noqa: E402
+from evoinstruct.models.check import bench_model, bench_prompt  # noqa: E402
+from evoinstruct.models.config import ModelConfig  # noqa: E402
+from evoinstruct.models.openai_backend import OpenAIChatModel  # noqa: E402
 
 TARGET_RATIO = 0.95
 TARGET_CPU_MS = 0.5

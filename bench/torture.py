@@ -108,10 +108,10 @@ class Teacher(OpenAITestServer):
 # --- the project -------------------------------------------------------------------------------
 def build_project(workdir: Path, url: str, args: argparse.Namespace) -> Path:
     """A project with the loopback teacher, a tiny local student and fast rounds."""
-    from evoinstruct.agents.models.tiny import DEFAULT_CORPUS, build_tiny_llama
     from evoinstruct.graph.config_toml import render_toml
     from evoinstruct.graph.demo import _seed_texts
     from evoinstruct.graph.project import CONFIG_HEADER, init_project
+    from evoinstruct.models.tiny import DEFAULT_CORPUS, build_tiny_llama
 
     corpus = [*DEFAULT_CORPUS, *_seed_texts()]
     student = build_tiny_llama(workdir / "tiny-student", corpus=corpus, seed=2, hidden_size=64)
@@ -686,7 +686,7 @@ def main() -> int:
         rows = query(project, "SELECT status FROM examples WHERE id = ?", (example_id,))
         statuses[rows[0][0] if rows else "missing"] += 1
     kinds_failed = failed_calls(project)
-    from evoinstruct.agents.models.openai_backend import call_deadline_s
+    from evoinstruct.models.openai_backend import call_deadline_s
 
     deadline = call_deadline_s(args.timeout_s, 2, 1.0)
     marked = one(

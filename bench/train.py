@@ -106,7 +106,7 @@ def main() -> None:
 
     from transformers.utils import logging as hf_logging
 
-    from evoinstruct.agents.models.tiny import DEFAULT_CORPUS, build_tiny_llama
+    from evoinstruct.models.tiny import DEFAULT_CORPUS, build_tiny_llama
 
     hf_logging.disable_progress_bar()
 

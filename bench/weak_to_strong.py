@@ -44,7 +44,7 @@ MODELS_SHOWN = {
 
 def overrides(weak_dir: Path, strong_dir: Path, args: argparse.Namespace) -> list[str]:
     """The project's settings: SmolLM2's tables, the weak model, the trainer and the suite."""
-    from evoinstruct.agents.models.smollm2 import config_overrides
+    from evoinstruct.models.smollm2 import config_overrides
 
     weak = {
         "backend": "transformers",
@@ -89,9 +89,9 @@ def say(text: str, started: float) -> None:
 
 def prepare(args: argparse.Namespace, started: float) -> Any:
     """The project in OUT/project, its config written (made on the first run only)."""
-    from evoinstruct.agents.models.smollm2 import fetch_smollm2
     from evoinstruct.graph.config_toml import render_toml
     from evoinstruct.graph.project import CONFIG_HEADER, Project, init_project
+    from evoinstruct.models.smollm2 import fetch_smollm2
     from evoinstruct.trainer.weak_model import make_weak_smollm2
 
     weak_dir = args.weak or make_weak_smollm2(progress=lambda m: say(m, started))

@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from evoinstruct.agents.critic import CriticConfig, unknown_dimension
 from evoinstruct.agents.evolver import EvolverConfig
 from evoinstruct.agents.generator import GeneratorConfig
-from evoinstruct.agents.models.config import ModelConfig, RolesConfig
 from evoinstruct.agents.responder import ResponderConfig
 from evoinstruct.agents.rewriter import RewriterConfig
 from evoinstruct.agents.selector import SelectorConfig
 from evoinstruct.graph.report.config import ReportConfig
+from evoinstruct.models.config import ModelConfig, RolesConfig
 from evoinstruct.prompts.library import LANGUAGES
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.trainer.config import TrainerConfig

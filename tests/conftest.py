@@ -34,7 +34,7 @@ def store(tmp_path: Path):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight llama with a trained tokenizer, built once for the whole session."""
-    from evoinstruct.agents.models.tiny import build_tiny_llama
+    from evoinstruct.models.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -42,9 +42,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def scripted_deps(tmp_path: Path):
     """A fresh project's dependencies with every model the scripted teacher (in extras)."""
-    from evoinstruct.agents.models.factory import ModelSet
     from evoinstruct.graph.project import init_project
     from evoinstruct.graph.round.deps import deps_for_project
+    from evoinstruct.models.factory import ModelSet
     from tests.fake_teacher import scripted_teacher
 
     project = init_project(tmp_path / "proj")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evoinstruct.agents.models.base import ChatRequest
+from evoinstruct.models.base import ChatRequest
 from evoinstruct.store.records import Example
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
+from evoinstruct.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
 from evoinstruct.store.errors import UnsupportedError
 
 Reply = str | Generation | Failure | Callable[[ChatRequest], "str | Generation | Failure"]

@@ -17,13 +17,13 @@ import pytest
 
 pytest.importorskip("datasette")
 
-from evoinstruct.agents.models.factory import ModelSet
 from evoinstruct.graph.browse import DATABASE, make_datasette
 from evoinstruct.graph.cli.main import main
 from evoinstruct.graph.daemon.command import cli_command
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
 from evoinstruct.graph.project import init_project
 from evoinstruct.graph.round.deps import deps_for_project
+from evoinstruct.models.factory import ModelSet
 from evoinstruct.store.seeds import add_seed_file
 from tests.daemon_helpers import ROOT
 from tests.fake_teacher import scripted_teacher

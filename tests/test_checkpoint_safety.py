@@ -10,12 +10,12 @@ import ormsgpack
 import pytest
 from langgraph.checkpoint.serde.jsonplus import EXT_CONSTRUCTOR_SINGLE_ARG, JsonPlusSerializer
 
-from evoinstruct.agents.models.factory import ModelSet
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
 from evoinstruct.graph.inspect import checkpoints_report
 from evoinstruct.graph.project import init_project
 from evoinstruct.graph.round.checkpoints import strict_serializer
 from evoinstruct.graph.round.deps import deps_for_project
+from evoinstruct.models.factory import ModelSet
 from evoinstruct.store.seeds import add_seed_file
 from tests.fake_teacher import scripted_teacher
 

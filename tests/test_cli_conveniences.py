@@ -242,10 +242,10 @@ def test_inspect_prompt_refuses_bad_input_in_one_line(
 @pytest.fixture(scope="module")
 def after_a_round(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One whole round on the scripted teacher, with prices for the teacher."""
-    from evoinstruct.agents.models.factory import ModelSet
     from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
     from evoinstruct.graph.project import init_project
     from evoinstruct.graph.round.deps import deps_for_project
+    from evoinstruct.models.factory import ModelSet
     from evoinstruct.store.seeds import add_seed_file
     from tests.fake_teacher import scripted_teacher
 

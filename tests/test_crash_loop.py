@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from evoinstruct.agents.models.factory import ModelSet
 from evoinstruct.graph.config import RunConfig, load_config
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions, DaemonResult, RoundFailed
 from evoinstruct.graph.inspect import rounds_report
 from evoinstruct.graph.project import Project, init_project
 from evoinstruct.graph.round import nodes
 from evoinstruct.graph.round.deps import Deps, deps_for_project
+from evoinstruct.models.factory import ModelSet
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.seeds import add_seed_file
 from evoinstruct.store.store import open_store

@@ -152,8 +152,8 @@ def test_critic_config_composes_sub_configs_with_methods_defaults() -> None:
 async def test_critic_on_a_real_tiny_model(tiny_model_dir) -> None:
     """The real transformers paths: Deita from next-token probabilities, IFD from losses,
     and a random model's judge answers read as missing scores — never as 0."""
-    from evoinstruct.agents.models.config import ModelConfig
-    from evoinstruct.agents.models.transformers_backend import TransformersModel
+    from evoinstruct.models.config import ModelConfig
+    from evoinstruct.models.transformers_backend import TransformersModel
 
     model = TransformersModel(ModelConfig(backend="transformers", path=str(tiny_model_dir)))
     batch = [

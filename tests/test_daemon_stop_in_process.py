@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from evoinstruct.agents.models.factory import ModelSet, build_model
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions, DaemonResult
 from evoinstruct.graph.project import Project, init_project
 from evoinstruct.graph.round.deps import Deps, deps_for_project
+from evoinstruct.models.factory import ModelSet, build_model
 from evoinstruct.store.seeds import add_seed_file
 from tests.fake_teacher import scripted_teacher
 from tests.test_daemon_stop import _next_step

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from evoinstruct.agents.deita import DeitaConfig, deita_messages, deita_scores, expected_score
-from evoinstruct.agents.models.base import Message
+from evoinstruct.models.base import Message
 from evoinstruct.prompts.library import PromptLibrary
 from tests.conftest_critic import make_example, user_text
 from tests.doubles import ScriptedModel

@@ -23,7 +23,7 @@ from evoinstruct.agents.evolver import (
     parse_evolved,
     prompt_text,
 )
-from evoinstruct.agents.models.base import Choice, Failure, Generation
+from evoinstruct.models.base import Choice, Failure, Generation
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft
 from tests.doubles import ScriptedModel

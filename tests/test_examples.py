@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.agents.models.factory import ModelSet
 from evoinstruct.graph.config import load_config
+from evoinstruct.models.factory import ModelSet
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

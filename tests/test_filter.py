@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import typer
 
-from evoinstruct.agents.models.base import Failure
-from evoinstruct.agents.models.cache import CachedModel
-from evoinstruct.agents.models.factory import ModelSet
 from evoinstruct.graph.cli import main as root_cli
 from evoinstruct.graph.cli.filter import filter_cli, filter_command
 from evoinstruct.graph.config import RunConfig, load_config
 from evoinstruct.graph.filtering.pipeline import parse_steps, run_filter
+from evoinstruct.models.base import Failure
+from evoinstruct.models.cache import CachedModel
+from evoinstruct.models.factory import ModelSet
 from evoinstruct.store.errors import InputError, ProjectError
 from tests.cli_helpers import run_cli
 from tests.doubles import ScriptedModel

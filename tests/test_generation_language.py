@@ -16,9 +16,9 @@ from evoinstruct.text.rules import has_cjk
 @pytest.fixture
 def make_deps(tmp_path: Path):
     """Deps of a project seeded in both languages, with the given project settings."""
-    from evoinstruct.agents.models.factory import ModelSet
     from evoinstruct.graph.project import init_project
     from evoinstruct.graph.round.deps import deps_for_project
+    from evoinstruct.models.factory import ModelSet
     from tests.fake_teacher import scripted_teacher
 
     opened = []

@@ -20,7 +20,7 @@ from evoinstruct.agents.generator import (
     parse_tasks,
     parse_yes_no,
 )
-from evoinstruct.agents.models.base import Choice, Failure, Generation
+from evoinstruct.models.base import Choice, Failure, Generation
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft
 from evoinstruct.text.rules import count_words

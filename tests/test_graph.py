@@ -173,7 +173,7 @@ def test_seed_added_between_rounds_is_picked_up(deps, tmp_path: Path) -> None:
 
 async def test_a_judge_outage_leaves_candidates_for_the_next_round(deps) -> None:
     """Failed judge calls are no verdict: select waits, and the next round judges them."""
-    from evoinstruct.agents.models.base import Failure
+    from evoinstruct.models.base import Failure
     from tests.fake_teacher import teacher_reply
 
     outage = {"on": True}
@@ -203,7 +203,7 @@ async def test_a_judge_outage_leaves_candidates_for_the_next_round(deps) -> None
 async def test_an_equality_check_outage_is_no_verdict(deps) -> None:
     """A failed equality call (an HTTP 503) neither rejects nor marks the evolved child:
     it waits, unjudged, and the next round's check decides it."""
-    from evoinstruct.agents.models.base import Failure
+    from evoinstruct.models.base import Failure
     from tests.fake_teacher import teacher_reply
 
     outage = {"on": True}

@@ -16,7 +16,7 @@ from evoinstruct.agents.instag import (
     stem,
     tag_examples,
 )
-from evoinstruct.agents.models.base import Choice, Failure, Generation
+from evoinstruct.models.base import Choice, Failure, Generation
 from evoinstruct.prompts.library import PromptLibrary
 from tests.conftest_critic import make_example
 from tests.doubles import ScriptedModel

@@ -17,7 +17,7 @@ from evoinstruct.agents.judge import (
     parse_judgement_json,
     parse_score,
 )
-from evoinstruct.agents.models.base import Choice, Failure, Generation
+from evoinstruct.models.base import Choice, Failure, Generation
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Score
 from tests.conftest_critic import make_example, user_text

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from evoinstruct.agents.models.activity import MeteredModel
-from evoinstruct.agents.models.base import ChatRequest, Failure, Generation
-from evoinstruct.agents.models.cache import CachedModel, cache_key
-from evoinstruct.agents.models.config import ModelConfig, RolesConfig
-from evoinstruct.agents.models.factory import ModelSet, build_model
-from evoinstruct.agents.models.openai_backend import OpenAIChatModel
+from evoinstruct.models.activity import MeteredModel
+from evoinstruct.models.base import ChatRequest, Failure, Generation
+from evoinstruct.models.cache import CachedModel, cache_key
+from evoinstruct.models.config import ModelConfig, RolesConfig
+from evoinstruct.models.factory import ModelSet, build_model
+from evoinstruct.models.openai_backend import OpenAIChatModel
 from evoinstruct.store.errors import ConfigError
 from tests.doubles import ScriptedModel
 from tests.openai_server import OpenAITestServer

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from evoinstruct.agents.models.base import Failure, probe_request
-from evoinstruct.agents.models.check import bench_model, check_models, explain, percentiles
-from evoinstruct.agents.models.config import ModelConfig
+from evoinstruct.models.base import Failure, probe_request
+from evoinstruct.models.check import bench_model, check_models, explain, percentiles
+from evoinstruct.models.config import ModelConfig
 from tests.openai_server import OpenAITestServer, closed_port, eventually
 
 
@@ -88,9 +88,9 @@ def test_percentiles() -> None:
 
 def _project_with(tmp_path, models: dict) -> str:
     """A project whose [models] are exactly `models` (ModelConfig objects); roles point at the first."""
-    from evoinstruct.agents.models.config import RolesConfig
     from evoinstruct.graph.config import RunConfig
     from evoinstruct.graph.project import init_project
+    from evoinstruct.models.config import RolesConfig
 
     first = next(iter(models))
     roles = RolesConfig(
@@ -148,7 +148,7 @@ def test_cli_bench_json(tmp_path, capsys) -> None:
 
 
 async def test_an_in_process_model_missing_locally_is_reported_without_a_download() -> None:
-    from evoinstruct.agents.models.check import check_model
+    from evoinstruct.models.check import check_model
 
     cfg = ModelConfig(backend="transformers", path="no-such-org/no-such-model-xyz")
     result = await check_model("student", cfg)
@@ -204,7 +204,7 @@ async def test_a_connection_dropped_mid_answer_is_not_called_a_wrong_url(
 async def test_each_broken_answer_is_explained_as_what_it_is(
     server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch, fault: str, words: str
 ) -> None:
-    from evoinstruct.agents.models.factory import build_model
+    from evoinstruct.models.factory import build_model
 
     server.inject(fault, delay=1.0)
     monkeypatch.setenv("GOOD_KEY", "right-key")
@@ -237,9 +237,9 @@ def test_the_check_table_prints_brackets_in_errors_and_names(
     monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """rich reads "[Errno 111]" or "[models.teacher]" as markup and drops it unless escaped."""
-    from evoinstruct.agents.models import check as check_module
-    from evoinstruct.agents.models.check import CheckResult
     from evoinstruct.graph.cli.models import check_command
+    from evoinstruct.models import check as check_module
+    from evoinstruct.models.check import CheckResult
 
     failed = CheckResult("teacher", "openai", "org/[x]-model", "http://127.0.0.1:9/v1", ok=False)
     failed.error = "cannot connect: [Errno 111] Connection refused"

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.agents.models.base import ChatRequest, Generation
-from evoinstruct.agents.models.cancel import Cancelled
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.ct2_engine import CACHE_SUBDIR
-from evoinstruct.agents.models.smollm2 import CACHE_ENV
-from evoinstruct.agents.models.transformers_backend import TransformersModel
+from evoinstruct.models.base import ChatRequest, Generation
+from evoinstruct.models.cancel import Cancelled
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.ct2_engine import CACHE_SUBDIR
+from evoinstruct.models.smollm2 import CACHE_ENV
+from evoinstruct.models.transformers_backend import TransformersModel
 from tests.test_models_transformers import PROMPTS, _make_adapter
 
 pytest.importorskip("ctranslate2")
@@ -194,7 +194,7 @@ def test_the_engine_stops_the_batch_at_the_next_step(pair) -> None:
 def test_prune_keeps_the_folders_used_last(tmp_path: Path) -> None:
     import os
 
-    from evoinstruct.agents.models.ct2_engine import prune
+    from evoinstruct.models.ct2_engine import prune
 
     for i in range(5):
         folder = tmp_path / f"v{i}"

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from pydantic import BaseModel, Field
 
-from evoinstruct.agents.models import openai_backend
-from evoinstruct.agents.models.base import (
+from evoinstruct.models import openai_backend
+from evoinstruct.models.base import (
     CONNECTION_DROPPED,
     CONNECTION_UNREACHABLE,
     ChatModel,
@@ -19,21 +19,21 @@ from evoinstruct.agents.models.base import (
     Failure,
     Generation,
 )
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.openai_backend import (
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.openai_backend import (
     MalformedResponse,
     OpenAIChatModel,
     RateLimiter,
     parse_completion,
     retry_after_seconds,
 )
-from evoinstruct.agents.models.structured import (
+from evoinstruct.models.structured import (
     Parsed,
     SchemaFailure,
     generate_structured,
     parse_json_as,
 )
-from evoinstruct.agents.models.vllm_backend import VLLMModel, load_lora_adapter, sampling_kwargs
+from evoinstruct.models.vllm_backend import VLLMModel, load_lora_adapter, sampling_kwargs
 from evoinstruct.store.errors import ModelError, UnsupportedError
 from tests.openai_server import OpenAITestServer, closed_port, eventually
 

@@ -17,22 +17,22 @@ import openai
 import pytest
 from aiohttp import web
 
-from evoinstruct.agents.models.base import (
+from evoinstruct.models.base import (
     CONNECTION_DROPPED,
     CONNECTION_UNREACHABLE,
     ChatRequest,
     Failure,
     Generation,
 )
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.openai_backend import (
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.openai_backend import (
     OpenAIChatModel,
     Transport,
     failure_detail,
     failure_kind,
     retry_after_seconds,
 )
-from evoinstruct.agents.models.openai_lean import LeanTransport, MalformedBody
+from evoinstruct.models.openai_lean import LeanTransport, MalformedBody
 from tests.openai_server import OpenAITestServer
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")

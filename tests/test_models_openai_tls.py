@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from evoinstruct.agents.models.base import CONNECTION_UNREACHABLE, ChatRequest, Failure, Generation
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.openai_backend import OpenAIChatModel, Transport
+from evoinstruct.models.base import CONNECTION_UNREACHABLE, ChatRequest, Failure, Generation
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.openai_backend import OpenAIChatModel, Transport
 from tests.openai_server import OpenAITestServer
 
 # Whatever the machine running the tests has set must not decide what is trusted or

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Generation
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.tiny import build_tiny_llama
-from evoinstruct.agents.models.transformers_backend import PLAIN_CHAT_TEMPLATE, TransformersModel
+from evoinstruct.models.base import ChatModel, ChatRequest, Generation
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.tiny import build_tiny_llama
+from evoinstruct.models.transformers_backend import PLAIN_CHAT_TEMPLATE, TransformersModel
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
 PROMPTS = [

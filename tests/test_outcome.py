@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import get_args
 
-from evoinstruct.agents.models import base
-from evoinstruct.agents.models.base import Choice, Failure, Generation
 from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.models import base
+from evoinstruct.models.base import Choice, Failure, Generation
 from evoinstruct.store.records import Example, ExampleDraft, FailureKind, Rejection
 
 

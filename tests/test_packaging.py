@@ -1,12 +1,14 @@
-"""pyproject.toml lists every package of the six folders, so a built wheel carries all of them."""
+"""pyproject.toml lists every package of the top-level folders, so a built wheel carries all of them."""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
 
+from tests.test_layers import LAYERS
+
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = ("agents", "graph", "prompts", "store", "text", "trainer")
+FOLDERS = LAYERS  # every top-level package is in one layer
 
 
 def test_every_package_folder_is_listed_under_its_evoinstruct_name() -> None:

@@ -10,10 +10,10 @@ from random import Random
 import pytest
 
 from evoinstruct.agents.constraints import Constraint, check_all, dump_constraints
-from evoinstruct.agents.models.base import Choice, Generation
 from evoinstruct.agents.preference import PairsConfig, verified_pairs
 from evoinstruct.agents.responder import ResponderConfig, respond
 from evoinstruct.graph.round import stages
+from evoinstruct.models.base import Choice, Generation
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store import Store, open_store
 from evoinstruct.store.records import Example, ExampleDraft, PreferencePair

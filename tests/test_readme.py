@@ -63,7 +63,7 @@ def config_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def test_every_config_key_is_in_the_readme() -> None:
-    from evoinstruct.agents.models.config import ModelConfig
+    from evoinstruct.models.config import ModelConfig
 
     keys = config_keys(RunConfig) + [f"models.NAME.{k}" for k in ModelConfig.model_fields]
     assert len(keys) > 100

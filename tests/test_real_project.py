@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from evoinstruct.agents.models.smollm2 import CACHE_ENV, CPU_DTYPE, model_dir
 from evoinstruct.graph.config import RunConfig, load_config
 from evoinstruct.graph.profiles import WEAK_MODEL
+from evoinstruct.models.smollm2 import CACHE_ENV, CPU_DTYPE, model_dir
 from tests.cli_helpers import run_cli
 
 

@@ -99,10 +99,10 @@ def add_round(store, round: int, instructions: list[str], status: str = "accepte
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two real rounds with the scripted teacher, then an escaped-text round and two versions."""
-    from evoinstruct.agents.models.factory import ModelSet
     from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
     from evoinstruct.graph.project import init_project
     from evoinstruct.graph.round.deps import deps_for_project
+    from evoinstruct.models.factory import ModelSet
     from tests.fake_teacher import scripted_teacher
 
     root = tmp_path_factory.mktemp("report") / "proj"
@@ -315,9 +315,9 @@ class FakeEmbedder:
 def test_the_configured_embedder_is_used_and_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from evoinstruct.agents.models import factory
     from evoinstruct.graph.config import RunConfig
     from evoinstruct.graph.project import init_project
+    from evoinstruct.models import factory
 
     config = RunConfig()
     config.roles.embedder = "teacher"

@@ -9,7 +9,6 @@ from random import Random
 import pytest
 
 from evoinstruct.agents.constraints import Constraint, all_passed, check_all, dump_constraints
-from evoinstruct.agents.models.base import Choice, Failure, Generation
 from evoinstruct.agents.responder import (
     SAMPLING_KEY,
     ResponderConfig,
@@ -19,6 +18,7 @@ from evoinstruct.agents.responder import (
     pick_system_prompt,
     respond,
 )
+from evoinstruct.models.base import Choice, Failure, Generation
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.records import Example, ExampleDraft

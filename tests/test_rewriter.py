@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.agents.models.base import Choice, Failure, Generation
 from evoinstruct.agents.rewriter import (
     LABELS,
     RewriterConfig,
@@ -20,6 +19,7 @@ from evoinstruct.agents.rewriter import (
     parse_task_type,
     rewrite_examples,
 )
+from evoinstruct.models.base import Choice, Failure, Generation
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
 from tests.conftest_critic import make_example, user_text

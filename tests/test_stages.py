@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from langgraph.runtime import Runtime
 
-from evoinstruct.agents.models.base import Failure
-from evoinstruct.agents.models.factory import ModelSet
 from evoinstruct.agents.responder import RespondOutcome
 from evoinstruct.agents.selector import SelectOutcome
 from evoinstruct.graph.config import load_config
@@ -21,6 +19,8 @@ from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
 from evoinstruct.graph.filtering.pipeline import run_filter
 from evoinstruct.graph.round import nodes, stages
 from evoinstruct.graph.round.stages import StageContext
+from evoinstruct.models.base import Failure
+from evoinstruct.models.factory import ModelSet
 from evoinstruct.store.records import ExampleDraft, Rejection
 from tests.fake_teacher import teacher_reply
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import torch
 
-from evoinstruct.agents.models.activity import Activity, MeteredModel
-from evoinstruct.agents.models.base import ChatRequest, Generation
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.transformers_backend import TransformersModel
+from evoinstruct.models.activity import Activity, MeteredModel
+from evoinstruct.models.base import ChatRequest, Generation
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.transformers_backend import TransformersModel
 
 TOKEN_S = 0.1
 
@@ -120,7 +120,7 @@ async def test_the_live_count_gives_way_to_the_answers_count(
 async def test_a_stop_mid_call_keeps_the_batches_already_finished(tiny_model_dir: Path) -> None:
     """The response cache stores an in-process model's answers batch by batch: a call cut
     short by a stop loses only the batch in flight, and its re-run decodes only what is left."""
-    from evoinstruct.agents.models.cache import CachedModel
+    from evoinstruct.models.cache import CachedModel
     from tests.test_models_cache import DictCache
 
     config = ModelConfig(

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from evoinstruct.agents.models.transformers_backend import PLAIN_CHAT_TEMPLATE
+from evoinstruct.models.transformers_backend import PLAIN_CHAT_TEMPLATE
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.records import Example
 from evoinstruct.trainer.config import TrainerConfig

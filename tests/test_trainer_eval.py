@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation
+from evoinstruct.models.base import ChatRequest, Choice, Failure, Generation
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example
 from evoinstruct.trainer.config import GateConfig, PairwiseConfig, TrainerConfig

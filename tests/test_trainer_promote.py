@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from evoinstruct.agents.models.base import ChatRequest
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.openai_backend import OpenAIChatModel
-from evoinstruct.agents.models.transformers_backend import TransformersModel
+from evoinstruct.models.base import ChatRequest
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.openai_backend import OpenAIChatModel
+from evoinstruct.models.transformers_backend import TransformersModel
 from evoinstruct.store.errors import InputError, UnsupportedError
 from evoinstruct.trainer.promote import hand_off, promote, rollback, versions_table
 from tests.openai_server import OpenAITestServer

@@ -18,7 +18,7 @@ import pytest
 
 from evoinstruct.agents.constraints import Constraint, describe, describe_all
 from evoinstruct.agents.constraints.phrasing import get_phrasing
-from evoinstruct.agents.models.base import Failure
+from evoinstruct.models.base import Failure
 from evoinstruct.store import Store, open_store
 from evoinstruct.store.records import ExampleDraft
 from evoinstruct.store.seeds import add_seed_file
@@ -624,9 +624,9 @@ def test_eval_cli_prints_and_stores(
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_evaluate_suite_on_smollm2(store: Store) -> None:
-    from evoinstruct.agents.models.config import ModelConfig
-    from evoinstruct.agents.models.smollm2 import fetch_smollm2
-    from evoinstruct.agents.models.transformers_backend import TransformersModel
+    from evoinstruct.models.config import ModelConfig
+    from evoinstruct.models.smollm2 import fetch_smollm2
+    from evoinstruct.models.transformers_backend import TransformersModel
     from evoinstruct.store.errors import ModelError
     from tests.conftest_trainer import single_torch_thread
 

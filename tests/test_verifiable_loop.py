@@ -30,8 +30,6 @@ from evoinstruct.agents.constraints.phrasing import placed_from_meta, render_pro
 from evoinstruct.agents.constraints.split import default_split
 from evoinstruct.agents.critic import CriticConfig, critique
 from evoinstruct.agents.evolver import EvolverConfig, evolve, without_constraints
-from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation
-from evoinstruct.agents.models.factory import ModelSet
 from evoinstruct.agents.responder import ResponderConfig, respond
 from evoinstruct.agents.rewriter import RewriteOutcome
 from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes
@@ -42,6 +40,8 @@ from evoinstruct.graph.project import init_project
 from evoinstruct.graph.round import stages
 from evoinstruct.graph.round.deps import deps_for_project
 from evoinstruct.graph.round.stages import StageContext
+from evoinstruct.models.base import ChatRequest, Choice, Failure, Generation
+from evoinstruct.models.factory import ModelSet
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft
 from evoinstruct.store.seeds import add_seed_file

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from evoinstruct.agents.constraints import Constraint, check_all, describe_all, dump_constraints
-from evoinstruct.agents.models.base import ChatRequest, Failure
-from evoinstruct.agents.models.config import ModelConfig, RolesConfig
-from evoinstruct.agents.models.factory import ModelSet, build_model
+from evoinstruct.models.base import ChatRequest, Failure
+from evoinstruct.models.config import ModelConfig, RolesConfig
+from evoinstruct.models.factory import ModelSet, build_model
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store import Store, open_store
 from evoinstruct.store.errors import ConfigError, InputError
@@ -468,7 +468,7 @@ def test_the_weak_model_is_cut_healed_and_cached(
     from transformers import AutoConfig
 
     import evoinstruct.trainer.weak_model as weak_model
-    from evoinstruct.agents.models.smollm2 import SOURCE_FILE, model_dir
+    from evoinstruct.models.smollm2 import SOURCE_FILE, model_dir
     from evoinstruct.trainer.weak_model import (
         COUNTS,
         WeakRecipe,

@@ -267,7 +267,7 @@ def resolve_template(tokenizer: Any, template: str) -> str:
 def _chat_template(template: str) -> str | None:
     # The in-process backend serves base models with this Alpaca-style layout; training
     # with the very same template keeps what the student learns and what it sees equal.
-    from evoinstruct.agents.models.transformers_backend import PLAIN_CHAT_TEMPLATE
+    from evoinstruct.models.transformers_backend import PLAIN_CHAT_TEMPLATE
 
     return PLAIN_CHAT_TEMPLATE if template == "alpaca" else None
 

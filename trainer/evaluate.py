@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure
-from evoinstruct.agents.models.cancel import CancelFlag, run_in_thread
+from evoinstruct.models.base import ChatModel, ChatRequest, Failure
+from evoinstruct.models.cancel import CancelFlag, run_in_thread
 from evoinstruct.store.errors import InputError, UnsupportedError
 from evoinstruct.store.records import Example
 from evoinstruct.trainer.config import GateConfig, PairwiseConfig, TrainerConfig

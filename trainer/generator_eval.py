@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from evoinstruct.agents.generation_step import CallPlan, Novelty, generate_step, plan_calls
 from evoinstruct.agents.generator import CALL_KEY, GeneratorConfig
-from evoinstruct.agents.models.base import ChatModel
+from evoinstruct.models.base import ChatModel
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.trainer.verifiable import bootstrap_ratio, paired_bootstrap
 

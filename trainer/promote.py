@@ -60,20 +60,20 @@ def _unwrap(model: Any) -> Any:
 
 
 def _is_server(model: Any) -> bool:
-    from evoinstruct.agents.models.openai_backend import OpenAIChatModel
+    from evoinstruct.models.openai_backend import OpenAIChatModel
 
     return isinstance(model, OpenAIChatModel)
 
 
 def _is_vllm(model: Any) -> bool:
-    from evoinstruct.agents.models.vllm_backend import VLLMModel
+    from evoinstruct.models.vllm_backend import VLLMModel
 
     return isinstance(model, VLLMModel)
 
 
 async def _server_hand_off(model: Any, row: dict[str, Any] | None) -> str | None:
     """A vLLM server: hot-load the LoRA on every endpoint, then name it in requests."""
-    from evoinstruct.agents.models.vllm_backend import load_lora_adapter
+    from evoinstruct.models.vllm_backend import load_lora_adapter
 
     if row is None:
         model.model_id, model.adapter_version = model.cfg.model, None

@@ -1,6 +1,6 @@
 """Which model answers the suite for `evoinstruct eval`: a version, the base student, the teacher.
 
-`models` is the run's model set (`agents.models.factory.ModelSet`): named
+`models` is the run's model set (`models.factory.ModelSet`): named
 configs, roles, `fresh(name)` for a model of our own and `get(name)` for a
 shared one. A version or the base is served by a fresh student instance with
 the version's adapter handed to it (or none), exactly as the generator would
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evoinstruct.agents.models.base import ChatModel
+from evoinstruct.models.base import ChatModel
 from evoinstruct.store.errors import InputError
 from evoinstruct.trainer.config import TrainerConfig
 from evoinstruct.trainer.suite import Suite

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Result
+from evoinstruct.models.base import ChatModel, ChatRequest, Failure, Result
 from evoinstruct.trainer.config import SuiteConfig, part_order
 from evoinstruct.trainer.suite import Suite
 

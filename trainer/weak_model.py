@@ -1,6 +1,6 @@
 """A genuinely weaker SmolLM2 for weak-to-strong experiments offline, made once and cached.
 
-Only SmolLM2-135M-Instruct can be fetched here (`agents.models.smollm2`), so the weak
+Only SmolLM2-135M-Instruct can be fetched here (`models.smollm2`), so the weak
 supervisor is made from it by a fixed recipe (`WeakRecipe`):
 
 1. keep `layers` of its 30 decoder layers (the others are dropped, the kept ones
@@ -97,20 +97,20 @@ def packaged_tasks() -> list[str]:
 
 
 def _cache_root(cache_dir: Path | None) -> Path:
-    from evoinstruct.agents.models.smollm2 import default_cache_dir
+    from evoinstruct.models.smollm2 import default_cache_dir
 
     return (cache_dir or default_cache_dir()).expanduser().resolve()
 
 
 def weak_model_dir(cache_dir: Path | None, recipe: WeakRecipe) -> Path:
-    from evoinstruct.agents.models.smollm2 import MODEL_NAME
+    from evoinstruct.models.smollm2 import MODEL_NAME
 
     return _cache_root(cache_dir) / f"{MODEL_NAME}-weak-{recipe.tag()}-float32"
 
 
 def heal_data_dir(cache_dir: Path | None, recipe: WeakRecipe) -> Path:
     """Where the healing data is kept (a pool.db of verified examples and counts.json)."""
-    from evoinstruct.agents.models.smollm2 import MODEL_NAME
+    from evoinstruct.models.smollm2 import MODEL_NAME
 
     return _cache_root(cache_dir) / f"{MODEL_NAME}-weak-data-{recipe.data_tag()}"
 
@@ -150,7 +150,7 @@ def make_weak_smollm2(
     """The weak model's folder for `recipe`, made if missing (see the module docstring)."""
     from filelock import FileLock
 
-    from evoinstruct.agents.models.smollm2 import fetch_smollm2
+    from evoinstruct.models.smollm2 import fetch_smollm2
 
     recipe = recipe or WeakRecipe()
     say = progress or (lambda _message: None)
@@ -208,7 +208,7 @@ def _share(folder: Path) -> None:
 
 
 def _make(recipe: WeakRecipe, strong: Path, data: Path, work: Path, say: Say) -> Path:
-    from evoinstruct.agents.models.smollm2 import SOURCE_FILE
+    from evoinstruct.models.smollm2 import SOURCE_FILE
     from evoinstruct.store import open_store
     from evoinstruct.trainer.config import TrainerConfig
     from evoinstruct.trainer.train import train
@@ -274,9 +274,9 @@ def _step_say(say: Say) -> Any:
 
 
 async def _verified(store: Any, strong: Path, recipe: WeakRecipe, say: Say) -> dict[str, int]:
-    from evoinstruct.agents.models.config import ModelConfig
-    from evoinstruct.agents.models.transformers_backend import TransformersModel
     from evoinstruct.agents.responder import ResponderConfig
+    from evoinstruct.models.config import ModelConfig
+    from evoinstruct.models.transformers_backend import TransformersModel
     from evoinstruct.prompts.library import PromptLibrary
     from evoinstruct.trainer.verified_data import add_verified
 

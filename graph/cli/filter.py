@@ -101,8 +101,8 @@ def filter_command(
 
     Bad input (steps, format, files, config) raises InputError (exit code 2 in `main`).
     """
-    from evoinstruct.agents.models.factory import ModelSet
     from evoinstruct.graph.filtering.pipeline import parse_steps, run_filter
+    from evoinstruct.models.factory import ModelSet
     from evoinstruct.prompts.library import PromptLibrary
 
     chosen = parse_steps(steps)

@@ -1,7 +1,7 @@
 """`evoinstruct models check|bench`: reach the configured models, and size a run before starting it.
 
 The commands load the project's config (with `--set` overrides), call the library
-in `agents.models.check` and print a table (or JSON with `--json`). The library
+in `models.check` and print a table (or JSON with `--json`). The library
 loads lazily so the rest of the CLI starts fast.
 """
 
@@ -21,7 +21,7 @@ from evoinstruct.graph.cli.common import ProjectOpt, SetOpt, inherit_project
 from evoinstruct.store.errors import InputError
 
 if TYPE_CHECKING:
-    from evoinstruct.agents.models.config import ModelConfig
+    from evoinstruct.models.config import ModelConfig
 
 models_app = typer.Typer(
     help="Reach the configured models and size a run before starting it.",
@@ -35,7 +35,7 @@ def _ms(seconds: float | None) -> str:
 
 def check_command(models: dict[str, ModelConfig], as_json: bool) -> int:
     """Check every model; print the outcome; exit code 0 when all answered, else 1."""
-    from evoinstruct.agents.models.check import check_models
+    from evoinstruct.models.check import check_models
 
     results = asyncio.run(check_models(models))
     if as_json:
@@ -63,7 +63,7 @@ def bench_command(
     as_json: bool,
 ) -> int:
     """Benchmark one model; print the figures; exit code 1 when no request succeeded."""
-    from evoinstruct.agents.models.check import bench_model
+    from evoinstruct.models.check import bench_model
 
     if name not in models:
         known = ", ".join(sorted(models)) or "none"
@@ -167,8 +167,8 @@ def fetch(
     Without, it prints the bare config tables. A second fetch is instant.
     Example: evoinstruct models fetch smollm2 --project my-project
     """
-    from evoinstruct.agents.models.smollm2 import FOLDER_DTYPE, config_lines, fetch_smollm2
     from evoinstruct.graph.real_project import REAL_MODELS
+    from evoinstruct.models.smollm2 import FOLDER_DTYPE, config_lines, fetch_smollm2
 
     if name not in REAL_MODELS:
         known = ", ".join(REAL_MODELS)

@@ -30,7 +30,7 @@ def _configured_embedder(config: Any, store: Any) -> Iterator[Any]:
     if config.roles.embedder is None:
         yield None
         return
-    from evoinstruct.agents.models.factory import ModelSet
+    from evoinstruct.models.factory import ModelSet
 
     models = ModelSet(config.models, config.roles, cache=store)
     loop = asyncio.new_event_loop()

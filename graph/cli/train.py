@@ -112,7 +112,7 @@ async def _with_models(
     config: RunConfig, store: Store, work: Callable[[Any], Awaitable[Any]]
 ) -> Any:
     """Run `work(models)` with the project's models, closing them afterwards."""
-    from evoinstruct.agents.models.factory import ModelSet
+    from evoinstruct.models.factory import ModelSet
 
     models = ModelSet(config.models, config.roles, cache=store)
     try:

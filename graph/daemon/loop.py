@@ -10,7 +10,7 @@ A stop request (SIGTERM, Ctrl-C, `evoinstruct stop`'s stop file, or the end of
 (and the model check before a round) runs as a task the daemon watches. The step
 in flight gets `stop_grace_s` to finish and reach its checkpoint; after that it
 is cancelled, with its model calls in flight: an in-process model's thread stops
-at its next token (agents.models.cancel). Work that can stop cleanly hears of the
+at its next token (models.cancel). Work that can stop cleanly hears of the
 request at once (`Deps.stopping`): a training run checkpoints within a
 micro-batch and exits, and its node raises Interrupted. A cancelled node leaves its checkpoint where it
 was, before the node: the stage drivers write each batch in one transaction
@@ -309,7 +309,7 @@ class Daemon:
             if not task.done():
                 task.cancel()
                 # Cancelled code cleans up at its next await; a local model's generate thread
-                # stops at its next token (agents.models.cancel), a trainer at its next
+                # stops at its next token (models.cancel), a trainer at its next
                 # micro-batch; what does not within the grace is not waited for.
                 await asyncio.wait({task}, timeout=grace)
         raise Stopped(what)

@@ -66,7 +66,7 @@ async def _activate(deps: Any) -> None:
 
 async def _preflight(deps: Any) -> None:
     """Fail at once, in plain words, when a model the round needs cannot be reached."""
-    from evoinstruct.agents.models.check import explain
+    from evoinstruct.models.check import explain
 
     failures = await deps.models.preflight(PIPELINE_ROLES)
     if failures:

@@ -66,8 +66,8 @@ from evoinstruct.store.records import Example, ExampleDraft, Rejection
 from evoinstruct.store.seeds import read_seed_file
 
 if TYPE_CHECKING:
-    from evoinstruct.agents.models.factory import ModelSet
     from evoinstruct.graph.config import RunConfig
+    from evoinstruct.models.factory import ModelSet
     from evoinstruct.store import Store
 
 IMPORT = "import"  # the stage of what never became an example: copies, items without output

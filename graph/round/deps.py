@@ -23,7 +23,7 @@ class Deps:
     store: Store
     config: RunConfig
     prompts: PromptLibrary
-    models: Any  # agents.models.factory.ModelSet: role -> ChatModel
+    models: Any  # models.factory.ModelSet: role -> ChatModel
     project: Project | None = None
     clock: Callable[[], float] = time.monotonic
     trainer: Any = None  # graph.training.TrainerSteps when the training branch is on
@@ -53,8 +53,8 @@ def deps_for_project(project: Project, config: RunConfig, *, models: Any = None)
 
     `models` replaces the configured models (tests pass a ModelSet of doubles).
     """
-    from evoinstruct.agents.models.factory import ModelSet
     from evoinstruct.graph.round.training import TrainerSteps
+    from evoinstruct.models.factory import ModelSet
     from evoinstruct.prompts.library import PromptLibrary
 
     store = project.open_store()

@@ -28,12 +28,12 @@ from evoinstruct.agents import (
     verify,
 )
 from evoinstruct.agents.constraints.split import ConstraintSplit
-from evoinstruct.agents.models.base import model_version
 from evoinstruct.graph.round import stages
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.indexes import selection_indexes
 from evoinstruct.graph.round.stages import StageContext, progress_event, recorded_drops
 from evoinstruct.graph.round.state import RoundState
+from evoinstruct.models.base import model_version
 from evoinstruct.store.generation_calls import GenerationCall
 from evoinstruct.store.ids import example_id
 from evoinstruct.store.records import Example, ExampleDraft

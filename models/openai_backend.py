@@ -50,7 +50,7 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
-from evoinstruct.agents.models.base import (
+from evoinstruct.models.base import (
     CONNECTION_DROPPED,
     CONNECTION_UNREACHABLE,
     ChatRequest,
@@ -60,14 +60,14 @@ from evoinstruct.agents.models.base import (
     Generation,
     Result,
 )
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.per_loop import PerLoop
-from evoinstruct.agents.models.sdk_tls import sdk_ssl_context
-from evoinstruct.agents.models.secret import Secret
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.per_loop import PerLoop
+from evoinstruct.models.sdk_tls import sdk_ssl_context
+from evoinstruct.models.secret import Secret
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
 try:
-    from evoinstruct.agents.models import openai_lean
+    from evoinstruct.models import openai_lean
 except ImportError:  # no aiohttp or orjson: every endpoint takes the SDK's own transport
     openai_lean = None  # type: ignore[assignment]
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evoinstruct.agents.models.ct2_engine import ComputeType
+from evoinstruct.models.ct2_engine import ComputeType
 
 ROLES = ("generator", "evolver", "responder", "critic", "rewriter", "tagger", "scorer", "embedder")
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import openai
 
-from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.openai_backend import api_key_from_env
-from evoinstruct.agents.models.secret import Secret
+from evoinstruct.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.openai_backend import api_key_from_env
+from evoinstruct.models.secret import Secret
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
 MISSING = "vllm is not installed: pip install 'evoinstruct[vllm]' (needs a GPU)"

@@ -41,8 +41,8 @@ import openai
 import orjson
 from yarl import URL
 
-from evoinstruct.agents.models.per_loop import refuse_if_running
-from evoinstruct.agents.models.sdk_tls import sdk_ssl_context
+from evoinstruct.models.per_loop import refuse_if_running
+from evoinstruct.models.sdk_tls import sdk_ssl_context
 
 # Raised once the server has the connection: it broke mid-exchange (a dropped or truncated
 # answer). Everything under these but the UNREACHABLE ones.

@@ -12,7 +12,7 @@ Generation runs on transformers' `generate` or, with `engine = "ctranslate2"`, o
 CTranslate2 (ct2_engine.py: faster on a CPU, each adapter version merged and
 converted once); everything else stays on torch. The worker thread checks a cancel
 flag between batches and tokens (between decoding steps on CTranslate2), so a stop
-request ends it within a token (agents.models.cancel).
+request ends it within a token (models.cancel).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from evoinstruct.agents.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
-from evoinstruct.agents.models.cancel import CancelFlag, run_in_thread
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.ct2_engine import Ct2Engine
+from evoinstruct.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
+from evoinstruct.models.cancel import CancelFlag, run_in_thread
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.ct2_engine import Ct2Engine
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
 # For base models without a chat template: the Alpaca layout the trainer also uses.
@@ -101,7 +101,7 @@ class TransformersModel:
         self._cancel: CancelFlag | None = None  # the flag of the call holding the lock
         self._batches = 0
         self._engine = self._make_engine(path) if cfg.engine == "ctranslate2" else None
-        from evoinstruct.agents.models.transformers_hooks import check_between_layers
+        from evoinstruct.models.transformers_hooks import check_between_layers
 
         check_between_layers(self.model, lambda: self._cancel)
         if cfg.adapter:
@@ -110,7 +110,7 @@ class TransformersModel:
     def _make_engine(self, path: str) -> Ct2Engine:
         import torch
 
-        from evoinstruct.agents.models.smollm2 import default_cache_dir
+        from evoinstruct.models.smollm2 import default_cache_dir
 
         if self.device != "cpu":
             raise ModelError(f'engine = "ctranslate2" runs on the cpu here, not {self.device!r}')
@@ -219,7 +219,7 @@ class TransformersModel:
     ) -> list[Generation]:
         import torch
 
-        from evoinstruct.agents.models.transformers_hooks import stop_on_cancel
+        from evoinstruct.models.transformers_hooks import stop_on_cancel
 
         first = requests[0]
         greedy = first.temperature <= 0

@@ -31,9 +31,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from evoinstruct.agents.models.activity import current_ticket
-from evoinstruct.agents.models.base import ChatRequest, Choice, Generation
-from evoinstruct.agents.models.cancel import Cancelled
+from evoinstruct.models.activity import current_ticket
+from evoinstruct.models.base import ChatRequest, Choice, Generation
+from evoinstruct.models.cancel import Cancelled
 from evoinstruct.store.errors import ModelError
 
 ComputeType = Literal["float32", "int8", "int8_float32"]

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoinstruct.agents.models.base import (
+from evoinstruct.models.base import (
     CONNECTION_DROPPED,
     ChatModel,
     ChatRequest,
@@ -27,8 +27,8 @@ from evoinstruct.agents.models.base import (
     Result,
     probe,
 )
-from evoinstruct.agents.models.config import ModelConfig
-from evoinstruct.agents.models.factory import build_model
+from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.factory import build_model
 from evoinstruct.store.errors import EvoError
 from evoinstruct.store.export.names import model_label
 

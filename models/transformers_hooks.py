@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from evoinstruct.agents.models.activity import Ticket, current_ticket
-from evoinstruct.agents.models.cancel import CancelFlag
+from evoinstruct.models.activity import Ticket, current_ticket
+from evoinstruct.models.cancel import CancelFlag
 
 
 class StopOnCancel(StoppingCriteria):

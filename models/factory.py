@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from evoinstruct.agents.models.activity import Activity, MeteredModel
-from evoinstruct.agents.models.base import ChatModel, Failure, Result, probe
-from evoinstruct.agents.models.cache import CachedModel, ResponseCache
-from evoinstruct.agents.models.config import ROLES, ModelConfig, RolesConfig
+from evoinstruct.models.activity import Activity, MeteredModel
+from evoinstruct.models.base import ChatModel, Failure, Result, probe
+from evoinstruct.models.cache import CachedModel, ResponseCache
+from evoinstruct.models.config import ROLES, ModelConfig, RolesConfig
 from evoinstruct.store.errors import ConfigError
 
 
@@ -24,17 +24,17 @@ def build_model(cfg: ModelConfig, *, cache: ResponseCache | None = None) -> Chat
     """One backend for one config; heavy libraries load only for the backend chosen."""
     model: ChatModel
     if cfg.backend == "openai":
-        from evoinstruct.agents.models.openai_backend import OpenAIChatModel
+        from evoinstruct.models.openai_backend import OpenAIChatModel
 
         model = OpenAIChatModel(
             cfg, backoff_initial=cfg.backoff_initial_s, backoff_max=cfg.backoff_max_s
         )
     elif cfg.backend == "transformers":
-        from evoinstruct.agents.models.transformers_backend import TransformersModel
+        from evoinstruct.models.transformers_backend import TransformersModel
 
         model = TransformersModel(cfg)
     else:
-        from evoinstruct.agents.models.vllm_backend import VLLMModel
+        from evoinstruct.models.vllm_backend import VLLMModel
 
         model = VLLMModel(cfg)
     if cache is not None and cfg.cache:

@@ -21,7 +21,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from evoinstruct.agents.models.base import (
+from evoinstruct.models.base import (
     ChatModel,
     ChatRequest,
     Choice,

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from evoinstruct.agents.models.base import ChatModel, ChatRequest, Failure, Generation
+from evoinstruct.models.base import ChatModel, ChatRequest, Failure, Generation
 
 T = TypeVar("T", bound=BaseModel)
 

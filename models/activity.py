@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from evoinstruct.agents.models.base import (
+from evoinstruct.models.base import (
     ChatModel,
     ChatRequest,
     Failure,
