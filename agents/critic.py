@@ -80,7 +80,7 @@ def unknown_dimension(name: str, config: CriticConfig) -> str | None:
 
 @dataclass
 class CriticOutcome(AgentOutcome):
-    """Scores, rejections (stage `Stage.CRITIQUE`), tags and languages per example id, the books.
+    """Scores, rejections (stage CRITIQUE), tags and languages per example id, the books.
 
     `kept` lists the ids no part rejected (nor left unjudged by a failed call);
     `skipped` the ids that had no response to critique (left for the responder);

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from evoinstruct.graph.daemon.command import cli_command
-from evoinstruct.store.stages import Stage
+from evoinstruct.store.stages import TRAINING, Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -466,11 +466,7 @@ def kill_phase(
         time.sleep(delay)  # somewhere inside the stage, not only at its start
         beat = heartbeat(project) or {}
         # Where the kill landed (the daemon may have moved on during the delay).
-        phase = (
-            "training"
-            if beat.get("stage") in (Stage.TRAIN, Stage.EVALUATE, Stage.PROMOTE)
-            else "generation"
-        )
+        phase = "training" if beat.get("stage") in TRAINING else "generation"
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         ended(process, figures, "killed")

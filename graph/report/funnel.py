@@ -43,10 +43,8 @@ STAGE_ORDER: tuple[str, ...] = (
     Stage.REWRITE,
     Stage.SELECT,
 )
-DRAFT_STAGES = {
-    Stage.GENERATE: "generated",
-    Stage.EVOLVE: "evolved",
-}  # stage -> source of what it stores
+# Stage -> the source of the examples it stores.
+DRAFT_STAGES = {Stage.GENERATE: "generated", Stage.EVOLVE: "evolved"}
 DUPLICATE = "duplicate of a stored example (round counters)"
 
 
