@@ -32,6 +32,7 @@ from evoinstruct.agents.verify import VerifyConfig, verify_examples
 from evoinstruct.models.base import ChatModel, model_version
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
+from evoinstruct.store.stages import Stage
 
 
 class CriticConfig(BaseModel):
@@ -79,7 +80,7 @@ def unknown_dimension(name: str, config: CriticConfig) -> str | None:
 
 @dataclass
 class CriticOutcome(AgentOutcome):
-    """Scores, rejections (stage "critique"), tags and languages per example id, the books.
+    """Scores, rejections (stage CRITIQUE), tags and languages per example id, the books.
 
     `kept` lists the ids no part rejected (nor left unjudged by a failed call);
     `skipped` the ids that had no response to critique (left for the responder);
@@ -88,7 +89,7 @@ class CriticOutcome(AgentOutcome):
     here, since the selector gives that verdict.
     """
 
-    stage = "critique"
+    stage = Stage.CRITIQUE
 
     scores: list[Score] = field(default_factory=list)
     tags: dict[str, list[str]] = field(default_factory=dict)

@@ -61,9 +61,9 @@ from evoinstruct.agents.verify import META_KEY, constraints_of
 from evoinstruct.models.base import ChatModel, ChatRequest, Result, model_version
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft
+from evoinstruct.store.stages import Stage
 from evoinstruct.text.rules import count_words, normalize
 
-STAGE = "evolve"
 # No model call: the parent's prompt as it is, with registry constraints appended (the
 # verifiable-constraint recipe of Tülu 3 and AutoIF). It works with any model, however weak
 # at rewriting prompts; not among the default operations, which follow WizardLM.
@@ -208,7 +208,7 @@ class EvolverConfig(BaseModel):
 class EvolveOutcome(AgentOutcome):
     """Evolved drafts (without outputs), rejections, usage and the operations drawn."""
 
-    stage = STAGE
+    stage = Stage.EVOLVE
 
     drafts: list[ExampleDraft] = field(default_factory=list)
     operations: Counter[str] = field(default_factory=Counter)
@@ -230,7 +230,7 @@ class EliminateOutcome(AgentOutcome):
     """Children that survived the elimination rules, a rejection for each that did not, and
     the children whose equality check call failed (no verdict: decide them again later)."""
 
-    stage = STAGE
+    stage = Stage.EVOLVE
 
     kept: list[Any] = field(default_factory=list)
     failed: list[Any] = field(default_factory=list)

@@ -22,8 +22,8 @@ from evoinstruct.agents.novelty import NoveltyDecision
 from evoinstruct.models.base import ChatModel
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
+from evoinstruct.store.stages import Stage
 
-STAGE = generator.STAGE
 # Instance-step drops that end a task (the others drop one instance of it).
 TASK_DROPS = frozenset({"ambiguous_input", "no_valid_instances"})
 
@@ -121,7 +121,9 @@ def _novel(drafts: list[ExampleDraft], novelty: Novelty, result: StepResult) -> 
             kept.append(draft)
             continue
         evidence = {"rouge_l": round(decision.score or 0.0, 4), "similar_to": decision.most_similar}
-        result.rejections.append(Rejection(STAGE, "too_similar", evidence, text=draft.instruction))
+        result.rejections.append(
+            Rejection(Stage.GENERATE, "too_similar", evidence, text=draft.instruction)
+        )
         result.record_of(draft).drops["too_similar"] += 1
     return kept
 

@@ -34,10 +34,10 @@ from evoinstruct.agents.textstats import find_phrase, is_punctuation
 from evoinstruct.models.base import ChatModel, ChatRequest, model_version
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
+from evoinstruct.store.stages import Stage
 from evoinstruct.text.rules import count_words, has_cjk, language_of, normalize
 
 Mode = Literal["self_instruct", "alpaca"]
-STAGE = "generate"
 CALL_KEY = "generation_call"  # a draft's meta key: the number of the call that wrote it
 # What parsing sets aside that was never a task: it counts in no call's tasks or drops.
 NOT_TASKS = frozenset({"preamble", "aside"})
@@ -205,7 +205,7 @@ class CallRecord:
 class GenerateOutcome(AgentOutcome):
     """Kept drafts, rejections with reasons, usage counters, and one record per call."""
 
-    stage = STAGE
+    stage = Stage.GENERATE
 
     drafts: list[ExampleDraft] = field(default_factory=list)
     call_records: list[CallRecord] = field(default_factory=list)
@@ -390,13 +390,15 @@ def parse_tasks(
     if _lead_is_task(lead, items, first_index, cued):
         blocks.insert(0, lead)
     elif lead:
-        rejections.append(Rejection(STAGE, "preamble", None, lead, None, lead))
+        rejections.append(Rejection(Stage.GENERATE, "preamble", None, lead, None, lead))
     if split.aside:
-        rejections.append(Rejection(STAGE, "aside", None, split.aside, None, split.aside))
+        rejections.append(Rejection(Stage.GENERATE, "aside", None, split.aside, None, split.aside))
     # Cut on length inside an aside, the last item was whole.
     if finish_reason == "length" and blocks and not split.ends_aside:
         cut = blocks.pop()
-        rejections.append(Rejection(STAGE, "truncated", "finish_reason=length", cut, None, cut))
+        rejections.append(
+            Rejection(Stage.GENERATE, "truncated", "finish_reason=length", cut, None, cut)
+        )
     tasks: list[ParsedTask] = []
     echoes = {normalize(d) for d in demos}
     seen: set[str] = set()
@@ -404,12 +406,16 @@ def parse_tasks(
         task, problem = _read_task(block, mode)
         key = normalize(task.instruction) if task is not None else ""
         if task is None:
-            rejections.append(Rejection(STAGE, "malformed", problem, block, None, block))
+            rejections.append(Rejection(Stage.GENERATE, "malformed", problem, block, None, block))
         elif key in echoes or key in seen:
             reason = "echoed_demo" if key in echoes else "repeated"
-            rejections.append(Rejection(STAGE, reason, None, block, None, task.instruction))
+            rejections.append(
+                Rejection(Stage.GENERATE, reason, None, block, None, task.instruction)
+            )
         elif len(tasks) >= count:
-            rejections.append(Rejection(STAGE, "over_count", count, block, None, task.instruction))
+            rejections.append(
+                Rejection(Stage.GENERATE, "over_count", count, block, None, task.instruction)
+            )
         else:
             seen.add(key)
             tasks.append(task)

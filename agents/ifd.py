@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from evoinstruct.models.base import ChatModel, Message
 from evoinstruct.store.errors import UnsupportedError
 from evoinstruct.store.records import Example, Rejection, Score
+from evoinstruct.store.stages import Stage
 
 SCORER = "ifd"
 DIMENSION = "ifd"
@@ -95,7 +96,7 @@ async def ifd_scores(
         elif value > config.max_ifd:
             outcome.rejections.append(
                 Rejection(
-                    stage="critique",
+                    stage=Stage.CRITIQUE,
                     reason="ifd_above_1",
                     evidence={"ifd": value, "max_ifd": config.max_ifd, **detail},
                     example_id=example.id,

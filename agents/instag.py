@@ -27,6 +27,7 @@ from evoinstruct.agents.judge import failure_rejection, generate_counted
 from evoinstruct.models.base import ChatModel, ChatRequest, Failure
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
+from evoinstruct.store.stages import Stage
 
 SCORER = "instag"
 DIMENSION = "tag_count"
@@ -236,7 +237,7 @@ async def tag_examples(
     outcome = InsTagOutcome()
     for example, result in zip(batch, results, strict=True):
         if isinstance(result, Failure):
-            outcome.rejections.append(failure_rejection(result, example.id, "critique"))
+            outcome.rejections.append(failure_rejection(result, example.id, Stage.CRITIQUE))
             continue
         parsed = parse_tags(result.text)
         if not parsed.ok:

@@ -24,6 +24,7 @@ from evoinstruct.models.base import ChatModel, ChatRequest, Failure, Message, Re
 from evoinstruct.models.structured import parse_json_as
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score
+from evoinstruct.store.stages import Stage
 
 SCORER = "judge"
 SCALE = (0.0, 5.0)  # the judge's scale: the prompt states it; a number outside it is no score
@@ -266,7 +267,9 @@ async def llm_scores(
         for index, result in zip(pending, results, strict=True):
             task = tasks[index]
             if isinstance(result, Failure):
-                outcome.rejections.append(failure_rejection(result, task.example_id, "critique"))
+                outcome.rejections.append(
+                    failure_rejection(result, task.example_id, Stage.CRITIQUE)
+                )
                 continue
             judgement = parse(result.text)
             if judgement.value is None:
@@ -360,7 +363,7 @@ def threshold_rejections(
         else:
             continue
         rejected[score.example_id] = Rejection(
-            stage="critique",
+            stage=Stage.CRITIQUE,
             reason=reason,
             evidence={
                 "dimension": score.dimension,

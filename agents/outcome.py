@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from evoinstruct.models.base import Failure, Result
 from evoinstruct.store.records import Example, ExampleDraft, FailureKind, Rejection
+from evoinstruct.store.stages import Stage
 
 Item = Example | ExampleDraft
 
@@ -41,7 +42,7 @@ def count_call(counters: Counter[str], result: Result) -> bool:
 def failure_rejection(
     failure: Failure,
     example_id: str | None,
-    stage: str,
+    stage: Stage,
     *,
     text: str | None = None,
     evidence: dict[str, Any] | None = None,
@@ -65,7 +66,7 @@ def _identity(item: Item | None, text: str | None) -> tuple[str | None, str | No
 class AgentOutcome:
     """Rejections and the books of model calls; each agent subclasses it with what it keeps."""
 
-    stage: ClassVar[str] = ""
+    stage: ClassVar[Stage]  # each agent's outcome names its stage
 
     rejections: list[Rejection] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)

@@ -55,8 +55,8 @@ from evoinstruct.models.base import (
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.records import Example, ExampleDraft, PreferencePair
+from evoinstruct.store.stages import Stage
 
-STAGE = "respond"
 TEMPLATE = "respond"
 SAMPLING_KEY = "rejection_sampling"
 # Meta keys the responder sets that the store must keep with the answer.
@@ -118,7 +118,7 @@ class RespondOutcome(AgentOutcome):
     """Answered items (same type as given), items skipped because they had an output, rejections,
     and the verified preference pairs of the stored items' draws."""
 
-    stage = STAGE
+    stage = Stage.RESPOND
     answered: list[Any] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
     pairs: list[PreferencePair] = field(default_factory=list)

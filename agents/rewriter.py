@@ -39,9 +39,9 @@ from evoinstruct.models.base import (
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.records import Example, ExampleDraft
+from evoinstruct.store.stages import Stage
 from evoinstruct.text.rules import count_words
 
-STAGE = "rewrite"
 DEFAULT_TYPE = "default"
 # The answer contract: the prompt asks for these labels and the parser reads them.
 LABELS = {"en": ("Reasoning:", "Revised response:"), "zh": ("推理：", "修改后的回答：")}
@@ -264,7 +264,7 @@ def check_rewrite(original: str, rewrite: str, config: RewriterConfig) -> tuple[
 class RewriteOutcome(AgentOutcome):
     """Kept rewrites as drafts (source "rewritten"), why others were not kept, and the books."""
 
-    stage = STAGE
+    stage = Stage.REWRITE
 
     drafts: list[ExampleDraft] = field(default_factory=list)
     task_types: dict[str, str] = field(default_factory=dict)

@@ -28,7 +28,7 @@ SQLite beside the pool and following the store (`agents.pool_index`: the
 daemon), with the same decisions; `select` checks against them without
 changing them and, when `commit` is true, adds only the finally accepted
 examples.
-Every dropped candidate becomes a `Rejection(stage="select")` with evidence.
+Every dropped candidate becomes a `Rejection(stage=Stage.SELECT)` with evidence.
 
 The selector treats its candidates alike, whatever their source: keeping
 human seeds is the caller's rule (the daemon accepts them as written and
@@ -66,8 +66,8 @@ from evoinstruct.agents.text import text_hash
 from evoinstruct.agents.verify import constraint_failure
 from evoinstruct.store.errors import ConfigError, EvoError
 from evoinstruct.store.records import Example, Rejection, Score
+from evoinstruct.store.stages import Stage
 
-STAGE = "select"
 Step = Literal["exact_dedup", "near_dedup", "novelty", "decontaminate", "thresholds", "diversity"]
 ExampleField = Literal["system", "instruction", "input", "output"]
 ALL_STEPS: tuple[str, ...] = (
@@ -212,7 +212,7 @@ def decontaminator(config: SelectorConfig) -> Decontaminator | None:
 class SelectOutcome(AgentOutcome):
     """Accepted ids (in selection order), one rejection per dropped candidate, counters."""
 
-    stage = STAGE
+    stage = Stage.SELECT
 
     accepted: list[str] = field(default_factory=list)
 
@@ -284,7 +284,7 @@ class _Run:
 
     def reject(self, ex: Example, reason: str, evidence: object) -> None:
         self.rejections.append(
-            Rejection(STAGE, reason, evidence, example_id=ex.id, text=ex.instruction)
+            Rejection(Stage.SELECT, reason, evidence, example_id=ex.id, text=ex.instruction)
         )
 
 

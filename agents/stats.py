@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evoinstruct.agents.text import tokenize
 from evoinstruct.store.records import Example, Rejection, Score
+from evoinstruct.store.stages import Stage
 from evoinstruct.text.rules import count_words, language_of
 
 SCORER = "stats"
@@ -219,7 +220,7 @@ def run_stats(batch: Sequence[Example], config: StatsConfig) -> StatsOutcome:
             reasons.append((f"language:{language}", language))
         outcome.rejections.extend(
             Rejection(
-                stage="critique",
+                stage=Stage.CRITIQUE,
                 reason=reason,
                 evidence=evidence,
                 example_id=example.id,

@@ -71,6 +71,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from evoinstruct.graph.daemon.command import cli_command  # noqa: E402
+from evoinstruct.store.stages import Stage  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "daemon"
 # Bump when the pool the builder writes changes: cached pools of older versions are ignored.
@@ -307,10 +308,10 @@ def _write_round(
     reasons = ["too_similar", "near_duplicate", "below_threshold:quality", "not_diverse"]
     store.record_rejections(
         [
-            Rejection("select", rng.choice(reasons), {"n": k}, example_id=eid)
+            Rejection(Stage.SELECT, rng.choice(reasons), {"n": k}, example_id=eid)
             for k, eid in enumerate(ids["rejected"])
         ]
-        + [Rejection("respond", "model_failure:timeout", {"round": number}, raw_output="")],
+        + [Rejection(Stage.RESPOND, "model_failure:timeout", {"round": number}, raw_output="")],
         round=number,
     )
     scored = ids["accepted"] + ids["rejected"]

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from evoinstruct.graph.daemon.command import cli_command
+from evoinstruct.store.stages import Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 HANG_GUARD_S = 3 * 3600.0  # no wait below is meant to reach this
@@ -219,11 +220,13 @@ def stops(out: Path, max_seconds: float) -> dict[str, Any]:
 
     daemon = Daemon(project, "--rounds", "1", *sets)
     daemon.until(
-        lambda: daemon.in_stage("generate") and daemon.heartbeat()["activity"].get("tokens", 0) > 0,
+        lambda: (
+            daemon.in_stage(Stage.GENERATE) and daemon.heartbeat()["activity"].get("tokens", 0) > 0
+        ),
         "tokens in the generate step",
     )
-    results["generate"] = stop_with_command(daemon)
-    log("generate", daemon)
+    results[Stage.GENERATE] = stop_with_command(daemon)
+    log(Stage.GENERATE, daemon)
 
     daemon = Daemon(project, "--rounds", "0", "--max-seconds", str(max_seconds), *sets)
     code = daemon.wait()
@@ -238,16 +241,18 @@ def stops(out: Path, max_seconds: float) -> dict[str, Any]:
     }
     log("max_seconds", daemon)
 
-    for name, stop in (("train_ctrl_c", stop_with_ctrl_c), ("train", stop_with_command)):
+    for name, stop in (("train_ctrl_c", stop_with_ctrl_c), (Stage.TRAIN, stop_with_command)):
         daemon = Daemon(project, "--rounds", "0", *sets)
-        daemon.until(lambda d=daemon: d.in_stage("train", r"train: [1-9]\d*/"), "training steps")
+        daemon.until(
+            lambda d=daemon: d.in_stage(Stage.TRAIN, r"train: [1-9]\d*/"), "training steps"
+        )
         results[name] = {"resumed_at": resumed_at(daemon), **stop(daemon)}
         log(name, daemon)
 
     daemon = Daemon(project, "--rounds", "0", *sets)
-    daemon.until(lambda: daemon.in_stage("evaluate", r"evaluate: [1-9]\d*/"), "suite answers")
-    results["evaluate"] = {"resumed_at": resumed_at(daemon), **stop_with_command(daemon)}
-    log("evaluate", daemon)
+    daemon.until(lambda: daemon.in_stage(Stage.EVALUATE, r"evaluate: [1-9]\d*/"), "suite answers")
+    results[Stage.EVALUATE] = {"resumed_at": resumed_at(daemon), **stop_with_command(daemon)}
+    log(Stage.EVALUATE, daemon)
 
     daemon = Daemon(project, "--rounds", "0", *sets)
     code = daemon.wait()

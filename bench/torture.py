@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from evoinstruct.graph.daemon.command import cli_command
+from evoinstruct.store.stages import TRAINING, Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -63,8 +64,15 @@ ENV = {**os.environ, "TORTURE_KEY": KEY}
 MARK = "FAULTED-REPLY"  # in every text a faulted request would answer with
 HANG_S = 60.0  # a hung request answers after this long, if anyone still waits
 DRIP_EVERY_S = 1.0  # a drip's seconds between bytes: below any per-read timeout
-GENERATION_STAGES = ("generate", "evolve", "respond", "critique", "rewrite", "select")
-TRAINING_STAGES = ("train", "evaluate")
+GENERATION_STAGES = (
+    Stage.GENERATE,
+    Stage.EVOLVE,
+    Stage.RESPOND,
+    Stage.CRITIQUE,
+    Stage.REWRITE,
+    Stage.SELECT,
+)
+TRAINING_STAGES = (Stage.TRAIN, Stage.EVALUATE)
 T0 = time.monotonic()
 
 
@@ -439,7 +447,7 @@ def kill_phase(
             stage = rng.choice(TRAINING_STAGES)
             # Training starts every few rounds; when it is not due (too few new examples), the
             # kill lands wherever the daemon is a few rounds on.
-            delay = rng.uniform(0.0, 6.0 if stage == "train" else 1.0)
+            delay = rng.uniform(0.0, 6.0 if stage == Stage.TRAIN else 1.0)
             give_up = first + 3 * args.train_every
         else:
             stage = rng.choice(GENERATION_STAGES)
@@ -458,9 +466,7 @@ def kill_phase(
         time.sleep(delay)  # somewhere inside the stage, not only at its start
         beat = heartbeat(project) or {}
         # Where the kill landed (the daemon may have moved on during the delay).
-        phase = (
-            "training" if beat.get("stage") in ("train", "evaluate", "promote") else "generation"
-        )
+        phase = "training" if beat.get("stage") in TRAINING else "generation"
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         ended(process, figures, "killed")

@@ -32,13 +32,14 @@ from typing import Any
 
 from evoinstruct.store.errors import ConfigError
 from evoinstruct.store.export import model_label
+from evoinstruct.store.stages import Stage
 
 STAGE_ROLES = {
-    "generate": "generator",
-    "evolve": "evolver",
-    "respond": "responder",
-    "critique": "critic",
-    "rewrite": "rewriter",
+    Stage.GENERATE: "generator",
+    Stage.EVOLVE: "evolver",
+    Stage.RESPOND: "responder",
+    Stage.CRITIQUE: "critic",
+    Stage.REWRITE: "rewriter",
 }
 PRICE_KEYS = ("price_per_mtok_in", "price_per_mtok_out")
 ENV_PREFIX = "EVOINSTRUCT__MODELS__"

@@ -10,6 +10,7 @@ from typing import Any
 from evoinstruct.graph.costs import Price, from_store_row, round_costs
 from evoinstruct.graph.project import Project
 from evoinstruct.graph.round.threads import run_config
+from evoinstruct.store.stages import Stage
 
 
 def rounds_report(store: Any, prices: Mapping[str, Price] | None = None) -> list[dict[str, Any]]:
@@ -149,7 +150,7 @@ def _sample(store: Any, row: dict[str, Any]) -> dict[str, Any]:
         "round": row["round"],
         "parent": None,
     }
-    if row["stage"] == "evolve" and isinstance(evidence, dict) and "operation" in evidence:
+    if row["stage"] == Stage.EVOLVE and isinstance(evidence, dict) and "operation" in evidence:
         sample["parent"], sample["text"] = sample["text"], raw
     return sample
 

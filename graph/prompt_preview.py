@@ -28,9 +28,11 @@ from evoinstruct.graph.prompt_preview_stages import (
     respond,
     rewrite,
 )
+from evoinstruct.graph.round.deps import stage_rng
 from evoinstruct.prompts.library import LANGUAGES, PromptLibrary
 from evoinstruct.store.errors import InputError
 from evoinstruct.store.records import Example
+from evoinstruct.store.stages import Stage
 
 __all__ = [
     "SAMPLES",
@@ -55,16 +57,16 @@ __all__ = [
 ]
 
 STAGES: dict[str, str] = {
-    "generate": "few-shot task generation (Self-Instruct or Alpaca), demos drawn from the pool",
+    Stage.GENERATE: "few-shot task generation (Self-Instruct or Alpaca), demos drawn from the pool",
     "instances": "Self-Instruct instances: the classification check, input-first, output-first",
-    "evolve": "an Evol-Instruct rewrite, one per configured operation",
-    "eliminate": "Evol-Instruct's equality check of an evolved example against its parent",
-    "respond": "the answer request",
+    Stage.EVOLVE: "an Evol-Instruct rewrite, one per configured operation",
+    Stage.ELIMINATE: "Evol-Instruct's equality check of an evolved example against its parent",
+    Stage.RESPOND: "the answer request",
     "judge": "the LLM judge, one per dimension",
     "deita": "Deita's complexity and quality scoring (the judge fallback's request)",
     "instag": "InsTag's tagging",
     "classify": "ReAlign's task classification",
-    "rewrite": "ReAlign's rewrite for the example's task type",
+    Stage.REWRITE: "ReAlign's rewrite for the example's task type",
 }
 
 # Shown when the pool has no example to preview with, so the prompts can be read right
@@ -115,9 +117,9 @@ def preview(
     if variant is not None and stage not in VARIANT_OF:
         raise InputError(f"{stage} has no variants", field="--variant")
     rng = rng or Random(0)
-    if stage == "generate":
+    if stage == Stage.GENERATE:
         return generate(demo_sets or [[]], prompts, config, rng)
-    if stage == "eliminate":
+    if stage == Stage.ELIMINATE:
         if parent is None:
             raise InputError(
                 f"eliminate compares an evolved example with its parent; {example.id} has none "
@@ -125,16 +127,16 @@ def preview(
                 field="--example",
             )
         return eliminate(parent, example, prompts, config)
-    if stage == "respond":
+    if stage == Stage.RESPOND:
         return respond(example, prompts, config, rng)
     if stage in ("instag", "classify"):
         return {"instag": instag, "classify": classify}[stage](example, prompts, config)
     build = {
         "instances": instances,
-        "evolve": evolve,
+        Stage.EVOLVE: evolve,
         "judge": judge,
         "deita": deita,
-        "rewrite": rewrite,
+        Stage.REWRITE: rewrite,
     }[stage]
     return build(example, prompts, config, variant)
 
@@ -148,13 +150,13 @@ def default_example(store: Any, stage: str) -> Example | None:
     def first(**filters: Any) -> Example | None:
         return next(iter(store.iter_examples(limit=1, **filters)), None)
 
-    if stage == "eliminate":
+    if stage == Stage.ELIMINATE:
         return next(
             (e for e in store.iter_examples(source="evolved") if e.parent_id is not None), None
         )
-    if stage == "respond":
+    if stage == Stage.RESPOND:
         return first(status="candidate", has_output=False) or first(status="accepted")
-    if stage in ("evolve", "instances"):
+    if stage in (Stage.EVOLVE, "instances"):
         return first(status="accepted")
     return first(status="accepted", has_output=True) or first(has_output=True)
 
@@ -172,7 +174,7 @@ def project_preview(
     example `example_id` (else a fitting one from the pool, else a stand-in)."""
     if stage not in STAGES:
         raise InputError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})", field="STAGE")
-    if stage == "generate" and example_id is not None:
+    if stage == Stage.GENERATE and example_id is not None:
         raise InputError(
             "generate draws its demos from the pool and sends no example of its own",
             field="--example",
@@ -188,7 +190,7 @@ def project_preview(
                 raise InputError(f"no example with id {example_id!r}", field="--example")
         else:
             found = default_example(store, stage)
-            if found is None and stage == "eliminate":
+            if found is None and stage == Stage.ELIMINATE:
                 raise InputError(
                     "the pool has no evolved example yet: eliminate compares one with its "
                     "parent (run a round first, or name one with --example)",
@@ -197,11 +199,11 @@ def project_preview(
             example = found or sample_example(lang)
         parent = store.get(example.parent_id) if example.parent_id else None
         demo_sets: list[list[Example]] = []
-        if stage == "generate":
+        if stage == Stage.GENERATE:
             last = store.last_round()
             number = (last["number"] if last else 0) + 1
             # The node's rng: the same (seed, round, stage) draws the same demos.
-            rng = Random(f"{config.project.seed}:{number}:generate")
+            rng = stage_rng(config.project.seed, number, Stage.GENERATE)
             human, machine = config.generator.demo_counts()
             calls = max(config.loop.generate_calls, 1)
             demo_sets = [store.sample_demos(human, machine, rng) for _ in range(calls)]

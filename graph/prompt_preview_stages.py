@@ -20,14 +20,15 @@ from evoinstruct.models.base import ChatRequest
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import InputError
 from evoinstruct.store.records import Example
+from evoinstruct.store.stages import Stage
 
 # What --variant picks in each stage that has variants.
 VARIANT_OF = {
     "instances": "template",
-    "evolve": "operation",
+    Stage.EVOLVE: "operation",
     "judge": "dimension",
     "deita": "kind",
-    "rewrite": "task type",
+    Stage.REWRITE: "task type",
 }
 
 
@@ -35,7 +36,7 @@ VARIANT_OF = {
 class Preview:
     """One request a stage would send."""
 
-    stage: str
+    stage: Stage | str  # a stage, or a request of its own (the judge's, InsTag's, ...)
     variant: str | None
     template: str
     request: ChatRequest
@@ -90,7 +91,7 @@ def generate(
     rng.shuffle(demos)
     name, request, _ = _render_generation(demos, prompts, config.generator)
     note = f"{len(demos)} demos; the round makes {config.loop.generate_calls} such calls"
-    return [Preview("generate", None, prompts.template_name(name), request, note)]
+    return [Preview(Stage.GENERATE, None, prompts.template_name(name), request, note)]
 
 
 def instances(
@@ -145,7 +146,7 @@ def evolve(
         carried = []
     text = without_constraints(parent, carried)
     out = []
-    for op in _pick("evolve", list(cfg.operations), variant):
+    for op in _pick(Stage.EVOLVE, list(cfg.operations), variant):
         kept = [] if op == "in_breadth" else carried
         # With probability 1 (the default) add_constraints always attaches some; below
         # that the draw decides, and the preview shows the constrained prompt.
@@ -168,7 +169,7 @@ def evolve(
         note = None
         if new and verifiable.probability < 1:
             note = f"constraints are attached to {verifiable.probability:.0%} of these children"
-        out.append(Preview("evolve", op, prompts.template_name(f"evol_{op}"), request, note))
+        out.append(Preview(Stage.EVOLVE, op, prompts.template_name(f"evol_{op}"), request, note))
     return out
 
 
@@ -182,7 +183,7 @@ def eliminate(
     request = ChatRequest(
         messages=_user(text), temperature=0.0, max_tokens=config.evolver.equality_max_tokens
     )
-    return [Preview("eliminate", None, prompts.template_name("evol_equality"), request)]
+    return [Preview(Stage.ELIMINATE, None, prompts.template_name("evol_equality"), request)]
 
 
 def respond(example: Example, prompts: PromptLibrary, config: Any, rng: Random) -> list[Preview]:
@@ -216,7 +217,7 @@ def respond(example: Example, prompts: PromptLibrary, config: Any, rng: Random) 
         max_tokens=cfg.max_tokens,
         n=n,
     )
-    return [Preview("respond", None, prompts.template_name(TEMPLATE), request, note)]
+    return [Preview(Stage.RESPOND, None, prompts.template_name(TEMPLATE), request, note)]
 
 
 def judge(
@@ -312,7 +313,7 @@ def rewrite(
         known = realign.get("task_type") if isinstance(realign, dict) else None
         fallback = DEFAULT_TYPE if DEFAULT_TYPE in rewritten else (rewritten or [DEFAULT_TYPE])[0]
         variant = known if known in types else fallback
-    (name,) = _pick("rewrite", list(types), variant)
+    (name,) = _pick(Stage.REWRITE, list(types), variant)
     note = None if types[name].rewrite else f"task type {name!r} is not rewritten"
     request = _rewrite_request(example, types[name], "", prompts, config.rewriter)
-    return [Preview("rewrite", name, prompts.template_name("realign_rewrite"), request, note)]
+    return [Preview(Stage.REWRITE, name, prompts.template_name("realign_rewrite"), request, note)]

@@ -26,6 +26,7 @@ from typing import Any
 from evoinstruct.store._base import StoreBase, dumps, loads, now
 from evoinstruct.store.records import Rejection
 from evoinstruct.store.rows import chunks
+from evoinstruct.store.stages import Stage
 
 
 @dataclass
@@ -114,8 +115,8 @@ class GenerationCallsMixin(StoreBase):
             marks = ", ".join("?" for _ in part)
             rows = self._query(
                 f"SELECT example_id, stage, reason FROM rejections WHERE example_id IN ({marks}) "
-                "AND stage != 'generate' ORDER BY rowid",
-                list(part),
+                "AND stage != ? ORDER BY rowid",
+                [*part, Stage.GENERATE],
             )
             for row in rows:
                 if Rejection(row["stage"], row["reason"]).is_verdict:

@@ -23,6 +23,7 @@ from evoinstruct.store.records import (
 )
 from evoinstruct.store.rows import EXAMPLE_COLUMNS, chunks, row_to_example
 from evoinstruct.store.selector_log import SelectorLogMixin
+from evoinstruct.store.stages import Stage
 
 # Pools up to this many rows are sampled by reading the matching rowids (a few ms); past
 # it, by probing random rowids.
@@ -385,14 +386,14 @@ class PoolMixin(SelectorLogMixin):
 
     def elimination_counts(self, round: int) -> dict[str, int]:
         """Verdicts of Evol-Instruct's elimination rules in `round`, per reason: they are
-        recorded under the evolver's stage ("evolve"), on the round's evolved children (a
+        recorded under the evolver's stage (`Stage.EVOLVE`), on the round's evolved children (a
         failed evolution is recorded on its parent)."""
         rows = self._query(
             "SELECT r.reason, count(*) AS n FROM rejections AS r "
             "JOIN examples AS e ON e.id = r.example_id "
-            "WHERE r.round = ? AND r.stage = 'evolve' AND e.source = 'evolved' AND e.round = ? "
+            "WHERE r.round = ? AND r.stage = ? AND e.source = 'evolved' AND e.round = ? "
             "AND r.reason NOT LIKE 'model_failure:%' GROUP BY r.reason",
-            [round, round],
+            [round, Stage.EVOLVE, round],
         )
         return {row["reason"]: row["n"] for row in rows}
 

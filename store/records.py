@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from evoinstruct.store.stages import Stage
+
 # "filter_input": a row of a data set `evoinstruct filter` cleans. Unlike a seed (the
 # user's own prompt, never dropped), it competes like any machine-made example.
 Source = Literal["seed", "generated", "evolved", "rewritten", "filter_input"]
@@ -94,7 +96,7 @@ class Rejection:
     Build one with `Rejection.failed_call`; its `reason` is the failure's stored form.
     """
 
-    stage: str
+    stage: Stage | str  # a row read back holds the stored string
     reason: str
     evidence: Any = None
     raw_output: str | None = None
@@ -114,7 +116,7 @@ class Rejection:
     @classmethod
     def failed_call(
         cls,
-        stage: str,
+        stage: Stage,
         kind: FailureKind | str,
         *,
         evidence: Any = None,

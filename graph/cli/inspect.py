@@ -19,6 +19,7 @@ from evoinstruct.graph.cli.common import (
     open_project,
     print_json,
 )
+from evoinstruct.store.stages import Stage
 
 inspect_app = typer.Typer(
     help="Look into rounds, checkpoints, lineages, rejections and the prompts stages send.",
@@ -289,11 +290,11 @@ def inspect_prompt(
         overrides=list(set_ or []),
     )
     if as_json:
-        shown = None if stage == "generate" else used.id
+        shown = None if stage == Stage.GENERATE else used.id
         print_json({"example_id": shown, "requests": [p.to_dict() for p in previews]})
         return
     source = "a stand-in example" if used.id == "sample" else f"example {used.id}"
-    if stage == "generate":
+    if stage == Stage.GENERATE:
         source = "demos drawn as the next round draws them"
     for p in previews:
         r = p.request

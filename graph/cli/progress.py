@@ -18,6 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from evoinstruct.store.stages import Stage
+
 
 def quiet_libraries() -> None:
     """Library progress bars, load reports and notices would bury the live view."""
@@ -101,7 +103,7 @@ class ProgressView:
             self._node_done(event)
         elif kind == "round_done":
             self._drop_round(event["round"])
-            accepted = event.get("counts", {}).get("select", {}).get("accepted", 0)
+            accepted = event.get("counts", {}).get(Stage.SELECT, {}).get("accepted", 0)
             self._line(self.round_line(event["round"], accepted))
         elif kind == "activity":
             self._activity(event)

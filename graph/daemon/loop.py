@@ -48,6 +48,7 @@ from evoinstruct.graph.project import Project
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.threads import run_config, thread_id
 from evoinstruct.store.errors import EvoError, Interrupted, ProjectError
+from evoinstruct.store.stages import Stage
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
@@ -370,7 +371,7 @@ class Daemon:
         payload: dict[str, Any] | None = first_input
         snapshot = await graph.aget_state(config)
         step = _step_of(snapshot, payload)
-        self._stage = step if step != "start" else "plan"
+        self._stage = step if step != "start" else Stage.PLAN
         start = self._record_start(number, step, snapshot)
 
         async def one_step(payload: dict[str, Any] | None) -> None:
@@ -427,8 +428,8 @@ class Daemon:
         if changes:
             described = describe_start({"start": start, "step": step, "changes": changes})
             self.progress("note", {"text": f"round {number}, {described}"})
-        planned = (snapshot.values.get("counts") or {}).get("plan", {}).get("parents")
-        if planned is not None and step not in ("start", "plan") and PLAN_KEYS & set(changes):
+        planned = (snapshot.values.get("counts") or {}).get(Stage.PLAN, {}).get("parents")
+        if planned is not None and step not in ("start", Stage.PLAN) and PLAN_KEYS & set(changes):
             # The plan chose this round's parents; changing how many cannot undo it.
             self.progress(
                 "note",

@@ -64,13 +64,13 @@ from evoinstruct.store.errors import InputError, ProjectError
 from evoinstruct.store.export import EXPORT_FORMATS, output_container
 from evoinstruct.store.records import Example, ExampleDraft, Rejection
 from evoinstruct.store.seeds import read_seed_file
+from evoinstruct.store.stages import Stage
 
 if TYPE_CHECKING:
     from evoinstruct.graph.config import RunConfig
     from evoinstruct.models.factory import ModelSet
     from evoinstruct.store import Store
 
-IMPORT = "import"  # the stage of what never became an example: copies, items without output
 SOURCE = "filter_input"
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -105,7 +105,7 @@ class _FilterRun:
         if self.progress is not None:
             self.progress("event", {"round": self.n, **event})
 
-    def rng(self, stage: str) -> random.Random:
+    def rng(self, stage: Stage) -> random.Random:
         return random.Random(f"{self.config.project.seed}:filter:{self.n}:{stage}")
 
     def start(self, manifest: dict[str, Any]) -> tuple[bool, bool]:
@@ -144,12 +144,16 @@ class _FilterRun:
                 j = first[eid]
                 same = (drafts[i].output or "") == (drafts[j].output or "")
                 evidence = {"duplicate_of": eid, "first_position": j, "same_response": same}
-                fates.append(Fate(i, IMPORT, "exact_duplicate", evidence, example=drafts[i]))
+                fates.append(Fate(i, Stage.IMPORT, "exact_duplicate", evidence, example=drafts[i]))
             else:
                 first[eid] = i
         missing = [
             Rejection(
-                IMPORT, "no_output", {"position": i}, example_id=eid, text=drafts[i].instruction
+                Stage.IMPORT,
+                "no_output",
+                {"position": i},
+                example_id=eid,
+                text=drafts[i].instruction,
             )
             for eid, i in first.items()
             if not drafts[i].output
@@ -158,7 +162,7 @@ class _FilterRun:
         accepted, rejected = len(first) - len(missing), Counter(r.reason for r in missing)
         self._emit(
             progress_event(
-                IMPORT, len(ids), len(ids), accepted=accepted, rejected=rejected, final=True
+                Stage.IMPORT, len(ids), len(ids), accepted=accepted, rejected=rejected, final=True
             )
         )
         return ids, fates
@@ -202,7 +206,7 @@ class _FilterRun:
 
     async def critique(self) -> None:
         """Statistics first, then the scorers asked for; a failed call leaves its example unfinished."""
-        rng = self.rng("critique")
+        rng = self.rng(Stage.CRITIQUE)
 
         async def judge(batch: list[Example]) -> critic.CriticOutcome:
             # Models are built at the first batch: a finished run loads none.
@@ -246,7 +250,7 @@ class _FilterRun:
         config = self.plan.rewriter
         if config is None:
             return
-        rng = self.rng("rewrite")
+        rng = self.rng(Stage.REWRITE)
 
         async def realign(batch: list[Example]) -> rewriter.RewriteOutcome:
             model = self.models.for_role("rewriter")
@@ -263,7 +267,7 @@ class _FilterRun:
         current: dict[str, str] = {}
         stale, dropped = [], []
         for child in self.store.iter_examples(source="rewritten"):
-            if not ctx.finished(child, "rewrite"):
+            if not ctx.finished(child, Stage.REWRITE):
                 stale.append(child.id)
             elif child.parent_id in kept_set:
                 current[child.parent_id] = child.id
@@ -283,7 +287,7 @@ class _FilterRun:
         rejections = [
             Rejection.from_row(row)
             for row in self.store.rejections(round=self.n)
-            if row["stage"] != rewriter.STAGE  # a rewrite rejection keeps its original
+            if row["stage"] != Stage.REWRITE  # a rewrite rejection keeps its original
         ]
         return fates_of(ids, kept, examples, rejections, self.final_rejections)
 
@@ -394,7 +398,7 @@ async def _execute(
     kept_set = set(kept)
     kept_originals = Counter(
         r["reason"]
-        for r in store.rejections(round=run.n, stage=rewriter.STAGE)
+        for r in store.rejections(round=run.n, stage=Stage.REWRITE)
         if r["example_id"] in kept_set and r["example_id"] not in rewrites
     )
     write_report(report, fates, kept_originals)

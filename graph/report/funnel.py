@@ -30,19 +30,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from evoinstruct.store.records import Example, Rejection
+from evoinstruct.store.stages import Stage
 
-# Pipeline order; "eliminate" is the evolver's check of an answered child (its rows say "evolve").
+# Pipeline order; ELIMINATE is the evolver's check of an answered child (its rows say EVOLVE).
 STAGE_ORDER: tuple[str, ...] = (
-    "generate",
-    "evolve",
-    "import",
-    "respond",
-    "eliminate",
-    "critique",
-    "rewrite",
-    "select",
+    Stage.GENERATE,
+    Stage.EVOLVE,
+    Stage.IMPORT,
+    Stage.RESPOND,
+    Stage.ELIMINATE,
+    Stage.CRITIQUE,
+    Stage.REWRITE,
+    Stage.SELECT,
 )
-DRAFT_STAGES = {"generate": "generated", "evolve": "evolved"}  # stage -> source of what it stores
+# Stage -> the source of the examples it stores.
+DRAFT_STAGES = {Stage.GENERATE: "generated", Stage.EVOLVE: "evolved"}
 DUPLICATE = "duplicate of a stored example (round counters)"
 
 
@@ -133,7 +135,7 @@ def build_funnels(
                 key = row.get("text") or row.get("id") or ""
                 drafts[rnd][stage].setdefault(key, []).append(reason)
                 continue
-            stage = "eliminate" if stage == "evolve" else f"{stage} (stored)"
+            stage = Stage.ELIMINATE if stage == Stage.EVOLVE else f"{stage} (stored)"
         if example is None or example.status != "rejected" or example.source == "seed":
             recorded[rnd] += 1
             continue
@@ -188,10 +190,10 @@ def _round_funnel(
         if e.id in first:
             stage, reasons = first[e.id]
             drops[stage].append(reasons)
-    respond = ran.get("respond") if isinstance(ran.get("respond"), dict) else {}
+    respond = ran.get(Stage.RESPOND) if isinstance(ran.get(Stage.RESPOND), dict) else {}
     names = {s for s in ran if s in STAGE_ORDER and s not in DRAFT_STAGES} | set(drops)
     if "eliminated" in respond:
-        names.add("eliminate")  # it runs inside the respond node and keeps its books there
+        names.add(Stage.ELIMINATE)  # it runs inside the respond node and keeps its books there
     rewritten = sum(1 for e in cohort if e.source == "rewritten")
     entered = sum(stored.values())
     if entered and not names:
@@ -199,7 +201,9 @@ def _round_funnel(
     for stage in sorted(names, key=_order) if entered else ():
         reasons = Counter(r for found in drops.get(stage, []) for r in found)
         kept = entered - len(drops.get(stage, []))
-        note = f"{rewritten} rewritten (each replaces its original)" if stage == "rewrite" else ""
+        note = (
+            f"{rewritten} rewritten (each replaces its original)" if stage == Stage.REWRITE else ""
+        )
         stages.append(
             FunnelStage(stage, "examples", entered, kept, dict(reasons.most_common()), note)
         )

@@ -15,43 +15,51 @@ from evoinstruct.graph.round import nodes, training_nodes, weak_to_strong
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.state import RoundState
 from evoinstruct.graph.round.studio import StudioGraph
+from evoinstruct.store.stages import PIPELINE, Stage
 
-PIPELINE = ("plan", "generate", "evolve", "respond", "critique", "rewrite", "select", "commit")
 
-
-def route_after_commit(state: RoundState) -> Literal["train", "weak_to_strong", "__end__"]:
+def route_after_commit(state: RoundState) -> Literal[Stage.TRAIN, Stage.WEAK_TO_STRONG, "__end__"]:
     """Train (or, in that mode, run the weak-to-strong experiment) when the commit node found
     the schedule due."""
     if not state.get("train"):
         return END
-    return "weak_to_strong" if state.get("weak_to_strong") else "train"
+    return Stage.WEAK_TO_STRONG if state.get("weak_to_strong") else Stage.TRAIN
 
 
-def route_after_train(state: RoundState) -> Literal["evaluate", "__end__"]:
-    return "evaluate" if state.get("trained_version") else END
+def route_after_train(state: RoundState) -> Literal[Stage.EVALUATE, "__end__"]:
+    return Stage.EVALUATE if state.get("trained_version") else END
 
 
-def route_after_evaluate(state: RoundState) -> Literal["promote", "__end__"]:
-    return "promote" if state.get("promoted") else END
+def route_after_evaluate(state: RoundState) -> Literal[Stage.PROMOTE, "__end__"]:
+    return Stage.PROMOTE if state.get("promoted") else END
 
 
 def build_graph() -> StateGraph:
-    """The round graph: an acyclic pipeline, then the optional training branch."""
+    """The round graph: an acyclic pipeline, then the optional training branch.
+
+    Node names are the stages' plain strings: LangGraph keeps them in the checkpoints.
+    """
     builder = StateGraph(RoundState, context_schema=Deps)
-    for name in PIPELINE:
-        builder.add_node(name, getattr(nodes, name))
-    builder.add_node("train", training_nodes.train)
-    builder.add_node("evaluate", training_nodes.evaluate)
-    builder.add_node("promote", training_nodes.promote)
-    builder.add_node("weak_to_strong", weak_to_strong.weak_to_strong)
-    builder.add_edge(START, PIPELINE[0])
+    for stage in PIPELINE:
+        builder.add_node(str(stage), getattr(nodes, stage))
+    builder.add_node(str(Stage.TRAIN), training_nodes.train)
+    builder.add_node(str(Stage.EVALUATE), training_nodes.evaluate)
+    builder.add_node(str(Stage.PROMOTE), training_nodes.promote)
+    builder.add_node(str(Stage.WEAK_TO_STRONG), weak_to_strong.weak_to_strong)
+    builder.add_edge(START, str(PIPELINE[0]))
     for a, b in pairwise(PIPELINE):
-        builder.add_edge(a, b)
-    builder.add_conditional_edges("commit", route_after_commit, ["train", "weak_to_strong", END])
-    builder.add_conditional_edges("train", route_after_train, ["evaluate", END])
-    builder.add_conditional_edges("evaluate", route_after_evaluate, ["promote", END])
-    builder.add_edge("promote", END)
-    builder.add_edge("weak_to_strong", END)
+        builder.add_edge(str(a), str(b))
+    builder.add_conditional_edges(
+        str(Stage.COMMIT),
+        route_after_commit,
+        [str(Stage.TRAIN), str(Stage.WEAK_TO_STRONG), END],
+    )
+    builder.add_conditional_edges(str(Stage.TRAIN), route_after_train, [str(Stage.EVALUATE), END])
+    builder.add_conditional_edges(
+        str(Stage.EVALUATE), route_after_evaluate, [str(Stage.PROMOTE), END]
+    )
+    builder.add_edge(str(Stage.PROMOTE), END)
+    builder.add_edge(str(Stage.WEAK_TO_STRONG), END)
     return builder
 
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from evoinstruct.store.stages import Stage
+
 if TYPE_CHECKING:
     from evoinstruct.graph.config import RunConfig
     from evoinstruct.graph.project import Project
@@ -43,9 +45,14 @@ class Deps:
             libraries[language] = PromptLibrary(language, override_dir=self.prompts.override_dir)
         return libraries[language]
 
-    def rng(self, round: int, stage: str) -> random.Random:
+    def rng(self, round: int, stage: Stage) -> random.Random:
         """One generator per (round, stage): a node re-run after a crash makes the same choices."""
-        return random.Random(f"{self.config.project.seed}:{round}:{stage}")
+        return stage_rng(self.config.project.seed, round, stage)
+
+
+def stage_rng(seed: int, round: int, stage: Stage) -> random.Random:
+    """The random stream of `stage` in `round` (what `Deps.rng` gives the round's node)."""
+    return random.Random(f"{seed}:{round}:{stage}")
 
 
 def deps_for_project(project: Project, config: RunConfig, *, models: Any = None) -> Deps:

@@ -37,10 +37,11 @@ from evoinstruct.models.base import model_version
 from evoinstruct.store.generation_calls import GenerationCall
 from evoinstruct.store.ids import example_id
 from evoinstruct.store.records import Example, ExampleDraft
+from evoinstruct.store.stages import Stage
 from evoinstruct.text.rules import language_of
 
 
-def emit(runtime: Runtime[Deps], stage: str, **event: Any) -> None:
+def emit(runtime: Runtime[Deps], stage: Stage, **event: Any) -> None:
     """A progress event for the live view; silent when nobody streams."""
     writer = runtime.stream_writer
     if writer is not None:
@@ -56,11 +57,11 @@ async def plan(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     parents = deps.store.sample_evolvable(
         loop.evolve_per_round,
         loop.max_depth,
-        deps.rng(n, "plan"),
+        deps.rng(n, Stage.PLAN),
         languages=deps.config.project.languages(),
     )
-    emit(runtime, "plan", done=1, total=1, final=True, accepted=len(parents))
-    return {"parent_ids": parents, "counts": {"plan": {"parents": len(parents)}}}
+    emit(runtime, Stage.PLAN, done=1, total=1, final=True, accepted=len(parents))
+    return {"parent_ids": parents, "counts": {Stage.PLAN: {"parents": len(parents)}}}
 
 
 async def generate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
@@ -70,10 +71,10 @@ async def generate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     n, cfg = state["round"], deps.config.generator
     calls = deps.config.loop.generate_calls
     if calls == 0:
-        return {"counts": {"generate": {"new": 0}}}
-    rng = deps.rng(n, "generate")
+        return {"counts": {Stage.GENERATE: {"new": 0}}}
+    rng = deps.rng(n, Stage.GENERATE)
     model = deps.models.for_role("generator")
-    emit(runtime, "generate", done=0, total=calls)
+    emit(runtime, Stage.GENERATE, done=0, total=calls)
     human, machine = cfg.demo_counts()
     languages = deps.config.project.languages()
     plans = generation_step.plan_calls(
@@ -103,17 +104,17 @@ async def generate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     emit(
         runtime,
         **progress_event(
-            "generate",
+            Stage.GENERATE,
             calls,
             calls,
             accepted=added.inserted,
-            rejected=recorded_drops(deps.store, n, "generate"),
+            rejected=recorded_drops(deps.store, n, Stage.GENERATE),
             calls=step.usage["calls"],
             tokens=step.usage["tokens"],
             final=True,
         ),
     )
-    return {"counts": {"generate": counts}}
+    return {"counts": {Stage.GENERATE: counts}}
 
 
 def _call_records(
@@ -156,10 +157,10 @@ async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     n = state["round"]
     parents = deps.store.get_many(state.get("parent_ids", []))
     if not parents:
-        return {"counts": {"evolve": {"children": 0}}}
-    emit(runtime, "evolve", done=0, total=len(parents))
+        return {"counts": {Stage.EVOLVE: {"children": 0}}}
+    emit(runtime, Stage.EVOLVE, done=0, total=len(parents))
     outcome = evolver.EvolveOutcome()
-    rng = deps.rng(n, "evolve")
+    rng = deps.rng(n, Stage.EVOLVE)
     split = ConstraintSplit.from_config(deps.config.trainer.suite.held_out)
     # Each parent with its own language's prompts (a bilingual project has two).
     for language in dict.fromkeys(_language(p, deps) for p in parents):
@@ -177,11 +178,11 @@ async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     emit(
         runtime,
         **progress_event(
-            "evolve",
+            Stage.EVOLVE,
             len(parents),
             len(parents),
             accepted=added.inserted,
-            rejected=recorded_drops(deps.store, n, "evolve"),
+            rejected=recorded_drops(deps.store, n, Stage.EVOLVE),
             calls=outcome.calls,
             tokens=outcome.tokens,
             final=True,
@@ -194,7 +195,7 @@ async def evolve(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         **outcome.reasons(),
         **outcome.usage(),
     }
-    return {"counts": {"evolve": counts}}
+    return {"counts": {Stage.EVOLVE: counts}}
 
 
 def _language(example: Example, deps: Deps) -> str:
@@ -219,7 +220,7 @@ async def respond(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         model=model,
         prompts=deps.prompts,
         config=deps.config.responder,
-        rng=deps.rng(n, "respond"),
+        rng=deps.rng(n, Stage.RESPOND),
     )
     counts = Counter(
         await stages.respond(
@@ -230,7 +231,7 @@ async def respond(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         )
     )
     counts.update(await stages.eliminate(ctx, partial(_eliminate, deps), source="evolved"))
-    return {"counts": {"respond": dict(counts)}}
+    return {"counts": {Stage.RESPOND: dict(counts)}}
 
 
 async def _eliminate(deps: Deps, batch: list[Example]) -> evolver.EliminateOutcome:
@@ -251,22 +252,22 @@ async def critique(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         judge=models.for_role("critic"),
         prompts=deps.prompts,
         config=cfg,
-        rng=deps.rng(ctx.round, "critique"),
+        rng=deps.rng(ctx.round, Stage.CRITIQUE),
         scorer=models.for_role("scorer") if models.roles.scorer else None,
         student=models.student,
         tagger=models.for_role("tagger") if cfg.instag.enabled else None,
     )
     # Evolved children whose equality check failed must not be judged and selected past
     # it: they wait, like an example whose judge call failed, for the next round.
-    waiting = stages.unfinished(ctx, "eliminate", source="evolved", has_output=True)
-    return {"counts": {"critique": await stages.critique(ctx, judge, skip=waiting)}}
+    waiting = stages.unfinished(ctx, Stage.ELIMINATE, source="evolved", has_output=True)
+    return {"counts": {Stage.CRITIQUE: await stages.critique(ctx, judge, skip=waiting)}}
 
 
 async def rewrite(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     """ReAlign: a kept rewrite supersedes its original and inherits its scores."""
     deps = runtime.context
     if not deps.config.loop.rewrite:
-        return {"counts": {"rewrite": {"skipped": 1}}}
+        return {"counts": {Stage.REWRITE: {"skipped": 1}}}
     n = state["round"]
     ctx = _stages(runtime, n)
     realign = partial(
@@ -274,7 +275,7 @@ async def rewrite(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         model=deps.models.for_role("rewriter"),
         prompts=deps.prompts,
         config=deps.config.rewriter,
-        rng=deps.rng(n, "rewrite"),
+        rng=deps.rng(n, Stage.REWRITE),
     )
     # A reformatted answer must still meet the verifiable constraints its example carries.
     guarded = partial(verify.guard_rewrites, rewrite=realign)
@@ -284,9 +285,9 @@ async def rewrite(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         guarded,
         supersede=True,
         source=["generated", "evolved"],
-        requires=ctx.mark("critique"),
+        requires=ctx.mark(Stage.CRITIQUE),
     )
-    return {"counts": {"rewrite": counts}}
+    return {"counts": {Stage.REWRITE: counts}}
 
 
 async def select(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
@@ -295,10 +296,10 @@ async def select(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     n = state["round"]
     ctx = _stages(runtime, n)
     candidates = deps.store.pending(
-        n, ctx.mark("select"), has_output=True, requires=ctx.mark("critique")
+        n, ctx.mark(Stage.SELECT), has_output=True, requires=ctx.mark(Stage.CRITIQUE)
     )
     # An example whose rewrite call failed waits, unselected, for the next round's rewrite.
-    waiting = stages.failed_calls(ctx, "rewrite")
+    waiting = stages.failed_calls(ctx, Stage.REWRITE)
     candidates = [e for e in candidates if e.id not in waiting]
     cfg = deps.config.selector
     # Novelty ran at generation (Self-Instruct); an evolved child is meant to resemble its parent.
@@ -308,7 +309,7 @@ async def select(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     for seed in chosen.seeds:  # later candidates are deduplicated against accepted seeds too
         indexes.add(seed, cfg)
     reasons = stages.verdict_reasons(chosen.outcome.rejections)
-    return {"counts": {"select": {"accepted": len(chosen.accepted), **reasons}}}
+    return {"counts": {Stage.SELECT: {"accepted": len(chosen.accepted), **reasons}}}
 
 
 async def _select(
@@ -321,7 +322,7 @@ async def _select(
     embedder = deps.models.for_role("embedder")
     # The diversity filter compares with a sample of the accepted pool, not just this round.
     reference = deps.store.get_many(
-        deps.store.sample_accepted(deps.config.loop.diversity_reference, deps.rng(n, "select"))
+        deps.store.sample_accepted(deps.config.loop.diversity_reference, deps.rng(n, Stage.SELECT))
     )
     return await selector.select(
         machine,
@@ -345,7 +346,7 @@ async def commit(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     deps.store.finish_round(n, {"stages": state.get("counts", {}), "training": reason, **counts})
     emit(
         runtime,
-        "commit",
+        Stage.COMMIT,
         done=1,
         total=1,
         final=True,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.responder import RECORDED_META
 from evoinstruct.store.records import KEPT_SOURCES, Example, Rejection
+from evoinstruct.store.stages import Stage
 
 if TYPE_CHECKING:
     from evoinstruct.agents.critic import CriticOutcome
@@ -43,15 +44,15 @@ def verdict_reasons(rejections: Iterable[Rejection]) -> Counter[str]:
     return Counter(r.reason for r in rejections if r.is_verdict)
 
 
-def recorded_drops(store: Store, round: int, stage: str) -> Counter[str]:
+def recorded_drops(store: Store, round: int, stage: Stage | str) -> Counter[str]:
     """What `stage` has dropped in `round`, per reason, as the store holds it: the live view
     shows the count `inspect rejections`, the report and the card read (a step re-run after
     a stop included), not a tally of its own."""
     counts = Counter(store.rejection_counts(round, stage, verdicts_only=True).get(stage, {}))
-    if stage in ("evolve", "eliminate"):
-        # Elimination verdicts are recorded under "evolve"; the live view shows them apart.
+    if stage in (Stage.EVOLVE, Stage.ELIMINATE):
+        # Elimination verdicts are recorded under Stage.EVOLVE; the live view shows them apart.
         eliminated = Counter(store.elimination_counts(round))
-        if stage == "eliminate":
+        if stage == Stage.ELIMINATE:
             return eliminated
         counts.subtract(eliminated)
         return +counts
@@ -59,7 +60,7 @@ def recorded_drops(store: Store, round: int, stage: str) -> Counter[str]:
 
 
 def progress_event(
-    stage: str,
+    stage: Stage | str,
     done: int,
     total: int | None,
     *,
@@ -89,15 +90,18 @@ class StageContext:
     emit: Emit | None = None
     prefix: str = ""  # the filter's "filter_" keeps its marks apart from a daemon's
 
-    def mark(self, stage: str) -> str:
-        """The done mark of `stage` in this round: the next round starts unmarked."""
+    def mark(self, stage: Stage | str) -> str:
+        """The done mark of `stage` in this round: the next round starts unmarked (the filter
+        also marks steps of its own, such as "cheap")."""
         return f"{self.prefix}{stage}_r{self.round}"
 
-    def finished(self, example: Example, stage: str) -> bool:
+    def finished(self, example: Example, stage: Stage | str) -> bool:
         """Whether `stage` marked `example` done this round (as `store.mark_done` writes it)."""
         return bool(example.meta.get(f"done_{self.mark(stage)}"))
 
-    def batches(self, stage: str, skip: Collection[str], **filters: Any) -> Iterator[list[Example]]:
+    def batches(
+        self, stage: Stage, skip: Collection[str], **filters: Any
+    ) -> Iterator[list[Example]]:
         """The stage's work, a batch at a time, read again after every batch until none is left.
 
         Reading goes on past the last batch's examples, so what a batch left
@@ -138,7 +142,7 @@ class Books:
 
 async def run_batches(
     ctx: StageContext,
-    stage: str,
+    stage: Stage,
     agent: Agent[OutcomeT],
     write: Callable[[list[Example], OutcomeT], None],
     accepted: Callable[[OutcomeT], int],
@@ -210,7 +214,7 @@ async def respond(
         ctx.store.reject(outcome.rejections, ctx.round)
 
     books = await run_batches(
-        ctx, "respond", agent, write, lambda o: len(o.answered), has_output=False, **filters
+        ctx, Stage.RESPOND, agent, write, lambda o: len(o.answered), has_output=False, **filters
     )
     return {**books.counters, "answered": books.accepted, "unanswered": books.unfinished}
 
@@ -224,7 +228,7 @@ async def eliminate(
         ctx.store.reject(outcome.rejections, ctx.round)
 
     books = await run_batches(
-        ctx, "eliminate", agent, write, lambda o: len(o.kept), has_output=True, **filters
+        ctx, Stage.ELIMINATE, agent, write, lambda o: len(o.kept), has_output=True, **filters
     )
     return {
         **books.counters,
@@ -252,7 +256,14 @@ async def critique(
             ctx.store.mark_done(outcome.kept, ctx.mark(kept_mark))
 
     books = await run_batches(
-        ctx, "critique", agent, write, lambda o: len(o.kept), skip=skip, has_output=True, **filters
+        ctx,
+        Stage.CRITIQUE,
+        agent,
+        write,
+        lambda o: len(o.kept),
+        skip=skip,
+        has_output=True,
+        **filters,
     )
     return {**books.counters, "scored": books.tried, "unfinished": books.unfinished}
 
@@ -271,13 +282,13 @@ async def rewrite(
             ctx.store.add_rewrites(outcome.drafts, ctx.round, supersede=supersede).values()
         )
         # A rewrite keeps its original's meaning and scores: it counts as rewritten and judged.
-        ctx.store.mark_done(children, ctx.mark("rewrite"))
-        ctx.store.mark_done(children, ctx.mark("critique"))
+        ctx.store.mark_done(children, ctx.mark(Stage.REWRITE))
+        ctx.store.mark_done(children, ctx.mark(Stage.CRITIQUE))
         # A rewrite rejection keeps the original: it is recorded, never a reason to drop it.
         ctx.store.record_rejections(outcome.rejections, ctx.round)
 
     books = await run_batches(
-        ctx, "rewrite", agent, write, lambda o: len(o.drafts), has_output=True, **filters
+        ctx, Stage.REWRITE, agent, write, lambda o: len(o.drafts), has_output=True, **filters
     )
     return {
         **books.counters,
@@ -287,12 +298,12 @@ async def rewrite(
     }
 
 
-def unfinished(ctx: StageContext, stage: str, **filters: Any) -> set[str]:
+def unfinished(ctx: StageContext, stage: Stage, **filters: Any) -> set[str]:
     """Ids `stage` left unmarked this round (its call failed): later stages hold them back."""
     return {e.id for e in ctx.store.pending(ctx.round, ctx.mark(stage), **filters)}
 
 
-def failed_calls(ctx: StageContext, stage: str) -> set[str]:
+def failed_calls(ctx: StageContext, stage: Stage) -> set[str]:
     """Ids whose `stage` call failed this round and that `stage` has not finished since."""
     rows = ctx.store.rejections(round=ctx.round, stage=stage)
     failed = [r["example_id"] for r in rows if not Rejection.from_row(r).is_verdict]
@@ -316,9 +327,9 @@ async def select(
     candidates: Sequence[Example],
     agent: Agent[SelectOutcome],
     *,
-    label: str = "select",
+    label: Stage | str = Stage.SELECT,
     accept: bool = True,
-    done: str | None = "select",
+    done: Stage | str | None = Stage.SELECT,
     passed: str | None = None,
 ) -> Selection:
     """Human seeds pass as written, the rest through the selector; one transaction settles it.

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from evoinstruct.store.errors import EvoError, Interrupted
+from evoinstruct.store.stages import Stage
 from evoinstruct.trainer.config import TrainerConfig
 from evoinstruct.trainer.evaluate import Evaluation, evaluate_version, uses_suite
 from evoinstruct.trainer.launch import trainer_command
@@ -226,7 +227,7 @@ def step_event(step: dict[str, Any]) -> dict[str, Any]:
     counts its steps anew, so it gets a bar of its own ("train dpo")."""
     phase = step.get("phase", "sft")
     return {
-        "stage": "train" if phase == "sft" else f"train {phase}",
+        "stage": Stage.TRAIN if phase == "sft" else f"{Stage.TRAIN} {phase}",
         "done": step["step"],
         "total": step["max_steps"],
         "loss": step.get("loss"),

@@ -14,6 +14,7 @@ from evoinstruct.graph.round import nodes
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.state import RoundState
 from evoinstruct.store.errors import Interrupted, describe_error
+from evoinstruct.store.stages import Stage
 
 # The training branch catches Exception, not only EvoError: whatever a library raises
 # there, a re-run of the same node would raise it again, and a resumed round would crash
@@ -28,7 +29,7 @@ async def train(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     """
     deps = runtime.context
     steps = deps.config.trainer.max_steps
-    nodes.emit(runtime, "train", done=0, total=steps if steps > 0 else None)
+    nodes.emit(runtime, Stage.TRAIN, done=0, total=steps if steps > 0 else None)
     try:
         summary = await deps.trainer.train(stopping=deps.stopping)
     except Interrupted:
@@ -37,7 +38,7 @@ async def train(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         return _branch_ended(deps, state["round"], f"training failed: {describe_error(exc)}")
     steps = summary.get("global_step") or 1
     nodes.emit(
-        runtime, "train", done=steps, total=steps, final=True, loss=summary.get("train_loss")
+        runtime, Stage.TRAIN, done=steps, total=steps, final=True, loss=summary.get("train_loss")
     )
     return {"trained_version": summary["version"], "notes": [f"trained {summary['version']}"]}
 
@@ -54,7 +55,7 @@ async def evaluate(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         reason = f"evaluating {version} failed: {describe_error(exc)}"
         return _branch_ended(deps, state["round"], reason)
     decision = evaluation.decision
-    nodes.emit(runtime, "evaluate", done=1, total=1, final=True)
+    nodes.emit(runtime, Stage.EVALUATE, done=1, total=1, final=True)
     deps.store.finish_round(state["round"], {"training": f"{version}: {decision.reason}"})
     return {"promoted": decision.promote, "notes": [f"{version}: {decision.reason}"]}
 
@@ -69,7 +70,7 @@ async def promote(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
     except Exception as exc:
         ended = f"{version} not promoted: {describe_error(exc)}"
         return _branch_ended(deps, state["round"], ended + await _restore_generator(deps))
-    nodes.emit(runtime, "promote", done=1, total=1, final=True)
+    nodes.emit(runtime, Stage.PROMOTE, done=1, total=1, final=True)
     return {"model_version": version, "notes": [f"promoted {version}"]}
 
 
@@ -90,7 +91,7 @@ def _eval_progress(runtime: Runtime[Deps]) -> Any:
     """Suite answers done of the run in progress (the incumbent's, then the candidate's)."""
 
     def report(done: int, total: int) -> None:
-        nodes.emit(runtime, "evaluate", done=done, total=total)
+        nodes.emit(runtime, Stage.EVALUATE, done=done, total=total)
 
     return report
 

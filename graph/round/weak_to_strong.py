@@ -17,8 +17,7 @@ from evoinstruct.graph.round import nodes
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.state import RoundState
 from evoinstruct.store.errors import Interrupted, describe_error
-
-STAGE = "weak_to_strong"
+from evoinstruct.store.stages import Stage
 
 
 async def weak_to_strong(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
@@ -30,7 +29,7 @@ async def weak_to_strong(state: RoundState, runtime: Runtime[Deps]) -> dict[str,
     steps = deps.trainer
 
     def progress(step: str, done: int, total: int) -> None:
-        nodes.emit(runtime, STAGE, done=done, total=total, step=step)
+        nodes.emit(runtime, Stage.WEAK_TO_STRONG, done=done, total=total, step=step)
 
     try:
         result = await run_weak_to_strong(
@@ -52,5 +51,5 @@ async def weak_to_strong(state: RoundState, runtime: Runtime[Deps]) -> dict[str,
         return {"notes": [reason]}
     note = f"{result['name']}: PGR {pgr_text(result['pgr'][ALL_PROMPTS])}"
     deps.store.finish_round(state["round"], {"training": note, "weak_to_strong": result["name"]})
-    nodes.emit(runtime, STAGE, done=1, total=1, final=True)
+    nodes.emit(runtime, Stage.WEAK_TO_STRONG, done=1, total=1, final=True)
     return {"notes": [note]}
