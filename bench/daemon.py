@@ -820,7 +820,7 @@ def time_status(project: Path, runs: int) -> dict[str, Any]:
     cached["PYTHONPYCACHEPREFIX"] = str(OUT / "pycache")
     command = [str(exe), "-p", str(project), "status", "--json"]
     # graph.cli.fast_status: the console script's path once pointed at it (no typer).
-    fast = [sys.executable, "-m", "evoinstruct.graph.cli.fast_status", *command[1:]]
+    fast = [sys.executable, "-m", "evoinstruct.cli.fast_status", *command[1:]]
     for argv in (command, fast):  # fills the bytecode cache
         subprocess.run(argv, check=True, capture_output=True, env=cached)
     out: dict[str, list[float]] = {"ms": [], "ms_bytecode": [], "ms_fast": [], "python_ms": []}

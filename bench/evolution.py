@@ -56,8 +56,8 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    from evoinstruct.graph.cli.progress import quiet_libraries
-    from evoinstruct.graph.real_demo import RealSettings, prepare_real_project, run_real
+    from evoinstruct.cli.progress import quiet_libraries
+    from evoinstruct.cli.real_demo import RealSettings, prepare_real_project, run_real
 
     settings = RealSettings(
         evolve=args.evolve,
@@ -111,7 +111,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         say(f"{row['version']}: {row['accuracy']['prompt_strict']} vs base {row['vs_base']}")
     generator: dict[str, Any] = {}
     if args.generator_calls:
-        from evoinstruct.graph.generator_measure import measure_generators
+        from evoinstruct.cli.generator_measure import measure_generators
 
         say(f"generator: base vs {promoted[-1:] or 'no promoted version'} on shared demo sets")
         generator = asyncio.run(

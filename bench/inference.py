@@ -179,7 +179,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from evoinstruct.graph.cli.progress import quiet_libraries
+    from evoinstruct.cli.progress import quiet_libraries
     from evoinstruct.models.smollm2 import fetch_smollm2
     from evoinstruct.models.transformers_backend import TransformersModel
     from evoinstruct.trainer.verifiable import score_answers

@@ -45,11 +45,11 @@ def say(text: str) -> None:
 # --- the loop's rounds (only with --rounds) ----------------------------------------------
 def run_rounds(args: argparse.Namespace) -> Path:
     """The real-model loop for --rounds more rounds in --out/loop (made on first use)."""
-    from evoinstruct.graph.cli.progress import quiet_libraries
+    from evoinstruct.cli.progress import quiet_libraries
+    from evoinstruct.cli.real_demo import RealSettings, prepare_real_project
     from evoinstruct.graph.daemon.loop import DaemonOptions
     from evoinstruct.graph.daemon.runner import run_daemon
     from evoinstruct.graph.project import Project
-    from evoinstruct.graph.real_demo import RealSettings, prepare_real_project
     from evoinstruct.trainer.suite import ensure_suite
 
     quiet_libraries()

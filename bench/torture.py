@@ -116,8 +116,8 @@ class Teacher(OpenAITestServer):
 # --- the project -------------------------------------------------------------------------------
 def build_project(workdir: Path, url: str, args: argparse.Namespace) -> Path:
     """A project with the loopback teacher, a tiny local student and fast rounds."""
+    from evoinstruct.cli.demo import _seed_texts
     from evoinstruct.graph.config_toml import render_toml
-    from evoinstruct.graph.demo import _seed_texts
     from evoinstruct.graph.project import CONFIG_HEADER, init_project
     from evoinstruct.models.tiny import DEFAULT_CORPUS, build_tiny_llama
 

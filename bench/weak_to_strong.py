@@ -184,8 +184,8 @@ def print_result(result: dict[str, Any]) -> None:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    from evoinstruct.graph.report.plot_base import _plotting
-    from evoinstruct.graph.report.plots_weak_to_strong import plot_weak_to_strong
+    from evoinstruct.cli.report.plot_base import _plotting
+    from evoinstruct.cli.report.plots_weak_to_strong import plot_weak_to_strong
 
     with _plotting():
         plot_weak_to_strong([result]).savefig(path, dpi=110, format="png")

@@ -1,1 +1,1 @@
-"""Running the graph: the round, the daemon, the CLI, the report and the filter command."""
+"""The state machine and what drives it: the round graph, the daemon, the project and its one validated config."""

@@ -22,7 +22,7 @@ from evoinstruct.agents.generator import GeneratorConfig
 from evoinstruct.agents.responder import ResponderConfig
 from evoinstruct.agents.rewriter import RewriterConfig
 from evoinstruct.agents.selector import SelectorConfig
-from evoinstruct.graph.report.config import ReportConfig
+from evoinstruct.graph.report_config import ReportConfig
 from evoinstruct.models.config import ModelConfig, RolesConfig
 from evoinstruct.prompts.library import LANGUAGES
 from evoinstruct.store.errors import ConfigError

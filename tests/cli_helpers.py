@@ -20,7 +20,7 @@ class CliResult:
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
-    from evoinstruct.graph.cli.main import main
+    from evoinstruct.cli.main import main
 
     code = 0
     try:

@@ -49,7 +49,7 @@ keep_checkpoints = 2
 def start_daemon(
     project: Path, *args: str, env: dict[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen:
-    """`python -m evoinstruct.graph.cli.main run ...` in its own process, as a user would start it."""
+    """`python -m evoinstruct.cli.main run ...` in its own process, as a user would start it."""
     full_env = {**os.environ, **(env or {})}
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the process exit
     return subprocess.Popen(

@@ -17,8 +17,8 @@ import pytest
 
 pytest.importorskip("datasette")
 
-from evoinstruct.graph.browse import DATABASE, make_datasette
-from evoinstruct.graph.cli.main import main
+from evoinstruct.cli.browse import DATABASE, make_datasette
+from evoinstruct.cli.main import main
 from evoinstruct.graph.daemon.command import cli_command
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
 from evoinstruct.graph.project import init_project

@@ -10,8 +10,8 @@ import ormsgpack
 import pytest
 from langgraph.checkpoint.serde.jsonplus import EXT_CONSTRUCTOR_SINGLE_ARG, JsonPlusSerializer
 
+from evoinstruct.cli.inspect import checkpoints_report
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
-from evoinstruct.graph.inspect import checkpoints_report
 from evoinstruct.graph.project import init_project
 from evoinstruct.graph.round.checkpoints import strict_serializer
 from evoinstruct.graph.round.deps import deps_for_project

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from evoinstruct.agents import critic, evolver, generator, responder, rewriter
-from evoinstruct.graph import prompt_preview as preview
+from evoinstruct.cli import prompt_preview as preview
 from evoinstruct.graph.config import RunConfig
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example
@@ -294,7 +294,7 @@ def test_status_reports_cost_per_accepted_example(after_a_round: Path, capsys) -
 
 
 def test_the_reports_cost_data_agrees_with_status(after_a_round: Path, capsys) -> None:
-    from evoinstruct.graph.costs import project_costs
+    from evoinstruct.cli.costs import project_costs
     from evoinstruct.graph.project import Project
 
     data = project_costs(Project(after_a_round))
@@ -404,7 +404,7 @@ def test_models_list_fits_with_rounded_numbers(project_dir: Path, capsys) -> Non
 
 
 def test_tokens_are_attributed_to_the_role_model_of_the_round() -> None:
-    from evoinstruct.graph.costs import Price, cost_summary, round_costs
+    from evoinstruct.cli.costs import Price, cost_summary, round_costs
 
     roles = {
         "generator": "teacher",
@@ -458,7 +458,7 @@ def test_tokens_are_attributed_to_the_role_model_of_the_round() -> None:
 
 
 def test_prices_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
-    from evoinstruct.graph.costs import Price, load_prices
+    from evoinstruct.cli.costs import Price, load_prices
     from evoinstruct.store.errors import ConfigError
 
     toml = tmp_path / "evoinstruct.toml"
@@ -481,7 +481,7 @@ def test_price_fields_validate_in_the_config(project_dir: Path) -> None:
 
 
 def test_human_numbers() -> None:
-    from evoinstruct.graph.costs import human_cost, human_tokens
+    from evoinstruct.cli.costs import human_cost, human_tokens
 
     assert [human_tokens(n) for n in (12, 3_400, 1_250_000)] == ["12", "3.4k", "1.2M"]
     assert [human_cost(v) for v in (None, 0.0, 0.012345, 1234.5)] == [
@@ -493,8 +493,8 @@ def test_human_numbers() -> None:
 
 
 def test_describe_delta_lists_new_counts_and_notes() -> None:
-    from evoinstruct.graph.cli.inspect import describe_delta
-    from evoinstruct.graph.inspect import _delta
+    from evoinstruct.cli.commands.inspect import describe_delta
+    from evoinstruct.cli.inspect import _delta
 
     before = {"generate": {"new": 3, "calls": 2}, "evolve": {"children": 5}}
     after = {**before, "respond": {"answered": 8, "tokens": 123_456}}

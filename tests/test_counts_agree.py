@@ -14,12 +14,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from evoinstruct.graph.cli.progress import ProgressView
+from evoinstruct.cli.inspect import rejections_report
+from evoinstruct.cli.progress import ProgressView
+from evoinstruct.cli.report.data import collect
+from evoinstruct.cli.status import status_report
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
-from evoinstruct.graph.inspect import rejections_report
-from evoinstruct.graph.report.config import ReportConfig
-from evoinstruct.graph.report.data import collect
-from evoinstruct.graph.status import status_report
+from evoinstruct.graph.report_config import ReportConfig
 from evoinstruct.models.base import ChatRequest
 from evoinstruct.store.export import CardOptions, export_dataset
 from tests.fake_teacher import teacher_reply

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from evoinstruct.cli.inspect import rounds_report
 from evoinstruct.graph.config import RunConfig, load_config
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions, DaemonResult, RoundFailed
-from evoinstruct.graph.inspect import rounds_report
 from evoinstruct.graph.project import Project, init_project
 from evoinstruct.graph.round import nodes
 from evoinstruct.graph.round.deps import Deps, deps_for_project

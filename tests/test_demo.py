@@ -14,7 +14,7 @@ from tests.cli_helpers import run_cli
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import asyncio
 
-    from evoinstruct.graph.demo import run_demo
+    from evoinstruct.cli.demo import run_demo
 
     directory = tmp_path_factory.mktemp("demo") / "demo-project"
     result = asyncio.run(run_demo(directory))
@@ -84,7 +84,7 @@ def test_report_renders_on_the_demo_project(demo_project: Path, tmp_path: Path, 
 
 def test_samples_show_any_rejections_evidence(store) -> None:
     """The generate step records plain evidence (a finish reason, a count), not only mappings."""
-    from evoinstruct.graph.demo import _samples
+    from evoinstruct.cli.demo import _samples
     from evoinstruct.store.records import Rejection
 
     store.record_rejections(

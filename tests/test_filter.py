@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import typer
 
-from evoinstruct.graph.cli import main as root_cli
-from evoinstruct.graph.cli.filter import filter_cli, filter_command
+from evoinstruct.cli import main as root_cli
+from evoinstruct.cli.commands.filter import filter_cli, filter_command
+from evoinstruct.cli.filtering.pipeline import parse_steps, run_filter
 from evoinstruct.graph.config import RunConfig, load_config
-from evoinstruct.graph.filtering.pipeline import parse_steps, run_filter
 from evoinstruct.models.base import Failure
 from evoinstruct.models.cache import CachedModel
 from evoinstruct.models.factory import ModelSet
@@ -388,7 +388,7 @@ def test_instag_diversity_without_tagging_is_refused_by_run_and_filter(
     tmp_path: Path, capsys
 ) -> None:
     """One rule for both commands: InsTag sampling with no tags would reject every example."""
-    from evoinstruct.graph.filtering.pipeline import plan_filter
+    from evoinstruct.cli.filtering.pipeline import plan_filter
     from evoinstruct.graph.project import init_project
     from evoinstruct.store.errors import ConfigError
 

@@ -9,8 +9,8 @@ import pytest
 
 from evoinstruct.agents.generator import GeneratorConfig
 from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes
-from evoinstruct.graph.report.config import ReportConfig
-from evoinstruct.graph.report.generator_yield import BASE, generator_rows
+from evoinstruct.cli.report.generator_yield import BASE, generator_rows
+from evoinstruct.graph.report_config import ReportConfig
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.generation_calls import GenerationCall
 from evoinstruct.store.records import ExampleDraft, Rejection

@@ -222,7 +222,7 @@ def test_installed_next_to_another_owner_of_agents_and_trainer(venv: Venv) -> No
     where = _ok(
         venv.py(
             "import evoinstruct, evoinstruct.graph, evoinstruct.agents, evoinstruct.trainer, "
-            "evoinstruct.prompts.library as lib, evoinstruct.graph.cli.main; "
+            "evoinstruct.prompts.library as lib, evoinstruct.cli.main; "
             "print(getattr(evoinstruct, '__file__', None)); print(evoinstruct.graph.__file__); "
             "print(lib._PACKAGE_ROOT)"
         )

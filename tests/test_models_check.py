@@ -237,7 +237,7 @@ def test_the_check_table_prints_brackets_in_errors_and_names(
     monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """rich reads "[Errno 111]" or "[models.teacher]" as markup and drops it unless escaped."""
-    from evoinstruct.graph.cli.models import check_command
+    from evoinstruct.cli.commands.models import check_command
     from evoinstruct.models import check as check_module
     from evoinstruct.models.check import CheckResult
 

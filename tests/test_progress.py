@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from evoinstruct.graph.cli.progress import ProgressView
+from evoinstruct.cli.progress import ProgressView
 
 EVENTS = [
     ("event", {"round": 1, "stage": "generate", "done": 0, "total": 2}),
@@ -66,7 +66,7 @@ def test_a_sub_stage_of_unknown_size_completes_with_its_node() -> None:
 def test_without_a_terminal_a_running_step_writes_a_line_every_ten_seconds() -> None:
     """A log shows progress inside a long step: the step's latest count and what the models
     are doing, at least every PLAIN_EVERY_S seconds, never more often."""
-    from evoinstruct.graph.cli.progress import PLAIN_EVERY_S
+    from evoinstruct.cli.progress import PLAIN_EVERY_S
 
     now = {"t": 0.0}
     out = io.StringIO()

@@ -7,9 +7,9 @@ from pathlib import Path
 import typer.main
 from pydantic import BaseModel
 
-from evoinstruct.graph.cli.main import app
+from evoinstruct.cli.docs import README, render_readme
+from evoinstruct.cli.main import app
 from evoinstruct.graph.config import RunConfig
-from evoinstruct.graph.docs import README, render_readme
 
 TEXT = README.read_text(encoding="utf-8")
 
@@ -78,7 +78,7 @@ def test_every_config_key_is_in_the_readme() -> None:
 
 def test_the_config_reference_is_current() -> None:
     assert render_readme(TEXT) == TEXT, (
-        "run `python -m evoinstruct.graph.docs` to regenerate the README's reference"
+        "run `python -m evoinstruct.cli.docs` to regenerate the README's reference"
     )
 
 

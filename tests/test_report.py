@@ -17,8 +17,8 @@ import pytest
 from matplotlib.colors import to_rgb
 
 from evoinstruct.agents.text import tokenize
-from evoinstruct.graph.cli.report import report_command
-from evoinstruct.graph.report.build import (
+from evoinstruct.cli.commands.report import report_command
+from evoinstruct.cli.report.build import (
     PLOTS,
     ReportConfig,
     ReportResult,
@@ -377,8 +377,8 @@ def test_student_rows_are_the_stored_evaluation(project: Path, built: ReportResu
 
 
 def test_the_student_plot_draws_both_loss_bars_as_a_diagnostic(built: ReportResult) -> None:
-    from evoinstruct.graph.report import palette
-    from evoinstruct.graph.report.plots import plot_student
+    from evoinstruct.cli.report import palette
+    from evoinstruct.cli.report.plots import plot_student
 
     assert built.data is not None
     fig = plot_student(built.data)
@@ -402,9 +402,9 @@ def test_the_student_plot_shows_what_the_gate_decided_on() -> None:
     shaded; above them the verdict with the paired difference and the power."""
     from types import SimpleNamespace
 
-    from evoinstruct.graph.report import palette
-    from evoinstruct.graph.report.data import student_rows
-    from evoinstruct.graph.report.plots import plot_student
+    from evoinstruct.cli.report import palette
+    from evoinstruct.cli.report.data import student_rows
+    from evoinstruct.cli.report.plots import plot_student
 
     def interval(value: float) -> dict[str, float]:
         return {"value": value, "low": value - 0.05, "high": value + 0.05}
@@ -452,7 +452,7 @@ def test_the_student_plot_shows_what_the_gate_decided_on() -> None:
 
 
 def test_loss_curves_are_the_stored_log(built: ReportResult) -> None:
-    from evoinstruct.graph.report.plots import plot_training
+    from evoinstruct.cli.report.plots import plot_training
 
     assert built.data is not None
     curves = {c.version: c for c in built.data.curves}
@@ -531,7 +531,7 @@ def example(id: str, **fields: object) -> Example:
 
 
 def test_a_funnel_counts_each_item_once() -> None:
-    from evoinstruct.graph.report.funnel import DUPLICATE, build_funnels
+    from evoinstruct.cli.report.funnel import DUPLICATE, build_funnels
 
     seed = example("s", source="seed", round=0)
     pool = [
@@ -600,7 +600,7 @@ def test_length_histograms_count_every_example(built: ReportResult) -> None:
 
 
 def test_lengths_count_a_cjk_character_as_one_word() -> None:
-    from evoinstruct.graph.report.data import length_histograms
+    from evoinstruct.cli.report.data import length_histograms
 
     pool = [
         example("a", instruction="用Python写代码", output="好的"),  # 5 words; 2 words
@@ -619,8 +619,8 @@ def test_lengths_count_a_cjk_character_as_one_word() -> None:
 
 
 def test_thresholds_come_from_the_stored_config(tmp_path: Path) -> None:
+    from evoinstruct.cli.report.thresholds import Threshold
     from evoinstruct.graph.config import RunConfig
-    from evoinstruct.graph.report.thresholds import Threshold
 
     config = RunConfig()
     config.critic.judge.threshold = 3.5
@@ -653,7 +653,7 @@ def test_thresholds_come_from_the_stored_config(tmp_path: Path) -> None:
     assert [(t.bound, t.value) for t in response.thresholds] == [("min", 3.0), ("max", 400.0)]
     assert result.data.config_round == 1
     # The lines are drawn: the judge panel's dashed line sits at the threshold.
-    from evoinstruct.graph.report.plots import plot_scores
+    from evoinstruct.cli.report.plots import plot_scores
 
     fig = plot_scores(result.data, ReportConfig())
     judge = next(ax for ax in fig.axes if ax.get_title().startswith("judge / accuracy"))
@@ -675,7 +675,7 @@ def test_diversity_says_why_it_was_not_measured(tmp_path: Path) -> None:
 
 
 def test_no_diversity_at_all_draws_a_note_not_a_star(tmp_path: Path) -> None:
-    from evoinstruct.graph.report.plots import plot_diversity
+    from evoinstruct.cli.report.plots import plot_diversity
 
     store = seeds_store(tmp_path / "pool.db")
     add_round(store, 1, DIVERSE[:2])
@@ -690,8 +690,8 @@ def test_no_diversity_at_all_draws_a_note_not_a_star(tmp_path: Path) -> None:
 
 
 def test_one_colour_one_meaning() -> None:
-    from evoinstruct.graph.report import palette
-    from evoinstruct.graph.report.plots import STAGE_COLORS
+    from evoinstruct.cli.report import palette
+    from evoinstruct.cli.report.plots import STAGE_COLORS
 
     meanings = [
         *palette.STATUS.values(),

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from evoinstruct.cli.inspect import rounds_report
+from evoinstruct.cli.report.data import collect
+from evoinstruct.cli.status import status_report
 from evoinstruct.graph.config import with_overrides
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
-from evoinstruct.graph.inspect import rounds_report
-from evoinstruct.graph.report.config import ReportConfig
-from evoinstruct.graph.report.data import collect
-from evoinstruct.graph.status import status_report
+from evoinstruct.graph.report_config import ReportConfig
 from evoinstruct.store.export import CardOptions, export_dataset
 from evoinstruct.store.starts import config_changes, describe_starts
 

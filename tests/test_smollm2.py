@@ -138,8 +138,8 @@ def test_config_lines_and_overrides_are_valid_run_configs(
 
 
 def test_the_real_runs_settings_are_a_valid_run_config(tmp_path: Path, project_dir: Path) -> None:
+    from evoinstruct.cli.real_demo import RealSettings, real_overrides
     from evoinstruct.graph.config import load_config
-    from evoinstruct.graph.real_demo import RealSettings, real_overrides
 
     path = model_dir(tmp_path)
     settings = RealSettings(pick="first", min_new=60, samples=6, answer_tokens=160)

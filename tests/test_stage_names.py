@@ -5,7 +5,7 @@ from __future__ import annotations
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import START
 
-from evoinstruct.graph.report.funnel import STAGE_ORDER
+from evoinstruct.cli.report.funnel import STAGE_ORDER
 from evoinstruct.graph.round.build import build_graph
 from evoinstruct.graph.round.stages import StageContext
 from evoinstruct.store.records import ExampleDraft, Rejection

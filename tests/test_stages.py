@@ -14,9 +14,9 @@ from langgraph.runtime import Runtime
 
 from evoinstruct.agents.responder import RespondOutcome
 from evoinstruct.agents.selector import SelectOutcome
+from evoinstruct.cli.filtering.pipeline import run_filter
 from evoinstruct.graph.config import load_config
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
-from evoinstruct.graph.filtering.pipeline import run_filter
 from evoinstruct.graph.round import nodes, stages
 from evoinstruct.graph.round.stages import StageContext
 from evoinstruct.models.base import Failure

@@ -213,7 +213,7 @@ def _costed(rows: list[dict]) -> list[dict]:
 
 
 def test_the_kept_rounds_follow_every_write_of_rounds(store) -> None:
-    from evoinstruct.graph import costs
+    from evoinstruct.cli import costs
 
     store.start_round(1, _config("big", 2.0))
     store.finish_round(1, {"stages": _stages(2), "by_status": {"accepted": 3}})
@@ -237,9 +237,9 @@ def test_the_kept_rounds_follow_every_write_of_rounds(store) -> None:
 
 
 def _status_and_costing(project_dir: Path) -> tuple[dict, dict]:
-    from evoinstruct.graph.costs import project_costs
+    from evoinstruct.cli.costs import project_costs
+    from evoinstruct.cli.status import status_report
     from evoinstruct.graph.project import Project
-    from evoinstruct.graph.status import status_report
 
     project = Project(project_dir)
     return status_report(project)["cost"], project_costs(project)["summary"]
@@ -294,7 +294,7 @@ def test_a_malformed_round_record_is_kept_not_refused(store) -> None:
 
 
 def test_rounds_written_before_the_migration_are_kept_when_migrated(tmp_path: Path) -> None:
-    from evoinstruct.graph import costs
+    from evoinstruct.cli import costs
 
     path = tmp_path / "pool.db"
     db = sqlite_utils.Database(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.graph.cli import fast_status
+from evoinstruct.cli import fast_status
 from evoinstruct.store import open_store
 from evoinstruct.store.records import ExampleDraft
 from tests.cli_helpers import run_cli
@@ -81,7 +81,7 @@ def test_a_directory_that_is_no_project_is_the_same_error(tmp_path: Path, capsys
 
 def test_as_a_program_it_never_imports_typer(project_dir: Path) -> None:
     code = (
-        "import sys; from evoinstruct.graph.cli import fast_status as f; "
+        "import sys; from evoinstruct.cli import fast_status as f; "
         f"sys.argv = ['evoinstruct', '-p', {str(project_dir)!r}, 'status', '--json']; "
         "code = f.run(sys.argv[1:]); "
         "assert 'typer' not in sys.modules and 'pydantic' not in sys.modules, 'imported'; "

@@ -202,7 +202,7 @@ def test_labels_resume_where_a_killed_run_stopped(store: Store, tiny_model_dir, 
 async def test_experiment_never_checks_the_labels_it_trains_on(
     tmp_path: Path, tiny_model_dir: Path, checked: list[str], one_thread: None
 ) -> None:
-    from evoinstruct.graph.report.build import build_report
+    from evoinstruct.cli.report.build import build_report
 
     root = tmp_path / "proj"
     store = open_store(root / "pool.db")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-CLI_MODULE = "evoinstruct.graph.cli.main"
+CLI_MODULE = "evoinstruct.cli.main"
 
 
 def cli_command(*args: str) -> list[str]:

@@ -1,0 +1,1 @@
+"""The application: the evoinstruct command, its live view, the report, browsing, the filter command and the demos."""

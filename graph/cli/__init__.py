@@ -1,1 +1,0 @@
-"""The command line: the only code that prints or exits; thin commands over library functions."""
