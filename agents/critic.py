@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evoinstruct.agents import ifd, instag, verify
-from evoinstruct.agents.deita import DIMENSIONS as DEITA_DIMENSIONS
-from evoinstruct.agents.deita import DeitaConfig, deita_scores
-from evoinstruct.agents.ifd import IFDConfig, ifd_scores
-from evoinstruct.agents.instag import InsTagConfig, tag_examples
-from evoinstruct.agents.judge import JudgeConfig, judge_examples
 from evoinstruct.agents.outcome import AgentOutcome
-from evoinstruct.agents.stats import DIMENSIONS as STATS_DIMENSIONS
-from evoinstruct.agents.stats import StatsConfig, run_stats
-from evoinstruct.agents.verify import VerifyConfig, verify_examples
+from evoinstruct.agents.scoring import ifd, instag, verify
+from evoinstruct.agents.scoring.deita import DIMENSIONS as DEITA_DIMENSIONS
+from evoinstruct.agents.scoring.deita import DeitaConfig, deita_scores
+from evoinstruct.agents.scoring.ifd import IFDConfig, ifd_scores
+from evoinstruct.agents.scoring.instag import InsTagConfig, tag_examples
+from evoinstruct.agents.scoring.judge import JudgeConfig, judge_examples
+from evoinstruct.agents.scoring.stats import DIMENSIONS as STATS_DIMENSIONS
+from evoinstruct.agents.scoring.stats import StatsConfig, run_stats
+from evoinstruct.agents.scoring.verify import VerifyConfig, verify_examples
 from evoinstruct.models.base import ChatModel, model_version
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score

@@ -56,8 +56,8 @@ from evoinstruct.agents.constraints.phrasing import (
 from evoinstruct.agents.constraints.split import ConstraintSplit, default_split
 from evoinstruct.agents.generator import text_language
 from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.scoring.verify import META_KEY, constraints_of
 from evoinstruct.agents.textstats import find_phrase, only_punctuation_and_stopwords
-from evoinstruct.agents.verify import META_KEY, constraints_of
 from evoinstruct.models.base import ChatModel, ChatRequest, Result, model_version
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from evoinstruct.agents import generator
 from evoinstruct.agents.generator import CALL_KEY, CallRecord, GeneratorConfig
-from evoinstruct.agents.novelty import NoveltyDecision
+from evoinstruct.agents.selection.novelty import NoveltyDecision
 from evoinstruct.models.base import ChatModel
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, ExampleDraft, Rejection

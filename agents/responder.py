@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from evoinstruct.agents.constraints import Constraint, all_passed, check_all, repair_all
 from evoinstruct.agents.outcome import AgentOutcome
 from evoinstruct.agents.preference import PairsConfig, has_content, verified_pairs
-from evoinstruct.agents.verify import constraints_of
+from evoinstruct.agents.scoring.verify import constraints_of
 from evoinstruct.models.base import (
     ChatModel,
     ChatRequest,

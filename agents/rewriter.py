@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evoinstruct.agents.judge import generate_counted
 from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.scoring.judge import generate_counted
 from evoinstruct.models.base import (
     ChatModel,
     ChatRequest,

@@ -24,7 +24,7 @@ keeps with its own rejection.
 
 The pool's indexes are either in memory, built from a list of examples
 (`SelectorIndexes.build`: the filter command's work set, tests), or kept in
-SQLite beside the pool and following the store (`agents.pool_index`: the
+SQLite beside the pool and following the store (`agents.selection.pool_index`: the
 daemon), with the same decisions; `select` checks against them without
 changing them and, when `commit` is true, adds only the finally accepted
 examples.
@@ -47,9 +47,14 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from evoinstruct.agents.decontam import DecontamConfig, Decontaminator
-from evoinstruct.agents.dedup import DedupConfig, DedupIndex
-from evoinstruct.agents.diversity import (
+from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.scoring.ifd import SCORER as IFD_SCORER
+from evoinstruct.agents.scoring.ifd import top_ifd
+from evoinstruct.agents.scoring.instag import resolve_rare
+from evoinstruct.agents.scoring.verify import constraint_failure
+from evoinstruct.agents.selection.decontam import DecontamConfig, Decontaminator
+from evoinstruct.agents.selection.dedup import DedupConfig, DedupIndex
+from evoinstruct.agents.selection.diversity import (
     DiversityConfig,
     DiversityResult,
     hashed_tfidf,
@@ -57,13 +62,8 @@ from evoinstruct.agents.diversity import (
     rank_order,
     repr_filter,
 )
-from evoinstruct.agents.ifd import SCORER as IFD_SCORER
-from evoinstruct.agents.ifd import top_ifd
-from evoinstruct.agents.instag import resolve_rare
-from evoinstruct.agents.novelty import NoveltyConfig, NoveltyDecision, NoveltyIndex
-from evoinstruct.agents.outcome import AgentOutcome
+from evoinstruct.agents.selection.novelty import NoveltyConfig, NoveltyDecision, NoveltyIndex
 from evoinstruct.agents.text import text_hash
-from evoinstruct.agents.verify import constraint_failure
 from evoinstruct.store.errors import ConfigError, EvoError
 from evoinstruct.store.records import Example, Rejection, Score
 from evoinstruct.store.stages import Stage
@@ -169,7 +169,7 @@ class NoveltyLookup(Protocol):
 
 @dataclass
 class SelectorIndexes:
-    """The pool as the selector sees it: in memory (`build`) or in SQLite (`agents.pool_index`)."""
+    """The pool as the selector sees it: in memory (`build`) or in SQLite (`agents.selection.pool_index`)."""
 
     dedup: DuplicateLookup
     novelty: NoveltyLookup

@@ -566,8 +566,8 @@ def reference_decisions(project: Path, candidates: list[Any], config: Any) -> di
     exact: agents.text.text_hash of each pool text against the candidate's;
     near: the estimated Jaccard of the same MinHash signatures (DedupIndex.signature)
       against every pool signature, by brute force instead of LSH;
-    novelty: agents.novelty.novelty_exhaustive (rouge_score) on every pool instruction
-      that passes the necessary conditions of agents/novelty.py's proof (bounds 1 and 3:
+    novelty: agents.selection.novelty.novelty_exhaustive (rouge_score) on every pool instruction
+      that passes the necessary conditions of agents/selection/novelty.py's proof (bounds 1 and 3:
       lengths and multiset overlap), which numpy checks for the whole pool at once.
     """
     from evoinstruct.agents.selector import field_text
@@ -630,7 +630,7 @@ class _NearRef:
     def __init__(self, texts: list[str], config: Any) -> None:
         import numpy as np
 
-        from evoinstruct.agents.dedup import DedupIndex
+        from evoinstruct.agents.selection.dedup import DedupIndex
 
         self.np = np
         self.index = DedupIndex(config.dedup)
@@ -686,7 +686,7 @@ class _NoveltyRef:
 
     Kept for a candidate: lengths with 2·min(m, n) ≥ τ(m+n), and an overlap bound
     (distinct shared tokens + the smaller repeat count) of at least ⌈α·max(m, n)⌉,
-    α = τ/(2−τ): both necessary for F ≥ τ (agents/novelty.py, "Why the shortlist is exact").
+    α = τ/(2−τ): both necessary for F ≥ τ (agents/selection/novelty.py, "Why the shortlist is exact").
     Distinct shared tokens of every (pool text, candidate) pair are one sparse product.
     """
 
@@ -740,7 +740,7 @@ class _NoveltyRef:
             self.shortlist[c].append((rows[j][0], rows[j][1]))
 
     def decide(self, ids: list[str], texts: list[str]) -> dict[str, Any]:
-        from evoinstruct.agents.novelty import novelty_exhaustive
+        from evoinstruct.agents.selection.novelty import novelty_exhaustive
 
         rejected: dict[str, Any] = {}
         accepted: list[tuple[str, str]] = []

@@ -17,7 +17,7 @@ import argparse
 import random
 import time
 
-from evoinstruct.agents.novelty import NoveltyConfig, NoveltyIndex, novelty_exhaustive
+from evoinstruct.agents.selection.novelty import NoveltyConfig, NoveltyIndex, novelty_exhaustive
 from evoinstruct.agents.text import tokenize
 from evoinstruct.text.rules import has_cjk
 

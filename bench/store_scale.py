@@ -4,7 +4,7 @@ Prints: import seconds, examples/s, peak RSS of the importing process, pool.db
 size, and the latency of `evoinstruct status --json` (median and max of runs),
 whose target is under 200 ms.
 
-With `--selector N`: the selector's persistent indexes (agents.pool_index) over a
+With `--selector N`: the selector's persistent indexes (agents.selection.pool_index) over a
 pool of synthetic English/Chinese instructions (bench/novelty.py's generator, with
 planted near copies) built at N/2 (`--grow-from`), grown to N round by round, then
 restarted and rebuilt at N; with `--baseline REV` the same phases run on that
@@ -135,7 +135,7 @@ import json, os, resource, statistics, sys, time
 sys.path.insert(0, {root!r})
 {finder}
 import psutil
-from evoinstruct.agents.pool_indexes import open_pool_indexes
+from evoinstruct.agents.selection.pool_indexes import open_pool_indexes
 from evoinstruct.agents.selector import SelectorConfig, select
 from evoinstruct.store import open_store
 import asyncio
@@ -188,7 +188,7 @@ else:
                novelty_wall_p50=round(q[49], 3), novelty_wall_p99=round(q[98], 3),
                novelty_cpu_mean=round(statistics.fmean(cpu), 3))
     if mode == "query":  # the file's LSH candidates against the banding rule on every item
-        from evoinstruct.agents.pool_dedup import check_lsh
+        from evoinstruct.agents.selection.pool_dedup import check_lsh
         check = check_lsh(index.index, [c.instruction for c in candidates[:200]])
         out["lsh_mismatches"] = f"{{check.mismatches}} of {{check.probes}}"
 out["work"] = dict(getattr(index, "index", None) and index.index.work or {{}})

@@ -51,11 +51,12 @@ from pathlib import Path
 from typing import Any
 
 from evoinstruct.graph.daemon.command import cli_command
-from evoinstruct.store.stages import TRAINING, Stage
+from evoinstruct.store.stages import PIPELINE, TRAINING, Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.daemon_helpers import start_daemon  # noqa: E402
 from tests.fake_teacher import server_reply  # noqa: E402
 from tests.openai_server import Fault, OpenAITestServer  # noqa: E402
 
@@ -64,14 +65,8 @@ ENV = {**os.environ, "TORTURE_KEY": KEY}
 MARK = "FAULTED-REPLY"  # in every text a faulted request would answer with
 HANG_S = 60.0  # a hung request answers after this long, if anyone still waits
 DRIP_EVERY_S = 1.0  # a drip's seconds between bytes: below any per-read timeout
-GENERATION_STAGES = (
-    Stage.GENERATE,
-    Stage.EVOLVE,
-    Stage.RESPOND,
-    Stage.CRITIQUE,
-    Stage.REWRITE,
-    Stage.SELECT,
-)
+# The steps that call models: the pipeline without its bookkeeping ends.
+GENERATION_STAGES = tuple(s for s in PIPELINE if s not in (Stage.PLAN, Stage.COMMIT))
 TRAINING_STAGES = (Stage.TRAIN, Stage.EVALUATE)
 T0 = time.monotonic()
 
@@ -274,17 +269,7 @@ class Monitor(threading.Thread):
 
 
 def start(project: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    out = log.open("ab")
-    try:
-        return subprocess.Popen(
-            cli_command("run", "-p", str(project), *args),
-            cwd=str(ROOT),
-            env=ENV,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    finally:
-        out.close()
+    return start_daemon(project, *args, env=ENV, log=log)
 
 
 def wait_until(

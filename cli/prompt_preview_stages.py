@@ -135,7 +135,7 @@ def evolve(
 ) -> list[Preview]:
     """Mirrors `evolver.evolve` (its plan and request) for each operation."""
     from evoinstruct.agents.evolver import MARKERS, without_constraints
-    from evoinstruct.agents.verify import constraints_of
+    from evoinstruct.agents.scoring.verify import constraints_of
 
     cfg = config.evolver
     verifiable = cfg.verifiable
@@ -194,7 +194,7 @@ def respond(example: Example, prompts: PromptLibrary, config: Any, rng: Random) 
         load_bank,
         pick_system_prompt,
     )
-    from evoinstruct.agents.verify import constraints_of
+    from evoinstruct.agents.scoring.verify import constraints_of
 
     cfg = config.responder
     try:
@@ -223,7 +223,7 @@ def respond(example: Example, prompts: PromptLibrary, config: Any, rng: Random) 
 def judge(
     example: Example, prompts: PromptLibrary, config: Any, variant: str | None = None
 ) -> list[Preview]:
-    from evoinstruct.agents.judge import judge_messages, judge_schema
+    from evoinstruct.agents.scoring.judge import judge_messages, judge_schema
 
     cfg = config.critic.judge
     name = "judge_json" if cfg.structured else "judge"
@@ -242,7 +242,7 @@ def judge(
 def deita(
     example: Example, prompts: PromptLibrary, config: Any, variant: str | None = None
 ) -> list[Preview]:
-    from evoinstruct.agents.deita import KINDS, deita_messages
+    from evoinstruct.agents.scoring.deita import KINDS, deita_messages
 
     cfg = config.critic.deita
     note = "with a scorer model (roles.scorer) these messages are scored from its logits instead"
@@ -259,7 +259,7 @@ def deita(
 
 def instag(example: Example, prompts: PromptLibrary, config: Any) -> list[Preview]:
     """Mirrors `instag.tag_examples`."""
-    from evoinstruct.agents.instag import EXPLANATION_KEY, TAG_KEY
+    from evoinstruct.agents.scoring.instag import EXPLANATION_KEY, TAG_KEY
 
     cfg = config.critic.instag
     text = prompts.render(

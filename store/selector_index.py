@@ -5,7 +5,7 @@ file's own number for it, which keeps the other tables' keys small): the
 exact-duplicate hash, the MinHash signature (`sigs`) and its LSH band keys
 (`bands`), the novelty filter's token ids (`toks`) and, per token of its
 prefix, a posting with its slack and sketch (`postings`, see
-`agents.novelty_postings`). `vocab` holds token ids, their fixed ranks and
+`agents.selection.novelty_postings`). `vocab` holds token ids, their fixed ranks and
 document frequencies; `meta` the settings the rows were computed with and
 the pool change-log watermark they reflect. Nothing here depends on the
 pool's rowids: a VACUUM, or a dump and reload, that renumbers them leaves
@@ -14,7 +14,7 @@ the file valid (the pool's order, which breaks ties, is asked of the pool).
 Why a file of its own and not tables in pool.db: it is a cache, never a source
 of truth — deleting it costs one rebuild; copies and backups of the pool do
 not carry it; a rebuild writes a fresh file and renames it into place, so it
-never holds the pool's write lock. What it derives from (`agents.pool_index`)
+never holds the pool's write lock. What it derives from (`agents.selection.pool_index`)
 is decided there; this module only stores and looks up.
 """
 

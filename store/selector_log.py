@@ -1,7 +1,7 @@
 """Which examples entered or left `accepted`: a change log for the selector's persistent index.
 
 The store stays the source of truth; the selector's index file (see
-`agents.pool_index`) is derived from it. Triggers on `examples` append the id
+`agents.selection.pool_index`) is derived from it. Triggers on `examples` append the id
 of every example that enters or leaves `accepted`, or whose text changes while
 accepted, to `selector_log`, inside the transaction of the write itself: no
 crash can separate a status change from its log row. The index consumes the

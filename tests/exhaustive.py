@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evoinstruct.agents.dedup import DedupConfig, lsh_bands, minhash_signature
-from evoinstruct.agents.novelty import NoveltyDecision, RougeTokenizerAdapter, rouge_l_f1
+from evoinstruct.agents.selection.dedup import DedupConfig, lsh_bands, minhash_signature
+from evoinstruct.agents.selection.novelty import NoveltyDecision, RougeTokenizerAdapter, rouge_l_f1
 from evoinstruct.agents.text import text_hash, tokenize
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.agents.decontam import Decontaminator, read_eval_texts
+from evoinstruct.agents.selection.decontam import Decontaminator, read_eval_texts
 from evoinstruct.store.errors import InputError
 
 EN_QUESTION = (

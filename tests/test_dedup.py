@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evoinstruct.agents.dedup import DedupConfig, DedupIndex
+from evoinstruct.agents.selection.dedup import DedupConfig, DedupIndex
 from evoinstruct.store.errors import ConfigError
 
 POEM_ZH = "请写一首关于春天的诗，描写花开、细雨和燕子归来的景象，要求押韵并且不少于八行。"

@@ -8,7 +8,12 @@ from collections.abc import Sequence
 import pytest
 from pydantic import ValidationError
 
-from evoinstruct.agents.deita import DeitaConfig, deita_messages, deita_scores, expected_score
+from evoinstruct.agents.scoring.deita import (
+    DeitaConfig,
+    deita_messages,
+    deita_scores,
+    expected_score,
+)
 from evoinstruct.models.base import Message
 from evoinstruct.prompts.library import PromptLibrary
 from tests.conftest_critic import make_example, user_text

@@ -9,7 +9,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from evoinstruct.agents.diversity import hashed_tfidf, instag_sample, rank_order, repr_filter
+from evoinstruct.agents.selection.diversity import (
+    hashed_tfidf,
+    instag_sample,
+    rank_order,
+    repr_filter,
+)
 
 
 def _unit(*rows: list[float]) -> np.ndarray:
@@ -108,7 +113,7 @@ def _reference_tfidf(texts: list[str], dim: int, lo: int, hi: int) -> np.ndarray
 
 @pytest.mark.parametrize("chunk", [512, 3])
 def test_hashed_tfidf_equals_the_gram_by_gram_definition(monkeypatch, chunk: int) -> None:
-    import evoinstruct.agents.diversity as diversity
+    import evoinstruct.agents.selection.diversity as diversity
 
     monkeypatch.setattr(diversity, "_CHUNK", chunk)  # IDF spans chunks: counted texts at once
     texts = [
@@ -144,7 +149,7 @@ def test_instag_complexity_first_with_passes() -> None:
 def test_an_empty_ngram_range_is_refused() -> None:
     from pydantic import ValidationError
 
-    from evoinstruct.agents.diversity import DiversityConfig
+    from evoinstruct.agents.selection.diversity import DiversityConfig
 
     with pytest.raises(ValidationError, match="tfidf_ngram_min"):
         DiversityConfig(tfidf_ngram_min=5, tfidf_ngram_max=3)

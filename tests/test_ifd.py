@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from evoinstruct.agents.ifd import (
+from evoinstruct.agents.scoring.ifd import (
     IFDConfig,
     ifd_scores,
     ifd_value,

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from evoinstruct.agents.instag import (
+from evoinstruct.agents.scoring.instag import (
     InsTagConfig,
     normalize_tag,
     parse_tags,

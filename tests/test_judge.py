@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from evoinstruct.agents.judge import (
+from evoinstruct.agents.scoring.judge import (
     JudgeConfig,
     distribution,
     judge_examples,
@@ -293,7 +293,7 @@ def test_distribution_bins_by_half_points() -> None:
 
 
 def test_a_structured_score_outside_the_scale_is_no_score() -> None:
-    from evoinstruct.agents.judge import parse_judgement_json
+    from evoinstruct.agents.scoring.judge import parse_judgement_json
 
     assert parse_judgement_json('{"score": 9, "explanation": "great"}').value is None
     assert parse_judgement_json('{"score": 4, "explanation": "fine"}').value == 4.0

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from evoinstruct.agents.novelty import (
+from evoinstruct.agents.selection.novelty import (
     NoveltyConfig,
     NoveltyIndex,
     lcs_length,
@@ -71,7 +71,7 @@ def test_bit_parallel_lcs_matches_dynamic_programming() -> None:
 def test_chinese_paraphrase_scores_char_level_like_rouge_score() -> None:
     from rouge_score import rouge_scorer
 
-    from evoinstruct.agents.novelty import RougeTokenizerAdapter
+    from evoinstruct.agents.selection.novelty import RougeTokenizerAdapter
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=RougeTokenizerAdapter())
     a, b = "请写一首关于春天的诗", "写一首描写春天的诗歌"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.agents.dedup import DedupIndex
-from evoinstruct.agents.novelty import novelty_exhaustive
-from evoinstruct.agents.pool_dedup import check_lsh, file_candidates
-from evoinstruct.agents.pool_index import PoolIndex
-from evoinstruct.agents.pool_indexes import open_pool_indexes
+from evoinstruct.agents.selection.dedup import DedupIndex
+from evoinstruct.agents.selection.novelty import novelty_exhaustive
+from evoinstruct.agents.selection.pool_dedup import check_lsh, file_candidates
+from evoinstruct.agents.selection.pool_index import PoolIndex
+from evoinstruct.agents.selection.pool_indexes import open_pool_indexes
 from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes, field_text, select
 from evoinstruct.agents.text import tokenize
 from evoinstruct.store import Store, open_store
@@ -175,7 +175,7 @@ def test_a_new_process_opens_the_index_without_rebuilding(tmp_path: Path) -> Non
     code = (
         "import sys\n"
         "from evoinstruct.store import open_store\n"
-        "from evoinstruct.agents.pool_index import PoolIndex\n"
+        "from evoinstruct.agents.selection.pool_index import PoolIndex\n"
         "from evoinstruct.agents.selector import SelectorConfig\n"
         "store = open_store(sys.argv[1])\n"
         "index = PoolIndex(store, SelectorConfig())\n"
@@ -257,7 +257,7 @@ def test_a_process_killed_after_the_store_write_leaves_the_log_to_catch_up(
     code = (
         "import os, sys\n"
         "from evoinstruct.store import open_store\n"
-        "from evoinstruct.agents.pool_index import PoolIndex\n"
+        "from evoinstruct.agents.selection.pool_index import PoolIndex\n"
         "from evoinstruct.agents.selector import SelectorConfig\n"
         "store = open_store(sys.argv[1])\n"
         "index = PoolIndex(store, SelectorConfig(steps=['exact_dedup'], constraints='off'))\n"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from evoinstruct.agents.novelty_postings import item_postings, token_bit
-from evoinstruct.agents.pool_index import PoolIndex
-from evoinstruct.agents.pool_indexes import open_pool_indexes
+from evoinstruct.agents.selection.novelty_postings import item_postings, token_bit
+from evoinstruct.agents.selection.pool_index import PoolIndex
+from evoinstruct.agents.selection.pool_indexes import open_pool_indexes
 from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes
 from evoinstruct.agents.text import tokenize
 from evoinstruct.store import Store, open_store

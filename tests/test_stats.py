@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evoinstruct.agents.stats import (
+from evoinstruct.agents.scoring.stats import (
     StatsConfig,
     find_refusal,
     mtld,

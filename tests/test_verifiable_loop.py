@@ -32,9 +32,9 @@ from evoinstruct.agents.critic import CriticConfig, critique
 from evoinstruct.agents.evolver import EvolverConfig, evolve, without_constraints
 from evoinstruct.agents.responder import ResponderConfig, respond
 from evoinstruct.agents.rewriter import RewriteOutcome
+from evoinstruct.agents.scoring.verify import guard_rewrites
 from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes
 from evoinstruct.agents.textstats import find_phrase
-from evoinstruct.agents.verify import guard_rewrites
 from evoinstruct.graph.daemon.loop import Daemon, DaemonOptions
 from evoinstruct.graph.project import init_project
 from evoinstruct.graph.round import stages

@@ -64,7 +64,7 @@ from evoinstruct.agents.constraints.phrasing import (
     render_prompt,
 )
 from evoinstruct.agents.constraints.split import ConstraintSplit
-from evoinstruct.agents.decontam import Decontaminator, ngram_hashes
+from evoinstruct.agents.selection.decontam import Decontaminator, ngram_hashes
 from evoinstruct.agents.text import tokenize
 from evoinstruct.store.errors import InputError
 from evoinstruct.trainer.config import IFEVAL_PART, TASK_PARTS, SuiteConfig

@@ -18,7 +18,7 @@ from evoinstruct.agents.constraints import check_all
 from evoinstruct.agents.constraints.split import ConstraintSplit
 from evoinstruct.agents.evolver import ADD_VERIFIABLE, EvolverConfig, VerifiableConfig, evolve
 from evoinstruct.agents.responder import ResponderConfig, respond
-from evoinstruct.agents.verify import constraints_of
+from evoinstruct.agents.scoring.verify import constraints_of
 from evoinstruct.store.records import ExampleDraft
 
 if TYPE_CHECKING:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from evoinstruct.agents.constraints import check_all
 from evoinstruct.agents.responder import TEMPLATE, build_messages
-from evoinstruct.agents.verify import constraints_of
+from evoinstruct.agents.scoring.verify import constraints_of
 from evoinstruct.models.base import ChatRequest, Failure
 from evoinstruct.store.errors import ConfigError, EvoError, InputError
 from evoinstruct.store.records import Example

@@ -175,7 +175,7 @@ class _FilterRun:
             return
         passed = [e for e in self.store.iter_examples(source=SOURCE) if ctx.finished(e, "cheap_ok")]
         cfg = self.plan.cheap
-        # In memory, not the daemon's index file (agents.pool_index): the reference set
+        # In memory, not the daemon's index file (agents.selection.pool_index): the reference set
         # here is what passed this stage (a mark, not `accepted`), bounded by the input
         # file, and rebuilt once per run; the decisions are the same either way.
         choose = partial(

@@ -64,7 +64,7 @@ def build_report(
     """Write the PNGs and `report.html` into `out_dir`; returns their paths and the alerts.
 
     `embedder` maps texts to vectors (sync or async, e.g. `model.embed`); without
-    one, or when it raises an EvoError, the hashed TF-IDF of `agents.diversity`
+    one, or when it raises an EvoError, the hashed TF-IDF of `agents.selection.diversity`
     is used. An async embedder is run with `asyncio.run`: call this outside an
     event loop (or through `asyncio.to_thread`).
     """

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from evoinstruct.agents.stats import prompt_text
+from evoinstruct.agents.scoring.stats import prompt_text
 from evoinstruct.cli.report.diversity import Diversity, Embedder, measure_diversity
 from evoinstruct.cli.report.funnel import RoundFunnel, build_funnels
 from evoinstruct.cli.report.generator_yield import GeneratorRow, generator_rows

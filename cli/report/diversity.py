@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evoinstruct.agents.diversity import hashed_tfidf, normalize_rows
+from evoinstruct.agents.selection.diversity import hashed_tfidf, normalize_rows
 from evoinstruct.agents.text import ngrams, tokenize
 from evoinstruct.store.errors import EvoError
 

@@ -25,9 +25,9 @@ from evoinstruct.agents import (
     responder,
     rewriter,
     selector,
-    verify,
 )
 from evoinstruct.agents.constraints.split import ConstraintSplit
+from evoinstruct.agents.scoring import verify
 from evoinstruct.graph.round import stages
 from evoinstruct.graph.round.deps import Deps
 from evoinstruct.graph.round.indexes import selection_indexes

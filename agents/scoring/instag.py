@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evoinstruct.agents.diversity import RarePolicy
-from evoinstruct.agents.judge import failure_rejection, generate_counted
+from evoinstruct.agents.scoring.judge import failure_rejection, generate_counted
+from evoinstruct.agents.selection.diversity import RarePolicy
 from evoinstruct.models.base import ChatModel, ChatRequest, Failure
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.records import Example, Rejection, Score

@@ -10,7 +10,7 @@ with an indexed text is at least the threshold (METHODS 2.6: 0.8).
 `DedupIndex.build(store_items)` builds it from (id, text) pairs; `add` keeps
 it current as examples are accepted. Signatures are kept as uint32 arrays
 (num_perm × 4 bytes per text) so a match can report its estimated Jaccard.
-The daemon keeps the same rows in SQLite instead (`agents.pool_dedup`), with
+The daemon keeps the same rows in SQLite instead (`agents.selection.pool_dedup`), with
 the bands `lsh_bands` reports and the signatures of `minhash_signature`.
 """
 

@@ -16,8 +16,8 @@ the two leaves entries past the watermark, applied at the next query;
 applying one twice changes nothing.
 
 Decisions are those of the in-memory `DedupIndex` and `NoveltyIndex` built
-from the accepted pool in rowid order, ties included (see `agents.pool_dedup`
-and `agents.pool_novelty`). Rows are keyed by example id and numbered by the
+from the accepted pool in rowid order, ties included (see `agents.selection.pool_dedup`
+and `agents.selection.pool_novelty`). Rows are keyed by example id and numbered by the
 file itself, never by the pool's rowids, which a VACUUM or a dump and reload
 of `pool.db` may renumber: where the pool's order breaks a tie, the pool is
 asked (`earliest`). Token ranks, once given, never change (a token first
@@ -44,9 +44,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evoinstruct.agents.dedup import DedupIndex, lsh_bands, minhash_signature, signature_dtype
-from evoinstruct.agents.novelty import NoveltyIndex
-from evoinstruct.agents.novelty_postings import item_postings
+from evoinstruct.agents.selection.dedup import (
+    DedupIndex,
+    lsh_bands,
+    minhash_signature,
+    signature_dtype,
+)
+from evoinstruct.agents.selection.novelty import NoveltyIndex
+from evoinstruct.agents.selection.novelty_postings import item_postings
 from evoinstruct.agents.selector import SelectorConfig, field_text
 from evoinstruct.agents.text import text_hash, tokenize
 from evoinstruct.store.records import Example
@@ -380,7 +385,7 @@ class PoolIndex:
 def _rows(
     tids: list[int], ord: int, rank: Callable[[int], int], threshold: float
 ) -> list[tuple[int, ...]]:
-    """An item's posting rows as the file stores them (`agents.novelty_postings`)."""
+    """An item's posting rows as the file stores them (`agents.selection.novelty_postings`)."""
     return [
         (tid, n, slack, ord, pack_record(tid, ord, n, slack, sketch))
         for tid, n, slack, sketch in item_postings(tids, rank, threshold)

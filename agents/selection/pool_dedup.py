@@ -1,4 +1,4 @@
-"""Exact and near-duplicate queries against the accepted pool in the index file (`agents.pool_index`).
+"""Exact and near-duplicate queries against the accepted pool in the index file (`agents.selection.pool_index`).
 
 Decides as `DedupIndex` built from the accepted pool in rowid order would:
 
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evoinstruct.agents.dedup import DedupIndex, minhash_signature
-from evoinstruct.agents.pool_index import PoolView, band_keys, shares_band
+from evoinstruct.agents.selection.dedup import DedupIndex, minhash_signature
+from evoinstruct.agents.selection.pool_index import PoolView, band_keys, shares_band
 from evoinstruct.agents.text import text_hash
 
 if TYPE_CHECKING:
-    from evoinstruct.agents.pool_index import PoolIndex
+    from evoinstruct.agents.selection.pool_index import PoolIndex
 
 
 class PoolDedup(PoolView):

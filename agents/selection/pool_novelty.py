@@ -1,6 +1,6 @@
-"""ROUGE-L novelty against the accepted pool in the index file (`agents.pool_index`).
+"""ROUGE-L novelty against the accepted pool in the index file (`agents.selection.pool_index`).
 
-The prefix filter of `NoveltyIndex` (read the proof in `agents.novelty`) with
+The prefix filter of `NoveltyIndex` (read the proof in `agents.selection.novelty`) with
 the postings in SQLite, searched for the best match with a rising threshold:
 
 * The candidate's prefix tokens are probed in rank order, a few at a time.
@@ -8,7 +8,7 @@ the postings in SQLite, searched for the best match with a rising threshold:
   (6) candidate side, m − i ≥ τ(m+n)/2), the rows whose slack n − j reaches
   τ(m+n)/2 (bound (6), item side): an index range per length, or one range
   over all lengths for a token with few postings.
-* Bound (7) of `agents.novelty_postings` (the sketch of the item's elements
+* Bound (7) of `agents.selection.novelty_postings` (the sketch of the item's elements
   after the probed one) is true for the row at the item's smallest shared
   element u, and for a later row only counts fewer shared elements than there
   are. So every row is judged as if it were at u: an item that can score
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evoinstruct.agents.novelty import (
+from evoinstruct.agents.selection.novelty import (
     _EPS,
     NoveltyDecision,
     NoveltyIndex,
@@ -50,12 +50,12 @@ from evoinstruct.agents.novelty import (
     prefix_firsts,
     rouge_l_f1,
 )
-from evoinstruct.agents.novelty_postings import token_bit
-from evoinstruct.agents.pool_index import PoolView
+from evoinstruct.agents.selection.novelty_postings import token_bit
+from evoinstruct.agents.selection.pool_index import PoolView
 from evoinstruct.agents.text import tokenize
 
 if TYPE_CHECKING:
-    from evoinstruct.agents.pool_index import PoolIndex
+    from evoinstruct.agents.selection.pool_index import PoolIndex
     from evoinstruct.store.selector_index import IndexFile
 
 

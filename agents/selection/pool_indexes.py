@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from evoinstruct.agents.pool_dedup import PoolDedup
-from evoinstruct.agents.pool_index import PoolIndex
-from evoinstruct.agents.pool_novelty import PoolNovelty
+from evoinstruct.agents.selection.pool_dedup import PoolDedup
+from evoinstruct.agents.selection.pool_index import PoolIndex
+from evoinstruct.agents.selection.pool_novelty import PoolNovelty
 from evoinstruct.agents.selector import SelectorConfig, SelectorIndexes, decontaminator
 
 if TYPE_CHECKING:

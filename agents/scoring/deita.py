@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from evoinstruct.agents.judge import ScoreTask, llm_scores
+from evoinstruct.agents.scoring.judge import ScoreTask, llm_scores
 from evoinstruct.models.base import ChatModel, Message, model_version
 from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.errors import UnsupportedError

@@ -1,7 +1,7 @@
 """What an accepted example posts in the persistent ROUGE-L index, and the sketch a probe tests.
 
 An item of n token ids, its elements sorted by (rank, occurrence) as in
-`agents.novelty` (bound (4)), posts one row per distinct token of its prefix
+`agents.selection.novelty` (bound (4)), posts one row per distinct token of its prefix
 (5): (token, n, slack, sketch), where slack = n − j for j the position of the
 token's first occurrence, and the sketch is a 128-bit set of hashed token
 ids of the elements *after* position j. The file keeps each row's fields
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from evoinstruct.agents.novelty import min_overlap
+from evoinstruct.agents.selection.novelty import min_overlap
 
 _GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: consecutive token ids spread over the bits
 _MASK64 = (1 << 64) - 1

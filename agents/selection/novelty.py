@@ -54,7 +54,7 @@ fixed between re-indexings (a token first seen after one sorts before all
 others, which keeps existing items' orders unchanged); when the index has
 grown by `reindex_growth` the ranks are recomputed from document
 frequencies and the postings rebuilt. Re-indexing changes speed, never
-decisions. `agents.pool_novelty` applies the same argument to ranks and
+decisions. `agents.selection.pool_novelty` applies the same argument to ranks and
 postings kept in SQLite beside the pool, where ranks are never recomputed
 (a token first seen sorts before all others, for good: a pool of a million
 is never re-posted inside a round), and adds a sketch bound and a rising

@@ -1,0 +1,1 @@
+"""Selecting examples: exact and near duplicates, ROUGE-L novelty (in memory, and persistent over the pool), decontamination, diversity."""
