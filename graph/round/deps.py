@@ -14,6 +14,8 @@ from evoinstruct.store.stages import Stage
 if TYPE_CHECKING:
     from evoinstruct.graph.config import RunConfig
     from evoinstruct.graph.project import Project
+    from evoinstruct.graph.round.training import TrainerSteps
+    from evoinstruct.models.factory import ModelSet
     from evoinstruct.prompts.library import PromptLibrary
     from evoinstruct.store import Store
 
@@ -25,10 +27,10 @@ class Deps:
     store: Store
     config: RunConfig
     prompts: PromptLibrary
-    models: Any  # models.factory.ModelSet: role -> ChatModel
+    models: ModelSet  # role -> ChatModel
     project: Project | None = None
     clock: Callable[[], float] = time.monotonic
-    trainer: Any = None  # graph.training.TrainerSteps when the training branch is on
+    trainer: TrainerSteps | None = None  # when the training branch is on
     extras: dict[str, Any] = field(default_factory=dict)
     # Set by the daemon the moment a stop is requested: work that can stop cleanly at once (a
     # training run, which checkpoints) need not wait for the grace before its cancellation.
@@ -55,7 +57,9 @@ def stage_rng(seed: int, round: int, stage: Stage) -> random.Random:
     return random.Random(f"{seed}:{round}:{stage}")
 
 
-def deps_for_project(project: Project, config: RunConfig, *, models: Any = None) -> Deps:
+def deps_for_project(
+    project: Project, config: RunConfig, *, models: ModelSet | None = None
+) -> Deps:
     """Open the project's store and wire models, prompts and the trainer from its config.
 
     `models` replaces the configured models (tests pass a ModelSet of doubles).

@@ -19,7 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evoinstruct.store.errors import EvoError, Interrupted
 from evoinstruct.store.stages import Stage
@@ -31,6 +31,11 @@ from evoinstruct.trainer.targets import teacher_model
 from evoinstruct.trainer.train import training_due
 from evoinstruct.trainer.weak_to_strong import weak_to_strong_due
 from evoinstruct.trainer.weak_to_strong_config import WeakToStrongConfig
+
+if TYPE_CHECKING:
+    from evoinstruct.models.factory import ModelSet
+    from evoinstruct.prompts.library import PromptLibrary
+    from evoinstruct.store import Store
 
 # How often a running training looks for a stop request, and how long a trainer told to stop
 # may take to checkpoint and exit before it is killed (a micro-batch and a save, on a CPU).
@@ -165,7 +170,12 @@ class TrainerSteps:
         return _summary_of(lines, summary_key)
 
     async def evaluate(
-        self, store: Any, version: str, models: Any, prompts: Any, progress: Any = None
+        self,
+        store: Store,
+        version: str,
+        models: ModelSet,
+        prompts: PromptLibrary,
+        progress: Any = None,
     ) -> Evaluation:
         """The gate's evidence for `version` against the incumbent.
 
@@ -198,7 +208,7 @@ class TrainerSteps:
         finally:
             await student.aclose()
 
-    async def promote(self, store: Any, models: Any, version: str, reason: str) -> None:
+    async def promote(self, store: Store, models: ModelSet, version: str, reason: str) -> None:
         """Make the student model serve the version, then record the promotion.
 
         Handing off first means a version the student cannot serve (full weights,
@@ -210,7 +220,7 @@ class TrainerSteps:
         models.use_student(student)
 
 
-async def activate_student(store: Any, models: Any) -> str | None:
+async def activate_student(store: Store, models: ModelSet) -> str | None:
     """Load the active version into the configured student model (at startup and on promotion)."""
     row = store.active_model()
     if row is None:
