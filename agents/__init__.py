@@ -1,1 +1,1 @@
-"""The agents of a round: generate, evolve, answer, critique, rewrite and select examples, and the models they call."""
+"""The agents of a round: generate, evolve, answer, critique, rewrite and select examples, with what they score and select by."""

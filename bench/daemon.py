@@ -17,7 +17,7 @@ round, `status --json` ≤ 200 ms):
    round, and the process's peak RSS;
 5. `evoinstruct -p DIR status --json` as a subprocess: median and max of runs, as
    this environment runs it (no bytecode cache), with one, and through
-   graph.cli.fast_status (the same command line without typer);
+   cli.fast_status (the same command line without typer);
 6. the selector's decisions on `--reference` planted candidates against
    exhaustive references over the whole accepted pool (see `reference_check`).
 
@@ -819,7 +819,7 @@ def time_status(project: Path, runs: int) -> dict[str, Any]:
     cached = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     cached["PYTHONPYCACHEPREFIX"] = str(OUT / "pycache")
     command = [str(exe), "-p", str(project), "status", "--json"]
-    # graph.cli.fast_status: the console script's path once pointed at it (no typer).
+    # cli.fast_status: what the console script runs (no typer).
     fast = [sys.executable, "-m", "evoinstruct.cli.fast_status", *command[1:]]
     for argv in (command, fast):  # fills the bytecode cache
         subprocess.run(argv, check=True, capture_output=True, env=cached)
@@ -1062,7 +1062,7 @@ def _report_status(status: dict[str, Any]) -> None:
     for key, label in (
         ("ms", "status --json"),
         ("ms_bytecode", "status --json, bytecode cache"),
-        ("ms_fast", "same, graph.cli.fast_status"),
+        ("ms_fast", "same, cli.fast_status"),
     ):
         if key not in status:
             continue

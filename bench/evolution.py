@@ -13,7 +13,7 @@ Arms:
              become the next version's training data).
 
 Both arms' students also learn the generation task (`trainer.generation_share`). After the
-rounds each arm measures its generator (`graph.generator_measure`): the yield per version as
+rounds each arm measures its generator (`cli.generator_measure`): the yield per version as
 the run recorded it (accepted instructions per generate call, drops, distinct-2 against the
 seeds), and the base model against the last promoted version writing on the same
 `--generator-calls` demo sets, paired call by call.
@@ -102,10 +102,8 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         rounds = args.rounds
     files = [Path(f) for f in args.ifeval]
     result = asyncio.run(run_real(project, rounds, progress, files=files))
-    if result.stopped:
-        raise SystemExit(
-            f"{arm}: stopped on request after rounds {result.rounds}; --resume goes on"
-        )
+    if result.stopped:  # returned, not raised: the pool's worker would die and starmap wait
+        return {"arm": arm, "stopped": True, "rounds": result.rounds}
     promoted = [row["version"] for row in result.versions if row["promoted"]]
     for row in result.versions:
         say(f"{row['version']}: {row['accuracy']['prompt_strict']} vs base {row['vs_base']}")
@@ -357,6 +355,10 @@ def main() -> int:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(len(arms)) as pool:
         results = pool.starmap(run_arm, [(arm, args) for arm in arms])
+    if stopped := [r for r in results if r.get("stopped")]:
+        for r in stopped:
+            print(f"{r['arm']}: stopped on request after rounds {r['rounds']}; --resume goes on")
+        return 130
     (out / "evolution.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\nall arms done in {time.monotonic() - started:.0f} s")
     for result in results:

@@ -135,7 +135,10 @@ import json, os, resource, statistics, sys, time
 sys.path.insert(0, {root!r})
 {finder}
 import psutil
-from evoinstruct.agents.selection.pool_indexes import open_pool_indexes
+try:
+    from evoinstruct.agents.selection.pool_indexes import open_pool_indexes
+except ModuleNotFoundError:  # a --baseline from before agents/selection/
+    from evoinstruct.agents.pool_indexes import open_pool_indexes
 from evoinstruct.agents.selector import SelectorConfig, select
 from evoinstruct.store import open_store
 import asyncio
@@ -188,7 +191,10 @@ else:
                novelty_wall_p50=round(q[49], 3), novelty_wall_p99=round(q[98], 3),
                novelty_cpu_mean=round(statistics.fmean(cpu), 3))
     if mode == "query":  # the file's LSH candidates against the banding rule on every item
-        from evoinstruct.agents.selection.pool_dedup import check_lsh
+        try:
+            from evoinstruct.agents.selection.pool_dedup import check_lsh
+        except ModuleNotFoundError:  # a --baseline from before agents/selection/
+            from evoinstruct.agents.pool_dedup import check_lsh
         check = check_lsh(index.index, [c.instruction for c in candidates[:200]])
         out["lsh_mismatches"] = f"{{check.mismatches}} of {{check.probes}}"
 out["work"] = dict(getattr(index, "index", None) and index.index.work or {{}})

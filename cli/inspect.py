@@ -19,7 +19,7 @@ def rounds_report(store: Any, prices: Mapping[str, Price] | None = None) -> list
 
     `failed` is why a round was closed as failed (phase "failed"); `step_failure` is the
     step that failed last, how many starts in a row, and its error and traceback. `usage`
-    is calls, tokens and cost per stage, attributed to the role's model (graph.costs);
+    is calls, tokens and cost per stage, attributed to the role's model (cli.costs);
     `cost` is None where no model has a price.
     """
     out = []

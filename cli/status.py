@@ -10,7 +10,7 @@ from evoinstruct.graph.project import Project
 def status_report(proj: Project) -> dict[str, Any]:
     """What `status --json` prints; plain sqlite3 reads, so it is fast on a large pool.
 
-    `cost` totals every round's tokens and, where models have prices, cost (see graph.costs):
+    `cost` totals every round's tokens and, where models have prices, cost (see cli.costs):
     a running round's finished steps included; `daemon.activity` adds what the models of
     the step running now have done (calls, tokens), in-process models' tokens as decoded.
     """

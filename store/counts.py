@@ -10,7 +10,7 @@ as the write, so a reader sees counts and rows from one snapshot.
 * `counts_rejections(id = 1, n)`: rows of `rejections`;
 * `round_usage(number, model_version, accepted, setup)`, `round_setups(id, setup)`
   and `round_stage_usage(number, stage, calls, prompt_tokens, completion_tokens,
-  tokens)`: per round what costing reads (`graph.costs.read_rounds` extracts the
+  tokens)`: per round what costing reads (`cli.costs.read_rounds` extracts the
   same from `rounds`, whose stored config is tens of kB a round), the roles and
   models of each distinct config stored once, a stage's counters as numbers (NULL
   where the round did not record one), so they can be summed without parsing JSON.

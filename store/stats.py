@@ -119,7 +119,7 @@ def _summary(
     }
 
 
-# Python's defaults (graph.costs.round_costs): a missing count is 0, missing tokens are
+# Python's defaults (cli.costs.round_costs): a missing count is 0, missing tokens are
 # prompt plus completion tokens.
 _STAGE_SUMS = """
 WITH stage AS (
@@ -140,7 +140,7 @@ GROUP BY 1, 2 ORDER BY 5
 
 
 def round_usage_totals(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int] | None:
-    """Rounds summed per config: (rows in the shape of `graph.costs.read_rounds`, rounds).
+    """Rounds summed per config: (rows in the shape of `cli.costs.read_rounds`, rounds).
 
     One row per distinct roles-and-models config and "generated with a student or
     not" (all that decides a stage's model, label and price), its stages' calls and

@@ -170,7 +170,7 @@ _COUNTERS = ("calls", "prompt_tokens", "completion_tokens", "tokens")
 
 
 def _kept_rounds(conn: sqlite3.Connection) -> list[dict]:
-    """The per-round copy the triggers keep, shaped as graph.costs.read_rounds' rows."""
+    """The per-round copy the triggers keep, shaped as cli.costs.read_rounds' rows."""
     stages: dict[int, dict] = {}
     for number, stage, *values in conn.execute(
         f"SELECT number, stage, {', '.join(_COUNTERS)} FROM round_stage_usage"

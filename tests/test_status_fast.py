@@ -1,4 +1,4 @@
-"""`status --json` without typer (graph.cli.fast_status) answers as the full CLI does."""
+"""`status --json` without typer (cli.fast_status) answers as the full CLI does."""
 
 from __future__ import annotations
 

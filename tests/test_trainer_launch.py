@@ -296,3 +296,40 @@ async def test_a_cancelled_training_stops_every_launched_process(
                 process.kill()
     assert store.model_versions() == [] and (tmp_path / "models" / ".v1.partial").is_dir()
     store.close()
+
+
+@pytest.mark.slow
+async def test_leaving_at_once_kills_every_launched_process(
+    tiny_model_dir: Path, tmp_path: Path, quiet_cpu: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second Ctrl-C ends the daemon at once; the trainer, in a process group of its own,
+    does not hear it, so the daemon kills the group first: no worker trains on."""
+    import asyncio
+
+    import psutil
+
+    from evoinstruct.graph.round import training
+
+    stepped = asyncio.Event()
+    monkeypatch.setattr(training, "_stream_writer", lambda: lambda event: stepped.set())
+    store = open_store(tmp_path / "pool.db")
+    fill_pool(store, n_new=40)
+    cfg = tiny_config(tiny_model_dir, max_steps=10_000, batch_size=2, launch={"processes": 2})
+    run = asyncio.create_task(TrainerSteps(cfg, tmp_path).train())
+    started: list[psutil.Process] = []
+    try:
+        async with asyncio.timeout(120):
+            await stepped.wait()  # the workers are training
+        started = psutil.Process().children(recursive=True)
+        assert len(started) >= 3  # the launcher and its two workers
+        training.kill_running_trainers()
+        _, alive = await asyncio.to_thread(psutil.wait_procs, started, timeout=30)
+        assert alive == []
+        with pytest.raises(EvoError):  # the killed launcher's exit is a failed training
+            await run
+    finally:
+        run.cancel()
+        for process in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+    store.close()

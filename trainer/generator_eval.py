@@ -1,7 +1,7 @@
 """The generator measured: new tasks per call on fixed demo sets, and two models paired on them.
 
 A round's record says how the generator of that round did on that round's demos
-(`graph.report.generator_yield`). To tell whether a trained version generates
+(`cli.report.generator_yield`). To tell whether a trained version generates
 better than the base model, both must write on the same prompts: here the demo
 sets are drawn once (seeded) and every model answers all of them. A call's yield
 is the number of its tasks that pass the whole generate step — parsing, the

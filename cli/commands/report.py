@@ -1,6 +1,6 @@
 """`evoinstruct report [-o DIR] [--json]`: write a project's plots and HTML page, print where.
 
-The plots and the page come from `graph.report.build_report`; this module only
+The plots and the page come from `cli.report.build.build_report`; this module only
 opens the project, wires the configured embedder (if the config names one)
 and prints.
 """

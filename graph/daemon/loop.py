@@ -111,9 +111,12 @@ class StopFlag:
         self.signals += 1
         self.requested = True
         if self.signals >= 2:
-            os._exit(
-                130
-            )  # the user asked twice: leave now, SQLite transactions keep the pool whole
+            # The user asked twice: leave now, SQLite transactions keep the pool whole; no
+            # trainer or launched worker may train on behind the daemon.
+            from evoinstruct.graph.round.training import kill_running_trainers
+
+            kill_running_trainers()
+            os._exit(130)
 
     def is_set(self) -> bool:
         if not self.requested and self.project.stop_path.exists():

@@ -17,9 +17,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from evoinstruct.store.errors import EvoError, Interrupted
 from evoinstruct.store.stages import Stage
@@ -41,6 +44,17 @@ if TYPE_CHECKING:
 # may take to checkpoint and exit before it is killed (a micro-batch and a save, on a CPU).
 STOP_POLL_S = 0.2
 TRAINER_STOP_S = 8.0
+
+
+# The trainers running now (pid -> process): a second Ctrl-C ends them with the daemon.
+_RUNNING: dict[int, psutil.Process] = {}
+
+
+def kill_running_trainers() -> None:
+    """SIGKILL every trainer this process started, with all it started (the daemon is
+    leaving at once)."""
+    for trainer in list(_RUNNING.values()):
+        _signal_all(_process_tree(trainer), signal.SIGKILL)
 
 
 def _die_with_parent() -> None:
@@ -112,12 +126,11 @@ class TrainerSteps:
             env={**os.environ, "PYTHONSAFEPATH": "1"},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            # A group of its own: a stop reaches the workers a launcher started too, and a
-            # kill leaves none of them training on as orphans.
-            start_new_session=True,
             preexec_fn=_die_with_parent,
         )
         assert process.stdout is not None and process.stderr is not None
+        with contextlib.suppress(psutil.NoSuchProcess):
+            _RUNNING[process.pid] = psutil.Process(process.pid)
         lines: list[str] = []
         failures: list[dict[str, Any]] = []
         stopped: list[dict[str, Any]] = []
@@ -154,12 +167,13 @@ class TrainerSteps:
             await process.wait()
         except BaseException:
             # A cancelled node (a stop past its grace time): the trainer checkpoints and exits
-            # on SIGTERM, as when the daemon dies; one that does not is killed. Under
-            # accelerate the launcher passes the signal on to the processes it started.
+            # on SIGTERM, as when the daemon dies; one that does not is killed, and so is
+            # every process under it: under accelerate, the workers too.
             await _stop_trainer(process)
             raise
         finally:
             watcher.cancel()
+            _RUNNING.pop(process.pid, None)
         if process.returncode == STOPPED_EXIT or stopped:
             reason = (stopped or [{}])[0].get("message") or "training stopped on request"
             raise Interrupted(reason)
@@ -245,22 +259,45 @@ def step_event(step: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _stop_trainer(process: Any) -> None:
-    """SIGTERM, up to TRAINER_STOP_S for the checkpoint and exit, then SIGKILL to what is left."""
+    """SIGTERM, up to TRAINER_STOP_S for the checkpoint and exit, then SIGKILL to what is left.
+
+    The processes are those under the trainer when the stop began: a launcher's workers
+    (torch's elastic agent starts each in a session of its own) are no longer its children
+    once it has exited, and must not train on as orphans.
+    """
+    tree = _process_tree(_RUNNING.get(process.pid))
     try:
         if process.returncode is None:
-            _signal(process, signal.SIGTERM)
+            _signal_all(tree, signal.SIGTERM)
+            deadline = time.monotonic() + TRAINER_STOP_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), TRAINER_STOP_S)
+            left = max(0.0, deadline - time.monotonic())
+            await asyncio.to_thread(psutil.wait_procs, tree, timeout=left)
     finally:
-        # Also when this wait is itself cancelled (the daemon is leaving), and also when the
-        # launcher has gone but a worker has not: no orphan trains on.
-        _signal(process, signal.SIGKILL)
+        # Also when this wait is itself cancelled (the daemon is leaving).
+        _signal_all(tree, signal.SIGKILL)
+
+
+def _process_tree(trainer: psutil.Process | None) -> list[psutil.Process]:
+    if trainer is None:
+        return []
+    try:
+        return [trainer, *trainer.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _signal_all(processes: list[psutil.Process], signum: int) -> None:
+    for process in processes:
+        # psutil checks the pid still names the process it found, not a reused one.
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            process.send_signal(signum)
 
 
 def _signal(process: Any, signum: int) -> None:
-    """Signal the trainer's process group: the trainer, or a launcher and its workers."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signum)
 
 
 def _stream_writer() -> Any:
