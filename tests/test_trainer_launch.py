@@ -3,11 +3,14 @@ configs, and one version trained by two CPU processes through the daemon's own p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypedDict
 
+import psutil
 import pytest
 
 pytest.register_assert_rewrite("tests.conftest_trainer")
@@ -261,75 +264,61 @@ async def test_failure_reason_from_launched_processes_reaches_the_daemon(
     store.close()
 
 
+@contextlib.asynccontextmanager
+async def _launched_training(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Any, asyncio.Task[Any], list[psutil.Process]]]:
+    """Training under a launcher with two workers, once its steps run: the store, the
+    training task and the processes under this one (killed on the way out)."""
+    from evoinstruct.graph.round import training
+
+    stepped = asyncio.Event()
+    monkeypatch.setattr(training, "_stream_writer", lambda: lambda event: stepped.set())
+    store = open_store(tmp_path / "pool.db")
+    fill_pool(store, n_new=40)
+    cfg = tiny_config(tiny_model_dir, max_steps=10_000, batch_size=2, launch={"processes": 2})
+    run = asyncio.create_task(TrainerSteps(cfg, tmp_path).train())
+    started: list[psutil.Process] = []
+    try:
+        async with asyncio.timeout(120):
+            await stepped.wait()  # the workers are training
+        started = psutil.Process().children(recursive=True)
+        assert len(started) >= 3  # the launcher and its two workers
+        yield store, run, started
+    finally:
+        run.cancel()
+        for process in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        store.close()
+
+
 @pytest.mark.slow
 async def test_a_cancelled_training_stops_every_launched_process(
     tiny_model_dir: Path, tmp_path: Path, quiet_cpu: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The daemon cancels a node that outlives a stop's grace time; training must not go on
     behind it in the launcher or its workers."""
-    import asyncio
-
-    import psutil
-
-    from evoinstruct.graph.round import training
-
-    stepped = asyncio.Event()
-    monkeypatch.setattr(training, "_stream_writer", lambda: lambda event: stepped.set())
-    store = open_store(tmp_path / "pool.db")
-    fill_pool(store, n_new=40)
-    cfg = tiny_config(tiny_model_dir, max_steps=10_000, batch_size=2, launch={"processes": 2})
-    run = asyncio.create_task(TrainerSteps(cfg, tmp_path).train())
-    started: list[psutil.Process] = []
-    try:
-        async with asyncio.timeout(120):
-            await stepped.wait()  # the workers are training
-        started = psutil.Process().children(recursive=True)
-        assert len(started) >= 3  # the launcher and its two workers
+    async with _launched_training(tiny_model_dir, tmp_path, monkeypatch) as (store, run, started):
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
         _, alive = await asyncio.to_thread(psutil.wait_procs, started, timeout=60)
         assert alive == []
-    finally:
-        for process in started:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-    assert store.model_versions() == [] and (tmp_path / "models" / ".v1.partial").is_dir()
-    store.close()
+        assert store.model_versions() == [] and (tmp_path / "models" / ".v1.partial").is_dir()
 
 
 @pytest.mark.slow
 async def test_leaving_at_once_kills_every_launched_process(
     tiny_model_dir: Path, tmp_path: Path, quiet_cpu: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A second Ctrl-C ends the daemon at once; the trainer, in a process group of its own,
-    does not hear it, so the daemon kills the group first: no worker trains on."""
-    import asyncio
-
-    import psutil
-
+    """A second Ctrl-C ends the daemon at once: it kills every trainer it started and all
+    under it first (a launcher's workers run in sessions of their own): no worker trains on."""
     from evoinstruct.graph.round import training
 
-    stepped = asyncio.Event()
-    monkeypatch.setattr(training, "_stream_writer", lambda: lambda event: stepped.set())
-    store = open_store(tmp_path / "pool.db")
-    fill_pool(store, n_new=40)
-    cfg = tiny_config(tiny_model_dir, max_steps=10_000, batch_size=2, launch={"processes": 2})
-    run = asyncio.create_task(TrainerSteps(cfg, tmp_path).train())
-    started: list[psutil.Process] = []
-    try:
-        async with asyncio.timeout(120):
-            await stepped.wait()  # the workers are training
-        started = psutil.Process().children(recursive=True)
-        assert len(started) >= 3  # the launcher and its two workers
+    async with _launched_training(tiny_model_dir, tmp_path, monkeypatch) as (_, run, started):
         training.kill_running_trainers()
         _, alive = await asyncio.to_thread(psutil.wait_procs, started, timeout=30)
         assert alive == []
         with pytest.raises(EvoError):  # the killed launcher's exit is a failed training
             await run
-    finally:
-        run.cancel()
-        for process in started:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-    store.close()
