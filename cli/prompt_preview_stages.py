@@ -259,17 +259,10 @@ def deita(
 
 def instag(example: Example, prompts: PromptLibrary, config: Any) -> list[Preview]:
     """Mirrors `instag.tag_examples`."""
-    from evoinstruct.agents.scoring.instag import EXPLANATION_KEY, TAG_KEY
+    from evoinstruct.agents.scoring.instag import instag_prompt
 
     cfg = config.critic.instag
-    text = prompts.render(
-        "instag",
-        instruction=example.instruction,
-        input=example.input,
-        max_tags=cfg.max_tags,
-        tag_key=TAG_KEY,
-        explanation_key=EXPLANATION_KEY,
-    )
+    text = instag_prompt(prompts, example, cfg)
     request = ChatRequest(
         messages=_user(text), temperature=cfg.temperature, max_tokens=cfg.max_tokens
     )

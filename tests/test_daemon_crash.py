@@ -29,18 +29,23 @@ SECRET = "sk-test-SECRET-4f1a9b"
 ENV = {"EVO_TEST_KEY": SECRET}
 
 
+def _seed(project: Path) -> None:
+    """`evoinstruct seed add` of the project's packaged English seeds, as a user runs it."""
+    seeds = project / "seeds" / "seed_tasks_en.jsonl"
+    subprocess.run(
+        cli_command("seed", "add", str(seeds), "-p", str(project)),
+        cwd=str(ROOT),
+        check=True,
+        capture_output=True,
+    )
+
+
 @pytest.fixture
 def served_project(tmp_path: Path):
     project = init_project(tmp_path / "proj").root
     with OpenAITestServer(reply=server_reply, delay=0.03, api_key=SECRET) as server:
         configure_for_server(project, server.url)
-        seeds = project / "seeds" / "seed_tasks_en.jsonl"
-        subprocess.run(
-            cli_command("seed", "add", str(seeds), "-p", str(project)),
-            cwd=str(ROOT),
-            check=True,
-            capture_output=True,
-        )
+        _seed(project)
         yield project, server
 
 
@@ -134,13 +139,7 @@ def test_sigkill_at_random_moments_loses_nothing(served_project) -> None:
     # (content ids, statuses, lineage) and the same rejections — no duplicates, nothing extra.
     clean = init_project(project.parent / "clean").root
     configure_for_server(clean, server.url)
-    seeds = clean / "seeds" / "seed_tasks_en.jsonl"
-    subprocess.run(
-        cli_command("seed", "add", str(seeds), "-p", str(clean)),
-        cwd=str(ROOT),
-        check=True,
-        capture_output=True,
-    )
+    _seed(clean)
     assert start_daemon(clean, "--rounds", "3", env=ENV, log=log).wait(timeout=120) == 0
     pool = "SELECT id, status, source, parent_id, operation, round FROM examples ORDER BY id"
     assert query(project, pool) == query(clean, pool)

@@ -205,6 +205,18 @@ class InsTagOutcome:
     tags: dict[str, list[str]] = field(default_factory=dict)
 
 
+def instag_prompt(prompts: PromptLibrary, example: Example, config: InsTagConfig) -> str:
+    """The tagging prompt for one example (the critic's, and the prompt preview's)."""
+    return prompts.render(
+        "instag",
+        instruction=example.instruction,
+        input=example.input,
+        max_tags=config.max_tags,
+        tag_key=TAG_KEY,
+        explanation_key=EXPLANATION_KEY,
+    )
+
+
 async def tag_examples(
     batch: Sequence[Example],
     model: ChatModel,
@@ -215,19 +227,7 @@ async def tag_examples(
     """Tag every instruction in one batch of calls; tags normalized, rare ones left to selection."""
     requests = [
         ChatRequest(
-            messages=[
-                {
-                    "role": "user",
-                    "content": prompts.render(
-                        "instag",
-                        instruction=e.instruction,
-                        input=e.input,
-                        max_tags=config.max_tags,
-                        tag_key=TAG_KEY,
-                        explanation_key=EXPLANATION_KEY,
-                    ),
-                }
-            ],
+            messages=[{"role": "user", "content": instag_prompt(prompts, e, config)}],
             temperature=config.temperature,
             max_tokens=config.max_tokens,
         )
