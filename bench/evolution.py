@@ -53,6 +53,9 @@ sys.path.insert(0, str(ROOT))
 def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     """One arm in a process of its own (--threads torch threads; one each lets two arms share
     two cores)."""
+    from evoinstruct.models.threads import sleep_idle_threads
+
+    sleep_idle_threads()  # as the product runs: idle OpenMP threads sleep
     import torch
 
     torch.set_num_threads(args.threads)
@@ -198,6 +201,40 @@ def _series(result: dict[str, Any], key: str) -> tuple[list[dict[str, float] | N
     return points, base.get("n", 0)
 
 
+def _gate_panel(
+    ax: Any, results: list[dict[str, Any]], shifts: tuple[float, ...], width: int
+) -> None:
+    """What the gate decided on: each version's paired difference on the held-out parts
+    together (95% interval), against the base model (circles) and, where the gate compared
+    it with a promoted version instead, against that one (squares)."""
+    for shift, result in zip(shifts, results, strict=False):
+        color = COLORS.get(result["arm"])
+        for i, row in enumerate(result["versions"], start=1):
+            face = color if row["promoted"] else "white"
+            marks = [("vs_base", "o", 0.0)]
+            gate = row.get("vs_gate_baseline") or {}
+            if gate and gate.get("baseline_version") != "base":
+                marks.append(("vs_gate_baseline", "s", 0.18))
+            for key, marker, offset in marks:
+                found = row.get(key) or {}
+                if "diff" not in found:
+                    continue
+                x, y = i + shift + offset, 100 * found["diff"]
+                err = [[y - 100 * found["low"]], [100 * found["high"] - y]]
+                ax.errorbar([x], [y], yerr=err, fmt="none", capsize=3, color=color)
+                ax.plot([x], [y], marker, color=color, markerfacecolor=face, markersize=6)
+    ax.axhline(0, color="0.3", linewidth=0.8)
+    ax.axhline(8, color="0.5", linewidth=0.8, linestyle="--")
+    low, high = ax.get_ylim()
+    ax.set_ylim(min(low, -1.0), max(high, 10.0))
+    ax.text(-0.4, 8.3, "goal: +8 over the base model", fontsize=7, color="0.4")
+    ax.set_title("the gate's evidence: held-out parts together,\npaired difference", fontsize=9)
+    ax.set_ylabel("points (prompt-level strict)")
+    ax.set_xticks(range(width), ["base"] + [f"v{i}" for i in range(1, width)])
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.grid(alpha=0.3)
+
+
 def plot(results: list[dict[str, Any]], out: Path) -> Path:
     import matplotlib
 
@@ -207,12 +244,15 @@ def plot(results: list[dict[str, Any]], out: Path) -> Path:
 
     panels = _panels(results)
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(3.9 * len(panels) + 1.2, 4.6), dpi=110, sharey=True, squeeze=False
+        1, len(panels) + 1, figsize=(3.9 * (len(panels) + 1) + 1.2, 4.6), dpi=110, squeeze=False
     )
     # Two arms sit either side of each tick so their intervals do not hide each other.
     shifts = (-0.09, 0.09) if len(results) > 1 else (0.0,)
     width = max(len(r["versions"]) for r in results) + 1
-    for ax, (key, title) in zip(axes[0], panels, strict=True):
+    _gate_panel(axes[0][0], results, shifts, width)
+    for ax in axes[0][2:]:
+        ax.sharey(axes[0][1])
+    for ax, (key, title) in zip(axes[0][1:], panels, strict=True):
         counts = []
         for shift, result in zip(shifts, results, strict=False):
             color = COLORS.get(result["arm"])
@@ -241,7 +281,7 @@ def plot(results: list[dict[str, Any]], out: Path) -> Path:
         ax.set_xticks(range(width), ["base"] + [f"v{i}" for i in range(1, width)])
         ax.grid(alpha=0.3)
         ax.set_xlim(-0.5, width - 0.5)
-    axes[0][0].set_ylabel("prompt-level strict accuracy (%)")
+    axes[0][1].set_ylabel("prompt-level strict accuracy (%)")
     handles = [
         Line2D([], [], color=COLORS.get(r["arm"]), label=f"arm: {r['arm']}") for r in results
     ]
@@ -252,11 +292,15 @@ def plot(results: list[dict[str, Any]], out: Path) -> Path:
             label="refused by the gate",
         ),
         Line2D([], [], color="0.3", linestyle=":", label="teacher"),
+        Line2D(
+            [], [], marker="s", color="0.3", markerfacecolor="white", linestyle="",
+            label="vs the generator the gate compared with",
+        ),
     ]  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(
         "SmolLM2-135M-Instruct through the loop, per part of the held-out suite "
-        "(95% bootstrap intervals; the gate decides on the held-out parts)",
+        "(95% bootstrap intervals; left: the paired difference the gate decides on)",
         fontsize=10,
     )
     fig.supxlabel("student version, in training order", fontsize=9, y=0.09)

@@ -176,6 +176,9 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
+    from evoinstruct.models.threads import sleep_idle_threads
+
+    sleep_idle_threads()  # as the product runs: idle OpenMP threads sleep
     import torch
 
     torch.set_num_threads(args.threads)

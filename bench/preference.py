@@ -323,6 +323,9 @@ def main() -> int:
     args = parser.parse_args()
     if not args.project and not args.rounds:
         parser.error("give --project DIR, or --rounds N to run the loop first")
+    from evoinstruct.models.threads import sleep_idle_threads
+
+    sleep_idle_threads()  # as the product runs: idle OpenMP threads sleep
     import torch
 
     torch.set_num_threads(args.threads)

@@ -44,6 +44,9 @@ def skewed_drafts(n: int, seed: int = 0):
 
 def run_one(args: argparse.Namespace) -> dict:
     """One training run in this process; returns its figures."""
+    from evoinstruct.models.threads import sleep_idle_threads
+
+    sleep_idle_threads()  # as the product runs: idle OpenMP threads sleep
     import torch
 
     from evoinstruct.store import open_store

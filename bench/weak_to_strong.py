@@ -211,6 +211,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from evoinstruct.models.threads import sleep_idle_threads
+
+    sleep_idle_threads()  # as the product runs: idle OpenMP threads sleep
     import torch
     from transformers.utils import logging as hf_logging
 

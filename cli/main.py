@@ -21,6 +21,7 @@ from evoinstruct.cli.commands import report as report_cmds
 from evoinstruct.cli.commands import run as run_cmds
 from evoinstruct.cli.commands import train as train_cmds
 from evoinstruct.cli.commands.models import models_app
+from evoinstruct.models.threads import sleep_idle_threads
 from evoinstruct.store.errors import EvoError
 
 app = typer.Typer(
@@ -127,6 +128,7 @@ def _usage_line(exc: Any) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: library and usage errors become one line on stderr and their exit code."""
+    sleep_idle_threads()  # before a command imports torch or ctranslate2 (models.threads)
     errors = _click_exceptions()
     try:
         # prog_name fixed so messages name `evoinstruct` also when called in-process by tests.

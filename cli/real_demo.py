@@ -101,6 +101,7 @@ class RealResult:
     base_parts: dict[str, Any] = field(default_factory=dict)
     teacher_parts: dict[str, Any] = field(default_factory=dict)
     # version, promoted, gate, accuracy, by_part, vs_base (the gated held-out parts),
+    # vs_gate_baseline (the same parts against the version the gate compared it with),
     # vs_base_all, vs_base_by_part, files (IFEval-format files scored on their own)
     versions: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> label -> accuracy
@@ -184,12 +185,19 @@ async def run_real(
             return result
     deps = deps_for_project(project, config)
     try:
+        scored_by_version: dict[str, Any] = {}
         for version in deps.store.model_versions():
             scored = await evaluate_target(
                 deps.store, deps.models, suite, config.trainer, version["version"]
             )
+            scored_by_version[version["version"]] = scored
             evidence = gate_evidence(config.trainer, scored, base)
-            gate = (version["metrics"].get("evaluation") or {}).get("gate") or {}
+            evaluation = version["metrics"].get("evaluation") or {}
+            gate = evaluation.get("gate") or {}
+            # The gate compared the version with the generator of its day, not the base model.
+            incumbent = evaluation.get("baseline_version")
+            against = scored_by_version.get(incumbent, base) if incumbent else base
+            decided = gate_evidence(config.trainer, scored, against).comparison.to_dict()
             result.versions.append(
                 {
                     "version": version["version"],
@@ -198,6 +206,7 @@ async def run_real(
                     "accuracy": scored.metrics["accuracy"],
                     "by_part": scored.metrics.get("by_part", {}),
                     "vs_base": evidence.comparison.to_dict(),
+                    "vs_gate_baseline": {**decided, "baseline_version": incumbent or "base"},
                     "vs_base_all": compare(scored, base, "prompt_strict").to_dict(),
                     "vs_base_by_part": {k: c.to_dict() for k, c in evidence.by_part.items()},
                 }

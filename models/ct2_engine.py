@@ -34,6 +34,7 @@ from typing import Any, Literal
 from evoinstruct.models.activity import current_ticket
 from evoinstruct.models.base import ChatRequest, Choice, Generation
 from evoinstruct.models.cancel import Cancelled
+from evoinstruct.models.threads import sleep_idle_threads
 from evoinstruct.store.errors import ModelError
 
 ComputeType = Literal["float32", "int8", "int8_float32"]
@@ -48,6 +49,7 @@ Decode = Callable[[list[int], Sequence[str]], tuple[Choice, int]]
 
 
 def require_ctranslate2() -> Any:
+    sleep_idle_threads()  # its OpenMP reads the policy when it loads (models.threads)
     try:
         import ctranslate2
     except ImportError as exc:  # an optional dependency: the `real` extra
@@ -70,8 +72,7 @@ def _files_fingerprint(folder: Path, digest: Any, *, content: bool, prefix: str 
 
 
 def conversion_key(base: Path, adapter: Path | None, compute_type: str) -> str:
-    import ctranslate2
-
+    ctranslate2 = require_ctranslate2()
     digest = hashlib.sha256(f"{ctranslate2.__version__}:{compute_type}".encode())
     digest.update(str(base.resolve()).encode())
     _files_fingerprint(base, digest, content=False)

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from evoinstruct.models.threads import sleep_idle_threads
 from evoinstruct.store.errors import ConfigError, EvoError, Interrupted
 from evoinstruct.trainer.config import TrainerConfig
 
@@ -120,6 +121,7 @@ def _rank() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sleep_idle_threads()  # before torch loads (models.threads); `accelerate launch` comes here too
     args = _parser().parse_args(argv)
     from evoinstruct.trainer.progress import (
         STOPPED_EXIT,
