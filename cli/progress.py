@@ -135,6 +135,8 @@ class ProgressView:
             parts.append(f"{event['calls']} calls")
         if event.get("tokens"):
             parts.append(f"{event['tokens']} tok")
+        if event.get("schedule"):
+            parts.append(event["schedule"])
         return "; ".join(parts)
 
     def round_line(self, round: int, accepted: int) -> str:

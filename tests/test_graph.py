@@ -299,3 +299,18 @@ async def test_select_measures_diversity_against_the_accepted_pool(deps) -> None
     assert deps.store.get(fresh.ids[0]).status == "rejected"
     assert deps.store.get(other.ids[0]).status == "accepted"
     assert update["counts"]["select"].get("not_diverse") == 1
+
+
+async def test_a_round_says_whether_a_version_trains_and_why(deps) -> None:
+    """The schedule's reason reaches the finished round's line, where the user is looking."""
+    import io
+
+    from evoinstruct.cli.progress import ProgressView
+
+    deps.trainer = RecordingTrainer(every=2)
+    out = io.StringIO()
+    with ProgressView(out, live=False) as view:
+        await Daemon(deps.project, deps, DaemonOptions(rounds=2), progress=view).run()
+    lines = [line for line in out.getvalue().splitlines() if " finished: " in line]
+    assert "no version this round: every 2" in lines[0]
+    assert "a version trains: every 2" in lines[1]

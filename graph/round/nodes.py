@@ -351,6 +351,8 @@ async def commit(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         total=1,
         final=True,
         accepted=counts["by_status"].get("accepted", 0),
+        # A round that trains nothing says why, where the user is looking.
+        schedule=f"{'a version trains' if train else 'no version this round'}: {reason}",
     )
     # In the weak-to-strong mode the branch runs the experiment instead of training a version.
     experiment = train and deps.config.weak_to_strong.enabled
