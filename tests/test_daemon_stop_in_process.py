@@ -203,6 +203,10 @@ async def test_stop_mid_train_and_mid_evaluation_each_return_in_seconds_and_resu
     result, took = await run.stop()
     assert result.stopped_by_signal and took < GRACE_S + 3, f"{took:.1f} s"
     assert await _next_step(run.project, 1) == ("evaluate",)
+    # No grace for the suite: its answers are kept as they come, and it never ends in seconds.
+    notes = [e["text"] for kind, e in run.events if kind == "note"]
+    assert "stop requested: step evaluate keeps what it has answered" in notes
+    assert not any(n.startswith("stop requested: giving step evaluate") for n in notes)
     metrics = run.deps.store.model_version("v1")["metrics"]
     assert metrics["resumed_from"] == f"checkpoint-{stopped_at}"
 

@@ -57,6 +57,9 @@ T = TypeVar("T")
 # often the models' activity (calls, tokens, tokens/s) goes to the live view.
 HEARTBEAT_S = 5.0
 STOP_POLL_S = 0.2
+# Steps a stop cancels without a grace: the suite's answers are kept as they come (the
+# response cache), and no evaluation of hundreds of prompts ends within seconds anyway.
+NO_GRACE_STEPS = frozenset({Stage.EVALUATE})
 ACTIVITY_S = 2.0
 # The roles a round's pipeline calls: their models are checked (HTTP) and loaded (in-process)
 # before a round starts.
@@ -280,10 +283,11 @@ class Daemon:
             await self._stoppable(asyncio.to_thread(load, PIPELINE_ROLES), "loading the models")
             self._models_loaded = True
 
-    async def _stoppable(self, work: Awaitable[T], what: str) -> T:
+    async def _stoppable(self, work: Awaitable[T], what: str, *, grace_first: bool = True) -> T:
         """Await `work` as a task, renewing the heartbeat and reporting model activity; on a
-        stop request (or the time limit) give it `stop_grace_s` to finish, then cancel it and
-        raise Stopped. Work that stops early on its own (Interrupted) raises Stopped too."""
+        stop request (or the time limit) give it `stop_grace_s` to finish (unless not
+        `grace_first`), then cancel it and raise Stopped. Work that stops early on its own
+        (Interrupted) raises Stopped too."""
         task: asyncio.Future[T] = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
         grace = self.options.stop_grace_s
@@ -304,10 +308,13 @@ class Daemon:
             # Work that can stop cleanly at once (a training run) hears of it now.
             self.deps.stopping.set()
             why = "stop requested" if self.stop.is_set() else "time limit (--max-seconds) reached"
-            self.progress("note", {"text": f"{why}: giving {what} up to {grace:g} s to finish"})
-            done, _ = await asyncio.wait({task}, timeout=grace)
-            if done:
-                return self._result(task, what)
+            if grace_first:
+                self.progress("note", {"text": f"{why}: giving {what} up to {grace:g} s to finish"})
+                done, _ = await asyncio.wait({task}, timeout=grace)
+                if done:
+                    return self._result(task, what)
+            else:
+                self.progress("note", {"text": f"{why}: {what} keeps what it has answered"})
             self.progress("note", {"text": f"cancelling {what} and its model calls in flight"})
         finally:
             if not task.done():
@@ -389,7 +396,9 @@ class Daemon:
 
         while True:
             try:
-                await self._stoppable(one_step(payload), f"step {step}")
+                await self._stoppable(
+                    one_step(payload), f"step {step}", grace_first=step not in NO_GRACE_STEPS
+                )
             except Stopped:
                 # Cancelled mid-node: LangGraph keeps the checkpoint before the node, which
                 # the next start runs again.
