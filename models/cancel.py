@@ -54,13 +54,30 @@ async def run_in_thread(work: Callable[..., T], /, *args: object) -> T:
     return before CancelledError goes on."""
     flag = CancelFlag()
     context = contextvars.copy_context()  # as to_thread: the thread sees this task's context
-    call = functools.partial(context.run, work, *args, cancel=flag)
+    call = functools.partial(context.run, _quiet_when_cancelled, work, args, flag)
     future = asyncio.get_running_loop().run_in_executor(None, call)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
         flag.set()
-        await asyncio.wait({future}, timeout=THREAD_EXIT_WAIT_S)
-        # The thread's Cancelled (or any late error) is nobody's to handle now.
+        # A late error is nobody's to handle now (registered first: this wait may be
+        # cancelled in turn when the daemon leaves).
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        await asyncio.wait({future}, timeout=THREAD_EXIT_WAIT_S)
+        raise
+
+
+def _quiet_when_cancelled(
+    work: Callable[..., T], args: tuple[object, ...], flag: CancelFlag
+) -> T | None:
+    """`work` with its flag; the Cancelled it raises once nobody awaits it is no error.
+
+    The thread may end after the event loop has closed (a stop's exit does not wait for
+    it), and a future left holding an exception then prints "Future exception was never
+    retrieved" and a traceback into the user's log."""
+    try:
+        return work(*args, cancel=flag)
+    except Cancelled:
+        if flag.is_set():
+            return None
         raise

@@ -169,3 +169,37 @@ async def test_a_stop_ends_the_forward_pass_in_flight_between_two_layers(
     with pytest.raises(asyncio.CancelledError):
         await call
     assert time.monotonic() - cancelled_at < last_s / 2
+
+
+def test_a_thread_that_ends_after_its_step_was_abandoned_prints_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop's exit does not wait for a model thread to notice its flag; the Cancelled the
+    thread raises then is no error to report ("Future exception was never retrieved" and a
+    traceback landed in the daemon's log)."""
+    import gc
+    import threading
+
+    from evoinstruct.models import cancel
+
+    started = threading.Event()
+
+    def work(*, cancel: cancel.CancelFlag) -> str:
+        started.set()
+        while not cancel.is_set():
+            time.sleep(0.01)
+        time.sleep(0.3)  # the token in flight: the daemon has left by now
+        cancel.check()
+        return "never"
+
+    async def daemon() -> None:
+        task = asyncio.create_task(cancel.run_in_thread(work))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0.05)  # the step is cancelled; the daemon returns at once
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(daemon())  # cancels the step's wait for its thread, joins the thread
+        gc.collect()
+    assert "never retrieved" not in caplog.text
