@@ -14,7 +14,7 @@ unset — GNU OpenMP's own default, which spins before it sleeps — or set to P
 
 Medians over --repeats, the policies alternating so that whatever else runs weighs on both.
 
-    .venv/bin/python bench/thread_wait.py [--busy 0,1,2] [--threads 2] [--repeats 3]
+    .venv/bin/python bench/thread_wait.py [--busy 0,1,2] [--threads 2] [--repeats 3] [--limit 120]
 """
 
 from __future__ import annotations
@@ -58,14 +58,27 @@ print(steps / (time.monotonic() - start))
 """
 
 
-def child(code: str, args: list[str], policy: str | None) -> float:
+def child(code: str, args: list[str], policy: str | None, limit_s: float) -> float:
+    """The child's figure; 0.0 when it did not finish within `limit_s` (printed as such)."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy:
         env["OMP_WAIT_POLICY"] = policy
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=limit_s,
+        )
+    except subprocess.TimeoutExpired:
+        return 0.0
     return float(done.stdout.strip().splitlines()[-1])
+
+
+def shown(value: float, limit_s: float) -> str:
+    return f"{value:.1f}" if value else f"unfinished in {limit_s:g} s"
 
 
 def busy(n: int) -> list[subprocess.Popen[bytes]]:
@@ -79,6 +92,9 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--limit", type=float, default=120.0, help="seconds a child may take (spinning can stall)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "thread_wait.json")
     args = parser.parse_args()
     from evoinstruct.models.ct2_engine import conversion_key, convert
@@ -99,14 +115,15 @@ def main() -> int:
                 runs: dict[str, list[float]] = {p: [] for p in POLICIES}
                 for _ in range(args.repeats):
                     for label, policy in POLICIES.items():
-                        runs[label].append(child(code, child_args, policy))
+                        runs[label].append(child(code, child_args, policy, args.limit))
                 medians = {label: statistics.median(v) for label, v in runs.items()}
                 results.setdefault(f"beside {n} busy", {})[name] = medians
-                ratio = medians["PASSIVE"] / medians["spinning (unset)"]
+                spinning = medians["spinning (unset)"]
+                ratio = f"{medians['PASSIVE'] / spinning:.2f}" if spinning else "-"
                 print(
                     f"beside {n} busy, {name}: "
-                    + ", ".join(f"{label} {value:.1f}" for label, value in medians.items())
-                    + f"  (PASSIVE / spinning: {ratio:.2f})",
+                    + ", ".join(f"{k} {shown(v, args.limit)}" for k, v in medians.items())
+                    + f"  (PASSIVE / spinning: {ratio})",
                     flush=True,
                 )
         finally:
