@@ -50,6 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+PROGRESS_EVERY_S = 30.0
+
+
 def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     """One arm in a process of its own (--threads torch threads; one each lets two arms share
     two cores)."""
@@ -80,15 +83,23 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.out) / arm
     log = (Path(args.out) / f"{arm}.log").open("a", encoding="utf-8")
 
+    last_line = [time.monotonic()]
+
     def say(text: str) -> None:
         line = f"[{arm} {time.strftime('%H:%M:%S')}] {text}"
         print(line, flush=True)
         log.write(line + "\n")
         log.flush()
+        last_line[0] = time.monotonic()
 
     def progress(kind: str, event: dict[str, Any]) -> None:
         if kind == "event" and event.get("final"):
             say(f"round {event.get('round')} {event.get('stage')}: {json.dumps(_brief(event))}")
+        elif kind == "event" and time.monotonic() - last_line[0] >= PROGRESS_EVERY_S:
+            # A step in progress (a suite of 720 answers takes minutes): its count so far.
+            where = f"round {event['round']} " if event.get("round") is not None else ""
+            model = f" ({event['model']})" if event.get("model") else ""
+            say(f"{where}{event.get('stage')}{model}: {event.get('done')}/{event.get('total')}")
         elif kind == "note":
             say(event["text"])
         elif kind in ("round_done", "resume", "stopping"):

@@ -179,6 +179,8 @@ class ProgressView:
         number = event.get("round")
         stage = event.get("stage", "?")
         where = stage if number is None else f"round {number} {stage}"
+        if event.get("model"):
+            where += f" ({event['model']})"
         if event.get("running"):
             return f"{where}: running"
         done, total = event.get("done", 0), event.get("total")

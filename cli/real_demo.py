@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any, Literal
 from evoinstruct.graph.daemon.loop import DaemonOptions, ProgressSink
 from evoinstruct.graph.profiles import WEAK_MODEL
 from evoinstruct.graph.project import Project, init_project
+from evoinstruct.store.stages import Stage
 
 # Plain English task prompts for the seeds (a packaged text file: 98 short tasks and 420 of
 # the length and kinds of the suite's): the packaged seeds hold 8 English tasks, too few
@@ -166,8 +167,17 @@ async def run_real(
         suite = ensure_suite(deps.store, config.trainer.suite).suite
         parts = ", ".join(f"{k} {v}" for k, v in suite.part_counts().items())
         say("note", {"text": f"held-out suite: {len(suite)} prompts ({parts}; {suite.short})"})
-        base = await evaluate_target(deps.store, deps.models, suite, config.trainer, "base")
-        teacher = await evaluate_target(deps.store, deps.models, suite, config.trainer, "teacher")
+        base = await evaluate_target(
+            deps.store, deps.models, suite, config.trainer, "base", progress=answering(say, "base")
+        )
+        teacher = await evaluate_target(
+            deps.store,
+            deps.models,
+            suite,
+            config.trainer,
+            "teacher",
+            progress=answering(say, "teacher"),
+        )
         result.base, result.teacher = base.metrics["accuracy"], teacher.metrics["accuracy"]
         result.base_parts = base.metrics.get("by_part", {})
         result.teacher_parts = teacher.metrics.get("by_part", {})
@@ -188,7 +198,12 @@ async def run_real(
         scored_by_version: dict[str, Any] = {}
         for version in deps.store.model_versions():
             scored = await evaluate_target(
-                deps.store, deps.models, suite, config.trainer, version["version"]
+                deps.store,
+                deps.models,
+                suite,
+                config.trainer,
+                version["version"],
+                progress=answering(say, version["version"]),
             )
             scored_by_version[version["version"]] = scored
             evidence = gate_evidence(config.trainer, scored, base)
@@ -259,6 +274,7 @@ async def score_file(
                     label=chosen.label,
                     adapter_path=row["path"] if row else None,
                     confidence=cfg.gate.confidence,
+                    progress=answering(say, f"{target} on {path.name}"),
                 )
             finally:
                 await chosen.close()
@@ -269,6 +285,17 @@ async def score_file(
             entry["vs_base"] = compare(found, scored["base"], "prompt_strict").to_dict()
         out["results"][target] = entry
     return out
+
+
+def answering(say: ProgressSink, model: str) -> Callable[[int, int], None]:
+    """Suite answers done by one model outside any round, as events for the live view: the
+    base model's 720 answers take minutes on a CPU before round 1 starts."""
+
+    def report(done: int, total: int) -> None:
+        event = {"round": None, "stage": Stage.EVALUATE, "model": model}
+        say("event", {**event, "done": done, "total": total})
+
+    return report
 
 
 def accuracy_text(metrics: dict[str, Any], metric: str = "prompt_strict") -> str:

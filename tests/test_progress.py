@@ -109,3 +109,20 @@ def test_on_a_terminal_the_models_have_a_row_of_their_own() -> None:
         assert view.progress is not None
         row = next(t for t in view.progress.tasks if t.description == "models")
         assert row.fields["summary"] == "models: 1 calls in flight, 0 done; 37 tokens (3.2/s)"
+
+
+def test_scoring_a_model_before_the_first_round_shows_its_answers_in_the_log() -> None:
+    """`demo --real` and the bench answer the whole suite with the base model before round 1
+    (minutes on a CPU): its count so far reaches the log like a step's, naming the model."""
+    from evoinstruct.cli.real_demo import answering
+
+    now = {"t": 0.0}
+    out = io.StringIO()
+    with ProgressView(out, live=False, clock=lambda: now["t"]) as view:
+        report = answering(view, "base")
+        for done in range(0, 721, 16):
+            now["t"] = done / 16  # one batch of 16 answers a second
+            report(done, 720)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "evaluate (base): 128/720"
+    assert len(lines) == 720 // 16 // 8
