@@ -94,11 +94,13 @@ class ModelSet:
             self.get(name)
         return names
 
-    def fresh(self, name: str) -> ChatModel:
-        """A new, uncached instance of a configured model, owned (and closed) by the caller."""
+    def fresh(self, name: str, *, cached: bool = False) -> ChatModel:
+        """A new instance of a configured model, owned (and closed) by the caller; `cached`:
+        its calls go through the response cache, keyed by the adapter it serves."""
         if name not in self.configs:
             raise ConfigError(f"no model named {name!r} is configured", field=f"models.{name}")
-        return MeteredModel(self._builder(self.configs[name]), self.activity)
+        cache = self._cache if cached else None
+        return MeteredModel(self._builder(self.configs[name], cache=cache), self.activity)
 
     def use_student(self, model: ChatModel | None) -> None:
         """The promoted student (None to go back to the configured generator)."""

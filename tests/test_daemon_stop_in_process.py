@@ -102,11 +102,18 @@ def _project(tmp_path: Path, tiny: Path, *overrides: str, teacher_in_process: bo
             slowed(getattr(model, "inner", model))
         return model
 
-    models = ModelSet(config.models, config.roles, builder=builder)
+    # The response cache on the project's store, as the daemon's own models have it.
+    cache = project.open_store()
+    models = ModelSet(config.models, config.roles, builder=builder, cache=cache)
     deps = deps_for_project(project, config, models=models)
     deps.extras["slow"] = slow
+    deps.extras["cache"] = cache
     add_seed_file(deps.store, project.root / "seeds" / "seed_tasks_en.jsonl")
     return Run(project, deps)
+
+
+def _cached_answers(run: Run) -> int:
+    return run.deps.store.db.execute("SELECT count(*) FROM response_cache").fetchone()[0]
 
 
 @pytest.mark.slow
@@ -155,6 +162,7 @@ async def test_stop_mid_generate_returns_within_a_token_and_resumes(
     assert await _next_step(run.project, 1) not in (("generate",), ())
     await run.deps.models.aclose()
     run.deps.store.close()
+    run.deps.extras["cache"].close()
 
 
 @pytest.mark.slow
@@ -196,6 +204,7 @@ async def test_stop_mid_train_and_mid_evaluation_each_return_in_seconds_and_resu
     # Resumed, training goes on from that checkpoint; the suite's answers are slowed, so the
     # evaluation is still running when the next stop comes.
     run.deps.extras["slow"]["on"] = True
+    cached_before = _cached_answers(run)
     run.start(rounds=0)
     await until(
         lambda: run.seen("evaluate", at_least=2), "suite answers", 240, lambda: run.events[-3:]
@@ -203,7 +212,9 @@ async def test_stop_mid_train_and_mid_evaluation_each_return_in_seconds_and_resu
     result, took = await run.stop()
     assert result.stopped_by_signal and took < GRACE_S + 3, f"{took:.1f} s"
     assert await _next_step(run.project, 1) == ("evaluate",)
-    # No grace for the suite: its answers are kept as they come, and it never ends in seconds.
+    # No grace for the suite: its answers are kept as they come (the response cache, which
+    # the resumed evaluation reads), and it never ends in seconds.
+    assert _cached_answers(run) - cached_before >= 2
     notes = [e["text"] for kind, e in run.events if kind == "note"]
     assert "stop requested: step evaluate keeps what it has answered" in notes
     assert not any(n.startswith("stop requested: giving step evaluate") for n in notes)
@@ -218,3 +229,4 @@ async def test_stop_mid_train_and_mid_evaluation_each_return_in_seconds_and_resu
     assert evaluation["gate_metric"] == "verifiable"
     await run.deps.models.aclose()
     run.deps.store.close()
+    run.deps.extras["cache"].close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -203,7 +204,11 @@ class TrainerSteps:
         if not (suite or cfg.pairwise.enabled):
             return await evaluate_version(store, version, cfg, progress=progress)
         # Loading a model takes seconds: in a thread, so heartbeats and stops go on meanwhile.
-        student = await asyncio.to_thread(models.fresh, models.roles.student)
+        # Cached: a stop mid-suite keeps every answer made so far (greedy, keyed by the
+        # adapter's version), and the resumed evaluation asks only for the rest.
+        student = await asyncio.to_thread(
+            functools.partial(models.fresh, models.roles.student, cached=True)
+        )
         try:
             await hand_off(student, store.model_version(version))
             pairwise = cfg.pairwise.enabled
