@@ -62,7 +62,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    from evoinstruct.cli.progress import quiet_libraries
+    from evoinstruct.cli.progress import quiet_libraries, stage_text
     from evoinstruct.cli.real_demo import RealSettings, prepare_real_project, run_real
 
     settings = RealSettings(
@@ -96,10 +96,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         if kind == "event" and event.get("final"):
             say(f"round {event.get('round')} {event.get('stage')}: {json.dumps(_brief(event))}")
         elif kind == "event" and time.monotonic() - last_line[0] >= PROGRESS_EVERY_S:
-            # A step in progress (a suite of 720 answers takes minutes): its count so far.
-            where = f"round {event['round']} " if event.get("round") is not None else ""
-            model = f" ({event['model']})" if event.get("model") else ""
-            say(f"{where}{event.get('stage')}{model}: {event.get('done')}/{event.get('total')}")
+            say(stage_text(event))  # a step in progress (720 suite answers take minutes)
         elif kind == "note":
             say(event["text"])
         elif kind in ("round_done", "resume", "stopping"):

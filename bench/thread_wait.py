@@ -12,7 +12,8 @@ unset — GNU OpenMP's own default, which spins before it sleeps — or set to P
   torch  an MLP of SmolLM2's width (576 -> 1536 -> 576), batch 8 x 64, AdamW, --threads
          torch threads, for --seconds: steps per second.
 
-Medians over --repeats, the policies alternating so that whatever else runs weighs on both.
+Medians over the runs of --repeats that finished within --limit (the rest are counted and
+shown, never averaged in), the policies alternating so that whatever else runs weighs on both.
 
     .venv/bin/python bench/thread_wait.py [--busy 0,1,2] [--threads 2] [--repeats 3] [--limit 120]
 """
@@ -77,8 +78,12 @@ def child(code: str, args: list[str], policy: str | None, limit_s: float) -> flo
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def shown(value: float, limit_s: float) -> str:
-    return f"{value:.1f}" if value else f"unfinished in {limit_s:g} s"
+def shown(runs: list[float], limit_s: float) -> str:
+    """The median of the runs that finished, and how many did not (never counted as 0)."""
+    finished = [v for v in runs if v]
+    median = f"{statistics.median(finished):.1f}" if finished else "-"
+    stalled = len(runs) - len(finished)
+    return median + (f" ({stalled} of {len(runs)} unfinished in {limit_s:g} s)" if stalled else "")
 
 
 def busy(n: int) -> list[subprocess.Popen[bytes]]:
@@ -107,7 +112,7 @@ def main() -> int:
         "ct2 tokens/s": (CT2_CHILD, [str(folder), str(base), str(args.threads), str(args.tokens)]),
         "torch steps/s": (TORCH_CHILD, [str(args.threads), str(args.seconds)]),
     }
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    results: dict[str, dict[str, dict[str, list[float]]]] = {}
     for n in (int(b) for b in args.busy.split(",")):
         hogs = busy(n)
         try:
@@ -116,19 +121,25 @@ def main() -> int:
                 for _ in range(args.repeats):
                     for label, policy in POLICIES.items():
                         runs[label].append(child(code, child_args, policy, args.limit))
-                medians = {label: statistics.median(v) for label, v in runs.items()}
-                results.setdefault(f"beside {n} busy", {})[name] = medians
-                spinning = medians["spinning (unset)"]
-                ratio = f"{medians['PASSIVE'] / spinning:.2f}" if spinning else "-"
+                results.setdefault(f"beside {n} busy", {})[name] = runs  # 0.0: unfinished
+                finished = {k: [v for v in r if v] for k, r in runs.items()}
+                both = all(finished.values())
+                ratio = (
+                    statistics.median(finished["PASSIVE"])
+                    / statistics.median(finished["spinning (unset)"])
+                    if both
+                    else None
+                )
                 print(
                     f"beside {n} busy, {name}: "
-                    + ", ".join(f"{k} {shown(v, args.limit)}" for k, v in medians.items())
-                    + f"  (PASSIVE / spinning: {ratio})",
+                    + ", ".join(f"{k} {shown(v, args.limit)}" for k, v in runs.items())
+                    + f"  (PASSIVE / spinning: {'-' if ratio is None else f'{ratio:.2f}'})",
                     flush=True,
                 )
         finally:
             for hog in hogs:
                 hog.kill()
+                hog.wait()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"threads": args.threads, "results": results}, indent=2))
     print(f"wrote {args.out}")

@@ -54,6 +54,24 @@ def activity_text(event: dict[str, Any]) -> str:
     return "models: " + ", ".join(parts) + f"; {tokens}"
 
 
+def step_name(event: dict[str, Any]) -> str:
+    """The step an event is about: its stage, and the model when one is scored outside a round."""
+    stage = str(event.get("stage", "?"))
+    return f"{stage} ({event['model']})" if event.get("model") else stage
+
+
+def stage_text(event: dict[str, Any]) -> str:
+    """A step's progress as one log line: `round 2 respond: 16/64 kept 5; ...`."""
+    number = event.get("round")
+    where = step_name(event) if number is None else f"round {number} {step_name(event)}"
+    if event.get("running"):
+        return f"{where}: running"
+    done, total = event.get("done", 0), event.get("total")
+    return (
+        f"{where}: {done}/{'?' if total is None else total} {ProgressView.summary(event)}".rstrip()
+    )
+
+
 class ProgressView:
     """Receives daemon events; `live` follows whether the output is a terminal."""
 
@@ -68,9 +86,9 @@ class ProgressView:
         self.live = self.stream.isatty() if live is None else live
         self.console = Console(file=self.stream, force_terminal=self.live or None)
         self.progress: Progress | None = None
-        self.tasks: dict[tuple[int, str], Any] = {}
+        self.tasks: dict[tuple[int | None, str], Any] = {}
         # (round, stage) -> the stage's latest summary, kept after its bar is gone
-        self.last_summary: dict[tuple[int, str], str] = {}
+        self.last_summary: dict[tuple[int | None, str], str] = {}
         self.calls = 0
         self.tokens = 0
         self.started = clock()
@@ -153,8 +171,8 @@ class ProgressView:
         )
 
     def _stage_event(self, event: dict[str, Any]) -> None:
-        stage = event.get("stage", "?")
-        key = (event.get("round", 0), stage)
+        # Models scored outside a round (round None) get a bar each, named for the model.
+        key = (event.get("round", 0), step_name(event))
         total = event.get("total")
         done = event.get("done", 0)
         self.calls += event.get("new_calls", 0)
@@ -163,28 +181,18 @@ class ProgressView:
         self.last_event = event
         if self.progress is not None:
             if key not in self.tasks:
+                number = "-" if key[0] is None else key[0]
                 self.tasks[key] = self.progress.add_task(
-                    stage, total=total, round=key[0], summary=""
+                    key[1], total=total, round=number, summary=""
                 )
             self.progress.update(
                 self.tasks[key], completed=done, total=total, summary=self.summary(event)
             )
         elif event.get("final"):
-            self._line(self._stage_text(event))
+            self._line(stage_text(event))
             self.last_plain = self.clock()
         elif self.clock() - self.last_plain >= PLAIN_EVERY_S:
             self._plain(event)
-
-    def _stage_text(self, event: dict[str, Any]) -> str:
-        number = event.get("round")
-        stage = event.get("stage", "?")
-        where = stage if number is None else f"round {number} {stage}"
-        if event.get("model"):
-            where += f" ({event['model']})"
-        if event.get("running"):
-            return f"{where}: running"
-        done, total = event.get("done", 0), event.get("total")
-        return f"{where}: {done}/{'?' if total is None else total} {self.summary(event)}".rstrip()
 
     def _activity(self, event: dict[str, Any]) -> None:
         """The models' calls and tokens: a row of its own on a terminal, else a line with the
@@ -204,7 +212,7 @@ class ProgressView:
             self._plain(stage, event)
 
     def _plain(self, stage: dict[str, Any], activity: dict[str, Any] | None = None) -> None:
-        parts = [self._stage_text(stage)] if stage else []
+        parts = [stage_text(stage)] if stage else []
         if activity is not None:
             parts.append(activity_text(activity))
         if parts:

@@ -211,7 +211,9 @@ async def run_real(
             gate = evaluation.get("gate") or {}
             # The gate compared the version with the generator of its day, not the base model.
             incumbent = evaluation.get("baseline_version")
-            against = scored_by_version.get(incumbent, base) if incumbent else base
+            if incumbent not in scored_by_version:
+                incumbent = None  # not scored here (e.g. rolled back): say base, as it is
+            against = scored_by_version[incumbent] if incumbent else base
             decided = gate_evidence(config.trainer, scored, against).comparison.to_dict()
             result.versions.append(
                 {

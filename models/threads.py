@@ -3,10 +3,9 @@
 torch and CTranslate2 each ship a GNU OpenMP whose idle workers spin on a core for a
 while before they sleep. On a machine of its own that saves a wake-up; beside any other
 busy process it is a disaster, because the spinning threads take the cores the working
-ones need. Measured on the 2-core machine (SmolLM2-135M, CTranslate2 float32, two
-threads): alone, 40 tokens/s spinning and 33 passive; beside one busy process, 12 and
-23; beside two other model processes, 0.2 and 11. A LoRA step of torch on two threads
-beside two model processes: 1.9 steps/s spinning, 6.5 passive (alone: the same).
+ones need: beside other busy processes, passive threads made CTranslate2 and torch
+several times faster on the 2-core machine (the README's "Idle threads sleep" table,
+`bench/thread_wait.py`); alone, spinning is a little faster.
 
 A daemon shares its machine with its trainer, the user's other jobs and often a second
 project, so passive is the default. The variable is read once, when each OpenMP library

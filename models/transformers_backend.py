@@ -29,7 +29,12 @@ from evoinstruct.models.base import ChatRequest, Choice, Failure, Generation, Me
 from evoinstruct.models.cancel import CancelFlag, run_in_thread
 from evoinstruct.models.config import ModelConfig
 from evoinstruct.models.ct2_engine import Ct2Engine
+from evoinstruct.models.threads import sleep_idle_threads
 from evoinstruct.store.errors import ModelError, UnsupportedError
+
+# torch is imported inside functions below; idle OpenMP threads must sleep by then, in
+# library use too (`langgraph dev`, a notebook), not only behind the CLI's entry point.
+sleep_idle_threads()
 
 # For base models without a chat template: the Alpaca layout the trainer also uses.
 PLAIN_CHAT_TEMPLATE = (

@@ -126,3 +126,10 @@ def test_scoring_a_model_before_the_first_round_shows_its_answers_in_the_log() -
     lines = out.getvalue().splitlines()
     assert lines[0] == "evaluate (base): 128/720"
     assert len(lines) == 720 // 16 // 8
+    # On a terminal each model scored gets a bar of its own, with no round number.
+    with ProgressView(io.StringIO(), live=True) as view:
+        answering(view, "base")(720, 720)
+        answering(view, "v1")(32, 720)
+        assert view.progress is not None
+        bars = {t.description: (t.fields["round"], t.completed) for t in view.progress.tasks}
+        assert bars == {"evaluate (base)": ("-", 720), "evaluate (v1)": ("-", 32)}

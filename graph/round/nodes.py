@@ -344,6 +344,9 @@ async def commit(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         deps.trainer.due(deps.store, n) if deps.trainer is not None else (False, "training is off")
     )
     deps.store.finish_round(n, {"stages": state.get("counts", {}), "training": reason, **counts})
+    # In the weak-to-strong mode the branch runs the experiment instead of training a version.
+    experiment = train and deps.config.weak_to_strong.enabled
+    plan = "the weak-to-strong experiment runs" if experiment else "a version trains"
     emit(
         runtime,
         Stage.COMMIT,
@@ -352,8 +355,6 @@ async def commit(state: RoundState, runtime: Runtime[Deps]) -> dict[str, Any]:
         final=True,
         accepted=counts["by_status"].get("accepted", 0),
         # A round that trains nothing says why, where the user is looking.
-        schedule=f"{'a version trains' if train else 'no version this round'}: {reason}",
+        schedule=f"{plan if train else 'no version this round'}: {reason}",
     )
-    # In the weak-to-strong mode the branch runs the experiment instead of training a version.
-    experiment = train and deps.config.weak_to_strong.enabled
     return {"train": train, "weak_to_strong": experiment, "notes": [f"round {n}: {reason}"]}
