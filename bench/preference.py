@@ -29,6 +29,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,18 @@ METRIC = "prompt_strict"
 
 def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def answered(label: str, every_s: float = 30.0) -> Callable[[int, int], None]:
+    """A model's suite answers so far, a line every `every_s`: 720 answers take minutes."""
+    last = [time.monotonic()]
+
+    def report(done: int, total: int) -> None:
+        if done == total or time.monotonic() - last[0] >= every_s:
+            say(f"suite: {label} {done}/{total}")
+            last[0] = time.monotonic()
+
+    return report
 
 
 # --- the loop's rounds (only with --rounds) ----------------------------------------------
@@ -179,19 +192,20 @@ async def score(project: Any, twins: dict[str, Path]) -> dict[str, Any]:
         if suite is None:
             raise SystemExit("the project has no held-out suite: run rounds with --rounds first")
         results["base"] = await evaluate_target(
-            deps.store, deps.models, suite, config.trainer, "base"
+            deps.store, deps.models, suite, config.trainer, "base", progress=answered("base")
         )
         for row in deps.store.model_versions():
             version = row["version"]
             say(f"suite: {version}")
             results[version] = await evaluate_target(
-                deps.store, deps.models, suite, config.trainer, version
+                deps.store, deps.models, suite, config.trainer, version, progress=answered(version)
             )
             path = twins.get(version)
             if path is None:
                 continue
             say(f"suite: {version}+dpo")
-            student = deps.models.fresh(deps.models.roles.student)
+            # Cached: a run stopped mid-suite keeps the answers it made for the next one.
+            student = deps.models.fresh(deps.models.roles.student, cached=True)
             try:
                 await hand_off(student, {"version": f"{version}+dpo", "path": str(path)})
                 results[f"{version}+dpo"] = await run_suite(
@@ -202,6 +216,7 @@ async def score(project: Any, twins: dict[str, Path]) -> dict[str, Any]:
                     label=f"{version}+dpo",
                     adapter_path=str(path),
                     confidence=config.trainer.gate.confidence,
+                    progress=answered(f"{version}+dpo"),
                 )
             finally:
                 await student.aclose()
