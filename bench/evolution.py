@@ -41,6 +41,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -405,8 +406,15 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.monotonic()
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(len(arms)) as pool:
-        results = pool.starmap(run_arm, [(arm, args) for arm in arms])
+    # A SIGTERM (kill, a scheduler) reaches this process only: leaving the pool's block
+    # terminates the arms, which would otherwise run on, orphaned, writing to their projects.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with ctx.Pool(len(arms)) as pool:
+            results = pool.starmap(run_arm, [(arm, args) for arm in arms])
+    except KeyboardInterrupt:
+        print("stopped: each arm's project keeps what it finished; --resume goes on")
+        return 130
     if stopped := [r for r in results if r.get("stopped")]:
         for r in stopped:
             print(f"{r['arm']}: stopped on request after rounds {r['rounds']}; --resume goes on")
@@ -418,6 +426,10 @@ def main() -> int:
         print_generator(result.get("generator") or {})
     print(f"\nplot: {plot(results, out)}")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _interval(found: dict[str, float] | None) -> str:
