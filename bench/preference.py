@@ -265,12 +265,16 @@ def paired(found: dict[str, Any]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], base: dict[str, Any], out: Path) -> Path:
+    """Left, each variant's accuracy with its own interval; right, what the comparison rests
+    on: the paired difference SFT+DPO minus SFT per version, prompt- and instruction-level."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, (ax, paired) = plt.subplots(
+        1, 2, figsize=(11, 4.5), dpi=110, gridspec_kw={"width_ratios": [3, 2]}
+    )
     base_acc = base[METRIC]
     ax.axhspan(100 * base_acc["low"], 100 * base_acc["high"], color="#999999", alpha=0.15)
     ax.axhline(
@@ -281,26 +285,55 @@ def plot(rows: list[dict[str, Any]], base: dict[str, Any], out: Path) -> Path:
         ("dpo", "SFT + DPO (same plan)", "#b5651d", 0.08),
     ):
         points = [(i, r[key][METRIC]) for i, r in enumerate(rows) if key in r]
-        if not points:
-            continue
-        xs = [i + shift for i, _ in points]
-        ys = [100 * p["value"] for _, p in points]
-        errors = [
-            [100 * (p["value"] - p["low"]) for _, p in points],
-            [100 * (p["high"] - p["value"]) for _, p in points],
-        ]
-        ax.errorbar(xs, ys, yerr=errors, fmt="-o", capsize=3, color=color, label=label)
-    ax.set_xticks(range(len(rows)), [r["version"] for r in rows])
+        if points:
+            _errorbars(ax, [(i + shift, p) for i, p in points], color, label, "-o")
+    versions = [r["version"] for r in rows]
+    for axis in (ax, paired):
+        axis.set_xticks(range(len(rows)), versions)
+        axis.set_xlim(-0.5, len(rows) - 0.5)
+        axis.grid(alpha=0.3)
     ax.set_xlabel("student version (the loop's SFT versions, and each one's DPO twin)")
+    paired.set_xlabel("student version")
     ax.set_ylabel("held-out suite, prompt-level strict (%)")
-    ax.set_title("SFT-only vs SFT+DPO on verified pairs, same rounds, 95% intervals")
+    ax.set_title("each variant, 95% intervals", fontsize=10)
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    paired.axhline(0, color="#666666", linewidth=1)
+    for key, label, marker, shift in (
+        ("dpo_vs_sft", "prompt-level strict", "o", -0.06),
+        ("dpo_vs_sft_instruction", "instruction-level strict", "s", 0.06),
+    ):
+        points = [(i + shift, r[key]) for i, r in enumerate(rows) if key in r]
+        if points:
+            found = [
+                (x, {"value": d["diff"], "low": d["low"], "high": d["high"]}) for x, d in points
+            ]
+            _errorbars(paired, found, "#b5651d", label, marker)
+    paired.set_ylabel("SFT+DPO minus SFT, paired (points)")
+    paired.set_title("the comparison: paired difference, 95% bootstrap CI", fontsize=10)
+    paired.legend(fontsize=8)
+    fig.suptitle("SFT-only vs SFT+DPO on verified pairs, same rounds, same prompts")
     fig.tight_layout()
     path = out / "preference.png"
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _errorbars(
+    ax: Any, points: list[tuple[float, dict[str, float]]], color: str, label: str, fmt: str
+) -> None:
+    ax.errorbar(
+        [x for x, _ in points],
+        [100 * p["value"] for _, p in points],
+        yerr=[
+            [100 * (p["value"] - p["low"]) for _, p in points],
+            [100 * (p["high"] - p["value"]) for _, p in points],
+        ],
+        fmt=fmt,
+        capsize=3,
+        color=color,
+        label=label,
+    )
 
 
 def main() -> int:
