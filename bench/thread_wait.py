@@ -78,12 +78,17 @@ def child(code: str, args: list[str], policy: str | None, limit_s: float) -> flo
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def shown(runs: list[float], limit_s: float) -> str:
-    """The median of the runs that finished, and how many did not (never counted as 0)."""
+def finished_median(runs: list[float]) -> float | None:
+    """The median of the runs that finished (an unfinished one is 0.0, never counted)."""
     finished = [v for v in runs if v]
-    median = f"{statistics.median(finished):.1f}" if finished else "-"
-    stalled = len(runs) - len(finished)
-    return median + (f" ({stalled} of {len(runs)} unfinished in {limit_s:g} s)" if stalled else "")
+    return statistics.median(finished) if finished else None
+
+
+def shown(runs: list[float], limit_s: float) -> str:
+    median = finished_median(runs)
+    stalled = sum(1 for v in runs if not v)
+    text = "-" if median is None else f"{median:.1f}"
+    return text + (f" ({stalled} of {len(runs)} unfinished in {limit_s:g} s)" if stalled else "")
 
 
 def busy(n: int) -> list[subprocess.Popen[bytes]]:
@@ -122,14 +127,9 @@ def main() -> int:
                     for label, policy in POLICIES.items():
                         runs[label].append(child(code, child_args, policy, args.limit))
                 results.setdefault(f"beside {n} busy", {})[name] = runs  # 0.0: unfinished
-                finished = {k: [v for v in r if v] for k, r in runs.items()}
-                both = all(finished.values())
-                ratio = (
-                    statistics.median(finished["PASSIVE"])
-                    / statistics.median(finished["spinning (unset)"])
-                    if both
-                    else None
-                )
+                passive = finished_median(runs["PASSIVE"])
+                spinning = finished_median(runs["spinning (unset)"])
+                ratio = passive / spinning if passive and spinning else None
                 print(
                     f"beside {n} busy, {name}: "
                     + ", ".join(f"{k} {shown(v, args.limit)}" for k, v in runs.items())
