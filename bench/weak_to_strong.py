@@ -52,6 +52,8 @@ def overrides(weak_dir: Path, strong_dir: Path, args: argparse.Namespace) -> lis
         "device": "cpu",
         "dtype": "float32",
         "batch_size": 16,
+        "engine": "ctranslate2",  # as the strong models are served (config_overrides)
+        "engine_compute_type": "float32",
     }
     return [
         *config_overrides(strong_dir, dtype="float32"),
