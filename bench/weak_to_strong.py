@@ -134,7 +134,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from evoinstruct.trainer.weak_to_strong_config import KIND
 
     started = time.monotonic()
-    project = prepare(args, started)
+    # In a thread: making the weak model runs an event loop of its own.
+    project = await asyncio.to_thread(prepare, args, started)
     config = project.load_config()
     deps = deps_for_project(project, config)
     try:
