@@ -560,6 +560,11 @@ def _server_reply(body: dict[str, Any]) -> str:
     return "A steady answer in lowercase words without commas"
 
 
+def _cached_answers(project: Path) -> int:
+    with open_store(project / "pool.db") as store:
+        return store.db.execute("SELECT count(*) FROM response_cache").fetchone()[0]
+
+
 @pytest.mark.timeout(300)
 def test_eval_cli_prints_and_stores(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_model_dir: Path, one_thread: None
@@ -602,8 +607,11 @@ def test_eval_cli_prints_and_stores(
         # The gate's power on this suite, at the assumed discordance (nothing to compare yet).
         assert "The gate decides on" in first.out and "discordant, assumed" in first.out
         requests = server.requests
+        cached = _cached_answers(project)
         base = run_cli(capsys, "eval", "base", "-p", project, *args, "--json")
         assert base.code == 0, base.err
+        # The student answered through the response cache: a stopped evaluation keeps them.
+        assert _cached_answers(project) - cached == 4
         data = base.json()
         assert data["result"]["label"] == "base" and data["result"]["n"] == 4
         assert data["suite"]["counts"] == {"tasks/en": 2, "tasks/zh": 2}

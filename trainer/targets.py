@@ -68,7 +68,9 @@ async def resolve_target(store: Store, models: Any, target: str | None) -> Targe
             raise InputError(
                 f"no model version {target!r} (known: {known}; or base, teacher)", field="TARGET"
             )
-    student = models.fresh(models.roles.student)
+    # Through the response cache (keyed by the adapter served): a stopped evaluation keeps
+    # what it answered, and the next one reads it back.
+    student = models.fresh(models.roles.student, cached=True)
     try:
         await hand_off(student, row)  # None drops an adapter the config may load on start
     except BaseException:

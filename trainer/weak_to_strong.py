@@ -449,7 +449,7 @@ async def score_models(
             store, models, suite, cfg, "base", progress=step("strong base")
         ),
     }  # fmt: skip
-    student = models.fresh(models.roles.student)
+    student = models.fresh(models.roles.student, cached=True)  # a killed run keeps its answers
     try:
         for arm in ARMS:
             path = str((directory / arm).resolve())
