@@ -119,22 +119,6 @@ def twin_config(row: dict[str, Any], args: argparse.Namespace) -> Any:
     return TrainerConfig.model_validate({**stored, "objective": "sft+dpo", "dpo": dpo})
 
 
-def step_printer(label: str) -> Any:
-    """A trainer callback printing each logged DPO loss, so a long stage shows it is alive."""
-    from transformers import TrainerCallback
-
-    class StepPrinter(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any):
-            if logs and "loss" in logs:
-                margin = logs.get("rewards/margins")
-                extra = f", reward margin {margin:.3f}" if margin is not None else ""
-                say(
-                    f"{label} step {state.global_step}/{state.max_steps}: loss {logs['loss']:.3f}{extra}"
-                )
-
-    return StepPrinter()
-
-
 def train_twin(
     store: Any, row: dict[str, Any], args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
@@ -142,6 +126,7 @@ def train_twin(
     from transformers import AutoTokenizer
 
     from evoinstruct.trainer.preference import SFT_DIR, plan_pairs, skipped, train_dpo
+    from evoinstruct.trainer.progress import StepSay
 
     version = row["version"]
     label = f"{version}+dpo"
@@ -163,7 +148,7 @@ def train_twin(
         os.replace(work / f"{SFT_DIR}.tmp", work / SFT_DIR)
     say(f"{label}: DPO on {len(pairs)} pairs of {len(trained)} training examples")
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
-    trainer, metrics = train_dpo(cfg, store, pairs, work, tokenizer, [step_printer(label)])
+    trainer, metrics = train_dpo(cfg, store, pairs, work, tokenizer, [StepSay(say, label)])
     tmp = out / f".{label}.out"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.config.use_cache = True

@@ -130,6 +130,7 @@ async def fill_pool(deps: Any, args: argparse.Namespace, started: float) -> dict
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from evoinstruct.graph.round.deps import deps_for_project
+    from evoinstruct.trainer.progress import StepSay
     from evoinstruct.trainer.weak_to_strong import run_weak_to_strong, train_in_process
     from evoinstruct.trainer.weak_to_strong_config import KIND
 
@@ -148,7 +149,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         trainer = config.trainer
         result = await run_weak_to_strong(
             deps.store, deps.models, deps.prompts, trainer, config.weak_to_strong, project.root,
-            train=train_in_process(trainer, project.root, deps.store),
+            train=train_in_process(
+                trainer, project.root, deps.store, [StepSay(lambda m: say(m, started), "training")]
+            ),
             progress=lambda stage, done, total: say(f"{stage}: {done}/{total}", started),
         )  # fmt: skip
         return {"result": result, "pool": pool, "seconds": time.monotonic() - started}

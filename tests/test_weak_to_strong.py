@@ -22,6 +22,7 @@ from evoinstruct.store import Store, open_store
 from evoinstruct.store.errors import ConfigError, InputError
 from evoinstruct.store.records import ExampleDraft
 from evoinstruct.trainer.config import SuiteConfig, TrainerConfig
+from evoinstruct.trainer.progress import StepSay
 from evoinstruct.trainer.weak_to_strong import (
     ARMS,
     arm_examples,
@@ -496,6 +497,8 @@ def test_the_weak_model_is_cut_healed_and_cached(
     assert source["parent"] == {"model": "tiny stand-in"} and source["data"]["verified"] == 6
     assert source["recipe"]["layers"] == [last] and source["global_step"] == 2
     assert any(m.startswith("healing on 6 verified answers") for m in said)
+    steps = [m.split(",")[0] for m in said if m.startswith("healing: step")]
+    assert steps == ["healing: step 1/2", "healing: step 2/2"]  # each step is said
     assert not list(cache.glob(".*.tmp"))  # the work folder was renamed or removed
     # Cached: nothing is cut, healed or answered again.
     monkeypatch.setattr(weak_model, "truncate", lambda *a: pytest.fail("cut again"))
@@ -560,7 +563,12 @@ def test_a_student_killed_mid_training_resumes_from_its_checkpoint(
         train_arms(cfg, root, plan["name"], store=store, callbacks=[KillAfterFirstSave()])
     assert not (directory / "strong_on_weak").exists()
     assert (directory / ".strong_on_weak.partial" / "checkpoints" / "checkpoint-1").is_dir()
-    arms = train_arms(cfg, root, plan["name"], store=store)
+    said: list[str] = []
+    arms = train_arms(cfg, root, plan["name"], store=store, callbacks=[StepSay(said.append, "w2s")])
+    # Each student's steps are said under its name; the resumed one from where it stopped.
+    assert [m.split(",")[0] for m in said] == [
+        "w2s strong_on_weak: step 2/2", "w2s ceiling: step 1/2", "w2s ceiling: step 2/2"
+    ]  # fmt: skip
     assert arms["strong_on_weak"]["resumed_from"] == "checkpoint-1"
     assert arms["ceiling"]["resumed_from"] is None
     assert {a: m["global_step"] for a, m in arms.items()} == dict.fromkeys(ARMS, 2)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from transformers import TrainerCallback
@@ -52,7 +52,8 @@ def begin_phase(callbacks: Sequence[Any], phase: str) -> None:
 class StepReporter(TrainerCallback):
     """Prints `{"progress": {"step", "max_steps", "loss", "phase"}}` after each optimizer step.
 
-    The phase is "sft", or "dpo" for the DPO stage that follows it (its steps count anew).
+    The phase is "sft", "dpo" for the DPO stage that follows it (its steps count anew), or
+    a weak-to-strong experiment's student (`strong_on_weak`, `ceiling`).
     """
 
     def __init__(self) -> None:
@@ -72,6 +73,33 @@ class StepReporter(TrainerCallback):
                 "phase": self.phase,
             }
             _emit({PROGRESS_KEY: line})
+
+
+class StepSay(StepReporter):
+    """Says each optimizer step as a line of text (`label: step 12/60, loss 1.234`), with the
+    last logged loss and, in a DPO stage, the last reward margin: progress for builds and
+    benches that print to a terminal rather than to the daemon."""
+
+    def __init__(self, say: Callable[[str], None], label: str) -> None:
+        super().__init__()
+        self.say, self.label = say, label
+        self.margin: float | None = None
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any):
+        super().on_log(args, state, control, logs, **kw)
+        if logs and "rewards/margins" in logs:
+            self.margin = float(logs["rewards/margins"])
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any):
+        if not state.is_world_process_zero:
+            return
+        phase = "" if self.phase == "sft" else f" {self.phase}"
+        text = f"{self.label}{phase}: step {state.global_step}/{state.max_steps}"
+        if self.loss is not None:
+            text += f", loss {self.loss:.3f}"
+        if self.margin is not None:
+            text += f", reward margin {self.margin:.3f}"
+        self.say(text)
 
 
 class StopOnRequest(TrainerCallback):

@@ -215,6 +215,7 @@ def _make(recipe: WeakRecipe, strong: Path, data: Path, work: Path, say: Say) ->
     from evoinstruct.models.smollm2 import SOURCE_FILE
     from evoinstruct.store import open_store
     from evoinstruct.trainer.config import TrainerConfig
+    from evoinstruct.trainer.progress import StepSay
     from evoinstruct.trainer.train import train
 
     truncated = work / "truncated"
@@ -248,7 +249,7 @@ def _make(recipe: WeakRecipe, strong: Path, data: Path, work: Path, say: Say) ->
             save_steps=10**6,  # a failed build starts again; no checkpoint is worth its write
             logging_steps=10,
         )
-        result = train(cfg, project, store=store, callbacks=[_step_say(say)])
+        result = train(cfg, project, store=store, callbacks=[StepSay(say, "healing")])
     finally:
         store.close()
     source = {
@@ -263,18 +264,6 @@ def _make(recipe: WeakRecipe, strong: Path, data: Path, work: Path, say: Say) ->
     }
     (result.path / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
     return result.path
-
-
-def _step_say(say: Say) -> Any:
-    """A Trainer callback saying each logged step and loss."""
-    from transformers import TrainerCallback
-
-    class StepSay(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any):
-            if logs and "loss" in logs:
-                say(f"healing: step {state.global_step}/{state.max_steps}, loss {logs['loss']:.3f}")
-
-    return StepSay()
 
 
 async def _verified(store: Any, strong: Path, recipe: WeakRecipe, say: Say) -> dict[str, int]:

@@ -378,6 +378,7 @@ def train_arms(
     from accelerate import PartialState
 
     from evoinstruct.store import open_store
+    from evoinstruct.trainer.progress import begin_phase
 
     if not cfg.base_model:
         raise ConfigError(
@@ -402,18 +403,12 @@ def train_arms(
             raise EvoError(f"{name}: {len(missing)} prompts have no weak label yet")
         # One base for both: the strong model as configured, whatever the loop promoted.
         base = cfg.model_copy(update={"init_from": "base"})
-        return {
-            arm: train_arm(
-                base,
-                arm,
-                arm_examples(arm, store, row["plan"], labels),
-                directory,
-                state,
-                callbacks,
-                stop,
-            )
-            for arm in ARMS
-        }
+        trained = {}
+        for arm in ARMS:
+            begin_phase(callbacks, arm)  # the live view and the bench say which student trains
+            examples = arm_examples(arm, store, row["plan"], labels)
+            trained[arm] = train_arm(base, arm, examples, directory, state, callbacks, stop)
+        return trained
     finally:
         if own:
             store.close()
