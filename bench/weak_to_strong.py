@@ -221,10 +221,11 @@ def main() -> None:
 
     sleep_idle_threads()  # as the product runs: idle OpenMP threads sleep
     import torch
-    from transformers.utils import logging as hf_logging
+
+    from evoinstruct.cli.progress import quiet_libraries
 
     torch.set_num_threads(args.threads)
-    hf_logging.disable_progress_bar()
+    quiet_libraries()  # as the CLI: no load report when the second student's adapter loads
     args.out.mkdir(parents=True, exist_ok=True)
     done = asyncio.run(run(args))
     result = done["result"]

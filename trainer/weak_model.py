@@ -6,10 +6,11 @@ supervisor is made from it by a fixed recipe (`WeakRecipe`):
 1. keep `layers` of its 30 decoder layers (the others are dropped, the kept ones
    renumbered), which damages it: it answers in short sentences, mostly beside the point;
 2. heal it by full fine-tuning for `steps` steps on verified answers: the full model
-   answers the packaged English tasks of the *weak half* (`split_tasks`: every other
-   line, from the first) with constraints attached by the evolver (`draws` draws per
-   task), through the responder (rejection sampling with `samples` answers, repair,
-   the shortest passing answer kept), and only answers passing every constraint are kept.
+   answers the first `tasks` packaged English tasks of the *weak half* (`split_tasks`:
+   every other line, from the first) with constraints attached by the evolver (`draws`
+   draws per task), through the responder (rejection sampling with `samples` answers,
+   repair, the shortest passing answer kept; served by CTranslate2), and only answers
+   passing every constraint are kept.
 
 The other half of the tasks is left for the experiment's own prompts
 (`bench/weak_to_strong.py`), so the weak model never saw them. The result is a plain
