@@ -483,7 +483,9 @@ def test_the_weak_model_is_cut_healed_and_cached(
     shutil.copytree(tiny_model_dir, strong)
     (strong / SOURCE_FILE).write_text(json.dumps({"model": "tiny stand-in"}))
     last = AutoConfig.from_pretrained(strong).num_hidden_layers - 1
-    recipe = WeakRecipe(layers=(last,), steps=2, batch_size=2, grad_accumulation=1)
+    recipe = WeakRecipe(
+        layers=(last,), steps=2, batch_size=2, grad_accumulation=1, heal_on="verified"
+    )
     data = heal_data_dir(cache, recipe)
     data.mkdir(parents=True)
     with open_store(data / "pool.db") as heal:
@@ -506,8 +508,9 @@ def test_the_weak_model_is_cut_healed_and_cached(
     assert make_weak_smollm2(recipe, cache) == out
     # Recipes that differ in how they cut and heal share the healing data; the data's
     # own settings make other data.
-    assert heal_data_dir(cache, WeakRecipe(layers=(0,), steps=9)) == data
-    assert heal_data_dir(cache, WeakRecipe(draws=3)) != data
+    assert heal_data_dir(cache, WeakRecipe(layers=(0,), steps=9, heal_on="verified")) == data
+    assert heal_data_dir(cache, WeakRecipe(draws=3, heal_on="verified")) != data
+    assert heal_data_dir(cache, WeakRecipe()) != data  # plain answers are other data
 
 
 def test_no_planned_prompt_is_a_suite_prompt_or_held_out(

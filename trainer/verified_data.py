@@ -6,6 +6,7 @@ prompt through the responder (rejection sampling, programmatic repair, the pick 
 configured with); an answer is kept only when it passes every constraint strictly. The
 weak-model recipe (`trainer.weak_model`) and `bench/weak_to_strong.py` use it: one
 without the loop's rounds, novelty filter and critic, which would keep one child per task.
+`add_answered` is its unconstrained twin: plain answers, nothing verified.
 """
 
 from __future__ import annotations
@@ -85,4 +86,39 @@ async def add_verified(
             if kept:
                 store.add_candidates(kept, draw, status="accepted")
             say("verified answers", counts["prompts"], total)
+    return counts
+
+
+async def add_answered(
+    store: Store,
+    tasks: Sequence[str],
+    model: Any,
+    prompts: PromptLibrary,
+    responder: ResponderConfig,
+    *,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+) -> dict[str, int]:
+    """Store `tasks` with the model's plain answers (no constraint attached, nothing
+    verified) as accepted examples: data that teaches fluency, not constraint following.
+
+    Returns counts: prompts asked, answers kept, rejected by the responder (cut or empty).
+    """
+    say = progress or (lambda stage, done, total: None)
+    counts = {"prompts": 0, "answered": 0, "rejected": 0}
+    rng = Random(0)  # unused by an unconstrained answer; respond() takes one
+    say("answers", 0, len(tasks))
+    for at in range(0, len(tasks), batch_size):
+        # Not "seed": the trainer takes them as new examples, not as the seed share.
+        batch = [
+            ExampleDraft(instruction=t, language=prompts.language)
+            for t in tasks[at : at + batch_size]
+        ]
+        answered = (await respond(batch, model, prompts, responder, rng)).answered
+        counts["prompts"] += len(batch)
+        counts["answered"] += len(answered)
+        counts["rejected"] += len(batch) - len(answered)
+        if answered:
+            store.add_candidates(answered, 1, status="accepted")
+        say("answers", counts["prompts"], len(tasks))
     return counts

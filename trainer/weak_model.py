@@ -5,12 +5,14 @@ supervisor is made from it by a fixed recipe (`WeakRecipe`):
 
 1. keep `layers` of its 30 decoder layers (the others are dropped, the kept ones
    renumbered), which damages it: it answers in short sentences, mostly beside the point;
-2. heal it by full fine-tuning for `steps` steps on verified answers: the full model
-   answers the first `tasks` packaged English tasks of the *weak half* (`split_tasks`:
-   every other line, from the first) with constraints attached by the evolver (`draws`
-   draws per task), through the responder (rejection sampling with `samples` answers,
-   repair, the shortest passing answer kept; served by CTranslate2), and only answers
-   passing every constraint are kept.
+2. heal it by full fine-tuning for `steps` steps on the full model's answers (served by
+   CTranslate2) to the first `tasks` packaged English tasks of the *weak half*
+   (`split_tasks`: every other line, from the first). `heal_on = "plain"` (the default):
+   its greedy answer to each bare task, so fluency comes back but constraint following,
+   what the suite measures, is not taught. `"verified"`: constraints attached by the
+   evolver (`draws` draws per task), answered through the responder (rejection sampling
+   with `samples` answers, repair, the shortest passing answer kept), only answers
+   passing every constraint kept.
 
 The other half of the tasks is left for the experiment's own prompts
 (`bench/weak_to_strong.py`), so the weak model never saw them. The result is a plain
@@ -58,7 +60,12 @@ class WeakRecipe:
     # 14.7 without 14-27; keeping only the first six and the last two, it writes no word).
     layers: tuple[int, ...] = (0, 1, 2, 3, 8, 9, 10, 11, *range(20, 30))
     tasks: int = 160  # the first tasks of the weak half (of 259) that are answered
-    draws: int = 1  # constraint draws per task
+    # What heals it: the full model's plain answers to the bare tasks ("plain": fluency back,
+    # constraint following not taught), or its verified answers to constrained prompts
+    # ("verified": healed on exactly the skill the suite measures, the cut model caught up
+    # with the full one there: 10.0% vs 11.0% on 200 suite prompts).
+    heal_on: Literal["plain", "verified"] = "plain"
+    draws: int = 1  # constraint draws per task ("verified")
     samples: int = 4  # answers drawn per constrained prompt by the full model
     answer_tokens: int = 160
     max_constraints: int = 2
@@ -82,7 +89,16 @@ class WeakRecipe:
 
 
 # The fields the healing data depends on (the rest say how the model is cut and trained).
-DATA_FIELDS = ("tasks", "draws", "samples", "answer_tokens", "max_constraints", "engine", "seed")
+DATA_FIELDS = (
+    "tasks",
+    "heal_on",
+    "draws",
+    "samples",
+    "answer_tokens",
+    "max_constraints",
+    "engine",
+    "seed",
+)
 
 
 def _digest(value: Any) -> str:
@@ -228,11 +244,12 @@ def _make(recipe: WeakRecipe, strong: Path, data: Path, work: Path, say: Say) ->
     shutil.copyfile(data / "pool.db", project / "pool.db")  # the trainer writes beside it
     store = open_store(project / "pool.db")
     try:
-        if counts["verified"] == 0:
-            raise ModelError("the full model passed no constraint: nothing to heal the weak one on")
-        say(
-            f"healing on {counts['verified']} verified answers, {recipe.steps} full fine-tuning steps"
-        )
+        kind = "verified" if recipe.heal_on == "verified" else "answered"
+        if not counts.get(kind):
+            raise ModelError(
+                f"the full model left no {kind} answer: nothing to heal the weak one on"
+            )
+        say(f"healing on {counts[kind]} {kind} answers, {recipe.steps} full fine-tuning steps")
         cfg = TrainerConfig(
             base_model=str(truncated),
             method="full",
@@ -272,7 +289,7 @@ async def _verified(store: Any, strong: Path, recipe: WeakRecipe, say: Say) -> d
     from evoinstruct.models.config import ModelConfig
     from evoinstruct.models.transformers_backend import TransformersModel
     from evoinstruct.prompts.library import PromptLibrary
-    from evoinstruct.trainer.verified_data import add_verified
+    from evoinstruct.trainer.verified_data import add_answered, add_verified
 
     weak_half = split_tasks(packaged_tasks())[0][: recipe.tasks]
     model = TransformersModel(
@@ -294,6 +311,13 @@ async def _verified(store: Any, strong: Path, recipe: WeakRecipe, say: Say) -> d
         say(f"{stage}: {done}/{total}")
 
     try:
+        if recipe.heal_on == "plain":
+            # Its greedy answer, kept when cut at the limit: fluency is what it heals.
+            plain = responder.model_copy(update={"temperature": 0.0, "on_truncated": "keep"})
+            return await add_answered(
+                store, weak_half, model, PromptLibrary("en"), plain, batch_size=16,
+                progress=progress,
+            )  # fmt: skip
         return await add_verified(
             store, weak_half, model, PromptLibrary("en"), responder, draws=recipe.draws,
             max_constraints=recipe.max_constraints, seed=recipe.seed, progress=progress,
