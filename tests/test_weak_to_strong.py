@@ -429,6 +429,30 @@ def test_verified_data_keeps_only_answers_that_pass(store: Store) -> None:
     assert {e.round for e in kept} <= {1, 2, 3}
 
 
+def test_plain_healing_data_is_the_bare_tasks_answered(store: Store) -> None:
+    """The default healing data: each task as it is (no constraint attached, nothing checked),
+    with the full model's greedy answer, stored as new examples the trainer takes."""
+    from evoinstruct.agents.responder import ResponderConfig
+    from evoinstruct.agents.scoring.verify import constraints_of
+    from evoinstruct.trainer.verified_data import add_answered
+
+    tasks = ["Describe a river.", "Name three birds.", "Explain what a lighthouse does."]
+    model = ScriptedModel(default=FAILING, model_id="full")  # fails any constraint it met
+    said: list[tuple[str, int, int]] = []
+    counts = asyncio.run(
+        add_answered(
+            store, tasks, model, PromptLibrary("en"), ResponderConfig(temperature=0.0),
+            batch_size=2, progress=lambda *step: said.append(step),
+        )
+    )  # fmt: skip
+    assert counts == {"prompts": 3, "answered": 3, "rejected": 0}
+    kept = list(store.iter_examples(status="accepted"))
+    assert sorted(e.instruction for e in kept) == sorted(tasks)
+    assert all(e.output == FAILING and e.source != "seed" and not verified(e) for e in kept)
+    assert not any(constraints_of(e) for e in kept)
+    assert said == [("answers", 0, 3), ("answers", 2, 3), ("answers", 3, 3)]
+
+
 def test_truncated_copy_keeps_the_layers_asked_for(tiny_model_dir: Path, tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
