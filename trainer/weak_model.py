@@ -244,12 +244,10 @@ def _make(recipe: WeakRecipe, strong: Path, data: Path, work: Path, say: Say) ->
     shutil.copyfile(data / "pool.db", project / "pool.db")  # the trainer writes beside it
     store = open_store(project / "pool.db")
     try:
-        kind = "verified" if recipe.heal_on == "verified" else "answered"
-        if not counts.get(kind):
-            raise ModelError(
-                f"the full model left no {kind} answer: nothing to heal the weak one on"
-            )
-        say(f"healing on {counts[kind]} {kind} answers, {recipe.steps} full fine-tuning steps")
+        kept = counts.get("verified" if recipe.heal_on == "verified" else "answered")
+        if not kept:
+            raise ModelError(f"the full model left no {recipe.heal_on} answer: nothing to heal on")
+        say(f"healing on {kept} {recipe.heal_on} answers, {recipe.steps} full fine-tuning steps")
         cfg = TrainerConfig(
             base_model=str(truncated),
             method="full",
