@@ -106,7 +106,7 @@ async def add_answered(
     """
     say = progress or (lambda stage, done, total: None)
     counts = {"prompts": 0, "answered": 0, "rejected": 0}
-    rng = Random(0)  # unused by an unconstrained answer; respond() takes one
+    rng = Random(0)  # respond() draws system prompts with it when the config has a bank
     say("answers", 0, len(tasks))
     for at in range(0, len(tasks), batch_size):
         # Not "seed": the trainer takes them as new examples, not as the seed share.
