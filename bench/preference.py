@@ -148,7 +148,8 @@ def train_twin(
         os.replace(work / f"{SFT_DIR}.tmp", work / SFT_DIR)
     say(f"{label}: DPO on {len(pairs)} pairs of {len(trained)} training examples")
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
-    trainer, metrics = train_dpo(cfg, store, pairs, work, tokenizer, [StepSay(say, label)])
+    steps = StepSay(say, version)  # its lines read "v1 dpo: step 3/20, ..."
+    trainer, metrics = train_dpo(cfg, store, pairs, work, tokenizer, [steps])
     tmp = out / f".{label}.out"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.config.use_cache = True

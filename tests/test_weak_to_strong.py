@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -482,8 +482,14 @@ def test_truncated_copy_keeps_the_layers_asked_for(tiny_model_dir: Path, tmp_pat
     assert WeakRecipe().tag() == WeakRecipe().tag() != WeakRecipe(steps=1).tag()
 
 
+@pytest.mark.parametrize(("heal_on", "kept"), [("verified", "verified"), ("plain", "answered")])
 def test_the_weak_model_is_cut_healed_and_cached(
-    tiny_model_dir: Path, tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    one_thread: None,
+    monkeypatch: pytest.MonkeyPatch,
+    heal_on: Literal["verified", "plain"],
+    kept: str,
 ) -> None:
     """The recipe end to end on a tiny model standing in for the full SmolLM2: its healing
     data is already cached (the slow part), so the cut and the healing run here; a second
@@ -507,22 +513,20 @@ def test_the_weak_model_is_cut_healed_and_cached(
     shutil.copytree(tiny_model_dir, strong)
     (strong / SOURCE_FILE).write_text(json.dumps({"model": "tiny stand-in"}))
     last = AutoConfig.from_pretrained(strong).num_hidden_layers - 1
-    recipe = WeakRecipe(
-        layers=(last,), steps=2, batch_size=2, grad_accumulation=1, heal_on="verified"
-    )
+    recipe = WeakRecipe(layers=(last,), steps=2, batch_size=2, grad_accumulation=1, heal_on=heal_on)
     data = heal_data_dir(cache, recipe)
     data.mkdir(parents=True)
     with open_store(data / "pool.db") as heal:
         fill(heal)
-    (data / COUNTS).write_text(json.dumps({"prompts": 9, "verified": 6}))
+    (data / COUNTS).write_text(json.dumps({"prompts": 9, kept: 6}))
     said: list[str] = []
     out = make_weak_smollm2(recipe, cache, progress=said.append)
     assert out == weak_model_dir(cache, recipe) and out.name.endswith(f"-{recipe.tag()}-float32")
     assert AutoConfig.from_pretrained(out).num_hidden_layers == 1
     source = json.loads((out / SOURCE_FILE).read_text())
-    assert source["parent"] == {"model": "tiny stand-in"} and source["data"]["verified"] == 6
+    assert source["parent"] == {"model": "tiny stand-in"} and source["data"][kept] == 6
     assert source["recipe"]["layers"] == [last] and source["global_step"] == 2
-    assert any(m.startswith("healing on 6 verified answers") for m in said)
+    assert any(m.startswith(f"healing on 6 {heal_on} answers") for m in said)
     steps = [m.split(",")[0] for m in said if m.startswith("healing: step")]
     assert steps == ["healing: step 1/2", "healing: step 2/2"]  # each step is said
     assert not list(cache.glob(".*.tmp"))  # the work folder was renamed or removed
@@ -532,9 +536,10 @@ def test_the_weak_model_is_cut_healed_and_cached(
     assert make_weak_smollm2(recipe, cache) == out
     # Recipes that differ in how they cut and heal share the healing data; the data's
     # own settings make other data.
-    assert heal_data_dir(cache, WeakRecipe(layers=(0,), steps=9, heal_on="verified")) == data
-    assert heal_data_dir(cache, WeakRecipe(draws=3, heal_on="verified")) != data
-    assert heal_data_dir(cache, WeakRecipe()) != data  # plain answers are other data
+    assert heal_data_dir(cache, WeakRecipe(layers=(0,), steps=9, heal_on=heal_on)) == data
+    assert heal_data_dir(cache, WeakRecipe(draws=3, heal_on=heal_on)) != data
+    other: Literal["verified", "plain"] = "plain" if heal_on == "verified" else "verified"
+    assert heal_data_dir(cache, WeakRecipe(heal_on=other)) != data  # other answers, other data
 
 
 def test_no_planned_prompt_is_a_suite_prompt_or_held_out(

@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         help="make the weak SmolLM2 of weak-to-strong experiments (once; cached)",
         description=(
             "Cuts SmolLM2-135M-Instruct to 18 of its 30 layers and heals it briefly on the full "
-            "model's verified answers (the recipe in evoinstruct.trainer.weak_model); prints the "
+            "model's plain answers to packaged tasks (the recipe in "
+            "evoinstruct.trainer.weak_model); prints the "
             "folder. A second call returns it at once. "
             "Example: python -m evoinstruct.trainer weak-model --threads 1"
         ),

@@ -23,7 +23,7 @@ transformers folder beside the fetched model, in the same cache and written the 
         config.json, model.safetensors, tokenizer files, evoinstruct_source.json (the recipe,
         the data counts, the training loss)
     smollm2-135m-instruct-weak-data-<hash>/
-        pool.db (the verified healing data), counts.json — shared by recipes that differ
+        pool.db (the healing data: plain or verified answers), counts.json — shared by recipes that differ
         only in how they cut and heal (`WeakRecipe.data_tag`)
 
 `python -m evoinstruct.trainer weak-model` makes it; a second call returns the folder at
@@ -130,7 +130,7 @@ def weak_model_dir(cache_dir: Path | None, recipe: WeakRecipe) -> Path:
 
 
 def heal_data_dir(cache_dir: Path | None, recipe: WeakRecipe) -> Path:
-    """Where the healing data is kept (a pool.db of verified examples and counts.json)."""
+    """Where the healing data is kept (a pool.db of its examples and counts.json)."""
     from evoinstruct.models.smollm2 import MODEL_NAME
 
     return _cache_root(cache_dir) / f"{MODEL_NAME}-weak-data-{recipe.data_tag()}"
@@ -272,7 +272,7 @@ def _make(recipe: WeakRecipe, strong: Path, data: Path, work: Path, say: Say) ->
         "model": "SmolLM2-135M-Instruct cut to a weak supervisor for weak-to-strong experiments",
         "parent": json.loads((strong / SOURCE_FILE).read_text(encoding="utf-8")),
         "recipe": asdict(recipe),
-        "tasks": f"prompts/seeds/{TASKS_FILE}, every other line from the first",
+        "tasks": f"prompts/seeds/{TASKS_FILE}: every other line from the first, the first {recipe.tasks}",
         "parameters": parameters,
         "data": counts,
         "train_loss": result.metrics.get("train_loss"),
@@ -311,7 +311,9 @@ async def _verified(store: Any, strong: Path, recipe: WeakRecipe, say: Say) -> d
     try:
         if recipe.heal_on == "plain":
             # Its greedy answer, kept when cut at the limit: fluency is what it heals.
-            plain = responder.model_copy(update={"temperature": 0.0, "on_truncated": "keep"})
+            plain = ResponderConfig(
+                temperature=0.0, max_tokens=recipe.answer_tokens, on_truncated="keep"
+            )
             return await add_answered(
                 store, weak_half, model, PromptLibrary("en"), plain, batch_size=16,
                 progress=progress,
