@@ -44,17 +44,9 @@ MODELS_SHOWN = {
 
 def overrides(weak_dir: Path, strong_dir: Path, args: argparse.Namespace) -> list[str]:
     """The project's settings: SmolLM2's tables, the weak model, the trainer and the suite."""
-    from evoinstruct.models.smollm2 import config_overrides
+    from evoinstruct.models.smollm2 import config_overrides, served_table
 
-    weak = {
-        "backend": "transformers",
-        "path": str(weak_dir),
-        "device": "cpu",
-        "dtype": "float32",
-        "batch_size": 16,
-        "engine": "ctranslate2",  # as the strong models are served (config_overrides)
-        "engine_compute_type": "float32",
-    }
+    weak = served_table(weak_dir, dtype="float32")  # served as the strong model is
     return [
         *config_overrides(strong_dir, dtype="float32"),
         *(f"models.weak.{k}={json.dumps(v)}" for k, v in weak.items()),

@@ -275,6 +275,24 @@ def _convert(wheel: Path, out: Path, dtype: Dtype) -> None:
 
 
 # --- configuration ----------------------------------------------------------------------
+def served_table(
+    path: Path, *, dtype: Dtype = CPU_DTYPE, device: Literal["cpu", "auto"] = "cpu"
+) -> dict[str, str | int]:
+    """A `[models.NAME]` table serving the transformers folder at `path` in process (SmolLM2
+    or a model cut from it): on a CPU in `dtype`, generating with CTranslate2."""
+    on_cpu = device == "cpu"
+    served: dict[str, str | int] = {
+        "backend": "transformers",
+        "path": str(path),
+        "device": device,
+        "dtype": dtype if on_cpu else "auto",
+        "batch_size": CPU_BATCH_SIZE if on_cpu else 8,
+    }
+    if on_cpu:
+        served.update(engine=CPU_ENGINE, engine_compute_type=CPU_COMPUTE_TYPE)
+    return served
+
+
 def config_tables(
     path: Path,
     *,
@@ -294,15 +312,7 @@ def config_tables(
     if not (teacher or student):
         raise ValueError("config_tables needs teacher, student or both")
     on_cpu = device == "cpu"
-    served: dict[str, str | int] = {
-        "backend": "transformers",
-        "path": str(path),
-        "device": device,
-        "dtype": dtype if on_cpu else "auto",
-        "batch_size": CPU_BATCH_SIZE if on_cpu else 8,
-    }
-    if on_cpu:
-        served.update(engine=CPU_ENGINE, engine_compute_type=CPU_COMPUTE_TYPE)
+    served = served_table(path, dtype=dtype, device=device)
     tables: dict[str, dict[str, str | int]] = {}
     if teacher:
         tables["models.teacher"] = dict(served)

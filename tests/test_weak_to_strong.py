@@ -532,7 +532,7 @@ def test_the_weak_model_is_cut_healed_and_cached(
     assert not list(cache.glob(".*.tmp"))  # the work folder was renamed or removed
     # Cached: nothing is cut, healed or answered again.
     monkeypatch.setattr(weak_model, "truncate", lambda *a: pytest.fail("cut again"))
-    monkeypatch.setattr(weak_model, "_verified", lambda *a: pytest.fail("answered again"))
+    monkeypatch.setattr(weak_model, "_heal_answers", lambda *a: pytest.fail("answered again"))
     assert make_weak_smollm2(recipe, cache) == out
     # Recipes that differ in how they cut and heal share the healing data; the data's
     # own settings make other data.

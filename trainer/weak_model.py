@@ -210,7 +210,7 @@ def _heal_data(out: Path, strong: Path, recipe: WeakRecipe, say: Say) -> Path:
         from evoinstruct.store import open_store
 
         with open_store(work / "pool.db") as store:
-            counts = asyncio.run(_verified(store, strong, recipe, say))
+            counts = asyncio.run(_heal_answers(store, strong, recipe, say))
             store.checkpoint_wal()
         (work / COUNTS).write_text(json.dumps(counts) + "\n", encoding="utf-8")
         for leftover in work.glob("pool.db-*"):  # the WAL, folded in above
@@ -282,28 +282,18 @@ def _make(recipe: WeakRecipe, strong: Path, data: Path, work: Path, say: Say) ->
     return result.path
 
 
-async def _verified(store: Any, strong: Path, recipe: WeakRecipe, say: Say) -> dict[str, int]:
+async def _heal_answers(store: Any, strong: Path, recipe: WeakRecipe, say: Say) -> dict[str, int]:
+    """The full model's answers the weak model heals on (`recipe.heal_on`), into `store`."""
     from evoinstruct.agents.responder import ResponderConfig
     from evoinstruct.models.config import ModelConfig
+    from evoinstruct.models.smollm2 import served_table
     from evoinstruct.models.transformers_backend import TransformersModel
     from evoinstruct.prompts.library import PromptLibrary
     from evoinstruct.trainer.verified_data import add_answered, add_verified
 
     weak_half = split_tasks(packaged_tasks())[0][: recipe.tasks]
-    model = TransformersModel(
-        ModelConfig(
-            backend="transformers", path=str(strong), device="cpu", dtype="float32",
-            batch_size=16, seed=recipe.seed, engine=recipe.engine,
-            engine_compute_type="float32",
-        )
-    )  # fmt: skip
-    responder = ResponderConfig(
-        verifiable_samples=recipe.samples,
-        verifiable_temperature=0.8,
-        max_tokens=recipe.answer_tokens,
-        repair=True,
-        pick="shortest",
-    )
+    served = {**served_table(strong, dtype="float32"), "engine": recipe.engine}
+    model = TransformersModel(ModelConfig.model_validate({**served, "seed": recipe.seed}))
 
     def progress(stage: str, done: int, total: int) -> None:
         say(f"{stage}: {done}/{total}")
@@ -318,6 +308,13 @@ async def _verified(store: Any, strong: Path, recipe: WeakRecipe, say: Say) -> d
                 store, weak_half, model, PromptLibrary("en"), plain, batch_size=16,
                 progress=progress,
             )  # fmt: skip
+        responder = ResponderConfig(
+            verifiable_samples=recipe.samples,
+            verifiable_temperature=0.8,
+            max_tokens=recipe.answer_tokens,
+            repair=True,
+            pick="shortest",
+        )
         return await add_verified(
             store, weak_half, model, PromptLibrary("en"), responder, draws=recipe.draws,
             max_constraints=recipe.max_constraints, seed=recipe.seed, progress=progress,
