@@ -132,7 +132,7 @@ def run_sampling(model: Any, drafts: list[Any], samples: int, max_tokens: int) -
     counted: list[Any] = []
 
     class Counting:
-        model_id, adapter_version = model.model_id, None
+        model_id, adapter_version, adapter_digest = model.model_id, None, None
 
         async def generate(self, requests: list[Any]) -> list[Any]:
             results = await model.generate(requests)

@@ -146,10 +146,15 @@ Result = Generation | Failure
 
 @runtime_checkable
 class ChatModel(Protocol):
-    """What every backend provides. `model_id` and `adapter_version` key the response cache."""
+    """What every backend provides. `model_id`, `adapter_version` and `adapter_digest` key
+    the response cache."""
 
     model_id: str
     adapter_version: str | None
+    # The active adapter's files (models.fingerprint.adapter_digest): a version name alone
+    # may stand for other weights (a project copied and trained again). None: no adapter,
+    # or its files are not readable here.
+    adapter_digest: str | None
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[Result]:
         """Answer every request; the i-th result belongs to the i-th request."""
@@ -199,6 +204,10 @@ class ModelWrapper:
     @property
     def adapter_version(self) -> str | None:
         return self.inner.adapter_version
+
+    @property
+    def adapter_digest(self) -> str | None:
+        return self.inner.adapter_digest
 
     async def loss(self, pairs: Sequence[tuple[Sequence[Message], str]]) -> list[list[float]]:
         return await self.inner.loss(pairs)

@@ -1,7 +1,8 @@
 """The response cache: a ChatModel wrapper so a resumed round never pays twice for a call.
 
-The key is the sha256 of (model id, adapter version, the request's
-`cache_payload()`), so a new adapter or any changed sampling parameter misses.
+The key is the sha256 of (model id, adapter version and the digest of its files, the
+request's `cache_payload()`), so a new adapter — or other weights under an old version
+name — or any changed sampling parameter misses.
 Only successful generations are stored — a Failure is always retried next
 time. Hits come back with `cached=True` and zero latency. The cache object is
 the store (`cache_get(key) -> dict | None`, `cache_put(key, dict)`); what it
@@ -43,6 +44,7 @@ def cache_key(
     request: ChatRequest,
     occurrence: int = 0,
     namespace: str | None = None,
+    adapter_digest: str | None = None,
 ) -> str:
     """sha256 hex of the canonical JSON of what determines the answer.
 
@@ -55,6 +57,8 @@ def cache_key(
         "adapter_version": adapter_version,
         "request": request.cache_payload(),
     }
+    if adapter_digest is not None:
+        material["adapter_digest"] = adapter_digest
     if occurrence:
         material["occurrence"] = occurrence
     if namespace is not None and request.temperature > 0:
@@ -95,12 +99,13 @@ class CachedModel(ModelWrapper):
     def _keys(self, requests: Sequence[ChatRequest]) -> list[str]:
         seen: dict[str, int] = {}
         keys = []
+        model, adapter, digest = self.model_id, self.adapter_version, self.adapter_digest
         for request in requests:
-            base = cache_key(self.model_id, self.adapter_version, request, 0, self.namespace)
+            base = cache_key(model, adapter, request, 0, self.namespace, digest)
             occurrence = seen.get(base, 0)
             seen[base] = occurrence + 1
             keys.append(
-                cache_key(self.model_id, self.adapter_version, request, occurrence, self.namespace)
+                cache_key(model, adapter, request, occurrence, self.namespace, digest)
                 if occurrence
                 else base
             )

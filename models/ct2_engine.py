@@ -34,6 +34,7 @@ from typing import Any, Literal
 from evoinstruct.models.activity import current_ticket
 from evoinstruct.models.base import ChatRequest, Choice, Generation
 from evoinstruct.models.cancel import Cancelled
+from evoinstruct.models.fingerprint import ADAPTER_PREFIX, update_with_files
 from evoinstruct.models.threads import sleep_idle_threads
 from evoinstruct.store.errors import ModelError
 
@@ -59,26 +60,13 @@ def require_ctranslate2() -> Any:
     return ctranslate2
 
 
-def _files_fingerprint(folder: Path, digest: Any, *, content: bool, prefix: str = "") -> None:
-    """Hash what identifies a model folder: names and sizes and mtimes (a base model of
-    hundreds of MB), or the bytes themselves (an adapter of a few MB)."""
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith(prefix)):
-        digest.update(path.name.encode())
-        if content:
-            digest.update(path.read_bytes())
-        else:
-            stat = path.stat()
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-
-
 def conversion_key(base: Path, adapter: Path | None, compute_type: str) -> str:
     ctranslate2 = require_ctranslate2()
     digest = hashlib.sha256(f"{ctranslate2.__version__}:{compute_type}".encode())
     digest.update(str(base.resolve()).encode())
-    _files_fingerprint(base, digest, content=False)
+    update_with_files(base, digest, content=False)
     if adapter is not None:
-        # Only the adapter's own files: a version folder also holds metrics written later.
-        _files_fingerprint(adapter, digest, content=True, prefix="adapter_")
+        update_with_files(adapter, digest, content=True, prefix=ADAPTER_PREFIX)
     return digest.hexdigest()[:20]
 
 
@@ -163,6 +151,7 @@ class Ct2Engine:
         self.threads = threads
         self.cache_dir = cache_dir / CACHE_SUBDIR
         self._adapter: Path | None = None
+        self._key = conversion_key(self.base, None, compute_type)  # what the folder holds
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._counter = _TokenCounter()
 
@@ -174,16 +163,18 @@ class Ct2Engine:
     def use_adapter(self, adapter: str | Path | None) -> None:
         """Generate with this adapter merged (None: the base); converted on first use."""
         self._adapter = Path(adapter) if adapter is not None else None
+        # Keyed by the files, not the path: a folder refilled with other weights is new.
+        self._key = conversion_key(self.base, self._adapter, self.compute_type)
 
-    def folder(self, adapter: Path | None) -> Path:
-        key = conversion_key(self.base, adapter, self.compute_type)
-        out = convert(self.base, adapter, self.cache_dir / key, self.compute_type)
+    def folder(self) -> Path:
+        """The active version's converted folder, converted now if it is not on disk."""
+        out = convert(self.base, self._adapter, self.cache_dir / self._key, self.compute_type)
         os.utime(out)  # used now: the last to be pruned
         return out
 
     def _load(self) -> Any:
         return self.ct2.Generator(
-            str(self.folder(self._adapter)),
+            str(self.folder()),
             device="cpu",
             compute_type=self.compute_type,
             intra_threads=self.threads,
@@ -200,7 +191,7 @@ class Ct2Engine:
         self.ct2.set_random_seed(seed)
         if fresh:
             return self._load()
-        key = str(self._adapter)
+        key = self._key
         if key not in self._loaded:
             self._loaded[key] = self._load()
             while len(self._loaded) > LOADED_GENERATORS:

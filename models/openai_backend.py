@@ -452,6 +452,7 @@ class OpenAIChatModel:
         self.cfg = cfg
         self.model_id: str = cfg.model
         self.adapter_version: str | None = None
+        self.adapter_digest: str | None = None  # set by the hand-off when the files are readable
         self.deadline_s = call_deadline_s(cfg.timeout_s, cfg.max_retries, backoff_max)
         self._clock = clock
         self._secret = Secret(key)

@@ -29,6 +29,7 @@ from evoinstruct.models.base import ChatRequest, Choice, Failure, Generation, Me
 from evoinstruct.models.cancel import CancelFlag, run_in_thread
 from evoinstruct.models.config import ModelConfig
 from evoinstruct.models.ct2_engine import Ct2Engine
+from evoinstruct.models.fingerprint import adapter_digest
 from evoinstruct.models.threads import sleep_idle_threads
 from evoinstruct.store.errors import ModelError, UnsupportedError
 
@@ -86,6 +87,7 @@ class TransformersModel:
         self.cfg = cfg
         self.model_id: str = path
         self.adapter_version: str | None = None
+        self.adapter_digest: str | None = None
         self.device = resolve_device(cfg.device)
         local = Path(path).exists()
         try:
@@ -102,6 +104,8 @@ class TransformersModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._adapters: dict[str, str] = {}  # version -> peft adapter name
         self._adapter_dirs: dict[str, Path] = {}  # version -> its directory (merged by engines)
+        self._adapter_digests: dict[str, str | None] = {}  # version -> its files' digest
+        self._loads = 0  # adapters loaded so far: each peft name is new
         self._lock = threading.Lock()
         self._cancel: CancelFlag | None = None  # the flag of the call holding the lock
         self._batches = 0
@@ -132,18 +136,25 @@ class TransformersModel:
 
     # -- adapters ------------------------------------------------------------
     def load_adapter(self, path: str | Path, version: str | None = None) -> str:
-        """Load a peft adapter directory (once) and make it active; returns its version."""
+        """Load a peft adapter directory (once, again when its files changed) and make it
+        active; returns its version."""
         version = version or Path(path).name
+        digest = adapter_digest(path)
         with self._lock:
+            if version in self._adapters and self._adapter_digests[version] != digest:
+                # The same name, other weights: serve these, never the ones loaded before.
+                self.model.delete_adapter(self._adapters.pop(version))
             if version not in self._adapters:
                 # peft adapter names become module keys: no dots allowed.
-                name = re.sub(r"\W", "_", version) + f"_{len(self._adapters)}"
+                name = re.sub(r"\W", "_", version) + f"_{self._loads}"
+                self._loads += 1
                 try:
                     self.model.load_adapter(str(path), adapter_name=name)
                 except (OSError, ValueError) as exc:
                     raise ModelError(f"cannot load the adapter {str(path)!r}: {exc}") from exc
                 self._adapters[version] = name
                 self._adapter_dirs[version] = Path(path)
+                self._adapter_digests[version] = digest
             self._activate(version)
         return version
 
@@ -160,6 +171,7 @@ class TransformersModel:
         self.model.set_adapter(self._adapters[version])
         self.model.enable_adapters()
         self.adapter_version = version
+        self.adapter_digest = self._adapter_digests[version]
         if self._engine is not None:
             self._engine.use_adapter(self._adapter_dirs[version])
 
@@ -172,7 +184,8 @@ class TransformersModel:
                     self.model.delete_adapter(list(self._adapters.values()))
                     self._adapters.clear()
                     self._adapter_dirs.clear()
-            self.adapter_version = None
+                    self._adapter_digests.clear()
+            self.adapter_version = self.adapter_digest = None
             if self._engine is not None:
                 self._engine.use_adapter(None)
 

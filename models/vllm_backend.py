@@ -24,6 +24,7 @@ import openai
 
 from evoinstruct.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
 from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.fingerprint import adapter_digest
 from evoinstruct.models.openai_backend import api_key_from_env
 from evoinstruct.models.secret import Secret
 from evoinstruct.store.errors import ModelError, UnsupportedError
@@ -65,6 +66,7 @@ class VLLMModel:
         self.cfg = cfg
         self.model_id: str = str(path)
         self.adapter_version: str | None = None
+        self.adapter_digest: str | None = None
         self._llm = self._vllm.LLM(
             model=path,
             enable_lora=True,
@@ -74,6 +76,8 @@ class VLLMModel:
             **llm_kwargs,
         )
         self._adapters: dict[str, Any] = {}  # version -> LoRARequest
+        self._digests: dict[str, str | None] = {}  # version -> its files' digest
+        self._next_id = 0
         self._lock = threading.Lock()
         if cfg.adapter:
             self.load_adapter(cfg.adapter)
@@ -86,10 +90,15 @@ class VLLMModel:
         from vllm.lora.request import LoRARequest
 
         version = version or Path(path).name
-        if version not in self._adapters:
-            # vLLM wants a unique positive int id per adapter.
-            self._adapters[version] = LoRARequest(version, len(self._adapters) + 1, str(path))
-        self.adapter_version = version
+        digest = adapter_digest(path)
+        known = self._adapters.get(version)
+        if known is None or self._digests.get(version) != digest:
+            # vLLM wants a unique positive int id per adapter; other weights under a known
+            # name get a new id, so vLLM never serves the ones it loaded before.
+            self._next_id += 1
+            self._adapters[version] = LoRARequest(version, self._next_id, str(path))
+            self._digests[version] = digest
+        self.adapter_version, self.adapter_digest = version, digest
         return version
 
     def set_adapter(self, version: str) -> None:
@@ -97,10 +106,10 @@ class VLLMModel:
             raise ModelError(
                 f"adapter {version!r} is not loaded (loaded: {sorted(self._adapters)})"
             )
-        self.adapter_version = version
+        self.adapter_version, self.adapter_digest = version, self._digests[version]
 
     def remove_adapter(self) -> None:
-        self.adapter_version = None
+        self.adapter_version = self.adapter_digest = None
 
     def _params(self, request: ChatRequest) -> Any:
         kwargs = sampling_kwargs(request)

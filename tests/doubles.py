@@ -36,6 +36,7 @@ class ScriptedModel:
         self.default = default
         self.model_id = model_id
         self.adapter_version: str | None = None
+        self.adapter_digest: str | None = None
         self.calls: list[ChatRequest] = []
         self.batches: list[int] = []  # the size of each generate() call: agents must batch
         self._losses = losses

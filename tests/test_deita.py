@@ -28,6 +28,7 @@ class LogitScorer:
 
     model_id = "deita-scorer"
     adapter_version = None
+    adapter_digest = None
 
     def __init__(self, probs_for) -> None:
         self.probs_for = probs_for

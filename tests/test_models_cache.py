@@ -116,6 +116,23 @@ async def test_the_adapter_version_is_part_of_the_key() -> None:
     assert len(inner.calls) == 2
 
 
+async def test_other_weights_under_the_same_version_name_miss() -> None:
+    """The key holds the digest of the adapter's files: a project copied and trained again
+    keeps its version names, never its old answers."""
+    inner = ScriptedModel(default="answer")
+    model = CachedModel(inner, DictCache())
+    inner.adapter_version, inner.adapter_digest = "v1", "digest-a"
+    await model.generate([_ask("q")])
+    await model.generate([_ask("q")])
+    assert len(inner.calls) == 1
+    inner.adapter_digest = "digest-b"
+    await model.generate([_ask("q")])
+    assert len(inner.calls) == 2 and model.adapter_digest == "digest-b"
+    inner.adapter_digest = "digest-a"
+    await model.generate([_ask("q")])
+    assert len(inner.calls) == 2
+
+
 async def test_cache_off_per_model(server: OpenAITestServer) -> None:
     cache = DictCache()
     model = build_model(_cfg(server.url, cache=False), cache=cache)

@@ -8,6 +8,7 @@ greedy answers, with and without an adapter, and keep the backend's request sema
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +123,26 @@ async def test_adapter_versions_merge_and_match_torch(
     again.load_adapter(adapter, "v1")
     assert _choices(await again.generate(requests)) == tuned
     assert sorted((cache / CACHE_SUBDIR).iterdir()) == folders
+
+
+async def test_a_version_folder_refilled_with_other_weights_is_served_anew(
+    tiny_model_dir: Path, adapter: Path, cache: Path, tmp_path: Path
+) -> None:
+    """The engine keeps loaded generators by the adapter's files, not its path: the same
+    folder and version name with other weights answer as the torch path does with them."""
+    torch_model, ct2_model = _model(tiny_model_dir, "torch"), _model(tiny_model_dir, "ctranslate2")
+    requests = [_greedy(p) for p in PROMPTS]
+    folder = tmp_path / "v1"
+    shutil.copytree(adapter, folder)
+    ct2_model.load_adapter(folder, "v1")
+    first = _choices(await ct2_model.generate(requests))
+    shutil.rmtree(folder)
+    _make_adapter(tiny_model_dir, folder, 5)
+    for m in (torch_model, ct2_model):
+        m.load_adapter(folder, "v1")
+    refilled = _choices(await ct2_model.generate(requests))
+    assert refilled != first
+    assert refilled == _choices(await torch_model.generate(requests))
 
 
 async def test_n_samples_per_request_in_order(pair) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from evoinstruct.models.base import ChatModel, ChatRequest, Generation
 from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.fingerprint import adapter_digest
 from evoinstruct.models.tiny import build_tiny_llama
 from evoinstruct.models.transformers_backend import PLAIN_CHAT_TEMPLATE, TransformersModel
 from evoinstruct.store.errors import ModelError, UnsupportedError
@@ -154,6 +155,32 @@ async def test_adapter_load_swap_remove(
     finally:
         model.remove_adapter(unload=True)
     assert model.loaded_adapters == [] and await _texts(model, requests) == base
+
+
+async def test_other_weights_under_a_loaded_name_are_loaded_and_served(
+    model: TransformersModel, adapters: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A version name seen before with other files (a project copied and trained again):
+    the new weights answer, and the digest the response cache keys on changes with them."""
+    requests = [_greedy(p) for p in PROMPTS[:2]]
+    renamed = tmp_path / "v1"
+    shutil.copytree(adapters[1], renamed)
+    try:
+        model.load_adapter(renamed, "v1")
+        first_digest, with_b = model.adapter_digest, await _texts(model, requests)
+        assert first_digest == adapter_digest(adapters[1])
+        shutil.rmtree(renamed)
+        shutil.copytree(adapters[0], renamed)
+        model.load_adapter(renamed, "v1")  # while the old v1 is active
+        assert model.adapter_version == "v1" and model.adapter_digest != first_digest
+        assert model.adapter_digest == adapter_digest(adapters[0])
+        with_a = await _texts(model, requests)
+        assert with_a != with_b
+        model.load_adapter(adapters[0], "other")
+        assert await _texts(model, requests) == with_a  # the same files answer alike
+    finally:
+        model.remove_adapter(unload=True)
+    assert model.adapter_digest is None and model.loaded_adapters == []
 
 
 def test_missing_adapter_is_a_model_error(model: TransformersModel, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from evoinstruct.models.base import ChatRequest
 from evoinstruct.models.config import ModelConfig
+from evoinstruct.models.fingerprint import adapter_digest
 from evoinstruct.models.openai_backend import OpenAIChatModel
 from evoinstruct.models.transformers_backend import TransformersModel
 from evoinstruct.store.errors import InputError, UnsupportedError
@@ -42,6 +43,7 @@ async def test_promotion_changes_outputs_and_rollback_restores(
     row = promote(store, "v1", reason="held-out loss improved")
     assert store.active_model()["version"] == "v1"
     assert await hand_off(generator, row) == "v1" and generator.adapter_version == "v1"
+    assert generator.adapter_digest == adapter_digest(row["path"]) is not None
     after = await _texts(generator)
     assert after != before
     assert rollback(store) is None and store.active_model() is None
@@ -66,9 +68,11 @@ async def test_hand_off_to_a_vllm_server(trained_lora: TrainedProject, tmp_path:
         assert await _texts(generator) == ["served by tiny"] * 2
         assert await hand_off(generator, row) == "v1"
         assert server.lora_adapters == {"v1": row["path"]}
+        assert generator.adapter_digest == adapter_digest(row["path"]) is not None
         assert await _texts(generator) == ["served by v1"] * 2
         assert await hand_off(generator, row) == "v1"  # already listed: loaded once
         assert await hand_off(generator, None) is None
+        assert generator.adapter_digest is None
         assert await _texts(generator) == ["served by tiny"] * 2
         await generator.aclose()
     full = {"version": "v2", "path": str(tmp_path)}  # no adapter_config.json: full weights

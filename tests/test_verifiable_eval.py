@@ -336,6 +336,26 @@ async def test_stored_results_are_reused_unless_calls_failed(store: Store) -> No
     assert third.accuracy() == 1.0 and len(store.eval_results(suite.hash)) == 1
 
 
+async def test_a_stored_result_of_other_weights_under_the_same_name_is_not_reused(
+    store: Store,
+) -> None:
+    """A version's suite result is kept by the digest of its adapter's files too: a project
+    copied and trained again under the same names is scored anew."""
+    suite = _store_suite(store, _gate_items(3))
+    cfg = SuiteConfig(bootstrap_samples=200)
+    student = ScriptedModel(default=BAD, model_id="student")
+    student.adapter_version, student.adapter_digest = "v1", "weights-a"
+    first = await run_suite(store, suite, student, cfg, label="v1", adapter_path="models/v1")
+    assert first.accuracy() == 0.0
+    student.default, student.adapter_digest = GOOD, "weights-b"
+    second = await run_suite(store, suite, student, cfg, label="v1", adapter_path="models/v1")
+    assert not second.cached and second.accuracy() == 1.0 and len(student.calls) == 6
+    student.adapter_digest = "weights-a"
+    assert (
+        await run_suite(store, suite, student, cfg, label="v1", adapter_path="models/v1")
+    ).cached
+
+
 # --- the suite: built once, disjoint from the pool, kept out of training ------------------------
 def test_packaged_tasks_are_bilingual_distinct_and_unlike_the_seeds(store: Store) -> None:
     tasks = packaged_tasks()

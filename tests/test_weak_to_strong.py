@@ -482,6 +482,23 @@ def test_truncated_copy_keeps_the_layers_asked_for(tiny_model_dir: Path, tmp_pat
     assert WeakRecipe().tag() == WeakRecipe().tag() != WeakRecipe(steps=1).tag()
 
 
+def test_the_cached_weak_model_and_its_data_follow_the_tasks_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An edited tasks file is new healing data and a new weak model; an edit outside the
+    tasks the recipe answers changes neither."""
+    import evoinstruct.trainer.weak_model as weak_model
+
+    tasks = [f"task {i}" for i in range(10)]
+    monkeypatch.setattr(weak_model, "packaged_tasks", lambda: list(tasks))
+    recipe = weak_model.WeakRecipe(tasks=3)  # answers tasks 0, 2 and 4
+    tags = recipe.data_tag(), recipe.tag()
+    tasks[9] = "an edit the recipe never answers"
+    assert (recipe.data_tag(), recipe.tag()) == tags
+    tasks[2] = "an edited task the recipe answers"
+    assert recipe.data_tag() != tags[0] and recipe.tag() != tags[1]
+
+
 @pytest.mark.parametrize(("heal_on", "kept"), [("verified", "verified"), ("plain", "answered")])
 def test_the_weak_model_is_cut_healed_and_cached(
     tiny_model_dir: Path,

@@ -73,10 +73,11 @@ def _is_vllm(model: Any) -> bool:
 
 async def _server_hand_off(model: Any, row: dict[str, Any] | None) -> str | None:
     """A vLLM server: hot-load the LoRA on every endpoint, then name it in requests."""
+    from evoinstruct.models.fingerprint import adapter_digest
     from evoinstruct.models.vllm_backend import load_lora_adapter
 
     if row is None:
-        model.model_id, model.adapter_version = model.cfg.model, None
+        model.model_id, model.adapter_version, model.adapter_digest = model.cfg.model, None, None
         return None
     for url in model.endpoint_urls:
         await load_lora_adapter(
@@ -88,6 +89,7 @@ async def _server_hand_off(model: Any, row: dict[str, Any] | None) -> str | None
         )
     # vLLM serves a loaded adapter under its name: requests select it as their model.
     model.model_id = model.adapter_version = row["version"]
+    model.adapter_digest = adapter_digest(row["path"])
     return row["version"]
 
 

@@ -491,11 +491,12 @@ async def evaluate_suite(
 
 
 def model_identity(model: ChatModel, adapter_path: str | None = None) -> str:
-    """What answers: the model id, the adapter version and where that adapter lives."""
-    return json.dumps(
-        {"model": model.model_id, "adapter": model.adapter_version, "path": adapter_path},
-        sort_keys=True,
-    )
+    """What answers: the model id, the adapter version, where that adapter lives and the
+    digest of its files (a stored result of other weights under the same name never counts)."""
+    identity = {"model": model.model_id, "adapter": model.adapter_version, "path": adapter_path}
+    if model.adapter_digest is not None:
+        identity["digest"] = model.adapter_digest
+    return json.dumps(identity, sort_keys=True)
 
 
 def result_id(suite_hash: str, identity: str, settings: dict[str, Any]) -> str:

@@ -80,12 +80,14 @@ class WeakRecipe:
     extra: dict[str, Any] = field(default_factory=dict)  # recorded, hashed, not interpreted
 
     def tag(self) -> str:
-        return f"l{len(self.layers)}-{_digest(asdict(self))}"
+        return f"l{len(self.layers)}-{_digest({**asdict(self), 'data': self.data_tag()})}"
 
     def data_tag(self) -> str:
-        """The hash of what the healing data depends on: recipes that differ only in how
-        they cut and heal share it."""
-        return _digest({k: getattr(self, k) for k in DATA_FIELDS})
+        """The hash of what the healing data depends on — the fields and the very tasks
+        answered (an edited tasks file is new data): recipes that differ only in how they
+        cut and heal share it."""
+        fields = {k: getattr(self, k) for k in DATA_FIELDS}
+        return _digest({**fields, "task_texts": _digest(heal_tasks(self))})
 
 
 # The fields the healing data depends on (the rest say how the model is cut and trained).
@@ -115,6 +117,11 @@ def packaged_tasks() -> list[str]:
 
     text = (resources.files("evoinstruct.prompts") / "seeds" / TASKS_FILE).read_text("utf-8")
     return read_tasks(text)
+
+
+def heal_tasks(recipe: WeakRecipe) -> list[str]:
+    """The tasks the full model answers for the healing: the first of the weak half."""
+    return split_tasks(packaged_tasks())[0][: recipe.tasks]
 
 
 def _cache_root(cache_dir: Path | None) -> Path:
@@ -291,7 +298,7 @@ async def _heal_answers(store: Any, strong: Path, recipe: WeakRecipe, say: Say) 
     from evoinstruct.prompts.library import PromptLibrary
     from evoinstruct.trainer.verified_data import add_answered, add_verified
 
-    weak_half = split_tasks(packaged_tasks())[0][: recipe.tasks]
+    weak_half = heal_tasks(recipe)
     served = {**served_table(strong, dtype="float32"), "engine": recipe.engine}
     model = TransformersModel(ModelConfig.model_validate({**served, "seed": recipe.seed}))
 
