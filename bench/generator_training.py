@@ -15,7 +15,9 @@ far the same mechanism goes when the student is given enough of it:
 3. the base model and that version write tasks on the same `--measure-calls` demo sets,
    drawn from the pool as the generate step draws them, and their yields (tasks kept by
    the generator's filters and the pool's novelty check, per call) are compared call by
-   call: paired bootstrap interval of the difference.
+   call: paired bootstrap interval of the difference. The demo sets come from the pool
+   the generation examples were made from: a version that writes back tasks it learned
+   loses them to the novelty check, so the comparison leans against the trained version.
 
 It prints the rounds' generate records (kept per call and the drop reasons), the mix the
 version trained on, both generators' yields and drop reasons, the paired difference, and
@@ -89,18 +91,20 @@ def make_rounds(args: argparse.Namespace, root: Path) -> Any:
 
 
 def train_generator(project: Any, args: argparse.Namespace) -> str:
-    """The version trained with --share of its mix on generation examples (made once)."""
+    """The version trained with --share of its mix on generation examples and --steps (made
+    once: a later run with the same two measures it again)."""
+    from evoinstruct.trainer.config import TrainerConfig
     from evoinstruct.trainer.progress import StepSay
     from evoinstruct.trainer.train import train
 
+    wanted = {"generation_share": args.share, "max_steps": args.steps}
     with project.open_store() as store:
         for row in store.model_versions():
-            if row["config"].get("generation_share") == args.share:
-                say(f"{row['version']} trained earlier with generation share {args.share}")
+            if all(row["config"].get(k) == v for k, v in wanted.items()):
+                say(f"{row['version']} (round {row['round']}) trained earlier with {wanted}")
                 return row["version"]
-    cfg = project.load_config().trainer.model_copy(
-        update={"generation_share": args.share, "max_steps": args.steps}
-    )
+    # Validated, not copied: the shares must leave room for new examples.
+    cfg = TrainerConfig.model_validate({**project.load_config().trainer.model_dump(), **wanted})
     result = train(cfg, project.root, callbacks=[StepSay(say, "generator version")])
     say(f"trained {result.version}: train loss {result.metrics.get('train_loss')}")
     return result.version

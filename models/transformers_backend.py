@@ -141,22 +141,41 @@ class TransformersModel:
         version = version or Path(path).name
         digest = adapter_digest(path)
         with self._lock:
-            if version in self._adapters and self._adapter_digests[version] != digest:
-                # The same name, other weights: serve these, never the ones loaded before.
-                self.model.delete_adapter(self._adapters.pop(version))
-            if version not in self._adapters:
-                # peft adapter names become module keys: no dots allowed.
-                name = re.sub(r"\W", "_", version) + f"_{self._loads}"
-                self._loads += 1
-                try:
-                    self.model.load_adapter(str(path), adapter_name=name)
-                except (OSError, ValueError) as exc:
-                    raise ModelError(f"cannot load the adapter {str(path)!r}: {exc}") from exc
-                self._adapters[version] = name
-                self._adapter_dirs[version] = Path(path)
-                self._adapter_digests[version] = digest
+            # The same name with other files: load these, never serve the ones loaded before.
+            if version not in self._adapters or self._adapter_digests[version] != digest:
+                self._load_files(Path(path), version, digest)
             self._activate(version)
         return version
+
+    def _load_files(self, path: Path, version: str, digest: str | None) -> None:
+        """Load the adapter under a fresh peft name; the version's former weights go only
+        once the new ones loaded. A failed load leaves the model on its plain base."""
+        # peft adapter names become module keys: no dots allowed.
+        name = re.sub(r"\W", "_", version) + f"_{self._loads}"
+        self._loads += 1
+        try:
+            self.model.load_adapter(str(path), adapter_name=name)
+        except Exception as exc:  # safetensors, peft and torch each raise their own
+            if name in (getattr(self.model, "peft_config", None) or {}):
+                self.model.delete_adapter(name)
+            self._forget(version)
+            raise ModelError(f"cannot load the adapter {str(path)!r}: {exc}") from exc
+        self._forget(version)
+        self._adapters[version] = name
+        self._adapter_dirs[version] = path
+        self._adapter_digests[version] = digest
+
+    def _forget(self, version: str) -> None:
+        """Drop a version's loaded weights; the plain base answers if it was active."""
+        if version in self._adapters:
+            self.model.delete_adapter(self._adapters.pop(version))
+            del self._adapter_dirs[version], self._adapter_digests[version]
+        if self.adapter_version == version:
+            if self._adapters:
+                self.model.disable_adapters()
+            self.adapter_version = self.adapter_digest = None
+            if self._engine is not None:
+                self._engine.use_adapter(None)
 
     def set_adapter(self, version: str) -> None:
         """Switch to an adapter loaded earlier."""

@@ -96,7 +96,9 @@ class VLLMModel:
             # vLLM wants a unique positive int id per adapter; other weights under a known
             # name get a new id, so vLLM never serves the ones it loaded before.
             self._next_id += 1
-            self._adapters[version] = LoRARequest(version, self._next_id, str(path))
+            # vLLM tells adapters apart by name: other files get a name of their own.
+            name = f"{version}-{digest[:12]}" if digest else version
+            self._adapters[version] = LoRARequest(name, self._next_id, str(path))
             self._digests[version] = digest
         self.adapter_version, self.adapter_digest = version, digest
         return version

@@ -178,9 +178,28 @@ async def test_other_weights_under_a_loaded_name_are_loaded_and_served(
         assert with_a != with_b
         model.load_adapter(adapters[0], "other")
         assert await _texts(model, requests) == with_a  # the same files answer alike
+        # Refilled with files that do not load: an error, and the old weights are gone.
+        model.set_adapter("v1")
+        (renamed / "adapter_model.safetensors").write_bytes(b"not a tensor file")
+        with pytest.raises(ModelError, match="cannot load the adapter"):
+            model.load_adapter(renamed, "v1")
+        assert model.adapter_version is None and model.adapter_digest is None
+        assert model.loaded_adapters == ["other"]
+        assert await _texts(model, requests) == await _base_texts(model, requests)
     finally:
         model.remove_adapter(unload=True)
     assert model.adapter_digest is None and model.loaded_adapters == []
+
+
+async def _base_texts(model: TransformersModel, requests: list[ChatRequest]) -> list[str]:
+    """The plain base's answers, whatever adapter was active (it stays active after)."""
+    active = model.adapter_version
+    model.remove_adapter()
+    try:
+        return await _texts(model, requests)
+    finally:
+        if active is not None:
+            model.set_adapter(active)
 
 
 def test_missing_adapter_is_a_model_error(model: TransformersModel, tmp_path: Path) -> None:

@@ -67,9 +67,12 @@ async def test_hand_off_to_a_vllm_server(trained_lora: TrainedProject, tmp_path:
         generator = OpenAIChatModel(cfg, env={})
         assert await _texts(generator) == ["served by tiny"] * 2
         assert await hand_off(generator, row) == "v1"
-        assert server.lora_adapters == {"v1": row["path"]}
-        assert generator.adapter_digest == adapter_digest(row["path"]) is not None
-        assert await _texts(generator) == ["served by v1"] * 2
+        digest = adapter_digest(row["path"])
+        assert digest is not None and generator.adapter_digest == digest
+        served = f"v1-{digest[:12]}"  # the server's name for these very weights
+        assert server.lora_adapters == {served: row["path"]}
+        assert generator.adapter_version == "v1" and generator.model_id == served
+        assert await _texts(generator) == [f"served by {served}"] * 2
         assert await hand_off(generator, row) == "v1"  # already listed: loaded once
         assert await hand_off(generator, None) is None
         assert generator.adapter_digest is None

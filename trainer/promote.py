@@ -79,17 +79,20 @@ async def _server_hand_off(model: Any, row: dict[str, Any] | None) -> str | None
     if row is None:
         model.model_id, model.adapter_version, model.adapter_digest = model.cfg.model, None, None
         return None
+    digest = adapter_digest(row["path"])
+    # The server keeps a name it loaded once: other weights under a known version name
+    # (a project copied and trained again) get a name of their own.
+    served = f"{row['version']}-{digest[:12]}" if digest else row["version"]
     for url in model.endpoint_urls:
         await load_lora_adapter(
             url,
-            row["version"],
+            served,
             row["path"],
             api_key_env=model.cfg.api_key_env,
             timeout_s=model.cfg.timeout_s,
         )
     # vLLM serves a loaded adapter under its name: requests select it as their model.
-    model.model_id = model.adapter_version = row["version"]
-    model.adapter_digest = adapter_digest(row["path"])
+    model.model_id, model.adapter_version, model.adapter_digest = served, row["version"], digest
     return row["version"]
 
 
