@@ -114,7 +114,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         rounds = args.rounds
     files = [Path(f) for f in args.ifeval]
     result = asyncio.run(run_real(project, rounds, progress, files=files))
-    if result.stopped:  # returned, not raised: the pool's worker would die and starmap wait
+    if result.stopped:  # returned, not raised: the main process reads what the arm says
         return {"arm": arm, "stopped": True, "rounds": result.rounds}
     promoted = [row["version"] for row in result.versions if row["promoted"]]
     for row in result.versions:
@@ -405,14 +405,11 @@ def main() -> int:
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.monotonic()
-    ctx = multiprocessing.get_context("spawn")
-    # A SIGTERM (kill, a scheduler) reaches this process only: leaving the pool's block
-    # terminates the arms, which would otherwise run on, orphaned, writing to their projects.
+    # A SIGTERM (kill, a scheduler) reaches this process only: it stops the arms, which
+    # would otherwise run on, orphaned, writing to their projects.
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        with ctx.Pool(len(arms)) as pool:
-            results = pool.starmap(run_arm, [(arm, args) for arm in arms])
-    except KeyboardInterrupt:
+    results = run_arms(arms, args, out)
+    if results is None:
         print("stopped: each arm's project keeps what it finished; --resume goes on")
         return 130
     if stopped := [r for r in results if r.get("stopped")]:
@@ -428,8 +425,71 @@ def main() -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM to this process (kill, a scheduler): the arms have not heard of it."""
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Terminated
+
+
+# How long a stopped arm gets: a terminal's Ctrl-C reached it already (its daemon stops
+# within seconds); then a SIGTERM asks it; then it is killed (its rounds are crash-safe).
+GRACE_S = 10.0
+AFTER_SIGTERM_S = 30.0
+
+
+def run_arms(arms: list[str], args: argparse.Namespace, out: Path) -> list[dict[str, Any]] | None:
+    """Each arm in a spawned process of its own; their results, or None when stopped.
+
+    Not a multiprocessing.Pool: on a stop the pool sends its workers one SIGTERM, which an
+    arm's daemon takes as a request to stop gracefully, and then waits for them forever
+    while holding the lock they need to return (a stopped bench hung here).
+    """
+    ctx = multiprocessing.get_context("spawn")
+    files = {arm: out / f"{arm}.result.json" for arm in arms}
+    processes = []
+    for arm in arms:
+        files[arm].unlink(missing_ok=True)
+        process = ctx.Process(target=_arm_main, args=(arm, args, files[arm]), name=arm)
+        process.start()
+        processes.append(process)
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt as stop:
+        _stop(processes, heard=not isinstance(stop, Terminated))
+        return None
+    missing = [arm for arm in arms if not files[arm].is_file()]
+    if missing:
+        raise SystemExit(f"arm {', '.join(missing)} ended without a result (see its log)")
+    return [json.loads(files[arm].read_text(encoding="utf-8")) for arm in arms]
+
+
+def _arm_main(arm: str, args: argparse.Namespace, result_file: Path) -> None:
+    result = run_arm(arm, args)
+    result_file.write_text(json.dumps(result, default=str), encoding="utf-8")
+
+
+def _stop(processes: list[Any], *, heard: bool) -> None:
+    """Wait for the arms' graceful stop if they `heard` the Ctrl-C, ask them (again), then
+    kill what is left."""
+    if heard:
+        _join(processes, GRACE_S)
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+    _join(processes, AFTER_SIGTERM_S)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _join(processes: list[Any], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
 
 
 def _interval(found: dict[str, float] | None) -> str:
