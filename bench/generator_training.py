@@ -22,7 +22,8 @@ far the same mechanism goes when the student is given enough of it:
 It prints the rounds' generate records (kept per call and the drop reasons), the mix the
 version trained on, both generators' yields and drop reasons, the paired difference, and
 writes `generator_training.json` in --out. Rounds and the version already made in --out
-are reused (`--resume` adds no rounds; a finished version is measured again).
+are reused (`--resume` adds no rounds; a finished version is measured again, or with
+`--retrain` a new one is trained beside it).
 
 Run: .venv/bin/python bench/generator_training.py --rounds 3 --calls 40 --share 0.5
 """
@@ -99,7 +100,7 @@ def train_generator(project: Any, args: argparse.Namespace) -> str:
 
     wanted = {"generation_share": args.share, "max_steps": args.steps}
     with project.open_store() as store:
-        for row in store.model_versions():
+        for row in [] if args.retrain else store.model_versions():
             if all(row["config"].get(k) == v for k, v in wanted.items()):
                 say(f"{row['version']} (round {row['round']}) trained earlier with {wanted}")
                 return row["version"]
@@ -126,6 +127,11 @@ def main() -> int:
     parser.add_argument("--seed-tasks", type=int, default=200, help="packaged task prompts seeded")
     parser.add_argument("--answer-tokens", type=int, default=160, help="token limit per answer")
     parser.add_argument("--resume", action="store_true", help="no new rounds on --out's project")
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="a new version even if one with --share and --steps exists",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "generator_training"))
     args = parser.parse_args()

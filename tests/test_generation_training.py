@@ -172,3 +172,61 @@ def test_a_version_trains_on_generation_examples(
     assert len(trained) == 4 and all(i.startswith("generation:1:") for i in trained)
     tokenized = result.metrics["tokenization"]
     assert tokenized["examples"] == examples["new"] + examples["generation"]
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_the_prompt_asks_for_as_many_tasks_as_the_answer_lists(language: str) -> None:
+    """A call asked for eight tasks and the loop kept two: the example's prompt, rendered
+    again with the call's demos, asks for two (trained on 'write eight' answered with two,
+    the student learnt to stop early and its yield fell)."""
+    from evoinstruct.agents.generator import GeneratorConfig, call_prompt
+    from evoinstruct.prompts.library import PromptLibrary
+    from evoinstruct.store.records import Example
+    from evoinstruct.trainer.generation_data import call_demos, generation_examples
+
+    demos = {
+        "en": ["Write a haiku about rain.", "List three uses of vinegar."],
+        "zh": ["写一首关于雨的俳句。", "列出醋的三种用途。"],
+    }[language]
+    seeds = [Example(id=f"s{i}", instruction=d, output="") for i, d in enumerate(demos)]
+    library = PromptLibrary(language)
+    config = GeneratorConfig(self_instruct_tasks_per_call=8)
+    sent, first = call_prompt(seeds, library, config)
+    assert "8" in sent
+    kept = {
+        "en": ["Explain how tides form.", "Describe a good morning routine."],
+        "zh": ["解释潮汐是如何形成的。", "描述一个好的早晨习惯。"],
+    }[language]
+    accepted = {
+        f"g{i}": Example(id=f"g{i}", instruction=t, output="a", source="generated")
+        for i, t in enumerate(kept)
+    }
+    call = GenerationCall(
+        round=1,
+        call=0,
+        prompt=sent,
+        first_index=first,
+        language=language,
+        template=f"{language}/generate_self_instruct.jinja2",
+        candidates=["g0", "x", "g1"],
+    )
+    assert call_demos(call) == demos
+    (example,) = generation_examples([call], accepted)
+    asked = library.render(
+        "generate_self_instruct", demos=demos, first_index=first, last_index=first + 1
+    )
+    assert example.prompt == asked != sent and example.response == task_list(kept, first)
+    listed, _ = parse_tasks(example.response, "stop", mode="self_instruct", first_index=1, count=2)
+    assert [t.instruction for t in listed] == kept
+    # A prompt the packaged template did not write (a project's own) is kept as sent.
+    own = GenerationCall(
+        round=1,
+        call=1,
+        prompt="My own prompt.\n- a demo\nWrite 8 tasks.",
+        first_index=first,
+        language=language,
+        template=call.template,
+        candidates=["g0"],
+    )
+    (mine,) = generation_examples([own], accepted)
+    assert mine.prompt == own.prompt

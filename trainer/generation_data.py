@@ -6,9 +6,13 @@ half of the loop: the model's own outputs that passed curation become its traini
 Here every Self-Instruct call the generate step made is on record with the prompt it
 sent (`store.generation_calls`); the tasks of that call the loop later accepted — past
 the generator's filters, ROUGE-L novelty, the critic and the selector — written as the
-numbered list the parser reads, are the answer to that very prompt. What the student
-learns is the prompt it will be served as the generator, and the answer is what the
-filters let through, never what they dropped.
+numbered list the parser reads, are the answer to that prompt — asking for as many tasks
+as the answer lists. The call asked for eight and the loop kept two on average: trained on
+the prompt as sent, the student learnt to stop after one or two tasks and wrote fewer
+accepted tasks per call than the base model (measured, `bench/generator_training.py`), so
+the prompt is rendered again from its template with the call's own demos and the count of
+the answer. What the student learns is the prompt it will be served as the generator, and
+the answer is what the filters let through, never what they dropped.
 
 An accepted task counts only where it may train at all: not held out, not overlapping the
 held-out suite, accepted now (the trainer's pool split decides). Alpaca-mode calls, whose
@@ -21,11 +25,15 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from evoinstruct.agents.generator import task_list
+from evoinstruct.prompts.library import PromptLibrary
 from evoinstruct.store.generation_calls import GenerationCall
 from evoinstruct.store.records import Example
 
 SOURCE = "generation"  # the source of these in-memory examples; never a pool row
-SELF_INSTRUCT_TEMPLATE = "generate_self_instruct.jinja2"
+SELF_INSTRUCT = "generate_self_instruct"
+SELF_INSTRUCT_TEMPLATE = f"{SELF_INSTRUCT}.jinja2"
+_PROBE = "\x00demo\x00"  # a demo no prompt holds: where the template puts demos
+LONGEST_LIST = 64  # the most tasks a call may have asked for, when its prompt is read back
 
 
 @dataclass(frozen=True)
@@ -101,13 +109,53 @@ def generation_examples(
         out.append(
             GenerationExample(
                 call=call.id,
-                prompt=call.prompt,
+                prompt=asking_for(call, len(targets)),
                 response=task_list([e.instruction for e in targets], call.first_index),
                 language=call.language,
                 targets=tuple(e.id for e in targets),
             )
         )
     return out
+
+
+def asking_for(call: GenerationCall, count: int) -> str:
+    """The call's prompt as its template renders it asking for `count` tasks, with the demos
+    it showed; the prompt as sent when it is not the packaged template's (a project's own
+    prompts, an older template), which the template cannot read back."""
+    demos = call_demos(call)
+    if demos is None:
+        return call.prompt
+    library = PromptLibrary(call.language or "en")
+    first = call.first_index
+    return library.render(
+        SELF_INSTRUCT, demos=demos, first_index=first, last_index=first + count - 1
+    )
+
+
+def call_demos(call: GenerationCall) -> list[str] | None:
+    """The demos a Self-Instruct call showed, read back from its prompt with the template
+    that wrote it; None unless rendering them again gives the prompt exactly."""
+    library = PromptLibrary(call.language or "en")
+    first = call.first_index
+
+    def render(demos: list[str], last: int) -> str:
+        return library.render(SELF_INSTRUCT, demos=demos, first_index=first, last_index=last)
+
+    probe = render([_PROBE], first).split("\n")
+    at = next(i for i, line in enumerate(probe) if _PROBE in line)
+    head, (before, after) = probe[:at], probe[at].split(_PROBE)
+    lines = call.prompt.split("\n")
+    if lines[: len(head)] != head:
+        return None
+    demos = []
+    for line in lines[len(head) :]:
+        if not (line.startswith(before) and line.endswith(after)) or len(line) <= len(before):
+            break
+        demos.append(line[len(before) : len(line) - len(after)])
+    for last in range(first, first + LONGEST_LIST):
+        if render(demos, last) == call.prompt:
+            return demos
+    return None
 
 
 def split_seen(
