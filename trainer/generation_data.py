@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from functools import cache
 
 from evoinstruct.agents.generator import task_list
-from evoinstruct.prompts.library import PromptLibrary
+from evoinstruct.prompts.library import LANGUAGES, PromptLibrary
 from evoinstruct.store.generation_calls import GenerationCall
 from evoinstruct.store.records import Example
 
@@ -125,17 +126,24 @@ def asking_for(call: GenerationCall, count: int) -> str:
     demos = call_demos(call)
     if demos is None:
         return call.prompt
-    library = PromptLibrary(call.language or "en")
+    library = _library(call.language or "en")
     first = call.first_index
     return library.render(
         SELF_INSTRUCT, demos=demos, first_index=first, last_index=first + count - 1
     )
 
 
+@cache
+def _library(language: str) -> PromptLibrary:
+    return PromptLibrary(language)  # one per language: a pool holds thousands of calls
+
+
 def call_demos(call: GenerationCall) -> list[str] | None:
     """The demos a Self-Instruct call showed, read back from its prompt with the template
     that wrote it; None unless rendering them again gives the prompt exactly."""
-    library = PromptLibrary(call.language or "en")
+    if (call.language or "en") not in LANGUAGES:
+        return None
+    library = _library(call.language or "en")
     first = call.first_index
 
     def render(demos: list[str], last: int) -> str:
