@@ -30,6 +30,12 @@ def update_with_files(folder: Path, digest: Any, *, content: bool, prefix: str =
             digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
 
 
+def served_name(version: str, digest: str | None) -> str:
+    """The name vLLM is asked to serve a version's LoRA under: vLLM keeps a name it loaded
+    once, so other weights under a known version name get a name of their own."""
+    return f"{version}-{digest[:12]}" if digest else version
+
+
 def adapter_digest(folder: str | Path) -> str | None:
     """sha256 (20 hex digits) of an adapter folder's own files; None when the folder is not
     readable here (a LoRA that lives on a vLLM server's disk)."""

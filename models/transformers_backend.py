@@ -171,11 +171,15 @@ class TransformersModel:
             self.model.delete_adapter(self._adapters.pop(version))
             del self._adapter_dirs[version], self._adapter_digests[version]
         if self.adapter_version == version:
-            if self._adapters:
-                self.model.disable_adapters()
-            self.adapter_version = self.adapter_digest = None
-            if self._engine is not None:
-                self._engine.use_adapter(None)
+            self._deactivate()
+
+    def _deactivate(self) -> None:
+        """Back to the plain base; the loaded adapters stay loaded."""
+        if self._adapters:
+            self.model.disable_adapters()
+        self.adapter_version = self.adapter_digest = None
+        if self._engine is not None:
+            self._engine.use_adapter(None)
 
     def set_adapter(self, version: str) -> None:
         """Switch to an adapter loaded earlier."""
@@ -197,16 +201,12 @@ class TransformersModel:
     def remove_adapter(self, *, unload: bool = False) -> None:
         """Back to the base model; `unload` also frees every loaded adapter's weights."""
         with self._lock:
-            if self._adapters:
-                self.model.disable_adapters()
-                if unload:
-                    self.model.delete_adapter(list(self._adapters.values()))
-                    self._adapters.clear()
-                    self._adapter_dirs.clear()
-                    self._adapter_digests.clear()
-            self.adapter_version = self.adapter_digest = None
-            if self._engine is not None:
-                self._engine.use_adapter(None)
+            self._deactivate()
+            if unload and self._adapters:
+                self.model.delete_adapter(list(self._adapters.values()))
+                self._adapters.clear()
+                self._adapter_dirs.clear()
+                self._adapter_digests.clear()
 
     @property
     def loaded_adapters(self) -> list[str]:

@@ -24,7 +24,7 @@ import openai
 
 from evoinstruct.models.base import ChatRequest, Choice, Failure, Generation, Message, Result
 from evoinstruct.models.config import ModelConfig
-from evoinstruct.models.fingerprint import adapter_digest
+from evoinstruct.models.fingerprint import adapter_digest, served_name
 from evoinstruct.models.openai_backend import api_key_from_env
 from evoinstruct.models.secret import Secret
 from evoinstruct.store.errors import ModelError, UnsupportedError
@@ -91,13 +91,11 @@ class VLLMModel:
 
         version = version or Path(path).name
         digest = adapter_digest(path)
-        known = self._adapters.get(version)
-        if known is None or self._digests.get(version) != digest:
-            # vLLM wants a unique positive int id per adapter; other weights under a known
-            # name get a new id, so vLLM never serves the ones it loaded before.
+        if version not in self._adapters or self._digests[version] != digest:
+            # vLLM wants a unique positive int id per adapter, and tells adapters apart by
+            # name: other weights under a known version get both anew.
             self._next_id += 1
-            # vLLM tells adapters apart by name: other files get a name of their own.
-            name = f"{version}-{digest[:12]}" if digest else version
+            name = served_name(version, digest)
             self._adapters[version] = LoRARequest(name, self._next_id, str(path))
             self._digests[version] = digest
         self.adapter_version, self.adapter_digest = version, digest

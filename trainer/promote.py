@@ -73,16 +73,14 @@ def _is_vllm(model: Any) -> bool:
 
 async def _server_hand_off(model: Any, row: dict[str, Any] | None) -> str | None:
     """A vLLM server: hot-load the LoRA on every endpoint, then name it in requests."""
-    from evoinstruct.models.fingerprint import adapter_digest
+    from evoinstruct.models.fingerprint import adapter_digest, served_name
     from evoinstruct.models.vllm_backend import load_lora_adapter
 
     if row is None:
         model.model_id, model.adapter_version, model.adapter_digest = model.cfg.model, None, None
         return None
     digest = adapter_digest(row["path"])
-    # The server keeps a name it loaded once: other weights under a known version name
-    # (a project copied and trained again) get a name of their own.
-    served = f"{row['version']}-{digest[:12]}" if digest else row["version"]
+    served = served_name(row["version"], digest)
     for url in model.endpoint_urls:
         await load_lora_adapter(
             url,
